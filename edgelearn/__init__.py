@@ -1,0 +1,1 @@
+"""The `edgelearn` command line: one entry point over inference, training, compress, federated."""

@@ -1,0 +1,40 @@
+"""Config: how a Predictor loads and runs a model."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Union
+
+import onnx
+
+from inference.errors import ConfigError
+
+SUPPORTED_DEVICES = ("cpu",)
+
+
+@dataclass
+class Config:
+    """Options of a :class:`inference.Predictor`.
+
+    ``model_path`` takes a file path, the model's bytes, or an ``onnx.ModelProto``.
+    ``optimize_graph`` / ``fusion`` / ``memory_optimization`` switch the graph passes of
+    ``inference.passes`` (each pass also has its own switch in ``passes``); ``num_threads`` caps
+    the BLAS and numba thread pools together (None: leave the libraries' defaults).
+    """
+
+    model_path: Union[str, os.PathLike, bytes, onnx.ModelProto, None] = None
+    device: str = "cpu"
+    optimize_graph: bool = True
+    fusion: bool = True
+    memory_optimization: bool = True
+    num_threads: int | None = None
+    passes: dict[str, bool] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.model_path is None:
+            raise ConfigError("Config.model_path is not set: give a path, bytes or an onnx.ModelProto")
+        if self.device not in SUPPORTED_DEVICES:
+            raise ConfigError(f"device {self.device!r} is not available: this build runs on "
+                              f"{', '.join(SUPPORTED_DEVICES)} only")
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+            raise ConfigError(f"num_threads must be a positive int or None, got {self.num_threads!r}")

@@ -1,0 +1,18 @@
+"""Reference kernels, one module per op or op family; importing this package registers them all."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from inference.ops.registry import KernelContext, lookup, register, registered_ops
+
+
+def _load_all() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "registry" and not mod.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_load_all()
+
+__all__ = ["KernelContext", "lookup", "register", "registered_ops"]

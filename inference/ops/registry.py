@@ -1,0 +1,82 @@
+"""Op registry: kernels keyed by (domain, op type, since-version), as in onnx.reference.
+
+A kernel is a plain function. Inputs arrive positionally as numpy arrays (``None`` for an
+omitted optional input; sequences as Python lists), attributes as keyword arguments holding
+only the attributes the node sets, so the function's own defaults are the schema defaults.
+It returns one array or a tuple of arrays (one per node output). A kernel that needs more
+(subgraphs, number of outputs, the opset) declares a keyword-only parameter ``ctx`` and gets a
+:class:`KernelContext`.
+
+Several kernels may serve one op: ``kind="reference"`` is the exact numpy oracle, other kinds
+(``"fast"``) are picked by the session when their ``applies`` predicate accepts the node.
+"""
+from __future__ import annotations
+
+import bisect
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Kernel = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    domain: str
+    op_type: str
+    since: int
+    fn: Kernel
+    kind: str = "reference"
+    wants_ctx: bool = False
+    applies: Callable[..., bool] | None = None
+
+
+@dataclass
+class KernelContext:
+    """What a kernel may ask of the session running it."""
+
+    node: Any  # inference.ir.Node
+    opset: int
+    num_outputs: int
+    run_graph: Callable[..., list] = field(repr=False, default=None)  # (graph, feeds: dict) -> list
+    outer: dict = field(repr=False, default_factory=dict)  # outer-scope values visible to subgraphs
+
+
+_REGISTRY: dict[tuple[str, str], dict[str, list[KernelEntry]]] = {}
+
+
+def _norm_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def register(op_type: str, since: int = 1, domain: str = "", kind: str = "reference",
+             applies: Callable[..., bool] | None = None) -> Callable[[Kernel], Kernel]:
+    """Decorator: register ``fn`` as the kernel of ``domain::op_type`` from opset ``since`` on."""
+
+    def deco(fn: Kernel) -> Kernel:
+        wants_ctx = "ctx" in inspect.signature(fn).parameters
+        entry = KernelEntry(_norm_domain(domain), op_type, since, fn, kind, wants_ctx, applies)
+        by_kind = _REGISTRY.setdefault((entry.domain, op_type), {})
+        entries = by_kind.setdefault(kind, [])
+        if any(e.since == since for e in entries):
+            raise ValueError(f"kernel {domain}::{op_type} since {since} ({kind}) registered twice")
+        bisect.insort(entries, entry, key=lambda e: e.since)
+        return fn
+
+    return deco
+
+
+def lookup(op_type: str, domain: str, opset: int, kind: str = "reference") -> KernelEntry | None:
+    """The kernel with the largest since-version not above ``opset``, or None."""
+    entries = _REGISTRY.get((_norm_domain(domain), op_type), {}).get(kind, [])
+    best = None
+    for e in entries:
+        if e.since <= opset:
+            best = e
+    return best
+
+
+def registered_ops() -> list[tuple[str, str, int, str]]:
+    """(domain, op_type, since, kind) of every registered kernel, for reports and tests."""
+    return sorted((e.domain, e.op_type, e.since, e.kind)
+                  for by_kind in _REGISTRY.values() for es in by_kind.values() for e in es)

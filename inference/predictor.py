@@ -1,0 +1,128 @@
+"""The Predictor API: load once, bind inputs through tensor handles or a dict, run, read outputs."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from inference.config import Config
+from inference.errors import InputError
+from inference.ir import Model, TensorType
+from inference.onnx_import import load_model
+from inference.session import Session, check_feed
+
+
+class Tensor:
+    """A named input or output slot of a Predictor."""
+
+    def __init__(self, name: str, declared: TensorType | None, owner: "Predictor", is_input: bool):
+        self.name = name
+        self._declared = declared
+        self._owner = owner
+        self._is_input = is_input
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        value = self._current()
+        if isinstance(value, np.ndarray):
+            return value.dtype
+        return self._declared.dtype if isinstance(self._declared, TensorType) else None
+
+    @property
+    def shape(self) -> tuple:
+        """The bound array's shape once there is one, else the declared shape (str = symbolic dim)."""
+        value = self._current()
+        if isinstance(value, np.ndarray):
+            return tuple(value.shape)
+        if isinstance(self._declared, TensorType) and self._declared.shape is not None:
+            return tuple(self._declared.shape)
+        return ()
+
+    def _current(self) -> Any:
+        store = self._owner._feeds if self._is_input else self._owner._outputs
+        return store.get(self.name)
+
+    def copy_from(self, array: Any) -> None:
+        """Bind a copy of ``array`` to this input; dtype and shape are checked against the model."""
+        if not self._is_input:
+            raise InputError(f"{self.name!r} is an output; copy_from applies to inputs only")
+        declared = self._declared if isinstance(self._declared, TensorType) else None
+        arr = check_feed(self.name, array, declared, {})
+        self._owner._feeds[self.name] = np.array(arr, copy=True)
+
+    def copy_to(self) -> np.ndarray:
+        """A copy of this output's value from the last run."""
+        if self._is_input:
+            value = self._owner._feeds.get(self.name)
+        else:
+            value = self._owner._outputs.get(self.name)
+        if value is None:
+            raise InputError(f"tensor {self.name!r} holds no value yet: call run() first")
+        return np.array(value, copy=True) if isinstance(value, np.ndarray) else value
+
+    def __repr__(self) -> str:
+        return f"Tensor(name={self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class Predictor:
+    """Loads a model per ``config`` and runs it on the CPU."""
+
+    def __init__(self, config: Config | str | bytes):
+        if not isinstance(config, Config):
+            config = Config(model_path=config)
+        config.validate()
+        self.config = config
+        self.model: Model = load_model(config.model_path)
+        if config.num_threads is not None:
+            from inference.threads import set_num_threads
+            set_num_threads(config.num_threads)
+        self.session = Session(self.model)
+        g = self.model.graph
+        self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
+        self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
+        self._feeds: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}
+
+    def get_input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    def get_output_names(self) -> list[str]:
+        return list(self._output_handles)
+
+    def get_input_tensor(self, name: str) -> Tensor:
+        if name not in self._inputs:
+            raise InputError(f"model has no input {name!r}; inputs are {self.get_input_names()}")
+        return self._inputs[name]
+
+    def get_output_tensor(self, name: str) -> Tensor:
+        if name not in self._output_handles:
+            raise InputError(f"model has no output {name!r}; outputs are {self.get_output_names()}")
+        return self._output_handles[name]
+
+    def run(self, feeds: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Run on the bound inputs, or on ``feeds`` (returning a dict of name -> output)."""
+        if feeds is not None:
+            self._feeds = self._checked(feeds)
+        else:
+            self._feeds = self._checked(self._feeds)
+        values = self.session.run(self._feeds)
+        self._outputs = dict(zip(self.get_output_names(), values))
+        return dict(self._outputs) if feeds is not None else None
+
+    def _checked(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = [k for k in feeds if k not in self._inputs]
+        if unknown:
+            raise InputError(f"unknown inputs {unknown}; the model's inputs are {self.get_input_names()}")
+        required = [v.name for v in self.model.graph.feed_inputs()]
+        missing = [n for n in required if n not in feeds]
+        if missing:
+            raise InputError(f"missing inputs {missing}; the model needs {required}")
+        bindings: dict[str, int] = {}
+        out = {}
+        for name, value in feeds.items():
+            declared = self._inputs[name]._declared
+            if isinstance(value, (list, type(None))) or not isinstance(declared, (TensorType, type(None))):
+                out[name] = value  # sequences and optionals pass through
+            else:
+                out[name] = check_feed(name, value, declared, bindings)
+        return out

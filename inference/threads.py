@@ -1,0 +1,15 @@
+"""One knob for every thread pool the runtime uses (BLAS through numpy, and numba)."""
+from __future__ import annotations
+
+_limiter = None
+
+
+def set_num_threads(n: int) -> None:
+    """Cap BLAS and numba at ``n`` threads so the two never oversubscribe the cores."""
+    global _limiter
+    from threadpoolctl import threadpool_limits
+
+    _limiter = threadpool_limits(limits=n)
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

@@ -1,0 +1,85 @@
+"""Our runtime behind onnx's Backend interface, so onnx.backend.test.BackendTest can drive it.
+
+With ``roundtrip=True`` every run also exports the imported model, checks it with
+``onnx.checker`` (full check) and, where onnxruntime can run the original model, requires
+onnxruntime to give our outputs on the exported one.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx.backend.base import Backend, BackendRep
+
+from inference import Session, load_model, model_to_proto
+
+
+class RoundTripMismatch(AssertionError):
+    pass
+
+
+class EdgelearnRep(BackendRep):
+    def __init__(self, proto: onnx.ModelProto, roundtrip: bool):
+        self.proto = proto
+        self.model = load_model(proto)
+        self.session = Session(self.model)
+        self.roundtrip = roundtrip
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple:
+        names = [v.name for v in self.model.graph.feed_inputs()]
+        if isinstance(inputs, dict):
+            feeds = dict(inputs)
+        else:
+            feeds = dict(zip(names, inputs if isinstance(inputs, (list, tuple)) else [inputs]))
+        outputs = self.session.run(feeds)
+        if self.roundtrip:
+            check_roundtrip(self.proto, self.model, feeds, outputs)
+        return tuple(outputs)
+
+
+def check_roundtrip(original: onnx.ModelProto, model, feeds: dict, ours: list) -> None:
+    exported = model_to_proto(model)
+    onnx.checker.check_model(exported, full_check=True)
+    ort_outputs = _run_onnxruntime(original, feeds)
+    if ort_outputs is None:
+        return  # onnxruntime itself cannot run this model: nothing to compare against
+    again = _run_onnxruntime(exported, feeds)
+    if again is None:
+        raise RoundTripMismatch("onnxruntime runs the original model but not our export of it")
+    for i, (a, b) in enumerate(zip(again, ours)):
+        if isinstance(b, np.ndarray) and b.dtype.kind in "fc":
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5, err_msg=f"round-trip output {i}")
+        elif isinstance(b, np.ndarray) and b.dtype.kind in "biu":
+            np.testing.assert_array_equal(a, b, err_msg=f"round-trip output {i}")
+
+
+def _run_onnxruntime(proto: onnx.ModelProto, feeds: dict):
+    import onnxruntime as ort
+
+    if any(not isinstance(v, np.ndarray) for v in feeds.values()):
+        return None
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, feeds)
+    except Exception:  # noqa: BLE001 - onnxruntime lacks this op, type or opset
+        return None
+
+
+class EdgelearnBackend(Backend):
+    roundtrip = True
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> EdgelearnRep:
+        super().prepare(model, device, **kwargs)
+        return EdgelearnRep(model, cls.roundtrip)
+
+    @classmethod
+    def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any):
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device == "CPU"

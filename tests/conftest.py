@@ -1,0 +1,53 @@
+"""Shared fixtures: small models built in code and the real models onnx ships."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from inference.builder import GraphBuilder
+
+LIGHT_MODELS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def build_mlp(opset: int = 17, seed: int = 0):
+    """x[batch, 8] -> Gemm -> Relu -> MatMul -> Add -> Softmax: a tiny classifier."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("mlp", opset=opset)
+    x = b.input("x", np.float32, ["batch", 8])
+    h = b.op("Relu", b.op("Gemm", x, b.const(rng.normal(size=(8, 16)).astype(np.float32), "w1"),
+                          b.const(rng.normal(size=16).astype(np.float32), "b1")))
+    logits = b.op("Add", b.op("MatMul", h, b.const(rng.normal(size=(16, 4)).astype(np.float32), "w2")),
+                  b.const(np.zeros(4, np.float32), "b2"))
+    b.op("Softmax", logits, axis=-1, outputs=["y"])
+    b.output("y", np.float32, ["batch", 4])
+    return b.build()
+
+
+def mlp_reference(model, x: np.ndarray) -> np.ndarray:
+    init = model.graph.initializers
+    h = np.maximum(x @ init["w1"] + init["b1"], 0)
+    z = h @ init["w2"] + init["b2"]
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.fixture
+def mlp_model():
+    return build_mlp()
+
+
+@pytest.fixture
+def mlp_path(tmp_path, mlp_model):
+    from inference import save_model
+
+    path = tmp_path / "mlp.onnx"
+    save_model(mlp_model, path)
+    return path
+
+
+@pytest.fixture
+def squeezenet_path() -> Path:
+    return LIGHT_MODELS / "light_squeezenet.onnx"

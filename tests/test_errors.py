@@ -1,0 +1,79 @@
+"""Bad files and bad models give our own errors with names in them, never an interpreter crash."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from inference import Config, Predictor
+from inference.errors import EdgelearnError, InvalidModelError, ModelLoadError, UnsupportedOpError
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        Predictor(Config(model_path=str(tmp_path / "nope.onnx")))
+
+
+def test_truncated_file(tmp_path, mlp_path):
+    data = mlp_path.read_bytes()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelLoadError, match="truncated.onnx"):
+        Predictor(Config(model_path=str(bad)))
+
+
+def test_garbage_bytes():
+    with pytest.raises(ModelLoadError):
+        Predictor(Config(model_path=b"\x00\x01not a model at all\xff" * 10))
+
+
+def test_unsupported_op_names_op_domain_opset_and_node():
+    node = helper.make_node("FrobnicateV9", ["x"], ["y"], name="the_frob", domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example", 3)])
+    with pytest.raises(UnsupportedOpError, match=r"com.example::FrobnicateV9 at opset 3 \(node 'the_frob'\)"):
+        Predictor(Config(model_path=model))
+
+
+def test_dangling_input_is_invalid():
+    node = helper.make_node("Relu", ["ghost"], ["y"], name="r")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    with pytest.raises(InvalidModelError, match=r"node r \(Relu\) reads \['ghost'\]"):
+        Predictor(Config(model_path=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+
+
+def test_kernel_failure_names_the_node():
+    node = helper.make_node("Reshape", ["x", "s"], ["y"], name="bad_reshape")
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[helper.make_tensor("s", TensorProto.INT64, [2], [4, 4])])
+    predictor = Predictor(Config(model_path=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+    with pytest.raises(EdgelearnError, match="bad_reshape"):
+        predictor.run({"x": np.ones(6, np.float32)})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_byte_flips_of_a_real_model_never_crash(mlp_path, data):
+    """Random byte flips: each load/run either works or raises one of our errors."""
+    raw = bytearray(mlp_path.read_bytes())
+    flips = data.draw(st.lists(st.integers(0, len(raw) - 1), min_size=1, max_size=8))
+    for pos in flips:
+        raw[pos] ^= data.draw(st.integers(1, 255))
+    try:
+        predictor = Predictor(Config(model_path=bytes(raw)))
+        feeds = {}
+        for name in predictor.get_input_names():
+            h = predictor.get_input_tensor(name)
+            shape = [d if isinstance(d, int) and 0 <= d < 64 else 2 for d in h.shape]
+            feeds[name] = np.ones(shape, dtype=h.dtype or np.float32)
+        predictor.run(feeds)
+    except EdgelearnError:
+        pass
