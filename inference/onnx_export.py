@@ -14,6 +14,11 @@ _INTERNAL_DOMAINS = {"edgelearn.expand"}
 
 def model_to_proto(model: Model) -> onnx.ModelProto:
     graph = graph_to_proto(model.graph)
+    if model.ir_version < 4:  # that IR wants every initializer listed among the inputs too
+        listed = {v.name for v in graph.input}
+        for t in graph.initializer:
+            if t.name not in listed:
+                graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     used = _used_domains(model.graph)
     opsets = [helper.make_opsetid(d, v) for d, v in model.opset_imports.items()
               if d not in _INTERNAL_DOMAINS and (d == "" or d in used)]

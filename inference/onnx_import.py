@@ -80,6 +80,10 @@ def load_model(source: ModelSource) -> Model:
 def model_from_proto(proto: onnx.ModelProto) -> Model:
     opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in proto.opset_import}
     graph = graph_from_proto(proto.graph)
+    if proto.ir_version < 4:
+        # Before IR 4 every initializer also had to be listed as a graph input; such models
+        # mean them as constants (as onnxruntime treats them), not as inputs to feed.
+        graph.inputs = [v for v in graph.inputs if v.name not in graph.initializers]
     graph.toposort()
     return Model(
         graph=graph, opset_imports=opsets, ir_version=int(proto.ir_version),

@@ -73,6 +73,11 @@ class Predictor:
         config.validate()
         self.config = config
         self.model: Model = load_model(config.model_path)
+        self.applied_passes: list[str] = []
+        if config.optimize_graph:
+            from inference.passes import optimize
+
+            self.applied_passes = optimize(self.model, fusion=config.fusion, switches=config.passes)
         if config.num_threads is not None:
             from inference.threads import set_num_threads
             set_num_threads(config.num_threads)

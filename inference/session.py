@@ -54,15 +54,7 @@ class Session:
         return self.model.opset_imports.get(node.domain, 1)
 
     def _select(self, node: Node) -> KernelEntry:
-        if node.domain not in self.model.opset_imports:
-            raise UnsupportedOpError(node.op_type, node.domain, 0, node.label(),
-                                     "the model imports no opset for this domain")
-        opset = self._opset(node)
-        for kind in self.kinds:
-            entry = lookup(node.op_type, node.domain, opset, kind)
-            if entry is not None and (entry.applies is None or entry.applies(node, self.graph)):
-                return entry
-        raise UnsupportedOpError(node.op_type, node.domain, opset, node.label())
+        return select_kernel(self.model, self.graph, node, self.kinds)
 
     def _assign_frees(self, steps: list[Step]) -> None:
         keep = set(self.graph.output_names) | set(self.graph.initializers) | set(self._outer)
@@ -102,26 +94,12 @@ class Session:
         except KeyError as e:
             raise InputError(f"node {node.label()} ({node.op_type}) needs {e.args[0]!r}, which was not "
                              "fed or computed") from None
-        kwargs = dict(node.attrs)
         if step.ctx is not None:
             step.ctx.outer = env
-            kwargs["ctx"] = step.ctx
-        try:
-            result = step.kernel.fn(*args, **kwargs)
-        except (KernelError, ShapeInferenceError) as e:  # a kernel's own check: add where it happened
-            raise type(e)(f"node {node.label()} ({node.domain or 'ai.onnx'}::{node.op_type}): {e}") from e
-        except EdgelearnError:
-            raise
-        except Exception as e:  # noqa: BLE001 - name the node and its inputs, keep the cause
-            shapes = ", ".join(_describe(a) for a in args)
-            raise KernelError(f"node {node.label()} ({node.domain or 'ai.onnx'}::{node.op_type}, opset "
-                              f"{self._opset(node)}) failed on inputs ({shapes}): {type(e).__name__}: {e}") from e
-        outs = node.outputs
-        if len(outs) == 1 and not (isinstance(result, tuple)):
-            result = (result,)
-        for name, value in zip(outs, result):
+        result = call_kernel(step.kernel, node, args, step.ctx, self._opset(node))
+        for name, value in zip(node.outputs, result):
             if name:
-                local[name] = np.asarray(value) if isinstance(value, (np.generic, int, float, bool)) else value
+                local[name] = value
 
     def _run_subgraph(self, graph: Graph, feeds: Mapping[str, Any] | Sequence[Any],
                       outer: Mapping[str, Any] | None = None) -> list[Any]:
@@ -167,3 +145,37 @@ def check_feed(name: str, value: Any, declared: TensorType | None, bindings: dic
                     raise InputError(f"input {name!r} dim {axis} ({want!r}) is {got}, but another input "
                                      f"bound {want!r} to {bindings[want]}")
     return arr
+
+
+def select_kernel(model: Model, graph: Graph, node: Node, kinds: Sequence[str] = DEFAULT_KINDS) -> KernelEntry:
+    """The first kernel kind in ``kinds`` that has a kernel for ``node`` and accepts it."""
+    if node.domain not in model.opset_imports:
+        raise UnsupportedOpError(node.op_type, node.domain, 0, node.label(),
+                                 "the model imports no opset for this domain")
+    opset = model.opset_imports[node.domain]
+    for kind in kinds:
+        entry = lookup(node.op_type, node.domain, opset, kind)
+        if entry is not None and (entry.applies is None or entry.applies(node, graph)):
+            return entry
+    raise UnsupportedOpError(node.op_type, node.domain, opset, node.label())
+
+
+def call_kernel(entry: KernelEntry, node: Node, args: list, ctx: KernelContext | None, opset: int) -> tuple:
+    """Call one kernel; errors name the node and its inputs. Returns one value per node output."""
+    kwargs = dict(node.attrs)
+    if entry.wants_ctx:
+        kwargs["ctx"] = ctx if ctx is not None else KernelContext(node=node, opset=opset,
+                                                                  num_outputs=len(node.outputs))
+    try:
+        result = entry.fn(*args, **kwargs)
+    except (KernelError, ShapeInferenceError) as e:  # a kernel's own check: add where it happened
+        raise type(e)(f"node {node.label()} ({node.domain or 'ai.onnx'}::{node.op_type}): {e}") from e
+    except EdgelearnError:
+        raise
+    except Exception as e:  # noqa: BLE001 - name the node and its inputs, keep the cause
+        shapes = ", ".join(_describe(a) for a in args)
+        raise KernelError(f"node {node.label()} ({node.domain or 'ai.onnx'}::{node.op_type}, opset "
+                          f"{opset}) failed on inputs ({shapes}): {type(e).__name__}: {e}") from e
+    if not isinstance(result, tuple):
+        result = (result,)
+    return tuple(np.asarray(v) if isinstance(v, (np.generic, int, float, bool)) else v for v in result)

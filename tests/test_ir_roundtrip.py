@@ -53,3 +53,22 @@ def test_light_model_roundtrip(name):
     ours = Session(model).run({feed_value.name: x})[0]
     np.testing.assert_allclose(_ort(exported, {feed_value.name: x})[0], ours, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(_ort(proto, {feed_value.name: x})[0], ours, rtol=1e-3, atol=1e-5)
+
+
+def test_ir_shape_inference_with_symbolic_batch(mlp_model):
+    from inference.shape_inference import infer_shapes
+
+    mlp_model.graph.value_info.clear()
+    infer_shapes(mlp_model, strict=True)
+    for node in mlp_model.graph.nodes:
+        t = mlp_model.graph.type_of(node.outputs[0])
+        assert t.shape[0] == "batch", (node.op_type, t)
+    assert mlp_model.graph.type_of("y").shape == ("batch", 4)
+
+
+def test_schema_defaults_from_the_spec():
+    from inference.schema import get_schema
+
+    conv = get_schema("Conv", "", 17)
+    assert conv.attributes["group"] == 1 and conv.attributes["auto_pad"] == "NOTSET"
+    assert [p.name for p in conv.inputs] == ["X", "W", "B"] and conv.inputs[2].optional

@@ -13,6 +13,7 @@ import onnx
 from onnx.backend.base import Backend, BackendRep
 
 from inference import Session, load_model, model_to_proto
+from inference.passes import optimize
 
 
 class RoundTripMismatch(AssertionError):
@@ -23,6 +24,7 @@ class EdgelearnRep(BackendRep):
     def __init__(self, proto: onnx.ModelProto, roundtrip: bool):
         self.proto = proto
         self.model = load_model(proto)
+        optimize(self.model)  # as the Predictor does by default: every pass on
         self.session = Session(self.model)
         self.roundtrip = roundtrip
 

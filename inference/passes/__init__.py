@@ -1,0 +1,60 @@
+"""Graph passes, applied in order by :func:`optimize`; each can be switched off by name.
+
+``Config.optimize_graph`` turns the whole pipeline on or off, ``Config.fusion`` the passes that
+merge nodes, and ``Config.passes = {"fold_constants": False, ...}`` any single pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from inference.ir import Model
+from inference.passes.constant_folding import fold_constants
+from inference.passes.conv_bn import fold_conv_batchnorm
+from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
+from inference.passes.matmul_add import fuse_matmul_add
+from inference.passes.pad_conv import fold_pad_into_conv
+
+
+@dataclass(frozen=True)
+class Pass:
+    name: str
+    run: Callable[[Model], bool]  # returns whether the graph changed
+    is_fusion: bool = False
+
+
+PIPELINE: tuple[Pass, ...] = (
+    Pass("fold_constants", fold_constants),
+    Pass("eliminate_identity", eliminate_identity),
+    Pass("eliminate_dead_nodes", eliminate_dead_nodes),
+    Pass("fold_conv_batchnorm", fold_conv_batchnorm, is_fusion=True),
+    Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),
+    Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
+)
+
+
+def optimize(model: Model, fusion: bool = True, switches: dict[str, bool] | None = None,
+             max_rounds: int = 3) -> list[str]:
+    """Run the enabled passes until nothing changes; returns the names of passes that changed it."""
+    switches = switches or {}
+    unknown = set(switches) - {p.name for p in PIPELINE}
+    if unknown:
+        from inference.errors import ConfigError
+
+        raise ConfigError(f"unknown passes {sorted(unknown)}; known: {[p.name for p in PIPELINE]}")
+    applied: list[str] = []
+    if not model.graph.value_info:
+        from inference.shape_inference import infer_shapes
+
+        infer_shapes(model)  # fusions check ranks and dtypes
+    for _ in range(max_rounds):
+        changed = False
+        for p in PIPELINE:
+            if not switches.get(p.name, fusion or not p.is_fusion):
+                continue
+            if p.run(model):
+                applied.append(p.name)
+                changed = True
+        if not changed:
+            break
+    return applied

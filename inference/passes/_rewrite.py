@@ -1,0 +1,52 @@
+"""Graph surgery shared by the passes: rewiring uses of a value, reading constants."""
+from __future__ import annotations
+
+import numpy as np
+
+from inference.ir import Graph, Node
+
+
+def replace_uses(graph: Graph, old: str, new: str) -> None:
+    """Make every reader of ``old`` (subgraphs included) read ``new`` instead."""
+    for node in graph.nodes:
+        node.inputs = [new if i == old else i for i in node.inputs]
+        for sub in node.subgraphs():
+            if old not in sub.input_names and old not in sub.initializers:
+                replace_uses(sub, old, new)
+    for v in graph.outputs:
+        if v.name == old:
+            v.name = new
+
+
+def constant_value(graph: Graph, name: str) -> np.ndarray | None:
+    """The value of ``name`` if it is an initializer that no feed can override."""
+    if name in graph.initializers and name not in graph.input_names:
+        return graph.initializers[name]
+    return None
+
+
+def readers(graph: Graph, name: str) -> list[Node]:
+    return [n for n in graph.nodes if name in n.inputs]
+
+
+def single_reader(graph: Graph, name: str) -> Node | None:
+    """The only node reading ``name``, if exactly one does and it is not a graph output."""
+    if name in graph.output_names:
+        return None
+    found = readers(graph, name)
+    return found[0] if len(found) == 1 else None
+
+
+def drop_unused_initializers(graph: Graph) -> None:
+    used = {i for n in graph.nodes for i in n.inputs} | set(graph.output_names) | set(graph.input_names)
+    used |= {i for n in graph.nodes for sub in n.subgraphs() for i in _all_reads(sub)}
+    for name in [k for k in graph.initializers if k not in used]:
+        del graph.initializers[name]
+
+
+def _all_reads(g: Graph) -> set[str]:
+    out = {i for n in g.nodes for i in n.inputs} | set(g.output_names)
+    for n in g.nodes:
+        for sub in n.subgraphs():
+            out |= _all_reads(sub)
+    return out
