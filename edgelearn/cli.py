@@ -1,50 +1,53 @@
-"""`edgelearn` CLI. With no subcommand it runs the main job on an embedded default."""
+"""`edgelearn` CLI. With no subcommand it runs the main job on an embedded default.
+
+Each subcommand is a module of ``edgelearn.commands`` exposing ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``; adding a job means adding a module.
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 
+from edgelearn import commands
 from inference.errors import EdgelearnError
 
+DEFAULT_COMMAND = "demo"
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgelearn", description=__doc__)
-    sub = p.add_subparsers(dest="command")
 
-    demo = sub.add_parser("demo", help="build a digits classifier, export it to ONNX and run it (default)")
-    demo.add_argument("-o", "--output", default="edgelearn-digits.onnx", help="where to save the model")
+def _command_modules() -> dict:
+    mods = {}
+    for info in pkgutil.iter_modules(commands.__path__):
+        if not info.name.startswith("_"):
+            mod = importlib.import_module(f"{commands.__name__}.{info.name}")
+            mods[mod.NAME] = mod
+    return mods
 
-    info = sub.add_parser("info", help="inputs, outputs, op histogram, parameters and FLOPs of a model")
-    info.add_argument("model")
-    info.add_argument("--batch", type=int, default=1, help="value for symbolic dims in FLOP counts")
 
-    run = sub.add_parser("run", help="run a model on .npy inputs")
-    run.add_argument("model")
-    run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                     help="an input array (repeat for several inputs)")
-    run.add_argument("--output", help="save all outputs to this .npz file")
+def build_parser(mods: dict) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgelearn", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in sorted(mods):
+        mods[name].add_arguments(sub.add_parser(name, help=mods[name].HELP, description=mods[name].HELP))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command = args.command or "demo"
+    mods = _command_modules()
+    parser = build_parser(mods)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = [DEFAULT_COMMAND]
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 1
     try:
-        if command == "demo":
-            from edgelearn.commands.demo import demo
-            if args.command is None:
-                args.output = "edgelearn-digits.onnx"
-            return demo(args.output)
-        if command == "info":
-            from edgelearn.commands.info import info
-            return info(args.model, args.batch)
-        if command == "run":
-            from edgelearn.commands.run import run
-            return run(args.model, args.input, args.output)
+        return int(mods[args.command].run(args) or 0)
     except EdgelearnError as e:
-        print(f"edgelearn {command}: error: {e}", file=sys.stderr)
+        print(f"edgelearn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    return 1
 
 
 if __name__ == "__main__":

@@ -44,6 +44,18 @@ def build_model(w1, b1, w2):
     return b.build(doc="random-feature digits classifier built by `edgelearn demo`")
 
 
+NAME = "demo"
+HELP = "build a digits classifier, export it to ONNX and run it (the default job)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("-o", "--output", default="edgelearn-digits.onnx", help="where to save the model")
+
+
+def run(args) -> int:
+    return demo(args.output)
+
+
 def demo(output: str) -> int:
     x_tr, y_tr, x_te, y_te = load_digits_split()
     model = build_model(*fit_random_feature_classifier(x_tr, y_tr))

@@ -24,7 +24,22 @@ def parse_inputs(specs: list[str]) -> dict[str, np.ndarray]:
     return feeds
 
 
-def run(model: str, inputs: list[str], output: str | None) -> int:
+NAME = "run"
+HELP = "run a model on .npy inputs and print or save its outputs"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input array (repeat for several inputs)")
+    p.add_argument("--output", help="save all outputs to this .npz file")
+
+
+def run(args) -> int:
+    return run_model(args.model, args.input, args.output)
+
+
+def run_model(model: str, inputs: list[str], output: str | None) -> int:
     predictor = Predictor(Config(model_path=model))
     results = predictor.run(parse_inputs(inputs))
     for name, value in results.items():
