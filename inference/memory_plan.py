@@ -1,0 +1,132 @@
+"""Activation memory planning: lifetimes from the static plan, best-fit offsets in one arena.
+
+Every intermediate tensor gets an offset into a single arena such that tensors alive at the same
+time never overlap. Elementwise ops may write over an input that dies at that node (in place).
+The plan's ``peak_bytes`` is the arena size; ``no_reuse_bytes`` what one buffer per tensor costs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inference.ir import Graph, TensorType
+from inference.session import Session
+
+ALIGN = 64  # bytes: cache-line aligned offsets
+IN_PLACE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Add", "Sub", "Mul", "Div", "Neg", "Exp",
+                "Log", "Sqrt", "Abs", "Erf", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Gelu",
+                "Identity", "Dropout", "BatchNormalization", "Sum", "Max", "Min"}
+
+
+@dataclass
+class Buffer:
+    name: str
+    size: int  # bytes
+    first: int  # step that writes it
+    last: int  # last step that reads it
+    offset: int = -1
+    shares_with: str | None = None  # in-place: the input whose memory it takes over
+
+
+@dataclass
+class MemoryPlan:
+    buffers: dict[str, Buffer] = field(default_factory=dict)
+    peak_bytes: int = 0
+    no_reuse_bytes: int = 0
+    unknown: list[str] = field(default_factory=list)  # values whose size is not static
+
+    @property
+    def saving(self) -> float:
+        """Fraction of the no-reuse footprint the arena saves."""
+        return 1.0 - self.peak_bytes / self.no_reuse_bytes if self.no_reuse_bytes else 0.0
+
+    def report(self) -> str:
+        return (f"planned activation memory {self.peak_bytes / 2**20:.2f} MiB vs "
+                f"{self.no_reuse_bytes / 2**20:.2f} MiB without reuse ({self.saving:.0%} saved; "
+                f"{len(self.buffers)} tensors, {sum(b.shares_with is not None for b in self.buffers.values())} "
+                f"in place, {len(self.unknown)} of unknown size)")
+
+
+def _nbytes(graph: Graph, name: str, batch: int) -> int | None:
+    t = graph.type_of(name)
+    if not isinstance(t, TensorType) or t.shape is None:
+        return None
+    dims = [d if isinstance(d, int) else batch for d in t.shape]
+    return int(math.prod(dims)) * np.dtype(t.dtype).itemsize
+
+
+def plan_memory(session: Session, batch: int = 1, in_place: bool = True) -> MemoryPlan:
+    """Plan the arena of ``session``'s intermediates, symbolic dims taken as ``batch``."""
+    graph = session.graph
+    keep = set(graph.output_names) | set(graph.initializers) | set(graph.input_names)
+    plan = MemoryPlan()
+    for i, step in enumerate(session.steps):
+        for name in step.node.outputs:
+            if not name or name in keep:
+                continue
+            size = _nbytes(graph, name, batch)
+            if size is None:
+                plan.unknown.append(name)
+                continue
+            plan.buffers[name] = Buffer(name, size, i, i)
+        for name in step.node.inputs:
+            if name in plan.buffers:
+                plan.buffers[name].last = i
+    if in_place:
+        _mark_in_place(session, plan)
+    _assign_offsets(plan)
+    plan.no_reuse_bytes = sum(b.size for b in plan.buffers.values())
+    return plan
+
+
+def _mark_in_place(session: Session, plan: MemoryPlan) -> None:
+    for i, step in enumerate(session.steps):
+        node = step.node
+        if node.op_type not in IN_PLACE_OPS or not node.outputs or node.outputs[0] not in plan.buffers:
+            continue
+        out = plan.buffers[node.outputs[0]]
+        for name in node.inputs:
+            src = plan.buffers.get(name)
+            if src is not None and src.last == i and src.size == out.size and src.shares_with is None \
+                    and not any(b.shares_with == name for b in plan.buffers.values()):
+                out.shares_with = name
+                break
+
+
+def _root(plan: MemoryPlan, name: str) -> Buffer:
+    b = plan.buffers[name]
+    while b.shares_with is not None:
+        b = plan.buffers[b.shares_with]
+    return b
+
+
+def _assign_offsets(plan: MemoryPlan) -> None:
+    """Greedy best fit, largest first: each block goes in the smallest gap that holds it."""
+    # in-place chains act as one block living from the first write to the last read
+    blocks: dict[str, tuple[int, int, int]] = {}
+    for b in plan.buffers.values():
+        root = _root(plan, b.name)
+        size, first, last = blocks.get(root.name, (root.size, root.first, root.last))
+        blocks[root.name] = (max(size, b.size), min(first, b.first), max(last, b.last))
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
+    offsets: dict[str, int] = {}
+    for name, (size, first, last) in sorted(blocks.items(), key=lambda kv: (-kv[1][0], kv[1][1])):
+        live = sorted((o, s) for o, s, f, l in placed if f <= last and first <= l)
+        best, best_gap, cursor = None, None, 0
+        for o, s in live:
+            gap = o - cursor
+            if gap >= size and (best_gap is None or gap < best_gap):
+                best, best_gap = cursor, gap
+            cursor = max(cursor, _align(o + s))
+        offset = best if best is not None else cursor
+        placed.append((offset, size, first, last))
+        offsets[name] = offset
+        plan.peak_bytes = max(plan.peak_bytes, offset + size)
+    for b in plan.buffers.values():
+        b.offset = offsets[_root(plan, b.name).name]
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
