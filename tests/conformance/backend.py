@@ -1,8 +1,8 @@
 """Our runtime behind onnx's Backend interface, so onnx.backend.test.BackendTest can drive it.
 
-With ``roundtrip=True`` every run also exports the imported model, checks it with
-``onnx.checker`` (full check) and, where onnxruntime can run the original model, requires
-onnxruntime to give our outputs on the exported one.
+With ``roundtrip=True`` every run also exports the imported (and optimized) model, checks it
+with ``onnx.checker`` (full check) and, where onnxruntime can run the original model, requires
+onnxruntime to give the same outputs on our export as on the original.
 """
 from __future__ import annotations
 
@@ -36,23 +36,29 @@ class EdgelearnRep(BackendRep):
             feeds = dict(zip(names, inputs if isinstance(inputs, (list, tuple)) else [inputs]))
         outputs = self.session.run(feeds)
         if self.roundtrip:
-            check_roundtrip(self.proto, self.model, feeds, outputs)
+            check_roundtrip(self.proto, self.model, feeds)
         return tuple(outputs)
 
 
-def check_roundtrip(original: onnx.ModelProto, model, feeds: dict, ours: list) -> None:
+def check_roundtrip(original: onnx.ModelProto, model, feeds: dict) -> None:
+    """Our export must be as valid as the original and mean the same to onnxruntime."""
     exported = model_to_proto(model)
-    onnx.checker.check_model(exported, full_check=True)
-    ort_outputs = _run_onnxruntime(original, feeds)
-    if ort_outputs is None:
+    try:
+        onnx.checker.check_model(original, full_check=True)
+        full = True
+    except onnx.checker.ValidationError:
+        full = False  # the suite's own model fails the full check: hold the export to the basic one
+    onnx.checker.check_model(exported, full_check=full)
+    reference = _run_onnxruntime(original, feeds)
+    if reference is None:
         return  # onnxruntime itself cannot run this model: nothing to compare against
     again = _run_onnxruntime(exported, feeds)
     if again is None:
         raise RoundTripMismatch("onnxruntime runs the original model but not our export of it")
-    for i, (a, b) in enumerate(zip(again, ours)):
+    for i, (a, b) in enumerate(zip(again, reference)):
         if isinstance(b, np.ndarray) and b.dtype.kind in "fc":
-            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5, err_msg=f"round-trip output {i}")
-        elif isinstance(b, np.ndarray) and b.dtype.kind in "biu":
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=f"round-trip output {i}")
+        elif isinstance(b, np.ndarray):
             np.testing.assert_array_equal(a, b, err_msg=f"round-trip output {i}")
 
 
