@@ -78,8 +78,13 @@ class Predictor:
             from inference.passes import optimize
 
             self.applied_passes = optimize(self.model, fusion=config.fusion, switches=config.passes)
+        if config.cpu_affinity is not None:
+            from inference.threads import pin_to_cores
+
+            pin_to_cores(config.cpu_affinity)
         if config.num_threads is not None:
             from inference.threads import set_num_threads
+
             set_num_threads(config.num_threads)
         self.session = Session(self.model)
         g = self.model.graph

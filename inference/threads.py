@@ -13,3 +13,10 @@ def set_num_threads(n: int) -> None:
     import numba
 
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def pin_to_cores(cores: list[int]) -> None:
+    """Run this process (and the pools it starts) on ``cores`` only."""
+    import os
+
+    os.sched_setaffinity(0, set(cores))

@@ -94,3 +94,16 @@ def test_copy_to_returns_a_copy(mlp_path):
     first = predictor.get_output_tensor("y").copy_to()
     first[:] = -1
     assert (predictor.get_output_tensor("y").copy_to() >= 0).all()
+
+
+def test_cpu_affinity_pins_and_validates(mlp_path):
+    import os
+
+    before = os.sched_getaffinity(0)
+    try:
+        Predictor(Config(model_path=str(mlp_path), cpu_affinity=[0]))
+        assert os.sched_getaffinity(0) == {0}
+    finally:
+        os.sched_setaffinity(0, before)
+    with pytest.raises(ConfigError, match="cores \\[999\\] do not exist"):
+        Predictor(Config(model_path=str(mlp_path), cpu_affinity=[999]))
