@@ -75,6 +75,8 @@ def quantize_linear(x, y_scale, y_zero_point=None, *, axis=1, block_size=0, outp
         calc = np.dtype(np.float32)
     scale = broadcast_param(_as_float(y_scale, calc), x.shape, axis, block_size, "QuantizeLinear")
     y = _as_float(x, calc) / scale
+    if np.dtype(out_dtype).kind in "iu" or "int" in str(out_dtype):
+        y = np.rint(y)  # the spec rounds x / scale before the zero point is added
     if y_zero_point is not None:
         y = y + broadcast_param(_as_float(y_zero_point, calc), x.shape, axis, block_size, "QuantizeLinear")
     return saturate_cast(y, out_dtype, saturate)
