@@ -11,7 +11,7 @@ import onnx
 import onnx.defs
 from onnx import numpy_helper, shape_inference
 
-from inference.errors import ShapeInferenceError
+from inference.errors import ShapeInferenceError, UnsupportedOpError
 from inference.ir import Graph, Model, TensorType, Value
 from inference.onnx_export import node_to_proto, type_to_proto
 from inference.onnx_import import type_from_proto
@@ -47,7 +47,10 @@ def infer_shapes(model: Model, strict: bool = False) -> Model:
 
 
 def _infer_node(model: Model, g: Graph, node, in_types: dict, opsets) -> dict:
-    schema = get_schema(node.op_type, node.domain, model.opset_imports.get(node.domain, 1))
+    try:
+        schema = get_schema(node.op_type, node.domain, model.opset_imports.get(node.domain, 1))
+    except UnsupportedOpError:
+        return {}  # unknown op: the session names it (with its node) when it plans the graph
     if schema.shape_rule is not None:
         outs = schema.shape_rule(node, [in_types.get(i) for i in node.inputs])
         return dict(zip(node.outputs, outs))
