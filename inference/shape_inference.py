@@ -26,11 +26,9 @@ def infer_shapes(model: Model, strict: bool = False) -> Model:
     types = {v.name: v.type for v in g.inputs if v.type is not None}
     for name in g.initializers:
         types.setdefault(name, g.type_of(name))
-    opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
     for node in g.nodes:
-        in_types = {i: types[i] for i in node.inputs if i and types.get(i) is not None}
         try:
-            out = _infer_node(model, g, node, in_types, opsets)
+            out = infer_node_types(model, g, node, types)
         except ShapeInferenceError:
             if strict:
                 raise
@@ -44,6 +42,14 @@ def infer_shapes(model: Model, strict: bool = False) -> Model:
         if v.type is None and types.get(v.name) is not None:
             v.type = types[v.name]
     return model
+
+
+def infer_node_types(model: Model, g: Graph, node, known: dict | None = None) -> dict:
+    """Output types of one node from its inputs' types (taken from ``known``, else from ``g``)."""
+    lookup = known.get if known is not None else g.type_of
+    in_types = {i: t for i in node.inputs if i and (t := lookup(i)) is not None}
+    opsets = [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()]
+    return _infer_node(model, g, node, in_types, opsets)
 
 
 def _infer_node(model: Model, g: Graph, node, in_types: dict, opsets) -> dict:
