@@ -1,9 +1,10 @@
 """Run an IR graph: a static plan of kernel calls with intermediates freed after their last reader."""
 from __future__ import annotations
 
+import time
 from collections import ChainMap
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from inference.ir import Graph, Model, Node, TensorType, outer_names
 from inference.ops.registry import KernelContext, KernelEntry, lookup
 
 DEFAULT_KINDS = ("fast", "reference")
+
+#: called after each step as ``(node, kernel, start, end)``, times from ``time.perf_counter``
+Profiler = Callable[[Node, "KernelEntry", float, float], None]
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Session:
         self._subsessions: dict[int, Session] = {}
         self._outer = frozenset(outer_scope)
         self.steps = self._plan()
+        self.profiler: Profiler | None = None  # per-op timing hook (``edgelearn bench``'s trace)
 
     # -- planning ---------------------------------------------------------------------------
     def _plan(self) -> list[Step]:
@@ -77,8 +82,14 @@ class Session:
         local: dict[str, Any] = dict(self.graph.initializers)
         local.update(feeds)
         env = ChainMap(local, outer) if outer is not None else local
+        profiler = self.profiler
         for step in self.steps:
-            self._run_step(step, env, local)
+            if profiler is None:
+                self._run_step(step, env, local)
+            else:
+                start = time.perf_counter()
+                self._run_step(step, env, local)
+                profiler(step.node, step.kernel, start, time.perf_counter())
             for name in step.free_after:
                 local.pop(name, None)
         names = output_names or self.graph.output_names

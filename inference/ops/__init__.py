@@ -14,5 +14,8 @@ def _load_all() -> None:
 
 
 _load_all()
+# the fast kernels (and the fused ops of our own domain) register beside the references, so any
+# session — and a saved optimized model loaded without the passes — finds them
+importlib.import_module("inference.kernels")
 
 __all__ = ["KernelContext", "lookup", "register", "registered_ops"]

@@ -1,0 +1,241 @@
+"""`edgelearn bench model.onnx`: latency, throughput, memory and cold start, beside the peers.
+
+Peers run in this process, interleaved in blocks with our Predictor so that load from other
+processes hits every runtime alike; ratios matter more than absolute times on a shared machine.
+The timing helpers here are also what ``benchmarks/inference.py`` uses for the README table.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from inference.errors import ConfigError
+
+NAME = "bench"
+HELP = "latency (median/p90), throughput, peak RSS, cold start and a per-op trace, vs onnxruntime"
+PEERS = ("onnxruntime", "reference")
+Runner = Callable[[dict], list]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model")
+    p.add_argument("--batch", default="1", help="comma-separated batch sizes for the symbolic batch dim")
+    p.add_argument("--threads", default="1", help="comma-separated thread counts (BLAS + numba + peers)")
+    p.add_argument("--compare", default="onnxruntime", help=f"comma-separated peers from {PEERS}, or ''")
+    p.add_argument("--repeat", type=int, default=20, help="timed runs per runtime")
+    p.add_argument("--trace", default=None, help="write a per-op Chrome trace (chrome://tracing) here")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the cold start subprocesses")
+
+
+def _csv_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"--{what} needs positive integers, got {text!r}")
+    return values
+
+
+# -- feeds and runners ----------------------------------------------------------------------------
+def random_feeds(model: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random feeds for an IR model: symbolic dims become ``batch``; float inputs are standard normal."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for v in model.graph.feed_inputs():
+        shape = [d if isinstance(d, int) else batch for d in v.type.shape]
+        dtype = v.type.dtype
+        feeds[v.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                         else rng.integers(0, 2, shape).astype(dtype))
+    return feeds
+
+
+def has_symbolic_batch(model: Any) -> bool:
+    return all(v.type.shape and not isinstance(v.type.shape[0], int) for v in model.graph.feed_inputs())
+
+
+def edgelearn_runner(proto: Any, threads: int) -> tuple[Runner, Any]:
+    from inference import Config, Predictor
+
+    pred = Predictor(Config(model_path=proto, num_threads=threads))
+    names = pred.get_output_names()
+    return (lambda feeds: [pred.run(feeds)[n] for n in names]), pred
+
+
+def peer_runner(peer: str, proto: Any, threads: int) -> Runner:
+    """onnxruntime with its default graph optimization at ``threads`` intra-op threads, or
+    onnx.reference's ReferenceEvaluator (pure numpy; its BLAS follows the same thread cap)."""
+    if peer == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return lambda feeds: sess.run(None, feeds)
+    if peer == "reference":
+        from onnx.reference import ReferenceEvaluator
+
+        ref = ReferenceEvaluator(proto)
+        return lambda feeds: ref.run(None, feeds)
+    raise ConfigError(f"unknown peer {peer!r}; choose from {PEERS}")
+
+
+# -- timing -------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.times))
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.times, 90))
+
+
+def time_interleaved(runners: dict[str, Runner], feeds: dict, repeat: int, warmup: int = 2,
+                     block: int = 3, repeats: dict[str, int] | None = None) -> dict[str, Timing]:
+    """Time each runner ``repeat`` times (or ``repeats[name]``), alternating blocks of ``block`` runs.
+
+    Interleaving spreads bursts of load from other processes over every runtime instead of
+    penalising whichever happened to run during them.
+    """
+    repeats = repeats or {}
+    for fn in runners.values():
+        for _ in range(warmup):
+            fn(feeds)
+    out = {name: [] for name in runners}
+    while any(len(out[n]) < repeats.get(n, repeat) for n in runners):
+        for name, fn in runners.items():
+            for _ in range(min(block, repeats.get(name, repeat) - len(out[name]))):
+                t = time.perf_counter()
+                fn(feeds)
+                out[name].append(time.perf_counter() - t)
+    return {name: Timing(ts) for name, ts in out.items()}
+
+
+def max_abs_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], rtol: float = 1e-4, atol: float = 1e-5
+                 ) -> tuple[float, bool]:
+    diffs = [float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b)]
+    ok = all(np.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(a, b))
+    return max(diffs), ok
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# -- cold start ---------------------------------------------------------------------------------
+_COLD_SCRIPT = """
+import time, sys
+t0 = time.perf_counter()
+import numpy as np
+from inference import Config, Predictor
+from edgelearn.commands.bench import random_feeds
+pred = Predictor(Config(model_path=sys.argv[1], num_threads=1))
+pred.run(random_feeds(pred.model, 1))
+print(time.perf_counter() - t0)
+"""
+
+
+def cold_start(model_path: str, numba_cache_dir: str | None = None) -> float:
+    """Seconds for import + load + first inference in a fresh interpreter; ``numba_cache_dir``
+    points numba at another cache (an empty one: the cold-cache compile time)."""
+    env = dict(os.environ)
+    if numba_cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = numba_cache_dir
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-c", _COLD_SCRIPT, model_path], env=env, capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def cold_starts(model_path: str) -> tuple[float, float]:
+    """(warm numba cache, empty numba cache) cold start seconds."""
+    cold_start(model_path)  # fill the default cache first, so the "warm" run really is warm
+    warm = cold_start(model_path)
+    with tempfile.TemporaryDirectory() as empty:
+        cold = cold_start(model_path, empty)
+    return warm, cold
+
+
+# -- per-op trace -------------------------------------------------------------------------------
+def write_trace(pred: Any, feeds: dict, path: str) -> int:
+    """Run once with the session's profiler hook; write Chrome trace events (one per op)."""
+    events: list[dict] = []
+
+    def on_step(node, kernel, start: float, end: float) -> None:
+        events.append({"name": node.label(), "cat": f"{node.domain + '::' if node.domain else ''}{node.op_type}",
+                       "ph": "X", "ts": start * 1e6, "dur": (end - start) * 1e6, "pid": os.getpid(), "tid": 0,
+                       "args": {"op_type": node.op_type, "kernel": kernel.kind, "inputs": list(node.inputs)}})
+
+    pred.session.profiler = on_step
+    try:
+        pred.run(feeds)
+    finally:
+        pred.session.profiler = None
+    with open(path, "w") as f:
+        json.dump({"traceEvents": events, "displayTimeUnit": "ms"}, f)
+    return len(events)
+
+
+# -- the command --------------------------------------------------------------------------------
+def run(args) -> int:
+    import onnx
+
+    from inference.onnx_import import load_model
+
+    batches, threads = _csv_ints(args.batch, "batch"), _csv_ints(args.threads, "threads")
+    peers = [p for p in args.compare.split(",") if p]
+    for p in peers:
+        if p not in PEERS:
+            raise ConfigError(f"--compare: unknown peer {p!r}; choose from {PEERS}")
+    proto = onnx.load(args.model)
+    model = load_model(proto)
+    ours_only = sorted({n.domain for n in proto.graph.node} - {"", "ai.onnx"})
+    if ours_only and peers:
+        print(f"note: the model uses domains {ours_only} (an `edgelearn optimize` output?) that the peers "
+              "cannot run; benchmark the original model to compare")
+        peers = []
+    if not has_symbolic_batch(model) and batches != [1]:
+        print(f"note: {args.model} has a fixed batch dim; running batch 1 only")
+        batches = [1]
+    print(f"model: {args.model}   OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}   "
+          f"load average: {os.getloadavg()[0]:.1f}")
+    print(f"{'batch':>5} {'thr':>3} {'runtime':<12} {'median ms':>10} {'p90 ms':>9} {'items/s':>9} "
+          f"{'vs ours':>8}  max|diff|")
+    pred = None
+    for t in threads:
+        for b in batches:
+            ours, pred = edgelearn_runner(proto, t)
+            runners = {"edgelearn": ours}
+            runners.update({p: peer_runner(p, proto, t) for p in peers})
+            feeds = random_feeds(model, b)
+            outs = {name: fn(feeds) for name, fn in runners.items()}
+            slow = {"reference": max(1, min(3, args.repeat))}
+            timings = time_interleaved(runners, feeds, args.repeat, warmup=1, repeats=slow)
+            base = timings["edgelearn"].median
+            for name, tm in timings.items():
+                diff = "" if name == "edgelearn" else "%.2e %s" % max_abs_diff(outs["edgelearn"], outs[name])
+                print(f"{b:>5} {t:>3} {name:<12} {tm.median * 1e3:>10.2f} {tm.p90 * 1e3:>9.2f} "
+                      f"{b / tm.median:>9.1f} {tm.median / base:>7.2f}x  {diff}")
+    print(f"peak RSS: {peak_rss_mb():.0f} MB (whole process, peers included)")
+    if args.trace and pred is not None:
+        n = write_trace(pred, random_feeds(model, batches[0]), args.trace)
+        print(f"per-op trace: {args.trace} ({n} ops; open in chrome://tracing or ui.perfetto.dev)")
+    if not args.no_cold_start:
+        warm, cold = cold_starts(args.model)
+        print(f"cold start (import + load + first run, 1 thread): warm numba cache {warm:.2f} s, "
+              f"empty cache (compiling) {cold:.2f} s")
+    return 0

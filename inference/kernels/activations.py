@@ -1,0 +1,120 @@
+"""Activations as small integer codes, so one compiled epilogue serves every fused activation.
+
+Why: a numba kernel specialised per activation would multiply compile time (and cold start);
+branching on an int inside the inner loop is predictable and costs next to nothing next to the
+memory traffic it saves. ``ACTIVATIONS`` maps the ``activation`` attribute of our fused ops
+(an ONNX op type, plus ``GeluTanh``) to the code; alpha/beta carry the op's parameters.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from inference.errors import KernelError
+from inference.kernels._jit import threaded_kernel
+
+NONE, RELU, CLIP, LEAKY_RELU, SIGMOID, HARD_SIGMOID, HARD_SWISH, GELU, GELU_TANH = range(9)
+
+ACTIVATIONS: dict[str, int] = {
+    "": NONE, "Relu": RELU, "Clip": CLIP, "LeakyRelu": LEAKY_RELU, "Sigmoid": SIGMOID,
+    "HardSigmoid": HARD_SIGMOID, "HardSwish": HARD_SWISH, "Gelu": GELU, "GeluTanh": GELU_TANH,
+}
+
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def activation_code(name: str) -> int:
+    """The code of a fused op's ``activation`` attribute; unknown names are an error, not a no-op."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise KernelError(f"unknown fused activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+@numba.njit(cache=True, inline="always")
+def activate(v, code, alpha, beta):
+    """``v`` through activation ``code`` (alpha/beta: Clip min/max, LeakyRelu and HardSigmoid's)."""
+    if code == RELU:
+        return v if v > 0 else v * 0
+    if code == CLIP:
+        return min(max(v, alpha), beta)
+    if code == LEAKY_RELU:
+        return v if v >= 0 else v * alpha
+    if code == SIGMOID:
+        if v >= 0:
+            return 1 / (1 + math.exp(-v))
+        e = math.exp(v)
+        return e / (1 + e)
+    if code == HARD_SIGMOID:
+        return min(max(alpha * v + beta, 0.0), 1.0)
+    if code == HARD_SWISH:
+        return v * min(max(v / 6 + 0.5, 0.0), 1.0)
+    if code == GELU:
+        return 0.5 * v * (1 + math.erf(v * _SQRT_HALF))
+    if code == GELU_TANH:
+        return 0.5 * v * (1 + math.tanh(_SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
+    return v
+
+
+@numba.njit(cache=True)
+def activate_row(row, code, alpha, beta):
+    """``row`` through activation ``code`` in place; one loop per code so each loop vectorises
+    (a per-element branch on ``code`` ran several times slower)."""
+    n = row.size
+    if code == RELU:
+        for k in range(n):
+            row[k] = max(row[k], 0)
+    elif code == CLIP:
+        lo, hi = np.float32(alpha), np.float32(beta)
+        for k in range(n):
+            row[k] = min(max(row[k], lo), hi)
+    elif code != NONE:
+        for k in range(n):
+            row[k] = activate(row[k], code, alpha, beta)
+
+
+@threaded_kernel()
+def epilogue_rows(y, bias, z, has_z, code, alpha, beta):
+    """In place over ``y`` (N, M, P): ``y = act(y + bias[m] + z)``; ``z`` like ``y`` when ``has_z``.
+
+    One pass over the output (per row, while it is in cache) instead of three numpy passes.
+    """
+    n, m, p = y.shape
+    for r in numba.prange(n * m):
+        i, c = r // m, r % m
+        row = y[i, c]
+        b = bias[c]
+        if has_z:
+            zr = z[i, c]
+            for k in range(p):
+                row[k] = row[k] + b + zr[k]
+        else:
+            for k in range(p):
+                row[k] = row[k] + b
+        activate_row(row, code, alpha, beta)
+
+
+@threaded_kernel()
+def epilogue_cols(y, bias, z, has_z, code, alpha, beta):
+    """In place over ``y`` (R, N) of a matrix product: ``y = act(y + bias + z)``, bias per column."""
+    r, n = y.shape
+    for i in numba.prange(r):
+        row = y[i]
+        if has_z:
+            zr = z[i]
+            for k in range(n):
+                row[k] = row[k] + bias[k] + zr[k]
+        else:
+            for k in range(n):
+                row[k] = row[k] + bias[k]
+        activate_row(row, code, alpha, beta)
+
+
+def as_f32(a: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` as a C-contiguous float32 array of ``shape`` (zeros if absent); no copy when it already is."""
+    if a is None:
+        return np.zeros(shape, np.float32)
+    return np.ascontiguousarray(a, dtype=np.float32).reshape(shape)

@@ -1,0 +1,88 @@
+"""Fast float32 activations that survive fusion (standalone Relu, Clip, Sigmoid, HardSwish, ...).
+
+Why: after ``fuse_conv_epilogue`` most activations live inside a conv's epilogue; the ones left
+(after a Concat, an Add with a later activation, a Transpose) run here in one numba pass with the
+same code as the epilogue, instead of numpy's ``np.where``/``np.clip`` temporaries. Binary ops
+(Add, Mul) stay numpy's: a broadcasting ufunc is already one optimal pass.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from inference.ir import Graph, Node, TensorType
+from inference.kernels._jit import threaded_kernel
+from inference.kernels.activations import activate_row, activation_code
+from inference.ops.registry import lookup, register
+
+_CHUNK = 1 << 14  # elements per parallel work item
+
+
+@threaded_kernel()
+def activate_flat(x, y, code, alpha, beta):
+    """``y = act(x)`` over flat arrays, in chunks so two threads split large tensors."""
+    n = x.size
+    for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
+        lo, hi = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        out = y[lo:hi]
+        out[:] = x[lo:hi]
+        activate_row(out, code, alpha, beta)
+
+
+def _float32(node: Node, graph: Graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    return not isinstance(t, TensorType) or t.elem_type == 1
+
+
+def _run(x: np.ndarray, activation: str, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
+    y = np.empty(x.shape, np.float32)
+    activate_flat(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), activation_code(activation), alpha, beta)
+    return y
+
+
+def _fast_or_reference(op: str, opset: int, activation: str, alpha: float = 0.0, beta: float = 0.0):
+    ref = lookup(op, "", opset).fn
+
+    def kernel(x, **attrs):
+        if x.dtype != np.float32:
+            return ref(x, **attrs)
+        return _run(x, activation, alpha, beta)
+
+    kernel.__name__ = kernel.__qualname__ = f"fast_{op.lower()}"
+    return kernel
+
+
+register("Relu", since=6, kind="fast", applies=_float32)(_fast_or_reference("Relu", 6, "Relu"))
+register("Sigmoid", since=6, kind="fast", applies=_float32)(_fast_or_reference("Sigmoid", 6, "Sigmoid"))
+register("HardSwish", since=14, kind="fast", applies=_float32)(_fast_or_reference("HardSwish", 14, "HardSwish"))
+
+
+@register("LeakyRelu", since=6, kind="fast", applies=_float32)
+def leaky_relu(x, *, alpha=0.01):
+    return _run(x, "LeakyRelu", float(alpha)) if x.dtype == np.float32 else lookup("LeakyRelu", "", 6).fn(x, alpha=alpha)
+
+
+@register("HardSigmoid", since=6, kind="fast", applies=_float32)
+def hard_sigmoid(x, *, alpha=0.2, beta=0.5):
+    if x.dtype != np.float32:
+        return lookup("HardSigmoid", "", 6).fn(x, alpha=alpha, beta=beta)
+    return _run(x, "HardSigmoid", float(alpha), float(beta))
+
+
+@register("Clip", since=11, kind="fast", applies=_float32)
+def clip(x, min=None, max=None):
+    bounds = [b for b in (min, max) if b is not None]
+    if x.dtype != np.float32 or any(b.size != 1 for b in bounds):
+        return lookup("Clip", "", 11).fn(x, min, max)
+    lo = -math.inf if min is None else float(min.reshape(()))
+    hi = math.inf if max is None else float(max.reshape(()))
+    return _run(x, "Clip", lo, hi)
+
+
+@register("Gelu", since=20, kind="fast", applies=_float32)
+def gelu(x, *, approximate="none"):
+    if x.dtype != np.float32 or approximate not in ("none", "tanh"):
+        return lookup("Gelu", "", 20).fn(x, approximate=approximate)
+    return _run(x, "Gelu" if approximate == "none" else "GeluTanh")

@@ -1,0 +1,128 @@
+"""Ops of our own domain that the fusion pass creates: ``edgelearn::FusedConv`` and ``FusedMatMul``.
+
+``FusedConv(X, W, B?, Z?)`` = act(Conv(X, W) + B + Z) and ``FusedMatMul(X, W, B?, Z?)`` =
+act(X @ W + B + Z), ``Z`` being a residual of the output's shape, ``activation`` one of
+:data:`inference.kernels.activations.ACTIVATIONS` with its parameters in ``alpha``/``beta``
+(Clip: min/max; LeakyRelu: alpha; HardSigmoid: alpha/beta). Each has a schema with a shape
+rule (so a saved optimized model loads and plans without passes), a reference kernel composed of
+the reference ops (the oracle) and a fast kernel.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from inference.errors import KernelError
+from inference.ir import Node, TensorType
+from inference.kernels import conv as fast_conv
+from inference.kernels.activations import activation_code, as_f32, epilogue_cols
+from inference.ops._window import window_geometry
+from inference.ops.conv import conv as reference_conv
+from inference.ops.matmul import matmul as reference_matmul
+from inference.ops.registry import lookup, register
+from inference.schema import FormalParam, OpSchema, register_schema
+
+DOMAIN = "edgelearn"
+CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+EPILOGUE_ATTRS = {"activation": "", "alpha": 0.0, "beta": 0.0}
+
+
+# -- shape rules --------------------------------------------------------------------------------
+def _conv_shape(node: Node, types: list) -> list:
+    x, w = types[0], types[1] if len(types) > 1 else None
+    if not isinstance(x, TensorType) or not isinstance(w, TensorType) or x.shape is None or w.shape is None:
+        return [None]
+    spatial = x.shape[2:]
+    if all(isinstance(d, int) for d in spatial) and all(isinstance(d, int) for d in w.shape):
+        a = node.attrs
+        win = window_geometry(spatial, a.get("kernel_shape") or w.shape[2:], a.get("strides"),
+                              a.get("dilations"), a.get("pads"), a.get("auto_pad", "NOTSET"), 0, "FusedConv")
+        out = win.out_shape
+    else:
+        out = (None,) * len(spatial)
+    return [TensorType(x.elem_type, (x.shape[0], w.shape[0]) + tuple(out))]
+
+
+def _matmul_shape(node: Node, types: list) -> list:
+    x, w = types[0], types[1] if len(types) > 1 else None
+    if not isinstance(x, TensorType) or not isinstance(w, TensorType) or x.shape is None or w.shape is None:
+        return [None]
+    return [TensorType(x.elem_type, tuple(x.shape[:-1]) + (w.shape[-1],))]
+
+
+_IO = (FormalParam("X"), FormalParam("W"), FormalParam("B", optional=True), FormalParam("Z", optional=True))
+register_schema(OpSchema("FusedConv", DOMAIN, 1, _IO, (FormalParam("Y"),),
+                         {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None,
+                          "pads": None, "strides": None, **EPILOGUE_ATTRS}, shape_rule=_conv_shape))
+register_schema(OpSchema("FusedMatMul", DOMAIN, 1, _IO, (FormalParam("Y"),), dict(EPILOGUE_ATTRS),
+                         shape_rule=_matmul_shape))
+
+
+# -- reference kernels: compositions of the reference ops ---------------------------------------
+def reference_activation(y: np.ndarray, activation: str, alpha: float, beta: float) -> np.ndarray:
+    """Apply ``activation`` with the reference kernel of the standard op it stands for."""
+    activation_code(activation)  # rejects unknown names
+    if activation == "":
+        return y
+    op = "Gelu" if activation == "GeluTanh" else activation
+    fn = lookup(op, "", 20).fn
+    if op == "Clip":
+        return fn(y, np.asarray(alpha, y.dtype), np.asarray(beta, y.dtype))
+    if op == "LeakyRelu":
+        return fn(y, alpha=alpha)
+    if op == "HardSigmoid":
+        return fn(y, alpha=alpha, beta=beta)
+    if activation == "GeluTanh":
+        return fn(y, approximate="tanh")
+    return fn(y)
+
+
+def _epilogue(y: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, bias_shape: tuple,
+              activation: str, alpha: float, beta: float) -> np.ndarray:
+    if b is not None:
+        y = y + b.reshape(bias_shape)
+    if z is not None:
+        if z.shape != y.shape:
+            raise KernelError(f"residual Z has shape {z.shape}, the output {y.shape}")
+        y = y + z
+    return reference_activation(y.astype(y.dtype), activation, alpha, beta)
+
+
+@register("FusedConv", since=1, domain=DOMAIN)
+def fused_conv_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **conv_attrs):
+    y = reference_conv(x, w, None, **conv_attrs)
+    return _epilogue(y, b, z, (1, -1) + (1,) * (x.ndim - 2), activation, alpha, beta).astype(x.dtype)
+
+
+@register("FusedMatMul", since=1, domain=DOMAIN)
+def fused_matmul_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0):
+    y = reference_matmul(x, w)
+    return _epilogue(y, b, z, (-1,), activation, alpha, beta).astype(x.dtype)
+
+
+# -- fast kernels ---------------------------------------------------------------------------------
+def _conv_applies(node: Node, graph) -> bool:
+    return fast_conv.handles(node, graph)
+
+
+@register("FusedConv", since=1, domain=DOMAIN, kind="fast", applies=_conv_applies)
+def fused_conv(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **conv_attrs):
+    if not fast_conv.fast_path(x, w) or x.shape[1] != w.shape[1] * conv_attrs.get("group", 1):
+        return fused_conv_reference(x, w, b, z, activation=activation, alpha=alpha, beta=beta, **conv_attrs)
+    return fast_conv.fused_conv(x, w, b, z, activation=activation, alpha=alpha, beta=beta, **conv_attrs)
+
+
+def _matmul_applies(node: Node, graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    return not isinstance(t, TensorType) or t.elem_type == 1
+
+
+@register("FusedMatMul", since=1, domain=DOMAIN, kind="fast", applies=_matmul_applies)
+def fused_matmul(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0):
+    if x.dtype != np.float32 or w.dtype != np.float32 or w.ndim != 2 or x.ndim < 1 or (
+            z is not None and z.shape != x.shape[:-1] + (w.shape[1],)):
+        return fused_matmul_reference(x, w, b, z, activation=activation, alpha=alpha, beta=beta)
+    k, n = w.shape
+    y = np.matmul(x.reshape(-1, k), w)
+    zz = as_f32(z, y.shape) if z is not None else np.empty((1, 1), np.float32)
+    epilogue_cols(y, as_f32(b, (n,)), zz, z is not None, activation_code(activation), float(alpha), float(beta))
+    return y.reshape(x.shape[:-1] + (n,))

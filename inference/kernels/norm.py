@@ -1,0 +1,91 @@
+"""Fast Softmax and LayerNormalization over the last axis, for float32, one row at a time in numba.
+
+Why: the reference computes max, exp, sum, divide (or mean, variance, scale) as separate numpy
+passes with full-size temporaries; a row of a transformer's attention or hidden state fits in
+cache, so doing every stage per row reads the tensor from memory once. Statistics accumulate in
+float64 like the reference's ``stash_type`` float path within rounding.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from inference.ir import Graph, Node, TensorType
+from inference.kernels._jit import threaded_kernel
+from inference.ops.registry import lookup, register
+
+
+@threaded_kernel()
+def softmax_rows(x, y):
+    """Row-wise softmax of ``x`` (R, N) into ``y``."""
+    r, n = x.shape
+    for i in numba.prange(r):
+        row, out = x[i], y[i]
+        m = row[0]
+        for k in range(1, n):
+            m = max(m, row[k])
+        s = 0.0
+        for k in range(n):
+            e = math.exp(row[k] - m)
+            out[k] = e
+            s += e
+        inv = 1.0 / s
+        for k in range(n):
+            out[k] = out[k] * inv
+
+
+@threaded_kernel()
+def layer_norm_rows(x, scale, bias, eps, y):
+    """Row-wise ``(x - mean) / sqrt(var + eps) * scale + bias`` of ``x`` (R, N) into ``y``."""
+    r, n = x.shape
+    for i in numba.prange(r):
+        row, out = x[i], y[i]
+        s = 0.0
+        for k in range(n):
+            s += row[k]
+        mean = s / n
+        v = 0.0
+        for k in range(n):
+            d = row[k] - mean
+            v += d * d
+        inv = 1.0 / math.sqrt(v / n + eps)
+        for k in range(n):
+            out[k] = np.float32((row[k] - mean) * inv) * scale[k] + bias[k]
+
+
+def _last_axis_float32(node: Node, graph: Graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    if not isinstance(t, TensorType):
+        return True
+    axis = node.attrs.get("axis", -1)
+    return t.elem_type == 1 and (t.rank is None or axis in (-1, t.rank - 1))
+
+
+@register("Softmax", since=13, kind="fast", applies=_last_axis_float32)
+def softmax(x, *, axis=-1):
+    if x.dtype != np.float32 or x.ndim == 0 or axis not in (-1, x.ndim - 1):
+        return lookup("Softmax", "", 13).fn(x, axis=axis)
+    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    y = np.empty_like(x2)
+    softmax_rows(x2, y)
+    return y.reshape(x.shape)
+
+
+def _layer_norm_applies(node: Node, graph: Graph) -> bool:
+    return len([o for o in node.outputs if o]) == 1 and _last_axis_float32(node, graph)
+
+
+@register("LayerNormalization", since=17, kind="fast", applies=_layer_norm_applies)
+def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1, ctx):
+    n = x.shape[-1] if x.ndim else 0
+    if (x.dtype != np.float32 or ctx.num_outputs > 1 or x.ndim == 0 or axis not in (-1, x.ndim - 1)
+            or scale.size != n or (b is not None and b.size != n)):
+        return lookup("LayerNormalization", "", 17).fn(x, scale, b, axis=axis, epsilon=epsilon,
+                                                       stash_type=stash_type, ctx=ctx)
+    x2 = np.ascontiguousarray(x).reshape(-1, n)
+    y = np.empty_like(x2)
+    bias = np.zeros(n, np.float32) if b is None else np.ascontiguousarray(b, np.float32).reshape(n)
+    layer_norm_rows(x2, np.ascontiguousarray(scale, np.float32).reshape(n), bias, float(epsilon), y)
+    return y.reshape(x.shape)

@@ -1,0 +1,200 @@
+"""Benchmark models built in code: MobileNetV2- and ResNet-18-style CNNs and a small transformer.
+
+Why: the performance targets are stated on these shapes, and building them here (random weights,
+fixed seed) means no download and the same graph for every peer. The CNNs are opset 17 with
+BatchNormalization left in (so Conv+BN folding is exercised); the transformer is opset 20 because
+``Gelu`` enters the standard there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from inference.builder import GraphBuilder
+from inference.ir import Model
+
+BATCH = "batch"
+LIGHT_MODELS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+class _Weights:
+    """He-initialised conv/linear weights and plausible BatchNorm statistics from one seeded rng."""
+
+    def __init__(self, b: GraphBuilder, seed: int):
+        self.b, self.rng = b, np.random.default_rng(seed)
+
+    def normal(self, shape: tuple[int, ...], std: float) -> str:
+        return self.b.const((self.rng.standard_normal(shape) * std).astype(np.float32))
+
+    def uniform(self, shape: tuple[int, ...], lo: float, hi: float) -> str:
+        return self.b.const(self.rng.uniform(lo, hi, shape).astype(np.float32))
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1) -> str:
+        fan_in = cin // group * k * k
+        w = self.normal((cout, cin // group, k, k), np.sqrt(2.0 / fan_in))
+        p = k // 2
+        return self.b.op("Conv", x, w, kernel_shape=[k, k], strides=[stride, stride], pads=[p, p, p, p],
+                         group=group)
+
+    def bn(self, x: str, c: int, gamma: float = 1.0) -> str:
+        """``gamma`` scales the BN weight: below 1 on a residual branch keeps the trunk bounded."""
+        return self.b.op("BatchNormalization", x, self.uniform((c,), 0.5 * gamma, 1.5 * gamma),
+                         self.normal((c,), 0.1),
+                         self.normal((c,), 0.1), self.uniform((c,), 0.5, 1.5), epsilon=1e-5)
+
+    def linear(self, x: str, din: int, dout: int, gain: float = 1.0) -> str:
+        return self.b.op("Gemm", x, self.normal((dout, din), gain / np.sqrt(din)), self.normal((dout,), 0.01),
+                         transB=1)
+
+
+def _relu6(b: GraphBuilder, x: str) -> str:
+    lo = b.const(np.array(0.0, np.float32))
+    hi = b.const(np.array(6.0, np.float32))
+    return b.op("Clip", x, lo, hi)
+
+
+def _classifier(w: _Weights, x: str, c: int, classes: int, gain: float) -> None:
+    """Pool, flatten, linear; ``gain`` keeps logits O(1) so rtol/atol comparisons are meaningful."""
+    b = w.b
+    y = w.linear(b.op("Flatten", b.op("GlobalAveragePool", x), axis=1), c, classes, gain)
+    b.op("Identity", y, outputs=["logits"])
+    b.output("logits", np.float32, [BATCH, classes])
+
+
+MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                       (6, 160, 3, 2), (6, 320, 1, 1))  # (expansion t, channels c, repeats n, stride s)
+
+
+def mobilenet_v2(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
+    """MobileNetV2 (width 1.0): inverted residual blocks, depthwise 3x3, Relu6 as Clip."""
+    b = GraphBuilder("mobilenet_v2", opset=17)
+    w = _Weights(b, seed)
+    x = _relu6(b, w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 32, 3, 2), 32))
+    cin = 32
+    for t, c, n, s in MOBILENET_V2_STAGES:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            h = x if t == 1 else _relu6(b, w.bn(w.conv(x, cin, hidden, 1), hidden))
+            h = _relu6(b, w.bn(w.conv(h, hidden, hidden, 3, stride, group=hidden), hidden))
+            h = w.bn(w.conv(h, hidden, c, 1), c)
+            x = b.op("Add", x, h) if stride == 1 and cin == c else h
+            cin = c
+    x = _relu6(b, w.bn(w.conv(x, cin, 1280, 1), 1280))
+    _classifier(w, x, 1280, classes, 0.1)
+    return b.build()
+
+
+def resnet18(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
+    """ResNet-18 (v1): 7x7 stem, max pool, four stages of two basic blocks."""
+    b = GraphBuilder("resnet18", opset=17)
+    w = _Weights(b, seed)
+    x = b.op("Relu", w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 64, 7, 2), 64))
+    x = b.op("MaxPool", x, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    cin = 64
+    for stage, c in enumerate((64, 128, 256, 512)):
+        for i in range(2):
+            stride = 2 if stage > 0 and i == 0 else 1
+            h = b.op("Relu", w.bn(w.conv(x, cin, c, 3, stride), c))
+            h = w.bn(w.conv(h, c, c, 3), c, gamma=0.3)
+            short = w.bn(w.conv(x, cin, c, 1, stride), c) if stride != 1 or cin != c else x
+            x = b.op("Relu", b.op("Add", h, short))
+            cin = c
+    _classifier(w, x, 512, classes, 0.3)
+    return b.build()
+
+
+def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: int = 4, ffn: int = 1024,
+                        seed: int = 0) -> Model:
+    """Post-norm transformer encoder: MatMul attention, Softmax, LayerNormalization, Gelu FFN."""
+    b = GraphBuilder("transformer_encoder", opset=20)
+    rng = np.random.default_rng(seed)
+
+    def mat(din: int, dout: int) -> str:
+        return b.const((rng.standard_normal((din, dout)) / np.sqrt(din)).astype(np.float32))
+
+    def vec(n: int, mean: float = 0.0, std: float = 0.02) -> str:
+        return b.const((mean + rng.standard_normal(n) * std).astype(np.float32))
+
+    def linear(x: str, din: int, dout: int) -> str:
+        return b.op("Add", b.op("MatMul", x, mat(din, dout)), vec(dout))
+
+    dh = dim // heads
+    split = b.const(np.array([0, seq, heads, dh], np.int64))
+    merge = b.const(np.array([0, seq, dim], np.int64))
+    scale = b.const(np.array(1.0 / np.sqrt(dh), np.float32))
+    x = b.input("input", np.float32, [BATCH, seq, dim])
+    for _ in range(layers):
+        q, k, v = (b.op("Transpose", b.op("Reshape", linear(x, dim, dim), split), perm=[0, 2, 1, 3])
+                   for _ in range(3))
+        kt = b.op("Transpose", k, perm=[0, 1, 3, 2])
+        att = b.op("Softmax", b.op("Mul", b.op("MatMul", q, kt), scale), axis=-1)
+        ctx = b.op("Reshape", b.op("Transpose", b.op("MatMul", att, v), perm=[0, 2, 1, 3]), merge)
+        x = b.op("LayerNormalization", b.op("Add", x, linear(ctx, dim, dim)), vec(dim, 1.0), vec(dim),
+                 axis=-1, epsilon=1e-5)
+        h = linear(b.op("Gelu", linear(x, dim, ffn)), ffn, dim)
+        x = b.op("LayerNormalization", b.op("Add", x, h), vec(dim, 1.0), vec(dim), axis=-1, epsilon=1e-5)
+    b.op("Identity", x, outputs=["output"])
+    b.output("output", np.float32, [BATCH, seq, dim])
+    return b.build()
+
+
+ZOO = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "transformer": transformer_encoder}
+
+
+def input_shape(name: str, batch: int) -> tuple[int, ...]:
+    """Shape of the single feed of a zoo model at ``batch``."""
+    return (batch, 128, 256) if name == "transformer" else (batch, 3, 224, 224)
+
+
+def light_model(name: str, seed: int = 0) -> onnx.ModelProto:
+    """onnx's light ``squeezenet``/``shufflenet`` with random real weights as initializers.
+
+    The light models ship every weight as ``ConstantOfShape(0.02)``: a constant network whose
+    timing and numerics say little. Each such weight becomes an initializer drawn by its role:
+    He-normal conv/Gemm weights, small biases, BatchNorm scale and variance in [0.5, 1.5].
+    """
+    from onnx import numpy_helper
+
+    from inference.errors import ModelLoadError
+
+    path = LIGHT_MODELS / f"light_{name}.onnx"
+    if not path.exists():
+        raise ModelLoadError(f"onnx ships no light model {path.name} (have: squeezenet, shufflenet, ...)")
+    proto = onnx.load(str(path))
+    g, rng = proto.graph, np.random.default_rng(seed)
+    roles = {i: (n.op_type, k) for n in g.node for k, i in enumerate(n.input)}
+    shapes = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    keep = []
+    for node in g.node:
+        if node.op_type != "ConstantOfShape" or node.input[0] not in shapes:
+            keep.append(node)
+            continue
+        out = node.output[0]
+        shape = tuple(int(d) for d in shapes[node.input[0]])
+        g.initializer.append(numpy_helper.from_array(_random_weight(rng, shape, *roles.get(out, ("", 0))), out))
+    del g.node[:]
+    g.node.extend(keep)
+    used = {i for n in g.node for i in n.input}
+    inits = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    init_names = {t.name for t in inits}
+    feeds = [v for v in g.input if v.name not in init_names and v.name in used]
+    del g.input[:]
+    g.input.extend(feeds)
+    proto.ir_version = max(proto.ir_version, 4)  # IR 4: initializers need not be listed as inputs
+    return proto
+
+
+def _random_weight(rng: np.random.Generator, shape: tuple[int, ...], op: str, position: int) -> np.ndarray:
+    if op in ("Conv", "Gemm") and position == 1:
+        fan_in = int(np.prod(shape[1:])) if op == "Conv" else shape[-1]
+        w = rng.standard_normal(shape) * np.sqrt((2.0 if op == "Conv" else 0.01) / max(fan_in, 1))
+    elif op == "BatchNormalization" and position in (1, 4):
+        w = rng.uniform(0.5, 1.5, shape)
+    else:
+        w = rng.standard_normal(shape) * 0.05
+    return w.astype(np.float32)

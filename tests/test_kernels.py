@@ -1,0 +1,203 @@
+"""Every fast kernel against its reference op on random inputs over the attribute space."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import inference.kernels  # noqa: F401  (registers the fast kernels and the fused ops)
+from inference.ops.registry import KernelContext, lookup
+
+RTOL, ATOL = 1e-4, 1e-5
+ACTIVATIONS = [("", 0.0, 0.0), ("Relu", 0.0, 0.0), ("Clip", 0.0, 6.0), ("Clip", -0.5, 0.5),
+               ("LeakyRelu", 0.1, 0.0), ("Sigmoid", 0.0, 0.0), ("HardSigmoid", 0.2, 0.5),
+               ("HardSwish", 0.0, 0.0), ("Gelu", 0.0, 0.0), ("GeluTanh", 0.0, 0.0)]
+
+
+def _pair(op: str, opset: int, domain: str = ""):
+    fast, ref = lookup(op, domain, opset, "fast"), lookup(op, domain, opset, "reference")
+    assert fast is not None and ref is not None, f"{domain}::{op} needs both a fast and a reference kernel"
+    return fast.fn, ref.fn
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def _rand(rng, *shape, scale=1.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+CONV_CASES = [  # (C, M, H, W, kernel, strides, pads, dilations, group, auto_pad)
+    (3, 8, 11, 13, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "NOTSET"),
+    (4, 6, 10, 9, (3, 3), (2, 2), (0, 1, 2, 0), (1, 1), 1, "NOTSET"),
+    (4, 4, 12, 12, (3, 3), (1, 2), (2, 2, 2, 2), (2, 2), 2, "NOTSET"),
+    (6, 6, 14, 15, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6, "NOTSET"),  # depthwise 3x3
+    (6, 6, 14, 15, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 6, "NOTSET"),
+    (5, 5, 13, 11, (3, 3), (2, 1), (0, 2, 1, 0), (2, 1), 5, "NOTSET"),
+    (5, 5, 13, 11, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 5, "NOTSET"),  # depthwise generic
+    (4, 4, 9, 9, (3, 1), (3, 3), (1, 0, 1, 0), (1, 1), 4, "NOTSET"),
+    (8, 16, 7, 7, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "NOTSET"),  # pointwise GEMM
+    (8, 12, 7, 7, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 4, "NOTSET"),
+    (3, 5, 17, 16, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, "NOTSET"),
+    (3, 5, 10, 11, (3, 3), (2, 2), None, (1, 1), 1, "SAME_UPPER"),
+    (3, 5, 10, 11, (4, 4), (3, 3), None, (1, 1), 1, "SAME_LOWER"),
+    (4, 4, 10, 11, (3, 3), (2, 2), None, (1, 1), 4, "VALID"),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("batch,bias", [(1, True), (3, False)])
+def test_conv(case, batch, bias):
+    c, m, h, w, k, s, p, d, g, auto = case
+    rng = np.random.default_rng(0)
+    x, wt = _rand(rng, batch, c, h, w), _rand(rng, m, c // g, *k)
+    b = _rand(rng, m) if bias else None
+    attrs = dict(kernel_shape=list(k), strides=list(s), dilations=list(d), group=g, auto_pad=auto)
+    if p is not None:
+        attrs["pads"] = list(p)
+    fast, ref = _pair("Conv", 17)
+    _close(fast(x, wt, b, **attrs), ref(x, wt, b, **attrs))
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:10])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("residual", [False, True])
+def test_fused_conv(case, act, residual):
+    c, m, h, w, k, s, p, d, g, auto = case
+    rng = np.random.default_rng(1)
+    x, wt, b = _rand(rng, 2, c, h, w), _rand(rng, m, c // g, *k), _rand(rng, m)
+    attrs = dict(kernel_shape=list(k), strides=list(s), dilations=list(d), group=g, auto_pad=auto, pads=list(p),
+                 activation=act[0], alpha=act[1], beta=act[2])
+    fast, ref = _pair("FusedConv", 1, "edgelearn")
+    z = None
+    if residual:
+        z = _rand(rng, *ref(x, wt, b, **attrs).shape)
+    _close(fast(x, wt, b, z, **attrs), ref(x, wt, b, z, **attrs))
+
+
+@pytest.mark.parametrize("xshape", [(5, 16), (2, 7, 16), (2, 3, 4, 16)])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("bias,residual", [(True, False), (False, False), (True, True)])
+def test_fused_matmul(xshape, act, bias, residual):
+    rng = np.random.default_rng(2)
+    x, wt = _rand(rng, *xshape), _rand(rng, 16, 24, scale=0.25)
+    b = _rand(rng, 24) if bias else None
+    z = _rand(rng, *xshape[:-1], 24) if residual else None
+    attrs = dict(activation=act[0], alpha=act[1], beta=act[2])
+    fast, ref = _pair("FusedMatMul", 1, "edgelearn")
+    _close(fast(x, wt, b, z, **attrs), ref(x, wt, b, z, **attrs))
+
+
+POOL_CASES = [  # (kernel, strides, pads, dilations, ceil_mode, auto_pad)
+    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 0, "NOTSET"),
+    ((2, 2), (2, 2), (0, 0, 0, 0), (1, 1), 0, "NOTSET"),
+    ((3, 3), (2, 2), (0, 0, 0, 0), (1, 1), 1, "NOTSET"),
+    ((3, 2), (1, 2), (1, 0, 2, 1), (2, 1), 1, "NOTSET"),
+    ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 0, "NOTSET"),
+    ((3, 3), (2, 2), None, (1, 1), 0, "SAME_UPPER"),
+    ((2, 3), (2, 2), None, (1, 1), 0, "SAME_LOWER"),
+    ((3, 3), (2, 2), None, (1, 1), 0, "VALID"),
+]
+
+
+def _ctx(outputs: int = 1) -> KernelContext:
+    return KernelContext(node=None, opset=17, num_outputs=outputs)
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool(case):
+    k, s, p, d, ceil, auto = case
+    x = _rand(np.random.default_rng(3), 2, 3, 11, 10)
+    attrs = dict(kernel_shape=list(k), strides=list(s), dilations=list(d), ceil_mode=ceil, auto_pad=auto)
+    if p is not None:
+        attrs["pads"] = list(p)
+    fast, ref = _pair("MaxPool", 12)
+    _close(fast(x, **attrs, ctx=_ctx()), ref(x, **attrs, ctx=_ctx()))
+
+
+@pytest.mark.parametrize("case", [c for c in POOL_CASES if c[3] == (1, 1)])
+@pytest.mark.parametrize("include_pad", [0, 1])
+def test_average_pool(case, include_pad):
+    k, s, p, d, ceil, auto = case
+    x = _rand(np.random.default_rng(4), 2, 3, 11, 10)
+    attrs = dict(kernel_shape=list(k), strides=list(s), ceil_mode=ceil, auto_pad=auto, count_include_pad=include_pad)
+    if p is not None:
+        attrs["pads"] = list(p)
+    fast, ref = _pair("AveragePool", 19)
+    _close(fast(x, **attrs), ref(x, **attrs))
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+def test_global_pool(op):
+    x = _rand(np.random.default_rng(5), 3, 5, 7, 6)
+    fast, ref = _pair(op, 17)
+    _close(fast(x), ref(x))
+
+
+@pytest.mark.parametrize("shape", [(7,), (4, 33), (2, 3, 128)])
+def test_softmax(shape):
+    x = _rand(np.random.default_rng(6), *shape, scale=4.0)
+    fast, ref = _pair("Softmax", 13)
+    _close(fast(x, axis=-1), ref(x, axis=-1))
+
+
+@pytest.mark.parametrize("shape", [(4, 32), (2, 5, 64)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_layer_normalization(shape, bias):
+    rng = np.random.default_rng(7)
+    x, scale = _rand(rng, *shape, scale=3.0) + 1.0, _rand(rng, shape[-1])
+    b = _rand(rng, shape[-1]) if bias else None
+    fast, ref = _pair("LayerNormalization", 17)
+    _close(fast(x, scale, b, axis=-1, epsilon=1e-5, ctx=_ctx()), ref(x, scale, b, axis=-1, epsilon=1e-5, ctx=_ctx())[0])
+
+
+ELEMENTWISE = [("Relu", 14, {}), ("Sigmoid", 13, {}), ("HardSwish", 14, {}), ("LeakyRelu", 16, {"alpha": 0.2}),
+               ("HardSigmoid", 6, {"alpha": 0.3, "beta": 0.4}), ("Gelu", 20, {}),
+               ("Gelu", 20, {"approximate": "tanh"})]
+
+
+@pytest.mark.parametrize("op,opset,attrs", ELEMENTWISE)
+@pytest.mark.parametrize("shape", [(5,), (3, 70000)])
+def test_activation(op, opset, attrs, shape):
+    x = _rand(np.random.default_rng(8), *shape, scale=4.0)
+    fast, ref = _pair(op, opset)
+    _close(fast(x, **attrs), ref(x, **attrs))
+
+
+@pytest.mark.parametrize("bounds", list(itertools.product([None, -1.0], [None, 2.5])))
+def test_clip(bounds):
+    x = _rand(np.random.default_rng(9), 4, 50, scale=3.0)
+    lo, hi = (None if v is None else np.array(v, np.float32) for v in bounds)
+    fast, ref = _pair("Clip", 13)
+    _close(fast(x, lo, hi), ref(x, lo, hi))
+
+
+def test_fast_kernels_fall_back_on_other_dtypes():
+    x = np.random.default_rng(10).standard_normal((1, 2, 5, 5))
+    w = np.ones((2, 2, 3, 3))
+    fast, ref = _pair("Conv", 17)
+    np.testing.assert_allclose(fast(x, w, None, pads=[1, 1, 1, 1]), ref(x, w, None, pads=[1, 1, 1, 1]))
+    assert fast(x.astype(np.float64), w, None).dtype == np.float64
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_serial_and_parallel_twins(threads):
+    """Kernels run their serial twin at one thread and the prange one above: both must agree."""
+    import numba
+
+    from inference.kernels._jit import use_parallel_kernels
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    use_parallel_kernels(threads > 1)
+    try:
+        for case in (CONV_CASES[0], CONV_CASES[4], CONV_CASES[6]):
+            test_fused_conv(case, ("Clip", 0.0, 6.0), True)
+        test_max_pool(POOL_CASES[0])
+        test_softmax((2, 3, 128))
+    finally:
+        use_parallel_kernels(False)
+        numba.set_num_threads(before)
