@@ -12,8 +12,10 @@ from inference.ir import Model
 from inference.passes.constant_folding import fold_constants
 from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
+from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
+from inference.passes.qdq_fusion import fuse_qdq
 
 
 @dataclass(frozen=True)
@@ -24,20 +26,33 @@ class Pass:
 
 
 PIPELINE: tuple[Pass, ...] = (
+    # first: folding would turn the int8 weights of a QDQ model back into fp32 constants
+    Pass("fuse_qdq", fuse_qdq, is_fusion=True),
     Pass("fold_constants", fold_constants),
     Pass("eliminate_identity", eliminate_identity),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
     Pass("fold_conv_batchnorm", fold_conv_batchnorm, is_fusion=True),
     Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
+    Pass("fuse_conv_epilogue", fuse_conv_epilogue, is_fusion=True),
+    Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
 )
+
+
+EXTENSIONS: list[Pass] = []  # passes other packages register (training expands Gradient ops)
+
+
+def register_pass(p: Pass) -> None:
+    """Add a pass that runs before the built-in pipeline; how packages above inference extend it."""
+    if all(e.name != p.name for e in EXTENSIONS):
+        EXTENSIONS.append(p)
 
 
 def optimize(model: Model, fusion: bool = True, switches: dict[str, bool] | None = None,
              max_rounds: int = 3) -> list[str]:
     """Run the enabled passes until nothing changes; returns the names of passes that changed it."""
     switches = switches or {}
-    unknown = set(switches) - {p.name for p in PIPELINE}
+    unknown = set(switches) - {p.name for p in PIPELINE + tuple(EXTENSIONS)}
     if unknown:
         from inference.errors import ConfigError
 
@@ -49,7 +64,7 @@ def optimize(model: Model, fusion: bool = True, switches: dict[str, bool] | None
         infer_shapes(model)  # fusions check ranks and dtypes
     for _ in range(max_rounds):
         changed = False
-        for p in PIPELINE:
+        for p in tuple(EXTENSIONS) + PIPELINE:
             if not switches.get(p.name, fusion or not p.is_fusion):
                 continue
             if p.run(model):

@@ -14,6 +14,7 @@ from onnx.backend.base import Backend, BackendRep
 
 from inference import Session, load_model, model_to_proto
 from inference.passes import optimize
+import training.gradient_op  # noqa: F401 - registers the pass expanding ONNX Gradient ops
 
 
 class RoundTripMismatch(AssertionError):

@@ -1,0 +1,191 @@
+"""`edgelearn compress model.onnx [--prune R] [--int8 --calib data.npz | --dynamic] [--fp16] -o small.onnx`.
+
+Steps run in the order prune -> int8 -> fp16 (pruning needs float weights; fp16 stores whatever
+float weights int8 left, e.g. the layers kept in fp32). Prints the file size before/after, the
+accuracy on ``--eval data.npz`` before/after when given, and the batch-1 latency of both models
+in our runtime (the int8 model runs with its QDQ patterns fused into the int8 kernels).
+
+``.npz`` files hold the inputs under ``x`` (or under the model's input names) and, for
+``--eval``, the integer labels under ``y``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from inference.errors import InputError
+from inference.ir import Model
+from inference.onnx_export import save_model
+from inference.onnx_import import load_model
+
+NAME = "compress"
+HELP = "quantize (int8 static/dynamic), store fp16 or prune a model; report size, accuracy, latency"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("model", help="input ONNX model")
+    p.add_argument("-o", "--output", required=True, help="where to write the compressed model")
+    q = p.add_argument_group("int8 quantization")
+    q.add_argument("--int8", action="store_true", help="static int8 (needs --calib)")
+    q.add_argument("--dynamic", action="store_true", help="dynamic int8 for MatMul/Gemm (no calibration)")
+    q.add_argument("--calib", metavar="DATA.npz", help="calibration inputs for --int8")
+    q.add_argument("--calibration", default="minmax", choices=("minmax", "percentile", "entropy"))
+    q.add_argument("--percentile", type=float, default=99.99)
+    q.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
+    q.add_argument("--activations", default="uint8", choices=("uint8", "int8"),
+                   help="asymmetric uint8 (default) or symmetric int8 activations")
+    q.add_argument("--keep-fp32", type=int, default=0, metavar="K", help="keep the K most sensitive layers in fp32")
+    q.add_argument("--exclude", action="append", default=[], metavar="NODE", help="keep this node in fp32")
+    q.add_argument("--sensitivity", action="store_true", help="print the per-layer sensitivity report")
+    q.add_argument("--calib-batches", type=int, default=None, help="use at most this many calibration batches")
+    p.add_argument("--fp16", action="store_true", help="store float weights as fp16 (computed in fp32)")
+    p.add_argument("--fp16-io", action="store_true", help="with --fp16: make float inputs/outputs fp16 too")
+    # --prune: filled by the pruning work (compress/prune.py); see apply_pruning below.
+    p.add_argument("--prune", type=float, default=None, metavar="RATIO", help="prune this fraction of weights")
+    p.add_argument("--eval", metavar="DATA.npz", help="report accuracy before/after on this labelled set")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size for calibration and --eval")
+    p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
+    p.add_argument("--repeats", type=int, default=20, help="latency runs (median reported)")
+
+
+def run(args) -> int:
+    if args.int8 and args.dynamic:
+        raise InputError("choose one of --int8 (static) and --dynamic")
+    if args.int8 and not args.calib:
+        raise InputError("--int8 needs --calib DATA.npz (or use --dynamic, which needs no calibration)")
+    if not (args.int8 or args.dynamic or args.fp16 or args.prune is not None):
+        raise InputError("nothing to do: give --int8, --dynamic, --fp16 and/or --prune")
+    if args.threads:
+        from inference.threads import set_num_threads
+        set_num_threads(args.threads)
+    original = load_model(args.model)
+    model = original
+    if args.prune is not None:
+        model = apply_pruning(model, args)
+    if args.int8 or args.dynamic:
+        model = apply_int8(model, args)
+    if args.fp16:
+        from compress.fp16 import convert_fp16
+        # after int8 every weight may be int8 already: then fp16 has nothing left to do
+        model = convert_fp16(model, keep_io_types=not args.fp16_io, strict=not (args.int8 or args.dynamic))
+    save_model(model, args.output)
+    report(args, original, model)
+    return 0
+
+
+def apply_pruning(model: Model, args) -> Model:
+    """Hook for ``--prune``: the pruning work plugs ``compress.prune`` in here."""
+    try:
+        from compress.prune import prune_model  # type: ignore[import-not-found]
+    except ImportError:
+        raise InputError("--prune is not available yet in this build (compress.prune is missing)") from None
+    return prune_model(model, args.prune)
+
+
+def apply_int8(model: Model, args) -> Model:
+    from compress.quantize import QuantConfig, quantize_dynamic, quantize_static, sensitivity_report
+
+    if args.dynamic:
+        return quantize_dynamic(model, per_channel=not args.per_tensor, exclude=tuple(args.exclude))
+    feeds = load_inputs(model, args.calib)
+    cfg = QuantConfig(calibration=args.calibration, percentile=args.percentile, per_channel=not args.per_tensor,
+                      activations=args.activations, exclude=tuple(args.exclude), keep_fp32=args.keep_fp32,
+                      batch_size=args.batch_size, max_batches=args.calib_batches)
+    if args.sensitivity:
+        print("per-layer sensitivity (output rel. L2 error with only that layer in int8):")
+        for s in sensitivity_report(model, feeds, cfg):
+            print(f"  {s.node:<32} {s.op_type:<8} {s.error:.5f}")
+    return quantize_static(model, feeds, cfg)
+
+
+def load_inputs(model: Model, path: str, with_labels: bool = False) -> Any:
+    """Inputs (and labels ``y``) of an .npz: key ``x`` for a single-input model, else input names."""
+    if not os.path.exists(path):
+        raise InputError(f"data file {path!r} does not exist")
+    with np.load(path, allow_pickle=False) as f:
+        names = [v.name for v in model.graph.feed_inputs()]
+        if "x" in f.files and len(names) == 1:
+            feeds: Any = {names[0]: f["x"]}
+        else:
+            missing = [n for n in names if n not in f.files]
+            if missing:
+                raise InputError(f"{path}: needs arrays {names} (or 'x' for a single-input model), holds {f.files}")
+            feeds = {n: f[n] for n in names}
+        if not with_labels:
+            return feeds
+        if "y" not in f.files:
+            raise InputError(f"{path}: --eval needs integer labels under 'y', the file holds {f.files}")
+        return feeds, f["y"]
+
+
+def runnable(model: Model):
+    """A session as the Predictor would build it, with the QDQ patterns fused into int8 ops."""
+    from compress.quantize import clone
+    from inference.passes import optimize
+    from inference.passes.qdq_fusion import fuse_qdq
+    from inference.session import Session
+
+    m = clone(model)
+    fuse_qdq(m)
+    optimize(m)
+    return Session(m)
+
+
+def accuracy(session, feeds: dict, labels: np.ndarray, batch_size: int) -> float:
+    inputs = session.graph.feed_inputs()
+    n, hits = len(labels), 0
+    for start in range(0, n, batch_size):
+        batch = {k: np.asarray(v[start:start + batch_size]).astype(_dtype(session, k, inputs))
+                 for k, v in feeds.items()}
+        out = np.asarray(session.run(batch)[0])
+        hits += int((out.reshape(len(out), -1).argmax(axis=1) == labels[start:start + batch_size]).sum())
+    return hits / n
+
+
+def _dtype(session, name: str, inputs) -> np.dtype:
+    for v in inputs:
+        if v.name == name and v.type is not None:
+            return v.type.dtype
+    return np.dtype(np.float32)
+
+
+def latency_ms(session, feeds: dict, repeats: int) -> float:
+    one = {k: np.asarray(v[:1]).astype(_dtype(session, k, session.graph.feed_inputs())) for k, v in feeds.items()}
+    session.run(one)  # warm up: numba compiles or loads its cache here, outside the timing
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        session.run(one)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def report(args, before: Model, after: Model) -> None:
+    size0, size1 = os.path.getsize(args.model), os.path.getsize(args.output)
+    print(f"size:     {size0:>12,d} B -> {size1:>12,d} B  ({size1 / size0:.3f}x)  written to {args.output}")
+    s0, s1 = runnable(before), runnable(after)
+    if args.eval:
+        feeds, labels = load_inputs(before, args.eval, with_labels=True)
+        a0 = accuracy(s0, feeds, labels, args.batch_size)
+        a1 = accuracy(s1, _retyped(after, feeds), labels, args.batch_size)
+        print(f"accuracy: {a0 * 100:11.2f} %  -> {a1 * 100:11.2f} %   "
+              f"({(a1 - a0) * 100:+.2f} points, {len(labels)} samples)")
+        sample = feeds
+    elif args.calib:
+        sample = load_inputs(before, args.calib)
+    else:
+        sample = None
+    if sample is not None:
+        l0, l1 = latency_ms(s0, sample, args.repeats), latency_ms(s1, _retyped(after, sample), args.repeats)
+        print(f"latency:  {l0:11.2f} ms -> {l1:11.2f} ms  ({l1 / l0:.2f}x, batch 1, median of {args.repeats})")
+    else:
+        print("latency:  give --eval or --calib data to measure it")
+
+
+def _retyped(model: Model, feeds: dict) -> dict:
+    """Feeds cast to the compressed model's input types (fp16 inputs with --fp16-io)."""
+    types = {v.name: v.type for v in model.graph.feed_inputs()}
+    return {k: np.asarray(v).astype(types[k].dtype) if types.get(k) is not None else v for k, v in feeds.items()}

@@ -1,0 +1,652 @@
+"""int8 convolution and matrix product: VNNI GEMM tiles with int32 accumulation, fused requantization.
+
+The ops (our domain; ``inference.passes.qdq_fusion`` creates them from the QDQ pattern that
+``compress.quantize`` and onnxruntime's quantizer write):
+
+* ``edgelearn::QConv(X, x_scale, x_zero_point, W, w_scale, B?, Z?, y_scale?, y_zero_point?)``
+* ``edgelearn::QMatMul(X, x_scale, x_zero_point, W, w_scale, B?, Z?, y_scale?, y_zero_point?)``
+
+Why our own ops rather than QLinearConv/QLinearMatMul: those must requantize their output and
+cannot carry a residual or an activation. Ours take the 8-bit input (uint8 or int8, per-tensor
+zero point), symmetric int8 weights (per tensor or per output channel), an int32 bias (scale
+x_scale * w_scale, as QDQ files store it) or a float one, and in one pass over the int32
+accumulators scale to real, add bias and residual ``Z``, apply the activation, then requantize to
+``y_zero_point``'s type or write float32 (when a float op reads the result).
+
+Why this GEMM: ``vpdpbusd`` multiplies 64 uint8 x int8 pairs and sums them in fours into 16 int32
+lanes: 4x the multiply-adds of an fp32 FMA. LLVM does not emit it from plain loops (numba 0.68 /
+LLVM 22 on this Sapphire/Emerald Rapids CPU turns an int8 dot loop into ``vpmovsxbd`` +
+``vpdpwssd`` on ymm, one product per int32 lane), so the register tile is written in LLVM IR
+with the intrinsic: 8 output channels x 32 pixels = 16 zmm accumulators; per step one broadcast
+int32 (4 taps) of weights per channel and two 64-byte pixel vectors (16 pixels x 4 taps). A
+table of per-step offsets says where the pixel vectors are, so the same tile runs
+
+* direct convolution (stride 1): the input, padded with its zero point and interleaved by 4
+  channels, is read in place: no im2col;
+* strided convolution as a stride-1 one over the space-to-depth input (a 7x7/2 is a 4x4/1 over
+  4x the channels), strided 1x1 as subsampling; only dilated strided ones pack im2col columns;
+* matrix products, the rows of X packed as the pixels.
+
+On a CPU without AVX512-VNNI the tile is emitted as generic vector IR (widen, multiply, add in
+fours) that LLVM lowers for the target; numba's cache is keyed by the CPU, so both coexist.
+uint8 activations are what ``vpdpbusd`` multiplies; int8 ones are shifted by 128 (and their zero
+point). The zero point folds into the bias: ``sum((x - zx) w) = sum(x w) - zx * sum(w)``.
+"""
+from __future__ import annotations
+
+import os
+import weakref
+
+import llvmlite.binding as llvm_binding
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from inference.errors import KernelError
+from inference.ir import Node, TensorType
+from inference.kernels.activations import CLIP, NONE, RELU, activate, activation_code
+from inference.kernels.fused import reference_activation
+from inference.ops._window import window_geometry
+from inference.ops.conv import conv as reference_conv
+from inference.ops.quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear, saturate_cast
+from inference.ops.registry import register
+from inference.schema import FormalParam, OpSchema, register_schema
+
+DOMAIN = "edgelearn"
+CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+MR, NV, LANES = 8, 2, 16  # register tile: MR output channels x NV*LANES pixels
+NP = NV * LANES
+
+
+def has_vnni() -> bool:
+    """Whether numba compiles for a host with AVX512-VNNI (not when NUMBA_CPU_NAME asks for a
+    portable build: then the generic tile is compiled)."""
+    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
+        return False
+    feats = llvm_binding.get_host_cpu_features()
+    return bool(feats.get("avx512vnni")) and bool(feats.get("avx512f"))
+
+
+# -- the register tile, in LLVM IR ---------------------------------------------------------------
+_I32, _I64 = ir.IntType(32), ir.IntType(64)
+_V16 = ir.VectorType(_I32, LANES)
+
+
+def _dot4_generic(builder, acc, a, b):
+    """acc + sum over groups of 4 bytes of zext(a) * sext(b): vpdpbusd's meaning, any target."""
+    bytes64, wide = ir.VectorType(ir.IntType(8), 64), ir.VectorType(_I32, 64)
+    prod = builder.mul(builder.zext(builder.bitcast(a, bytes64), wide), builder.sext(builder.bitcast(b, bytes64), wide))
+    for j in range(4):
+        acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(
+            ir.VectorType(_I32, LANES), [4 * i + j for i in range(LANES)])))
+    return acc
+
+
+def make_tile(mr: int = MR, nv: int = NV, vnni: bool | None = None, unsigned_broadcast: bool = False):
+    """An intrinsic ``tile(wp, w_off, cp, c_off, koff, k4, out)``: ``out[mr*nv*16]`` = int32 sums
+    over k4 steps of products of ``mr`` broadcast int32s (4 taps each) at ``wp[w_off + k*mr:]`` with
+    ``nv`` 16-lane vectors (4 taps per lane) at ``cp[c_off + koff[k]:]``. The offset table is what
+    lets one tile read packed columns (``koff[k] = 32 k``) and the direct-conv input in place.
+    The vectors hold the uint8 operand and the broadcasts the int8 one, unless
+    ``unsigned_broadcast`` (matrix products: activations broadcast, weight columns as vectors)."""
+    use_vnni = has_vnni() if vnni is None else vnni
+
+    @intrinsic
+    def tile(typingctx, wp, w_off, cp, c_off, koff, k4, out):
+        sig = types.void(wp, w_off, cp, c_off, koff, k4, out)
+
+        def codegen(context, builder, signature, args):
+            const = lambda v: ir.Constant(_I64, v)  # noqa: E731
+            wpa = context.make_array(signature.args[0])(context, builder, args[0])
+            cpa = context.make_array(signature.args[2])(context, builder, args[2])
+            koa = context.make_array(signature.args[4])(context, builder, args[4])
+            outa = context.make_array(signature.args[6])(context, builder, args[6])
+            w_base, c_base = builder.gep(wpa.data, [args[1]]), builder.gep(cpa.data, [args[3]])
+            if use_vnni:
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16] * 3),
+                                                    "llvm.x86.avx512.vpdpbusd.512")
+                dot4 = lambda acc, a, b: builder.call(fn, [acc, a, b])  # noqa: E731
+            else:
+                dot4 = lambda acc, a, b: _dot4_generic(builder, acc, a, b)  # noqa: E731
+            entry = builder.block
+            header = builder.append_basic_block("tile.header")
+            body = builder.append_basic_block("tile.body")
+            done = builder.append_basic_block("tile.exit")
+            builder.branch(header)
+            builder.position_at_end(header)
+            k = builder.phi(_I64)
+            k.add_incoming(const(0), entry)
+            accs = []
+            for _ in range(mr * nv):
+                acc = builder.phi(_V16)
+                acc.add_incoming(ir.Constant(_V16, None), entry)
+                accs.append(acc)
+            builder.cbranch(builder.icmp_signed("<", k, args[5]), body, done)
+            builder.position_at_end(body)
+            cols = []
+            kbase = builder.load(builder.gep(koa.data, [k]))  # koff is int64
+            for v in range(nv):
+                p = builder.gep(c_base, [builder.add(kbase, const(v * LANES))])
+                cols.append(builder.load(builder.bitcast(p, _V16.as_pointer()), align=4))
+            undef = ir.Constant(_V16, ir.Undefined)
+            splat = ir.Constant(_V16, [0] * LANES)
+            new = []
+            for r in range(mr):
+                wv = builder.load(builder.gep(w_base, [builder.add(builder.mul(k, const(mr)), const(r))]))
+                bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
+                new.extend(dot4(accs[r * nv + v], bc, cols[v]) if unsigned_broadcast
+                           else dot4(accs[r * nv + v], cols[v], bc) for v in range(nv))
+            k.add_incoming(builder.add(k, const(1)), builder.block)
+            for acc, n in zip(accs, new):
+                acc.add_incoming(n, builder.block)
+            builder.branch(header)
+            builder.position_at_end(done)
+            for i, acc in enumerate(accs):
+                builder.store(acc, builder.bitcast(builder.gep(outa.data, [const(i * LANES)]), _V16.as_pointer()),
+                              align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile = make_tile()
+_tile_rows = make_tile(unsigned_broadcast=True)
+
+
+# -- packing ------------------------------------------------------------------------------------
+def pack_weights(w2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """int8 (M, K) -> (packed int32 [M/MR][K/4][MR] flat, per-row sums int32 (M,), k4); M and K
+    are zero-padded to multiples of MR and 4, so padded taps contribute nothing."""
+    m, k = w2d.shape
+    mp, k4 = -(-m // MR) * MR, -(-k // 4)
+    full = np.zeros((mp, k4 * 4), np.int8)
+    full[:m, :k] = w2d
+    packed = np.ascontiguousarray(full.reshape(mp // MR, MR, k4, 4).transpose(0, 2, 1, 3))
+    return packed.view(np.int32).reshape(-1), w2d.astype(np.int32).sum(axis=1), k4
+
+
+def conv_weight_rows(w: np.ndarray, direct: bool) -> np.ndarray:
+    """Conv weight (M, C, kh, kw) as (M, K) in the tap order of the pixel operand: (c, ky, kx)
+    for im2col columns, (c/4, ky, kx, c%4) for the direct layout (channels padded to 4)."""
+    m, c, kh, kw = w.shape
+    if not direct:
+        return w.reshape(m, -1)
+    c4 = -(-c // 4)
+    padded = np.zeros((m, c4 * 4, kh, kw), np.int8)
+    padded[:, :c] = w
+    return padded.reshape(m, c4, 4, kh, kw).transpose(0, 1, 3, 4, 2).reshape(m, -1)
+
+
+@numba.njit(cache=True, parallel=True)
+def interleave_channels(x, c0, cg, ph, pw, wp_, plane, zp, out):
+    """Channels [c0, c0+cg) of uint8 ``x`` (N, C, H, W) into ``out`` (N, ceil(cg/4), plane*4):
+    zero-point padded planes of width ``wp_`` whose pixels hold 4 consecutive channels, so 16
+    neighbouring pixels of one channel group are one 64-byte vector (the direct conv's operand)."""
+    n, _, h, w = x.shape
+    groups = out.shape[1]
+    for t in numba.prange(n * groups):
+        b, c4 = t // groups, t % groups
+        o = out[b, c4]
+        o[:] = zp
+        for j in range(4):
+            ci = 4 * c4 + j
+            if ci >= cg:
+                break
+            for iy in range(h):
+                base = ((iy + ph) * wp_ + pw) * 4 + j
+                for ix in range(w):
+                    o[base + 4 * ix] = x[b, c0 + ci, iy, ix]
+
+
+@numba.njit(cache=True, parallel=True)
+def pack_conv_columns(x, c0, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, zp, cp):
+    """im2col of channels [c0, c0+cg) of uint8 ``x`` (N, C, H, W) straight into the tile layout
+    ``cp`` (N, P/32, k4, 32, 4) (strided convolutions); taps in the padding read the zero point."""
+    n, _, h, w = x.shape
+    pbs, k4 = cp.shape[1], cp.shape[2]
+    npix = oh * ow
+    for t in numba.prange(n * pbs):
+        b, pb = t // pbs, t % pbs
+        iy0 = np.empty(NP, np.int64)
+        ix0 = np.empty(NP, np.int64)
+        for q in range(NP):
+            p = pb * NP + q
+            iy0[q] = (p // ow) * sh - ph if p < npix else -(1 << 40)
+            ix0[q] = (p % ow) * sw - pw
+        blk = cp[b, pb]
+        kidx = 0
+        for ci in range(cg):
+            for ky in range(kh):
+                for kx in range(kw):
+                    k, j = kidx >> 2, kidx & 3
+                    for q in range(NP):
+                        iy, ix = iy0[q] + ky * dh, ix0[q] + kx * dw
+                        blk[k, q, j] = x[b, c0 + ci, iy, ix] if 0 <= iy < h and 0 <= ix < w else zp
+                    kidx += 1
+        while kidx < k4 * 4:
+            for q in range(NP):
+                blk[kidx >> 2, q, kidx & 3] = zp
+            kidx += 1
+
+
+def pack_broadcast_rows(x: np.ndarray, zp: int) -> tuple[np.ndarray, int]:
+    """uint8 rows (R, K) -> int32 [R/MR][K/4][MR] (4 taps per int32) and k4; padding reads ``zp``."""
+    r, k = x.shape
+    rp, k4 = -(-r // MR) * MR, -(-k // 4)
+    full = np.full((rp, k4 * 4), zp, np.uint8)
+    full[:r, :k] = x
+    return np.ascontiguousarray(full.reshape(rp // MR, MR, k4, 4).transpose(0, 2, 1, 3)).view(np.int32).reshape(-1), k4
+
+
+def pack_weight_columns(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """int8 W^T (N, K) -> (int32 [N/32][K/4][32 columns][4 taps] flat, column sums (N,), k4)."""
+    n, k = w_nk.shape
+    nb, k4 = -(-n // NP), -(-k // 4)
+    full = np.zeros((nb * NP, k4 * 4), np.int8)
+    full[:n, :k] = w_nk
+    packed = np.ascontiguousarray(full.reshape(nb, NP, k4, 4).transpose(0, 2, 1, 3)).view(np.int32).reshape(-1)
+    return packed, w_nk.astype(np.int32).sum(axis=1), k4
+
+
+# -- the GEMM with its epilogue -------------------------------------------------------------------
+@numba.njit(cache=True, parallel=True)
+def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow, ow, corr, scale, fbias, z,
+          has_z, code, alpha, beta, inv_ys, yzp, qmin, qmax, quantize, yq, yf, m0, sm, sp, sn):
+    """Tiles over (image, pixel block, channel block). Pixel block ``pb`` of image ``img`` starts at
+    ``cflat[img*img_stride + pb*pb_stride]``; its flat positions f (< nflat) are (oy, ox) = divmod(f,
+    wrow), and columns ox >= ow are padding, skipped. Each int32 tile goes through the epilogue
+    ``act((acc + corr[m]) * scale[m] + fbias[m] + z)``, stored as float32 in ``yf`` or requantized
+    (``rint(v * inv_ys) + yzp`` clipped to [qmin, qmax]) in ``yq``; output (img, m, oy*ow+ox) sits
+    at ``img*sn + (m0+m)*sm + (oy*ow+ox)*sp`` of the flat outputs (and of ``z``)."""
+    mbs = wp.size // (k4 * MR)
+    for t in numba.prange(nimg * pbs * mbs):
+        img, rest = t // (pbs * mbs), t % (pbs * mbs)
+        pb, mb = rest // mbs, rest % mbs
+        buf = np.empty(MR * NP, np.int32)
+        _tile(wp, mb * k4 * MR, cflat, img * img_stride + pb * pb_stride, koff, k4, buf)
+        f0 = pb * NP
+        nq = min(NP, nflat - f0)
+        vals = np.empty(NP, np.float32)
+        for r in range(MR):
+            mi = mb * MR + r
+            if mi >= m:
+                break
+            c, s, fb = corr[mi], scale[mi], fbias[mi]
+            for q in range(nq):  # simple loops, one step each: they vectorise
+                vals[q] = np.float32(buf[r * NP + q] + c) * s + fb
+            base = img * sn + (m0 + mi) * sm
+            oy, ox = f0 // wrow, f0 % wrow
+            q = 0
+            while q < nq:  # one output row segment at a time
+                run = min(nq - q, wrow - ox)
+                cnt = max(0, min(run, ow - ox))
+                idx0 = base + (oy * ow + ox) * sp
+                if has_z:
+                    for j in range(cnt):
+                        vals[q + j] += z[idx0 + j * sp]
+                if code == RELU:
+                    for j in range(cnt):
+                        vals[q + j] = max(vals[q + j], np.float32(0))
+                elif code == CLIP:
+                    for j in range(cnt):
+                        vals[q + j] = min(max(vals[q + j], alpha), beta)
+                elif code != NONE:
+                    for j in range(cnt):
+                        vals[q + j] = np.float32(activate(vals[q + j], code, alpha, beta))
+                if quantize:
+                    for j in range(cnt):
+                        yq[idx0 + j * sp] = min(max(np.rint(vals[q + j] * inv_ys) + yzp, qmin), qmax)
+                else:
+                    for j in range(cnt):
+                        yf[idx0 + j * sp] = vals[q + j]
+                q += run
+                ox, oy = 0, oy + 1
+
+
+@numba.njit(cache=True, parallel=True)
+def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code, alpha, beta, inv_ys, yzp, qmin,
+               qmax, quantize, yq, yf):
+    """Matrix product tiles: MR rows of X (broadcast) x 32 output columns (vectors), so each output
+    row segment is contiguous and the per-column constants are vectors; epilogue as in qgemm,
+    output (row, n) at ``row * ncols + n``."""
+    rbs, nbs = xp.size // (k4 * MR), wcols.size // (k4 * NP)
+    for t in numba.prange(rbs * nbs):
+        rb, nb = t // nbs, t % nbs
+        buf = np.empty(MR * NP, np.int32)
+        vals = np.empty(NP, np.float32)
+        _tile_rows(xp, rb * k4 * MR, wcols, nb * k4 * NP, koff, k4, buf)
+        n0 = nb * NP
+        cnt = min(NP, ncols - n0)
+        for i in range(min(MR, r - rb * MR)):
+            base = (rb * MR + i) * ncols + n0
+            for j in range(cnt):
+                vals[j] = np.float32(buf[i * NP + j] + corr[n0 + j]) * scale[n0 + j] + fbias[n0 + j]
+            if has_z:
+                for j in range(cnt):
+                    vals[j] += z[base + j]
+            if code == RELU:
+                for j in range(cnt):
+                    vals[j] = max(vals[j], np.float32(0))
+            elif code == CLIP:
+                for j in range(cnt):
+                    vals[j] = min(max(vals[j], alpha), beta)
+            elif code != NONE:
+                for j in range(cnt):
+                    vals[j] = np.float32(activate(vals[j], code, alpha, beta))
+            if quantize:
+                for j in range(cnt):
+                    yq[base + j] = min(max(np.rint(vals[j] * inv_ys) + yzp, qmin), qmax)
+            else:
+                for j in range(cnt):
+                    yf[base + j] = vals[j]
+
+
+# -- host side: cached packed weights, argument normalisation -----------------------------------
+_PACKED: dict[int, tuple[weakref.ref, tuple, list]] = {}
+
+
+def _packed(w: np.ndarray, group: int, layout: str) -> list:
+    """Per-group (packed, rowsums, k4) of weight ``w`` for ``layout`` ("im2col", "direct", "s2d<s>"
+    or "matmul"/"matmul_t"), packed once per weight array: the session hands kernels the same
+    initializer object every run (the idea of onnxruntime's pre-packing)."""
+    key, src = id(w), w
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is w and hit[1] == (group, layout):
+        return hit[2]
+    if layout in ("matmul", "matmul_t"):
+        packs = [pack_weight_columns(np.ascontiguousarray(w.T if layout == "matmul" else w))]
+    else:
+        if layout.startswith("s2d"):
+            w = space_to_depth_weight(w, int(layout[3:]))
+        mg = w.shape[0] // group
+        packs = [pack_weights(np.ascontiguousarray(conv_weight_rows(w[g * mg:(g + 1) * mg], layout != "im2col")))
+                 for g in range(group)]
+    try:
+        _PACKED[key] = (weakref.ref(src, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs)
+    except TypeError:  # not weak-referenceable: pack on every call
+        pass
+    return packs
+
+
+def _as_uint8(x: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """uint8 activations and zero point; int8 ones are shifted by 128 (vpdpbusd wants unsigned)."""
+    z = 0 if zp is None else int(np.asarray(zp).reshape(-1)[0])
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x), z
+    if x.dtype == np.int8:
+        return np.ascontiguousarray(x).view(np.uint8) ^ np.uint8(0x80), z + 128
+    raise KernelError(f"quantized input must be uint8 or int8, got {x.dtype}")
+
+
+class _Epilogue:
+    """Per-channel constants and the output buffer of one call."""
+
+    def __init__(self, m: int, x_scale, w_scale, b, z, y_scale, y_zp, activation, alpha, beta, out_shape):
+        xs = np.float32(np.asarray(x_scale).reshape(-1)[0])
+        ws = np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (m,))
+        self.scale = (xs * ws).astype(np.float32)
+        self.ibias = np.zeros(m, np.int32)
+        self.fbias = np.zeros(m, np.float32)
+        if b is not None:
+            if b.dtype == np.int32:
+                self.ibias = np.ascontiguousarray(b.reshape(m))
+            else:
+                self.fbias = np.ascontiguousarray(b.reshape(m), dtype=np.float32)
+        if z is not None and z.size != int(np.prod(out_shape)):
+            raise KernelError(f"residual Z has shape {z.shape}, the output {out_shape}")
+        self.z = np.empty(1, np.float32) if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
+        self.has_z = z is not None
+        self.code = activation_code(activation)
+        self.alpha, self.beta = np.float32(alpha), np.float32(beta)
+        self.quantize = y_scale is not None
+        ydt = np.dtype(y_zp.dtype) if y_zp is not None else np.dtype(np.uint8)
+        info = np.iinfo(ydt)
+        self.qmin, self.qmax = np.float32(info.min), np.float32(info.max)
+        self.inv_ys = np.float32(1)
+        if self.quantize:
+            self.inv_ys = np.float32(1.0) / np.float32(np.asarray(y_scale).reshape(-1)[0])
+        self.yzp = np.float32(0 if y_zp is None else int(np.asarray(y_zp).reshape(-1)[0]))
+        self.yq = np.empty(out_shape if self.quantize else 1, ydt)
+        self.yf = np.empty(1 if self.quantize else out_shape, np.float32)
+
+    def run(self, pack, cflat, img_stride, pb_stride, koff, nimg, nflat, wrow, ow, xzp, m0, m, sm, sp, sn) -> None:
+        wp, rowsum, k4 = pack
+        sl = slice(m0, m0 + m)
+        corr = (self.ibias[sl] - np.int32(xzp) * rowsum).astype(np.int32)
+        qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, -(-nflat // NP), nflat, wrow, ow, corr,
+              np.ascontiguousarray(self.scale[sl]), np.ascontiguousarray(self.fbias[sl]), self.z, self.has_z,
+              self.code, self.alpha, self.beta, self.inv_ys, self.yzp, self.qmin, self.qmax, self.quantize,
+              self.yq.reshape(-1), self.yf.reshape(-1), m0, sm, sp, sn)
+
+    def run_rows(self, xp, k4, r, pack, xzp) -> None:
+        wcols, colsum, _ = pack
+        corr = (self.ibias - np.int32(xzp) * colsum).astype(np.int32)
+        qgemm_rows(xp, k4, r, wcols, corr.size, np.arange(k4, dtype=np.int64) * NP, corr, self.scale, self.fbias,
+                   self.z, self.has_z, self.code, self.alpha, self.beta, self.inv_ys, self.yzp, self.qmin, self.qmax,
+                   self.quantize, self.yq.reshape(-1), self.yf.reshape(-1))
+
+    @property
+    def result(self) -> np.ndarray:
+        return self.yq if self.quantize else self.yf
+
+
+def space_to_depth_weight(w: np.ndarray, s: int) -> np.ndarray:
+    """W (M, C, kh, kw) of a stride-``s`` conv as the stride-1 kernel (M, C*s*s, ceil(kh/s),
+    ceil(kw/s)) over the space-to-depth input (missing taps are zero)."""
+    m, c, kh, kw = w.shape
+    qh, qw = -(-kh // s), -(-kw // s)
+    full = np.zeros((m, c, qh * s, qw * s), w.dtype)
+    full[:, :, :kh, :kw] = w
+    return full.reshape(m, c, qh, s, qw, s).transpose(0, 1, 3, 5, 2, 4).reshape(m, c * s * s, qh, qw)
+
+
+def space_to_depth_input(x: np.ndarray, s: int, ph: int, pw: int, hs: int, ws: int, zp: int) -> np.ndarray:
+    """Padded ``x`` (N, C, H, W) cut into s x s phases: (N, C*s*s, hs, ws), channel (c, a, b)
+    holding x_padded[c, s*i + a, s*j + b]; rows and columns past the padding read the zero point."""
+    n, c, h, w = x.shape
+    xp = np.full((n, c, hs * s, ws * s), zp, np.uint8)
+    hh, ww = min(h, hs * s - ph), min(w, ws * s - pw)
+    xp[:, :, ph:ph + hh, pw:pw + ww] = x[:, :, :hh, :ww]
+    phases = xp.reshape(n, c, hs, s, ws, s).transpose(0, 1, 3, 5, 2, 4)
+    return np.ascontiguousarray(phases).reshape(n, c * s * s, hs, ws)
+
+
+def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, auto_pad="NOTSET",
+            dilations=None, group=1, kernel_shape=None, pads=None, strides=None, activation="", alpha=0.0,
+            beta=0.0) -> np.ndarray:
+    """int8 2-D convolution (NCHW) with the fused epilogue; see the module docstring.
+
+    Stride-1 convolutions run direct (implicit GEMM over the channel-interleaved padded input: no
+    im2col, 1/(kh*kw) of its memory traffic). A strided 1x1 without padding is a subsampling then
+    a stride-1 1x1; other strided convolutions become stride-1 ones by space-to-depth (a 7x7/2
+    is a 4x4/1 over 4x the channels: a few zero taps, but no im2col); only dilated strided ones
+    pack im2col columns.
+    """
+    xu, xzp = _as_uint8(x, x_zp)
+    n, c, h, wd = xu.shape
+    m, cg, kh, kw = w.shape
+    if c != cg * group or m % group:
+        raise KernelError(f"QConv: X has {c} channels, W {w.shape} with group={group}")
+    win = window_geometry(x.shape[2:], kernel_shape or w.shape[2:], strides, dilations, pads, auto_pad, 0, "QConv")
+    (oh, ow), (sh, sw), (dh, dw) = win.out_shape, win.strides, win.dilations
+    (ph, pw), (qh, qw) = win.pads_begin, win.pads_end
+    ep = _Epilogue(m, x_scale, w_scale, b, z, y_scale, y_zp, activation, alpha, beta, (n, m, oh, ow))
+    layout = "direct"
+    if kh == kw == 1 and (sh, sw) != (1, 1) and not any(win.pads_begin + win.pads_end):
+        xu = np.ascontiguousarray(xu[:, :, ::sh, ::sw][:, :, :oh, :ow])
+        h, wd, sh, sw, qh, qw = oh, ow, 1, 1, 0, 0
+    elif sh == sw > 1 and dh == dw == 1:
+        s = sh
+        kh, kw = -(-kh // s), -(-kw // s)
+        h, wd = oh + kh - 1, ow + kw - 1
+        xu = space_to_depth_input(xu, s, ph, pw, h, wd, xzp)
+        cg, layout = cg * s * s, f"s2d{s}"
+        sh = sw = 1
+        ph = pw = qh = qw = 0
+    elif (sh, sw) != (1, 1):
+        layout = "im2col"
+    mg = m // group
+    for g, pack in enumerate(_packed(w, group, layout)):
+        if layout != "im2col":
+            wrow = wd + pw + qw
+            nflat = oh * wrow
+            plane = max((h + ph + qh) * wrow, -(-nflat // NP) * NP + (kh - 1) * dh * wrow + (kw - 1) * dw)
+            groups = -(-cg // 4)
+            xi = np.empty((n, groups, plane * 4), np.uint8)
+            interleave_channels(xu, g * cg, cg, ph, pw, wrow, plane, np.uint8(xzp), xi)
+            koff = (np.arange(groups)[:, None, None] * plane + np.arange(kh)[None, :, None] * (dh * wrow)
+                    + np.arange(kw)[None, None, :] * dw).reshape(-1).astype(np.int64)
+            ep.run(pack, xi.reshape(-1).view(np.int32), groups * plane, NP, koff, n, nflat, wrow, ow, xzp,
+                   g * mg, mg, oh * ow, 1, m * oh * ow)
+        else:
+            npix, k4 = oh * ow, pack[2]
+            cp = np.empty((n, -(-npix // NP), k4, NP, 4), np.uint8)
+            pack_conv_columns(xu, g * cg, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, np.uint8(xzp), cp)
+            ep.run(pack, cp.reshape(-1).view(np.int32), cp.shape[1] * k4 * NP, k4 * NP,
+                   np.arange(k4, dtype=np.int64) * NP, n, npix, ow, ow, xzp, g * mg, mg, npix, 1, m * npix)
+    return ep.result
+
+
+def qmatmul(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, transB=0,
+            activation="", alpha=0.0, beta=0.0) -> np.ndarray:
+    """int8 ``X (..., K) @ W (K, N)`` (``W (N, K)`` when ``transB``) with the fused epilogue: rows
+    of X are broadcast, 32 columns of W are the vectors (a batch-1 product wastes 7 of 8 rows,
+    not 31 of 32 pixels, and outputs are stored contiguously)."""
+    xu, xzp = _as_uint8(x, x_zp)
+    k = xu.shape[-1]
+    nout = w.shape[0] if transB else w.shape[1]
+    if (w.shape[1] if transB else w.shape[0]) != k:
+        raise KernelError(f"QMatMul: X {x.shape} and W {w.shape} (transB={transB}) do not chain")
+    rows = xu.reshape(-1, k)
+    pack = _packed(w, 1, "matmul_t" if transB else "matmul")[0]
+    xp, k4 = pack_broadcast_rows(rows, xzp)
+    ep = _Epilogue(nout, x_scale, w_scale, b, z, y_scale, y_zp, activation, alpha, beta, x.shape[:-1] + (nout,))
+    ep.run_rows(xp, k4, rows.shape[0], pack, xzp)
+    return ep.result
+
+
+# -- schemas, reference kernels (the oracle: the QDQ graph's own meaning) and fast kernels --------
+def _shape_rule(is_conv: bool):
+    from inference.kernels.fused import _conv_shape, _matmul_shape
+
+    def rule(node: Node, types_: list) -> list:
+        out = (_conv_shape if is_conv else _matmul_shape)(node, [types_[0], types_[3]])[0]
+        if is_conv is False and node.attrs.get("transB", 0) and out is not None and isinstance(types_[3], TensorType):
+            w = types_[3]
+            out = TensorType(out.elem_type, tuple(out.shape[:-1]) + (w.shape[0],))
+        if out is None:
+            return [None]
+        yzp = types_[8] if len(types_) > 8 else None
+        elem = yzp.elem_type if isinstance(yzp, TensorType) else (2 if len(node.inputs) > 7 and node.inputs[7] else 1)
+        return [TensorType(elem, out.shape)]
+    return rule
+
+
+_INPUTS = tuple(FormalParam(n, optional=i >= 5) for i, n in enumerate(
+    ("X", "x_scale", "x_zero_point", "W", "w_scale", "B", "Z", "y_scale", "y_zero_point")))
+_EPI = {"activation": "", "alpha": 0.0, "beta": 0.0}
+register_schema(OpSchema("QConv", DOMAIN, 1, _INPUTS, (FormalParam("Y"),),
+                         {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None, "pads": None,
+                          "strides": None, **_EPI}, shape_rule=_shape_rule(True)))
+register_schema(OpSchema("QMatMul", DOMAIN, 1, _INPUTS, (FormalParam("Y"),), {"transB": 0, **_EPI},
+                         shape_rule=_shape_rule(False)))
+
+
+def _reference(y_of, x, x_scale, x_zp, w, w_scale, b, z, y_scale, y_zp, activation, alpha, beta, w_axis):
+    """Dequantize, compute in float32 with the reference ops, requantize: what the QDQ graph means."""
+    xf = dequantize_linear(x, x_scale, x_zp)
+    wf = dequantize_linear(w, w_scale, None, axis=w_axis)
+    y = y_of(xf, wf)
+    if b is not None:
+        bf = dequantize_linear(b, (np.float32(x_scale) * w_scale).astype(np.float32), None, axis=0) \
+            if b.dtype == np.int32 else b.astype(np.float32)
+        y = y + bf.reshape((1, -1) + (1,) * (y.ndim - 2) if w_axis == 0 else (-1,))
+    if z is not None:
+        y = y + z
+    y = reference_activation(y.astype(np.float32), activation, alpha, beta)
+    return y if y_scale is None else quantize_linear(y, y_scale, y_zp)
+
+
+def _mm(xf, wf):
+    return np.matmul(xf, wf)
+
+
+@register("QConv", since=1, domain=DOMAIN)
+def qconv_reference(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, *,
+                    activation="", alpha=0.0, beta=0.0, **conv_attrs):
+    conv = lambda xf, wf: reference_conv(xf, wf, None, **conv_attrs)  # noqa: E731
+    return _reference(conv, x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, activation,
+                      alpha, beta, 0)
+
+
+@register("QMatMul", since=1, domain=DOMAIN)
+def qmatmul_reference(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, *,
+                      transB=0, activation="", alpha=0.0, beta=0.0):
+    wt = w.T if transB else w
+    return _reference(_mm, x, x_scale, x_zero_point, wt, w_scale, b, z, y_scale, y_zero_point, activation,
+                      alpha, beta, 1)
+
+
+def _fast_ok(node: Node, graph) -> bool:
+    """Fast when the activations are 8-bit and the 2-D (conv) layout is known or unknown."""
+    t = graph.type_of(node.inputs[0])
+    if isinstance(t, TensorType) and t.elem_type not in (2, 3):  # uint8, int8
+        return False
+    return node.op_type != "QConv" or not isinstance(t, TensorType) or t.rank in (4, None)
+
+
+@register("QConv", since=1, domain=DOMAIN, kind="fast", applies=_fast_ok)
+def qconv_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, **attrs):
+    if x.ndim != 4 or w.dtype != np.int8:
+        return qconv_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
+    return qconv2d(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
+
+
+@register("QMatMul", since=1, domain=DOMAIN, kind="fast", applies=_fast_ok)
+def qmatmul_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, **attrs):
+    if w.ndim != 2 or w.dtype != np.int8 or x.ndim < 1:
+        return qmatmul_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
+    return qmatmul(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
+
+
+# -- DynamicQuantizeLinear: the activation quantizer of dynamic int8 models -----------------------
+@numba.njit(cache=True)
+def _range_with_zero(x):
+    lo = np.float32(0)
+    hi = np.float32(0)
+    for v in x:
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
+@numba.njit(cache=True, parallel=True)
+def _quantize_uint8(x, scale, zp, out):
+    for i in numba.prange(x.size):
+        out[i] = min(max(np.rint(x[i] / scale) + zp, np.float32(0)), np.float32(255))
+
+
+def _dql_applies(node: Node, graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    return not isinstance(t, TensorType) or t.elem_type == 1
+
+
+@register("DynamicQuantizeLinear", since=11, kind="fast", applies=_dql_applies)
+def dynamic_quantize_linear_fast(x):
+    """One pass for the range, one for the values (the reference makes five over the tensor);
+    same arithmetic: float32 ``x / scale``, rounded half to even, plus the zero point, clipped."""
+    if x.dtype != np.float32:
+        return dynamic_quantize_linear(x)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    lo, hi = _range_with_zero(flat)
+    scale = np.float32((float(hi) - float(lo)) / 255.0)
+    if scale == 0:
+        return np.zeros(x.shape, np.uint8), np.asarray(scale), np.asarray(0, np.uint8)
+    zp = saturate_cast(np.asarray(np.float32(-lo) / scale), np.uint8)
+    out = np.empty(flat.size, np.uint8)
+    _quantize_uint8(flat, scale, np.float32(zp), out)
+    return out.reshape(x.shape), np.asarray(scale), zp

@@ -1,0 +1,218 @@
+"""int8 kernels (inference.kernels.int8) against their reference (the QDQ graph's meaning), the
+portable tile against the VNNI one, and the QDQ fusion pass."""
+from __future__ import annotations
+
+import copy
+import re
+
+import numba
+import numpy as np
+import pytest
+
+import inference.kernels  # noqa: F401  (registers the fast kernels)
+from inference.builder import GraphBuilder
+from inference.kernels import int8 as K
+from inference.passes.qdq_fusion import fuse_qdq
+from inference.session import Session
+
+RNG = np.random.default_rng(0)
+
+
+def _q(shape, dtype):
+    lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+    return RNG.integers(lo, hi, shape).astype(dtype)
+
+
+def _lsb_close(got: np.ndarray, ref: np.ndarray, scale: float | None) -> None:
+    """Quantized outputs may differ by one step (float vs exact int32 accumulation at a tie);
+    float outputs agree to float32 rounding."""
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    if scale is not None:
+        diff = np.abs(got.astype(np.int64) - ref.astype(np.int64))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    else:
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max() + 1))
+
+
+CONV_CASES = [  # (n, c, h, w, m, k, stride, pad, dilation, group)
+    (1, 3, 9, 9, 8, 3, 1, 1, 1, 1),
+    (2, 16, 13, 11, 20, 3, 2, 1, 1, 1),
+    (1, 3, 30, 30, 16, 7, 2, 3, 1, 1),
+    (1, 8, 16, 16, 16, 1, 2, 0, 1, 1),
+    (1, 8, 17, 17, 16, 3, 2, 1, 2, 1),
+    (1, 8, 12, 12, 16, 3, 1, 2, 2, 1),
+    (1, 5, 11, 11, 9, 2, 3, 0, 1, 1),
+    (1, 16, 10, 10, 32, 3, 1, 1, 1, 2),
+    (3, 6, 5, 7, 4, 1, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("xdt", [np.uint8, np.int8])
+@pytest.mark.parametrize("out", ["uint8", "int8", "float"])
+def test_qconv_matches_reference(case, xdt, out):
+    n, c, h, w, m, k, s, p, d, g = case
+    x, wq = _q((n, c, h, w), xdt), _q((m, c // g, k, k), np.int8)
+    xs, xzp = np.asarray(np.float32(0.03)), np.asarray(5, xdt)
+    ws = RNG.uniform(0.002, 0.01, m).astype(np.float32)
+    b = RNG.integers(-2000, 2000, m).astype(np.int32)
+    ys, yzp = (np.asarray(np.float32(0.4)), np.asarray(3, np.dtype(out))) if out != "float" else (None, None)
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g, activation="Relu")
+    ref = K.qconv_reference(x, xs, xzp, wq, ws, b, None, ys, yzp, **attrs)
+    got = K.qconv2d(x, xs, xzp, wq, ws, b, None, ys, yzp, **attrs)
+    _lsb_close(got, ref, None if ys is None else 0.4)
+
+
+@pytest.mark.parametrize("activation,alpha,beta",
+                         [("", 0, 0), ("Clip", -1.0, 2.0), ("LeakyRelu", 0.1, 0), ("Sigmoid", 0, 0)])
+def test_qconv_residual_float_bias_and_activations(activation, alpha, beta):
+    x, wq = _q((2, 8, 9, 9), np.uint8), _q((12, 8, 3, 3), np.int8)
+    args = (x, np.asarray(np.float32(0.02)), np.asarray(128, np.uint8), wq, np.asarray(np.float32(0.004)),
+            RNG.standard_normal(12).astype(np.float32), RNG.standard_normal((2, 12, 9, 9)).astype(np.float32))
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation=activation, alpha=alpha, beta=beta)
+    _lsb_close(K.qconv2d(*args, **attrs), K.qconv_reference(*args, **attrs), None)
+    q = (np.asarray(np.float32(0.05)), np.asarray(-3, np.int8))
+    _lsb_close(K.qconv2d(*args, *q, **attrs), K.qconv_reference(*args, *q, **attrs), 0.05)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("shape", [(1, 64), (3, 5, 40), (70, 33), (9, 100)])
+def test_qmatmul_matches_reference(trans_b, shape):
+    k, nout = shape[-1], 30
+    x = _q(shape, np.uint8)
+    w = _q((nout, k) if trans_b else (k, nout), np.int8)
+    args = (x, np.asarray(np.float32(0.1)), np.asarray(100, np.uint8), w, np.full(nout, 0.01, np.float32),
+            np.arange(nout, dtype=np.int32))
+    _lsb_close(K.qmatmul(*args, transB=trans_b), K.qmatmul_reference(*args, transB=trans_b), None)
+    q = (None, np.asarray(np.float32(0.7)), np.asarray(7, np.uint8))
+    _lsb_close(K.qmatmul(*args, *q, transB=trans_b, activation="Relu"),
+               K.qmatmul_reference(*args, *q, transB=trans_b, activation="Relu"), 0.7)
+
+
+def _tile_runner(vnni: bool, unsigned_broadcast: bool = False):
+    tile = K.make_tile(vnni=vnni, unsigned_broadcast=unsigned_broadcast)
+
+    @numba.njit  # not cached, so its assembly can be inspected
+    def run(wp, cp, koff, k4, out):
+        tile(wp, 0, cp, 0, koff, k4, out)
+
+    return run
+
+
+def test_portable_tile_equals_vnni_meaning():
+    """The generic-IR tile (what a CPU without AVX512-VNNI compiles) computes the same products."""
+    run = _tile_runner(False)
+    k = 40
+    w = _q((K.MR, k), np.int8)
+    cols = _q((K.NP, k), np.uint8)
+    wp, _, k4 = K.pack_weights(w)
+    cp = np.ascontiguousarray(cols.reshape(K.NP, k4, 4).transpose(1, 0, 2))  # [k4][32 pixels][4 taps]
+    out = np.empty(K.MR * K.NP, np.int32)
+    run(wp, cp.reshape(-1).view(np.int32), np.arange(k4, dtype=np.int64) * K.NP, k4, out)
+    np.testing.assert_array_equal(out.reshape(K.MR, K.NP), w.astype(np.int64) @ cols.astype(np.int64).T)
+
+
+@pytest.mark.parametrize("vnni", [False, True])
+def test_matmul_tile_broadcasts_unsigned_rows(vnni):
+    if vnni and not K.has_vnni():
+        pytest.skip("no AVX512-VNNI on this CPU")
+    run = _tile_runner(vnni, unsigned_broadcast=True)
+    x, w = _q((K.MR, 37), np.uint8), _q((K.NP, 37), np.int8)
+    xp, k4 = K.pack_broadcast_rows(x, 0)
+    wcols, colsum, _ = K.pack_weight_columns(w)
+    out = np.empty(K.MR * K.NP, np.int32)
+    run(xp, wcols, np.arange(k4, dtype=np.int64) * K.NP, k4, out)
+    np.testing.assert_array_equal(out.reshape(K.MR, K.NP), x.astype(np.int64) @ w.astype(np.int64).T)
+    np.testing.assert_array_equal(colsum, w.astype(np.int64).sum(1))
+
+
+def test_vnni_instruction_emitted_when_available():
+    """With AVX512-VNNI the tile's inner loop is vpdpbusd on zmm registers, one per accumulator."""
+    if not K.has_vnni():
+        pytest.skip("no AVX512-VNNI on this CPU: the portable tile is used")
+    run = _tile_runner(True)
+    k4 = 4
+    run(np.zeros(k4 * K.MR, np.int32), np.zeros(k4 * K.NP, np.int32), np.arange(k4, dtype=np.int64) * K.NP, k4,
+        np.empty(K.MR * K.NP, np.int32))
+    asm = run.inspect_asm(run.signatures[0])
+    assert len(re.findall(r"vpdpbusd\s+[^\n]*%zmm", asm)) >= K.MR * K.NV
+
+
+def _qdq_cnn(opset: int = 17):
+    """DQ -> Conv -> Add(residual) -> Relu -> Q and DQ -> Gemm: what compress.quantize writes."""
+    b = GraphBuilder("qdq", opset=opset)
+    x = b.input("x", np.float32, ["N", 4, 8, 8])
+    s, z = b.const(np.float32(0.02)), b.const(np.uint8(10))
+    xq = b.op("QuantizeLinear", x, s, z)
+    xd = b.op("DequantizeLinear", xq, s, z)
+    wd = b.op("DequantizeLinear", b.const(_q((8, 4, 3, 3), np.int8)), b.const(np.full(8, 0.01, np.float32)),
+              b.const(np.zeros(8, np.int8)), axis=0)
+    bd = b.op("DequantizeLinear", b.const(RNG.integers(-500, 500, 8).astype(np.int32)),
+              b.const(np.full(8, 0.0002, np.float32)), axis=0)
+    res = b.op("Conv", x, b.const(RNG.standard_normal((8, 4, 1, 1)).astype(np.float32)))
+    y = b.op("Relu", b.op("Add", b.op("Conv", xd, wd, bd, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), res))
+    ys, yz = b.const(np.float32(0.05)), b.const(np.uint8(0))
+    yd = b.op("DequantizeLinear", b.op("QuantizeLinear", y, ys, yz), ys, yz)
+    fs, fz = b.const(np.float32(0.05)), b.const(np.uint8(0))
+    flat = b.op("DequantizeLinear", b.op("QuantizeLinear", b.op("Flatten", yd, axis=1), fs, fz), fs, fz)
+    gw = b.op("DequantizeLinear", b.const(_q((10, 512), np.int8)), b.const(np.float32(0.003)), b.const(np.int8(0)))
+    b.op("Gemm", flat, gw, b.const(np.zeros(10, np.float32)), transB=1, outputs=["y"])
+    b.output("y", np.float32, ["N", 10])
+    return b.build()
+
+
+def test_fuse_qdq_rewrites_patterns_and_keeps_results():
+    model = _qdq_cnn()
+    x = RNG.random((2, 4, 8, 8)).astype(np.float32) * 2
+    ref = Session(model).run({"x": x})[0]
+    fused = copy.deepcopy(model)
+    assert fuse_qdq(fused)
+    hist = fused.graph.op_histogram()
+    assert hist.get("edgelearn::QConv") == 1 and hist.get("edgelearn::QMatMul") == 1
+    assert "Relu" not in hist and "Add" not in hist and "Gemm" not in hist
+    qconv = next(n for n in fused.graph.nodes if n.op_type == "QConv")
+    assert qconv.attrs["activation"] == "Relu" and len(qconv.inputs) == 9  # residual and requantization fused
+    got = Session(fused).run({"x": x})[0]
+    np.testing.assert_allclose(got, ref, atol=0.1)  # a one-step difference of y moves the logits by ~0.02
+    assert not fuse_qdq(fused)  # idempotent: nothing left to fuse
+
+
+def test_fuse_qdq_leaves_float_and_unsupported_graphs_alone():
+    b = GraphBuilder("f", opset=17)
+    x = b.input("x", np.float32, [1, 4])
+    b.op("MatMul", x, b.const(np.ones((4, 2), np.float32)), outputs=["y"])
+    b.output("y", np.float32, [1, 2])
+    m = b.build()
+    assert not fuse_qdq(m)
+    asym = _qdq_cnn()  # a weight with a non-zero zero point is not symmetric: not fused
+    inits = asym.graph.initializers
+    for n in asym.graph.nodes:
+        zp = inits.get(n.inputs[2]) if n.op_type == "DequantizeLinear" and len(n.inputs) > 2 else None
+        if zp is not None and zp.dtype == np.int8 and zp.size == 8:
+            inits[n.inputs[2]] = np.ones(8, np.int8)
+    assert fuse_qdq(asym)
+    assert asym.graph.op_histogram().get("edgelearn::QConv") is None
+
+
+def test_fused_model_schema_shapes():
+    from inference.shape_inference import infer_shapes
+
+    fused = _qdq_cnn()
+    fuse_qdq(fused)
+    fused.graph.value_info.clear()
+    infer_shapes(fused, strict=True)
+    qconv = next(n for n in fused.graph.nodes if n.op_type == "QConv")
+    t = fused.graph.type_of(qconv.outputs[0])
+    assert t.shape == ("N", 8, 8, 8) and t.elem_type == 2  # uint8, from y_zero_point
+
+
+@pytest.mark.parametrize("shape,scale", [((3, 50), 1.0), ((2, 7, 9), 100.0), ((4,), 0.0), ((5, 5), -3.0)])
+def test_fast_dynamic_quantize_linear_equals_reference(shape, scale):
+    from inference.ops.quantize import dynamic_quantize_linear
+
+    x = (RNG.standard_normal(shape) * scale).astype(np.float32)
+    if scale < 0:
+        x = np.abs(x)  # all positive: the range still includes 0
+    for got, ref in zip(K.dynamic_quantize_linear_fast(x), dynamic_quantize_linear(x)):
+        assert got.dtype == ref.dtype
+        np.testing.assert_array_equal(got, ref)
