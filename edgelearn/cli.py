@@ -13,7 +13,7 @@ import sys
 from edgelearn import commands
 from inference.errors import EdgelearnError
 
-DEFAULT_COMMAND = "demo"
+DEFAULT_COMMAND = "simulate"  # the main job: a federated simulation on an embedded default
 
 
 def _command_modules() -> dict:

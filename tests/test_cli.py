@@ -1,14 +1,31 @@
 """The edgelearn CLI as a user calls it."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from edgelearn.cli import main
 
 
-def test_default_job_builds_and_runs_the_demo(tmp_path, monkeypatch, capsys):
+@pytest.mark.slow
+def test_default_job_is_the_federated_simulation(tmp_path, monkeypatch, capsys):
+    """The Quickstart's first command: `edgelearn` alone runs the embedded digits scenario."""
     monkeypatch.chdir(tmp_path)
     assert main([]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "results" / "digits-default" / "results.json").read_text())
+    history = results["runs"][0]["history"]
+    assert results["scenario"]["num_clients"] == 20 and results["runs"][0]["codec"] == "topk:0.01+q8"
+    assert history[-1]["accuracy"] > 0.85 and history[-1]["cum_uplink_bytes"] > 0
+    assert (tmp_path / "results" / "digits-default" / "accuracy_vs_round.png").exists()
+    assert "final acc" in out
+
+
+def test_demo_builds_and_runs_a_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert (tmp_path / "edgelearn-digits.onnx").exists()
     accuracy = float(out.split("held-out digits: ")[1].split("%")[0])

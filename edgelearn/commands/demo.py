@@ -45,7 +45,7 @@ def build_model(w1, b1, w2):
 
 
 NAME = "demo"
-HELP = "build a digits classifier, export it to ONNX and run it (the default job)"
+HELP = "build a digits classifier in closed form, export it to ONNX and run it through the Predictor"
 
 
 def add_arguments(p) -> None:
