@@ -21,6 +21,7 @@ from training.losses import (BCEWithLogitsLoss, CrossEntropyLoss, CustomLoss, Hu
 from training.optim import SGD, Adagrad, Adam, AdamW, RMSprop
 from training.schedules import (CosineLR, ExponentialLR, LinearWarmup, MultiStepLR, ReduceOnPlateau, StepLR)
 from training.trainer import Callback, Trainer, accuracy
+from training.continual import EWC, ContinualLearner, LwF, Replay, ReplayBuffer
 
 
 def load(path: str | os.PathLike | bytes) -> Model:
@@ -31,4 +32,5 @@ def load(path: str | os.PathLike | bytes) -> Model:
 __all__ = ["load", "Trainer", "Callback", "accuracy", "data", "nn", "ArrayDataset", "DataLoader",
            "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "HuberLoss", "KLDivLoss", "WeightedSum",
            "L1Regularizer", "L2Regularizer", "CustomLoss", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
-           "StepLR", "MultiStepLR", "ExponentialLR", "CosineLR", "LinearWarmup", "ReduceOnPlateau"]
+           "StepLR", "MultiStepLR", "ExponentialLR", "CosineLR", "LinearWarmup", "ReduceOnPlateau",
+           "ContinualLearner", "ReplayBuffer", "Replay", "EWC", "LwF"]
