@@ -17,8 +17,9 @@ class Config:
     """Options of a :class:`inference.Predictor`.
 
     ``model_path`` takes a file path, the model's bytes, or an ``onnx.ModelProto``.
-    ``optimize_graph`` / ``fusion`` / ``memory_optimization`` switch the graph passes of
-    ``inference.passes`` (each pass also has its own switch in ``passes``); ``num_threads`` caps
+    ``optimize_graph`` / ``fusion`` switch the graph passes of ``inference.passes`` (each pass also
+    has its own switch in ``passes``); ``memory_optimization`` frees every intermediate right after
+    its last reader (off: all stay alive, for debugging); ``num_threads`` caps
     the BLAS and numba thread pools together (None: leave the libraries' defaults);
     ``cpu_affinity`` pins the process to those cores (Linux), e.g. the big cores of a big.LITTLE SoC.
     """

@@ -86,12 +86,18 @@ class Predictor:
             from inference.threads import set_num_threads
 
             set_num_threads(config.num_threads)
-        self.session = Session(self.model)
+        self.session = Session(self.model, free_intermediates=config.memory_optimization)
         g = self.model.graph
         self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
         self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
         self._feeds: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
+
+    def memory_plan(self, batch: int = 1):
+        """The activation arena plan of this model (symbolic dims taken as ``batch``)."""
+        from inference.memory_plan import plan_memory
+
+        return plan_memory(self.session, batch=batch)
 
     def get_input_names(self) -> list[str]:
         return list(self._inputs)

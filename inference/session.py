@@ -36,10 +36,11 @@ class Session:
     """
 
     def __init__(self, model: Model, graph: Graph | None = None, kinds: Sequence[str] = DEFAULT_KINDS,
-                 outer_scope: Iterable[str] = ()):
+                 outer_scope: Iterable[str] = (), free_intermediates: bool = True):
         self.model = model
         self.graph = graph if graph is not None else model.graph
         self.kinds = tuple(kinds)
+        self.free_intermediates = free_intermediates  # off: every value stays alive (debugging)
         self._subsessions: dict[int, Session] = {}
         self._outer = frozenset(outer_scope)
         self.steps = self._plan()
@@ -62,6 +63,8 @@ class Session:
         return select_kernel(self.model, self.graph, node, self.kinds)
 
     def _assign_frees(self, steps: list[Step]) -> None:
+        if not self.free_intermediates:
+            return
         keep = set(self.graph.output_names) | set(self.graph.initializers) | set(self._outer)
         last_use: dict[str, int] = {}
         for i, s in enumerate(steps):
@@ -117,7 +120,8 @@ class Session:
         """Run a subgraph (If/Loop/Scan body) with the enclosing values visible to it."""
         sub = self._subsessions.get(id(graph))
         if sub is None:
-            sub = Session(self.model, graph, self.kinds, outer_scope=_names_in(outer))
+            sub = Session(self.model, graph, self.kinds, outer_scope=_names_in(outer),
+                          free_intermediates=self.free_intermediates)
             self._subsessions[id(graph)] = sub
         if not isinstance(feeds, Mapping):
             feeds = dict(zip(graph.input_names, feeds))

@@ -107,3 +107,14 @@ def test_cpu_affinity_pins_and_validates(mlp_path):
         os.sched_setaffinity(0, before)
     with pytest.raises(ConfigError, match="cores \\[999\\] do not exist"):
         Predictor(Config(model_path=str(mlp_path), cpu_affinity=[999]))
+
+
+def test_memory_optimization_switch(mlp_path):
+    on = Predictor(Config(model_path=str(mlp_path)))
+    off = Predictor(Config(model_path=str(mlp_path), memory_optimization=False))
+    assert any(step.free_after for step in on.session.steps)
+    assert not any(step.free_after for step in off.session.steps)
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_array_equal(on.run({"x": x})["y"], off.run({"x": x})["y"])
+    plan = on.memory_plan(batch=16)
+    assert plan.no_reuse_bytes > 0 and plan.peak_bytes <= plan.no_reuse_bytes
