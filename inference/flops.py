@@ -3,33 +3,26 @@ from __future__ import annotations
 
 import math
 
-from inference.ir import Graph, Model, Node, TensorType
-
-
-def _shape(graph: Graph, name: str, batch: int) -> tuple[int, ...] | None:
-    t = graph.type_of(name)
-    if not isinstance(t, TensorType) or t.shape is None:
-        return None
-    return tuple(d if isinstance(d, int) else batch for d in t.shape)
+from inference.ir import Graph, Model, Node
 
 
 def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
     """FLOPs of one node (a multiply-add counts 2); None when shapes are unknown."""
-    out = _shape(graph, node.outputs[0], batch) if node.outputs and node.outputs[0] else None
+    out = graph.concrete_shape(node.outputs[0], batch) if node.outputs and node.outputs[0] else None
     if out is None:
         return None
     if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
         w_index = 3 if node.op_type == "QLinearConv" else 1
-        w = _shape(graph, node.inputs[w_index], batch)
+        w = graph.concrete_shape(node.inputs[w_index], batch)
         if w is None:
             return None
         macs_per_out = math.prod(w[1:])  # C_in/group * kernel taps
         if node.op_type == "ConvTranspose":
-            x = _shape(graph, node.inputs[0], batch)
+            x = graph.concrete_shape(node.inputs[0], batch)
             return None if x is None else 2 * math.prod(x) * math.prod(w[1:])
         return 2 * math.prod(out) * macs_per_out
     if node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"):
-        a = _shape(graph, node.inputs[0], batch)
+        a = graph.concrete_shape(node.inputs[0], batch)
         if a is None:
             return None
         k = a[0] if node.op_type == "Gemm" and node.attrs.get("transA", 0) else a[-1]

@@ -130,6 +130,13 @@ class Graph:
             return TensorType(helper.np_dtype_to_tensor_dtype(arr.dtype), tuple(arr.shape))
         return None
 
+    def concrete_shape(self, name: str, batch: int = 1) -> tuple[int, ...] | None:
+        """The static shape of tensor ``name`` with every symbolic or unknown dim taken as ``batch``."""
+        t = self.type_of(name)
+        if not isinstance(t, TensorType) or t.shape is None:
+            return None
+        return tuple(d if isinstance(d, int) else batch for d in t.shape)
+
     def producers(self) -> dict[str, Node]:
         return {o: n for n in self.nodes for o in n.outputs if o}
 

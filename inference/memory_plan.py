@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.ir import Graph, TensorType
+from inference.ir import Graph
 from inference.session import Session
 
 ALIGN = 64  # bytes: cache-line aligned offsets
@@ -50,11 +50,10 @@ class MemoryPlan:
 
 
 def _nbytes(graph: Graph, name: str, batch: int) -> int | None:
-    t = graph.type_of(name)
-    if not isinstance(t, TensorType) or t.shape is None:
+    dims = graph.concrete_shape(name, batch)
+    if dims is None:
         return None
-    dims = [d if isinstance(d, int) else batch for d in t.shape]
-    return int(math.prod(dims)) * np.dtype(t.dtype).itemsize
+    return int(math.prod(dims)) * np.dtype(graph.type_of(name).dtype).itemsize
 
 
 def plan_memory(session: Session, batch: int = 1, in_place: bool = True) -> MemoryPlan:
