@@ -20,7 +20,7 @@ import numpy as np
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.int8 import CONV_ATTRS, DOMAIN
 from inference.passes._rewrite import constant_value, drop_unused_initializers, single_reader
-from inference.passes.fusion import activation_params
+from inference.passes._epilogue import EpilogueSlots, absorb_epilogue, commit_fused
 
 _QTYPES = (2, 3)  # uint8, int8
 
@@ -75,54 +75,23 @@ def _bias(g: Graph, producers: dict, name: str, n_out: int) -> str | None:
     return dq.inputs[0] if q is not None and q.dtype == np.int32 and q.size == n_out else None
 
 
-def _same_shape(g: Graph, a: str, b: str) -> bool:
-    ta, tb = g.type_of(a), g.type_of(b)
-    return (isinstance(ta, TensorType) and isinstance(tb, TensorType) and ta.shape is not None
-            and ta.shape == tb.shape and ta.elem_type == tb.elem_type == 1)
+def _take_qmatmul_bias(g: Graph, fused: Node, name: str, bias: np.ndarray) -> bool:
+    """MatMul + Add(constant row): the float bias the Gemm form would carry, as a 1-D row."""
+    w = constant_value(g, fused.inputs[3])
+    n_out = w.shape[0] if fused.attrs.get("transB", 0) else w.shape[1]
+    if fused.op_type != "QMatMul" or fused.inputs[5] or bias.dtype != np.float32 \
+            or bias.shape[-1:] != (n_out,) or bias.size != n_out:
+        return False
+    if bias.ndim != 1:
+        name = f"{name}__row"
+        g.initializers[name] = bias.reshape(-1)
+    fused.inputs[5] = name
+    return True
 
 
-def _absorb_tail(g: Graph, model: Model, fused: Node, n_out: int) -> list[Node]:
-    """Grow over [Add bias] [Add residual] [activation] [QuantizeLinear]; returns the absorbed nodes."""
-    absorbed: list[Node] = []
-    stage = 0
-    while True:
-        nxt = single_reader(g, fused.outputs[0])
-        if nxt is None or nxt.domain != "" or len(nxt.outputs) != 1:
-            break
-        out = fused.outputs[0]
-        if stage == 0 and nxt.op_type == "Add" and nxt.inputs[0] != nxt.inputs[1]:
-            other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
-            bias = constant_value(g, other)
-            if bias is not None:  # MatMul + Add(constant row): the bias the Gemm form would carry
-                if fused.op_type != "QMatMul" or fused.inputs[5] or bias.dtype != np.float32 \
-                        or bias.shape[-1:] != (n_out,) or bias.size != n_out:
-                    break
-                if bias.ndim != 1:
-                    other = f"{other}__row"
-                    g.initializers[other] = bias.reshape(-1)
-                fused.inputs[5] = other
-            elif _same_shape(g, other, out) and _same_shape(g, nxt.outputs[0], out):
-                fused.inputs[6] = other
-                stage = 1
-            else:
-                break
-        elif stage <= 1 and (act := activation_params(g, nxt, model.opset_imports.get("", 1))) is not None:
-            fused.attrs.update(activation=act[0], alpha=act[1], beta=act[2])
-            stage = 2
-        elif nxt.op_type == "QuantizeLinear" and len(nxt.inputs) > 2 and nxt.inputs[2]:
-            s, z = constant_value(g, nxt.inputs[1]), constant_value(g, nxt.inputs[2])
-            if s is None or z is None or s.size != 1 or z.size != 1 or z.dtype not in (np.uint8, np.int8) \
-                    or nxt.attrs.get("saturate", 1) != 1 or nxt.attrs.get("block_size", 0):
-                break
-            fused.inputs[7], fused.inputs[8] = nxt.inputs[1], nxt.inputs[2]
-            stage = 3
-        else:
-            break
-        absorbed.append(nxt)
-        fused.outputs = list(nxt.outputs)
-        if stage == 3:
-            break
-    return absorbed
+# QConv/QMatMul(x, x_scale, x_zp, w, w_scale, bias, residual, y_scale, y_zp)
+_QCONV_SLOTS = EpilogueSlots(residual=6, quant_scale=7)
+_QMATMUL_SLOTS = EpilogueSlots(residual=6, take_bias=_take_qmatmul_bias, quant_scale=7)
 
 
 def _fuse_one(g: Graph, model: Model, node: Node, producers: dict) -> Node | None:
@@ -215,19 +184,8 @@ def fuse_qdq(model: Model) -> bool:
         fused = _fuse_one(g, model, node, g.producers())
         if fused is None:
             continue
-        w = constant_value(g, fused.inputs[3])
-        n_out = w.shape[0] if fused.op_type == "QConv" or fused.attrs.get("transB", 0) else w.shape[1]
-        absorbed = _absorb_tail(g, model, fused, n_out)
-        while fused.inputs and fused.inputs[-1] == "":
-            fused.inputs.pop()
-        last = absorbed[-1] if absorbed else node
-        idx = next(i for i, n in enumerate(g.nodes) if n is last)
-        g.nodes[idx] = fused
-        gone = ({id(node)} | {id(n) for n in absorbed[:-1]}) if absorbed else set()
-        g.nodes = [n for n in g.nodes if id(n) not in gone]
-        for n in [node] + absorbed[:-1]:
-            g.value_info.pop(n.outputs[0], None)
-        model.opset_imports.setdefault(DOMAIN, 1)
+        slots = _QCONV_SLOTS if fused.op_type == "QConv" else _QMATMUL_SLOTS
+        commit_fused(g, model, node, fused, absorb_epilogue(g, model, fused, slots), DOMAIN)
         changed = True
     changed = fuse_quantized_maxpool(model) or changed
     if changed:

@@ -1,0 +1,131 @@
+"""The epilogue walker both fusion passes share: grow a fused product node over the elementwise
+nodes that follow it, then put it in the graph.
+
+A product (float Conv/MatMul, or int8 QConv/QMatMul) is followed, in this order and each at
+most once, by: [Add of a constant bias] [Add of a residual tensor] [activation]
+[QuantizeLinear]. Which stages a fused op can take is told by the slots it offers: a bias
+callback (the op decides what bias shape it can carry and where it goes), the input slot of the
+residual, and, for the int8 ops, the slots of the output scale and zero point. Why one walker:
+the rules of what may be absorbed (single reader, static equal shapes for a residual, which
+activations fuse) are the same for float and int8, and must stay the same.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from inference.ir import Graph, Model, Node, TensorType
+from inference.passes._rewrite import constant_value, single_reader
+
+FUSABLE_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu")
+
+# given the name and value of a constant added to the product, put it in the fused node's bias
+# slot and return True, or return False when the op cannot carry it
+TakeBias = Callable[[Graph, Node, str, np.ndarray], bool]
+
+
+@dataclass(frozen=True)
+class EpilogueSlots:
+    """Where a fused op takes what it absorbs; ``None`` means it cannot absorb that stage."""
+
+    residual: int
+    take_bias: TakeBias | None = None
+    quant_scale: int | None = None  # the zero point goes in the slot after it
+
+
+def activation_params(g: Graph, node: Node, opset: int) -> tuple[str, float, float] | None:
+    """(activation attribute, alpha, beta) for a fusable activation node, None if not fusable."""
+    op, a = node.op_type, node.attrs
+    if node.domain != "" or op not in FUSABLE_ACTIVATIONS:
+        return None
+    if op == "Clip":
+        if opset < 11:
+            return "Clip", float(a.get("min", -math.inf)), float(a.get("max", math.inf))
+        bounds = []
+        for i, default in ((1, -math.inf), (2, math.inf)):
+            name = node.inputs[i] if len(node.inputs) > i else ""
+            v = constant_value(g, name) if name else np.asarray(default)
+            if v is None or v.size != 1:
+                return None
+            bounds.append(float(v.reshape(())))
+        return "Clip", bounds[0], bounds[1]
+    if op == "LeakyRelu":
+        return op, float(a.get("alpha", 0.01)), 0.0
+    if op == "HardSigmoid":
+        return op, float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    if op == "Gelu":
+        approx = a.get("approximate", "none")
+        return ("Gelu" if approx == "none" else "GeluTanh"), 0.0, 0.0
+    return op, 0.0, 0.0
+
+
+def _same_static_float(g: Graph, a: str, b: str) -> bool:
+    ta, tb = g.type_of(a), g.type_of(b)
+    return (isinstance(ta, TensorType) and isinstance(tb, TensorType) and ta.shape is not None
+            and ta.shape == tb.shape and ta.elem_type == tb.elem_type == 1 and None not in ta.shape)
+
+
+def _quant_tail(g: Graph, q: Node) -> bool:
+    """A QuantizeLinear to a per-tensor constant 8-bit scale/zero point (what the int8 ops emit)."""
+    if q.op_type != "QuantizeLinear" or len(q.inputs) < 3 or not q.inputs[2]:
+        return False
+    s, z = constant_value(g, q.inputs[1]), constant_value(g, q.inputs[2])
+    return (s is not None and z is not None and s.size == 1 and z.size == 1 and z.dtype in (np.uint8, np.int8)
+            and q.attrs.get("saturate", 1) == 1 and not q.attrs.get("block_size", 0))
+
+
+def absorb_epilogue(g: Graph, model: Model, fused: Node, slots: EpilogueSlots) -> list[Node]:
+    """Grow ``fused`` over its readers, stage by stage; returns the nodes it absorbed, in order."""
+    absorbed: list[Node] = []
+    take_bias = slots.take_bias
+    stage = 0  # 0: any stage open; 1: residual taken; 2: activation taken; 3: quantized, done
+    opset = model.opset_imports.get("", 1)
+    while stage < 3:
+        out = fused.outputs[0]
+        nxt = single_reader(g, out)
+        if nxt is None or nxt.domain != "" or len(nxt.outputs) != 1:
+            break
+        is_add = nxt.op_type == "Add" or (nxt.op_type == "Sum" and len(nxt.inputs) == 2)  # Sum: opset<7 Add
+        if is_add and stage == 0 and nxt.inputs[0] != nxt.inputs[1]:
+            other = nxt.inputs[1] if nxt.inputs[0] == out else nxt.inputs[0]
+            bias = constant_value(g, other)
+            if bias is not None:
+                if take_bias is None or not take_bias(g, fused, other, bias):
+                    break
+                take_bias = None  # one bias only
+            elif _same_static_float(g, other, out) and _same_static_float(g, nxt.outputs[0], out):
+                fused.inputs[slots.residual] = other
+                stage = 1
+            else:
+                break
+        elif stage <= 1 and (act := activation_params(g, nxt, opset)) is not None:
+            fused.attrs.update(activation=act[0], alpha=act[1], beta=act[2])
+            stage = 2
+        elif slots.quant_scale is not None and _quant_tail(g, nxt):
+            fused.inputs[slots.quant_scale], fused.inputs[slots.quant_scale + 1] = nxt.inputs[1], nxt.inputs[2]
+            stage = 3
+        else:
+            break
+        absorbed.append(nxt)
+        fused.outputs = list(nxt.outputs)
+        if stage == 2 and slots.quant_scale is None:
+            break
+    return absorbed
+
+
+def commit_fused(g: Graph, model: Model, origin: Node, fused: Node, absorbed: list[Node], domain: str) -> None:
+    """Put ``fused`` where the last node it replaces was (so a residual computed in between is
+    ready before it is read), drop the replaced nodes and their value infos, trim empty inputs."""
+    replaced = [origin] + absorbed
+    for n in replaced[:-1]:
+        g.value_info.pop(n.outputs[0], None)
+    idx = next(i for i, n in enumerate(g.nodes) if n is replaced[-1])
+    g.nodes[idx] = fused
+    gone = {id(n) for n in replaced[:-1]}
+    g.nodes = [n for n in g.nodes if id(n) not in gone]
+    while fused.inputs and fused.inputs[-1] == "":
+        fused.inputs.pop()
+    model.opset_imports.setdefault(domain, 1)
