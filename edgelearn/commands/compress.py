@@ -1,4 +1,4 @@
-"""`edgelearn compress model.onnx [--prune R] [--int8 --calib data.npz | --dynamic] [--fp16] -o small.onnx`.
+"""`edgelearn compress model.onnx [--prune R [--structured]] [--int8 --calib D.npz | --dynamic] [--fp16] -o out`.
 
 Steps run in the order prune -> int8 -> fp16 (pruning needs float weights; fp16 stores whatever
 float weights int8 left, e.g. the layers kept in fp32). Prints the file size before/after, the
@@ -43,8 +43,15 @@ def add_arguments(p) -> None:
     q.add_argument("--calib-batches", type=int, default=None, help="use at most this many calibration batches")
     p.add_argument("--fp16", action="store_true", help="store float weights as fp16 (computed in fp32)")
     p.add_argument("--fp16-io", action="store_true", help="with --fp16: make float inputs/outputs fp16 too")
-    # --prune: filled by the pruning work (compress/prune.py); see apply_pruning below.
-    p.add_argument("--prune", type=float, default=None, metavar="RATIO", help="prune this fraction of weights")
+    pr = p.add_argument_group("pruning (compress.prune)")
+    pr.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                    help="zero this fraction of the Conv/Gemm/MatMul weights by magnitude (with --structured: "
+                         "remove this fraction of each Conv's output channels)")
+    pr.add_argument("--structured", action="store_true",
+                    help="remove whole Conv filters and the inputs they feed: a smaller, faster graph")
+    pr.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
+                    help="unstructured: the same ratio in every layer, or one threshold over all weights")
+    pr.add_argument("--criterion", default="l1", choices=("l1", "l2"), help="--structured: filter norm to rank by")
     p.add_argument("--eval", metavar="DATA.npz", help="report accuracy before/after on this labelled set")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for calibration and --eval")
     p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
@@ -56,6 +63,8 @@ def run(args) -> int:
         raise InputError("choose one of --int8 (static) and --dynamic")
     if args.int8 and not args.calib:
         raise InputError("--int8 needs --calib DATA.npz (or use --dynamic, which needs no calibration)")
+    if args.structured and args.prune is None:
+        raise InputError("--structured needs --prune RATIO (the fraction of channels to remove)")
     if not (args.int8 or args.dynamic or args.fp16 or args.prune is not None):
         raise InputError("nothing to do: give --int8, --dynamic, --fp16 and/or --prune")
     if args.threads:
@@ -77,12 +86,19 @@ def run(args) -> int:
 
 
 def apply_pruning(model: Model, args) -> Model:
-    """Hook for ``--prune``: the pruning work plugs ``compress.prune`` in here."""
-    try:
-        from compress.prune import prune_model  # type: ignore[import-not-found]
-    except ImportError:
-        raise InputError("--prune is not available yet in this build (compress.prune is missing)") from None
-    return prune_model(model, args.prune)
+    """``--prune``: magnitude pruning of the weights, or with ``--structured`` removal of Conv channels."""
+    from compress.prune import apply_plan, plan_channels, prune_unstructured, sparsity
+
+    if args.structured:
+        plan = plan_channels(model, args.prune, args.criterion)
+        print("pruned channels:\n  " + "\n  ".join(plan.summary()))
+        pruned = apply_plan(model, plan)
+        print(f"parameters: {model.graph.parameter_count():,} -> {pruned.graph.parameter_count():,}")
+        return pruned
+    pruned, masks = prune_unstructured(model, args.prune, args.prune_scope)
+    print(f"pruned weights ({args.prune_scope}): {sparsity(pruned, list(masks))['total'] * 100:.1f} % zeros "
+          f"in {len(masks)} tensors")
+    return pruned
 
 
 def apply_int8(model: Model, args) -> Model:
