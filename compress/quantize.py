@@ -366,6 +366,27 @@ def quantize_static(model: Model, calibration_data: CalibrationData, config: Qua
     return prepared
 
 
+def quantize_with_ranges(model: Model, ranges: Mapping[str, tuple[float, float]], config: QuantConfig | None = None,
+                         **options: Any) -> Model:
+    """int8 QDQ copy of ``model`` with the activation ranges given instead of calibrated: the
+    ranges a quantization-aware fine-tune trained with (``training.qat``) or of an earlier
+    calibration. ``ranges`` maps each quantized layer's input to its (lo, hi)."""
+    cfg = dataclasses.replace(config or QuantConfig(), **options)
+    cfg.validate()
+    _check_opset(model, cfg.per_channel)
+    prepared = prepare(model)
+    targets = quantizable(prepared, cfg.op_types, cfg.exclude)
+    if not targets:
+        raise QuantizationError(f"no {'/'.join(cfg.op_types)} node with a constant float32 weight to quantize")
+    missing = sorted({t.node.inputs[0] for t in targets} - set(ranges))
+    if missing:
+        raise QuantizationError(f"no activation range given for {missing} (inputs of quantized layers)")
+    _rewrite_static(prepared, targets, ranges, cfg)
+    _stamp(prepared, {"mode": "static", "calibration": "given ranges", "per_channel": cfg.per_channel,
+                      "activations": cfg.activations, "fp32_layers": list(cfg.exclude)})
+    return prepared
+
+
 def quantize_dynamic(model: Model, per_channel: bool = True, op_types: Sequence[str] = ("MatMul", "Gemm"),
                      exclude: Sequence[str] = ()) -> Model:
     """int8 weights + activations quantized at run time (DynamicQuantizeLinear, uint8): no calibration."""
@@ -429,5 +450,6 @@ def model_bytes(model: Model, value_info: bool = False) -> int:
 
 
 __all__ = ["QuantConfig", "QuantizationError", "LayerSensitivity", "quantize_static", "quantize_dynamic",
+           "quantize_with_ranges",
            "sensitivity_report", "weight_params", "activation_params", "batches_of", "prepare", "clone",
            "quantizable", "model_bytes"]
