@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 import onnx
 
@@ -22,6 +22,11 @@ class Config:
     its last reader (off: all stay alive, for debugging); ``num_threads`` caps
     the BLAS and numba thread pools together (None: leave the libraries' defaults);
     ``cpu_affinity`` pins the process to those cores (Linux), e.g. the big cores of a big.LITTLE SoC.
+    ``precision`` converts a float model at load time: ``"int8"`` quantizes it (dynamic, or static
+    when ``calibration_data`` is given: an array, a dict name -> array, or an iterable of feed
+    dicts) to run the int8 kernels, ``"fp16"`` rounds its weights to float16 (storage precision,
+    computed in float32); converters come from ``inference.precision``. A model saved by
+    ``edgelearn optimize`` loads without running the passes again unless ``reoptimize`` is set.
     """
 
     model_path: Union[str, os.PathLike, bytes, onnx.ModelProto, None] = None
@@ -32,6 +37,9 @@ class Config:
     num_threads: int | None = None
     cpu_affinity: list[int] | None = None
     passes: dict[str, bool] = field(default_factory=dict)
+    precision: str = "fp32"
+    calibration_data: Any = None
+    reoptimize: bool = False
 
     def validate(self) -> None:
         if self.model_path is None:
@@ -39,6 +47,7 @@ class Config:
         if self.device not in SUPPORTED_DEVICES:
             raise ConfigError(f"device {self.device!r} is not available: this build runs on "
                               f"{', '.join(SUPPORTED_DEVICES)} only")
+        self._validate_precision()
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise ConfigError(f"num_threads must be a positive int or None, got {self.num_threads!r}")
         if self.cpu_affinity is not None:
@@ -49,3 +58,14 @@ class Config:
             if bad or not self.cpu_affinity:
                 raise ConfigError(f"cpu_affinity {self.cpu_affinity!r}: cores {bad} do not exist here "
                                   f"(cores 0..{(os.cpu_count() or 1) - 1})")
+
+    def _validate_precision(self) -> None:
+        from inference.precision import KNOWN, available
+
+        if not isinstance(self.precision, str) or (self.precision not in KNOWN and
+                                                   self.precision not in available()):
+            raise ConfigError(f"precision {self.precision!r} is unknown: choose one of {list(KNOWN)} "
+                              "(or register a converter with inference.precision.register_precision)")
+        if self.calibration_data is not None and self.precision != "int8":
+            raise ConfigError(f"calibration_data is only used with precision='int8' (static int8), "
+                              f"not with precision={self.precision!r}")

@@ -12,7 +12,12 @@ from inference.ir import Graph, Model, Node, OptionalType, SequenceType, TensorT
 _INTERNAL_DOMAINS = {"edgelearn.expand"}
 
 
-def model_to_proto(model: Model) -> onnx.ModelProto:
+def model_to_proto(model: Model, standard: bool = False) -> onnx.ModelProto:
+    """The model as a ModelProto; ``standard``: our fused ops decomposed into standard ONNX (interop)."""
+    if standard:
+        from inference.decompose import decompose_to_standard
+
+        model = decompose_to_standard(model)
     graph = graph_to_proto(model.graph)
     if model.ir_version < 4:  # that IR wants every initializer listed among the inputs too
         listed = {v.name for v in graph.input}
@@ -76,9 +81,11 @@ def type_to_proto(t: ValueType) -> onnx.TypeProto:
     raise TypeError(f"cannot export value type {t!r}")
 
 
-def save_model(model: Model, path: str | os.PathLike, external_data: bool | None = None) -> None:
-    """Save as ONNX; weights go to an external data file when asked or when over protobuf's 2 GB."""
-    proto = model_to_proto(model)
+def save_model(model: Model, path: str | os.PathLike, external_data: bool | None = None,
+               standard: bool = False) -> None:
+    """Save as ONNX; weights go to an external data file when asked or when over protobuf's 2 GB.
+    ``standard``: write our fused ops as the standard ops they stand for, so any runtime reads it."""
+    proto = model_to_proto(model, standard=standard)
     if external_data is None:
         external_data = proto.ByteSize() > 1_800_000_000
     path = os.fspath(path)

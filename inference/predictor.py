@@ -9,7 +9,7 @@ from inference.config import Config
 from inference.errors import InputError
 from inference.ir import Model, TensorType
 from inference.onnx_import import load_model
-from inference.session import Session, check_feed
+from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
 
 
 class Tensor:
@@ -74,7 +74,8 @@ class Predictor:
         self.config = config
         self.model: Model = load_model(config.model_path)
         self.applied_passes: list[str] = []
-        if config.optimize_graph:
+        self.model, self.preoptimized = self._in_precision(self.model, config)
+        if config.optimize_graph and (self.preoptimized is None or config.reoptimize):
             from inference.passes import optimize
 
             self.applied_passes = optimize(self.model, fusion=config.fusion, switches=config.passes)
@@ -86,12 +87,33 @@ class Predictor:
             from inference.threads import set_num_threads
 
             set_num_threads(config.num_threads)
-        self.session = Session(self.model, free_intermediates=config.memory_optimization)
+        self.session = Session(self.model, kinds=CONSTANT_WEIGHT_KINDS,
+                               free_intermediates=config.memory_optimization)
         g = self.model.graph
         self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
         self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
         self._feeds: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
+
+    @staticmethod
+    def _in_precision(model: Model, config: Config) -> tuple[Model, list[str] | None]:
+        """The model in ``config.precision``, and the passes it was saved after (None: not optimized).
+
+        Converters rewrite standard Conv/MatMul/Gemm, so a model saved with our fused ops is first
+        decomposed back to standard ONNX; then it needs the passes again.
+        """
+        from inference.passes import recorded_passes
+
+        recorded = recorded_passes(model)
+        if config.precision == "fp32":
+            return model, recorded
+        from inference.precision import convert
+
+        if recorded is not None:
+            from inference.decompose import decompose_to_standard
+
+            model = decompose_to_standard(model)
+        return convert(model, config.precision, config.calibration_data), None
 
     def memory_plan(self, batch: int = 1):
         """The activation arena plan of this model (symbolic dims taken as ``batch``)."""

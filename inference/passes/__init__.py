@@ -2,6 +2,9 @@
 
 ``Config.optimize_graph`` turns the whole pipeline on or off, ``Config.fusion`` the passes that
 merge nodes, and ``Config.passes = {"fold_constants": False, ...}`` any single pass.
+
+A model saved after the pipeline (``edgelearn optimize``) carries :data:`OPTIMIZED_KEY` in its
+metadata, listing the passes that changed it; the Predictor then loads it without running them.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
+from inference.passes.transpose_reshape import simplify_transpose_reshape
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold_constants", fold_constants),
     Pass("eliminate_identity", eliminate_identity),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
+    Pass("simplify_transpose_reshape", simplify_transpose_reshape),
     Pass("fold_conv_batchnorm", fold_conv_batchnorm, is_fusion=True),
     Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
@@ -38,6 +43,8 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
 )
 
+
+OPTIMIZED_KEY = "edgelearn.optimized"
 
 EXTENSIONS: list[Pass] = []  # passes other packages register (training expands Gradient ops)
 
@@ -73,3 +80,16 @@ def optimize(model: Model, fusion: bool = True, switches: dict[str, bool] | None
         if not changed:
             break
     return applied
+
+
+def mark_optimized(model: Model, applied: list[str]) -> None:
+    """Record in the metadata that the pipeline ran to its end, and which passes changed the model."""
+    model.metadata[OPTIMIZED_KEY] = ",".join(dict.fromkeys(applied))
+
+
+def recorded_passes(model: Model) -> list[str] | None:
+    """The passes a saved model says it went through; None if it was never marked optimized."""
+    value = model.metadata.get(OPTIMIZED_KEY)
+    if value is None:
+        return None
+    return [p for p in value.split(",") if p]
