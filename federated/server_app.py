@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ from .bytes import ByteCounter
 from .data import client_indices, scenario_dataset
 from .errors import FederatedError
 from .local_training import evaluate_params, init_params, resolve_backend
+from .sampling import discover_partitions
 from .scenario import RESULTS_KEY, Scenario, scenario_from_run_config
 from .strategy import build_strategy
 from .wire import from_record, to_record
@@ -48,12 +48,17 @@ def wait_for_nodes(grid: Grid, expected: int, timeout: float, minimum: int = 1, 
         time.sleep(poll)
 
 
-def run_codec(grid: Grid, sc: Scenario, codec: str, on_round: RoundCallback | None = None) -> dict[str, Any]:
-    """Run `sc.num_rounds` rounds with uplink `codec`; per-round accuracy and bytes."""
+def run_codec(grid: Grid, sc: Scenario, codec: str, on_round: RoundCallback | None = None,
+              partitions: dict[int, int] | None = None) -> dict[str, Any]:
+    """Run `sc.num_rounds` rounds with uplink `codec`; per-round accuracy and bytes.
+
+    `partitions` (node id -> partition id, see federated.sampling) makes the client sampling
+    reproducible across runs; without it nodes are ordered by node id.
+    """
     ds = scenario_dataset(sc)
     init = init_params(sc, ds.input_shape, ds.num_classes)
     counter = ByteCounter()
-    strategy = build_strategy(sc, codec, counter)
+    strategy = build_strategy(sc, codec, counter, partitions=partitions)
     history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
 
@@ -68,7 +73,7 @@ def run_codec(grid: Grid, sc: Scenario, codec: str, on_round: RoundCallback | No
                "cum_uplink_payload_bytes": sum(v["uplink_payload"] for k, v in counter.rounds.items() if k <= rnd),
                "cum_downlink_bytes": sum(v["downlink"] for k, v in counter.rounds.items() if k <= rnd),
                "accepted": stats.accepted if stats else 0, "rejected": stats.rejected if stats else 0,
-               "failed": stats.failed if stats else 0,
+               "failed": stats.failed if stats else 0, "timed_out": stats.timed_out if stats else 0,
                "client_train_time_s": stats.train_time_s if stats else 0.0}
         history.append(rec)
         if on_round is not None:
@@ -82,16 +87,17 @@ def run_codec(grid: Grid, sc: Scenario, codec: str, on_round: RoundCallback | No
             "final_accuracy": final.get("accuracy"), "best_accuracy": max((h["accuracy"] for h in history), default=None),
             "uplink_bytes": counter.uplink, "uplink_payload_bytes": counter.uplink_payload,
             "downlink_bytes": counter.downlink, "downlink_payload_bytes": counter.downlink_payload,
+            "uplink_reply_anatomy": counter.first_uplink,
             "rejections": [r for s in strategy.rounds.values() for r in s.reasons],
             "wall_time_s": time.perf_counter() - t0}
 
 
 def run_federation(grid: Grid, sc: Scenario, on_round: RoundCallback | None = None) -> dict[str, Any]:
-    """Wait for the nodes, then one run per codec of the scenario (fresh model each)."""
-    random.seed(sc.seed)  # Flower's node sampling uses the `random` module
+    """Wait for the nodes, learn their partitions, then one run per codec of the scenario (fresh model each)."""
     client_indices(sc)  # a partition that cannot be made fails here, not in every client of every round
     connected = wait_for_nodes(grid, sc.num_clients, sc.wait_timeout, minimum=sc.clients_per_round)
-    runs = [run_codec(grid, sc, codec, on_round) for codec in sc.codecs_to_run()]
+    partitions = discover_partitions(grid, timeout=max(sc.wait_timeout, 1.0))
+    runs = [run_codec(grid, sc, codec, on_round, partitions) for codec in sc.codecs_to_run()]
     return {"scenario": sc.to_dict(), "backend": resolve_backend(sc), "connected_nodes": connected,
             "runs": runs}
 

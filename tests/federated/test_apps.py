@@ -6,12 +6,14 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 
 from compress import decode_payload
+from federated.bytes import message_bytes, message_parts
 from federated.client_app import make_client_app
 from federated.data import client_data, scenario_dataset
 from federated.local_training import evaluate_params, init_params
 from federated.robust import update_norm
 from federated.wire import (
-    ARRAYS, CONFIG, METRICS, STATE_KEY, UPLINK_CODEC, WIRE, encode_full, from_record, wire_record,
+    ARRAYS, CONFIG, METRICS, PAYLOAD, STATE_KEY, UPLINK_CODEC, WIRE, encode_full, from_record, reply_metrics,
+    wire_record,
 )
 
 from .helpers import context, small_scenario, train_message
@@ -29,11 +31,12 @@ def test_train_reply_is_a_compressed_delta_that_helps(setup):
     app, ctx = make_client_app(sc), context(0, sc)
     rep = app(train_message(g, **{UPLINK_CODEC: "fp32"}), ctx)
     assert not rep.has_error()
-    assert ARRAYS not in rep.content.array_records and WIRE in rep.content.config_records
-    payload = rep.content.config_records[WIRE]["payload"]
+    assert list(rep.content.keys()) == [WIRE]  # one compact record: payload + the metrics the server reads
+    payload = rep.content.config_records[WIRE][PAYLOAD]
     delta = decode_payload(payload, expected_shapes=[a.shape for a in g])
-    m = rep.content.metric_records[METRICS]
-    assert m["num-examples"] == len(client_data(sc, 0)[0]) and m["uplink-payload-bytes"] == len(payload)
+    m = reply_metrics(rep.content.config_records[WIRE])
+    assert m["num-examples"] == len(client_data(sc, 0)[0]) and m["train-time-s"] > 0
+    assert "train-loss" not in m  # nothing on the server reads it, so it is not sent
     new = [a + d for a, d in zip(g, delta)]
     local = client_data(sc, 0)
     assert evaluate_params(new, local, sc)[1] > evaluate_params(g, local, sc)[1] + 0.2
@@ -62,7 +65,7 @@ def test_uplink_none_replies_plain_arrays(setup):
 def test_compressed_downlink_is_decoded_before_the_handler(setup):
     sc, _, g = setup
     msg = train_message(g, **{UPLINK_CODEC: "none"})
-    msg.content = RecordDict({WIRE: wire_record(encode_full(g, "fp16"), "fp16"), CONFIG: msg.content[CONFIG]})
+    msg.content = RecordDict({WIRE: wire_record(encode_full(g, "fp16")), CONFIG: msg.content[CONFIG]})
     rep = make_client_app(sc)(msg, context(0, sc))
     assert not rep.has_error() and ARRAYS in rep.content.array_records
 
@@ -77,7 +80,7 @@ def test_evaluate_handler_reports_local_accuracy(setup):
 def test_dp_client_side_clipping_bounds_the_update(setup):
     sc, _, g = setup
     rep = make_client_app(sc)(train_message(g, **{UPLINK_CODEC: "fp32", "clipping_norm": 0.05}), context(0, sc))
-    delta = decode_payload(rep.content.config_records[WIRE]["payload"])
+    delta = decode_payload(rep.content.config_records[WIRE][PAYLOAD])
     assert update_norm(delta) <= 0.05 * 1.0001
 
 
@@ -94,6 +97,17 @@ def test_byzantine_client_sends_bounded_noise(setup):
     g = setup[2]
     bad = make_client_app(sc)(train_message(g, **{UPLINK_CODEC: "fp32"}), context(0, sc))
     good = make_client_app(sc)(train_message(g, **{UPLINK_CODEC: "fp32"}), context(1, sc))
-    nb = update_norm(decode_payload(bad.content.config_records[WIRE]["payload"]))
-    ng = update_norm(decode_payload(good.content.config_records[WIRE]["payload"]))
+    nb = update_norm(decode_payload(bad.content.config_records[WIRE][PAYLOAD]))
+    ng = update_norm(decode_payload(good.content.config_records[WIRE][PAYLOAD]))
     assert np.isfinite(nb) and nb > 2 * ng
+
+
+def test_compact_reply_anatomy_sums_to_the_message_bytes(setup):
+    sc, _, g = setup
+    rep = make_client_app(sc)(train_message(g, **{UPLINK_CODEC: "topk:0.05+q8"}), context(0, sc))
+    parts = message_parts(rep)
+    assert sum(p["header"] + p["body"] for p in parts) == message_bytes(rep)
+    assert sorted(p["object"] for p in parts) == ["ConfigRecord 'w'", "Message", "RecordDict"]
+    payload = len(rep.content.config_records[WIRE][PAYLOAD])
+    record = next(p for p in parts if p["object"].startswith("ConfigRecord"))
+    assert payload < record["body"] < payload + 48  # keys and value framing of p, n, t only

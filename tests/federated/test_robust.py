@@ -12,11 +12,12 @@ from flwr.serverapp.strategy import FedAvg
 from compress import make_codec
 from federated.inprocess import InProcessGrid, run_inprocess
 from federated.strategy import CompressedStrategy
-from federated.wire import ARRAYS, METRICS, WIRE, to_record, wire_record
+from federated.wire import ARRAYS, METRICS, PAYLOAD, WIRE, to_record, wire_record
 
 from .helpers import reply, small_scenario, train_message
 
 G = [np.zeros((3, 4), np.float32), np.zeros(3, np.float32)]
+N = {"num-examples": 10}  # the metrics a compact reply carries
 
 
 def _strategy(max_norm: float = 10.0) -> CompressedStrategy:
@@ -47,11 +48,14 @@ def _nan_payload():
 
 GOOD = [np.full((3, 4), 0.5, np.float32), np.full(3, 0.5, np.float32)]
 BAD = {
-    "truncated": lambda: _reply(wire_record(_payload(GOOD)[:-5], "fp32")),
-    "wrong shapes": lambda: _reply(wire_record(_payload([np.ones((4, 3), np.float32), np.ones(3, np.float32)]), "fp32")),
-    "nan": lambda: _reply(wire_record(_nan_payload(), "fp32")),
-    "huge norm": lambda: _reply(wire_record(_payload([np.full((3, 4), 1e4, np.float32), np.ones(3, np.float32)]), "fp32")),
-    "not bytes": lambda: _reply(ConfigRecord({"payload": "text", "codec": "fp32"})),
+    "truncated": lambda: _reply(wire_record(_payload(GOOD)[:-5], N)),
+    "wrong shapes": lambda: _reply(wire_record(_payload([np.ones((4, 3), np.float32), np.ones(3, np.float32)]), N)),
+    "nan": lambda: _reply(wire_record(_nan_payload(), N)),
+    "huge norm": lambda: _reply(wire_record(_payload([np.full((3, 4), 1e4, np.float32), np.ones(3, np.float32)]), N)),
+    "not bytes": lambda: _reply(ConfigRecord({PAYLOAD: "text"})),
+    "text example count": lambda: _reply(wire_record(_payload(GOOD), {"num-examples": "many"})),
+    "negative example count": lambda: _reply(wire_record(_payload(GOOD), {"num-examples": -3})),
+    "nan train time": lambda: _reply(wire_record(_payload(GOOD), {"num-examples": 3, "train-time-s": float("nan")})),
     "empty": lambda: _reply(),
     "raw arrays with inf": lambda: _reply(arrays=to_record([np.full((3, 4), np.inf, np.float32), np.ones(3, np.float32)])),
     "raw arrays wrong shape": lambda: _reply(arrays=to_record([np.ones((2, 2), np.float32)])),
@@ -70,7 +74,7 @@ def test_malformed_update_is_rejected_and_global_unchanged(kind, caplog):
 
 def test_bad_updates_do_not_leak_into_the_average():
     s = _strategy()
-    replies = [_reply(wire_record(_payload(GOOD), "fp32"), node=i) for i in (1, 2)]
+    replies = [_reply(wire_record(_payload(GOOD), N), node=i) for i in (1, 2)]
     replies += [BAD[k]() for k in sorted(BAD)]
     arrays, _ = s.aggregate_train(1, replies)
     out = arrays.to_numpy_ndarrays()

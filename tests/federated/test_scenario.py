@@ -42,6 +42,8 @@ def test_errors_name_the_problem(tmp_path):
         Scenario(num_clients=5, clients_per_round=6)
     with pytest.raises(ScenarioError, match="strategy"):
         Scenario(strategy="fedmagic")
+    with pytest.raises(ScenarioError, match="stragglers"):
+        Scenario(num_clients=4, clients_per_round=4, stragglers=4)
 
 
 def test_npz_dataset_plugs_in(tmp_path):
