@@ -7,6 +7,9 @@ every process it started, by PID (each in its own process group, so the ServerAp
 subprocesses Flower spawns go with their parent). A private ``FLWR_HOME`` keeps Flower's config
 and state away from the user's.
 
+``deploy_app(app_dir, node_configs, run_config)`` is the same for any Flower App directory with
+one SuperNode per node config (the vertical-FL app uses it: federated/vertical_deploy.py).
+
 Insecure (plain HTTP) on loopback by default; ``tls=True`` generates a throw-away CA and server
 certificate and runs every connection over TLS. For real machines, see ``federated/app/README``
 (TLS certificates, SuperNode authentication).
@@ -230,6 +233,20 @@ def deploy(sc: Scenario, timeout: float = 600.0, tls: bool = False, auth: bool =
     `auth`: SuperNode authentication (implies TLS): each node gets a key pair, registered with
     `flwr supernode register` before it starts; unregistered nodes are refused.
     """
+    nodes = [f"partition-id={i} num-partitions={sc.num_clients}" for i in range(sc.num_clients)]
+    return deploy_app(APP_DIR, nodes, {RUN_CONFIG_KEY: sc.to_json()}, timeout=timeout, tls=tls, auth=auth,
+                      keep_home=keep_home, verbose=verbose)
+
+
+def deploy_app(app_dir: Path, node_configs: list[str], run_config: dict[str, str], timeout: float = 600.0,
+               tls: bool = False, auth: bool = False, keep_home: bool = False,
+               verbose: bool = False) -> dict[str, Any]:
+    """`flwr run app_dir` on a local SuperLink + one SuperNode per entry of `node_configs`.
+
+    The app's ServerApp must write its results JSON to the run config's ``results-file`` (added
+    here); that JSON is returned with a "deployment" entry (address, node count, TLS/auth, the
+    PIDs we started -- all stopped when this returns, also on errors).
+    """
     tls = tls or auth
     home = Path(tempfile.mkdtemp(prefix="edgelearn-deploy-"))
     dep = Deployment(home=home, port=free_port())
@@ -247,17 +264,16 @@ def deploy(sc: Scenario, timeout: float = 600.0, tls: bool = False, auth: bool =
                                 "--disable-runtime-dependency-installation",
                                 *(["--enable-supernode-auth"] if auth else [])])
         _wait_port(dep, dep.port, 60.0)
-        for i in range(sc.num_clients):
+        for i, node_config in enumerate(node_configs):
             node_auth: list[str] = []
             if auth:
                 priv, pub = make_node_key(home, f"supernode-{i}")
                 _flwr(dep, ["supernode", "register", str(pub), CONNECTION])
                 node_auth = ["--auth-supernode-private-key", str(priv)]
             dep.start(f"supernode-{i}", [_bin("flower-supernode"), *node_tls, *node_auth, "--superlink", dep.address,
-                                         "--port", str(free_port()),
-                                         "--node-config", f"partition-id={i} num-partitions={sc.num_clients}"])
-        cfg = f"{RUN_CONFIG_KEY}='{sc.to_json()}' {RESULTS_KEY}='{results_file}'"
-        run = _flwr(dep, ["run", str(APP_DIR), CONNECTION, "--run-config", cfg, "--format", "json"])
+                                         "--port", str(free_port()), "--node-config", node_config])
+        cfg = " ".join(f"{k}='{v}'" for k, v in {**run_config, RESULTS_KEY: str(results_file)}.items())
+        run = _flwr(dep, ["run", str(app_dir), CONNECTION, "--run-config", cfg, "--format", "json"])
         deadline = time.monotonic() + timeout
         while not results_file.exists():
             dep.check_alive()
@@ -266,7 +282,7 @@ def deploy(sc: Scenario, timeout: float = 600.0, tls: bool = False, auth: bool =
             time.sleep(0.5)
         dep.wait_serverapp_exit()
         results = json.loads(results_file.read_text())
-        results["deployment"] = {"superlink": dep.address, "supernodes": sc.num_clients, "tls": tls, "auth": auth,
+        results["deployment"] = {"superlink": dep.address, "supernodes": len(node_configs), "tls": tls, "auth": auth,
                                  "run": _json_or_text(run.stdout), "pids": {n: p.pid for n, p in dep.procs.items()}}
         return results
     finally:

@@ -70,6 +70,7 @@ class VerticalConfig:
     test_fraction: float = 0.2
     seed: int = 0
     fail_at: str = ""                  # tests: "party:epoch:step" drops that party out once
+    model_dir: str = ""                # after the run every party saves its models here (vertical_model.py)
 
     def __post_init__(self) -> None:
         self.parties = [p if isinstance(p, PartySpec) else PartySpec(**p) for p in self.parties]
@@ -278,11 +279,15 @@ class Top:
         return float(loss), grad
 
     def predict_proba(self, emb: np.ndarray) -> np.ndarray:
-        logits = self.tg.predict({EMBED: emb})[0]
-        if self.binary:
-            return 1.0 / (1.0 + np.exp(-logits[:, 0]))
-        z = np.exp(logits - logits.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
+        return proba_from_logits(self.tg.predict({EMBED: emb})[0])
+
+
+def proba_from_logits(logits: np.ndarray) -> np.ndarray:
+    """P(class 1) per row for one logit column (binary), else softmax rows."""
+    if logits.shape[1] == 1:
+        return 1.0 / (1.0 + np.exp(-logits[:, 0]))
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
 
 
 def metrics(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -4,9 +4,11 @@ The ServerApp never sees features, labels or ids: it relays PSI points, codec pa
 embeddings and gradients, and the label party's metrics. Messages (``ConfigRecord`` "vfl", op
 in ``op``): hello, psi_blind, psi_reblind, psi_align (or align_plain), setup, init, step (train:
 passive parties apply the previous step's gradient then embed the next batch; the label party
-runs the top model), flush, embed, score, restore. Party state lives in ``context.state``
-("vfl" ConfigRecord; "vfl.params" and "vfl.snapshot" ArrayRecords); built models are cached
-per process and re-loaded from that state on every message, so any worker may serve any party.
+runs the top model), flush, embed, score, restore, save (each party writes its own ONNX models).
+Party state lives in ``context.state`` ("vfl" ConfigRecord; "vfl.params" and "vfl.snapshot"
+ArrayRecords); built models are cached per process and re-loaded from that state on every
+message, so any worker may serve any party (on the deployment engine every message is even a
+fresh ClientApp process, which is why the state must round-trip).
 
 Alignment with more than two parties runs PSI between the label party and each other party; the
 label party keeps the ids shared by all, and tells each party which of its tags survive (tags are
@@ -15,9 +17,11 @@ intersection, the others only the final one.
 
     results = run_inprocess(cfg)          # the same apps with an in-process Grid (fast, tests)
     results = simulate_vertical(cfg)      # Flower's simulation engine (Ray)
+    results = deploy_vertical(cfg, csvs)  # Flower's deployment engine (federated.vertical_deploy)
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Callable
 
 import numpy as np
@@ -27,6 +31,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from .errors import SimulatedDropout
 from .psi import PSIParty
+from .scenario import RESULTS_KEY
 from .vertical import (PartyRuntime, VerticalConfig, batch_rows, decode_tensor, encode_tensor, fold_rows,
                        load_party)
 from .vertical_data import PartyData
@@ -40,7 +45,11 @@ _CACHE: dict[tuple, Any] = {}  # per process: raw party data and built runtimes
 # --- party side -------------------------------------------------------------------------------
 
 def party_name(cfg: VerticalConfig, context: Context) -> str:
-    """From node config "party=NAME" (deployment) or "partition-id" (simulation, config order)."""
+    """From node config "party=NAME" (deployment) or "partition-id" (simulation, config order).
+
+    A deployed SuperNode may also name its own file (node config ``csv=PATH``) and where it saves
+    its models (``model-dir=DIR``), so the run config that travels carries no party's paths.
+    """
     if "party" in context.node_config:
         return str(context.node_config["party"])
     pid = int(context.node_config.get("partition-id", -1))
@@ -49,11 +58,13 @@ def party_name(cfg: VerticalConfig, context: Context) -> str:
     return cfg.parties[pid].name
 
 
-def _raw(cfg: VerticalConfig, name: str, key: str) -> PartyData:
-    """The party's own table, read once per process."""
-    if ("raw", key, name) not in _CACHE:
-        _CACHE[("raw", key, name)] = load_party(cfg, name)
-    return _CACHE[("raw", key, name)]
+def _raw(cfg: VerticalConfig, name: str, key: str, csv: str = "") -> PartyData:
+    """The party's own table, read once per process; `csv` (node config) overrides the config's file."""
+    if ("raw", key, name, csv) not in _CACHE:
+        if csv:
+            cfg = cfg.replace(parties=[{**asdict(q), "csv": csv} if q.name == name else asdict(q) for q in cfg.parties])
+        _CACHE[("raw", key, name, csv)] = load_party(cfg, name)
+    return _CACHE[("raw", key, name, csv)]
 
 
 class _Party:
@@ -65,7 +76,7 @@ class _Party:
         if CFG not in context.state.config_records:
             context.state.config_records[CFG] = ConfigRecord({})
         self.meta = context.state.config_records[CFG]
-        self.data = _raw(cfg, self.name, cfg_json)
+        self.data = _raw(cfg, self.name, cfg_json, str(context.node_config.get("csv", "") or ""))
 
     def psi(self) -> PSIParty:
         if "psi_key" not in self.meta:
@@ -189,6 +200,13 @@ def _train_ops(cfg: VerticalConfig, p: _Party, rt: PartyRuntime, op: str, c: Con
         p.save(rt)
     elif op == "embed":
         out["emb"] = encode_tensor(rt.forward(_rows(cfg, n, c)), codec, seed + [2])
+    elif op == "save":  # this party's own models, to its own disk (federated.vertical_model)
+        from .vertical_model import save_party
+
+        where = str(p.ctx.node_config.get("model-dir", "") or cfg.model_dir)
+        if not where:
+            raise VerticalError(f"party {p.name!r}: nowhere to save (set model_dir or node config model-dir)")
+        out["files"] = [str(f) for f in save_party(rt, where, {"codec": codec, "fold": int(c.get("fold", 0))})]
     elif op == "score":
         rows = _rows(cfg, n, c)
         others = {q: decode_tensor(c[f"emb:{q}"], (len(rows), w), f"embedding from {q!r}")
@@ -199,12 +217,18 @@ def _train_ops(cfg: VerticalConfig, p: _Party, rt: PartyRuntime, op: str, c: Con
     return out
 
 
+def config_from_run_config(run_config: Any) -> VerticalConfig:
+    """The scenario a deployed run carries as JSON (run config ``vfl-config``); empty = the default."""
+    text = str(run_config.get(RUN_CONFIG_KEY, "") or "")
+    return VerticalConfig.from_json(text) if text else VerticalConfig()
+
+
 def make_vertical_client_app(cfg: VerticalConfig | None = None) -> ClientApp:
     """The party ClientApp, bound to `cfg` or reading it from the run config (deployment)."""
     app = ClientApp()
 
     def _h(msg: Message, context: Context) -> Message:
-        conf = cfg or VerticalConfig.from_json(str(context.run_config[RUN_CONFIG_KEY]))
+        conf = cfg or config_from_run_config(context.run_config)
         return handle(conf, conf.to_json(), msg, context)
 
     app.train("vfl")(_h)
@@ -223,17 +247,28 @@ def run_inprocess(cfg: VerticalConfig, on_epoch: Callable[[dict], None] | None =
     return VerticalServer(grid, cfg, on_epoch).run()
 
 
-def make_vertical_server_app(cfg: VerticalConfig | None, sink: Callable[[dict], None],
+def make_vertical_server_app(cfg: VerticalConfig | None = None, sink: Callable[[dict], None] | None = None,
                              on_epoch: Callable[[dict], None] | None = None) -> ServerApp:
-    """A ServerApp running `cfg` (or the run config's) and handing the results to `sink`."""
+    """A ServerApp running `cfg` (or the run config's) and handing the results to `sink` and/or
+    writing them as JSON to the run config's ``results-file`` (deployment: the caller's only view)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        import json
+        from pathlib import Path
+
         from .vertical_server import VerticalServer
 
-        conf = cfg or VerticalConfig.from_json(str(context.run_config[RUN_CONFIG_KEY]))
-        sink(VerticalServer(grid, conf, on_epoch).run())
+        conf = cfg or config_from_run_config(context.run_config)
+        results = VerticalServer(grid, conf, on_epoch).run()
+        if sink is not None:
+            sink(results)
+        out = str(context.run_config.get(RESULTS_KEY, "") or "")
+        if out:  # write then rename: a watcher never reads half a file
+            tmp = Path(out).with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=1, default=float))
+            tmp.replace(out)
 
     return app
 

@@ -172,7 +172,14 @@ class VerticalServer:
         for codec in cfg.codecs:
             hist = [self.fit(codec, f) for f in folds]
             results["runs"][codec] = summarize(hist)
+        if cfg.model_dir:  # a node's config "model-dir" overrides where that party writes
+            results["saved"] = self.save(cfg.codecs[-1], folds[-1])
         return results
+
+    def save(self, codec: str, fold: int) -> dict[str, list[str]]:
+        """Every party saves the models it holds now (the last run's) on its own disk."""
+        reps = self.to_all({p: {"op": "save", "codec": codec, "fold": fold} for p in self.cfg.party_names}, "query")
+        return {p: list(r["files"]) for p, r in reps.items()}
 
 
 def summarize(folds: list[list[dict]]) -> dict[str, Any]:

@@ -5,6 +5,7 @@
     arrays = decode_payload(payload, expected_shapes=[a.shape for a in delta_arrays])
 """
 from .errors import CodecError, CodecInputError, CodecSpecError, PayloadError
+from .deflate import DeflateCodec
 from .factory import make_codec
 from .schemes import (
     Codec, CodecState, Fp16Codec, Fp16Config, Fp32Codec, Fp32Config, QuantCodec, QuantConfig,
@@ -14,7 +15,7 @@ from .schemes import (
 from .wire import FORMAT_VERSION, MAGIC, Header, SchemeId
 
 __all__ = [
-    "Codec", "CodecError", "CodecInputError", "CodecSpecError", "CodecState", "FORMAT_VERSION",
+    "Codec", "CodecError", "DeflateCodec", "CodecInputError", "CodecSpecError", "CodecState", "FORMAT_VERSION",
     "Fp16Codec", "Fp16Config", "Fp32Codec", "Fp32Config", "Header", "MAGIC", "PayloadError",
     "QuantCodec", "QuantConfig", "STCCodec", "STCConfig", "SchemeId", "SignCodec", "SignConfig",
     "TopKCodec", "TopKConfig", "decode_payload", "make_codec", "read_payload_header",

@@ -9,6 +9,7 @@ Grammar: ``stage[+stage]``, ``stage = name[:arg,...]``, ``arg = value | key=valu
     topk:0.01+q8            top-1%, kept values quantized to 8 bits; q-stage takes bucket=N
     sign                    scaled sign; option ef=0|1
     stc:0.01                sparse ternary; option ef=0|1
+    <any of these>+deflate  then a lossless raw-deflate of the bodies (deflate.py), e.g. q8+deflate
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .schemes import (
 )
 
 _FORMS = "fp32, fp16, q<bits>[:bucket=N,ef=0|1], topk:<fraction>[,ef=0|1][+q<bits>[:bucket=N]], " \
-         "sign[:ef=0|1], stc:<fraction>[,ef=0|1]"
+         "sign[:ef=0|1], stc:<fraction>[,ef=0|1], any of them +deflate"
 _QNAME = re.compile(r"^q([1-8])$")
 
 
@@ -79,6 +80,10 @@ def make_codec(spec: str, *, seed: int = 0) -> Codec:
     if not isinstance(spec, str) or not spec.strip():
         raise CodecSpecError(f"codec spec must be a non-empty string; valid forms: {_FORMS}")
     stages = spec.split("+")
+    if len(stages) > 1 and stages[-1].strip().lower() == "deflate":
+        from .deflate import DeflateCodec
+
+        return DeflateCodec(make_codec("+".join(stages[:-1]), seed=seed))
     if len(stages) > 2:
         raise CodecSpecError(f"codec spec {spec!r} has {len(stages)} stages; at most topk+q<bits>")
     name, pos, opts = _parse_stage(stages[0], spec)

@@ -20,8 +20,8 @@ from .bits import encode_indices, pack_bools, read_bools, read_indices
 from .errors import CodecError, CodecInputError, CodecSpecError, PayloadError
 from .quant import dequantize, quantize, quantized_bytes, read_quantized
 from .wire import (
-    CODE_OF_DTYPE, MAX_NDIM, SCHEME_NAMES, ArrayMeta, Header, Reader, SchemeId, check_shapes,
-    read_header, write_header,
+    CODE_OF_DTYPE, FLAG_DEFLATE, MAX_NDIM, SCHEME_NAMES, ArrayMeta, Header, Reader, SchemeId,
+    check_shapes, read_header, write_header,
 )
 
 DEFAULT_MAX_ELEMENTS = 1 << 26  # 67M elements; pass max_elements= for bigger models
@@ -268,6 +268,10 @@ def decode_payload(payload: bytes, expected_shapes: Shapes | None = None, *,
     h = read_header(r, max_elements)
     if expected_shapes is not None:
         check_shapes(h, expected_shapes)
+    if h.flags & FLAG_DEFLATE:  # a lossless stage wrapped the bodies (see deflate.py)
+        from .deflate import inflate_bodies
+
+        r = inflate_bodies(r, h)
     dec = _DECODERS[h.scheme]
     out = []
     for i, meta in enumerate(h.arrays):

@@ -6,7 +6,8 @@ Layout (all integers little endian)::
     version  u8       FORMAT_VERSION
     scheme   u8       SchemeId
     bits     u8       quantization bits of the bodies (0 when the scheme does not quantize)
-    flags    u8       reserved, must be 0
+    flags    u8       FLAG_DEFLATE (0x02): the bodies below are one raw-deflate stream (deflate.py);
+                      every other bit is reserved and must be 0
     bucket   u32      quantization bucket size (0 = one bucket per array)
     count    u32      number of arrays
     per array: dtype code u8, ndim u8, ndim x u32 dims
@@ -31,6 +32,8 @@ FORMAT_VERSION = 1
 _HEAD = struct.Struct("<4sBBBBII")
 HEADER_SIZE = _HEAD.size
 MAX_NDIM = 32
+FLAG_DEFLATE = 0x02
+KNOWN_FLAGS = FLAG_DEFLATE
 
 
 class SchemeId(IntEnum):
@@ -83,6 +86,7 @@ class Header:
     bits: int
     bucket: int
     arrays: tuple[ArrayMeta, ...]
+    flags: int = 0
 
     @property
     def scheme_name(self) -> str:
@@ -90,9 +94,9 @@ class Header:
 
 
 def write_header(out: list[bytes], scheme: SchemeId, bits: int, bucket: int,
-                 metas: Sequence[ArrayMeta]) -> None:
+                 metas: Sequence[ArrayMeta], flags: int = 0) -> None:
     """Append the header bytes for `metas` to `out`."""
-    out.append(_HEAD.pack(MAGIC, FORMAT_VERSION, int(scheme), bits, 0, bucket, len(metas)))
+    out.append(_HEAD.pack(MAGIC, FORMAT_VERSION, int(scheme), bits, flags, bucket, len(metas)))
     for m in metas:
         out.append(struct.pack(f"<BB{len(m.shape)}I", CODE_OF_DTYPE[m.dtype], len(m.shape), *m.shape))
 
@@ -171,8 +175,8 @@ def read_header(r: Reader, max_elements: int) -> Header:
     except ValueError:
         known = ", ".join(f"{int(s)}={SCHEME_NAMES[s]}" for s in SchemeId)
         raise PayloadError(f"unknown scheme id {scheme} (known: {known})") from None
-    if flags != 0:
-        raise PayloadError(f"reserved header flags are {flags:#04x}, must be 0")
+    if flags & ~KNOWN_FLAGS:
+        raise PayloadError(f"reserved header flags are {flags & ~KNOWN_FLAGS:#04x}, must be 0")
     if sid in QUANT_SCHEMES:
         if not 1 <= bits <= 8:
             raise PayloadError(f"scheme {SCHEME_NAMES[sid]} needs 1..8 quantization bits, header says {bits}")
@@ -199,7 +203,7 @@ def read_header(r: Reader, max_elements: int) -> Header:
             raise PayloadError(f"payload describes more than max_elements={max_elements} elements "
                                f"(array {i} has shape {meta.shape})")
         metas.append(meta)
-    return Header(sid, bits, bucket, tuple(metas))
+    return Header(sid, bits, bucket, tuple(metas), flags)
 
 
 def check_shapes(header: Header, expected: Sequence[Sequence[int]]) -> None:

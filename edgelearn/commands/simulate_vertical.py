@@ -5,9 +5,12 @@
 
 Each party's CSV has an id column and its features (the label party also a label column); the
 parties align their rows by private set intersection, then train on Flower's simulation engine.
-Writes results.json and plots of the metric vs epoch and vs bytes.
+Writes results.json and plots of the metric vs epoch and vs bytes; with --model-dir every party
+also saves its models (ONNX) for joint inference on new rows (`edgelearn predict-vertical`).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 NAME = "simulate-vertical"
 HELP = "vertical federated learning (PSI + split learning) on Flower's simulation engine"
@@ -28,6 +31,8 @@ def add_arguments(p) -> None:
     p.add_argument("--compare", help="comma-separated codecs to compare, e.g. fp32,q8")
     p.add_argument("--engine", choices=["simulation", "inprocess"], default="simulation",
                    help="Flower's simulation engine (Ray), or the same apps in this process")
+    p.add_argument("--model-dir", help="after training, every party saves its ONNX models here "
+                                        "(for `edgelearn predict-vertical`)")
     p.add_argument("--out", help="output directory (default: results/<name>)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -52,7 +57,7 @@ def config_from_args(args):
             raise VerticalError("--label-party must name one of the --party entries")
         changes.update(dataset="csv", parties=parties, label_party=args.label_party, name="vertical")
     for arg, fld in (("epochs", "epochs"), ("folds", "folds"), ("run_folds", "run_folds"), ("codec", "codec"),
-                     ("id_column", "id_column")):
+                     ("id_column", "id_column"), ("model_dir", "model_dir")):
         if getattr(args, arg, None) is not None:
             changes[fld] = getattr(args, arg)
     if args.compare:
@@ -91,4 +96,7 @@ def run(args) -> int:
     paths = write_results(results, out, plots=not args.no_plots)
     print(format_table(results))
     print("wrote " + ", ".join(str(p) for p in paths))
+    if "saved" in results:
+        files = ", ".join(Path(f).name for fs in results["saved"].values() for f in fs)
+        print(f"split model of the last run ({cfg.codecs[-1]}, last fold) saved in {cfg.model_dir}: {files}")
     return 0

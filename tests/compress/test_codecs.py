@@ -587,3 +587,61 @@ def test_one_million_elements_well_under_a_second(spec):
         codec.decode(codec.encode(x, codec.new_state()))
         best = min(best, time.process_time() - t0)
     assert best < 0.5
+
+
+# --- the lossless deflate stage (compress/codecs/deflate.py) -------------------------------------
+
+def _skewed(seed=0):
+    """Embedding-gradient-like: mostly small, a few large rows (what the vertical-FL wire carries)."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_t(2, size=(32, 16)) * 1e-3).astype(np.float32)]
+
+
+@pytest.mark.parametrize("inner", ["q8", "q4", "fp32", "topk:0.05+q8", "stc:0.01"])
+def test_deflate_stage_is_lossless_over_its_inner_codec(inner):
+    x = _skewed()
+    a, b = make_codec(f"{inner}+deflate", seed=5), make_codec(inner, seed=5)
+    for _ in range(2):  # the second round also exercises error-feedback state through the wrapper
+        pa, pb = a.encode(x), b.encode(x)
+        assert len(pa) <= len(pb)
+        assert all(np.array_equal(u, v) for u, v in zip(decode_payload(pa), decode_payload(pb)))
+        assert a.decode(pa, [(32, 16)])[0].shape == (32, 16)
+    assert a.state.step == b.state.step == 2 and a.spec == f"{b.spec}+deflate"
+    assert make_codec(a.spec).spec == a.spec
+
+
+def test_deflate_stage_shrinks_skewed_codes_and_never_grows_uniform_ones():
+    q8, z = make_codec("q8", seed=1), make_codec("q8+deflate", seed=1)
+    skew_plain, skew_packed = q8.encode(_skewed()), z.encode(_skewed())
+    assert len(skew_packed) < 0.85 * len(skew_plain)
+    assert read_payload_header(skew_packed).flags & 0x02 and read_payload_header(skew_packed).arrays[0].shape == (32, 16)
+    uniform = [np.random.default_rng(2).uniform(-1, 1, 512).astype(np.float32)]
+    plain = make_codec("q8", seed=1).encode(uniform)
+    assert make_codec("q8+deflate", seed=1).encode(uniform) == plain  # incompressible: sent as is
+
+
+def test_deflate_stage_decoder_is_strict():
+    p = make_codec("q8+deflate", seed=1).encode(_skewed())
+    head = 16 + 2 + 2 * 4  # fixed header + one 2-D array's metadata; the deflate stream follows
+    for cut in range(len(p)):
+        with pytest.raises(PayloadError):
+            decode_payload(p[:cut])
+    with pytest.raises(PayloadError, match="trailing bytes after the deflate stream"):
+        decode_payload(p + b"\x00")
+    with pytest.raises(PayloadError, match="corrupt|truncated|trailing|bucket|non-finite"):
+        decode_payload(p[:head] + bytes([0xFF]) * 8 + p[head + 8:])
+    with pytest.raises(PayloadError, match="reserved header flags are 0x01"):
+        decode_payload(p[:7] + bytes([p[7] | 1]) + p[8:])
+    # a zip bomb: 4 float32 announced, 10 MB of zeros deflated
+    bomb = []
+    write_header(bomb, SchemeId.FP32, 0, 0, [ArrayMeta(np.dtype(np.float32), (4,))], flags=0x02)
+    c = __import__("zlib").compressobj(9, 8, -15)
+    with pytest.raises(PayloadError, match="inflate beyond"):
+        decode_payload(b"".join(bomb) + c.compress(bytes(10_000_000)) + c.flush())
+
+
+def test_deflate_stage_specs():
+    for bad in ("deflate", "q8+deflate+deflate", "sign+q8+deflate"):
+        with pytest.raises(CodecSpecError):
+            make_codec(bad)
+    assert make_codec("topk:0.01+q8+deflate").spec.endswith("+deflate")
