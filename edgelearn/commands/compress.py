@@ -1,7 +1,9 @@
-"""`edgelearn compress model.onnx [--prune R [--structured]] [--int8 --calib D.npz | --dynamic] [--fp16] -o out`.
+"""`edgelearn compress model.onnx [--prune R [--structured]] [--binarize [LAYER ...]] [--int8 --calib D.npz |
+--dynamic] [--fp16] -o out`.
 
-Steps run in the order prune -> int8 -> fp16 (pruning needs float weights; fp16 stores whatever
-float weights int8 left, e.g. the layers kept in fp32). Prints the file size before/after, the
+Steps run in the order prune -> binarize -> int8 -> fp16 (pruning needs float weights; the
+layers binarize leaves in float may still be quantized; fp16 stores whatever float weights int8
+left, e.g. the layers kept in fp32). Prints the file size before/after, the
 accuracy on ``--eval data.npz`` before/after when given, and the batch-1 latency of both models
 in our runtime (the int8 model runs with its QDQ patterns fused into the int8 kernels).
 
@@ -22,7 +24,7 @@ from inference.onnx_export import save_model
 from inference.onnx_import import load_model
 
 NAME = "compress"
-HELP = "quantize (int8 static/dynamic), store fp16 or prune a model; report size, accuracy, latency"
+HELP = "quantize (int8 static/dynamic), store fp16, prune or binarize a model; report size, accuracy, latency"
 
 
 def add_arguments(p) -> None:
@@ -52,6 +54,10 @@ def add_arguments(p) -> None:
     pr.add_argument("--prune-scope", default="layer", choices=("layer", "global"),
                     help="unstructured: the same ratio in every layer, or one threshold over all weights")
     pr.add_argument("--criterion", default="l1", choices=("l1", "l2"), help="--structured: filter norm to rank by")
+    b = p.add_argument_group("binarization (compress.binarize)")
+    b.add_argument("--binarize", nargs="*", default=None, metavar="LAYER",
+                   help="1-bit weights (sign x per-channel scale, bit-packed) for the given node-name globs; "
+                        "with no names: every Conv/Gemm/MatMul but the first and the last")
     p.add_argument("--eval", metavar="DATA.npz", help="report accuracy before/after on this labelled set")
     p.add_argument("--batch-size", type=int, default=32, help="batch size for calibration and --eval")
     p.add_argument("--threads", type=int, default=None, help="threads for the latency measurement")
@@ -65,8 +71,8 @@ def run(args) -> int:
         raise InputError("--int8 needs --calib DATA.npz (or use --dynamic, which needs no calibration)")
     if args.structured and args.prune is None:
         raise InputError("--structured needs --prune RATIO (the fraction of channels to remove)")
-    if not (args.int8 or args.dynamic or args.fp16 or args.prune is not None):
-        raise InputError("nothing to do: give --int8, --dynamic, --fp16 and/or --prune")
+    if not (args.int8 or args.dynamic or args.fp16 or args.prune is not None or args.binarize is not None):
+        raise InputError("nothing to do: give --int8, --dynamic, --fp16, --prune and/or --binarize")
     if args.threads:
         from inference.threads import set_num_threads
         set_num_threads(args.threads)
@@ -74,6 +80,11 @@ def run(args) -> int:
     model = original
     if args.prune is not None:
         model = apply_pruning(model, args)
+    if args.binarize is not None:
+        from compress.binarize import binarize, binarized_layers
+
+        model = binarize(model, layers=args.binarize or None, skip_first_last=not args.binarize)
+        print(f"binarized layers: {', '.join(binarized_layers(model))}")
     if args.int8 or args.dynamic:
         model = apply_int8(model, args)
     if args.fp16:

@@ -290,3 +290,19 @@ def test_ste_gradient_is_straight_through():
     m.opset_imports[TRAIN_DOMAIN] = 1
     got = gradients(m, {"x": x}, of="loss", wrt=["w"])["w"]
     np.testing.assert_allclose(got, x.T @ c, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_binarize(net, tmp_path, capsys):
+    from edgelearn.cli import main
+
+    src, out = tmp_path / "net.onnx", tmp_path / "binary.onnx"
+    save_model(net, src)
+    x = digits_images(16)
+    np.savez(tmp_path / "eval.npz", x=x, y=np.zeros(len(x), np.int64))
+    assert main(["compress", str(src), "--binarize", "--eval", str(tmp_path / "eval.npz"), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    saved = load_model(str(out))
+    assert binarized_layers(saved) == binarized_layers(binarize(net)) and "binarized layers: " in text
+    assert model_bytes(saved) < model_bytes(net)
+    np.testing.assert_allclose(Predictor(saved).run({"x": x})[saved.graph.output_names[0]],
+                               Predictor(binarize(net)).run({"x": x})[saved.graph.output_names[0]], rtol=1e-5)
