@@ -3,8 +3,14 @@
 Why: the reference pools reduce a strided window view, which numpy walks element by element
 through a 6-D iterator; here each output row is a running max/sum over the kernel taps read
 through contiguous slices. Geometry (pads, auto_pad, ceil_mode) comes from ``inference.ops._window``.
+
+Small tensors (a batch-1 CNN's 2x2 pools) are dominated by fixed costs, so the geometry is
+resolved once per distinct (input shape, attributes) and memoised, and windows that need no
+padding are read straight from the input (no padded copy per channel).
 """
 from __future__ import annotations
+
+import functools
 
 import numba
 import numpy as np
@@ -13,7 +19,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.conv import _phase_planes
 from inference.ops import pool as reference
-from inference.ops._window import Window, window_geometry
+from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
 
@@ -48,6 +54,47 @@ def pool2d(x, kh, kw, sh, sw, dh, dw, ph, pw, hp, wp, y, is_max):
 
 
 @threaded_kernel()
+def pool2d_unpadded(x, kh, kw, sh, sw, dh, dw, y, is_max):
+    """:func:`pool2d` for windows that all lie inside ``x``: taps read ``x``'s rows in place.
+
+    Skips the padded phase-plane copy, which cost as much as the pooling on small planes; stride 1
+    reads contiguous slices (vectorised), other strides gather. Measured against :func:`pool2d`:
+    1.4x on 3x3/1 (8x14x14 to 64x56x56), 1.05-1.8x on 2x2/2 (8x14x14 to 32x112x112, batch 32).
+    """
+    n, c, h, w = x.shape
+    _, _, oh, ow = y.shape
+    for r in numba.prange(n * c):
+        b, ch = r // c, r % c
+        for yo in range(oh):
+            out = y[b, ch, yo]
+            for i in range(kh):
+                row = x[b, ch, yo * sh + i * dh]
+                for j in range(kw):
+                    off = j * dw
+                    first = i == 0 and j == 0
+                    if sw == 1:
+                        src = row[off:]
+                        if first:
+                            for k in range(ow):
+                                out[k] = src[k]
+                        elif is_max:
+                            for k in range(ow):
+                                out[k] = max(out[k], src[k])
+                        else:
+                            for k in range(ow):
+                                out[k] += src[k]
+                    elif first:
+                        for k in range(ow):
+                            out[k] = row[k * sw + off]
+                    elif is_max:
+                        for k in range(ow):
+                            out[k] = max(out[k], row[k * sw + off])
+                    else:
+                        for k in range(ow):
+                            out[k] += row[k * sw + off]
+
+
+@threaded_kernel()
 def global_pool(x, y, is_max):
     """Global max or average over each (H*W) plane of ``x`` (N, C, P) into ``y`` (N, C)."""
     n, c, p = x.shape
@@ -75,38 +122,102 @@ def _fast(x: np.ndarray) -> bool:
     return x.ndim == 4 and x.dtype == np.float32
 
 
-def _pool(x: np.ndarray, win: Window, is_max: bool, count_include_pad: int) -> np.ndarray:
-    x = np.ascontiguousarray(x)
-    y = np.empty(x.shape[:2] + win.out_shape, np.float32)
+def _tuple(v):
+    return None if v is None else tuple(v)
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_plan(spatial: tuple, kernel_shape: tuple, strides, dilations, pads, auto_pad: str, ceil_mode: int,
+               count_include_pad: int, op: str):
+    """Output spatial shape, the pool2d geometry ints, whether no padding is needed, and (average
+    pools) the read-only float32 divisor: derived once per distinct call, not on every run."""
+    win = window_geometry(spatial, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, op)
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = win.kernel, win.strides, win.dilations, win.pads_begin
-    end_h, end_w = win.padded_end(x.shape[2:])
-    hp, wp = ph + x.shape[2] + end_h, pw + x.shape[3] + end_w + sw
-    pool2d(x, kh, kw, sh, sw, dh, dw, ph, pw, hp, wp, y, is_max)
-    if not is_max:  # the reference's own divisor: pads count only if count_include_pad
-        y /= reference._window_counts(x.shape[2:], win, count_include_pad).astype(np.float32)
+    end_h, end_w = win.padded_end(spatial)
+    hp, wp = ph + spatial[0] + end_h, pw + spatial[1] + end_w + sw
+    counts = None
+    if op != "MaxPool":  # the reference's own divisor: pads count only if count_include_pad
+        counts = reference._window_counts(spatial, win, count_include_pad).astype(np.float32)
+        counts.flags.writeable = False
+    # in place beat the padded copy everywhere measured but for many strided taps on a large plane
+    # (3x3/2 on 64x56x56: 0.92x), where the copy's contiguous reads pay for it
+    unpadded = ph == pw == end_h == end_w == 0 and (sw == 1 or kh * kw <= 4 or spatial[0] * spatial[1] <= 1024)
+    return win.out_shape, (kh, kw, sh, sw, dh, dw, ph, pw, hp, wp), unpadded, counts
+
+
+def _pool(x: np.ndarray, op: str, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode,
+          count_include_pad: int = 0) -> np.ndarray:
+    plan = _pool_plan(x.shape[2:], tuple(kernel_shape), _tuple(strides), _tuple(dilations), _tuple(pads), auto_pad,
+                      ceil_mode, count_include_pad, op)
+    return _run_plan(np.ascontiguousarray(x), plan)
+
+
+def _run_plan(x: np.ndarray, plan) -> np.ndarray:
+    out_shape, geo, unpadded, counts = plan
+    y = np.empty(x.shape[:2] + out_shape, np.float32)
+    is_max = counts is None
+    if unpadded:
+        kh, kw, sh, sw, dh, dw = geo[:6]
+        pool2d_unpadded(x, kh, kw, sh, sw, dh, dw, y, is_max)
+    else:
+        pool2d(x, *geo, y, is_max)
+    if not is_max:
+        y /= counts
     return y
 
 
-@register("MaxPool", since=1, kind="fast", applies=_handles)
+def _pool_binder(op: str):
+    """The plan-time ``bind`` of a fast pool kernel: attributes resolved once per node, the plan once
+    per input shape; anything off the fast path (and MaxPool's Indices output) goes to the kernel."""
+
+    def binder(fn):
+        def bind(*, kernel_shape=None, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0,
+                 count_include_pad=0, **rest):
+            attrs = dict(kernel_shape=kernel_shape, strides=strides, dilations=dilations, pads=pads,
+                         auto_pad=auto_pad, ceil_mode=ceil_mode, **rest)
+            if op != "MaxPool":
+                attrs["count_include_pad"] = count_include_pad
+            ctx = rest.get("ctx")
+            if kernel_shape is None or (ctx is not None and ctx.num_outputs > 1):
+                return functools.partial(fn, **attrs)
+            key = (tuple(kernel_shape), _tuple(strides), _tuple(dilations), _tuple(pads), auto_pad, ceil_mode,
+                   count_include_pad, op)
+            plans: dict[tuple, tuple] = {}
+
+            def run(x):
+                if not _fast(x):
+                    return fn(x, **attrs)
+                plan = plans.get(x.shape)
+                if plan is None:
+                    if len(plans) > 64:  # shapes vary run to run: keep the memo small
+                        plans.clear()
+                    plan = plans[x.shape] = _pool_plan(x.shape[2:], *key)
+                return _run_plan(np.ascontiguousarray(x), plan)
+
+            return run
+
+        return bind
+
+    return binder
+
+
+@register("MaxPool", since=1, kind="fast", applies=_handles, bind=_pool_binder("MaxPool"))
 def max_pool(x, *, kernel_shape=None, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0,
              storage_order=0, ctx):
     if not _fast(x) or ctx.num_outputs > 1 or kernel_shape is None:
         return reference.max_pool(x, kernel_shape=kernel_shape, strides=strides, dilations=dilations, pads=pads,
                                   auto_pad=auto_pad, ceil_mode=ceil_mode, storage_order=storage_order, ctx=ctx)
-    win = window_geometry(x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, "MaxPool")
-    return _pool(x, win, True, 0)
+    return _pool(x, "MaxPool", kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
 
 
-@register("AveragePool", since=1, kind="fast", applies=_handles)
+@register("AveragePool", since=1, kind="fast", applies=_handles, bind=_pool_binder("AveragePool"))
 def average_pool(x, *, kernel_shape=None, strides=None, dilations=None, pads=None, auto_pad="NOTSET",
                  ceil_mode=0, count_include_pad=0):
     if not _fast(x) or kernel_shape is None:
         return reference.average_pool(x, kernel_shape=kernel_shape, strides=strides, dilations=dilations,
                                       pads=pads, auto_pad=auto_pad, ceil_mode=ceil_mode,
                                       count_include_pad=count_include_pad)
-    win = window_geometry(x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad, ceil_mode,
-                          "AveragePool")
-    return _pool(x, win, False, count_include_pad)
+    return _pool(x, "AveragePool", kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, count_include_pad)
 
 
 def _global(x: np.ndarray, is_max: bool) -> np.ndarray:

@@ -29,7 +29,7 @@ def int_list(values: np.ndarray | Iterable[int] | None) -> list[int] | None:
     """A 0-d/1-d integer tensor (or list) as a list of Python ints; None stays None."""
     if values is None:
         return None
-    return [int(v) for v in np.asarray(values).reshape(-1)]
+    return [int(v) for v in np.asarray(values).reshape(-1).tolist()]  # tolist: no numpy scalar per element
 
 
 def scalar(value: np.ndarray | int | float) -> int | float:

