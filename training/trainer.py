@@ -5,6 +5,12 @@ live parameters and optimizer buffers, the step and epoch counters, the loader's
 position and generator, the schedule, the running sums of the epoch in progress, early
 stopping and the best weights. A run resumed from any checkpoint therefore replays exactly
 the steps an uninterrupted run would have taken.
+
+Two public hooks serve code that drives the step itself (a streaming or continual learner, a
+user's own loop): :meth:`Trainer.train_on_batch` takes one optimizer step on one batch, and
+:meth:`Trainer.register_checkpoint_state` lets a component keep its own state (a replay
+buffer, a frozen teacher, a position in a stream) in the same atomically written checkpoint
+file as the weights, so a crash can never leave two files out of step.
 """
 from __future__ import annotations
 
@@ -29,10 +35,17 @@ from training.optim import FusedOptimizer
 from training.protocols import Loss
 from training.schedules import Schedule
 
-__all__ = ["Trainer", "Callback", "accuracy"]
+__all__ = ["Trainer", "Callback", "accuracy", "StateGetter", "StateSetter", "StateCheck"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
+#: ``() -> (arrays, meta)``: a component's checkpoint state, name -> ndarray and JSON-able values
+StateGetter = Callable[[], tuple[Mapping[str, np.ndarray], Any]]
+#: ``(arrays, meta) -> None``: restore what the getter returned
+StateSetter = Callable[[Mapping[str, np.ndarray], Any], None]
+#: ``(arrays, meta) -> None``: raise CheckpointError if the saved state cannot be restored here
+StateCheck = Callable[[Mapping[str, np.ndarray], Any], None]
 _CKPT_VERSION = 1
+_STATE_PREFIX = "state::"  # arrays of registered states: state::<name>::<key>
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -78,7 +91,7 @@ class Trainer:
         feeds = model.graph.feed_inputs()
         if not feeds:
             raise TrainingError("the model has no input to feed")
-        self.model, self.loss, self.optimizer, self.schedule, self.seed = model, loss, optimizer, schedule, seed
+        self.loss, self.optimizer, self.schedule, self.seed = loss, optimizer, schedule, seed
         self.input_name = feeds[0].name
         self.input_dtype = feeds[0].type.dtype if isinstance(feeds[0].type, TensorType) else np.dtype(np.float32)
         names = _trainable_names(model, trainable)
@@ -87,6 +100,9 @@ class Trainer:
         step_model = self.split.head if self.split else model
         self.graph: TrainingGraph = build_training_graph(step_model, loss, trainable, optimizer, prediction, seed=seed)
         self.forward: Model = _live_view(model, self.graph) if self.split else self.graph.forward
+        # the model being trained, with the live weights; the caller's model is not kept (it is
+        # never modified, and holding it would keep a stale second copy of every weight alive)
+        self.model: Model = self.forward
         self._sessions: dict[str, Session] = {}
         if metrics is None:
             metrics = ["accuracy"] if isinstance(loss, CrossEntropyLoss) else []
@@ -101,9 +117,11 @@ class Trainer:
         self._best: dict[str, Any] = {"value": None, "epoch": -1, "wait": 0}
         self._best_weights: dict[str, np.ndarray] | None = None
         self._resume: dict[str, Any] | None = None
+        self._states: dict[str, tuple[StateGetter, StateSetter, StateCheck | None]] = {}
 
     # -- feeding --------------------------------------------------------------------------------
-    def _target(self, y: np.ndarray) -> np.ndarray:
+    def target_array(self, y: np.ndarray) -> np.ndarray:
+        """Labels as the loss's ``target`` input takes them (its dtype and rank)."""
         t = self.graph.model.graph.type_of(self.graph.target)
         y = np.asarray(y)
         if not isinstance(t, TensorType):
@@ -126,7 +144,7 @@ class Trainer:
 
     def _feeds(self, inputs: dict[str, np.ndarray], y: np.ndarray, extra: Sequence[np.ndarray],
                names: Sequence[str]) -> dict:
-        return {**inputs, **dict(zip(names, extra)), self.graph.target: self._target(y)}
+        return {**inputs, **dict(zip(names, extra)), self.graph.target: self.target_array(y)}
 
     def _cached_inputs(self, x: np.ndarray) -> list[np.ndarray] | None:
         """The frontier values of all of ``x`` when they are no bigger than twice ``x``, else None."""
@@ -197,12 +215,38 @@ class Trainer:
             self.graph.load_buffers(self._best_weights)
         return self.history
 
+    def train_on_batch(self, x: np.ndarray, y: np.ndarray, extra: Mapping[str, np.ndarray] | None = None, *,
+                       lr: float | None = None, callbacks: Sequence[Callback] = ()) -> float:
+        """One optimizer step on one batch; returns its loss.
+
+        For loops :meth:`fit` does not cover (a stream of samples, a continual learner, a user's
+        own schedule of batches). ``x`` goes through the frozen prefix when the trainer has one;
+        ``extra`` feeds further graph inputs by name (a loss's mask or teacher logits); ``lr``
+        overrides the rate the optimizer and schedule would give (a schedule still advances by
+        :attr:`step`). The step counter advances and ``callbacks`` get ``on_step_end``, as in
+        :meth:`fit`; epoch sums and metrics are left alone (they belong to :meth:`fit`'s epochs).
+        The prediction of the batch is in ``trainer.graph.last_outputs[trainer.graph.prediction]``.
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y):
+            raise InputError(f"train_on_batch: {len(x)} inputs but {len(y)} labels for input {self.input_name!r}")
+        extra = dict(extra or {})
+        return self._step(self._inputs(x), y, list(extra.values()), list(extra), lr, callbacks)
+
+    def _step(self, inputs: dict[str, np.ndarray], y: np.ndarray, extra: Sequence[np.ndarray], names: Sequence[str],
+              lr: float | None, callbacks: Sequence[Callback]) -> float:
+        """The step shared by :meth:`fit` and :meth:`train_on_batch`."""
+        loss = self.graph.step(self._feeds(inputs, y, extra, names), lr=self._lr() if lr is None else lr)
+        self.step += 1
+        for cb in callbacks:
+            cb.on_step_end(self, self.step, loss)
+        return loss
+
     def _train_step(self, batch: tuple[np.ndarray, ...], callbacks: Sequence[Callback]) -> None:
         k, cached, extra_names = self._batch_layout
         lead, yb, eb = batch[:k], batch[k], batch[k + 1:]
         inputs = dict(zip(self.split.frontier, lead)) if cached else self._inputs(lead[0])
-        loss = self.graph.step(self._feeds(inputs, yb, eb, extra_names), lr=self._lr())
-        self.step += 1
+        loss = self._step(inputs, yb, eb, extra_names, None, ())
         n = len(yb)
         s = self._sums
         s["n"] += n
@@ -211,7 +255,7 @@ class Trainer:
             pred = self.graph.last_outputs[self.graph.prediction]
             for k, fn in self.metrics.items():
                 s[k] += fn(yb, pred) * n
-        for cb in callbacks:
+        for cb in callbacks:  # after the sums, so a callback sees the epoch so far including this step
             cb.on_step_end(self, self.step, loss)
 
     def _end_epoch(self, validation, batch_size, monitor, patience, restore_best, callbacks) -> None:
@@ -281,35 +325,75 @@ class Trainer:
         return model
 
     # -- checkpoints ----------------------------------------------------------------------------
+    def register_checkpoint_state(self, name: str, get_state: StateGetter, set_state: StateSetter,
+                                  check: StateCheck | None = None) -> None:
+        """Keep a component's state in this trainer's checkpoints (the extension point).
+
+        ``get_state()`` returns ``(arrays, meta)``: a mapping of names to ndarrays and a JSON-able
+        value; :meth:`save_checkpoint` writes them into the same atomic file as the weights.
+        :meth:`load_checkpoint` first verifies the whole file - that it holds exactly the
+        registered states, then ``check(arrays, meta)`` of each (raise
+        :class:`~training.errors.CheckpointError` for a state this component cannot take), then
+        the weights - and only then restores the weights and calls ``set_state(arrays, meta)`` in
+        registration order, so a mismatched file changes nothing. Names are unique and hold no ``::``.
+        """
+        if not name or "::" in name:
+            raise TrainingError(f"checkpoint state name {name!r} must be non-empty and hold no '::'")
+        if name in self._states:
+            raise TrainingError(f"checkpoint state {name!r} is already registered")
+        self._states[name] = (get_state, set_state, check)
+
     def save_checkpoint(self, path: str | os.PathLike) -> None:
-        """Everything needed to continue exactly from here, in one atomically written file."""
+        """Everything needed to continue exactly from here (and every registered state), in one
+        atomically written file."""
         arrays = dict(self.graph.buffers())
         if self._best_weights is not None:
             arrays.update({f"best::{k}": v for k, v in self._best_weights.items()})
+        states = {}
+        for name, (get_state, _, _) in self._states.items():
+            state_arrays, states[name] = get_state()
+            arrays.update({f"{_STATE_PREFIX}{name}::{k}": v for k, v in state_arrays.items()})
         meta = {"version": _CKPT_VERSION, "step": self.step, "epoch": self.epoch, "fit_start": self._fit_start,
                 "history": self.history, "sums": self._sums, "best": self._best,
                 "loader": None if self.loader is None else self.loader.state_dict(),
                 "schedule": None if self.schedule is None else self.schedule.state_dict(),
-                "params": self.graph.params}
+                "params": self.graph.params, "states": states}
         save_checkpoint_file(path, arrays, meta)
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
-        """Restore a checkpoint of this model's training; the next :meth:`fit` continues from it."""
+        """Restore a checkpoint of this model's training (and the registered states); the next
+        :meth:`fit` continues from it. Nothing changes when the file does not match."""
         arrays, meta = load_checkpoint_file(path)
+        where = f"checkpoint {os.fspath(path)!r}"
         if meta.get("version") != _CKPT_VERSION:
-            raise CheckpointError(f"checkpoint {os.fspath(path)!r} has version {meta.get('version')}, "
-                                  f"expected {_CKPT_VERSION}")
-        best = {k[len("best::"):]: v for k, v in arrays.items() if k.startswith("best::")}
-        state = {k: v for k, v in arrays.items() if not k.startswith("best::")}
+            raise CheckpointError(f"{where} has version {meta.get('version')}, expected {_CKPT_VERSION}")
+        saved_states = dict(meta.get("states") or {})
+        if sorted(saved_states) != sorted(self._states):
+            raise CheckpointError(f"{where} holds the states {sorted(saved_states)} but this trainer registered "
+                                  f"{sorted(self._states)} (saved by a differently built learner?)")
+        state_arrays: dict[str, dict[str, np.ndarray]] = {n: {} for n in self._states}
+        best, state = {}, {}
+        for k, v in arrays.items():
+            if k.startswith(_STATE_PREFIX):
+                name, key = k[len(_STATE_PREFIX):].split("::", 1)
+                if name not in state_arrays:
+                    raise CheckpointError(f"{where} holds arrays of an unlisted state {name!r}")
+                state_arrays[name][key] = v
+            elif k.startswith("best::"):
+                best[k[len("best::"):]] = v
+            else:
+                state[k] = v
+        for name, (_, _, check) in self._states.items():
+            if check is not None:
+                check(state_arrays[name], saved_states[name])
         live = self.graph.buffers()
         missing, unknown = sorted(set(live) - set(state)), sorted(set(state) - set(live))
         if missing or unknown:
-            raise CheckpointError(f"checkpoint {os.fspath(path)!r} does not match this training setup: "
-                                  f"missing {missing[:5]}, unknown {unknown[:5]} (same model, trainable "
-                                  "parameters and optimizer?)")
+            raise CheckpointError(f"{where} does not match this training setup: missing {missing[:5]}, unknown "
+                                  f"{unknown[:5]} (same model, trainable parameters and optimizer?)")
         bad = [k for k, v in state.items() if v.shape != live[k].shape or v.dtype != live[k].dtype]
         if bad:
-            raise CheckpointError(f"checkpoint {os.fspath(path)!r}: shape or dtype differs for {bad[:5]}")
+            raise CheckpointError(f"{where}: shape or dtype differs for {bad[:5]}")
         self.graph.load_buffers(state)
         self.step, self.epoch, self._fit_start = int(meta["step"]), int(meta["epoch"]), int(meta["fit_start"])
         self.history = {k: list(v) for k, v in meta["history"].items()}
@@ -318,6 +402,8 @@ class Trainer:
         if self.schedule is not None and meta["schedule"] is not None:
             self.schedule.load_state_dict(meta["schedule"])
         self._resume = {"fit_start": self._fit_start, "loader": meta["loader"]}
+        for name, (_, set_state, _) in self._states.items():
+            set_state(state_arrays[name], saved_states[name])
 
     def _restore_loader(self, state: dict[str, Any], n: int) -> None:
         if state["order"] is not None and len(state["order"]) != n:
@@ -327,9 +413,10 @@ class Trainer:
 
 
 def _live_view(model: Model, graph: TrainingGraph) -> Model:
-    """A copy of the whole model whose trained arrays are the step graph's live ones."""
+    """A copy of the whole model whose trained arrays are the step graph's live ones and whose
+    frozen arrays are the model's own (the frozen prefix reads those already: never copied)."""
     live = graph.forward.graph.initializers
-    memo = {id(a): live[n] for n, a in model.graph.initializers.items() if n in live}
+    memo = {id(a): live.get(n, a) for n, a in model.graph.initializers.items()}
     return copy.deepcopy(model, memo)
 
 

@@ -53,5 +53,5 @@ def run(args) -> int:
         return 0
     print(f"average accuracy {result.average_accuracy * 100:.2f}%  average forgetting {result.forgetting * 100:.2f}%")
     print("memory: " + ", ".join(f"{k} {v / 1024:.1f} KiB" for k, v in result.memory.items())
-          + f"; peak RSS {peak_rss_mb():.0f} MB; {result.seconds:.1f} s")
+          + f"; peak RSS {peak_rss_mb():.1f} MB; {result.seconds:.1f} s")
     return 0

@@ -320,10 +320,23 @@ def test_checkpoint_mismatch_and_corruption(digits, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt"):
         _learner(_combo()).load(path)
-    trainer_ckpt = tmp_path / "trainer.ckpt"
-    lr.trainer.save_checkpoint(trainer_ckpt)
+    plain = tmp_path / "trainer.ckpt"  # a Trainer's checkpoint without the learner's state
+    T.Trainer(_mlp(), T.CrossEntropyLoss(), T.Adam(3e-3), num_threads=1).save_checkpoint(plain)
     with pytest.raises(CheckpointError, match="continual"):
-        _learner(_combo()).load(trainer_ckpt)
+        _learner(_combo()).load(plain)
+
+
+def test_failed_load_changes_nothing(digits, tmp_path):
+    """Every check runs before anything is restored: a learner survives a mismatched file intact."""
+    path = tmp_path / "cl.ckpt"
+    _learner(_combo()).learn_task(*digits[2][0], epochs=1, checkpoint=path)
+    other = _learner([Replay(ReplayBuffer.for_samples(10, (64,))), EWC(lam=1.0), LwF()])
+    before = {k: v.copy() for k, v in other.trainer.graph.buffers().items()}
+    with pytest.raises(CheckpointError, match="replay buffer"):
+        other.load(path)
+    assert other.task == 0 and other.trainer.step == 0
+    for k, v in other.trainer.graph.buffers().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
 def test_checkpoint_holds_the_continual_state(digits, tmp_path):
@@ -332,10 +345,11 @@ def test_checkpoint_holds_the_continual_state(digits, tmp_path):
     lr.extras["note"] = np.arange(3)
     lr.learn_task(*digits[2][0], epochs=1, checkpoint=path)
     lr.learn_task(*digits[2][1], epochs=1, checkpoint=path, max_steps=lr.trainer.step + 2)
-    arrays, meta = load_checkpoint_file(path)
-    assert {"replay::data", "lwf::0.weight", "graph::ewc.fisher::0.weight", "graph::lwf.weight",
-            "extra::note"} <= set(arrays)
-    assert meta["task"] == 1 and meta["position"] == [0, 2]
+    arrays, meta = load_checkpoint_file(path)  # the trainer's file: buffers by name, the learner's state::continual
+    assert {"state::continual::replay::data", "state::continual::lwf::0.weight", "ewc.fisher::0.weight",
+            "lwf.weight", "0.weight", "state::continual::extras::note"} <= set(arrays)
+    state = meta["states"]["continual"]
+    assert state["task"] == 1 and state["position"] == [0, 2] and meta["step"] == lr.trainer.step
 
 
 # -- personalization and CLI (MNIST) -------------------------------------------------------------------

@@ -3,6 +3,10 @@
 Binary ops sum each input's gradient back to that input's shape (``reduce_to_shape_of``).
 Activations whose derivative is a function of their output (Relu, Sigmoid, Tanh, Exp, Sqrt)
 read the output rather than the input, so the input can be freed earlier.
+
+At kinks the rules pick one subgradient: Abs gives 0 at 0 (``sign(x)``); Max and Min give the
+gradient to every input equal to the result, split evenly among tied inputs (as PyTorch's
+``maximum``/``minimum``), so the inputs' gradients always sum to ``dy``.
 """
 from __future__ import annotations
 
@@ -78,6 +82,53 @@ def _pow(b: GradBuilder, node: Node, dys: Grads) -> Grads:
         if p_type != a_type:
             dp = b.op("Cast", dp, to=int(b.type_of(p).elem_type))
     return [da, dp]
+
+
+@grad_rule("Abs")
+def _abs(b: GradBuilder, node: Node, dys: Grads) -> Grads:
+    """dx = dy * sign(x) (0 at x == 0); before opset 9 (no Sign) as (x > 0) - (x < 0)."""
+    x = node.inputs[0]
+    if b.opset() >= 9:
+        sign = b.op("Sign", x)
+    else:
+        to = int(b.type_of(x).elem_type)
+        zero = _k(b, node, 0.0)
+        sign = b.op("Sub", b.op("Cast", b.op("Greater", x, zero), to=to), b.op("Cast", b.op("Less", x, zero), to=to))
+    return [b.op("Mul", dys[0], sign)]
+
+
+def _extremum(b: GradBuilder, node: Node, dys: Grads, beaten_by: str) -> Grads:
+    """Max/Min over broadcast inputs: each input equal to the result gets ``dy`` divided by the
+    number of inputs tied there. ``x == y`` is spelled ``Not(y > x)`` for Max (``Not(y < x)``
+    for Min), valid for floats at every opset with broadcasting."""
+    xs, y, dy = node.inputs, node.outputs[0], dys[0]
+    if len(xs) == 1:
+        return [dy]
+    to = int(b.type_of(y).elem_type)
+    hits = [b.op("Cast", b.op("Not", b.op(beaten_by, y, x)), to=to) for x in xs]
+    share = b.op("Div", dy, b.op("Sum", *hits))
+    return [b.reduce_to_shape_of(b.op("Mul", share, h), x) if b.needs(x) else None for h, x in zip(hits, xs)]
+
+
+@grad_rule("Max")
+def _max(b: GradBuilder, node: Node, dys: Grads) -> Grads:
+    return _extremum(b, node, dys, "Greater")
+
+
+@grad_rule("Min")
+def _min(b: GradBuilder, node: Node, dys: Grads) -> Grads:
+    return _extremum(b, node, dys, "Less")
+
+
+@grad_rule("Where")
+def _where(b: GradBuilder, node: Node, dys: Grads) -> Grads:
+    """The gradient goes to the branch each element was taken from; the condition gets none."""
+    cond, x, z = node.inputs
+    dy = dys[0]
+    zero = b.const(scalar(0.0, dtype_of(b, node.outputs[0], node)))
+    dx = b.reduce_to_shape_of(b.op("Where", cond, dy, zero), x) if b.needs(x) else None
+    dz = b.reduce_to_shape_of(b.op("Where", cond, zero, dy), z) if b.needs(z) else None
+    return [None, dx, dz]
 
 
 @grad_rule("Neg")

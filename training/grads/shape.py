@@ -1,7 +1,8 @@
 """Gradient rules of the shape and indexing ops, and the small emit helpers every rule family uses.
 
 Moving data around is linear: the gradient moves it back (Reshape back, inverse Transpose,
-Split for Concat, Pad with negated pads, scatter-add for Gather, zero-filled write-back for Slice).
+Split for Concat, Pad with negated pads or its border folded back, scatter-add for Gather,
+zero-filled write-back for Slice).
 Helpers emit the opset-appropriate form (axes as attribute before opset 13, as input after).
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-import training.kernels.shape_grads  # noqa: F401 - registers SliceGrad / GatherGrad kernels
+import training.kernels.shape_grads  # noqa: F401 - registers SliceGrad / GatherGrad / PadGrad kernels
 from inference.ir import Node
 from training.errors import NotDifferentiableError
 from training.grads.registry import GRAD_DOMAIN, GradBuilder, grad_rule
@@ -165,18 +166,25 @@ def _gather(b: GradBuilder, node: Node, dys: Grads) -> Grads:
 @grad_rule("Pad")
 def _pad(b: GradBuilder, node: Node, dys: Grads) -> Grads:
     """Constant padding is linear: padding with the negated pads crops the padding away (and
-    zero-fills what a negative pad cropped)."""
+    zero-fills what a negative pad cropped). Reflect, edge and wrap copy inner elements into
+    the border: PadGrad adds each border element's gradient back onto its source."""
     mode = node.attrs.get("mode", "constant")
     if isinstance(mode, bytes):
         mode = mode.decode()
-    if mode != "constant":
-        raise NotDifferentiableError(f"Pad (node {node.label()!r}): mode {mode!r} has no gradient rule, "
-                                     "only 'constant'")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise NotDifferentiableError(f"Pad (node {node.label()!r}): mode {mode!r} has no gradient rule")
+    x, dy = node.inputs[0], dys[0]
     if b.opset() >= 11:
+        pads = node.inputs[1]
         axes = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3] else None
-        return pad_none(node, b.op("Pad", dys[0], b.op("Neg", node.inputs[1]), None, axes, mode="constant"))
-    key = "paddings" if b.opset() < 2 else "pads"
-    return [b.op("Pad", dys[0], mode="constant", **{key: [-int(p) for p in node.attrs[key]]})]
+        if mode == "constant":
+            return pad_none(node, b.op("Pad", dy, b.op("Neg", pads), None, axes, mode="constant"))
+    else:
+        key = "paddings" if b.opset() < 2 else "pads"
+        if mode == "constant":
+            return [b.op("Pad", dy, mode="constant", **{key: [-int(p) for p in node.attrs[key]]})]
+        pads, axes = ints(b, node.attrs[key]), None
+    return pad_none(node, b.op("PadGrad", dy, shape_of(b, x), pads, axes, domain=GRAD_DOMAIN, mode=mode))
 
 
 def unreduce(b: GradBuilder, node: Node, dy: str, axes_attr: str = "axes") -> str:

@@ -1,8 +1,9 @@
 """Backward-only kernels of the core rules (domain ``edgelearn.grad``).
 
 They do what no short chain of standard ops does exactly or fast: scatter-add for Gather
-(indices may repeat), zero-filled write-back for Slice (any steps, clamped bounds), the reverse
-of broadcasting when shapes are only known at run time, and the masks of Relu, Clip and
+(indices may repeat), zero-filled write-back for Slice (any steps, clamped bounds), folding the
+reflected/repeated borders of Pad back onto their sources, the reverse of broadcasting when
+shapes are only known at run time, and the masks of Relu, Clip and
 LeakyRelu (one pass instead of Greater + Where; numpy's ``where`` on a random mask is ~7x
 slower than a compiled select).
 """
@@ -21,7 +22,7 @@ from inference.ops.registry import register
 from inference.schema import FormalParam, OpSchema, register_schema
 from training.grads.registry import GRAD_DOMAIN
 
-_SHAPE_INPUT = {"SumToShape": 1, "SliceGrad": 1, "GatherGrad": 2}  # where each op reads its out shape
+_SHAPE_INPUT = {"SumToShape": 1, "SliceGrad": 1, "GatherGrad": 2, "PadGrad": 1}  # where each op reads its out shape
 
 
 def _shape_from_input(node: Node, types: Sequence[TensorType | None]) -> list[TensorType | None]:
@@ -45,6 +46,7 @@ _schema("SumToShape", [("grad", False), ("shape", False)])
 _schema("SliceGrad", [("dy", False), ("shape", False), ("starts", False), ("ends", False),
                       ("axes", True), ("steps", True)])
 _schema("GatherGrad", [("dy", False), ("indices", False), ("shape", False)], {"axis": 0})
+_schema("PadGrad", [("dy", False), ("shape", False), ("pads", False), ("axes", True)], {"mode": "reflect"})
 for _op, _ins, _attrs in (("ReluGrad", ("dy", "y"), {}), ("ClipGrad", ("dy", "x", "y"), {}),
                           ("LeakyReluGrad", ("dy", "x"), {"alpha": 0.01})):
     register_schema(OpSchema(_op, GRAD_DOMAIN, 1, tuple(FormalParam(n) for n in _ins), (FormalParam("dx"),),
@@ -89,6 +91,56 @@ def gather_grad(dy: np.ndarray, indices: np.ndarray, shape: np.ndarray, *, axis:
     rows = dy.reshape(dims[:axis] + [idx.size] + dims[axis + 1:])
     np.add.at(np.moveaxis(out, axis, 0), idx, np.moveaxis(rows, axis, 0))
     return out
+
+
+_FOLDED_PAD_MODES = ("reflect", "edge", "wrap")
+
+
+@register("PadGrad", since=1, domain=GRAD_DOMAIN)
+def pad_grad(dy: np.ndarray, shape: np.ndarray, pads: np.ndarray, axes: np.ndarray | None = None, *,
+             mode: str = "reflect") -> np.ndarray:
+    """The adjoint of ONNX Pad in mode reflect, edge or wrap: each padded element's gradient is
+    added to the element it was copied from, and what negative pads cropped gets zeros.
+
+    Mirrors ``inference.ops.layout.pad_tensor`` (crop by negative pads, then ``np.pad``). Those
+    modes copy along each axis independently, so the adjoint folds one axis at a time; the
+    source of every padded position is ``np.pad`` applied to the positions themselves.
+    """
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode not in _FOLDED_PAD_MODES:
+        raise KernelError(f"PadGrad: mode {mode!r} is not one of {list(_FOLDED_PAD_MODES)}")
+    dims = int_list(shape)
+    pads_l = int_list(pads)
+    axes_l = list(range(len(dims))) if axes is None else normalize_axes(int_list(axes), len(dims), "PadGrad axes")
+    if len(pads_l) != 2 * len(axes_l):
+        raise KernelError(f"PadGrad: {len(pads_l)} pads given for {len(axes_l)} axes (need twice as many)")
+    widths = [[0, 0] for _ in dims]
+    for i, a in enumerate(axes_l):
+        widths[a] = [pads_l[i], pads_l[i + len(axes_l)]]
+    crop = tuple(slice(max(-b, 0), d - max(-e, 0)) for d, (b, e) in zip(dims, widths))
+    kept = [len(range(d)[c]) for d, c in zip(dims, crop)]
+    expected = tuple(n + max(b, 0) + max(e, 0) for n, (b, e) in zip(kept, widths))
+    if dy.shape != expected:
+        raise KernelError(f"PadGrad: gradient of shape {list(dy.shape)} does not match the padded shape "
+                          f"{list(expected)} of an input of shape {dims} with pads {pads_l}")
+    g = dy
+    for a, (n, (b, e)) in enumerate(zip(kept, widths)):
+        b, e = max(b, 0), max(e, 0)
+        if b or e:
+            g = _fold_axis(g, a, n, b, e, mode)
+    out = np.zeros(dims, dtype=dy.dtype)
+    out[crop] = g
+    return out
+
+
+def _fold_axis(g: np.ndarray, axis: int, n: int, before: int, after: int, mode: str) -> np.ndarray:
+    """``g`` (padded by before/after along ``axis``) summed back onto the ``n`` source positions."""
+    source = np.pad(np.arange(n), (before, after), mode=mode)
+    moved = np.moveaxis(g, axis, 0)
+    out = moved[before:before + n].copy()
+    for j in [*range(before), *range(before + n, before + n + after)]:
+        out[source[j]] += moved[j]
+    return np.moveaxis(out, 0, axis)
 
 
 RELU, CLIP, LEAKY_RELU = 0, 1, 2  # which mask a MaskedGrad applies
