@@ -99,18 +99,29 @@ def epilogue_rows(y, bias, z, has_z, code, alpha, beta):
 
 @threaded_kernel()
 def epilogue_cols(y, bias, z, has_z, code, alpha, beta):
-    """In place over ``y`` (R, N) of a matrix product: ``y = act(y + bias + z)``, bias per column."""
+    """In place over C-contiguous ``y`` (R, N) of a matrix product: ``y = act(y + bias + z)``, bias
+    per column.
+
+    Rows go in chunks of about 2048 elements: bias and residual row by row, then the activation
+    over the whole chunk as one flat vector while it is in cache. Per row, short rows (the 16-32
+    channels of an NHWC convolution's pixel) spent more in the activation call than in the math:
+    2-4x slower on (12544, 16), and no faster on wide rows.
+    """
     r, n = y.shape
-    for i in numba.prange(r):
-        row = y[i]
-        if has_z:
-            zr = z[i]
-            for k in range(n):
-                row[k] = row[k] + bias[k] + zr[k]
-        else:
-            for k in range(n):
-                row[k] = row[k] + bias[k]
-        activate_row(row, code, alpha, beta)
+    step = max(1, 2048 // max(n, 1))
+    for chunk in numba.prange((r + step - 1) // step):
+        start = chunk * step
+        stop = min(r, start + step)
+        for i in range(start, stop):
+            row = y[i]
+            if has_z:
+                zr = z[i]
+                for k in range(n):
+                    row[k] = row[k] + bias[k] + zr[k]
+            else:
+                for k in range(n):
+                    row[k] = row[k] + bias[k]
+        activate_row(y[start:stop].reshape((stop - start) * n), code, alpha, beta)
 
 
 def as_f32(a: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:

@@ -16,6 +16,7 @@ from inference.passes.constant_folding import fold_constants
 from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
 from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
+from inference.passes.layout import to_nhwc
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
@@ -41,6 +42,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
     Pass("fuse_conv_epilogue", fuse_conv_epilogue, is_fusion=True),
     Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
+    Pass("layout_nhwc", to_nhwc, is_fusion=True),  # after the fusions: converts FusedConv chains
 )
 
 

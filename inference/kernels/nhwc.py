@@ -1,0 +1,259 @@
+"""``edgelearn::FusedConvNHWC``: FusedConv on channels-last tensors, which the layout pass creates.
+
+``FusedConvNHWC(X, W, B?, Z?)`` = act(Conv(X, W) + B + Z) with ``X`` (N, H, W, C), ``Z`` and ``Y``
+(N, OH, OW, M), and ``W`` pre-arranged by the pass as HWIO (kh, kw, C/group, M); attributes are
+FusedConv's. Why channels-last: a depthwise stencil's inner loop then runs over contiguous channels
+(in NCHW it runs over a short output row, little to vectorise at 7x7 or 14x14), a 1x1 convolution
+is one GEMM (N*H*W, C) @ (C, M) over the whole batch, and the bias is a per-column broadcast, so
+the epilogue is :func:`~inference.kernels.activations.epilogue_cols` as for a matrix product.
+The reference kernel transposes to NCHW and calls FusedConv's reference: it is the oracle.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from inference.errors import KernelError
+from inference.ir import Node, TensorType
+from inference.kernels._jit import threaded_kernel
+from inference.kernels.activations import activate_row, activation_code, as_f32, epilogue_cols
+from inference.kernels.conv import _valid_range, handles
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
+from inference.ops._window import Window, window_geometry
+from inference.ops.registry import register
+from inference.schema import FormalParam, OpSchema, register_schema
+
+OP = "FusedConvNHWC"
+TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+HWIO = (2, 3, 1, 0)  # OIHW -> HWIO: the weight layout of FusedConvNHWC
+OIHW = (3, 2, 0, 1)  # and back
+
+
+def _geometry(spatial, w_shape, attrs: dict, where: str) -> Window:
+    return window_geometry(spatial, attrs.get("kernel_shape") or w_shape[:2], attrs.get("strides"),
+                           attrs.get("dilations"), attrs.get("pads"), attrs.get("auto_pad", "NOTSET"), 0, where)
+
+
+def _shape(node: Node, types: list) -> list:
+    x, w = types[0], types[1] if len(types) > 1 else None
+    if not isinstance(x, TensorType) or not isinstance(w, TensorType) or x.rank != 4 or w.rank != 4:
+        return [None]
+    spatial = x.shape[1:3]
+    if all(isinstance(d, int) for d in spatial) and all(isinstance(d, int) for d in w.shape):
+        out = _geometry(spatial, w.shape, node.attrs, f"{OP} {node.label()}").out_shape
+    else:
+        out = (None, None)
+    return [TensorType(x.elem_type, (x.shape[0],) + tuple(out) + (w.shape[3],))]
+
+
+register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W"), FormalParam("B", optional=True),
+                                         FormalParam("Z", optional=True)), (FormalParam("Y"),),
+                         {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None,
+                          "pads": None, "strides": None, **EPILOGUE_ATTRS}, shape_rule=_shape))
+
+
+def _check(x: np.ndarray, w: np.ndarray, z: np.ndarray | None, group: int) -> None:
+    """Rank and channel agreement, so a wrong feed is named instead of indexing out of bounds."""
+    if x.ndim != 4 or w.ndim != 4:
+        raise KernelError(f"{OP}: X must be (N, H, W, C) and W (kh, kw, C/group, M), got X {x.shape}, W {w.shape}")
+    if group < 1 or x.shape[3] != w.shape[2] * group or w.shape[3] % group:
+        raise KernelError(f"{OP}: X {x.shape} has {x.shape[3]} channels, W {w.shape} with group={group} "
+                          f"expects {w.shape[2] * group} and M divisible by the group")
+    if z is not None and z.ndim != 4:
+        raise KernelError(f"{OP}: residual Z must be (N, OH, OW, M), got shape {z.shape}")
+
+
+@register(OP, since=1, domain=DOMAIN)
+def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **conv_attrs):
+    _check(x, w, z, conv_attrs.get("group", 1))
+    zz = None if z is None else z.transpose(TO_NCHW)
+    y = fused_conv_reference(x.transpose(TO_NCHW), w.transpose(OIHW), b, zz, activation=activation,
+                             alpha=alpha, beta=beta, **conv_attrs)
+    return np.ascontiguousarray(y.transpose(TO_NHWC))
+
+
+# -- numba kernels -------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _finish_row(out, z, has_z, b, yo, code, alpha, beta):
+    """Residual and activation over one finished output row (ow, M), seen as one flat vector."""
+    flat = out.reshape(out.size)
+    if has_z:
+        zr = z[b, yo].reshape(out.size)
+        for k in range(flat.size):
+            flat[k] += zr[k]
+    activate_row(flat, code, alpha, beta)
+
+
+@numba.njit(cache=True, inline="always")
+def _tap_add(out, src, wv, lo, hi, x0, sw):
+    """``out[xo] += wv * src[xo*sw + x0]`` for xo in [lo, hi): one tap, all channels."""
+    c = wv.size
+    for xo in range(lo, hi):
+        d, s = out[xo], src[xo * sw + x0]
+        for k in range(c):
+            d[k] += wv[k] * s[k]
+
+
+@threaded_kernel(fastmath=True)
+def depthwise_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
+    """Depthwise conv of any kernel size: ``x`` (N, H, W, C), ``wt`` (kh, kw, C) -> ``y`` (N, OH, OW, C).
+
+    One output row at a time: start from the bias, add each tap over the columns where it lands
+    inside the image (no padded copy needed: pads just shorten the column range), then the epilogue
+    while the row is in cache.
+    """
+    n, h, w, c = x.shape
+    kh, kw, _ = wt.shape
+    _, oh, ow, _ = y.shape
+    for r in numba.prange(n * oh):
+        b, yo = r // oh, r % oh
+        out = y[b, yo]
+        for xo in range(ow):
+            out[xo] = bias
+        for i in range(kh):
+            iy = yo * sh - ph + i * dh
+            if iy < 0 or iy >= h:
+                continue
+            for j in range(kw):
+                lo, hi = _valid_range(pw, j * dw, sw, w, ow)
+                _tap_add(out, x[b, iy], wt[i, j], lo, hi, j * dw - pw, sw)
+        _finish_row(out, z, has_z, b, yo, code, alpha, beta)
+
+
+@threaded_kernel(fastmath=True)
+def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
+    """Depthwise 3x3: each output pixel sums its nine taps per channel in registers, one store.
+
+    Rows above or below the image read a zero row (no branch per tap); only the border columns
+    whose taps leave the image go through the per-tap loop of the general kernel.
+    """
+    n, h, w, c = x.shape
+    _, oh, ow, _ = y.shape
+    zero = np.zeros((w, c), np.float32)
+    w00, w01, w02 = wt[0, 0], wt[0, 1], wt[0, 2]
+    w10, w11, w12 = wt[1, 0], wt[1, 1], wt[1, 2]
+    w20, w21, w22 = wt[2, 0], wt[2, 1], wt[2, 2]
+    lo, hi = _valid_range(pw, 0, sw, w, ow)  # columns where all three taps are inside
+    lo = max(lo, _valid_range(pw, 2 * dw, sw, w, ow)[0])
+    hi = min(hi, _valid_range(pw, 2 * dw, sw, w, ow)[1])
+    hi = max(lo, hi)
+    for r in numba.prange(n * oh):
+        b, yo = r // oh, r % oh
+        out = y[b, yo]
+        iy = yo * sh - ph
+        r0 = x[b, iy] if 0 <= iy < h else zero
+        r1 = x[b, iy + dh] if 0 <= iy + dh < h else zero
+        r2 = x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero
+        for xo in range(lo, hi):
+            s = xo * sw - pw
+            a0, a1, a2 = r0[s], r0[s + dw], r0[s + 2 * dw]
+            b0, b1, b2 = r1[s], r1[s + dw], r1[s + 2 * dw]
+            c0, c1, c2 = r2[s], r2[s + dw], r2[s + 2 * dw]
+            d = out[xo]
+            for k in range(c):
+                d[k] = (bias[k] + w00[k] * a0[k] + w01[k] * a1[k] + w02[k] * a2[k]
+                        + w10[k] * b0[k] + w11[k] * b1[k] + w12[k] * b2[k]
+                        + w20[k] * c0[k] + w21[k] * c1[k] + w22[k] * c2[k])
+        for xo in range(ow):
+            if lo <= xo < hi:
+                continue
+            out[xo] = bias
+            for j in range(3):
+                ix = xo * sw - pw + j * dw
+                if 0 <= ix < w:
+                    _tap_add(out, r0, wt[0, j], xo, xo + 1, j * dw - pw, sw)
+                    _tap_add(out, r1, wt[1, j], xo, xo + 1, j * dw - pw, sw)
+                    _tap_add(out, r2, wt[2, j], xo, xo + 1, j * dw - pw, sw)
+        _finish_row(out, z, has_z, b, yo, code, alpha, beta)
+
+
+@threaded_kernel()
+def im2col_nhwc(x, b, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
+    """Fill ``cols`` (OH*OW, kh*kw*C) from image ``b`` of ``x`` (N, H, W, C): each row is one output
+    pixel's patch in HWI order (zeros outside the image). Without dilation a patch row's kw taps
+    are kw*C contiguous input values, copied as one run (per tap, 3-channel stems were 2x slower).
+    """
+    _, h, w, c = x.shape
+    run = kw * c
+    for yo in numba.prange(oh):
+        for i in range(kh):
+            iy = yo * sh - ph + i * dh
+            inside = 0 <= iy < h
+            src = x[b, min(max(iy, 0), h - 1)].reshape(w * c)
+            col0 = i * run
+            for xo in range(ow):
+                dst = cols[yo * ow + xo]
+                ix0 = xo * sw - pw
+                if not inside:
+                    for k in range(run):
+                        dst[col0 + k] = 0
+                elif dw == 1 and ix0 >= 0 and ix0 + kw <= w:
+                    s0 = ix0 * c
+                    if run >= 32:  # long runs: copy between slices, which vectorises
+                        d, s = dst[col0:col0 + run], src[s0:s0 + run]
+                        for k in range(run):
+                            d[k] = s[k]
+                    else:  # short runs: plain indices, no slice objects
+                        for k in range(run):
+                            dst[col0 + k] = src[s0 + k]
+                else:
+                    for j in range(kw):
+                        ix = ix0 + j * dw
+                        inx = 0 <= ix < w
+                        for k in range(c):
+                            dst[col0 + j * c + k] = src[ix * c + k] if inx else 0
+
+
+# -- dispatch -------------------------------------------------------------------------------------
+def is_depthwise(c: int, w_shape: tuple, group: int) -> bool:
+    """A depthwise conv in HWIO terms: one input channel per group, one output per input channel."""
+    return group == c and w_shape[2] == 1 and w_shape[3] == c
+
+
+def conv2d_nhwc(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, win: Window,
+                group: int, code: int, alpha: float, beta: float) -> np.ndarray:
+    """``act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w``; depthwise or group 1."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, h, wd, c = x.shape
+    kh, kw, cg, m = w.shape
+    oh, ow = win.out_shape
+    (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
+    bias = as_f32(b, (m,))
+    zz = as_f32(z, (n, oh, ow, m)) if z is not None else np.empty((1, 1, 1, 1), np.float32)
+    if is_depthwise(c, w.shape, group):
+        y = np.empty((n, oh, ow, m), np.float32)
+        kernel = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc
+        kernel(x, as_f32(w, (kh, kw, m)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
+        return y
+    wm = as_f32(w, (kh * kw * c, m))
+    if kh == kw == 1 and ph == pw == 0:  # pointwise: a (strided) view of the pixels, one GEMM
+        src = x if sh == sw == 1 and (oh, ow) == (h, wd) else np.ascontiguousarray(x[:, ::sh, ::sw][:, :oh, :ow])
+        y = np.matmul(src.reshape(n * oh * ow, c), wm)
+    else:
+        y = np.empty((n * oh * ow, m), np.float32)
+        cols = np.empty((oh * ow, kh * kw * c), np.float32)
+        for i in range(n):
+            im2col_nhwc(x, i, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols)
+            np.matmul(cols, wm, out=y[i * oh * ow:(i + 1) * oh * ow])
+    epilogue_cols(y, bias, zz.reshape(-1, zz.shape[3]), z is not None, code, alpha, beta)
+    return y.reshape(n, oh, ow, m)
+
+
+def supports(c: int, w_shape: tuple, group: int) -> bool:
+    """Whether the fast kernel runs this conv (the pass converts only these): depthwise or group 1."""
+    return group == 1 or is_depthwise(c, w_shape, group)
+
+
+@register(OP, since=1, domain=DOMAIN, kind="fast", applies=handles)
+def fused_conv_nhwc(x, w, b=None, z=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                    pads=None, strides=None, activation="", alpha=0.0, beta=0.0):
+    _check(x, w, z, group)
+    attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
+                 strides=strides)
+    if x.dtype != np.float32 or w.dtype != np.float32 or not supports(x.shape[3], w.shape, group):
+        return fused_conv_nhwc_reference(x, w, b, z, activation=activation, alpha=alpha, beta=beta, **attrs)
+    win = _geometry(x.shape[1:3], w.shape, attrs, OP)
+    if z is not None and z.shape != (x.shape[0],) + win.out_shape + (w.shape[3],):
+        raise KernelError(f"{OP}: residual Z has shape {z.shape}, the output "
+                          f"{(x.shape[0],) + win.out_shape + (w.shape[3],)}")
+    return conv2d_nhwc(x, w, b, z, win, group, activation_code(activation), float(alpha), float(beta))

@@ -1,0 +1,258 @@
+"""Run conv chains channels-last: regions of convolutions become ``edgelearn::FusedConvNHWC``.
+
+Why: depthwise convolutions dominate MobileNet-style models, and in NCHW their inner loop runs
+over a short output row; in NHWC it runs over contiguous channels (measured per MobileNetV2 layer,
+batch 1: 1.7-13x faster at 96-960 channels, on par at 32; see ``inference.kernels.nhwc``). 1x1
+and kxk convolutions are one GEMM either way (measured per layer: 1x1 0.85-1.17x, 3x3 of ResNet-18
+and VGG 0.86-1.28x, no steady winner), so they join a region to keep the data channels-last between
+depthwise layers rather than to gain on their own.
+
+What converts: float32 ``FusedConv``/``Conv`` nodes with a constant weight, static channels and
+spatial size, group 1 or depthwise (a kxk conv with fewer than :data:`MIN_IM2COL_CHANNELS` input
+channels stays NCHW: its channels-last patches are too short to copy fast, e.g. an RGB stem),
+plus elementwise ops between them (activations, same-shape Add/Sub/Mul/Div/Max/Min). Nodes connected
+through NHWC tensors, or reading the same outside tensor, form one region. Transposes go only at a
+region's boundary: one into NHWC per outside tensor a region reads, one back to NCHW (under the
+original name) per region tensor something else reads or the graph outputs.
+
+The rule for converting a region: the output elements (per sample) of its depthwise convolutions
+must be at least :data:`MIN_DEPTHWISE_PER_BOUNDARY` times the elements its boundary transposes move.
+Measured: a transpose of an image costs about what NHWC saves on one depthwise layer of that size
+at ~144 channels (0.3-0.5 ms at 56x56, batch 1), more than it saves at 32 channels and far less
+than at 192 and up. Regions without depthwise work are left alone: converted anyway, whole models
+ranged 0.96-1.14x (onnx's light vgg19, alexnet, zfnet512, inception_v1/v2, resnet50) and 0.98-1.29x
+(our ResNet-18, benchmarks/layout.py column "forced") from run to run: no gain worth the risk.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from inference.ir import Graph, Model, Node, TensorType, Value
+from inference.kernels.fused import CONV_ATTRS, DOMAIN, EPILOGUE_ATTRS
+from inference.kernels.nhwc import HWIO, OIHW, OP, TO_NCHW, TO_NHWC, is_depthwise, supports
+from inference.passes._epilogue import FUSABLE_ACTIVATIONS
+from inference.passes._rewrite import constant_value, drop_unused_initializers
+
+MIN_DEPTHWISE_PER_BOUNDARY = 1.0
+MIN_IM2COL_CHANNELS = 16
+SUFFIX = "__nhwc"
+
+_UNARY = FUSABLE_ACTIVATIONS + ("Tanh", "Elu", "Softplus", "Identity")
+_BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min")
+
+
+# -- which nodes can run channels-last --------------------------------------------------------------
+def _nchw_type(g: Graph, name: str) -> TensorType | None:
+    """The float32 rank-4 type of ``name`` with static C, H, W (the batch may be symbolic)."""
+    t = g.type_of(name)
+    if isinstance(t, TensorType) and t.elem_type == 1 and t.rank == 4 and all(isinstance(d, int) for d in t.shape[1:]):
+        return t
+    return None
+
+
+def _is_conv(n: Node) -> bool:
+    return (n.domain, n.op_type) in ((DOMAIN, "FusedConv"), ("", "Conv"))
+
+
+def _conv_ok(g: Graph, n: Node) -> bool:
+    x = _nchw_type(g, n.inputs[0])
+    w = constant_value(g, n.inputs[1]) if len(n.inputs) > 1 else None
+    if x is None or w is None or w.ndim != 4 or w.dtype != np.float32 or _nchw_type(g, n.outputs[0]) is None:
+        return False
+    c, group = x.shape[1], int(n.attrs.get("group", 1))
+    hwio = w.shape[2:] + (w.shape[1], w.shape[0])
+    if not supports(c, hwio, group):
+        return False
+    return is_depthwise(c, hwio, group) or w.shape[2:] == (1, 1) or c >= MIN_IM2COL_CHANNELS
+
+
+def _elementwise_ok(g: Graph, n: Node) -> bool:
+    if n.domain != "" or len(n.outputs) != 1 or _nchw_type(g, n.outputs[0]) is None:
+        return False
+    if n.op_type in _BINARY:
+        shapes = {g.type_of(i).shape if _nchw_type(g, i) else None for i in n.inputs}
+        return len(n.inputs) == 2 and None not in shapes and len(shapes) == 1
+    if n.op_type not in _UNARY or _nchw_type(g, n.inputs[0]) is None:
+        return False
+    extra = [i for i in n.inputs[1:] if i]  # Clip's bounds: constant scalars only
+    return all((v := constant_value(g, i)) is not None and v.size == 1 for i in extra)
+
+
+def _data_inputs(n: Node) -> list[str]:
+    """The inputs that are images (and so change layout): X and the residual Z of a conv."""
+    if _is_conv(n):
+        return [i for k, i in enumerate(n.inputs) if i and k in (0, 3)]
+    return [n.inputs[0]] if n.op_type in _UNARY else list(n.inputs)
+
+
+# -- regions ---------------------------------------------------------------------------------------
+class _Regions:
+    """Union-find over the candidate nodes."""
+
+    def __init__(self, nodes: list[Node]):
+        self.parent = {id(n): id(n) for n in nodes}
+
+    def find(self, k: int) -> int:
+        while self.parent[k] != k:
+            self.parent[k] = self.parent[self.parent[k]]
+            k = self.parent[k]
+        return k
+
+    def union(self, a: int, b: int) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def find_regions(g: Graph) -> list[list[Node]]:
+    """Maximal groups of convertible nodes linked by tensors they pass or outside tensors they share."""
+    cands = [n for n in g.nodes if (_conv_ok(g, n) if _is_conv(n) else _elementwise_ok(g, n))]
+    uf = _Regions(cands)
+    producer = {n.outputs[0]: n for n in cands}
+    first_reader: dict[str, Node] = {}
+    for n in cands:
+        for t in _data_inputs(n):
+            if t in producer:
+                uf.union(id(n), id(producer[t]))
+            elif t in first_reader:
+                uf.union(id(n), id(first_reader[t]))
+            else:
+                first_reader[t] = n
+    groups: dict[int, list[Node]] = {}
+    for n in cands:
+        groups.setdefault(uf.find(id(n)), []).append(n)
+    return list(groups.values())
+
+
+def _numel(g: Graph, name: str) -> int:
+    return math.prod(g.concrete_shape(name, batch=1) or (0,))
+
+
+def _boundaries(g: Graph, region: list[Node], consumers: dict[str, list[Node]]) -> tuple[list[str], list[str]]:
+    """(outside tensors the region reads as images, region tensors read outside it or output)."""
+    ids = {id(n) for n in region}
+    produced = list(dict.fromkeys(n.outputs[0] for n in region))
+    ins = list(dict.fromkeys(t for n in region for t in _data_inputs(n) if t not in produced))
+    outs = [t for t in produced if t in g.output_names
+            or any(id(r) not in ids or t not in _data_inputs(r) for r in consumers.get(t, []))]
+    return ins, outs
+
+
+def pays(g: Graph, region: list[Node], consumers: dict[str, list[Node]]) -> bool:
+    """The module's rule: depthwise output elements >= MIN_DEPTHWISE_PER_BOUNDARY x transposed ones."""
+    ins, outs = _boundaries(g, region, consumers)
+    moved = sum(_numel(g, t) for t in ins + outs)
+    depthwise = sum(_numel(g, n.outputs[0]) for n in region if _is_conv(n) and int(n.attrs.get("group", 1)) > 1)
+    return depthwise >= MIN_DEPTHWISE_PER_BOUNDARY * moved  # moved > 0: a region reads something
+
+
+# -- rewriting -------------------------------------------------------------------------------------
+def _nhwc_value(g: Graph, name: str, new: str) -> Value:
+    t = g.type_of(name)
+    return Value(new, TensorType(t.elem_type, tuple(t.shape[i] for i in TO_NHWC)))
+
+
+class _Names:
+    """``name + SUFFIX`` for the NHWC twin of a tensor, numbered if the graph already has that name
+    (a second run next to a region converted before)."""
+
+    def __init__(self, g: Graph):
+        self.taken = set(g.input_names) | set(g.initializers) | {o for n in g.nodes for o in n.outputs}
+        self.twins: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        if name not in self.twins:
+            new, k = name + SUFFIX, 1
+            while new in self.taken:
+                new, k = f"{name}{SUFFIX}{k}", k + 1
+            self.taken.add(new)
+            self.twins[name] = new
+        return self.twins[name]
+
+
+def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
+    rename = {i: twin(i) for i in _data_inputs(n)}
+    inputs = [rename.get(i, i) for i in n.inputs]
+    if not _is_conv(n):
+        return Node(n.op_type, inputs, [twin(n.outputs[0])], dict(n.attrs), n.domain, n.name,
+                    dict(n.attr_types), n.doc)
+    w = n.inputs[1]
+    if w not in hwio:
+        hwio[w] = f"{w}__hwio"
+        g.initializers[hwio[w]] = np.ascontiguousarray(g.initializers[w].transpose(HWIO))
+    inputs[1] = hwio[w]
+    attrs = {k: v for k, v in n.attrs.items() if k in CONV_ATTRS or k in EPILOGUE_ATTRS}
+    return Node(OP, inputs, [twin(n.outputs[0])], attrs, DOMAIN, n.name or n.outputs[0])
+
+
+def _transpose(src: str, dst: str, perm: tuple[int, ...]) -> Node:
+    return Node("Transpose", [src], [dst], {"perm": list(perm)}, "", f"layout/{dst}")
+
+
+def _rewrite(model: Model, regions: list[list[Node]], consumers: dict[str, list[Node]]) -> None:
+    g = model.graph
+    convert: dict[int, Node] = {}
+    before: dict[int, list[Node]] = {}  # node id -> transposes into NHWC to emit before it
+    after: dict[int, list[Node]] = {}  # node id -> transposes back to NCHW to emit after it
+    hwio: dict[str, str] = {}
+    twin = _Names(g)
+    for region in regions:
+        ins, outs = _boundaries(g, region, consumers)
+        for n in region:
+            convert[id(n)] = _converted(g, n, hwio, twin)
+        for t in ins:
+            first = next(n for n in g.nodes if id(n) in convert and t in _data_inputs(n))
+            before.setdefault(id(first), []).append(_transpose(t, twin(t), TO_NHWC))
+            g.value_info[twin(t)] = _nhwc_value(g, t, twin(t))
+        for n in region:
+            t = n.outputs[0]
+            g.value_info[twin(t)] = _nhwc_value(g, t, twin(t))
+            if t in outs:
+                after.setdefault(id(n), []).append(_transpose(twin(t), t, TO_NCHW))
+            else:
+                g.value_info.pop(t, None)
+    nodes: list[Node] = []
+    for n in g.nodes:
+        nodes += before.get(id(n), []) + [convert.get(id(n), n)] + after.get(id(n), [])
+    g.nodes = nodes
+    model.opset_imports.setdefault(DOMAIN, 1)
+    drop_unused_initializers(g)
+
+
+def to_nhwc(model: Model) -> bool:
+    """Convert every region that pays (see the module docstring); returns whether the graph changed."""
+    g = model.graph
+    consumers = g.consumers()
+    regions = [r for r in find_regions(g) if pays(g, r, consumers)]
+    if regions:
+        _rewrite(model, regions, consumers)
+    return bool(regions)
+
+
+# -- interop: FusedConvNHWC as standard ONNX ---------------------------------------------------------
+def _decompose(e) -> None:
+    """Transpose in, the FusedConv it came from (decomposed in turn), transpose out."""
+    from inference.decompose import DECOMPOSITIONS
+
+    n = e.node
+    x = e.op("Transpose", [n.inputs[0]], perm=list(TO_NCHW))
+    w = e.const(np.ascontiguousarray(e.g.initializers[n.inputs[1]].transpose(OIHW)))
+    z = e.op("Transpose", [n.inputs[3]], perm=list(TO_NCHW)) if len(n.inputs) > 3 and n.inputs[3] else ""
+    y = e.fresh("nchw")
+    nchw = Node("FusedConv", [x, w, n.inputs[2] if len(n.inputs) > 2 else "", z], [y], dict(n.attrs), DOMAIN,
+                n.name)
+    e.node = nchw
+    try:
+        DECOMPOSITIONS["FusedConv"](e)
+    finally:
+        e.node = n
+    e.op("Transpose", [y], n.outputs[0], perm=list(TO_NHWC))
+
+
+def _register_decomposition() -> None:
+    from inference.decompose import register_decomposition
+
+    register_decomposition(OP, _decompose)
+
+
+_register_decomposition()

@@ -1,0 +1,256 @@
+"""The NHWC layout pass and its kernels: FusedConvNHWC against its reference, converted models
+against the unconverted graph and onnxruntime, transposes only at region boundaries, the rule."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from inference import Config, Predictor, zoo
+from inference.builder import GraphBuilder
+from inference.decompose import decompose_to_standard
+from inference.errors import KernelError
+from inference.kernels._jit import use_parallel_kernels
+from inference.ir import Node, TensorType
+from inference.kernels.fused import DOMAIN, fused_conv_reference
+from inference.kernels.nhwc import HWIO, OP, TO_NCHW, fused_conv_nhwc, fused_conv_nhwc_reference
+from inference.onnx_export import model_to_proto
+from inference.onnx_import import load_model
+from inference.passes import layout, optimize
+from inference.schema import get_schema
+from inference.session import Session
+from inference.shape_inference import infer_shapes
+
+RTOL, ATOL = 1e-4, 1e-5
+ACTS = {"": (0.0, 0.0), "Relu": (0.0, 0.0), "Clip": (0.0, 6.0), "LeakyRelu": (0.1, 0.0),
+        "HardSigmoid": (0.2, 0.5), "HardSwish": (0.0, 0.0), "Sigmoid": (0.0, 0.0), "Gelu": (0.0, 0.0)}
+
+
+# -- kernels --------------------------------------------------------------------------------------
+def _case(rng, c, m, k, group, strides, pads, dilations, act, residual, n=2, h=11, w=13):
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    wt = np.ascontiguousarray(rng.standard_normal((m, c // group, k, k)).astype(np.float32).transpose(HWIO))
+    b = rng.standard_normal(m).astype(np.float32)
+    alpha, beta = ACTS[act]
+    attrs = dict(group=group, strides=strides, pads=pads, dilations=dilations, activation=act, alpha=alpha,
+                 beta=beta)
+    z = None
+    if residual:
+        shape = fused_conv_nhwc_reference(x, wt, b, **attrs).shape
+        z = rng.standard_normal(shape).astype(np.float32)
+    return x, wt, b, z, attrs
+
+
+def _random_cases(count: int = 24):
+    rng = np.random.default_rng(1)
+    for i in range(count):
+        k = int(rng.choice([1, 3, 3, 5]))
+        depthwise = bool(i % 2)
+        c = int(rng.choice([3, 8, 17, 32]))
+        m = c if depthwise else int(rng.choice([4, 16, 24]))
+        s = [int(v) for v in rng.integers(1, 3, 2)]
+        d = [1, 1] if k == 1 or i % 5 else [2, 1]
+        p = [int(v) for v in rng.integers(0, k // 2 + 1, 4)] if k > 1 else [0, 0, 0, 0]
+        act = list(ACTS)[i % len(ACTS)]
+        yield pytest.param(c, m, k, c if depthwise else 1, s, p, d, act, bool(i % 3), id=f"case{i}-k{k}-"
+                           f"{'dw' if depthwise else 'g1'}-c{c}-s{s[0]}{s[1]}-{act or 'none'}")
+
+
+@pytest.mark.parametrize("c,m,k,group,strides,pads,dilations,act,residual", list(_random_cases()))
+def test_kernel_matches_reference(c, m, k, group, strides, pads, dilations, act, residual):
+    x, wt, b, z, attrs = _case(np.random.default_rng(c * k + m), c, m, k, group, strides, pads, dilations, act,
+                               residual)
+    want = fused_conv_nhwc_reference(x, wt, b, z, **attrs)
+    np.testing.assert_allclose(fused_conv_nhwc(x, wt, b, z, **attrs), want, rtol=RTOL, atol=ATOL)
+    node = Node(OP, ["x", "w"], ["y"], attrs, DOMAIN)  # the schema's shape rule agrees with the kernel
+    rule = get_schema(OP, DOMAIN).shape_rule
+    assert rule(node, [TensorType(1, ("n",) + x.shape[1:]), TensorType(1, wt.shape)]) == [
+        TensorType(1, ("n",) + want.shape[1:])]
+
+
+def test_reference_is_fused_conv_in_nchw():
+    """The oracle itself: FusedConv's reference on the transposed tensors (asymmetric pads, dilation)."""
+    x, wt, b, z, attrs = _case(np.random.default_rng(0), 6, 6, 3, 6, [2, 1], [0, 1, 2, 1], [1, 2], "Clip", True)
+    got = fused_conv_nhwc_reference(x, wt, b, z, **attrs)
+    nchw = fused_conv_reference(x.transpose(TO_NCHW), wt.transpose(3, 2, 0, 1), b, z.transpose(TO_NCHW), **attrs)
+    np.testing.assert_array_equal(got, nchw.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("group", [1, 16])
+def test_parallel_twin_matches(group):
+    x, wt, b, z, attrs = _case(np.random.default_rng(3), 16, 16, 3, group, [1, 1], [1, 1, 1, 1], [1, 1],
+                               "Relu", True, n=3)
+    want = fused_conv_nhwc_reference(x, wt, b, z, **attrs)
+    threads = numba.get_num_threads()
+    use_parallel_kernels(True)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        got = fused_conv_nhwc(x, wt, b, z, **attrs)
+    finally:
+        use_parallel_kernels(False)
+        numba.set_num_threads(threads)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_same_upper_and_grouped_fallback():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 9, 7, 8)).astype(np.float32)
+    for group, m in ((8, 8), (2, 6)):  # depthwise fast path; group 2 falls back to the reference
+        wt = np.ascontiguousarray(rng.standard_normal((m, 8 // group, 3, 3)).astype(np.float32).transpose(HWIO))
+        attrs = dict(group=group, strides=[2, 2], auto_pad="SAME_UPPER", activation="Relu")
+        got = fused_conv_nhwc(x, wt, None, None, **attrs)
+        assert got.shape == (1, 5, 4, m)
+        np.testing.assert_allclose(got, fused_conv_nhwc_reference(x, wt, None, None, **attrs), rtol=RTOL, atol=ATOL)
+
+
+def test_bad_inputs_raise_kernel_error():
+    x = np.zeros((1, 5, 5, 4), np.float32)
+    w = np.zeros((3, 3, 1, 8), np.float32)
+    with pytest.raises(KernelError, match=r"\(1, 5, 5, 4\).*group=1"):
+        fused_conv_nhwc(x, w, group=1)
+    with pytest.raises(KernelError, match="residual Z"):
+        fused_conv_nhwc(x, np.zeros((1, 1, 4, 8), np.float32), None, np.zeros((1, 5, 5, 4), np.float32))
+    with pytest.raises(KernelError, match="X must be"):
+        fused_conv_nhwc_reference(x[0], w)
+
+
+def test_session_names_the_node_on_bad_feed():
+    model = _chain(2)
+    optimize(model)
+    node = next(n for n in model.graph.nodes if n.op_type == OP)
+    node.inputs[1] = "bad_w"
+    model.graph.initializers["bad_w"] = np.zeros((3, 3, 1, 5), np.float32)
+    with pytest.raises(KernelError, match=node.label()):
+        Session(model).run({"x": np.zeros((1, 8, 12, 12), np.float32)})
+
+
+# -- the pass on the zoo models ------------------------------------------------------------------
+@pytest.fixture(scope="module", params=["mobilenet_v2", "resnet18"])
+def zoo_case(request):
+    size = 64 if request.param == "mobilenet_v2" else 32  # small, yet every stage keeps a spatial size
+    proto = model_to_proto(getattr(zoo, request.param)(size=size))
+    feeds = {"input": np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)}
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    plain = load_model(proto)
+    optimize(plain, switches={"layout_nhwc": False})
+    return request.param, proto, feeds, sess.run(None, feeds)[0], Session(plain).run(feeds)[0]
+
+
+def _converted(proto, monkeypatch, force: bool):
+    if force:
+        monkeypatch.setattr(layout, "MIN_DEPTHWISE_PER_BOUNDARY", 0.0)
+    model = load_model(proto)
+    applied = optimize(model)
+    return model, applied
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["rule", "forced"])
+def test_pass_keeps_outputs(zoo_case, monkeypatch, force):
+    name, proto, feeds, want_ort, want_plain = zoo_case
+    model, applied = _converted(proto, monkeypatch, force)
+    hist = model.graph.op_histogram()
+    converts = name == "mobilenet_v2" or force
+    assert ("layout_nhwc" in applied) == converts, applied
+    assert hist.get(f"edgelearn::{OP}", 0) > 0 if converts else f"edgelearn::{OP}" not in hist
+    for kinds in (("fast", "reference"), ("reference",)):
+        got = Session(model, kinds=kinds).run(feeds)[0]
+        np.testing.assert_allclose(got, want_plain, rtol=RTOL, atol=ATOL, err_msg=f"{name} {kinds} vs unconverted")
+        np.testing.assert_allclose(got, want_ort, rtol=RTOL, atol=ATOL, err_msg=f"{name} {kinds} vs onnxruntime")
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["rule", "forced"])
+def test_transposes_only_at_region_boundaries(zoo_case, monkeypatch, force):
+    """One region per model: in after the RGB stem (mobilenet) or the MaxPool (resnet), out into the pool."""
+    name, proto = zoo_case[:2]
+    model, _ = _converted(proto, monkeypatch, force)
+    g = model.graph
+    transposes = [n for n in g.nodes if n.op_type == "Transpose"]
+    if name == "resnet18" and not force:
+        assert transposes == []
+        return
+    assert len(transposes) == 2
+    producers, consumers = g.producers(), g.consumers()
+    into, back = transposes
+    assert into.attrs["perm"] == [0, 2, 3, 1] and back.attrs["perm"] == [0, 3, 1, 2]
+    stem = producers[into.inputs[0]]
+    assert stem.op_type == ("FusedConv" if name == "mobilenet_v2" else "MaxPool")
+    assert [n.op_type for n in consumers[back.outputs[0]]] == ["GlobalAveragePool"]
+    assert all(producers[i].op_type in (OP, "Transpose") for n in g.nodes if n.op_type == OP
+               for i in (n.inputs[0], *n.inputs[3:4]) if i)
+
+
+def test_pass_runs_once(zoo_case, monkeypatch):
+    model, _ = _converted(zoo_case[1], monkeypatch, True)
+    assert layout.to_nhwc(model) is False
+
+
+def test_decomposed_model_runs_in_onnxruntime(zoo_case, monkeypatch):
+    """Converted models export both ways: our domain (reloads and runs) and standard ONNX."""
+    _, proto, feeds, want_ort, _ = zoo_case
+    model, _ = _converted(proto, monkeypatch, True)
+    reloaded = load_model(model_to_proto(model))
+    np.testing.assert_allclose(Session(reloaded).run(feeds)[0], want_ort, rtol=RTOL, atol=ATOL)
+    standard = model_to_proto(decompose_to_standard(model))
+    onnx.checker.check_model(standard)
+    assert not any(n.domain for n in standard.graph.node)
+    got = ort.InferenceSession(standard.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(got, want_ort, rtol=RTOL, atol=ATOL)
+
+
+def test_switch_turns_the_pass_off():
+    proto = model_to_proto(zoo.mobilenet_v2(size=32))
+    on = Predictor(Config(model_path=proto))
+    off = Predictor(Config(model_path=proto, passes={"layout_nhwc": False}))
+    assert "layout_nhwc" in on.applied_passes and "layout_nhwc" not in off.applied_passes
+    assert any(n.op_type == OP for n in on.model.graph.nodes)
+    assert not any(n.op_type in (OP, "Transpose") for n in off.model.graph.nodes)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_allclose(on.run({"input": x})["logits"], off.run({"input": x})["logits"], rtol=RTOL, atol=ATOL)
+
+
+# -- the rule and the region shapes, on small chains ------------------------------------------------
+def _chain(layers: int, kind: str = "dw", c: int = 8, tanh: bool = False, tap_output: bool = False):
+    """x (N, c, 12, 12) -> 1x1 conv [-> Tanh] -> ``layers`` 3x3 convs (depthwise or group 1) -> y;
+    optionally the 1x1 output is also a graph output (a region tensor read outside the region)."""
+    rng = np.random.default_rng(7)
+    b = GraphBuilder("chain", opset=17)
+    h = b.op("Conv", b.input("x", np.float32, ["n", c, 12, 12]),
+             b.const((rng.standard_normal((c, c, 1, 1)) / np.sqrt(c)).astype(np.float32)),
+             b.const((rng.standard_normal(c) * 0.1).astype(np.float32)))
+    if tap_output:
+        b.op("Identity", h, outputs=["mid"])
+        b.output("mid", np.float32, ["n", c, 12, 12])
+    if tanh:
+        h = b.op("Tanh", h)
+    group, cin = (c, 1) if kind == "dw" else (1, c)
+    for _ in range(layers):
+        w = b.const((rng.standard_normal((c, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32))
+        h = b.op("Relu", b.op("Conv", h, w, kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=group))
+    b.op("Identity", h, outputs=["y"])
+    b.output("y", np.float32, ["n", c, 12, 12])
+    return b.build()
+
+
+@pytest.mark.parametrize("layers,kind", [(1, "dw"), (2, "dw"), (6, "kxk")])
+def test_rule_counts_depthwise_against_transposes(layers, kind):
+    """Boundary: x in, y out (2 images); each depthwise output is 1 image, group-1 convs count 0."""
+    expected = (layers if kind == "dw" else 0) >= 2 * layout.MIN_DEPTHWISE_PER_BOUNDARY
+    model = infer_shapes(_chain(layers, kind, c=16))
+    assert layout.to_nhwc(model) is expected
+    assert any(n.op_type == OP for n in model.graph.nodes) is expected
+
+
+def test_elementwise_and_outside_reader():
+    model = _chain(3, tanh=True, tap_output=True)
+    x = np.random.default_rng(2).standard_normal((2, 8, 12, 12)).astype(np.float32)
+    want = Session(model, kinds=("reference",)).run({"x": x})
+    optimize(model)
+    g = model.graph
+    tanh = next(n for n in g.nodes if n.op_type == "Tanh")
+    assert tanh.inputs[0].endswith(layout.SUFFIX) and tanh.outputs[0].endswith(layout.SUFFIX)
+    assert sum(n.op_type == "Transpose" for n in g.nodes) == 3  # in; out for "mid"; out for "y"
+    assert g.output_names == ["mid", "y"]
+    for got, w in zip(Session(model).run({"x": x}), want):
+        np.testing.assert_allclose(got, w, rtol=RTOL, atol=ATOL)
