@@ -174,7 +174,10 @@ def build_training_graph(model: Model, loss: Loss, trainable: Sequence[str] | st
     if optimize:
         from inference.passes import optimize as run_passes
 
-        run_passes(step, fusion=False)
+        # no fusion in general: Conv+BN folding and transposed Gemm weights would train copies of
+        # the parameters. The conv epilogue fusion reads W and B as they are, so it is safe, and it
+        # saves a full pass (and a buffer) per Conv -> Relu of the forward.
+        run_passes(step, fusion=False, switches={"fuse_conv_epilogue": True})
     default_lr = getattr(optimizer, "lr", None)
     return TrainingGraph(
         model=step, forward=_forward_view(model, step, [*params, *bn_stats]), loss=loss_name,

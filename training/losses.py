@@ -150,28 +150,32 @@ class BCEWithLogitsLoss:
         return _reduce(b, b.op("Add", lin, sp), self.reduction, prediction)
 
 
-class MSELoss:
+class _PointwiseLoss:
+    """A loss that reduces a pointwise function of ``d = prediction - target``."""
+
+    def __init__(self, reduction: str = "mean"):
+        self.reduction = reduction
+
+    def pointwise(self, b: StepBuilder, d: str) -> str:
+        raise NotImplementedError
+
+    def build(self, b: StepBuilder, prediction: str, target: str) -> str:
+        d = b.op("Sub", prediction, _as_prediction(b, target, prediction))
+        return _reduce(b, self.pointwise(b, d), self.reduction, prediction)
+
+
+class MSELoss(_PointwiseLoss):
     """Mean squared error."""
 
-
-    def __init__(self, reduction: str = "mean"):
-        self.reduction = reduction
-
-    def build(self, b: StepBuilder, prediction: str, target: str) -> str:
-        d = b.op("Sub", prediction, _as_prediction(b, target, prediction))
-        return _reduce(b, b.op("Mul", d, d), self.reduction, prediction)
+    def pointwise(self, b: StepBuilder, d: str) -> str:
+        return b.op("Mul", d, d)
 
 
-class L1Loss:
+class L1Loss(_PointwiseLoss):
     """Mean absolute error."""
 
-
-    def __init__(self, reduction: str = "mean"):
-        self.reduction = reduction
-
-    def build(self, b: StepBuilder, prediction: str, target: str) -> str:
-        d = b.op("Sub", prediction, _as_prediction(b, target, prediction))
-        return _reduce(b, _abs(b, d), self.reduction, prediction)
+    def pointwise(self, b: StepBuilder, d: str) -> str:
+        return _abs(b, d)
 
 
 class HuberLoss:
