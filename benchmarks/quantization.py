@@ -10,9 +10,10 @@ Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/quantizat
   file), file sizes as exported ONNX bytes; fp16 too.
 * ``resnet18`` (static int8) and ``transformer`` (dynamic int8): ``inference.zoo`` models (random
   weights), batch 1, on ``--threads`` threads: our fp32 (all passes) vs our int8 (QDQ fused into
-  the VNNI kernels), and onnxruntime fp32 vs int8 on the same files. Rounds are interleaved and
-  the median of each is reported (shared, noisy machines: read ratios, not absolute times); the
-  first int8 run (numba cache load, weight packing) is reported separately.
+  the VNNI kernels), and onnxruntime fp32 vs int8 on the same files. Runtimes are timed in
+  interleaved blocks of 5 runs after a discarded warm-up (each pool spin-waits after its work, which
+  would steal the next runtime's core on 2 threads); the median of each is reported (shared,
+  noisy machines: read ratios, not absolute times); the first int8 run (numba cache load, weight packing) is reported separately.
 """
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ def section_mnist(args) -> None:
 
 # -- latency: ResNet-18 static int8, transformer dynamic int8 ----------------------------------------
 def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, args, note: str) -> None:
-    """Our fp32 vs int8 and onnxruntime's fp32 vs int8 on the same files, interleaved rounds."""
+    """Our fp32 vs int8 and onnxruntime's fp32 vs int8 on the same files, interleaved blocks."""
     s32, s8 = ours(model), ours(quantized)
     s32.run({"input": x})
     t = time.perf_counter()
@@ -173,16 +174,22 @@ def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, arg
             "onnxruntime int8": lambda: o8.run(None, {"input": x})}
     for f in runs.values():
         f()
+    # blocks, not run-by-run alternation: each runtime's pool spin-waits after its run, and on 2
+    # threads that spinning steals the core the next runtime's first run needs; a discarded warm-up
+    # run at the start of every block lets the previous runtime's workers go to sleep
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.reps):
+    block = 5
+    for _ in range(max(1, args.reps // block)):
         for k, f in runs.items():
-            t = time.perf_counter()
             f()
-            times[k].append(time.perf_counter() - t)
+            for _ in range(block):
+                t = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t)
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     ref = s32.run({"input": x})[0]
     err = float(np.linalg.norm(s8.run({"input": x})[0] - ref) / np.linalg.norm(ref))
-    print(f"\n## {title}, batch 1, {args.threads} thread(s), {args.reps} interleaved rounds\n")
+    print(f"\n## {title}, batch 1, {args.threads} thread(s), {len(times['ours fp32'])} runs each in interleaved blocks of {block}\n")
     print(f"{note}; int8 first run {cold * 1e3:.0f} ms; int8 vs fp32 output rel. L2 error {err:.4f}; "
           f"file fp32 {model_bytes(model):,} B, int8 {model_bytes(quantized):,} B\n")
     print("| runtime | median ms | min ms | int8 / fp32 (medians) |\n|---|---|---|---|")
