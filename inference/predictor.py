@@ -92,6 +92,10 @@ class Predictor:
         g = self.model.graph
         self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
         self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
+        self._output_names = tuple(self._output_handles)
+        # per input: its declared type, or None for sequences/optionals (passed through unchecked)
+        self._checks = {name: (t._declared if isinstance(t._declared, (TensorType, type(None))) else False)
+                        for name, t in self._inputs.items()}
         self._feeds: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
 
@@ -144,22 +148,22 @@ class Predictor:
         else:
             self._feeds = self._checked(self._feeds)
         values = self.session.run(self._feeds)
-        self._outputs = dict(zip(self.get_output_names(), values))
+        self._outputs = dict(zip(self._output_names, values))
         return dict(self._outputs) if feeds is not None else None
 
     def _checked(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = [k for k in feeds if k not in self._inputs]
-        if unknown:
-            raise InputError(f"unknown inputs {unknown}; the model's inputs are {self.get_input_names()}")
-        required = [v.name for v in self.model.graph.feed_inputs()]
-        missing = [n for n in required if n not in feeds]
-        if missing:
-            raise InputError(f"missing inputs {missing}; the model needs {required}")
+        """The feeds checked against the declared inputs (run per call: kept to dict lookups)."""
+        checks = self._checks
+        if len(feeds) != len(checks) or any(k not in checks for k in feeds):
+            unknown = [k for k in feeds if k not in checks]
+            if unknown:
+                raise InputError(f"unknown inputs {unknown}; the model's inputs are {self.get_input_names()}")
+            raise InputError(f"missing inputs {[n for n in checks if n not in feeds]}; the model needs {list(checks)}")
         bindings: dict[str, int] = {}
         out = {}
         for name, value in feeds.items():
-            declared = self._inputs[name]._declared
-            if isinstance(value, (list, type(None))) or not isinstance(declared, (TensorType, type(None))):
+            declared = checks[name]
+            if declared is False or isinstance(value, (list, type(None))):
                 out[name] = value  # sequences and optionals pass through
             else:
                 out[name] = check_feed(name, value, declared, bindings)
