@@ -24,6 +24,20 @@ from training.trainer import Callback, Trainer, accuracy
 from training.continual import EWC, ContinualLearner, LwF, Replay, ReplayBuffer
 
 
+# QAT and distillation (a Predictor for the teacher, the quantizer's rewrite): resolved on first
+# use, so a plain training process does not import them
+_LAZY = {"prepare_qat": "training.qat", "convert_qat": "training.qat",
+         "Distiller": "training.distill"}  # the distill() function: training.distill.distill (the module owns the name)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'training' has no attribute {name!r}")
+
+
 def load(path: str | os.PathLike | bytes) -> Model:
     """An IR model from an ONNX file (or its bytes), ready to train."""
     return load_model(os.fspath(path) if isinstance(path, os.PathLike) else path)
@@ -33,4 +47,5 @@ __all__ = ["load", "Trainer", "Callback", "accuracy", "data", "nn", "ArrayDatase
            "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "L1Loss", "HuberLoss", "KLDivLoss", "WeightedSum",
            "L1Regularizer", "L2Regularizer", "CustomLoss", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad",
            "StepLR", "MultiStepLR", "ExponentialLR", "CosineLR", "LinearWarmup", "ReduceOnPlateau",
-           "ContinualLearner", "ReplayBuffer", "Replay", "EWC", "LwF"]
+           "ContinualLearner", "ReplayBuffer", "Replay", "EWC", "LwF",
+           "prepare_qat", "convert_qat", "Distiller"]

@@ -84,3 +84,19 @@ def test_bad_settings_raise_training_errors(teacher, data):
         Distiller(teacher, _mlp(8, classes=5)).teacher_logits(xtr[:4])
     with pytest.raises(TrainingError, match="transform"):
         Distiller(teacher, _mlp(8)).fit(xtr, ytr, transform=lambda *a: a)
+
+
+def test_training_package_exposes_qat_and_distillation_lazily():
+    import subprocess
+    import sys
+
+    import training as T
+    from training.distill import Distiller
+    from training.qat import convert_qat, prepare_qat
+
+    assert (T.Distiller, T.prepare_qat, T.convert_qat) == (Distiller, prepare_qat, convert_qat)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        T.nope  # noqa: B018
+    code = "import sys, training; print('training.qat' in sys.modules, 'training.distill' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]  # a plain training process does not import them
