@@ -29,9 +29,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from inference.rss import peak_rss_mb  # noqa: E402
 from training.continual import ReplayBuffer  # noqa: E402
-from training.continual_benchmarks import (METHODS, PUBLISHED, peak_rss_mb, permuted_mnist, personalize,  # noqa: E402
-                                           run, split_mnist)
+from training.continual_benchmarks import METHODS, PUBLISHED, permuted_mnist, personalize, run, split_mnist  # noqa: E402
 
 RSS_TARGET_MB = 200
 TARGETS = {("split", "class", "replay"): 0.85, ("split", "class", "joint"): 0.95,

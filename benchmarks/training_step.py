@@ -189,7 +189,10 @@ _RSS_TORCH = _RSS_OURS.replace("ours_runner", "torch_runner")
 
 def peak_rss_mb() -> float:
     """This process's peak RSS in MB: VmHWM, which exec resets. (``getrusage``'s ru_maxrss is
-    not reset by exec: a child of the benchmark would report the parent's peak, torch included.)"""
+    not reset by exec: a child of the benchmark would report the parent's peak, torch included.)
+
+    The same as :func:`inference.rss.peak_rss_mb`, kept here on purpose: the PyTorch child calls
+    it too, and importing anything of ``inference`` would load numba and onnx into torch's peak."""
     try:
         with open("/proc/self/status") as f:
             for line in f:

@@ -251,22 +251,5 @@ def personalize(n_user: int = 100, epochs_pretrain: int = 5, epochs_user: int = 
     return Personalization(user_before, learner.accuracy(xut, yut), orig_before, learner.accuracy(xo, yo), margin)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB: Linux's VmHWM (ru_maxrss would include a parent's
-    peak inherited across fork + exec), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r / 2**20 if sys.platform == "darwin" else r / 1024
-
-
 __all__ = ["SCENARIOS", "METHODS", "PUBLISHED", "load_mnist_uint8", "to_unit", "split_mnist", "permuted_mnist", "mlp",
-           "make_strategies", "run", "Result", "Benchmark", "Task", "user_style", "personalize", "Personalization",
-           "peak_rss_mb"]
+           "make_strategies", "run", "Result", "Benchmark", "Task", "user_style", "personalize", "Personalization"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from inference.errors import ConfigError
+from inference.rss import peak_rss_mb
 
 NAME = "bench"
 HELP = "latency (median/p90), throughput, peak RSS, cold start and a per-op trace, vs onnxruntime"
@@ -134,10 +134,6 @@ def max_abs_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], rtol: float =
     diffs = [float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b)]
     ok = all(np.allclose(x, y, rtol=rtol, atol=atol) for x, y in zip(a, b))
     return max(diffs), ok
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # -- cold start ---------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from training.continual_benchmarks import peak_rss_mb, permuted_mnist, run as run_method, split_mnist
+    from inference.rss import peak_rss_mb
+    from training.continual_benchmarks import permuted_mnist, run as run_method, split_mnist
 
     bench = permuted_mnist(seed=args.seed) if args.benchmark == "permuted-mnist" else split_mnist(args.scenario, seed=args.seed)
     print(f"{bench.name} ({bench.scenario}-incremental), {len(bench.tasks)} tasks, strategy {args.strategy}")
