@@ -50,9 +50,9 @@ def _input(node: Node, i: int) -> str:
     return node.inputs[i] if len(node.inputs) > i else ""
 
 
-def _activation(e: _Emitter, y: str, out: str) -> str:
-    """The standard op for ``activation``/``alpha``/``beta`` (see inference.kernels.activations)."""
-    a = e.node.attrs
+def _activation(e: _Emitter, n: Node, y: str, out: str) -> str:
+    """The standard op for ``n``'s ``activation``/``alpha``/``beta`` (see inference.kernels.activations)."""
+    a = n.attrs
     act, alpha, beta = a.get("activation", ""), float(a.get("alpha", 0.0)), float(a.get("beta", 0.0))
     if act == "":  # the last op emitted (producer of y) writes the output itself
         e.nodes[-1].outputs = [out]
@@ -65,7 +65,7 @@ def _activation(e: _Emitter, y: str, out: str) -> str:
         return e.op(act, [y], out, alpha=alpha, beta=beta)
     if act in ("Gelu", "GeluTanh"):
         if e.opset() < 20:
-            raise UnsupportedOpError(e.node.op_type, DOMAIN, 1, e.node.label(),
+            raise UnsupportedOpError(n.op_type, DOMAIN, 1, n.label(),
                                      f"activation {act} has no standard op before opset 20 (model: {e.opset()})")
         return e.op("Gelu", [y], out, **({"approximate": "tanh"} if act == "GeluTanh" else {}))
     if act == "Clip":
@@ -75,34 +75,31 @@ def _activation(e: _Emitter, y: str, out: str) -> str:
         lo = e.const(np.array(alpha, np.float32)) if math.isfinite(alpha) else ""
         hi = e.const(np.array(beta, np.float32)) if math.isfinite(beta) else ""
         return e.op("Clip", [y, lo, hi], out)
-    raise UnsupportedOpError(e.node.op_type, DOMAIN, 1, e.node.label(), f"unknown activation {act!r}")
+    raise UnsupportedOpError(n.op_type, DOMAIN, 1, n.label(), f"unknown activation {act!r}")
 
 
-def _epilogue(e: _Emitter, y: str, bias: str, residual: str, out: str) -> None:
+def _epilogue(e: _Emitter, n: Node, y: str, bias: str, residual: str, out: str) -> None:
     """[+ bias] [+ residual] then the activation, writing the fused node's output name."""
     if bias:
         y = e.op("Add", [y, bias])
     if residual:
         y = e.op("Add", [y, residual])
-    _activation(e, y, out)
+    _activation(e, n, y, out)
 
 
-def _fused_conv(e: _Emitter) -> None:
-    n = e.node
+def _fused_conv(e: _Emitter, n: Node) -> None:
     attrs = {k: v for k, v in n.attrs.items() if k in CONV_ATTRS and v is not None}
     y = e.op("Conv", [n.inputs[0], n.inputs[1]] + ([_input(n, 2)] if _input(n, 2) else []), **attrs)
-    _epilogue(e, y, "", _input(n, 3), n.outputs[0])
+    _epilogue(e, n, y, "", _input(n, 3), n.outputs[0])
 
 
-def _fused_matmul(e: _Emitter) -> None:
-    n = e.node
+def _fused_matmul(e: _Emitter, n: Node) -> None:
     y = e.op("MatMul", [n.inputs[0], n.inputs[1]])
-    _epilogue(e, y, _input(n, 2), _input(n, 3), n.outputs[0])
+    _epilogue(e, n, y, _input(n, 2), _input(n, 3), n.outputs[0])
 
 
-def _quantized(e: _Emitter, is_conv: bool) -> None:
+def _quantized(e: _Emitter, n: Node, is_conv: bool) -> None:
     """QConv/QMatMul as their QDQ meaning: dequantize, the float op, requantize (if y_scale given)."""
-    n = e.node
     x, xs, xzp, w, ws = (n.inputs[i] for i in range(5))
     bias, residual, ys, yzp = (_input(n, i) for i in (5, 6, 7, 8))
     scale = e.g.initializers.get(ws)
@@ -123,7 +120,7 @@ def _quantized(e: _Emitter, is_conv: bool) -> None:
     else:
         y = e.op("MatMul", [xf, wf])
     out = e.fresh("float") if ys else n.outputs[0]
-    _epilogue(e, y, bias, residual, out)
+    _epilogue(e, n, y, bias, residual, out)
     if ys:
         e.op("QuantizeLinear", [out, ys] + ([yzp] if yzp else []), n.outputs[0])
 
@@ -136,18 +133,30 @@ def _bias_scale(e: _Emitter, xs: str, ws: str) -> str:
     return e.const((np.float32(x_scale.reshape(())) * w_scale).astype(np.float32))
 
 
-Decomposition = Callable[[_Emitter], None]
+# (emitter, node): the node is an argument, not read from the emitter, so a decomposition can emit
+# another node's decomposition through :func:`decompose_node` (NHWC conv -> its NCHW FusedConv)
+Decomposition = Callable[[_Emitter, Node], None]
 DECOMPOSITIONS: dict[str, Decomposition] = {
     "FusedConv": _fused_conv,
     "FusedMatMul": _fused_matmul,
-    "QConv": lambda e: _quantized(e, True),
-    "QMatMul": lambda e: _quantized(e, False),
+    "QConv": lambda e, n: _quantized(e, n, True),
+    "QMatMul": lambda e, n: _quantized(e, n, False),
 }
 
 
 def register_decomposition(op_type: str, fn: Decomposition) -> None:
-    """How an op of the ``edgelearn`` domain is written in standard ONNX (``fn`` gets an emitter)."""
+    """How an op of the ``edgelearn`` domain is written in standard ONNX (``fn(emitter, node)``)."""
     DECOMPOSITIONS[op_type] = fn
+
+
+def decompose_node(e: _Emitter, node: Node, opset: int = 1) -> None:
+    """Emit ``node`` as standard ops through ``e``; UnsupportedOpError when no decomposition exists."""
+    fn = DECOMPOSITIONS.get(node.op_type)
+    if fn is None:
+        raise UnsupportedOpError(node.op_type, DOMAIN, opset, node.label(),
+                                 "no decomposition into standard ONNX is registered; save the model "
+                                 "with its edgelearn ops (our runtime reads them) instead")
+    fn(e, node)
 
 
 def decompose_to_standard(model: Model) -> Model:
@@ -165,13 +174,8 @@ def decompose_to_standard(model: Model) -> Model:
         if node.domain != DOMAIN:
             graph.nodes.append(node)
             continue
-        fn = DECOMPOSITIONS.get(node.op_type)
-        if fn is None:
-            raise UnsupportedOpError(node.op_type, DOMAIN, model.opset_imports.get(DOMAIN, 1), node.label(),
-                                     "no decomposition into standard ONNX is registered; save the model "
-                                     "with its edgelearn ops (our runtime reads them) instead")
         e = _Emitter(graph, copy, node)
-        fn(e)
+        decompose_node(e, node, model.opset_imports.get(DOMAIN, 1))
         graph.nodes.extend(e.nodes)
     copy.opset_imports.pop(DOMAIN, None)
     return copy

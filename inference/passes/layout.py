@@ -230,22 +230,17 @@ def to_nhwc(model: Model) -> bool:
 
 
 # -- interop: FusedConvNHWC as standard ONNX ---------------------------------------------------------
-def _decompose(e) -> None:
+def _decompose(e, n: Node) -> None:
     """Transpose in, the FusedConv it came from (decomposed in turn), transpose out."""
-    from inference.decompose import DECOMPOSITIONS
+    from inference.decompose import decompose_node
 
-    n = e.node
     x = e.op("Transpose", [n.inputs[0]], perm=list(TO_NCHW))
     w = e.const(np.ascontiguousarray(e.g.initializers[n.inputs[1]].transpose(OIHW)))
     z = e.op("Transpose", [n.inputs[3]], perm=list(TO_NCHW)) if len(n.inputs) > 3 and n.inputs[3] else ""
     y = e.fresh("nchw")
     nchw = Node("FusedConv", [x, w, n.inputs[2] if len(n.inputs) > 2 else "", z], [y], dict(n.attrs), DOMAIN,
                 n.name)
-    e.node = nchw
-    try:
-        DECOMPOSITIONS["FusedConv"](e)
-    finally:
-        e.node = n
+    decompose_node(e, nchw)
     e.op("Transpose", [y], n.outputs[0], perm=list(TO_NHWC))
 
 
