@@ -257,10 +257,11 @@ def sparse_conv2d(x: np.ndarray, csr: CsrWeight, kernel: tuple[int, int], auto_p
 
 # -- selection ---------------------------------------------------------------------------------------
 def _constant(graph: Graph, name: str) -> np.ndarray | None:
-    """The value of ``name`` if it is an initializer of ``graph`` that no feed can override."""
-    if name and name in graph.initializers and name not in graph.input_names:
-        return graph.initializers[name]
-    return None
+    """The passes' test for "an initializer no feed can override", imported on use (at plan time):
+    the passes package imports the kernels, so a module-level import here would be circular."""
+    from inference.passes._rewrite import constant_value
+
+    return constant_value(graph, name)
 
 
 def _float_input(graph: Graph, name: str) -> bool:
