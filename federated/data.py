@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
+
+from inference.errors import InputError
+from inference.npz import read_npz
 
 from .errors import ScenarioError
 from .partition import partition
@@ -35,16 +37,12 @@ class Dataset:
 
 
 def _load_npz(path: str) -> Dataset:
-    p = Path(path)
-    if not p.exists():
-        raise ScenarioError(f"data file {p} does not exist")
-    with np.load(p) as f:
-        keys = ("x_train", "y_train", "x_test", "y_test")
-        missing = [k for k in keys if k not in f.files]
-        if missing:
-            raise ScenarioError(f"{p}: missing arrays {missing} (holds {sorted(f.files)}); an .npz "
-                                "data set needs x_train, y_train, x_test, y_test")
-        x_tr, y_tr, x_te, y_te = (f[k] for k in keys)
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        arrays = read_npz(path, keys, hint="an .npz data set needs x_train, y_train, x_test, y_test")
+    except InputError as e:
+        raise ScenarioError(str(e)) from e
+    x_tr, y_tr, x_te, y_te = (arrays[k] for k in keys)
     return Dataset(x_tr.astype(np.float32), y_tr.astype(np.int64).ravel(),
                    x_te.astype(np.float32), y_te.astype(np.int64).ravel())
 

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from inference.errors import InputError
+from inference.npz import read_npz
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -190,11 +191,8 @@ def load_mnist(images: bool = True) -> tuple[np.ndarray, np.ndarray]:
 
 def load_npz(path: str, x_key: str = "x", y_key: str = "y") -> tuple[np.ndarray, np.ndarray]:
     """Features and labels from an .npz file (keys ``x`` and ``y`` by default)."""
-    with np.load(path) as f:
-        missing = [k for k in (x_key, y_key) if k not in f]
-        if missing:
-            raise InputError(f"{path}: missing arrays {missing}; it holds {sorted(f.files)}")
-        return f[x_key], f[y_key]
+    arrays = read_npz(path, (x_key, y_key))
+    return arrays[x_key], arrays[y_key]
 
 
 def train_test_split(x: np.ndarray, y: np.ndarray, test_size: float = 0.2, seed: int = 0,

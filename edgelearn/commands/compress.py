@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from inference.errors import InputError
+from inference.npz import read_npz
 from inference.ir import Model
 from inference.onnx_export import save_model
 from inference.onnx_import import load_model
@@ -130,22 +131,20 @@ def apply_int8(model: Model, args) -> Model:
 
 def load_inputs(model: Model, path: str, with_labels: bool = False) -> Any:
     """Inputs (and labels ``y``) of an .npz: key ``x`` for a single-input model, else input names."""
-    if not os.path.exists(path):
-        raise InputError(f"data file {path!r} does not exist")
-    with np.load(path, allow_pickle=False) as f:
-        names = [v.name for v in model.graph.feed_inputs()]
-        if "x" in f.files and len(names) == 1:
-            feeds: Any = {names[0]: f["x"]}
-        else:
-            missing = [n for n in names if n not in f.files]
-            if missing:
-                raise InputError(f"{path}: needs arrays {names} (or 'x' for a single-input model), holds {f.files}")
-            feeds = {n: f[n] for n in names}
-        if not with_labels:
-            return feeds
-        if "y" not in f.files:
-            raise InputError(f"{path}: --eval needs integer labels under 'y', the file holds {f.files}")
-        return feeds, f["y"]
+    arrays = read_npz(path)
+    names = [v.name for v in model.graph.feed_inputs()]
+    if "x" in arrays and len(names) == 1:
+        feeds: Any = {names[0]: arrays["x"]}
+    else:
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise InputError(f"{path}: needs arrays {names} (or 'x' for a single-input model), holds {sorted(arrays)}")
+        feeds = {n: arrays[n] for n in names}
+    if not with_labels:
+        return feeds
+    if "y" not in arrays:
+        raise InputError(f"{path}: --eval needs integer labels under 'y', the file holds {sorted(arrays)}")
+    return feeds, arrays["y"]
 
 
 def runnable(model: Model):
