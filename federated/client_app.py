@@ -12,11 +12,13 @@ tells the server which partition this node holds (reproducible sampling, federat
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import Mod
 
 from .data import client_data
 from .errors import ScenarioError, SimulatedDropout
@@ -62,9 +64,13 @@ def byzantine_update(global_params: list[np.ndarray], params: list[np.ndarray], 
     return [(g + k * n).astype(np.float32) for g, n in zip(global_params, noise)]
 
 
-def make_client_app(scenario: Scenario | None = None) -> ClientApp:
-    """A ClientApp bound to `scenario`, or reading it from the run config (deployment) when None."""
-    app = ClientApp(mods=[wire_mod, dp_clipping_mod])
+def make_client_app(scenario: Scenario | None = None, mods: Sequence[Mod] = ()) -> ClientApp:
+    """A ClientApp bound to `scenario`, or reading it from the run config (deployment) when None.
+
+    `mods` are extra Flower mods (first = outermost), run inside our wire and DP mods: they see
+    the decoded message and the plain reply, e.g. a user's logging/clipping mod or a test's fault.
+    """
+    app = ClientApp(mods=[wire_mod, dp_clipping_mod, *mods])
 
     def resolve(context: Context) -> Scenario:
         return scenario if scenario is not None else scenario_from_run_config(context.run_config)

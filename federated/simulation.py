@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import FederatedError
 from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from flwr.clientapp.typing import Mod
 
 
 class _AtLeast(logging.Filter):
@@ -39,8 +43,13 @@ def backend_config(sc: Scenario) -> dict[str, Any]:
                           "logging_level": logging.ERROR}}
 
 
-def simulate(sc: Scenario, progress: bool = False, verbose: bool = False) -> dict[str, Any]:
-    """Simulate `sc` with `sc.num_clients` virtual SuperNodes; return the ServerApp's results."""
+def simulate(sc: Scenario, progress: bool = False, verbose: bool = False,
+             client_mods: Sequence["Mod"] = ()) -> dict[str, Any]:
+    """Simulate `sc` with `sc.num_clients` virtual SuperNodes; return the ServerApp's results.
+
+    `client_mods`: extra Flower mods for every virtual client (see make_client_app); they are
+    pickled to the Ray actors, so they must be picklable (module-level functions or closures).
+    """
     from flwr.simulation import run_simulation
 
     from .client_app import make_client_app
@@ -64,7 +73,7 @@ def simulate(sc: Scenario, progress: bool = False, verbose: bool = False) -> dic
 
     try:
         run_simulation(server_app=make_server_app(sc, results.append, on_round),
-                       client_app=make_client_app(sc), num_supernodes=sc.num_clients,
+                       client_app=make_client_app(sc, client_mods), num_supernodes=sc.num_clients,
                        backend_config=backend_config(sc), verbose_logging=verbose)
     finally:
         if bar is not None:
