@@ -23,10 +23,18 @@ is inside the block and amortized over those epochs only (PyTorch runs the froze
 step, without their backward, as eager fine-tuning does). The "cache" column gives the share
 of our block spent building it.
 
-Peak RSS: each side trains the CNN (c) with Adam for ``RSS_STEPS`` steps in a fresh subprocess
-that imports only its own framework, then reports its peak RSS (VmHWM; see :func:`peak_rss_mb`).
-Ours is mostly fixed cost: ~110 MB after import (numpy, onnx, numba) plus ~60 MB when the first
-numba kernel loads the LLVM JIT; the CNN's activations and gradients are a few MB.
+Peak RSS: each row is a fresh subprocess reporting its peak RSS (VmHWM; see :func:`peak_rss_mb`).
+The training rows train the CNN (c) with Adam for ``RSS_STEPS`` steps, importing only their own
+framework; the first rows give the floor any numba runtime pays: the interpreter, numpy, numba's
+import (~65 MB) and the first cached kernel load (LLVM's JIT, ~50 MB; ~65 MB with scipy, which
+numba imports when it is installed). "core install" blocks scipy in the child, as an install of
+edgelearn without scipy has it (the CNN's kernels do not use numba's BLAS). Above the floor ours
+holds onnx (~15 MB: module and its C++ schema registry), our modules (~10 MB), the data set
+(shared by both sides) and a few MB of kernels, activations and gradients.
+
+Both sides of a timing cell share one process, so the glibc heap settings our training step
+makes (:mod:`training.heap`: no page faults on re-allocated temporaries) apply to PyTorch's
+blocks as well.
 
 2 threads on a shared 2-core machine: with other jobs running, a second spinning thread mostly
 waits for a core, so those rows measure the machine's load as much as the frameworks.
@@ -34,6 +42,7 @@ waits for a core, so those rows measure the machine's load as much as the framew
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import resource
 import subprocess
@@ -176,23 +185,38 @@ def cell(case: str, opt: str, threads: int, blocks: int) -> dict:
 
 
 # -- peak RSS in fresh subprocesses -----------------------------------------------------------------
-_RSS_OURS = """
-import sys
-sys.path.insert(0, {root!r})
-from benchmarks.training_step import ours_runner, peak_rss_mb
-run = ours_runner("cnn", 32, {steps}, None, "adam", 1)
-run()
-print(peak_rss_mb())
-"""
-_RSS_TORCH = _RSS_OURS.replace("ours_runner", "torch_runner")
+# Each row is one fresh child: (label, code run before reporting its peak). The first five rows are
+# the floor under any numba-based runtime; "core install" blocks scipy, which numba imports only to
+# check its version and (numba.np.arraymath) to find BLAS for np.dot inside @njit - none of the
+# kernels the CNN runs needs that, and edgelearn's core install has no scipy.
+_NO_SCIPY = "sys.modules['scipy'] = None  # what numba sees in an install without scipy\n"
+_TRAIN = "from benchmarks.training_step import {runner}\n{runner}('cnn', 32, {steps}, None, 'adam', 1)()\n"
+_FLOOR = ("import numba, numpy\nfrom benchmarks.training_step import _floor_kernel\n"
+          "numba.njit(cache=True)(_floor_kernel)(numpy.zeros(4))\n")
+RSS_ROWS = [
+    ("python interpreter", ""),
+    ("+ import numpy", "import numpy\n"),
+    ("+ import numba", "import numba\n"),
+    ("+ one cached numba kernel (floor)", _FLOOR),
+    ("  the same, scipy blocked (core floor)", _NO_SCIPY + _FLOOR),
+    ("import training (no step yet)", "import training\n"),
+    ("ours: CNN Adam steps", _TRAIN.format(runner="ours_runner", steps=RSS_STEPS)),
+    ("ours, core install (scipy blocked)", _NO_SCIPY + _TRAIN.format(runner="ours_runner", steps=RSS_STEPS)),
+    ("torch: CNN Adam steps", _TRAIN.format(runner="torch_runner", steps=RSS_STEPS)),
+]
+
+
+def _floor_kernel(a):
+    """The trivial kernel of the floor row (compiled with ``cache=True`` by that child only)."""
+    return a + 1
 
 
 def peak_rss_mb() -> float:
     """This process's peak RSS in MB: VmHWM, which exec resets. (``getrusage``'s ru_maxrss is
     not reset by exec: a child of the benchmark would report the parent's peak, torch included.)
 
-    The same as :func:`inference.rss.peak_rss_mb`, kept here on purpose: the PyTorch child calls
-    it too, and importing anything of ``inference`` would load numba and onnx into torch's peak."""
+    Its source is pasted into each RSS child (:func:`peak_rss`), so a child imports nothing
+    beyond what its row measures."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -203,10 +227,39 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def peak_rss(script: str) -> float:
-    out = subprocess.run([sys.executable, "-c", script.format(root=str(ROOT), steps=RSS_STEPS)],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
-    return float(out.stdout.strip().splitlines()[-1])
+def anon_rss_mb() -> float:
+    """This process's current private (anonymous) RSS in MB: RssAnon, i.e. without the pages of
+    mapped files such as shared libraries' code (clean, shared, and evictable by the kernel)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def peak_rss(code: str) -> tuple[float, float]:
+    """(peak RSS, anonymous RSS at the end) in MB of a fresh interpreter that runs ``code``
+    (with the project on sys.path)."""
+    script = (f"import resource, sys\nsys.path.insert(0, {str(ROOT)!r})\n{code}"
+              f"{inspect.getsource(peak_rss_mb)}{inspect.getsource(anon_rss_mb)}"
+              f"print(peak_rss_mb(), anon_rss_mb())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"RSS child failed:\n{out.stderr.strip()[-2000:]}")
+    peak, anon = out.stdout.strip().splitlines()[-1].split()
+    return float(peak), float(anon)
+
+
+def rss_table() -> None:
+    """Print the RSS rows, each with its ratio to the PyTorch child."""
+    peak_rss(_FLOOR)  # fills the floor kernel's on-disk cache, so its row measures a cache load
+    rows = [(label, *peak_rss(code)) for label, code in RSS_ROWS]
+    torch_mb = rows[-1][1]
+    data_mb = RSS_STEPS * 32 * 28 * 28 * 4 / 2**20
+    print(f"peak RSS (VmHWM) of fresh processes; the training rows run {RSS_STEPS} CNN (c) Adam steps at 1 thread "
+          f"and hold the same {data_mb:.0f} MB data set; 'anon' = private memory at the end (no file-backed pages)")
+    for label, mb, anon in rows:
+        print(f"  {label:38} {mb:6.0f} MB  {mb / torch_mb:5.2f}x torch   anon {anon:5.0f} MB")
 
 
 def main() -> int:
@@ -232,9 +285,7 @@ def main() -> int:
                 print(f"{r['case']:22} {r['opt']:5} {r['threads']:>3} {r['ours']:8.3f} {r['torch']:8.3f} "
                       f"{r['ratio']:5.2f}x {cpu:>6} {cache:>6}", flush=True)
     if not args.no_rss:
-        ours, peer = peak_rss(_RSS_OURS), peak_rss(_RSS_TORCH)
-        print(f"peak RSS after {RSS_STEPS} CNN Adam steps: ours {ours:.0f} MB, torch {peer:.0f} MB, "
-              f"ratio {ours / peer:.2f}")
+        rss_table()
     print(f"load average {os.getloadavg()[0]:.1f}; wall {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -79,6 +79,10 @@ CONV_CASES = {
     "3d": ((1, 2, 4, 5, 4), (3, 2, 2, 3, 2), dict(pads=[1, 0, 1, 0, 1, 1], strides=[1, 2, 1])),
     "3d_depthwise": ((2, 2, 4, 4, 3), (2, 1, 2, 3, 2), dict(group=2, pads=[0, 1, 1, 1, 1, 0], dilations=[2, 1, 1])),
     "1d_depthwise": ((2, 3, 10), (3, 1, 3), dict(group=3, strides=[2], pads=[2, 1])),
+    # 8+ input channels, one group: the NHWC rows path (training.kernels._conv_rows)
+    "rows_pads_stride": ((2, 8, 5, 4), (3, 8, 3, 3), dict(pads=[1, 2, 0, 1], strides=[1, 2])),
+    "rows_dilation": ((1, 9, 7, 6), (4, 9, 2, 3), dict(dilations=[2, 1], pads=[1, 1, 1, 1])),
+    "rows_1d": ((2, 8, 7), (3, 8, 3), dict(pads=[1, 1], strides=[2])),
 }
 
 
@@ -160,6 +164,19 @@ def test_max_pool_grad_by_match_equals_indices_path_even_with_ties(case: str, rn
     by_match = kernel("MaxPoolGradByMatch", GRAD_DOMAIN, 1)(dy, x, y, **attrs)
     assert by_match.dtype == np.float32
     np.testing.assert_allclose(by_match, kernel("MaxPoolGrad", GRAD_DOMAIN, 1)(dy, idx, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(POOL_CASES) + ["k2s2_odd"])
+def test_max_pool_grad_through_relu_equals_relu_grad_after_it(case: str, rng: np.random.Generator) -> None:
+    """``through_relu=1`` (the step graph's fusion) gives ReluGrad(MaxPoolGradByMatch(dY, X, Y), X)
+    for X a Relu output, zero windows and ties included."""
+    shape, attrs = POOL_CASES.get(case) or ((2, 3, 7, 5), dict(kernel_shape=[2, 2], strides=[2, 2]))
+    x = np.maximum(rng.integers(-2, 3, size=shape), 0).astype(np.float32)
+    y = kernel("MaxPool")(x, **attrs)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    grad = kernel("MaxPoolGradByMatch", GRAD_DOMAIN, 1)
+    want = kernel("ReluGrad", GRAD_DOMAIN, 1)(grad(dy, x, y, **attrs), x)
+    np.testing.assert_array_equal(grad(dy, x, y, through_relu=1, **attrs), want)
 
 
 @pytest.mark.parametrize("count_include_pad", [0, 1])

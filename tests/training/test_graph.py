@@ -292,3 +292,28 @@ def test_optimizer_emit_updates_gets_every_pair_at_once(data):
 def test_unknown_prediction_is_an_error():
     with pytest.raises(TrainingError, match="prediction"):
         build_training_graph(build_mlp(), MSE(), prediction="nope")
+
+
+def test_relu_grad_fused_into_max_pool_grad_keeps_the_gradients():
+    """Conv -> Relu -> MaxPool: the step graph folds the Relu's gradient into the pooling
+    gradient (``through_relu``), and every parameter gradient equals the unfused graph's."""
+    from collections import OrderedDict
+
+    from training import nn
+
+    model = nn.Sequential(OrderedDict(conv=nn.Conv2d(2, 4, 3), relu=nn.ReLU(), pool=nn.MaxPool2d(2),
+                                      flat=nn.Flatten(), fc=nn.Linear(4 * 3 * 3, 3))).to_model((None, 2, 8, 8))
+    rng = np.random.default_rng(0)
+    feeds = {"input": rng.standard_normal((5, 2, 8, 8)).astype(np.float32),
+             "target": rng.standard_normal((5, 3)).astype(np.float32)}
+    fused = build_training_graph(model, MSE())
+    plain = build_training_graph(model, MSE(), optimize=False)
+    pool_grads = [n for n in fused.model.graph.nodes if n.op_type == "MaxPoolGradByMatch"]
+    assert [n.attrs.get("through_relu") for n in pool_grads] == [1]
+    assert not any(n.op_type == "ReluGrad" for n in fused.model.graph.nodes)
+    assert any(n.op_type == "ReluGrad" for n in plain.model.graph.nodes)
+    fused.step(feeds, lr=0.0)
+    plain.step(feeds, lr=0.0)
+    for name in fused.params:
+        np.testing.assert_allclose(fused.last_outputs[fused.grads[name]], plain.last_outputs[plain.grads[name]],
+                                   rtol=1e-5, atol=1e-6)
