@@ -1,4 +1,5 @@
-"""Fast 2-D convolution: im2col + BLAS GEMM, 1x1 as a plain GEMM, direct depthwise, fused epilogue.
+"""Fast 2-D convolution: im2col + BLAS GEMM, 1x1 as a plain GEMM, direct depthwise and small 3x3
+(``direct_conv``), fused epilogue.
 
 Why this shape: in NCHW, ``W (M, C*K) @ cols (C*K, P)`` is already the output image (M, P), so no
 transpose follows the GEMM, and a 1x1 stride-1 convolution needs no im2col at all. numpy's matmul
@@ -17,6 +18,7 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import NONE, activate_row, activation_code, as_f32, epilogue_rows
+from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
 from inference.ops._window import Window, window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.registry import register
@@ -201,13 +203,17 @@ _NO_RESIDUAL_3D = _NO_RESIDUAL.reshape(1, 1, 1)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, win: Window, group: int,
-           code: int = NONE, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
-    """``act(conv(x, w) + b + z)`` for float32 NCHW ``x``; ``z`` (optional) has the output's shape."""
+           code: int = NONE, alpha: float = 0.0, beta: float = 0.0, allow_direct: bool = True) -> np.ndarray:
+    """``act(conv(x, w) + b + z)`` for float32 NCHW ``x``; ``z`` (optional) has the output's shape.
+
+    ``allow_direct=False`` keeps small 3x3 problems on im2col + GEMM (to compare the two)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
     oh, ow = win.out_shape
     (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
+    if allow_direct and prefer_direct(c, m, kh, kw, sh, sw, oh, ow, group):
+        return conv2d_direct(x, w, b, z, win, code, alpha, beta)
     bias = as_f32(b, (m,))
     zz = as_f32(z, (n, m, oh, ow)) if z is not None else _NO_RESIDUAL
     if group == c and m == c and cg == 1:
@@ -236,6 +242,26 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     return y.reshape(n, m, oh, ow)
 
 
+def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, win: Window,
+                  code: int = NONE, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
+    """:func:`conv2d` on the :mod:`~inference.kernels.direct_conv` kernel (3x3, stride 1, one group)."""
+    n, m = x.shape[0], w.shape[0]
+    oh, ow = win.out_shape
+    (dh, dw), (ph, pw) = win.dilations, win.pads_begin
+    y = np.empty((n, m, oh, ow), np.float32)
+    zz = as_f32(z, y.shape) if z is not None else _NO_RESIDUAL
+    direct_conv3x3(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(w, dtype=np.float32),
+                   as_f32(b, (m,)), zz, z is not None, dh, dw, ph, pw, y, code, alpha, beta)
+    return y
+
+
+def _plan(x: np.ndarray, w: np.ndarray, group: int, kernel_shape, dims: tuple) -> tuple[Window, bool]:
+    """The window of a (shapes, attributes) case and whether it runs the direct kernel."""
+    win = _window(x.shape[2:], tuple(kernel_shape or w.shape[2:]), *dims)
+    (kh, kw), (sh, sw), (oh, ow) = win.kernel, win.strides, win.out_shape
+    return win, prefer_direct(x.shape[1], w.shape[0], kh, kw, sh, sw, oh, ow, group)
+
+
 def handles(node: Node, graph: Graph) -> bool:
     """2-D float32 convolutions (or ones whose type is not known until run time: checked again there)."""
     t = graph.type_of(node.inputs[0])
@@ -251,8 +277,8 @@ def conv_binder(fn):
 
     Attributes and the activation code are resolved once per node and the window once per input
     shape, so a run only checks the fast path applies and calls :func:`conv2d` (the unbound
-    kernel's attribute handling cost ~3 us per call, a fifth of a batch-1 MNIST conv). Inputs off
-    the fast path go to ``fn`` itself.
+    kernel's attribute handling cost ~3 us per call, a fifth of a batch-1 MNIST conv), and with it
+    the choice of the direct 3x3 kernel. Inputs off the fast path go to ``fn`` itself.
     """
 
     def bind(*, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
@@ -263,17 +289,19 @@ def conv_binder(fn):
             attrs.update(activation=activation, alpha=alpha, beta=beta)
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         dims = (_tuple(strides), _tuple(dilations), _tuple(pads), auto_pad)
-        windows: dict[tuple, Window] = {}
+        plans: dict[tuple, tuple[Window, bool]] = {}
 
         def run(x, w, b=None, z=None):
             if not fast_path(x, w) or x.shape[1] != w.shape[1] * group:
                 return fn(x, w, b, z, **attrs) if z is not None else fn(x, w, b, **attrs)
-            win = windows.get((x.shape, w.shape))
-            if win is None:
-                if len(windows) > 64:  # shapes vary run to run: keep the memo small
-                    windows.clear()
-                win = windows[(x.shape, w.shape)] = _window(x.shape[2:], tuple(kernel_shape or w.shape[2:]), *dims)
-            return conv2d(x, w, b, z, win, group, code, alpha, beta)
+            plan = plans.get((x.shape, w.shape))
+            if plan is None:
+                if len(plans) > 64:  # shapes vary run to run: keep the memo small
+                    plans.clear()
+                plan = plans[(x.shape, w.shape)] = _plan(x, w, group, kernel_shape, dims)
+            if plan[1]:  # the direct kernel: skips conv2d's dispatch, ~1 us of a 10 us batch-1 conv
+                return conv2d_direct(x, w, b, z, plan[0], code, alpha, beta)
+            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta)
 
         return run
 

@@ -14,7 +14,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels import conv as fast_conv
-from inference.kernels.activations import activation_code, as_f32, epilogue_cols
+from inference.kernels.activations import NONE, activation_code, as_f32, epilogue_cols
 from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.matmul import matmul as reference_matmul
@@ -22,6 +22,7 @@ from inference.ops.registry import lookup, register
 from inference.schema import FormalParam, OpSchema, register_schema
 
 DOMAIN = "edgelearn"
+_NO_RESIDUAL = np.empty((1, 1), np.float32)  # epilogue_cols' ``z`` when there is none (never read)
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 EPILOGUE_ATTRS = {"activation": "", "alpha": 0.0, "beta": 0.0}
 
@@ -116,13 +117,42 @@ def _matmul_applies(node: Node, graph) -> bool:
     return not isinstance(t, TensorType) or t.elem_type == 1
 
 
-@register("FusedMatMul", since=1, domain=DOMAIN, kind="fast", applies=_matmul_applies)
-def fused_matmul(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0):
-    if x.dtype != np.float32 or w.dtype != np.float32 or w.ndim != 2 or x.ndim < 1 or (
-            z is not None and z.shape != x.shape[:-1] + (w.shape[1],)):
-        return fused_matmul_reference(x, w, b, z, activation=activation, alpha=alpha, beta=beta)
+def _matmul_fast(x: np.ndarray, w: np.ndarray, z: np.ndarray | None) -> bool:
+    return x.dtype == np.float32 and w.dtype == np.float32 and w.ndim == 2 and x.ndim >= 1 and (
+        z is None or z.shape == x.shape[:-1] + (w.shape[1],))
+
+
+def _matmul_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float) -> np.ndarray:
+    """``act(x @ w + b + z)``: BLAS for the product, one numba pass for the rest (skipped if nothing to do)."""
     k, n = w.shape
     y = np.matmul(x.reshape(-1, k), w)
-    zz = as_f32(z, y.shape) if z is not None else np.empty((1, 1), np.float32)
-    epilogue_cols(y, as_f32(b, (n,)), zz, z is not None, activation_code(activation), float(alpha), float(beta))
-    return y.reshape(x.shape[:-1] + (n,))
+    if b is not None or z is not None or code != NONE:
+        zz = as_f32(z, y.shape) if z is not None else _NO_RESIDUAL
+        epilogue_cols(y, as_f32(b, (n,)), zz, z is not None, code, alpha, beta)
+    return y.reshape(x.shape[:-1] + (n,)) if x.ndim != 2 else y
+
+
+def _matmul_binder(fn):
+    """Plan-time ``bind`` of the fast FusedMatMul: the activation resolved once per node. At batch 1
+    the per-call attribute work and the epilogue's temporaries cost more than the 1x1568 @ 1568x10
+    product of an MNIST classifier (10.9 us against 4.5 us for the matmul alone, measured)."""
+
+    def bind(*, activation="", alpha=0.0, beta=0.0):
+        code, alpha, beta = activation_code(activation), float(alpha), float(beta)
+        attrs = dict(activation=activation, alpha=alpha, beta=beta)
+
+        def run(x, w, b=None, z=None):
+            if not _matmul_fast(x, w, z):
+                return fused_matmul_reference(x, w, b, z, **attrs)
+            return _matmul_run(x, w, b, z, code, alpha, beta)
+
+        return run
+
+    return bind
+
+
+@register("FusedMatMul", since=1, domain=DOMAIN, kind="fast", applies=_matmul_applies, bind=_matmul_binder)
+def fused_matmul(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0):
+    if not _matmul_fast(x, w, z):
+        return fused_matmul_reference(x, w, b, z, activation=activation, alpha=alpha, beta=beta)
+    return _matmul_run(x, w, b, z, activation_code(activation), float(alpha), float(beta))

@@ -22,6 +22,8 @@ from inference.ops import pool as reference
 from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
+POOL_2X2, POOL_UNPADDED, POOL_PADDED = range(3)  # the kernel a plan runs
+
 
 @threaded_kernel()
 def pool2d(x, kh, kw, sh, sw, dh, dw, ph, pw, hp, wp, y, is_max):
@@ -95,6 +97,32 @@ def pool2d_unpadded(x, kh, kw, sh, sw, dh, dw, y, is_max):
 
 
 @threaded_kernel()
+def pool2x2s2(x, y, is_max):
+    """2x2 stride-2 max (``is_max``) or average pooling of windows inside ``x`` (N, C, H, W) into ``y``.
+
+    The commonest pool of small CNNs, specialised: each output is its four taps in one expression,
+    indexed straight into the channel plane, which LLVM vectorises as interleaved loads. Slicing a
+    row per output row and tap (as the general kernels do) cost ~1 ns per input element on a 28x28
+    map, most of a batch-1 pool; this runs at ~0.2 ns.
+    """
+    n, c = x.shape[0], x.shape[1]
+    oh, ow = y.shape[2], y.shape[3]
+    for r in numba.prange(n * c):
+        b, ch = r // c, r % c
+        xp, yp = x[b, ch], y[b, ch]
+        for yo in range(oh):
+            i = 2 * yo
+            if is_max:
+                for xo in range(ow):
+                    j = 2 * xo
+                    yp[yo, xo] = max(max(xp[i, j], xp[i, j + 1]), max(xp[i + 1, j], xp[i + 1, j + 1]))
+            else:
+                for xo in range(ow):
+                    j = 2 * xo
+                    yp[yo, xo] = (xp[i, j] + xp[i, j + 1] + xp[i + 1, j] + xp[i + 1, j + 1]) * np.float32(0.25)
+
+
+@threaded_kernel()
 def global_pool(x, y, is_max):
     """Global max or average over each (H*W) plane of ``x`` (N, C, P) into ``y`` (N, C)."""
     n, c, p = x.shape
@@ -129,8 +157,9 @@ def _tuple(v):
 @functools.lru_cache(maxsize=256)
 def _pool_plan(spatial: tuple, kernel_shape: tuple, strides, dilations, pads, auto_pad: str, ceil_mode: int,
                count_include_pad: int, op: str):
-    """Output spatial shape, the pool2d geometry ints, whether no padding is needed, and (average
-    pools) the read-only float32 divisor: derived once per distinct call, not on every run."""
+    """Output spatial shape, the pool2d geometry ints, the kernel to run (``POOL_*``), (average pools
+    off the 2x2 kernel) the read-only float32 divisor and whether it is a max: derived once per
+    distinct call, not on every run."""
     win = window_geometry(spatial, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode, op)
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = win.kernel, win.strides, win.dilations, win.pads_begin
     end_h, end_w = win.padded_end(spatial)
@@ -141,8 +170,15 @@ def _pool_plan(spatial: tuple, kernel_shape: tuple, strides, dilations, pads, au
         counts.flags.writeable = False
     # in place beat the padded copy everywhere measured but for many strided taps on a large plane
     # (3x3/2 on 64x56x56: 0.92x), where the copy's contiguous reads pay for it
-    unpadded = ph == pw == end_h == end_w == 0 and (sw == 1 or kh * kw <= 4 or spatial[0] * spatial[1] <= 1024)
-    return win.out_shape, (kh, kw, sh, sw, dh, dw, ph, pw, hp, wp), unpadded, counts
+    inside = ph == pw == end_h == end_w == 0
+    if inside and (kh, kw, sh, sw, dh, dw) == (2, 2, 2, 2, 1, 1):
+        method = POOL_2X2  # every window has its 4 taps: the kernel averages itself, no divisor
+        counts = None
+    elif inside and (sw == 1 or kh * kw <= 4 or spatial[0] * spatial[1] <= 1024):
+        method = POOL_UNPADDED
+    else:
+        method = POOL_PADDED
+    return win.out_shape, (kh, kw, sh, sw, dh, dw, ph, pw, hp, wp), method, counts, op == "MaxPool"
 
 
 def _pool(x: np.ndarray, op: str, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode,
@@ -153,15 +189,16 @@ def _pool(x: np.ndarray, op: str, kernel_shape, strides, dilations, pads, auto_p
 
 
 def _run_plan(x: np.ndarray, plan) -> np.ndarray:
-    out_shape, geo, unpadded, counts = plan
+    out_shape, geo, method, counts, is_max = plan
     y = np.empty(x.shape[:2] + out_shape, np.float32)
-    is_max = counts is None
-    if unpadded:
+    if method == POOL_2X2:
+        pool2x2s2(x, y, is_max)
+    elif method == POOL_UNPADDED:
         kh, kw, sh, sw, dh, dw = geo[:6]
         pool2d_unpadded(x, kh, kw, sh, sw, dh, dw, y, is_max)
     else:
         pool2d(x, *geo, y, is_max)
-    if not is_max:
+    if counts is not None:
         y /= counts
     return y
 

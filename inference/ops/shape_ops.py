@@ -42,17 +42,54 @@ def reshape_v1(data, *, shape, consumed_inputs=None):
     return data.reshape(reshaped_dims(data.shape, list(shape)))
 
 
-@register("Reshape", since=5)
+def _memo_dims(compute):
+    """``bind`` for Flatten/Reshape: the output dims, computed (and checked) by ``compute(data, [shape,]
+    **attrs)``, are memoised per input shape (and shape input), so a run is a dict lookup and a view."""
+
+    def binder(fn):
+        def bind(**attrs):
+            dims: dict[tuple, tuple] = {}
+
+            def run(data, *shape):
+                if not shape:
+                    key = data.shape
+                elif isinstance(shape[0], np.ndarray):
+                    key = (data.shape, shape[0].dtype.str, shape[0].tobytes())
+                else:
+                    return fn(data, *shape, **attrs)
+                out = dims.get(key)
+                if out is None:
+                    if len(dims) > 64:  # shapes vary run to run: keep the memo small
+                        dims.clear()
+                    out = dims[key] = compute(data, *shape, **attrs)
+                return data.reshape(out)
+
+            return run
+
+        return bind
+
+    return binder
+
+
+def _reshape_dims(data, shape, allowzero=0) -> tuple[int, ...]:
+    return reshaped_dims(data.shape, int_list(shape), allowzero)
+
+
+@register("Reshape", since=5, bind=_memo_dims(_reshape_dims))
 def reshape(data, shape, *, allowzero=0):
     return data.reshape(reshaped_dims(data.shape, int_list(shape), allowzero))
 
 
-@register("Flatten", since=1)
-def flatten(x, *, axis=1):
+def _flatten_dims(x, axis=1) -> tuple[int, int]:
     if not -x.ndim <= axis <= x.ndim:
         raise KernelError(f"Flatten: axis {axis} is out of range [-{x.ndim}, {x.ndim}]")
     axis = axis + x.ndim if axis < 0 else axis
-    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
+    return math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
+
+
+@register("Flatten", since=1, bind=_memo_dims(_flatten_dims))
+def flatten(x, *, axis=1):
+    return x.reshape(_flatten_dims(x, axis))
 
 
 def _squeeze(x: np.ndarray, axes: list[int] | None) -> np.ndarray:

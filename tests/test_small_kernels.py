@@ -1,0 +1,188 @@
+"""The batch-1 small-node kernels against their reference ops: direct 3x3 conv, 2x2/2 pooling,
+the bound FusedMatMul and the memoised Flatten/Reshape."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import inference.kernels  # noqa: F401  (registers the fast kernels and the fused ops)
+from inference.errors import KernelError
+from inference.kernels import direct_conv, pool
+from inference.kernels.fused import DOMAIN
+from inference.ops.registry import KernelContext, lookup
+
+RTOL, ATOL = 1e-4, 1e-5
+ACTIVATIONS = [("", 0.0, 0.0), ("Relu", 0.0, 0.0), ("Clip", -0.5, 0.5), ("LeakyRelu", 0.1, 0.0),
+               ("Sigmoid", 0.0, 0.0), ("HardSigmoid", 0.2, 0.5), ("HardSwish", 0.0, 0.0), ("Gelu", 0.0, 0.0),
+               ("GeluTanh", 0.0, 0.0)]
+
+
+def _rand(rng, *shape) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _close(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def _bound(op: str, domain: str = "", opset: int = 13, **attrs):
+    """The fast kernel of ``op`` bound to ``attrs`` the way the session binds it, and the reference."""
+    fast, ref = lookup(op, domain, opset, "fast"), lookup(op, domain, opset, "reference")
+    return fast.bind(**attrs), (lambda *xs: ref.fn(*xs, **attrs))
+
+
+# -- direct 3x3 convolution ---------------------------------------------------------------------------
+DIRECT_CASES = [  # (N, C, M, H, W, pads, dilations, auto_pad)
+    (1, 1, 16, 28, 28, [1, 1, 1, 1], [1, 1], "NOTSET"),  # MNIST first layer
+    (1, 16, 32, 14, 14, [1, 1, 1, 1], [1, 1], "NOTSET"),
+    (1, 3, 7, 11, 13, [1, 1, 1, 1], [1, 1], "NOTSET"),  # odd output channels and sizes
+    (2, 4, 5, 9, 6, [0, 2, 1, 0], [1, 1], "NOTSET"),  # asymmetric pads, batch 2
+    (1, 5, 6, 12, 10, [2, 2, 2, 2], [2, 2], "NOTSET"),  # dilation 2
+    (1, 2, 3, 10, 9, [1, 0, 2, 1], [2, 1], "NOTSET"),
+    (3, 3, 4, 8, 8, [0, 0, 0, 0], [1, 1], "NOTSET"),  # valid conv, batch 3
+    (1, 6, 1, 7, 5, None, [1, 1], "SAME_UPPER"),  # a single output channel
+    (1, 6, 8, 5, 7, None, [1, 1], "SAME_LOWER"),
+]
+
+
+@pytest.mark.parametrize("case", DIRECT_CASES)
+@pytest.mark.parametrize("activation,alpha,beta", ACTIVATIONS)
+def test_direct_conv_matches_reference(case, activation, alpha, beta):
+    n, c, m, h, w, pads, dil, auto = case
+    rng = np.random.default_rng(1)
+    x, wt, b = _rand(rng, n, c, h, w), _rand(rng, m, c, 3, 3), _rand(rng, m)
+    attrs = dict(kernel_shape=[3, 3], strides=[1, 1], dilations=dil, group=1, auto_pad=auto,
+                 activation=activation, alpha=alpha, beta=beta)
+    if pads is not None:
+        attrs["pads"] = pads
+    fast, ref = _bound("FusedConv", DOMAIN, 1, **attrs)
+    want = ref(x, wt, b)
+    assert direct_conv.prefer_direct(c, m, 3, 3, 1, 1, *want.shape[2:], 1)  # the case runs the direct kernel
+    _close(fast(x, wt, b), want)
+    z = _rand(rng, *want.shape)  # residual
+    _close(fast(x, wt, b, z), ref(x, wt, b, z))
+
+
+def test_direct_conv_plain_conv_without_bias():
+    rng = np.random.default_rng(2)
+    x, wt = _rand(rng, 1, 8, 14, 14), _rand(rng, 16, 8, 3, 3)
+    fast, ref = _bound("Conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    _close(fast(x, wt), ref(x, wt))
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((1, 16, 3, 3, 1, 1, 28, 28, 1), True),
+    ((16, 32, 3, 3, 1, 1, 14, 14, 1), True),
+    ((16, 64, 3, 3, 1, 1, 14, 14, 1), False),  # 64 output channels: BLAS wins
+    ((3, 32, 3, 3, 1, 1, 56, 56, 1), False),  # large map
+    ((16, 16, 3, 3, 2, 2, 14, 14, 1), False),  # strided
+    ((16, 16, 3, 3, 1, 1, 14, 14, 2), False),  # grouped
+    ((16, 16, 5, 5, 1, 1, 14, 14, 1), False),  # not 3x3
+])
+def test_direct_conv_size_rule(shape, expected):
+    assert direct_conv.prefer_direct(*shape) is expected
+
+
+# -- 2x2 stride-2 pooling ---------------------------------------------------------------------------
+POOL_CASES = [  # (shape, attrs)
+    ((1, 16, 28, 28), {}),
+    ((2, 3, 9, 7), {}),  # odd sizes, floor mode: the last row/column is dropped
+    ((1, 5, 6, 10), {"pads": [0, 0, 0, 0]}),
+    ((1, 4, 7, 7), {"ceil_mode": 1}),  # windows past the edge: the padded kernel
+    ((1, 4, 8, 8), {"pads": [1, 1, 1, 1]}),
+]
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("shape,extra", POOL_CASES)
+def test_pool_2x2_matches_reference(op, shape, extra):
+    rng = np.random.default_rng(3)
+    x = _rand(rng, *shape)
+    attrs = dict(kernel_shape=[2, 2], strides=[2, 2], **extra)
+    ref = lookup(op, "", 13, "reference").fn
+    fast = lookup(op, "", 13, "fast")
+    if fast.wants_ctx:
+        ctx = KernelContext(node=None, opset=13, num_outputs=1)
+        run, want = fast.bind(ctx=ctx, **attrs), ref(x, ctx=ctx, **attrs)
+    else:
+        run, want = fast.bind(**attrs), ref(x, **attrs)
+    np.testing.assert_array_equal(run(x), want)  # max and (a+b+c+d)/4 are exact in float32
+    assert run(x).dtype == np.float32
+
+
+def test_pool_2x2_plan_uses_the_specialised_kernel():
+    plan = pool._pool_plan((28, 28), (2, 2), (2, 2), None, None, "NOTSET", 0, 0, "MaxPool")
+    assert plan[2] == pool.POOL_2X2
+    ceil = pool._pool_plan((7, 7), (2, 2), (2, 2), None, None, "NOTSET", 1, 0, "MaxPool")
+    assert ceil[2] == pool.POOL_PADDED
+
+
+# -- FusedMatMul, bound -------------------------------------------------------------------------------
+@pytest.mark.parametrize("xshape", [(1, 1568), (3, 20), (2, 3, 20), (20,)])
+@pytest.mark.parametrize("activation,alpha,beta", ACTIVATIONS[:4])
+@pytest.mark.parametrize("with_b,with_z", [(True, False), (False, False), (True, True)])
+def test_fused_matmul_bound_matches_reference(xshape, activation, alpha, beta, with_b, with_z):
+    rng = np.random.default_rng(4)
+    x = _rand(rng, *xshape)
+    w = _rand(rng, xshape[-1], 10)
+    b = _rand(rng, 10) if with_b else None
+    z = _rand(rng, *(xshape[:-1] + (10,))) if with_z else None
+    fast, ref = _bound("FusedMatMul", DOMAIN, 1, activation=activation, alpha=alpha, beta=beta)
+    _close(fast(x, w, b, z), ref(x, w, b, z))
+
+
+def test_fused_matmul_bound_falls_back_off_the_fast_path():
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 6)), rng.standard_normal((6, 3))  # float64: the reference runs
+    fast, ref = _bound("FusedMatMul", DOMAIN, 1, activation="Relu")
+    np.testing.assert_allclose(fast(x, w), ref(x, w))
+
+
+# -- Flatten / Reshape, memoised -----------------------------------------------------------------------
+@pytest.mark.parametrize("axis", [0, 1, 2, -1, 4])
+def test_flatten_bound_matches_reference(axis):
+    x = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    fast = lookup("Flatten", "", 13).bind(axis=axis)
+    ref = lookup("Flatten", "", 13).fn
+    for _ in range(2):  # second call: from the memo
+        got = fast(x)
+        np.testing.assert_array_equal(got, ref(x, axis=axis))
+        assert np.shares_memory(got, x)
+    y = x[:1]  # another input shape gets its own dims
+    assert fast(y).shape == ref(y, axis=axis).shape
+
+
+def test_flatten_bound_rejects_bad_axis():
+    with pytest.raises(KernelError, match="out of range"):
+        lookup("Flatten", "", 13).bind(axis=5)(np.zeros((1, 2, 3), np.float32))
+
+
+def test_reshape_bound_memo_follows_the_shape_input():
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    run = lookup("Reshape", "", 13).bind()
+    assert run(x, np.array([0, -1], np.int64)).shape == (2, 12)
+    assert run(x, np.array([-1, 4], np.int64)).shape == (6, 4)
+    assert run(x, np.array([0, -1], np.int64)).shape == (2, 12)
+    assert run(x.reshape(4, 6), np.array([0, -1], np.int64)).shape == (4, 6)
+    with pytest.raises(KernelError, match="cannot"):
+        run(x, np.array([5, -1], np.int64))
+
+
+# -- serial and prange twins agree -------------------------------------------------------------------
+def test_direct_conv_and_pool_twins_agree():
+    rng = np.random.default_rng(6)
+    x, wt, b = _rand(rng, 2, 3, 9, 8), _rand(rng, 5, 3, 3, 3), _rand(rng, 5)
+    z = _rand(rng, 2, 5, 9, 8)
+    want = lookup("FusedConv", DOMAIN, 1, "reference").fn(x, wt, b, z, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                                           activation="Relu")
+    for twin in (direct_conv.direct_conv3x3.serial, direct_conv.direct_conv3x3.parallel):
+        y = np.empty_like(want)
+        twin(x, wt, b, z, True, 1, 1, 1, 1, y, 1, 0.0, 0.0)
+        _close(y, want)
+    pooled = lookup("MaxPool", "", 13, "reference").fn(x, kernel_shape=[2, 2], strides=[2, 2],
+                                                       ctx=KernelContext(node=None, opset=13, num_outputs=1))
+    for twin in (pool.pool2x2s2.serial, pool.pool2x2s2.parallel):
+        y = np.empty_like(pooled)
+        twin(x, y, True)
+        np.testing.assert_array_equal(y, pooled)
