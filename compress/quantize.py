@@ -181,6 +181,14 @@ def activation_params(lo: float, hi: float, dtype: str) -> tuple[np.ndarray, np.
     return np.asarray(scale, np.float32), zp
 
 
+def bias_params(b: np.ndarray, x_scale: np.ndarray, w_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A bias as int32 (flattened) and its float32 scale x_scale * w_scale, per output channel."""
+    b = b.reshape(-1)
+    scale = (np.float32(x_scale) * np.broadcast_to(w_scale, b.shape)).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    return saturate_cast(b.astype(np.float64) / scale, np.int32), scale
+
+
 # -- calibration data -----------------------------------------------------------------------------
 def batches_of(model: Model, data: CalibrationData, batch_size: int = 32,
                max_batches: int | None = None) -> list[dict[str, np.ndarray]]:
@@ -291,10 +299,7 @@ class _Rewriter:
 
     def bias(self, node: Node, x_scale: np.ndarray, w_scale: np.ndarray) -> None:
         """Bias as int32 at scale x_scale * w_scale (zero point 0): what int8 kernels add exactly."""
-        b = self.g.initializers[node.inputs[2]].reshape(-1)
-        scale = (np.float32(x_scale) * np.broadcast_to(w_scale, b.shape)).astype(np.float32)
-        scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-        q = saturate_cast(b.astype(np.float64) / scale, np.int32)
+        q, scale = bias_params(self.g.initializers[node.inputs[2]], x_scale, w_scale)
         qn, sn = self._init(f"{node.inputs[2]}_quantized", q), self._init(f"{node.inputs[2]}_scale", scale)
         out = f"{node.inputs[2]}_dequantized_{node.outputs[0]}"
         self._node("DequantizeLinear", [qn, sn], [out], axis=0)
@@ -451,5 +456,5 @@ def model_bytes(model: Model, value_info: bool = False) -> int:
 
 __all__ = ["QuantConfig", "QuantizationError", "LayerSensitivity", "quantize_static", "quantize_dynamic",
            "quantize_with_ranges",
-           "sensitivity_report", "weight_params", "activation_params", "batches_of", "prepare", "clone",
+           "sensitivity_report", "weight_params", "activation_params", "bias_params", "batches_of", "prepare", "clone",
            "quantizable", "model_bytes"]

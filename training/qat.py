@@ -12,8 +12,9 @@ activation gets a ``FakeQuantize`` node (every reader sees the rounded value, as
 model) whose range stays **fixed** at the calibrated one: the converted model uses the very
 scales the fine-tune adapted to. Each weight gets a ``FakeQuantizeWeight`` node whose symmetric
 int8 scale is **recomputed from the current weight on every step**, as conversion will compute
-it from the final weight. Biases stay float during QAT: conversion stores them as int32 at
-scale x_scale * w_scale, an error far below one activation step. The ops and their
+it from the final weight. Each constant bias gets a ``FakeQuantizeBias`` node: conversion stores it
+as int32 at scale x_scale * w_scale, a step that per-tensor weights with one wide filter (a
+depthwise conv after BatchNorm folding) make as large as an activation step. The ops and their
 straight-through gradients: :mod:`training.kernels.fake_quant`, :mod:`training.grads.quant`.
 """
 from __future__ import annotations
@@ -33,11 +34,12 @@ from training.protocols import TRAIN_DOMAIN
 __all__ = ["prepare_qat", "convert_qat", "fake_quant_ranges"]
 
 METADATA_KEY = "edgelearn.qat"
+FAKE_QUANT_OPS = ("FakeQuantize", "FakeQuantizeWeight", "FakeQuantizeBias")
 
 
 def prepare_qat(model: Model, calibration_data: CalibrationData, config: QuantConfig | None = None,
                 **options: Any) -> Model:
-    """A copy of ``model`` with fake quantization on the weights and inputs of its Conv/MatMul/Gemm
+    """A copy of ``model`` with fake quantization on the weights, biases and inputs of its Conv/MatMul/Gemm
     layers, ready for :class:`training.Trainer`. ``config``/``options``: those of
     :func:`compress.quantize.quantize_static` (``keep_fp32`` aside: name the layers in ``exclude``)."""
     cfg = dataclasses.replace(config or QuantConfig(), **options)
@@ -59,18 +61,26 @@ def prepare_qat(model: Model, calibration_data: CalibrationData, config: QuantCo
     taken = {o for n in g.nodes for o in n.outputs} | set(g.initializers) | set(g.input_names)
     fresh = _namer(taken)
     new: list[Node] = []
+    layer_input = [t.node.inputs[0] for t in targets]  # read before the rewiring below renames them
     for x, (lo, hi) in ranges.items():
         y = fresh(f"{x}_fakequant")
         for reader in g.nodes:  # every reader sees the rounded value, as every reader of a DQ does
             reader.inputs = [y if i == x else i for i in reader.inputs]
         new.append(Node("FakeQuantize", [x], [y], {"lo": lo, "hi": hi, "dtype": cfg.activations}, TRAIN_DOMAIN,
                         fresh(f"{x}_FakeQuantize")))
-    for t in targets:
-        w = t.node.inputs[1]
+    for t, x in zip(targets, layer_input):
+        w, weight_attrs = t.node.inputs[1], {"axis": t.weight_axis, "per_channel": int(cfg.per_channel)}
         y = fresh(f"{w}_fakequant")
-        new.append(Node("FakeQuantizeWeight", [w], [y], {"axis": t.weight_axis, "per_channel": int(cfg.per_channel)},
-                        TRAIN_DOMAIN, fresh(f"{w}_FakeQuantizeWeight")))
+        new.append(Node("FakeQuantizeWeight", [w], [y], dict(weight_attrs), TRAIN_DOMAIN,
+                        fresh(f"{w}_FakeQuantizeWeight")))
         t.node.inputs[1] = y
+        b = t.node.inputs[2] if len(t.node.inputs) > 2 else ""
+        if b in g.initializers:  # the biases post-training quantization stores as int32
+            lo, hi = ranges[x]
+            y = fresh(f"{b}_fakequant")
+            attrs = {"lo": lo, "hi": hi, "dtype": cfg.activations, **weight_attrs}
+            new.append(Node("FakeQuantizeBias", [b, w], [y], attrs, TRAIN_DOMAIN, fresh(f"{b}_FakeQuantizeBias")))
+            t.node.inputs[2] = y
     g.nodes.extend(new)
     g.toposort()
     g.value_info.clear()  # rewired tensors: the runtime infers the types again
@@ -92,7 +102,7 @@ def convert_qat(model: Model) -> Model:
     post-training quantization, with the ranges the fine-tune used and the final weights."""
     m = clone(model)
     g = m.graph
-    fq = [n for n in g.nodes if n.domain == TRAIN_DOMAIN and n.op_type in ("FakeQuantize", "FakeQuantizeWeight")]
+    fq = [n for n in g.nodes if n.domain == TRAIN_DOMAIN and n.op_type in FAKE_QUANT_OPS]
     if not fq:
         raise QuantizationError(f"model {g.name!r} has no FakeQuantize node: prepare it with training.qat.prepare_qat")
     dtypes = {n.attrs.get("dtype", "uint8") for n in fq if n.op_type == "FakeQuantize"}

@@ -30,3 +30,10 @@ def _fake_quantize_weight(b: GradBuilder, node: Node, dys: Grads) -> Grads:
     """dw = dy: the symmetric max-abs scale maps every weight inside [-127, 127], so nothing
     saturates and the straight-through mask is all ones."""
     return [dys[0]]
+
+
+@grad_rule("FakeQuantizeBias", domain=TRAIN_DOMAIN)
+def _fake_quantize_bias(b: GradBuilder, node: Node, dys: Grads) -> Grads:
+    """db = dy: int32 saturates only past 2**31 steps, never for a trained bias; the weight only
+    sets the step (a constant of the backward pass, as every scale here)."""
+    return [dys[0], None]

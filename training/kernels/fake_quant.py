@@ -9,6 +9,11 @@ are called, so QAT and post-training quantization cannot drift apart):
   range, ``activation_params(lo, hi, dtype)`` (asymmetric uint8 or symmetric int8).
 * ``edgelearn.train::FakeQuantizeWeight(w; axis, per_channel)``: a weight, with its symmetric int8
   scale recomputed from the current values on every run (``weight_params``), as conversion will.
+* ``edgelearn.train::FakeQuantizeBias(b, w; lo, hi, dtype, axis, per_channel)``: a bias, rounded
+  as conversion stores it: int32 at scale x_scale * w_scale (``bias_params``), x_scale that of the
+  layer's input range [lo, hi], w_scale that of the current weight ``w``. With per-tensor weights
+  and one wide filter, that step can reach an activation step: float biases would then train a
+  model the int8 one does not compute.
 * ``edgelearn.grad::FakeQuantizeGrad(dy, x; lo, hi, dtype)``: the straight-through estimator of
   ``FakeQuantize``: ``dy`` where ``round(x / scale) + zero_point`` lies inside the integer range
   (the value was rounded, not clipped), 0 where it saturated.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.quantize import activation_params, weight_params
+from compress.quantize import activation_params, bias_params, weight_params
 from inference.errors import KernelError
 from inference.ir import Node
 from inference.ops.quantize import dequantize_linear, quantize_linear
@@ -37,6 +42,8 @@ register_schema(OpSchema("FakeQuantize", TRAIN_DOMAIN, 1, (FormalParam("x"),), (
                          {"lo": None, "hi": None, "dtype": "uint8"}, _same_as_first))
 register_schema(OpSchema("FakeQuantizeWeight", TRAIN_DOMAIN, 1, (FormalParam("w"),), (FormalParam("y"),),
                          {"axis": 0, "per_channel": 1}, _same_as_first))
+register_schema(OpSchema("FakeQuantizeBias", TRAIN_DOMAIN, 1, (FormalParam("b"), FormalParam("w")), (FormalParam("y"),),
+                         {"lo": None, "hi": None, "dtype": "uint8", "axis": 0, "per_channel": 1}, _same_as_first))
 register_schema(OpSchema("FakeQuantizeGrad", GRAD_DOMAIN, 1, (FormalParam("dy"), FormalParam("x")),
                          (FormalParam("dx"),), {"lo": None, "hi": None, "dtype": "uint8"}, _same_as_first))
 
@@ -58,10 +65,25 @@ def fake_quantize(x: np.ndarray, *, lo: float, hi: float, dtype: str = "uint8") 
 @register("FakeQuantizeWeight", since=1, domain=TRAIN_DOMAIN)
 def fake_quantize_weight(w: np.ndarray, *, axis: int = 0, per_channel: int = 1) -> np.ndarray:
     """The weight as int8 inference will see it: symmetric, per output channel (or per tensor)."""
+    q, scale = fake_weight_scale(w, axis, per_channel)
+    return dequantize_linear(q, scale, axis=axis % w.ndim).astype(w.dtype, copy=False)
+
+
+@register("FakeQuantizeBias", since=1, domain=TRAIN_DOMAIN)
+def fake_quantize_bias(b: np.ndarray, w: np.ndarray, *, lo: float, hi: float, dtype: str = "uint8", axis: int = 0,
+                       per_channel: int = 1) -> np.ndarray:
+    """The bias as int8 inference adds it: int32 at scale x_scale * w_scale."""
+    x_scale, _ = activation_qparams(lo, hi, dtype)
+    _, w_scale = fake_weight_scale(w, axis, per_channel)
+    q, scale = bias_params(b, x_scale, w_scale)
+    return dequantize_linear(q, scale, axis=0).reshape(b.shape).astype(b.dtype, copy=False)
+
+
+def fake_weight_scale(w: np.ndarray, axis: int, per_channel: int) -> tuple[np.ndarray, np.ndarray]:
+    """``weight_params`` of a fake-quantized weight, checking the axis."""
     if per_channel and not -w.ndim <= axis < w.ndim:
         raise KernelError(f"FakeQuantizeWeight: axis {axis} out of range for a weight of shape {list(w.shape)}")
-    q, scale = weight_params(w, axis % w.ndim, bool(per_channel))
-    return dequantize_linear(q, scale, axis=axis % w.ndim).astype(w.dtype, copy=False)
+    return weight_params(w, axis % w.ndim, bool(per_channel))
 
 
 @register("FakeQuantizeGrad", since=1, domain=GRAD_DOMAIN)
