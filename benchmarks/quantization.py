@@ -14,6 +14,7 @@ Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/quantizat
   interleaved blocks of 5 runs after a discarded warm-up (each pool spin-waits after its work, which
   would steal the next runtime's core on 2 threads); the median of each is reported (shared,
   noisy machines: read ratios, not absolute times); the first int8 run (numba cache load, weight packing) is reported separately.
+  ``--profile`` adds ResNet-18's time per op type (fp32 next to int8) from the session's profiler hook.
 """
 from __future__ import annotations
 
@@ -198,6 +199,29 @@ def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, arg
         print(f"| {k} | {med[k]:.1f} | {min(times[k]) * 1e3:.1f} | {med[k] / base:.2f} |")
 
 
+def op_profile(s32: Session, s8: Session, x: np.ndarray, reps: int) -> None:
+    """Per op type, the sum over its nodes of each node's median time (session profiler hook),
+    fp32 and int8 in alternating runs: where the int8 run spends its time next to fp32's."""
+    per: dict[str, dict[str, list[float]]] = {"fp32": {}, "int8": {}}
+    for _ in range(reps):
+        for label, s in (("fp32", s32), ("int8", s8)):
+            s.profiler = lambda node, kernel, a, b, d=per[label]: d.setdefault(
+                f"{node.op_type}|{node.name or node.outputs[0]}", []).append(b - a)
+            s.run({"input": x})
+            s.profiler = None
+    sums: dict[str, dict[str, float]] = {}
+    for label, nodes in per.items():
+        for key, ts in nodes.items():
+            op = key.split("|")[0]
+            sums.setdefault(op, {"fp32": 0.0, "int8": 0.0})[label] += float(np.median(ts)) * 1e3
+    total = {k: sum(v[k] for v in sums.values()) for k in ("fp32", "int8")}
+    print(f"\nper op type, sum of per-node medians over {reps} profiled runs (ms)\n")
+    print("| op | ours fp32 | ours int8 |\n|---|---|---|")
+    for op, v in sorted(sums.items(), key=lambda kv: -max(kv[1].values())):
+        print(f"| {op} | {v['fp32']:.2f} | {v['int8']:.2f} |")
+    print(f"| total | {total['fp32']:.2f} | {total['int8']:.2f} ({total['int8'] / total['fp32']:.2f}x) |")
+
+
 def section_resnet(args) -> None:
     from inference.zoo import resnet18
 
@@ -208,6 +232,11 @@ def section_resnet(args) -> None:
     note = f"static int8 per-channel, 8 calibration images, quantized in {time.perf_counter() - t:.1f} s"
     x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     latency_table("ResNet-18 (224x224, random weights)", model, q, x, args, note)
+    if args.profile:
+        s32, s8 = ours(model), ours(q)
+        for s in (s32, s8):
+            s.run({"input": x})
+        op_profile(s32, s8, x, args.reps)
 
 
 def section_transformer(args) -> None:
@@ -226,6 +255,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--profile", action="store_true", help="resnet18: also print the per-op-type time of fp32 and int8")
     p.add_argument("--mnist-model", help="use this trained MNIST CNN (.onnx) instead of training one")
     p.add_argument("--save-mnist-model", help="save the trained MNIST CNN here")
     args = p.parse_args()

@@ -213,6 +213,117 @@ def test_fast_dynamic_quantize_linear_equals_reference(shape, scale):
     x = (RNG.standard_normal(shape) * scale).astype(np.float32)
     if scale < 0:
         x = np.abs(x)  # all positive: the range still includes 0
-    for got, ref in zip(K.dynamic_quantize_linear_fast(x), dynamic_quantize_linear(x)):
+    from inference.kernels.int8_qdq import dynamic_quantize_linear_fast
+
+    for got, ref in zip(dynamic_quantize_linear_fast(x), dynamic_quantize_linear(x)):
         assert got.dtype == ref.dtype
         np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("dtype,zp", [(np.uint8, None), (np.uint8, 0), (np.uint8, 7), (np.int8, 0), (np.int8, -7)])
+def test_fast_quantize_dequantize_equal_reference(dtype, zp):
+    """The one-pass per-tensor Q/DQ kernels give the reference's exact values (ties, saturation)."""
+    from inference.kernels.int8_qdq import dequantize_linear_fast, quantize_linear_fast
+    from inference.ops.quantize import dequantize_linear, quantize_linear
+
+    x = (RNG.standard_normal((2, 3, 17, 5)) * 4).astype(np.float32)
+    x.flat[:6] = [0.25, 0.75, -0.25, 1e9, -1e9, 2.5]  # halves round to even; saturation both ways
+    scale = np.asarray(np.float32(0.5))
+    zpa = None if zp is None else np.asarray(zp, dtype)  # none: uint8
+    q = quantize_linear_fast(x, scale, zpa)
+    ref = quantize_linear(x, scale, zpa)
+    assert q.dtype == ref.dtype and q.shape == ref.shape
+    np.testing.assert_array_equal(q, ref)
+    d, dref = dequantize_linear_fast(q, scale, zpa), dequantize_linear(q, scale, zpa)
+    assert d.dtype == dref.dtype == np.float32
+    np.testing.assert_array_equal(d, dref)
+
+
+def test_fast_quantize_falls_back_for_per_axis_scales():
+    from inference.kernels.int8_qdq import dequantize_linear_fast, quantize_linear_fast
+    from inference.ops.quantize import dequantize_linear, quantize_linear
+
+    x = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    s, z = np.array([0.1, 0.2, 0.3], np.float32), np.array([1, 2, 3], np.uint8)
+    q = quantize_linear_fast(x, s, z, axis=1)
+    np.testing.assert_array_equal(q, quantize_linear(x, s, z, axis=1))
+    np.testing.assert_array_equal(dequantize_linear_fast(q, s, z, axis=1), dequantize_linear(q, s, z, axis=1))
+
+
+def test_cached_epilogue_constants_follow_new_parameters():
+    """Packed weights and epilogue constants are cached per weight array; other scale or zero-point
+    arrays (dynamic quantization) on the same weight must not reuse the stale constants."""
+    x, wq = _q((1, 8, 9, 9), np.uint8), _q((16, 8, 3, 3), np.int8)
+    ws, b = RNG.uniform(0.002, 0.01, 16).astype(np.float32), RNG.integers(-500, 500, 16).astype(np.int32)
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation="Relu")
+    for xs, xzp, ys in ((0.03, 5, 0.4), (0.05, 9, 0.2), (0.03, 5, 0.1)):
+        args = (x, np.asarray(np.float32(xs)), np.asarray(xzp, np.uint8), wq, ws, b, None,
+                np.asarray(np.float32(ys)), np.asarray(3, np.uint8))
+        _lsb_close(K.qconv2d(*args, **attrs), K.qconv_reference(*args, **attrs), ys)
+
+
+@pytest.mark.parametrize("h,w", [(7, 7), (14, 14), (9, 40)])
+def test_qconv_residual_rows_across_pixel_blocks(h, w):
+    """Residual reads and output stores are masked per output-row segment of each 32-pixel block:
+    rows shorter, equal and longer than a block, with the direct conv's padding columns between."""
+    x, wq = _q((2, 8, h, w), np.uint8), _q((24, 8, 3, 3), np.int8)
+    z = RNG.standard_normal((2, 24, h, w)).astype(np.float32)
+    args = (x, np.asarray(np.float32(0.02)), np.asarray(100, np.uint8), wq, np.asarray(np.float32(0.004)), None, z)
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    _lsb_close(K.qconv2d(*args, **attrs), K.qconv_reference(*args, **attrs), None)
+    q = (np.asarray(np.float32(0.05)), np.asarray(-3, np.int8))
+    _lsb_close(K.qconv2d(*args, *q, **attrs), K.qconv_reference(*args, *q, **attrs), 0.05)
+
+
+def test_strided_plan_has_no_zero_taps():
+    """A stride-2 3x3 runs as per-phase stride-1 convolutions with only their own taps: the same
+    4-tap steps per output as a stride-1 3x3 (the plain space-to-depth kernel had 16/9 of them)."""
+    from inference.kernels.int8_conv_plan import conv_plan
+
+    strided = conv_plan((1, 64, 56, 56), (128, 64, 3, 3), 1, "NOTSET", None, (3, 3), (1, 1, 1, 1), (2, 2))
+    plain = conv_plan((1, 64, 56, 56), (128, 64, 3, 3), 1, "NOTSET", None, (3, 3), (1, 1, 1, 1), (1, 1))
+    assert strided.layout == "s2d2" and strided.koff.size == plain.koff.size == 9 * 64 // 4
+    assert strided.groups == 4 * 16 and (strided.oh, strided.ow) == (28, 28)
+    packed = K._packed(_q((128, 64, 3, 3), np.int8), 1, strided.weight_layout)[0]
+    assert packed[2] == strided.koff.size  # weights packed in the plan's tap order
+
+
+def _lanes_runner():
+    from inference.kernels.int8_lanes import add_lanes, clamp_block, requant_block, scale_block, store_lanes
+
+    @numba.njit
+    def run(buf, c, s, fb, z, q0, cnt, amin, amax, inv, lo, hi, izp, out8, outf):
+        vals = np.empty(32, np.float32)
+        scale_block(buf, 32, c, s, fb, vals)
+        add_lanes(vals, q0, cnt, z, 40)
+        clamp_block(vals, amin, amax)
+        qb = np.empty(32, np.uint8)
+        requant_block(vals, inv, lo, hi, izp, qb)
+        store_lanes(qb, q0, cnt, out8, 10)
+        store_lanes(vals, q0, cnt, outf, 7)
+        return vals
+
+    return run
+
+
+@pytest.mark.parametrize("q0,cnt", [(0, 32), (5, 9), (31, 1), (0, 0)])
+def test_epilogue_lanes_touch_only_their_segment(q0, cnt):
+    """The vector epilogue steps: scale, masked residual, clamp, requantize, and
+    masked stores that write lanes [q0, q0+cnt) only (neighbouring outputs belong to other rows)."""
+    buf = RNG.integers(-3000, 3000, 64).astype(np.int32)
+    z = RNG.standard_normal(80).astype(np.float32)
+    out8, outf = np.full(64, 77, np.int8), np.full(64, -5.0, np.float32)
+    c, s, fb, inv = np.int32(11), np.float32(0.01), np.float32(0.25), np.float32(1 / 0.05)
+    vals = _lanes_runner()(buf, c, s, fb, z, q0, cnt, np.float32(0), np.float32(np.inf), inv,
+                           np.float32(-128 - 3), np.float32(127 - 3), np.int32(3), out8, outf)
+    lanes = np.arange(32)
+    seg = (lanes >= q0) & (lanes < q0 + cnt)
+    ref = (buf[32:] + c).astype(np.float32) * s + fb
+    ref[seg] += z[40 + lanes[seg] - q0]
+    ref = np.maximum(ref, 0)
+    np.testing.assert_allclose(vals, ref, rtol=1e-6, atol=1e-6)
+    q = (np.clip(np.rint(ref * inv), -131, 124) + 3).astype(np.int8)
+    exp8, expf = np.full(64, 77, np.int8), np.full(64, -5.0, np.float32)
+    exp8[10:10 + cnt], expf[7:7 + cnt] = q[q0:q0 + cnt], vals[q0:q0 + cnt]
+    np.testing.assert_array_equal(out8, exp8)
+    np.testing.assert_array_equal(outf, expf)

@@ -23,9 +23,14 @@ table of per-step offsets says where the pixel vectors are, so the same tile run
 
 * direct convolution (stride 1): the input, padded with its zero point and interleaved by 4
   channels, is read in place: no im2col;
-* strided convolution as a stride-1 one over the space-to-depth input (a 7x7/2 is a 4x4/1 over
-  4x the channels), strided 1x1 as subsampling; only dilated strided ones pack im2col columns;
+* strided convolution as stride-1 ones over the s*s phases of the input (space-to-depth), each
+  phase with only its own taps (a 3x3/2 has the 9 taps per channel of a 3x3/1, not 16); strided
+  1x1 as subsampling; only dilated strided ones pack im2col columns;
 * matrix products, the rows of X packed as the pixels.
+
+The epilogue runs on whole 32-lane blocks in vector IR (:mod:`inference.kernels.int8_lanes`),
+storing each output row segment with one masked store; geometry, packed weights and epilogue
+constants are derived on a node's first call and reused (:mod:`inference.kernels.int8_conv_plan`).
 
 On a CPU without AVX512-VNNI the tile is emitted as generic vector IR (widen, multiply, add in
 fours) that LLVM lowers for the target; numba's cache is keyed by the CPU, so both coexist.
@@ -46,11 +51,13 @@ from numba.extending import intrinsic
 
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
+from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import CLIP, NONE, RELU, activate, activation_code
 from inference.kernels.fused import reference_activation
-from inference.ops._window import window_geometry
+from inference.kernels.int8_conv_plan import conv_plan, phase_taps
+from inference.kernels.int8_lanes import add_lanes, clamp_block, requant_block, scale_block, store_lanes
 from inference.ops.conv import conv as reference_conv
-from inference.ops.quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear, saturate_cast
+from inference.ops.quantize import dequantize_linear, quantize_linear
 from inference.ops.registry import register
 from inference.schema import FormalParam, OpSchema, register_schema
 
@@ -181,28 +188,92 @@ def conv_weight_rows(w: np.ndarray, direct: bool) -> np.ndarray:
     return padded.reshape(m, c4, 4, kh, kw).transpose(0, 1, 3, 4, 2).reshape(m, -1)
 
 
-@numba.njit(cache=True, parallel=True)
-def interleave_channels(x, c0, cg, ph, pw, wp_, plane, zp, out):
-    """Channels [c0, c0+cg) of uint8 ``x`` (N, C, H, W) into ``out`` (N, ceil(cg/4), plane*4):
-    zero-point padded planes of width ``wp_`` whose pixels hold 4 consecutive channels, so 16
-    neighbouring pixels of one channel group are one 64-byte vector (the direct conv's operand)."""
+def phase_weight_rows(w: np.ndarray, s: int) -> np.ndarray:
+    """Weight (M, C, kh, kw) of a stride-``s`` conv as (M, K) in the tap order of the phase
+    layout: per group (phase (a, b), 4 channels), that phase's taps (qy, qx), 4 channels each
+    (channels padded to 4): the order :func:`interleave_phases` and the plan's offsets use."""
+    m, c, kh, kw = w.shape
+    c4 = -(-c // 4)
+    padded = np.zeros((m, c4 * 4, kh, kw), np.int8)
+    padded[:, :c] = w
+    cols = [padded[:, 4 * cb:4 * cb + 4, a + s * qy, b + s * qx]
+            for a in range(s) for b in range(s) for cb in range(c4) for qy, qx in phase_taps((kh, kw), s, a, b)]
+    return np.stack(cols, axis=1).reshape(m, -1)
+
+
+@threaded_kernel()
+def interleave_phases(x, c0, cg, s, ph, pw, zp, out, wp_):
+    """Channels [c0, c0+cg) of uint8 ``x`` (N, C, H, W) cut into the s*s phases of the padded
+    input, interleaved by 4 channels: ``out`` (N, s*s*ceil(cg/4), plane) uint32, group (phase
+    (a, b), channel block) row i column j holding x[.., s*i + a - ph, s*j + b - pw] (the zero
+    point outside ``x``). A stride-s conv is then a stride-1 one per phase, read in place."""
+    n, _, h, w = x.shape
+    cb = -(-cg // 4)
+    groups, plane = out.shape[1], out.shape[2]
+    rows = plane // wp_
+    zp4 = np.uint32(zp) * np.uint32(0x01010101)
+    for t in numba.prange(n * groups):
+        img, gi = t // groups, t % groups
+        a, b = (gi // cb) // s, (gi // cb) % s
+        c = c0 + 4 * (gi % cb)
+        nc = min(4, c0 + cg - c)
+        o = out[img, gi]
+        o[:] = zp4
+        j0 = max(0, -(-(pw - b) // s))
+        j1 = min(wp_, (w - b + pw + s - 1) // s)
+        for i in range(rows):
+            sy = s * i + a - ph
+            if sy < 0 or sy >= h:
+                continue
+            row = o[i * wp_:(i + 1) * wp_]
+            if nc == 4:
+                r0, r1, r2, r3 = x[img, c, sy], x[img, c + 1, sy], x[img, c + 2, sy], x[img, c + 3, sy]
+                for j in range(j0, j1):
+                    sx = s * j + b - pw
+                    row[j] = (np.uint32(r0[sx]) | (np.uint32(r1[sx]) << np.uint32(8))
+                              | (np.uint32(r2[sx]) << np.uint32(16)) | (np.uint32(r3[sx]) << np.uint32(24)))
+            else:  # a partial channel block: missing channels read the zero point
+                for j in range(j0, j1):
+                    v = zp4
+                    for k in range(nc):
+                        sh = np.uint32(8 * k)
+                        v = (v & ~(np.uint32(0xFF) << sh)) | (np.uint32(x[img, c + k, sy, s * j + b - pw]) << sh)
+                    row[j] = v
+
+
+@threaded_kernel()
+def interleave_channels(x, c0, cg, ph, pw, wp_, zp, out):
+    """Channels [c0, c0+cg) of uint8 ``x`` (N, C, H, W) into ``out`` (N, ceil(cg/4), plane) uint32:
+    zero-point padded planes of width ``wp_`` whose pixels hold 4 consecutive channels (one per
+    byte, lowest first), so 16 neighbouring pixels of one channel group are one 64-byte vector
+    (the direct conv's operand). A full group's pixel is composed as one 32-bit word: contiguous
+    loads and stores, which vectorise (a byte store per channel did not)."""
     n, _, h, w = x.shape
     groups = out.shape[1]
+    zp4 = np.uint32(zp) * np.uint32(0x01010101)
     for t in numba.prange(n * groups):
         b, c4 = t // groups, t % groups
         o = out[b, c4]
-        o[:] = zp
-        for j in range(4):
-            ci = 4 * c4 + j
-            if ci >= cg:
-                break
-            for iy in range(h):
-                base = ((iy + ph) * wp_ + pw) * 4 + j
+        o[:] = zp4
+        c = c0 + 4 * c4
+        nc = min(4, cg - 4 * c4)
+        for iy in range(h):
+            row = o[(iy + ph) * wp_ + pw:(iy + ph) * wp_ + pw + w]
+            if nc == 4:
+                r0, r1, r2, r3 = x[b, c, iy], x[b, c + 1, iy], x[b, c + 2, iy], x[b, c + 3, iy]
                 for ix in range(w):
-                    o[base + 4 * ix] = x[b, c0 + ci, iy, ix]
+                    row[ix] = (np.uint32(r0[ix]) | (np.uint32(r1[ix]) << np.uint32(8))
+                               | (np.uint32(r2[ix]) << np.uint32(16)) | (np.uint32(r3[ix]) << np.uint32(24)))
+            else:  # the last, partial group: missing channels read the zero point
+                for ix in range(w):
+                    v = zp4
+                    for j in range(nc):
+                        sh = np.uint32(8 * j)
+                        v = (v & ~(np.uint32(0xFF) << sh)) | (np.uint32(x[b, c + j, iy, ix]) << sh)
+                    row[ix] = v
 
 
-@numba.njit(cache=True, parallel=True)
+@threaded_kernel()
 def pack_conv_columns(x, c0, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, zp, cp):
     """im2col of channels [c0, c0+cg) of uint8 ``x`` (N, C, H, W) straight into the tile layout
     ``cp`` (N, P/32, k4, 32, 4) (strided convolutions); taps in the padding read the zero point."""
@@ -253,71 +324,100 @@ def pack_weight_columns(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 # -- the GEMM with its epilogue -------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _activate_block(vals, code, alpha, beta, amin, amax):
+    """The fused activation over one 32-lane block: Relu, Clip and none as one vector clamp to
+    [amin, amax] (see :func:`_clamp_range`), the others lane by lane."""
+    if code == NONE or code == RELU or code == CLIP:
+        clamp_block(vals, amin, amax)
+    else:
+        for q in range(NP):
+            vals[q] = np.float32(activate(vals[q], code, alpha, beta))
+
+
+def _clamp_range(code: int, alpha: np.float32, beta: np.float32) -> tuple[np.float32, np.float32]:
+    inf = np.float32(np.inf)
+    return {RELU: (np.float32(0), inf), CLIP: (alpha, beta)}.get(code, (-inf, inf))
+
+
+@numba.njit(cache=True)
+def _row_segments(f0, nq, wrow, ow, seg):
+    """Output row pieces of flat positions [f0, f0 + nq) (rows of ``wrow``, the first ``ow``
+    real): ``seg[i] = (first lane, output offset oy*ow+ox, length)``; returns their number."""
+    oy, ox = f0 // wrow, f0 % wrow
+    q, ns = 0, 0
+    while q < nq:
+        run = min(nq - q, wrow - ox)
+        cnt = min(run, ow - ox)
+        if cnt > 0:
+            seg[ns, 0], seg[ns, 1], seg[ns, 2] = q, oy * ow + ox, cnt
+            ns += 1
+        q += run
+        ox, oy = 0, oy + 1
+    return ns
+
+
+# The GEMMs are always multi-threaded (an int8 graph calls no BLAS, so numba's is the only busy
+# pool, and they are ~90% of its time); the packing kernels around them follow the serial-by-default
+# policy of ``_jit``: each parallel region is one more barrier, and on a loaded 2-core machine a
+# barrier waits for a descheduled worker (ResNet-18, load 13: median 926 -> 580 ms when serial).
 @numba.njit(cache=True, parallel=True)
 def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow, ow, corr, scale, fbias, z,
-          has_z, code, alpha, beta, inv_ys, yzp, qmin, qmax, quantize, yq, yf, m0, sm, sp, sn):
-    """Tiles over (image, pixel block, channel block). Pixel block ``pb`` of image ``img`` starts at
-    ``cflat[img*img_stride + pb*pb_stride]``; its flat positions f (< nflat) are (oy, ox) = divmod(f,
-    wrow), and columns ox >= ow are padding, skipped. Each int32 tile goes through the epilogue
-    ``act((acc + corr[m]) * scale[m] + fbias[m] + z)``, stored as float32 in ``yf`` or requantized
-    (``rint(v * inv_ys) + yzp`` clipped to [qmin, qmax]) in ``yq``; output (img, m, oy*ow+ox) sits
-    at ``img*sn + (m0+m)*sm + (oy*ow+ox)*sp`` of the flat outputs (and of ``z``)."""
+          has_z, code, alpha, beta, amin, amax, inv_ys, yzp, qmin, qmax, quantize, yq, yf, m0, sm, sn, nchunks):
+    """Tiles over (image, pixel block, channel block), cut into ``nchunks`` runs of consecutive
+    tiles (one per parallel iteration: scratch is allocated and row segments found once per run,
+    not per tile). Pixel block ``pb`` of image ``img`` starts at ``cflat[img*img_stride +
+    pb*pb_stride]``; its flat positions f (< nflat) are (oy, ox) = divmod(f, wrow), and columns
+    ox >= ow are padding, skipped. Each int32 tile goes through the epilogue ``act((acc + corr[m])
+    * scale[m] + fbias[m] + z)`` over whole 32-lane blocks, then only the real pixels are stored:
+    as float32 in ``yf`` or requantized in ``yq``; output (img, m, p) sits at ``img*sn + (m0+m)*sm
+    + p`` of the flat outputs (and of ``z``)."""
     mbs = wp.size // (k4 * MR)
-    for t in numba.prange(nimg * pbs * mbs):
-        img, rest = t // (pbs * mbs), t % (pbs * mbs)
-        pb, mb = rest // mbs, rest % mbs
+    total = nimg * pbs * mbs
+    lo, hi, izp = qmin - yzp, qmax - yzp, np.int32(yzp)
+    for ch in numba.prange(nchunks):
         buf = np.empty(MR * NP, np.int32)
-        _tile(wp, mb * k4 * MR, cflat, img * img_stride + pb * pb_stride, koff, k4, buf)
-        f0 = pb * NP
-        nq = min(NP, nflat - f0)
         vals = np.empty(NP, np.float32)
-        for r in range(MR):
-            mi = mb * MR + r
-            if mi >= m:
-                break
-            c, s, fb = corr[mi], scale[mi], fbias[mi]
-            for q in range(nq):  # simple loops, one step each: they vectorise
-                vals[q] = np.float32(buf[r * NP + q] + c) * s + fb
-            base = img * sn + (m0 + mi) * sm
-            oy, ox = f0 // wrow, f0 % wrow
-            q = 0
-            while q < nq:  # one output row segment at a time
-                run = min(nq - q, wrow - ox)
-                cnt = max(0, min(run, ow - ox))
-                idx0 = base + (oy * ow + ox) * sp
+        qb = np.empty(NP, np.uint8)
+        seg = np.empty((NP, 3), np.int64)
+        last_px, ns = -1, 0
+        for t in range(ch * total // nchunks, (ch + 1) * total // nchunks):
+            px, mb = t // mbs, t % mbs  # px = img * pbs + pb
+            img, pb = px // pbs, px % pbs
+            if px != last_px:
+                ns = _row_segments(pb * NP, min(NP, nflat - pb * NP), wrow, ow, seg)
+                last_px = px
+            _tile(wp, mb * k4 * MR, cflat, img * img_stride + pb * pb_stride, koff, k4, buf)
+            for r in range(min(MR, m - mb * MR)):
+                mi = mb * MR + r
+                scale_block(buf, r * NP, corr[mi], scale[mi], fbias[mi], vals)
+                base = img * sn + (m0 + mi) * sm
                 if has_z:
-                    for j in range(cnt):
-                        vals[q + j] += z[idx0 + j * sp]
-                if code == RELU:
-                    for j in range(cnt):
-                        vals[q + j] = max(vals[q + j], np.float32(0))
-                elif code == CLIP:
-                    for j in range(cnt):
-                        vals[q + j] = min(max(vals[q + j], alpha), beta)
-                elif code != NONE:
-                    for j in range(cnt):
-                        vals[q + j] = np.float32(activate(vals[q + j], code, alpha, beta))
+                    for i in range(ns):
+                        add_lanes(vals, seg[i, 0], seg[i, 2], z, base + seg[i, 1])
+                _activate_block(vals, code, alpha, beta, amin, amax)
                 if quantize:
-                    for j in range(cnt):
-                        yq[idx0 + j * sp] = min(max(np.rint(vals[q + j] * inv_ys) + yzp, qmin), qmax)
+                    requant_block(vals, inv_ys, lo, hi, izp, qb)
+                    for i in range(ns):
+                        store_lanes(qb, seg[i, 0], seg[i, 2], yq, base + seg[i, 1])
                 else:
-                    for j in range(cnt):
-                        yf[idx0 + j * sp] = vals[q + j]
-                q += run
-                ox, oy = 0, oy + 1
+                    for i in range(ns):
+                        store_lanes(vals, seg[i, 0], seg[i, 2], yf, base + seg[i, 1])
 
 
 @numba.njit(cache=True, parallel=True)
-def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code, alpha, beta, inv_ys, yzp, qmin,
-               qmax, quantize, yq, yf):
+def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code, alpha, beta, amin, amax, inv_ys,
+               yzp, qmin, qmax, quantize, yq, yf):
     """Matrix product tiles: MR rows of X (broadcast) x 32 output columns (vectors), so each output
     row segment is contiguous and the per-column constants are vectors; epilogue as in qgemm,
     output (row, n) at ``row * ncols + n``."""
     rbs, nbs = xp.size // (k4 * MR), wcols.size // (k4 * NP)
+    lo, hi, izp = qmin - yzp, qmax - yzp, np.int32(yzp)
     for t in numba.prange(rbs * nbs):
         rb, nb = t // nbs, t % nbs
         buf = np.empty(MR * NP, np.int32)
-        vals = np.empty(NP, np.float32)
+        vals = np.zeros(NP, np.float32)  # lanes past the last column stay finite
+        qb = np.empty(NP, np.uint8)
         _tile_rows(xp, rb * k4 * MR, wcols, nb * k4 * NP, koff, k4, buf)
         n0 = nb * NP
         cnt = min(NP, ncols - n0)
@@ -326,27 +426,17 @@ def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code
             for j in range(cnt):
                 vals[j] = np.float32(buf[i * NP + j] + corr[n0 + j]) * scale[n0 + j] + fbias[n0 + j]
             if has_z:
-                for j in range(cnt):
-                    vals[j] += z[base + j]
-            if code == RELU:
-                for j in range(cnt):
-                    vals[j] = max(vals[j], np.float32(0))
-            elif code == CLIP:
-                for j in range(cnt):
-                    vals[j] = min(max(vals[j], alpha), beta)
-            elif code != NONE:
-                for j in range(cnt):
-                    vals[j] = np.float32(activate(vals[j], code, alpha, beta))
+                add_lanes(vals, 0, cnt, z, base)
+            _activate_block(vals, code, alpha, beta, amin, amax)
             if quantize:
-                for j in range(cnt):
-                    yq[base + j] = min(max(np.rint(vals[j] * inv_ys) + yzp, qmin), qmax)
+                requant_block(vals, inv_ys, lo, hi, izp, qb)
+                store_lanes(qb, 0, cnt, yq, base)
             else:
-                for j in range(cnt):
-                    yf[base + j] = vals[j]
+                store_lanes(vals, 0, cnt, yf, base)
 
 
 # -- host side: cached packed weights, argument normalisation -----------------------------------
-_PACKED: dict[int, tuple[weakref.ref, tuple, list]] = {}
+_PACKED: dict[int, tuple[weakref.ref, tuple, list, dict]] = {}
 
 
 def _packed(w: np.ndarray, group: int, layout: str) -> list:
@@ -360,13 +450,12 @@ def _packed(w: np.ndarray, group: int, layout: str) -> list:
     if layout in ("matmul", "matmul_t"):
         packs = [pack_weight_columns(np.ascontiguousarray(w.T if layout == "matmul" else w))]
     else:
-        if layout.startswith("s2d"):
-            w = space_to_depth_weight(w, int(layout[3:]))
         mg = w.shape[0] // group
-        packs = [pack_weights(np.ascontiguousarray(conv_weight_rows(w[g * mg:(g + 1) * mg], layout != "im2col")))
-                 for g in range(group)]
+        rows = (lambda wg: phase_weight_rows(wg, int(layout[3:]))) if layout.startswith("s2d") \
+            else (lambda wg: conv_weight_rows(wg, layout != "im2col"))
+        packs = [pack_weights(np.ascontiguousarray(rows(w[g * mg:(g + 1) * mg]))) for g in range(group)]
     try:
-        _PACKED[key] = (weakref.ref(src, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs)
+        _PACKED[key] = (weakref.ref(src, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs, {})
     except TypeError:  # not weak-referenceable: pack on every call
         pass
     return packs
@@ -382,77 +471,97 @@ def _as_uint8(x: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, int]:
     raise KernelError(f"quantized input must be uint8 or int8, got {x.dtype}")
 
 
-class _Epilogue:
-    """Per-channel constants and the output buffer of one call."""
+class _Constants:
+    """What the epilogue needs besides the accumulators, per channel and per call site: derived
+    from the quantization parameters once, then reused while the session passes the same arrays."""
 
-    def __init__(self, m: int, x_scale, w_scale, b, z, y_scale, y_zp, activation, alpha, beta, out_shape):
+    def __init__(self, m: int, xzp: int, packs: list, x_scale, w_scale, b, y_scale, y_zp):
         xs = np.float32(np.asarray(x_scale).reshape(-1)[0])
         ws = np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (m,))
-        self.scale = (xs * ws).astype(np.float32)
-        self.ibias = np.zeros(m, np.int32)
-        self.fbias = np.zeros(m, np.float32)
+        scale = (xs * ws).astype(np.float32)
+        ibias, fbias = np.zeros(m, np.int32), np.zeros(m, np.float32)
         if b is not None:
             if b.dtype == np.int32:
-                self.ibias = np.ascontiguousarray(b.reshape(m))
+                ibias = b.reshape(m)
             else:
-                self.fbias = np.ascontiguousarray(b.reshape(m), dtype=np.float32)
+                fbias = np.asarray(b.reshape(m), dtype=np.float32)
+        mg = m // len(packs)
+        # per group: the zero-point correction folded into the int32 bias, the scale, the float bias
+        self.groups = [(np.ascontiguousarray(ibias[g * mg:(g + 1) * mg] - np.int32(xzp) * p[1], dtype=np.int32),
+                        np.ascontiguousarray(scale[g * mg:(g + 1) * mg]),
+                        np.ascontiguousarray(fbias[g * mg:(g + 1) * mg])) for g, p in enumerate(packs)]
+        self.quantize = y_scale is not None
+        self.ydt = np.dtype(y_zp.dtype) if y_zp is not None else np.dtype(np.uint8)
+        info = np.iinfo(self.ydt)
+        self.qmin, self.qmax = np.float32(info.min), np.float32(info.max)
+        self.inv_ys = np.float32(1.0) / np.float32(np.asarray(y_scale).reshape(-1)[0]) if self.quantize \
+            else np.float32(1)
+        self.yzp = np.float32(0 if y_zp is None else int(np.asarray(y_zp).reshape(-1)[0]))
+
+
+def _constants(w: np.ndarray, layout: str, group: int, xzp: int, params: tuple) -> tuple[list, _Constants]:
+    """Packed weights and epilogue constants of one call site, cached with the packing: rebuilt
+    only when the quantization parameters are other arrays (dynamic quantization) or zero point."""
+    packs = _packed(w, group, layout)
+    hit = _PACKED.get(id(w))
+    slot = hit[3] if hit is not None and hit[2] is packs else {}
+    key = (xzp,) + tuple(id(p) for p in params)
+    held = slot.get("key")
+    if held is not None and held[0] == key and all(a is b for a, b in zip(held[1], params)):
+        return packs, slot["consts"]
+    consts = _Constants(sum(p[1].size for p in packs), xzp, packs, *params)
+    slot["key"], slot["consts"] = (key, params), consts
+    return packs, consts
+
+
+def _chunks(tiles: int) -> int:
+    """Parallel iterations of a GEMM: a few per thread (balance) but few in all, since each
+    allocates its scratch; numba's static schedule hands each thread an equal share."""
+    return max(1, min(tiles, 4 * numba.get_num_threads()))
+
+
+class _Epilogue:
+    """The per-call part of the epilogue: residual, activation, output buffer."""
+
+    def __init__(self, consts: _Constants, z, activation, alpha, beta, out_shape):
+        self.c = consts
         if z is not None and z.size != int(np.prod(out_shape)):
             raise KernelError(f"residual Z has shape {z.shape}, the output {out_shape}")
-        self.z = np.empty(1, np.float32) if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
+        self.z = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
         self.has_z = z is not None
         self.code = activation_code(activation)
         self.alpha, self.beta = np.float32(alpha), np.float32(beta)
-        self.quantize = y_scale is not None
-        ydt = np.dtype(y_zp.dtype) if y_zp is not None else np.dtype(np.uint8)
-        info = np.iinfo(ydt)
-        self.qmin, self.qmax = np.float32(info.min), np.float32(info.max)
-        self.inv_ys = np.float32(1)
-        if self.quantize:
-            self.inv_ys = np.float32(1.0) / np.float32(np.asarray(y_scale).reshape(-1)[0])
-        self.yzp = np.float32(0 if y_zp is None else int(np.asarray(y_zp).reshape(-1)[0]))
-        self.yq = np.empty(out_shape if self.quantize else 1, ydt)
-        self.yf = np.empty(1 if self.quantize else out_shape, np.float32)
+        self.clamp = _clamp_range(self.code, self.alpha, self.beta)
+        self.yq = np.empty(out_shape if consts.quantize else 1, consts.ydt)
+        self.yf = np.empty(1 if consts.quantize else out_shape, np.float32)
 
-    def run(self, pack, cflat, img_stride, pb_stride, koff, nimg, nflat, wrow, ow, xzp, m0, m, sm, sp, sn) -> None:
-        wp, rowsum, k4 = pack
-        sl = slice(m0, m0 + m)
-        corr = (self.ibias[sl] - np.int32(xzp) * rowsum).astype(np.int32)
-        qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, -(-nflat // NP), nflat, wrow, ow, corr,
-              np.ascontiguousarray(self.scale[sl]), np.ascontiguousarray(self.fbias[sl]), self.z, self.has_z,
-              self.code, self.alpha, self.beta, self.inv_ys, self.yzp, self.qmin, self.qmax, self.quantize,
-              self.yq.reshape(-1), self.yf.reshape(-1), m0, sm, sp, sn)
+    def run(self, g, pack, cflat, img_stride, pb_stride, koff, nimg, nflat, wrow, ow, m0, m, sm, sn) -> None:
+        wp, _, k4 = pack
+        corr, scale, fbias = self.c.groups[g]
+        pbs = -(-nflat // NP)
+        c = self.c
+        qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow, ow, corr, scale, fbias, self.z,
+              self.has_z, self.code, self.alpha, self.beta, *self.clamp, c.inv_ys, c.yzp, c.qmin, c.qmax, c.quantize,
+              self.yq.reshape(-1), self.yf.reshape(-1), m0, sm, sn, _chunks(nimg * pbs * (wp.size // (k4 * MR))))
 
-    def run_rows(self, xp, k4, r, pack, xzp) -> None:
-        wcols, colsum, _ = pack
-        corr = (self.ibias - np.int32(xzp) * colsum).astype(np.int32)
-        qgemm_rows(xp, k4, r, wcols, corr.size, np.arange(k4, dtype=np.int64) * NP, corr, self.scale, self.fbias,
-                   self.z, self.has_z, self.code, self.alpha, self.beta, self.inv_ys, self.yzp, self.qmin, self.qmax,
-                   self.quantize, self.yq.reshape(-1), self.yf.reshape(-1))
+    def run_rows(self, xp, k4, r, pack) -> None:
+        wcols = pack[0]
+        corr, scale, fbias = self.c.groups[0]
+        c = self.c
+        qgemm_rows(xp, k4, r, wcols, corr.size, np.arange(k4, dtype=np.int64) * NP, corr, scale, fbias,
+                   self.z, self.has_z, self.code, self.alpha, self.beta, *self.clamp, c.inv_ys, c.yzp, c.qmin, c.qmax,
+                   c.quantize, self.yq.reshape(-1), self.yf.reshape(-1))
 
     @property
     def result(self) -> np.ndarray:
-        return self.yq if self.quantize else self.yf
+        return self.yq if self.c.quantize else self.yf
 
 
-def space_to_depth_weight(w: np.ndarray, s: int) -> np.ndarray:
-    """W (M, C, kh, kw) of a stride-``s`` conv as the stride-1 kernel (M, C*s*s, ceil(kh/s),
-    ceil(kw/s)) over the space-to-depth input (missing taps are zero)."""
-    m, c, kh, kw = w.shape
-    qh, qw = -(-kh // s), -(-kw // s)
-    full = np.zeros((m, c, qh * s, qw * s), w.dtype)
-    full[:, :, :kh, :kw] = w
-    return full.reshape(m, c, qh, s, qw, s).transpose(0, 1, 3, 5, 2, 4).reshape(m, c * s * s, qh, qw)
+_NO_Z = np.empty(1, np.float32)
 
 
-def space_to_depth_input(x: np.ndarray, s: int, ph: int, pw: int, hs: int, ws: int, zp: int) -> np.ndarray:
-    """Padded ``x`` (N, C, H, W) cut into s x s phases: (N, C*s*s, hs, ws), channel (c, a, b)
-    holding x_padded[c, s*i + a, s*j + b]; rows and columns past the padding read the zero point."""
-    n, c, h, w = x.shape
-    xp = np.full((n, c, hs * s, ws * s), zp, np.uint8)
-    hh, ww = min(h, hs * s - ph), min(w, ws * s - pw)
-    xp[:, :, ph:ph + hh, pw:pw + ww] = x[:, :, :hh, :ww]
-    phases = xp.reshape(n, c, hs, s, ws, s).transpose(0, 1, 3, 5, 2, 4)
-    return np.ascontiguousarray(phases).reshape(n, c * s * s, hs, ws)
+def _tuple(v):
+    return None if v is None else tuple(v)
 
 
 def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, auto_pad="NOTSET",
@@ -462,52 +571,36 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
 
     Stride-1 convolutions run direct (implicit GEMM over the channel-interleaved padded input: no
     im2col, 1/(kh*kw) of its memory traffic). A strided 1x1 without padding is a subsampling then
-    a stride-1 1x1; other strided convolutions become stride-1 ones by space-to-depth (a 7x7/2
-    is a 4x4/1 over 4x the channels: a few zero taps, but no im2col); only dilated strided ones
-    pack im2col columns.
+    a stride-1 1x1; other strided convolutions run as stride-1 ones over the input's phases, each
+    with its own taps (no im2col, no zero taps); only dilated strided ones pack im2col columns.
+    The geometry (:mod:`inference.kernels.int8_conv_plan`), packed weights
+    and epilogue constants are worked out on the first call and reused.
     """
     xu, xzp = _as_uint8(x, x_zp)
-    n, c, h, wd = xu.shape
-    m, cg, kh, kw = w.shape
-    if c != cg * group or m % group:
-        raise KernelError(f"QConv: X has {c} channels, W {w.shape} with group={group}")
-    win = window_geometry(x.shape[2:], kernel_shape or w.shape[2:], strides, dilations, pads, auto_pad, 0, "QConv")
-    (oh, ow), (sh, sw), (dh, dw) = win.out_shape, win.strides, win.dilations
-    (ph, pw), (qh, qw) = win.pads_begin, win.pads_end
-    ep = _Epilogue(m, x_scale, w_scale, b, z, y_scale, y_zp, activation, alpha, beta, (n, m, oh, ow))
-    layout = "direct"
-    if kh == kw == 1 and (sh, sw) != (1, 1) and not any(win.pads_begin + win.pads_end):
-        xu = np.ascontiguousarray(xu[:, :, ::sh, ::sw][:, :, :oh, :ow])
-        h, wd, sh, sw, qh, qw = oh, ow, 1, 1, 0, 0
-    elif sh == sw > 1 and dh == dw == 1:
-        s = sh
-        kh, kw = -(-kh // s), -(-kw // s)
-        h, wd = oh + kh - 1, ow + kw - 1
-        xu = space_to_depth_input(xu, s, ph, pw, h, wd, xzp)
-        cg, layout = cg * s * s, f"s2d{s}"
-        sh = sw = 1
-        ph = pw = qh = qw = 0
-    elif (sh, sw) != (1, 1):
-        layout = "im2col"
-    mg = m // group
-    for g, pack in enumerate(_packed(w, group, layout)):
-        if layout != "im2col":
-            wrow = wd + pw + qw
-            nflat = oh * wrow
-            plane = max((h + ph + qh) * wrow, -(-nflat // NP) * NP + (kh - 1) * dh * wrow + (kw - 1) * dw)
-            groups = -(-cg // 4)
-            xi = np.empty((n, groups, plane * 4), np.uint8)
-            interleave_channels(xu, g * cg, cg, ph, pw, wrow, plane, np.uint8(xzp), xi)
-            koff = (np.arange(groups)[:, None, None] * plane + np.arange(kh)[None, :, None] * (dh * wrow)
-                    + np.arange(kw)[None, None, :] * dw).reshape(-1).astype(np.int64)
-            ep.run(pack, xi.reshape(-1).view(np.int32), groups * plane, NP, koff, n, nflat, wrow, ow, xzp,
-                   g * mg, mg, oh * ow, 1, m * oh * ow)
+    n = xu.shape[0]
+    m = w.shape[0]
+    pl = conv_plan(xu.shape, w.shape, group, auto_pad, _tuple(dilations), _tuple(kernel_shape), _tuple(pads),
+                   _tuple(strides))
+    packs, consts = _constants(w, pl.weight_layout, group, xzp, (x_scale, w_scale, b, y_scale, y_zp))
+    ep = _Epilogue(consts, z, activation, alpha, beta, (n, m, pl.oh, pl.ow))
+    if pl.subsample is not None:
+        xu = np.ascontiguousarray(xu[:, :, ::pl.subsample[0], ::pl.subsample[1]][:, :, :pl.oh, :pl.ow])
+    mg, cg, npix = m // group, pl.cg, pl.oh * pl.ow
+    for g, pack in enumerate(packs):
+        if pl.layout != "im2col":
+            xi = np.empty((n, pl.groups, pl.plane), np.uint32)
+            if pl.s2d is not None:
+                interleave_phases(xu, g * cg, cg, pl.s2d[0], pl.s2d[1], pl.s2d[2], xzp, xi, pl.wrow)
+            else:
+                interleave_channels(xu, g * cg, cg, pl.ph, pl.pw, pl.wrow, xzp, xi)
+            ep.run(g, pack, xi.reshape(-1).view(np.int32), pl.groups * pl.plane, NP, pl.koff, n, pl.nflat, pl.wrow,
+                   pl.ow, g * mg, mg, npix, m * npix)
         else:
-            npix, k4 = oh * ow, pack[2]
-            cp = np.empty((n, -(-npix // NP), k4, NP, 4), np.uint8)
-            pack_conv_columns(xu, g * cg, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, np.uint8(xzp), cp)
-            ep.run(pack, cp.reshape(-1).view(np.int32), cp.shape[1] * k4 * NP, k4 * NP,
-                   np.arange(k4, dtype=np.int64) * NP, n, npix, ow, ow, xzp, g * mg, mg, npix, 1, m * npix)
+            cp = np.empty((n, -(-npix // NP), pl.k4, NP, 4), np.uint8)
+            pack_conv_columns(xu, g * cg, cg, pl.kh, pl.kw, pl.sh, pl.sw, pl.dh, pl.dw, pl.ph, pl.pw, pl.oh, pl.ow,
+                              np.uint8(xzp), cp)
+            ep.run(g, pack, cp.reshape(-1).view(np.int32), cp.shape[1] * pl.k4 * NP, pl.k4 * NP, pl.koff, n, npix,
+                   pl.ow, pl.ow, g * mg, mg, npix, m * npix)
     return ep.result
 
 
@@ -522,10 +615,10 @@ def qmatmul(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
     if (w.shape[1] if transB else w.shape[0]) != k:
         raise KernelError(f"QMatMul: X {x.shape} and W {w.shape} (transB={transB}) do not chain")
     rows = xu.reshape(-1, k)
-    pack = _packed(w, 1, "matmul_t" if transB else "matmul")[0]
+    packs, consts = _constants(w, "matmul_t" if transB else "matmul", 1, xzp, (x_scale, w_scale, b, y_scale, y_zp))
     xp, k4 = pack_broadcast_rows(rows, xzp)
-    ep = _Epilogue(nout, x_scale, w_scale, b, z, y_scale, y_zp, activation, alpha, beta, x.shape[:-1] + (nout,))
-    ep.run_rows(xp, k4, rows.shape[0], pack, xzp)
+    ep = _Epilogue(consts, z, activation, alpha, beta, x.shape[:-1] + (nout,))
+    ep.run_rows(xp, k4, rows.shape[0], packs[0])
     return ep.result
 
 
@@ -611,42 +704,3 @@ def qmatmul_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=N
     if w.ndim != 2 or w.dtype != np.int8 or x.ndim < 1:
         return qmatmul_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
     return qmatmul(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
-
-
-# -- DynamicQuantizeLinear: the activation quantizer of dynamic int8 models -----------------------
-@numba.njit(cache=True)
-def _range_with_zero(x):
-    lo = np.float32(0)
-    hi = np.float32(0)
-    for v in x:
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return lo, hi
-
-
-@numba.njit(cache=True, parallel=True)
-def _quantize_uint8(x, scale, zp, out):
-    for i in numba.prange(x.size):
-        out[i] = min(max(np.rint(x[i] / scale) + zp, np.float32(0)), np.float32(255))
-
-
-def _dql_applies(node: Node, graph) -> bool:
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or t.elem_type == 1
-
-
-@register("DynamicQuantizeLinear", since=11, kind="fast", applies=_dql_applies)
-def dynamic_quantize_linear_fast(x):
-    """One pass for the range, one for the values (the reference makes five over the tensor);
-    same arithmetic: float32 ``x / scale``, rounded half to even, plus the zero point, clipped."""
-    if x.dtype != np.float32:
-        return dynamic_quantize_linear(x)
-    flat = np.ascontiguousarray(x).reshape(-1)
-    lo, hi = _range_with_zero(flat)
-    scale = np.float32((float(hi) - float(lo)) / 255.0)
-    if scale == 0:
-        return np.zeros(x.shape, np.uint8), np.asarray(scale), np.asarray(0, np.uint8)
-    zp = saturate_cast(np.asarray(np.float32(-lo) / scale), np.uint8)
-    out = np.empty(flat.size, np.uint8)
-    _quantize_uint8(flat, scale, np.float32(zp), out)
-    return out.reshape(x.shape), np.asarray(scale), zp

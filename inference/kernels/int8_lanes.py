@@ -1,0 +1,164 @@
+"""32-lane vector steps of the int8 GEMM epilogue, written in LLVM IR.
+
+Why IR: inside numba's parallel loops LLVM left these steps scalar (one ``vcvtsi2ss`` per int32
+accumulator, one byte store per output), and they cost 2-8x the VNNI tile itself on ResNet-18's
+convolutions. A pixel block's 32 lanes are a run of flat positions; its real outputs are one or
+two row segments (the direct convolution's padding columns in between), so loads and stores of a
+segment are masked vector ones (``llvm.masked.load``/``store``: lanes outside the segment touch
+no memory), never byte loops.
+
+* ``scale_block(buf, boff, c, s, fb, vals)``: ``vals[q] = float(buf[boff + q] + c) * s + fb``;
+* ``add_lanes(vals, q0, cnt, z, zoff)``: ``vals[q] += z[zoff + q - q0]`` for q in [q0, q0+cnt);
+* ``clamp_block(vals, amin, amax)`` (the Relu / Clip / no activation) and
+  ``requant_block(vals, inv_ys, lo, hi, izp, qb)`` (to 8-bit, rounded half to even);
+* ``store_lanes(src, q0, cnt, dst, doff)``: ``dst[doff + q - q0] = src[q]`` for the same lanes,
+  8-bit or float32 (int32 ``src`` is truncated to an 8-bit ``dst``).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+NL = 32  # lanes: one pixel block of the GEMM tile
+_I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+
+
+def _vec(t: ir.Type) -> ir.VectorType:
+    return ir.VectorType(t, NL)
+
+
+def _splat(builder, value, t: ir.Type):
+    undef = ir.Constant(_vec(t), ir.Undefined)
+    first = builder.insert_element(undef, value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(first, undef, ir.Constant(_vec(_I32), [0] * NL))
+
+
+def _mask(builder, q0, cnt):
+    """Lanes q with q0 <= q < q0 + cnt (``q0``, ``cnt`` int64, compared as int32: lanes < 32)."""
+    lanes = ir.Constant(_vec(_I32), list(range(NL)))
+    start = builder.trunc(q0, _I32)
+    lo = builder.icmp_signed(">=", lanes, _splat(builder, start, _I32))
+    hi = builder.icmp_signed("<", lanes, _splat(builder, builder.add(start, builder.trunc(cnt, _I32)), _I32))
+    return builder.and_(lo, hi)
+
+
+def _vptr(builder, context, aty, arr, offset, elem: ir.Type):
+    """Pointer to a vector of ``elem`` at ``arr.data + offset`` (elements)."""
+    data = context.make_array(aty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), _vec(elem).as_pointer())
+
+
+def _masked(builder, name: str, vty: ir.VectorType, args: list, ret: ir.Type):
+    ptr_t = vty.as_pointer()
+    sig = {"store": [vty, ptr_t, _I32, _vec(_I1)], "load": [ptr_t, _I32, _vec(_I1), vty]}[name]
+    suffix = "v32i8" if vty.element == _I8 else ("v32f32" if vty.element == _F32 else "v32i32")
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, sig),
+                                        f"llvm.masked.{name}.{suffix}.p0")
+    return builder.call(fn, args)
+
+
+def _elem(dtype) -> ir.Type:
+    if isinstance(dtype, types.Float):
+        return _F32
+    return _I8 if dtype.bitwidth == 8 else _I32
+
+
+@intrinsic
+def scale_block(typingctx, buf, boff, c, s, fb, vals):
+    sig = types.void(buf, boff, c, s, fb, vals)
+
+    def codegen(context, builder, signature, args):
+        acc = builder.load(_vptr(builder, context, signature.args[0], args[0], args[1], _I32), align=4)
+        acc = builder.add(acc, _splat(builder, context.cast(builder, args[2], signature.args[2], types.int32), _I32))
+        f = builder.sitofp(acc, _vec(_F32))
+        sf = _splat(builder, context.cast(builder, args[3], signature.args[3], types.float32), _F32)
+        bf = _splat(builder, context.cast(builder, args[4], signature.args[4], types.float32), _F32)
+        out = builder.fadd(builder.fmul(f, sf), bf)
+        builder.store(out, _vptr(builder, context, signature.args[5], args[5], ir.Constant(_I64, 0), _F32), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def add_lanes(typingctx, vals, q0, cnt, z, zoff):
+    sig = types.void(vals, q0, cnt, z, zoff)
+
+    def codegen(context, builder, signature, args):
+        vals_p = _vptr(builder, context, signature.args[0], args[0], ir.Constant(_I64, 0), _F32)
+        mask = _mask(builder, args[1], args[2])
+        zp = _vptr(builder, context, signature.args[3], args[3], builder.sub(args[4], args[1]), _F32)
+        z = _masked(builder, "load", _vec(_F32), [zp, ir.Constant(_I32, 4), mask, ir.Constant(_vec(_F32), None)],
+                    _vec(_F32))
+        builder.store(builder.fadd(builder.load(vals_p, align=4), z), vals_p, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _f32(context, builder, signature, args, i):
+    return context.cast(builder, args[i], signature.args[i], types.float32)
+
+
+def _intrinsic_fn(builder, name: str, ret: ir.Type, argtys: list):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, argtys), name)
+
+
+@intrinsic
+def clamp_block(typingctx, vals, amin, amax):
+    """``vals = min(max(vals, amin), amax)``: Relu (0, inf), Clip (alpha, beta), none (-inf, inf)."""
+    sig = types.void(vals, amin, amax)
+
+    def codegen(context, builder, signature, args):
+        vp = _vptr(builder, context, signature.args[0], args[0], ir.Constant(_I64, 0), _F32)
+        v = builder.load(vp, align=4)
+        vt = _vec(_F32)
+        fmax = _intrinsic_fn(builder, "llvm.maxnum.v32f32", vt, [vt, vt])
+        fmin = _intrinsic_fn(builder, "llvm.minnum.v32f32", vt, [vt, vt])
+        v = builder.call(fmax, [v, _splat(builder, _f32(context, builder, signature, args, 1), _F32)])
+        v = builder.call(fmin, [v, _splat(builder, _f32(context, builder, signature, args, 2), _F32)])
+        builder.store(v, vp, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def requant_block(typingctx, vals, inv_ys, lo, hi, izp, qb):
+    """``qb[q] = rint(clip(vals[q] * inv_ys, lo, hi)) + izp`` as bytes (``lo``/``hi``: the output
+    type's range minus the zero point, so clipping before rounding is exact and in range)."""
+    sig = types.void(vals, inv_ys, lo, hi, izp, qb)
+
+    def codegen(context, builder, signature, args):
+        vt, it = _vec(_F32), _vec(_I32)
+        v = builder.load(_vptr(builder, context, signature.args[0], args[0], ir.Constant(_I64, 0), _F32), align=4)
+        v = builder.fmul(v, _splat(builder, _f32(context, builder, signature, args, 1), _F32))
+        v = builder.call(_intrinsic_fn(builder, "llvm.maxnum.v32f32", vt, [vt, vt]),
+                         [v, _splat(builder, _f32(context, builder, signature, args, 2), _F32)])
+        v = builder.call(_intrinsic_fn(builder, "llvm.minnum.v32f32", vt, [vt, vt]),
+                         [v, _splat(builder, _f32(context, builder, signature, args, 3), _F32)])
+        q = builder.fptosi(builder.call(_intrinsic_fn(builder, "llvm.rint.v32f32", vt, [vt]), [v]), it)
+        q = builder.add(q, _splat(builder, context.cast(builder, args[4], signature.args[4], types.int32), _I32))
+        builder.store(builder.trunc(q, _vec(_I8)),
+                      _vptr(builder, context, signature.args[5], args[5], ir.Constant(_I64, 0), _I8), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def store_lanes(typingctx, src, q0, cnt, dst, doff):
+    sig = types.void(src, q0, cnt, dst, doff)
+
+    def codegen(context, builder, signature, args):
+        selem, delem = _elem(signature.args[0].dtype), _elem(signature.args[3].dtype)
+        v = builder.load(_vptr(builder, context, signature.args[0], args[0], ir.Constant(_I64, 0), selem), align=4)
+        if delem != selem:
+            v = builder.trunc(v, _vec(delem))
+        dp = _vptr(builder, context, signature.args[3], args[3], builder.sub(args[4], args[1]), delem)
+        _masked(builder, "store", _vec(delem), [v, dp, ir.Constant(_I32, 1), _mask(builder, args[1], args[2])],
+                ir.VoidType())
+        return context.get_dummy_value()
+
+    return sig, codegen
