@@ -22,6 +22,10 @@ class Config:
     its last reader (off: all stay alive, for debugging); ``num_threads`` caps
     the BLAS and numba thread pools together (None: leave the libraries' defaults);
     ``cpu_affinity`` pins the process to those cores (Linux), e.g. the big cores of a big.LITTLE SoC.
+    ``batch_split``: with ``num_threads`` > 1, a batch of at least ``min_rows_per_thread`` rows per
+    thread runs as one contiguous chunk per thread (each on its own session, BLAS at one thread),
+    when ``inference.batch_split`` proves every output row depends on its input row alone; None
+    picks the rows from the model's size (``inference.split_runner.MIN_CHUNK_ELEMENTS``).
     ``precision`` converts a float model at load time: ``"int8"`` quantizes it (dynamic, or static
     when ``calibration_data`` is given: an array, a dict name -> array, or an iterable of feed
     dicts) to run the int8 kernels, ``"fp16"`` rounds its weights to float16 (storage precision,
@@ -40,6 +44,8 @@ class Config:
     precision: str = "fp32"
     calibration_data: Any = None
     reoptimize: bool = False
+    batch_split: bool = True
+    min_rows_per_thread: int | None = None
 
     def validate(self) -> None:
         if self.model_path is None:
@@ -50,6 +56,9 @@ class Config:
         self._validate_precision()
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
             raise ConfigError(f"num_threads must be a positive int or None, got {self.num_threads!r}")
+        if self.min_rows_per_thread is not None and (not isinstance(self.min_rows_per_thread, int)
+                                                     or self.min_rows_per_thread < 1):
+            raise ConfigError(f"min_rows_per_thread must be a positive int or None, got {self.min_rows_per_thread!r}")
         if self.cpu_affinity is not None:
             if not hasattr(os, "sched_setaffinity"):
                 raise ConfigError("cpu_affinity needs os.sched_setaffinity, which this platform lacks")

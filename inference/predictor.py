@@ -5,11 +5,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from inference.batch_split import SplitCheck, check_batch_split
 from inference.config import Config
 from inference.errors import InputError
 from inference.ir import Model, TensorType
 from inference.onnx_import import load_model
 from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
+from inference.split_runner import SplitRunner, auto_min_rows
 
 
 class Tensor:
@@ -87,8 +89,8 @@ class Predictor:
             from inference.threads import set_num_threads
 
             set_num_threads(config.num_threads)
-        self.session = Session(self.model, kinds=CONSTANT_WEIGHT_KINDS,
-                               free_intermediates=config.memory_optimization)
+        self.session = self._new_session()
+        self.batch_split, self.splitter = self._split_runner(config)
         g = self.model.graph
         self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
         self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
@@ -98,6 +100,19 @@ class Predictor:
                         for name, t in self._inputs.items()}
         self._feeds: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
+
+    def _new_session(self) -> Session:
+        return Session(self.model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)
+
+    def _split_runner(self, config: Config) -> tuple[SplitCheck | None, SplitRunner | None]:
+        """The batch-split verdict for this graph and, when it may split, the runner (see Config)."""
+        if not config.batch_split or config.num_threads is None or config.num_threads < 2:
+            return None, None
+        verdict = check_batch_split(self.model.graph, self.model.opset_imports.get("", 17))
+        if not verdict.ok:
+            return verdict, None
+        min_rows = config.min_rows_per_thread or auto_min_rows(self.model.graph)
+        return verdict, SplitRunner(self._new_session, config.num_threads, min_rows)
 
     @staticmethod
     def _in_precision(model: Model, config: Config) -> tuple[Model, list[str] | None]:
@@ -143,13 +158,14 @@ class Predictor:
 
     def run(self, feeds: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Run on the bound inputs, or on ``feeds`` (returning a dict of name -> output)."""
-        if feeds is not None:
-            self._feeds = self._checked(feeds)
-        else:
-            self._feeds = self._checked(self._feeds)
-        values = self.session.run(self._feeds)
-        self._outputs = dict(zip(self._output_names, values))
-        return dict(self._outputs) if feeds is not None else None
+        checked = self._checked(feeds if feeds is not None else self._feeds)
+        split = self.splitter is not None and self.session.profiler is None  # a traced run stays whole
+        values = self.splitter.run(checked) if split else None
+        if values is None:
+            values = self.session.run(checked)
+        outputs = dict(zip(self._output_names, values))
+        self._feeds, self._outputs = checked, outputs  # the handles show the latest run
+        return dict(outputs) if feeds is not None else None  # this call's own, even under concurrency
 
     def _checked(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """The feeds checked against the declared inputs (run per call: kept to dict lookups)."""

@@ -1,7 +1,11 @@
 """One knob for every thread pool the runtime uses (BLAS through numpy, and numba)."""
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Iterator
+
 _limiter = None
+_controller: Any = None  # threadpoolctl's view of the loaded BLAS libraries, built once (~30 ms)
 
 
 def set_num_threads(n: int) -> None:
@@ -13,6 +17,22 @@ def set_num_threads(n: int) -> None:
     import numba
 
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+@contextlib.contextmanager
+def blas_threads(n: int) -> Iterator[None]:
+    """BLAS at ``n`` threads within the block (process-wide), then back to what it was.
+
+    For callers that bring their own threads, e.g. one batch chunk per core: a threaded BLAS under
+    each of them would oversubscribe the cores. Entering and leaving costs ~10 us.
+    """
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=n, user_api="blas"):
+        yield
 
 
 def pin_to_cores(cores: list[int]) -> None:

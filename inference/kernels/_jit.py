@@ -9,16 +9,26 @@ actively spinning OpenMP pool + single-threaded BLAS 38 ms; one thread 31 ms. So
 serial unless :func:`use_parallel_kernels` says the caller has made numba the only threaded pool
 (BLAS capped at 1). Both twins are ``cache=True`` under distinct names, so their on-disk cache
 entries never collide, and a twin is only compiled (or loaded) when first called.
+
+Both twins are ``nogil``: the batch-split runner (``inference.split_runner``) runs one chunk of a
+batch per Python thread, which only overlaps if the kernels drop the GIL. Inside such a thread
+:func:`serial_kernels` forces the serial twin whatever the policy, so chunks never nest pools.
+The twins' names carry ``_nogil`` because numba's cache key ignores the flag: under the old names
+a cache written before the flag loads the GIL-holding wrapper (measured: a 1.6 s kernel call
+stalled another Python thread for 1.6 s; with a fresh cache entry, for at most 56 ms).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numba
 
 _POLICY = {"parallel": False}
+_LOCAL = threading.local()  # ``serial``: this thread runs the serial twins only
 
 
 def use_parallel_kernels(enabled: bool) -> None:
@@ -27,6 +37,17 @@ def use_parallel_kernels(enabled: bool) -> None:
     Only worth it when BLAS is single-threaded (one spinning pool): see the module docstring.
     """
     _POLICY["parallel"] = bool(enabled)
+
+
+@contextlib.contextmanager
+def serial_kernels() -> Iterator[None]:
+    """Within the block, this thread's kernels run their serial twin (a batch-split chunk)."""
+    before = getattr(_LOCAL, "serial", False)
+    _LOCAL.serial = True
+    try:
+        yield
+    finally:
+        _LOCAL.serial = before
 
 
 def _clone(fn: Callable, suffix: str) -> Callable:
@@ -40,12 +61,13 @@ def threaded_kernel(fastmath: bool = False) -> Callable[[Callable], Callable[...
     """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin."""
 
     def deco(fn: Callable) -> Callable[..., Any]:
-        serial = numba.njit(cache=True, fastmath=fastmath)(_clone(fn, "_serial"))
-        parallel = numba.njit(cache=True, parallel=True, fastmath=fastmath)(_clone(fn, "_parallel"))
+        serial = numba.njit(cache=True, nogil=True, fastmath=fastmath)(_clone(fn, "_serial_nogil"))
+        parallel = numba.njit(cache=True, nogil=True, parallel=True, fastmath=fastmath)(
+            _clone(fn, "_parallel_nogil"))
 
         @functools.wraps(fn)
         def call(*args: Any) -> Any:
-            if _POLICY["parallel"] and numba.get_num_threads() > 1:
+            if _POLICY["parallel"] and numba.get_num_threads() > 1 and not getattr(_LOCAL, "serial", False):
                 return parallel(*args)
             return serial(*args)
 
