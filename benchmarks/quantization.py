@@ -11,8 +11,8 @@ Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/quantizat
 * ``resnet18`` (static int8) and ``transformer`` (dynamic int8): ``inference.zoo`` models (random
   weights), batch 1, on ``--threads`` threads: our fp32 (all passes) vs our int8 (QDQ fused into
   the VNNI kernels), and onnxruntime fp32 vs int8 on the same files. Runtimes are timed in
-  interleaved blocks of 5 runs after a discarded warm-up (each pool spin-waits after its work, which
-  would steal the next runtime's core on 2 threads); the median of each is reported (shared,
+  interleaved blocks of 5 runs, each after 0.3 s of untimed runs of the same model (each pool
+  spin-waits after its work, which would steal the next runtime's core on 2 threads); the median of each is reported (shared,
   noisy machines: read ratios, not absolute times); the first int8 run (numba cache load, weight packing) is reported separately.
   ``--profile`` adds ResNet-18's time per op type (fp32 next to int8) from the session's profiler hook.
 """
@@ -162,6 +162,9 @@ def section_mnist(args) -> None:
 
 
 # -- latency: ResNet-18 static int8, transformer dynamic int8 ----------------------------------------
+SETTLE_S = 0.3  # untimed runs before each timed block (longer than OpenBLAS's spin-wait)
+
+
 def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, args, note: str) -> None:
     """Our fp32 vs int8 and onnxruntime's fp32 vs int8 on the same files, interleaved blocks."""
     s32, s8 = ours(model), ours(quantized)
@@ -175,14 +178,18 @@ def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, arg
             "onnxruntime int8": lambda: o8.run(None, {"input": x})}
     for f in runs.values():
         f()
-    # blocks, not run-by-run alternation: each runtime's pool spin-waits after its run, and on 2
-    # threads that spinning steals the core the next runtime's first run needs; a discarded warm-up
-    # run at the start of every block lets the previous runtime's workers go to sleep
+    # blocks, not run-by-run alternation: each runtime's pool spin-waits after its run (OpenBLAS
+    # for ~0.1 s), and on 2 threads that spinning steals the core the next runtime needs; every
+    # block starts with SETTLE_S of untimed runs of its own model, so the previous runtime's
+    # workers are asleep and each model is timed in its own steady state, as a user runs it
     times: dict[str, list[float]] = {k: [] for k in runs}
     block = 5
     for _ in range(max(1, args.reps // block)):
         for k, f in runs.items():
+            settle_until = time.perf_counter() + SETTLE_S
             f()
+            while time.perf_counter() < settle_until:
+                f()
             for _ in range(block):
                 t = time.perf_counter()
                 f()

@@ -186,7 +186,7 @@ def sparse_gather(x, indptr, chan, vals, y):
             y[r, n] = acc
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def phase_split(x, ph, pw, sh, sw, hq, wq):
     """``x`` (C, H, W) zero-padded by (ph, pw) and split by row and column phase, flat:
     ``out[((c*sh + qr)*sw + qc)*hq*wq + i*wq + k] = padded[c, i*sh + qr, k*sw + qc]``, plus ``wq``
