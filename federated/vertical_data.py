@@ -123,7 +123,7 @@ def breast_parties(missing: float = 0.0) -> list[PartyData]:
     from training.data_cache import cached_arrays
 
     x, y = load(standardize=True)
-    names = [str(n).replace(" ", "_") for n in cached_arrays("breast_cancer", "build_breast_cancer")["feature_names"]]
+    names = [str(n).replace(" ", "_") for n in cached_arrays("breast_cancer", "build_breast_cancer", ("feature_names",))["feature_names"]]
     worst = np.array([k for k, n in enumerate(names) if n.startswith("worst")])
     rest = np.array([k for k in range(len(names)) if k not in set(worst)])
     return _split_parties((BREAST_GUEST, BREAST_HOST), [str(i) for i in range(len(x))], x, y,

@@ -37,7 +37,7 @@ PUBLISHED = {
 
 def load_mnist_uint8() -> tuple[np.ndarray, np.ndarray]:
     """The 5000 MNIST images as (N, 784) uint8 and int64 labels, cached after the first call."""
-    d = cached_arrays("mnist5k", "build_mnist")
+    d = cached_arrays("mnist5k", "build_mnist", ("x", "y"))
     return d["x"], d["y"]
 
 

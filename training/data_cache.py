@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,15 +35,16 @@ def cache_dir() -> str:
     return os.environ.get("EDGELEARN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "edgelearn"))
 
 
-def cached_arrays(name: str, builder: str) -> dict[str, np.ndarray]:
+def cached_arrays(name: str, builder: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """The arrays ``builder`` (a function of :mod:`training.data_builders`) makes, from
-    ``<cache_dir>/<name>.npz``; built in a child process and saved when missing or unreadable."""
+    ``<cache_dir>/<name>.npz``; built in a child process and saved when missing, unreadable or
+    lacking any of ``keys`` (a file an older version wrote)."""
     path = os.path.join(cache_dir(), f"{name}.npz")
     if os.path.exists(path):
         try:
-            return read_npz(path)
+            return read_npz(path, keys)
         except InputError:
-            pass  # a torn or foreign file: rebuild it below
+            pass  # a torn, foreign or outdated file: rebuild it below
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}.npz"
     try:
@@ -54,4 +56,4 @@ def cached_arrays(name: str, builder: str) -> dict[str, np.ndarray]:
         last = (e.stderr.strip().splitlines() or ["no output"])[-1]
         raise InputError(f"building the {name} data set failed: {last}") from e
     os.replace(tmp, path)
-    return read_npz(path)
+    return read_npz(path, keys)

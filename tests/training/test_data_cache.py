@@ -32,7 +32,13 @@ def test_damaged_file_is_rebuilt(cache):
     assert x.shape == (1797, 64) and len(y) == 1797
 
 
+def test_file_of_an_older_version_lacking_arrays_is_rebuilt(cache):
+    np.savez(cache / "breast_cancer.npz", x=np.zeros((2, 30)), y=np.zeros(2, np.int64))  # no feature_names
+    names = cached_arrays("breast_cancer", "build_breast_cancer", ("feature_names",))["feature_names"]
+    assert len(names) == 30 and "mean radius" in names
+
+
 def test_unknown_builder_is_a_clear_error(cache):
     with pytest.raises(InputError, match="building the nope data set failed.*no_such_builder"):
-        cached_arrays("nope", "no_such_builder")
+        cached_arrays("nope", "no_such_builder", ("x",))
     assert not any(p.name.startswith("nope") for p in cache.iterdir())
