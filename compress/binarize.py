@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from compress.quantize import QUANTIZABLE, _Target, clone, prepare, quantizable
+from compress.quantize import QUANTIZABLE, QuantTarget, clone, prepare, quantizable
 from inference.errors import EdgelearnError
 from inference.ir import Model, Node, Value
 from inference.kernels.binarized import DOMAIN, OP_TYPE, decode
@@ -58,7 +58,7 @@ def _matches(node: Node, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(k, p) for k in keys for p in patterns)
 
 
-def select_layers(model: Model, layers: Sequence[str] | None = None, skip_first_last: bool = True) -> list[_Target]:
+def select_layers(model: Model, layers: Sequence[str] | None = None, skip_first_last: bool = True) -> list[QuantTarget]:
     """The layers :func:`binarize` rewrites, in graph order: those matching ``layers`` (node names,
     output names or globs), or by default every Conv/Gemm/MatMul with a constant float32 weight
     except the first and the last. A pattern matching nothing, or matching a node that cannot be
@@ -112,7 +112,7 @@ def binarize(model: Model, layers: Sequence[str] | None = None, skip_first_last:
     return m
 
 
-def route_weights(m: Model, targets: Sequence[_Target], emit: Callable[[str, np.ndarray, int], Node]) -> None:
+def route_weights(m: Model, targets: Sequence[QuantTarget], emit: Callable[[str, np.ndarray, int], Node]) -> None:
     """Make each target layer read its weight through the node ``emit(weight name, weight, axis)``
     returns (one node per weight and axis, so a shared weight is stored once), then drop the
     initializers nobody reads any more."""

@@ -74,7 +74,9 @@ class LayerSensitivity:
 
 
 @dataclass
-class _Target:
+class QuantTarget:
+    """A node whose weight is quantized, and the weight's output-channel axis (per-channel scales)."""
+
     node: Node
     weight_axis: int
 
@@ -137,7 +139,7 @@ def _weight_axis(g: Graph, node: Node) -> int | None:
     return 0 if a.get("transB", 0) else 1
 
 
-def quantizable(model: Model, op_types: Sequence[str] = QUANTIZABLE, exclude: Sequence[str] = ()) -> list[_Target]:
+def quantizable(model: Model, op_types: Sequence[str] = QUANTIZABLE, exclude: Sequence[str] = ()) -> list[QuantTarget]:
     """The nodes static/dynamic quantization would rewrite, in graph order."""
     g, out = model.graph, []
     skip = set(exclude)
@@ -146,7 +148,7 @@ def quantizable(model: Model, op_types: Sequence[str] = QUANTIZABLE, exclude: Se
             continue
         axis = _weight_axis(g, node)
         if axis is not None:
-            out.append(_Target(node, axis))
+            out.append(QuantTarget(node, axis))
     return out
 
 
@@ -321,7 +323,7 @@ def _check_opset(model: Model, per_channel: bool) -> None:
             f">= {need} (per-axis DequantizeLinear)" + ("; try per_channel=False" if per_channel else ""))
 
 
-def _rewrite_static(m: Model, targets: list[_Target], ranges: Mapping[str, tuple[float, float]],
+def _rewrite_static(m: Model, targets: list[QuantTarget], ranges: Mapping[str, tuple[float, float]],
                     cfg: QuantConfig) -> None:
     r = _Rewriter(m)
     for x in [t.node.inputs[0] for t in targets]:  # read first: rewriting renames shared inputs
@@ -335,7 +337,9 @@ def _rewrite_static(m: Model, targets: list[_Target], ranges: Mapping[str, tuple
     r.finish()
 
 
-def _calibrate(prepared: Model, targets: list[_Target], batches: list[dict], cfg: QuantConfig) -> dict:
+def calibrate_ranges(prepared: Model, targets: list[QuantTarget], batches: list[dict], cfg: QuantConfig) -> dict:
+    """The activation range of each target's input over ``batches``, by ``cfg``'s calibrator
+    (shared with QAT, whose fake-quant ranges start from the same calibration)."""
     names = list(dict.fromkeys(t.node.inputs[0] for t in targets))
     options = {"percentile": cfg.percentile} if cfg.calibration == "percentile" else {}
     cal = make_calibrator(cfg.calibration, **options)
@@ -360,7 +364,7 @@ def quantize_static(model: Model, calibration_data: CalibrationData, config: Qua
     targets = quantizable(prepared, cfg.op_types, exclude)
     if not targets:
         raise QuantizationError(f"no {'/'.join(cfg.op_types)} node with a constant float32 weight to quantize")
-    ranges = _calibrate(prepared, targets, batches, cfg)
+    ranges = calibrate_ranges(prepared, targets, batches, cfg)
     if cfg.keep_fp32:
         report = _sensitivity(prepared, targets, ranges, batches[:4], cfg)
         exclude += [s.node for s in report[:cfg.keep_fp32]]
@@ -415,7 +419,7 @@ def _outputs(model: Model, batches: list[dict]) -> np.ndarray:
     return np.concatenate([np.concatenate([np.asarray(o, np.float64).ravel() for o in s.run(b)]) for b in batches])
 
 
-def _sensitivity(prepared: Model, targets: list[_Target], ranges: dict, batches: list[dict],
+def _sensitivity(prepared: Model, targets: list[QuantTarget], ranges: dict, batches: list[dict],
                  cfg: QuantConfig) -> list[LayerSensitivity]:
     ref = _outputs(prepared, batches)
     norm = float(np.linalg.norm(ref)) or 1.0
@@ -423,7 +427,7 @@ def _sensitivity(prepared: Model, targets: list[_Target], ranges: dict, batches:
     for t in targets:
         m = clone(prepared)  # same node order: the clone of t.node sits at the same index
         idx = next(i for i, n in enumerate(prepared.graph.nodes) if n is t.node)
-        _rewrite_static(m, [_Target(m.graph.nodes[idx], t.weight_axis)], ranges, cfg)
+        _rewrite_static(m, [QuantTarget(m.graph.nodes[idx], t.weight_axis)], ranges, cfg)
         err = float(np.linalg.norm(_outputs(m, batches) - ref)) / norm
         report.append(LayerSensitivity(t.node.label(), t.node.op_type, err))
     return sorted(report, key=lambda s: -s.error)
@@ -439,7 +443,7 @@ def sensitivity_report(model: Model, calibration_data: CalibrationData, config: 
     prepared = prepare(model)
     batches = batches_of(prepared, calibration_data, cfg.batch_size, cfg.max_batches)
     targets = quantizable(prepared, cfg.op_types, cfg.exclude)
-    ranges = _calibrate(prepared, targets, batches, cfg)
+    ranges = calibrate_ranges(prepared, targets, batches, cfg)
     return _sensitivity(prepared, targets, ranges, batches[:max_batches], cfg)
 
 
@@ -457,4 +461,4 @@ def model_bytes(model: Model, value_info: bool = False) -> int:
 __all__ = ["QuantConfig", "QuantizationError", "LayerSensitivity", "quantize_static", "quantize_dynamic",
            "quantize_with_ranges",
            "sensitivity_report", "weight_params", "activation_params", "bias_params", "batches_of", "prepare", "clone",
-           "quantizable", "model_bytes"]
+           "quantizable", "model_bytes", "QuantTarget", "calibrate_ranges"]

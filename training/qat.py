@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from compress.quantize import (CalibrationData, QuantConfig, QuantizationError, _calibrate, batches_of, clone,
+from compress.quantize import (CalibrationData, QuantConfig, QuantizationError, calibrate_ranges, batches_of, clone,
                                prepare, quantizable, quantize_with_ranges)
 from inference.ir import Model, Node
 from training.kernels.fake_quant import ACTIVATION_DTYPES
@@ -54,7 +54,7 @@ def prepare_qat(model: Model, calibration_data: CalibrationData, config: QuantCo
         raise QuantizationError(f"model {model.graph.name!r} has no {'/'.join(cfg.op_types)} node with a "
                                 "constant float32 weight to quantize")
     # float32 ranges: what an exported node attribute holds, so a saved QAT model converts the same
-    calibrated = _calibrate(m, targets, batches, cfg)
+    calibrated = calibrate_ranges(m, targets, batches, cfg)
     ranges = {x: (float(np.float32(lo)), float(np.float32(hi))) for x, (lo, hi) in calibrated.items()}
     quantize_with_ranges(m, ranges, cfg)  # fail now (opset, layers) rather than after the fine-tune
     g = m.graph
