@@ -25,6 +25,21 @@ from inference.ops.registry import register
 POOL_2X2, POOL_UNPADDED, POOL_PADDED = range(3)  # the kernel a plan runs
 
 
+@numba.njit(cache=True, inline="always")
+def _fold(out, src, ow, first, is_max):
+    """One contiguous tap into an output row: the first tap copies, later ones max or add
+    (the vectorised inner step of both general pooling kernels)."""
+    if first:
+        for k in range(ow):
+            out[k] = src[k]
+    elif is_max:
+        for k in range(ow):
+            out[k] = max(out[k], src[k])
+    else:
+        for k in range(ow):
+            out[k] += src[k]
+
+
 @threaded_kernel()
 def pool2d(x, kh, kw, sh, sw, dh, dw, ph, pw, hp, wp, y, is_max):
     """Max (``is_max``) or sum pooling of ``x`` (N, C, H, W) into ``y`` (N, C, OH, OW).
@@ -44,15 +59,7 @@ def pool2d(x, kh, kw, sh, sw, dh, dw, ph, pw, hp, wp, y, is_max):
             for i in range(kh):
                 for j in range(kw):
                     src = planes[(j * dw) % sw, yo * sh + i * dh, (j * dw) // sw:]
-                    if i == 0 and j == 0:
-                        for k in range(ow):
-                            out[k] = src[k]
-                    elif is_max:
-                        for k in range(ow):
-                            out[k] = max(out[k], src[k])
-                    else:
-                        for k in range(ow):
-                            out[k] += src[k]
+                    _fold(out, src, ow, i == 0 and j == 0, is_max)
 
 
 @threaded_kernel()
@@ -75,16 +82,7 @@ def pool2d_unpadded(x, kh, kw, sh, sw, dh, dw, y, is_max):
                     off = j * dw
                     first = i == 0 and j == 0
                     if sw == 1:
-                        src = row[off:]
-                        if first:
-                            for k in range(ow):
-                                out[k] = src[k]
-                        elif is_max:
-                            for k in range(ow):
-                                out[k] = max(out[k], src[k])
-                        else:
-                            for k in range(ow):
-                                out[k] += src[k]
+                        _fold(out, row[off:], ow, first, is_max)
                     elif first:
                         for k in range(ow):
                             out[k] = row[k * sw + off]
