@@ -22,26 +22,19 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the packages: benchmarks/inference.py is a script
 
 from inference.kernels import conv, pool  # noqa: E402
 from inference.kernels.activations import RELU  # noqa: E402
 from inference.kernels.direct_conv import prefer_direct  # noqa: E402
 from inference.ops._window import window_geometry  # noqa: E402
 from inference.threads import set_num_threads  # noqa: E402
+from overhead import min_times  # noqa: E402
 
 
 def cpu_us(fns: dict[str, Callable[[], object]], reps: int, inner: int) -> dict[str, float]:
     """Min over ``reps`` alternating blocks of ``inner`` calls: thread CPU microseconds per call."""
-    for f in fns.values():
-        f()
-    best = {k: float("inf") for k in fns}
-    for _ in range(reps):
-        for k, f in fns.items():
-            t = time.thread_time()
-            for _ in range(inner):
-                f()
-            best[k] = min(best[k], (time.thread_time() - t) / inner * 1e6)
-    return best
+    return {k: v * 1e6 for k, v in min_times(fns, reps, inner, clock=time.thread_time).items()}
 
 
 def conv_rows(sizes, args) -> None:
