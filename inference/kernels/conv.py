@@ -19,6 +19,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
+from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.registry import register
@@ -206,7 +207,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
            code: int = NONE, alpha: float = 0.0, beta: float = 0.0, allow_direct: bool = True) -> np.ndarray:
     """``act(conv(x, w) + b + z)`` for float32 NCHW ``x``; ``z`` (optional) has the output's shape.
 
-    ``allow_direct=False`` keeps small 3x3 problems on im2col + GEMM (to compare the two)."""
+    ``allow_direct=False`` keeps small 3x3 problems on im2col + GEMM (to compare the two, or when
+    the caller's plan has already chosen)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
@@ -296,12 +298,11 @@ def conv_binder(fn):
                 return fn(x, w, b, z, **attrs) if z is not None else fn(x, w, b, **attrs)
             plan = plans.get((x.shape, w.shape))
             if plan is None:
-                if len(plans) > 64:  # shapes vary run to run: keep the memo small
-                    plans.clear()
-                plan = plans[(x.shape, w.shape)] = _plan(x, w, group, kernel_shape, dims)
+                plan = remember(plans, (x.shape, w.shape), _plan(x, w, group, kernel_shape, dims))
             if plan[1]:  # the direct kernel: skips conv2d's dispatch, ~1 us of a 10 us batch-1 conv
                 return conv2d_direct(x, w, b, z, plan[0], code, alpha, beta)
-            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta)
+            # the plan already ruled the direct kernel out: conv2d need not ask again
+            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False)
 
         return run
 

@@ -19,6 +19,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.conv import _phase_planes
 from inference.ops import pool as reference
+from inference.ops._memo import remember
 from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
@@ -224,9 +225,7 @@ def _pool_binder(op: str):
                     return fn(x, **attrs)
                 plan = plans.get(x.shape)
                 if plan is None:
-                    if len(plans) > 64:  # shapes vary run to run: keep the memo small
-                        plans.clear()
-                    plan = plans[x.shape] = _pool_plan(x.shape[2:], *key)
+                    plan = remember(plans, x.shape, _pool_plan(x.shape[2:], *key))
                 return _run_plan(np.ascontiguousarray(x), plan)
 
             return run

@@ -8,6 +8,7 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.ops._axes import int_list, normalize_axes
+from inference.ops._memo import remember
 from inference.ops.registry import register
 
 
@@ -59,9 +60,7 @@ def _memo_dims(compute):
                     return fn(data, *shape, **attrs)
                 out = dims.get(key)
                 if out is None:
-                    if len(dims) > 64:  # shapes vary run to run: keep the memo small
-                        dims.clear()
-                    out = dims[key] = compute(data, *shape, **attrs)
+                    out = remember(dims, key, compute(data, *shape, **attrs))
                 return data.reshape(out)
 
             return run
@@ -77,7 +76,7 @@ def _reshape_dims(data, shape, allowzero=0) -> tuple[int, ...]:
 
 @register("Reshape", since=5, bind=_memo_dims(_reshape_dims))
 def reshape(data, shape, *, allowzero=0):
-    return data.reshape(reshaped_dims(data.shape, int_list(shape), allowzero))
+    return data.reshape(_reshape_dims(data, shape, allowzero))
 
 
 def _flatten_dims(x, axis=1) -> tuple[int, int]:

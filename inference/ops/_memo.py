@@ -1,0 +1,21 @@
+"""The per-node memos of bound kernels (plans, windows, output dims keyed by input shapes).
+
+Why one helper: a bound kernel derives its plan once per distinct input shape, but a model fed
+ever-changing shapes would grow that memo without end; every memo is emptied once it holds more
+than :data:`MEMO_LIMIT` entries.
+"""
+from __future__ import annotations
+
+from typing import TypeVar
+
+T = TypeVar("T")
+
+MEMO_LIMIT = 64
+
+
+def remember(memo: dict, key: object, value: T) -> T:
+    """Store ``value`` under ``key`` (after emptying a full ``memo``) and return it."""
+    if len(memo) > MEMO_LIMIT:  # shapes vary run to run: keep the memo small
+        memo.clear()
+    memo[key] = value
+    return value
