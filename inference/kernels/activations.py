@@ -124,6 +124,11 @@ def epilogue_cols(y, bias, z, has_z, code, alpha, beta):
         activate_row(y[start:stop].reshape((stop - start) * n), code, alpha, beta)
 
 
+#: the epilogues' ``z`` when there is no residual (``has_z`` false: never read), by rank
+NO_RESIDUAL_2D = np.empty((1, 1), np.float32)
+NO_RESIDUAL_4D = np.empty((1, 1, 1, 1), np.float32)
+
+
 def as_f32(a: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     """``a`` as a C-contiguous float32 array of ``shape`` (zeros if absent); no copy when it already is."""
     if a is None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.activations import NONE, activate_row, activation_code, as_f32, epilogue_rows
+from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
@@ -199,8 +199,7 @@ def _window(spatial: tuple, kernel: tuple, strides, dilations, pads, auto_pad: s
     return window_geometry(spatial, kernel, strides, dilations, pads, auto_pad, 0, "Conv")
 
 
-_NO_RESIDUAL = np.empty((1, 1, 1, 1), np.float32)  # the kernels' ``z`` when ``has_z`` is false (never read)
-_NO_RESIDUAL_3D = _NO_RESIDUAL.reshape(1, 1, 1)
+_NO_RESIDUAL_3D = NO_RESIDUAL_4D.reshape(1, 1, 1)
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, win: Window, group: int,
@@ -217,7 +216,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     if allow_direct and prefer_direct(c, m, kh, kw, sh, sw, oh, ow, group):
         return conv2d_direct(x, w, b, z, win, code, alpha, beta)
     bias = as_f32(b, (m,))
-    zz = as_f32(z, (n, m, oh, ow)) if z is not None else _NO_RESIDUAL
+    zz = as_f32(z, (n, m, oh, ow)) if z is not None else NO_RESIDUAL_4D
     if group == c and m == c and cg == 1:
         y = np.empty((n, m, oh, ow), np.float32)
         kernel = depthwise3x3 if kh == kw == 3 else depthwise
@@ -251,7 +250,7 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndar
     oh, ow = win.out_shape
     (dh, dw), (ph, pw) = win.dilations, win.pads_begin
     y = np.empty((n, m, oh, ow), np.float32)
-    zz = as_f32(z, y.shape) if z is not None else _NO_RESIDUAL
+    zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
     direct_conv3x3(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(w, dtype=np.float32),
                    as_f32(b, (m,)), zz, z is not None, dh, dw, ph, pw, y, code, alpha, beta)
     return y

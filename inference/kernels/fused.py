@@ -14,7 +14,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels import conv as fast_conv
-from inference.kernels.activations import NONE, activation_code, as_f32, epilogue_cols
+from inference.kernels.activations import NO_RESIDUAL_2D, NONE, activation_code, as_f32, epilogue_cols
 from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.matmul import matmul as reference_matmul
@@ -22,7 +22,6 @@ from inference.ops.registry import lookup, register
 from inference.schema import FormalParam, OpSchema, register_schema
 
 DOMAIN = "edgelearn"
-_NO_RESIDUAL = np.empty((1, 1), np.float32)  # epilogue_cols' ``z`` when there is none (never read)
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 EPILOGUE_ATTRS = {"activation": "", "alpha": 0.0, "beta": 0.0}
 
@@ -127,7 +126,7 @@ def _matmul_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, bet
     k, n = w.shape
     y = np.matmul(x.reshape(-1, k), w)
     if b is not None or z is not None or code != NONE:
-        zz = as_f32(z, y.shape) if z is not None else _NO_RESIDUAL
+        zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_2D
         epilogue_cols(y, as_f32(b, (n,)), zz, z is not None, code, alpha, beta)
     return y.reshape(x.shape[:-1] + (n,)) if x.ndim != 2 else y
 

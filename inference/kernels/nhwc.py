@@ -16,7 +16,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.activations import activate_row, activation_code, as_f32, epilogue_cols
+from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activation_code, as_f32, epilogue_cols
 from inference.kernels.conv import _valid_range, handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
 from inference.ops._window import Window, window_geometry
@@ -219,7 +219,7 @@ def conv2d_nhwc(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarra
     oh, ow = win.out_shape
     (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
     bias = as_f32(b, (m,))
-    zz = as_f32(z, (n, oh, ow, m)) if z is not None else np.empty((1, 1, 1, 1), np.float32)
+    zz = as_f32(z, (n, oh, ow, m)) if z is not None else NO_RESIDUAL_4D
     if is_depthwise(c, w.shape, group):
         y = np.empty((n, oh, ow, m), np.float32)
         kernel = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc

@@ -36,7 +36,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv as fast_conv
 from inference.kernels import fused
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.activations import activation_code, as_f32, epilogue_cols, epilogue_rows
+from inference.kernels.activations import NO_RESIDUAL_2D, activation_code, as_f32, epilogue_cols, epilogue_rows
 from inference.ops._window import window_geometry
 from inference.ops.matmul import gemm as reference_gemm
 from inference.ops.matmul import matmul as reference_matmul
@@ -364,6 +364,6 @@ def fused_matmul(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0):
     y = sparse_matmul(x, packed(w, "matmul"))
     if b is not None or z is not None or activation:
         y2 = y.reshape(-1, n)
-        zz = as_f32(z, y2.shape) if z is not None else np.empty((1, 1), np.float32)
+        zz = as_f32(z, y2.shape) if z is not None else NO_RESIDUAL_2D
         epilogue_cols(y2, as_f32(b, (n,)), zz, z is not None, activation_code(activation), float(alpha), float(beta))
     return y
