@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import inference.kernels  # noqa: E402,F401
 from compress.fp16 import convert_fp16  # noqa: E402
 from compress.quantize import clone, model_bytes, quantize_static  # noqa: E402
+from edgelearn.commands.bench import time_interleaved  # noqa: E402
 from inference.ir import Model  # noqa: E402
 from inference.kernels.int8 import has_vnni  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
@@ -162,7 +163,7 @@ def section_mnist(args) -> None:
 
 
 # -- latency: ResNet-18 static int8, transformer dynamic int8 ----------------------------------------
-SETTLE_S = 0.3  # untimed runs before each timed block (longer than OpenBLAS's spin-wait)
+SETTLE_S = 0.3  # untimed runs before each timed block (longer than OpenBLAS's spin-wait: see time_interleaved)
 
 
 def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, args, note: str) -> None:
@@ -173,27 +174,13 @@ def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, arg
     s8.run({"input": x})
     cold = time.perf_counter() - t
     o32, o8 = ort_session(model, args.threads), ort_session(quantized, args.threads)
-    runs = {"ours fp32": lambda: s32.run({"input": x}), "ours int8": lambda: s8.run({"input": x}),
-            "onnxruntime fp32": lambda: o32.run(None, {"input": x}),
-            "onnxruntime int8": lambda: o8.run(None, {"input": x})}
-    for f in runs.values():
-        f()
-    # blocks, not run-by-run alternation: each runtime's pool spin-waits after its run (OpenBLAS
-    # for ~0.1 s), and on 2 threads that spinning steals the core the next runtime needs; every
-    # block starts with SETTLE_S of untimed runs of its own model, so the previous runtime's
-    # workers are asleep and each model is timed in its own steady state, as a user runs it
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    feeds = {"input": x}
+    runs = {"ours fp32": s32.run, "ours int8": s8.run,
+            "onnxruntime fp32": lambda f: o32.run(None, f), "onnxruntime int8": lambda f: o8.run(None, f)}
     block = 5
-    for _ in range(max(1, args.reps // block)):
-        for k, f in runs.items():
-            settle_until = time.perf_counter() + SETTLE_S
-            f()
-            while time.perf_counter() < settle_until:
-                f()
-            for _ in range(block):
-                t = time.perf_counter()
-                f()
-                times[k].append(time.perf_counter() - t)
+    timed = time_interleaved(runs, feeds, max(block, args.reps // block * block), warmup=1, block=block,
+                             settle_s=SETTLE_S)
+    times = {k: t.times for k, t in timed.items()}
     med = {k: float(np.median(v)) * 1e3 for k, v in times.items()}
     ref = s32.run({"input": x})[0]
     err = float(np.linalg.norm(s8.run({"input": x})[0] - ref) / np.linalg.norm(ref))

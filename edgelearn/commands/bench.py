@@ -104,14 +104,16 @@ class Timing:
 
 
 def time_interleaved(runners: dict[str, Runner], feeds: dict, repeat: int, warmup: int = 2,
-                     block: int = 3, repeats: dict[str, int] | None = None) -> dict[str, Timing]:
+                     block: int = 3, repeats: dict[str, int] | None = None,
+                     settle_s: float = 0.0) -> dict[str, Timing]:
     """Time each runner ``repeat`` times (or ``repeats[name]``), alternating blocks of ``block`` runs.
 
     Interleaving spreads bursts of load from other processes over every runtime instead of
-    penalising whichever happened to run during them. Each block starts with an untimed run:
-    every runtime's thread pool spin-waits after its work, and with several threads that spinning
-    steals the cores the next runtime's first run needs (measured: ResNet-18 int8 at 2 threads,
-    0.74x our fp32 timed run by run, 0.57x in settled blocks).
+    penalising whichever happened to run during them. Each block starts with an untimed run, and
+    more untimed runs until ``settle_s`` seconds have passed: every runtime's thread pool
+    spin-waits after its work (OpenBLAS for ~0.1 s), and with several threads that spinning steals
+    the cores the next runtime needs (measured: ResNet-18 int8 at 2 threads, 0.74x our fp32 timed
+    run by run, 0.57x in blocks settled by one run, 0.27x settled for 0.3 s).
     """
     repeats = repeats or {}
     for fn in runners.values():
@@ -121,7 +123,10 @@ def time_interleaved(runners: dict[str, Runner], feeds: dict, repeat: int, warmu
     while any(len(out[n]) < repeats.get(n, repeat) for n in runners):
         for name, fn in runners.items():
             if len(out[name]) < repeats.get(name, repeat):
+                settle_until = time.perf_counter() + settle_s
                 fn(feeds)  # settle: let the previous runtime's pool go idle
+                while time.perf_counter() < settle_until:
+                    fn(feeds)
             for _ in range(min(block, repeats.get(name, repeat) - len(out[name]))):
                 t = time.perf_counter()
                 fn(feeds)

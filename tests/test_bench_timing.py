@@ -1,0 +1,27 @@
+"""``edgelearn bench``'s interleaved timer: every block is settled before it is timed."""
+import time
+
+from edgelearn.commands.bench import time_interleaved
+
+
+def _recorder(stamps: list[float], pause: float = 0.0):
+    def run(feeds):
+        stamps.append(time.perf_counter())
+        if pause:
+            time.sleep(pause)
+    return run
+
+
+def test_each_block_starts_with_one_untimed_run():
+    stamps = {"a": [], "b": []}
+    timed = time_interleaved({k: _recorder(v) for k, v in stamps.items()}, {}, repeat=6, warmup=0, block=3)
+    assert {k: len(t.times) for k, t in timed.items()} == {"a": 6, "b": 6}
+    assert {k: len(v) for k, v in stamps.items()} == {"a": 8, "b": 8}  # 2 blocks x (1 settle + 3 timed)
+
+
+def test_settle_time_passes_before_a_block_is_timed():
+    stamps: list[float] = []
+    start = time.perf_counter()
+    timed = time_interleaved({"a": _recorder(stamps, pause=0.005)}, {}, repeat=3, warmup=0, block=3, settle_s=0.05)
+    assert len(timed["a"].times) == 3
+    assert stamps[-3] >= start + 0.05  # untimed 5 ms runs repeat until 0.05 s have passed, then it is timed
