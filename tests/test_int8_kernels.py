@@ -90,7 +90,7 @@ def test_qmatmul_matches_reference(trans_b, shape):
 
 
 def _tile_runner(vnni: bool, unsigned_broadcast: bool = False):
-    tile = K.make_tile(vnni=vnni, unsigned_broadcast=unsigned_broadcast)
+    tile = K.make_tile(K.MR, K.NV, "s8u8" if unsigned_broadcast else "u8s8", vnni=vnni)
 
     @numba.njit  # not cached, so its assembly can be inspected
     def run(wp, cp, koff, k4, out):
@@ -278,7 +278,7 @@ def test_qconv_residual_rows_across_pixel_blocks(h, w):
 def test_strided_plan_has_no_zero_taps():
     """A stride-2 3x3 runs as per-phase stride-1 convolutions with only their own taps: the same
     4-tap steps per output as a stride-1 3x3 (the plain space-to-depth kernel had 16/9 of them)."""
-    from inference.kernels.int8_conv_plan import conv_plan
+    from inference.kernels.tile_plan import conv_plan
 
     strided = conv_plan((1, 64, 56, 56), (128, 64, 3, 3), 1, "NOTSET", None, (3, 3), (1, 1, 1, 1), (2, 2))
     plain = conv_plan((1, 64, 56, 56), (128, 64, 3, 3), 1, "NOTSET", None, (3, 3), (1, 1, 1, 1), (1, 1))
@@ -289,7 +289,7 @@ def test_strided_plan_has_no_zero_taps():
 
 
 def _lanes_runner():
-    from inference.kernels.int8_lanes import add_lanes, clamp_block, requant_block, scale_block, store_lanes
+    from inference.kernels.tile_lanes import add_lanes, clamp_block, requant_block, scale_block, store_lanes
 
     @numba.njit
     def run(buf, c, s, fb, z, q0, cnt, amin, amax, inv, lo, hi, izp, out8, outf):

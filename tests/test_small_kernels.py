@@ -115,7 +115,9 @@ def test_pool_2x2_plan_uses_the_specialised_kernel():
     plan = pool._pool_plan((28, 28), (2, 2), (2, 2), None, None, "NOTSET", 0, 0, "MaxPool")
     assert plan[2] == pool.POOL_2X2
     ceil = pool._pool_plan((7, 7), (2, 2), (2, 2), None, None, "NOTSET", 1, 0, "MaxPool")
-    assert ceil[2] == pool.POOL_PADDED
+    assert ceil[2] == pool.POOL_MAX_ROWS  # windows past the edge: the separable max kernel
+    ceil_avg = pool._pool_plan((7, 7), (2, 2), (2, 2), None, None, "NOTSET", 1, 0, "AveragePool")
+    assert ceil_avg[2] == pool.POOL_PADDED
 
 
 # -- FusedMatMul, bound -------------------------------------------------------------------------------

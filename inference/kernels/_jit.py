@@ -57,8 +57,12 @@ def _clone(fn: Callable, suffix: str) -> Callable:
     return twin
 
 
-def threaded_kernel(fastmath: bool = False) -> Callable[[Callable], Callable[..., Any]]:
-    """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin."""
+def threaded_kernel(fastmath: bool = False, own_pool: bool = False) -> Callable[[Callable], Callable[..., Any]]:
+    """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin.
+
+    ``own_pool``: the kernel is a graph's heavy part and replaces BLAS there (the float32 conv
+    GEMM), so it runs its parallel twin whenever numba has threads, whatever the policy; only a
+    :func:`serial_kernels` block keeps it serial."""
 
     def deco(fn: Callable) -> Callable[..., Any]:
         serial = numba.njit(cache=True, nogil=True, fastmath=fastmath)(_clone(fn, "_serial_nogil"))
@@ -67,7 +71,8 @@ def threaded_kernel(fastmath: bool = False) -> Callable[[Callable], Callable[...
 
         @functools.wraps(fn)
         def call(*args: Any) -> Any:
-            if _POLICY["parallel"] and numba.get_num_threads() > 1 and not getattr(_LOCAL, "serial", False):
+            if (own_pool or _POLICY["parallel"]) and numba.get_num_threads() > 1 \
+                    and not getattr(_LOCAL, "serial", False):
                 return parallel(*args)
             return serial(*args)
 

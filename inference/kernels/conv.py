@@ -16,9 +16,11 @@ import numba
 import numpy as np
 
 from inference.ir import Graph, Node, TensorType
+from inference.kernels import conv_f32
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
+from inference.kernels.tile_plan import ConvPlan
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
 from inference.ops.conv import conv as reference_conv
@@ -202,12 +204,25 @@ def _window(spatial: tuple, kernel: tuple, strides, dilations, pads, auto_pad: s
 _NO_RESIDUAL_3D = NO_RESIDUAL_4D.reshape(1, 1, 1)
 
 
+def tile_plan(x_shape: tuple, w_shape: tuple, win: Window, group: int) -> ConvPlan | None:
+    """The implicit-GEMM plan of a convolution when our float32 tile runs it, else None (depthwise
+    convolutions keep their stencil kernel, dilated strided ones im2col + BLAS)."""
+    c, (m, cg) = x_shape[1], w_shape[:2]
+    if not conv_f32.ENABLED or (group == c and m == c and cg == 1):
+        return None
+    plan = conv_f32.plan_for(tuple(x_shape), tuple(w_shape), group, "NOTSET", win.dilations, win.kernel,
+                             tuple(win.pads_begin) + tuple(win.pads_end), win.strides)
+    return plan if conv_f32.supports(plan) else None
+
+
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, win: Window, group: int,
-           code: int = NONE, alpha: float = 0.0, beta: float = 0.0, allow_direct: bool = True) -> np.ndarray:
+           code: int = NONE, alpha: float = 0.0, beta: float = 0.0, allow_direct: bool = True,
+           tiles: ConvPlan | None | bool = True) -> np.ndarray:
     """``act(conv(x, w) + b + z)`` for float32 NCHW ``x``; ``z`` (optional) has the output's shape.
 
-    ``allow_direct=False`` keeps small 3x3 problems on im2col + GEMM (to compare the two, or when
-    the caller's plan has already chosen)."""
+    ``allow_direct=False`` keeps small 3x3 problems off the direct kernel and ``tiles=False`` off
+    the implicit-GEMM tile (to compare kernels, or when the caller's plan has already chosen:
+    ``tiles`` may be that plan, or None for "not the tile")."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
@@ -215,6 +230,11 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
     if allow_direct and prefer_direct(c, m, kh, kw, sh, sw, oh, ow, group):
         return conv2d_direct(x, w, b, z, win, code, alpha, beta)
+    if tiles is True:
+        tiles = tile_plan(x.shape, w.shape, win, group)
+    if tiles:
+        return conv_f32.conv2d_tiles(x, np.ascontiguousarray(w, dtype=np.float32), as_f32(b, (m,)), z, tiles, group,
+                                     code, alpha, beta)
     bias = as_f32(b, (m,))
     zz = as_f32(z, (n, m, oh, ow)) if z is not None else NO_RESIDUAL_4D
     if group == c and m == c and cg == 1:
@@ -256,11 +276,14 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndar
     return y
 
 
-def _plan(x: np.ndarray, w: np.ndarray, group: int, kernel_shape, dims: tuple) -> tuple[Window, bool]:
-    """The window of a (shapes, attributes) case and whether it runs the direct kernel."""
+def _plan(x: np.ndarray, w: np.ndarray, group: int, kernel_shape, dims: tuple
+          ) -> tuple[Window, bool, ConvPlan | None]:
+    """The window of a (shapes, attributes) case, whether it runs the direct kernel, and the
+    tile's plan if the tile runs it."""
     win = _window(x.shape[2:], tuple(kernel_shape or w.shape[2:]), *dims)
     (kh, kw), (sh, sw), (oh, ow) = win.kernel, win.strides, win.out_shape
-    return win, prefer_direct(x.shape[1], w.shape[0], kh, kw, sh, sw, oh, ow, group)
+    direct = prefer_direct(x.shape[1], w.shape[0], kh, kw, sh, sw, oh, ow, group)
+    return win, direct, None if direct else tile_plan(x.shape, w.shape, win, group)
 
 
 def handles(node: Node, graph: Graph) -> bool:
@@ -290,7 +313,7 @@ def conv_binder(fn):
             attrs.update(activation=activation, alpha=alpha, beta=beta)
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         dims = (_tuple(strides), _tuple(dilations), _tuple(pads), auto_pad)
-        plans: dict[tuple, tuple[Window, bool]] = {}
+        plans: dict[tuple, tuple[Window, bool, ConvPlan | None]] = {}
 
         def run(x, w, b=None, z=None):
             if not fast_path(x, w) or x.shape[1] != w.shape[1] * group:
@@ -300,8 +323,8 @@ def conv_binder(fn):
                 plan = remember(plans, (x.shape, w.shape), _plan(x, w, group, kernel_shape, dims))
             if plan[1]:  # the direct kernel: skips conv2d's dispatch, ~1 us of a 10 us batch-1 conv
                 return conv2d_direct(x, w, b, z, plan[0], code, alpha, beta)
-            # the plan already ruled the direct kernel out: conv2d need not ask again
-            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False)
+            # the plan already ruled the direct kernel out and chose for the tile: conv2d need not ask again
+            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False, tiles=plan[2])
 
         return run
 

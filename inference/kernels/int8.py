@@ -17,7 +17,7 @@ Why this GEMM: ``vpdpbusd`` multiplies 64 uint8 x int8 pairs and sums them in fo
 lanes: 4x the multiply-adds of an fp32 FMA. LLVM does not emit it from plain loops (numba 0.68 /
 LLVM 22 on this Sapphire/Emerald Rapids CPU turns an int8 dot loop into ``vpmovsxbd`` +
 ``vpdpwssd`` on ymm, one product per int32 lane), so the register tile is written in LLVM IR
-with the intrinsic: 8 output channels x 32 pixels = 16 zmm accumulators; per step one broadcast
+(:mod:`inference.kernels.tile_ir`) with the intrinsic: 8 output channels x 32 pixels = 16 zmm accumulators; per step one broadcast
 int32 (4 taps) of weights per channel and two 64-byte pixel vectors (16 pixels x 4 taps). A
 table of per-step offsets says where the pixel vectors are, so the same tile runs
 
@@ -28,9 +28,9 @@ table of per-step offsets says where the pixel vectors are, so the same tile run
   1x1 as subsampling; only dilated strided ones pack im2col columns;
 * matrix products, the rows of X packed as the pixels.
 
-The epilogue runs on whole 32-lane blocks in vector IR (:mod:`inference.kernels.int8_lanes`),
+The epilogue runs on whole 32-lane blocks in vector IR (:mod:`inference.kernels.tile_lanes`),
 storing each output row segment with one masked store; geometry, packed weights and epilogue
-constants are derived on a node's first call and reused (:mod:`inference.kernels.int8_conv_plan`).
+constants are derived on a node's first call and reused (:mod:`inference.kernels.tile_plan`).
 
 On a CPU without AVX512-VNNI the tile is emitted as generic vector IR (widen, multiply, add in
 fours) that LLVM lowers for the target; numba's cache is keyed by the CPU, so both coexist.
@@ -39,23 +39,20 @@ point). The zero point folds into the bias: ``sum((x - zx) w) = sum(x w) - zx * 
 """
 from __future__ import annotations
 
-import os
 import weakref
 
-import llvmlite.binding as llvm_binding
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.activations import CLIP, NONE, RELU, activate, activation_code
+from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
-from inference.kernels.int8_conv_plan import conv_plan, phase_taps
-from inference.kernels.int8_lanes import add_lanes, clamp_block, requant_block, scale_block, store_lanes
+from inference.kernels.tile_plan import conv_plan, conv_weight_rows, phase_weight_rows
+from inference.kernels.tile_lanes import (activate_block, add_lanes, clamp_range, requant_block, row_segments,
+                                         scale_block, store_lanes)
+from inference.kernels.tile_ir import has_vnni, make_tile  # noqa: F401  (has_vnni: re-exported)
 from inference.ops.conv import conv as reference_conv
 from inference.ops.quantize import dequantize_linear, quantize_linear
 from inference.ops.registry import register
@@ -67,101 +64,8 @@ MR, NV, LANES = 8, 2, 16  # register tile: MR output channels x NV*LANES pixels
 NP = NV * LANES
 
 
-def has_vnni() -> bool:
-    """Whether numba compiles for a host with AVX512-VNNI (not when NUMBA_CPU_NAME asks for a
-    portable build: then the generic tile is compiled)."""
-    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
-        return False
-    feats = llvm_binding.get_host_cpu_features()
-    return bool(feats.get("avx512vnni")) and bool(feats.get("avx512f"))
-
-
-# -- the register tile, in LLVM IR ---------------------------------------------------------------
-_I32, _I64 = ir.IntType(32), ir.IntType(64)
-_V16 = ir.VectorType(_I32, LANES)
-
-
-def _dot4_generic(builder, acc, a, b):
-    """acc + sum over groups of 4 bytes of zext(a) * sext(b): vpdpbusd's meaning, any target."""
-    bytes64, wide = ir.VectorType(ir.IntType(8), 64), ir.VectorType(_I32, 64)
-    prod = builder.mul(builder.zext(builder.bitcast(a, bytes64), wide), builder.sext(builder.bitcast(b, bytes64), wide))
-    for j in range(4):
-        acc = builder.add(acc, builder.shuffle_vector(prod, prod, ir.Constant(
-            ir.VectorType(_I32, LANES), [4 * i + j for i in range(LANES)])))
-    return acc
-
-
-def make_tile(mr: int = MR, nv: int = NV, vnni: bool | None = None, unsigned_broadcast: bool = False):
-    """An intrinsic ``tile(wp, w_off, cp, c_off, koff, k4, out)``: ``out[mr*nv*16]`` = int32 sums
-    over k4 steps of products of ``mr`` broadcast int32s (4 taps each) at ``wp[w_off + k*mr:]`` with
-    ``nv`` 16-lane vectors (4 taps per lane) at ``cp[c_off + koff[k]:]``. The offset table is what
-    lets one tile read packed columns (``koff[k] = 32 k``) and the direct-conv input in place.
-    The vectors hold the uint8 operand and the broadcasts the int8 one, unless
-    ``unsigned_broadcast`` (matrix products: activations broadcast, weight columns as vectors)."""
-    use_vnni = has_vnni() if vnni is None else vnni
-
-    @intrinsic
-    def tile(typingctx, wp, w_off, cp, c_off, koff, k4, out):
-        sig = types.void(wp, w_off, cp, c_off, koff, k4, out)
-
-        def codegen(context, builder, signature, args):
-            const = lambda v: ir.Constant(_I64, v)  # noqa: E731
-            wpa = context.make_array(signature.args[0])(context, builder, args[0])
-            cpa = context.make_array(signature.args[2])(context, builder, args[2])
-            koa = context.make_array(signature.args[4])(context, builder, args[4])
-            outa = context.make_array(signature.args[6])(context, builder, args[6])
-            w_base, c_base = builder.gep(wpa.data, [args[1]]), builder.gep(cpa.data, [args[3]])
-            if use_vnni:
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16] * 3),
-                                                    "llvm.x86.avx512.vpdpbusd.512")
-                dot4 = lambda acc, a, b: builder.call(fn, [acc, a, b])  # noqa: E731
-            else:
-                dot4 = lambda acc, a, b: _dot4_generic(builder, acc, a, b)  # noqa: E731
-            entry = builder.block
-            header = builder.append_basic_block("tile.header")
-            body = builder.append_basic_block("tile.body")
-            done = builder.append_basic_block("tile.exit")
-            builder.branch(header)
-            builder.position_at_end(header)
-            k = builder.phi(_I64)
-            k.add_incoming(const(0), entry)
-            accs = []
-            for _ in range(mr * nv):
-                acc = builder.phi(_V16)
-                acc.add_incoming(ir.Constant(_V16, None), entry)
-                accs.append(acc)
-            builder.cbranch(builder.icmp_signed("<", k, args[5]), body, done)
-            builder.position_at_end(body)
-            cols = []
-            kbase = builder.load(builder.gep(koa.data, [k]))  # koff is int64
-            for v in range(nv):
-                p = builder.gep(c_base, [builder.add(kbase, const(v * LANES))])
-                cols.append(builder.load(builder.bitcast(p, _V16.as_pointer()), align=4))
-            undef = ir.Constant(_V16, ir.Undefined)
-            splat = ir.Constant(_V16, [0] * LANES)
-            new = []
-            for r in range(mr):
-                wv = builder.load(builder.gep(w_base, [builder.add(builder.mul(k, const(mr)), const(r))]))
-                bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
-                new.extend(dot4(accs[r * nv + v], bc, cols[v]) if unsigned_broadcast
-                           else dot4(accs[r * nv + v], cols[v], bc) for v in range(nv))
-            k.add_incoming(builder.add(k, const(1)), builder.block)
-            for acc, n in zip(accs, new):
-                acc.add_incoming(n, builder.block)
-            builder.branch(header)
-            builder.position_at_end(done)
-            for i, acc in enumerate(accs):
-                builder.store(acc, builder.bitcast(builder.gep(outa.data, [const(i * LANES)]), _V16.as_pointer()),
-                              align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return tile
-
-
-_tile = make_tile()
-_tile_rows = make_tile(unsigned_broadcast=True)
+_tile = make_tile(MR, NV)
+_tile_rows = make_tile(MR, NV, "s8u8")
 
 
 # -- packing ------------------------------------------------------------------------------------
@@ -174,31 +78,6 @@ def pack_weights(w2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     full[:m, :k] = w2d
     packed = np.ascontiguousarray(full.reshape(mp // MR, MR, k4, 4).transpose(0, 2, 1, 3))
     return packed.view(np.int32).reshape(-1), w2d.astype(np.int32).sum(axis=1), k4
-
-
-def conv_weight_rows(w: np.ndarray, direct: bool) -> np.ndarray:
-    """Conv weight (M, C, kh, kw) as (M, K) in the tap order of the pixel operand: (c, ky, kx)
-    for im2col columns, (c/4, ky, kx, c%4) for the direct layout (channels padded to 4)."""
-    m, c, kh, kw = w.shape
-    if not direct:
-        return w.reshape(m, -1)
-    c4 = -(-c // 4)
-    padded = np.zeros((m, c4 * 4, kh, kw), np.int8)
-    padded[:, :c] = w
-    return padded.reshape(m, c4, 4, kh, kw).transpose(0, 1, 3, 4, 2).reshape(m, -1)
-
-
-def phase_weight_rows(w: np.ndarray, s: int) -> np.ndarray:
-    """Weight (M, C, kh, kw) of a stride-``s`` conv as (M, K) in the tap order of the phase
-    layout: per group (phase (a, b), 4 channels), that phase's taps (qy, qx), 4 channels each
-    (channels padded to 4): the order :func:`interleave_phases` and the plan's offsets use."""
-    m, c, kh, kw = w.shape
-    c4 = -(-c // 4)
-    padded = np.zeros((m, c4 * 4, kh, kw), np.int8)
-    padded[:, :c] = w
-    cols = [padded[:, 4 * cb:4 * cb + 4, a + s * qy, b + s * qx]
-            for a in range(s) for b in range(s) for cb in range(c4) for qy, qx in phase_taps((kh, kw), s, a, b)]
-    return np.stack(cols, axis=1).reshape(m, -1)
 
 
 @threaded_kernel()
@@ -324,39 +203,6 @@ def pack_weight_columns(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 # -- the GEMM with its epilogue -------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
-def _activate_block(vals, code, alpha, beta, amin, amax):
-    """The fused activation over one 32-lane block: Relu, Clip and none as one vector clamp to
-    [amin, amax] (see :func:`_clamp_range`), the others lane by lane."""
-    if code == NONE or code == RELU or code == CLIP:
-        clamp_block(vals, amin, amax)
-    else:
-        for q in range(NP):
-            vals[q] = np.float32(activate(vals[q], code, alpha, beta))
-
-
-def _clamp_range(code: int, alpha: np.float32, beta: np.float32) -> tuple[np.float32, np.float32]:
-    inf = np.float32(np.inf)
-    return {RELU: (np.float32(0), inf), CLIP: (alpha, beta)}.get(code, (-inf, inf))
-
-
-@numba.njit(cache=True)
-def _row_segments(f0, nq, wrow, ow, seg):
-    """Output row pieces of flat positions [f0, f0 + nq) (rows of ``wrow``, the first ``ow``
-    real): ``seg[i] = (first lane, output offset oy*ow+ox, length)``; returns their number."""
-    oy, ox = f0 // wrow, f0 % wrow
-    q, ns = 0, 0
-    while q < nq:
-        run = min(nq - q, wrow - ox)
-        cnt = min(run, ow - ox)
-        if cnt > 0:
-            seg[ns, 0], seg[ns, 1], seg[ns, 2] = q, oy * ow + ox, cnt
-            ns += 1
-        q += run
-        ox, oy = 0, oy + 1
-    return ns
-
-
 # The GEMMs are always multi-threaded (an int8 graph calls no BLAS, so numba's is the only busy
 # pool, and they are ~90% of its time); the packing kernels around them follow the serial-by-default
 # policy of ``_jit``: each parallel region is one more barrier, and on a loaded 2-core machine a
@@ -385,7 +231,7 @@ def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow,
             px, mb = t // mbs, t % mbs  # px = img * pbs + pb
             img, pb = px // pbs, px % pbs
             if px != last_px:
-                ns = _row_segments(pb * NP, min(NP, nflat - pb * NP), wrow, ow, seg)
+                ns = row_segments(pb * NP, min(NP, nflat - pb * NP), wrow, ow, seg)
                 last_px = px
             _tile(wp, mb * k4 * MR, cflat, img * img_stride + pb * pb_stride, koff, k4, buf)
             for r in range(min(MR, m - mb * MR)):
@@ -395,7 +241,7 @@ def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow,
                 if has_z:
                     for i in range(ns):
                         add_lanes(vals, seg[i, 0], seg[i, 2], z, base + seg[i, 1])
-                _activate_block(vals, code, alpha, beta, amin, amax)
+                activate_block(vals, code, alpha, beta, amin, amax)
                 if quantize:
                     requant_block(vals, inv_ys, lo, hi, izp, qb)
                     for i in range(ns):
@@ -427,7 +273,7 @@ def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code
                 vals[j] = np.float32(buf[i * NP + j] + corr[n0 + j]) * scale[n0 + j] + fbias[n0 + j]
             if has_z:
                 add_lanes(vals, 0, cnt, z, base)
-            _activate_block(vals, code, alpha, beta, amin, amax)
+            activate_block(vals, code, alpha, beta, amin, amax)
             if quantize:
                 requant_block(vals, inv_ys, lo, hi, izp, qb)
                 store_lanes(qb, 0, cnt, yq, base)
@@ -531,7 +377,7 @@ class _Epilogue:
         self.has_z = z is not None
         self.code = activation_code(activation)
         self.alpha, self.beta = np.float32(alpha), np.float32(beta)
-        self.clamp = _clamp_range(self.code, self.alpha, self.beta)
+        self.clamp = clamp_range(self.code, self.alpha, self.beta)
         self.yq = np.empty(out_shape if consts.quantize else 1, consts.ydt)
         self.yf = np.empty(1 if consts.quantize else out_shape, np.float32)
 
@@ -573,7 +419,7 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
     im2col, 1/(kh*kw) of its memory traffic). A strided 1x1 without padding is a subsampling then
     a stride-1 1x1; other strided convolutions run as stride-1 ones over the input's phases, each
     with its own taps (no im2col, no zero taps); only dilated strided ones pack im2col columns.
-    The geometry (:mod:`inference.kernels.int8_conv_plan`), packed weights
+    The geometry (:mod:`inference.kernels.tile_plan`), packed weights
     and epilogue constants are worked out on the first call and reused.
     """
     xu, xzp = _as_uint8(x, x_zp)

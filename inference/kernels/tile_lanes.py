@@ -1,4 +1,4 @@
-"""32-lane vector steps of the int8 GEMM epilogue, written in LLVM IR.
+"""32-lane vector steps of the implicit-GEMM epilogues (int8 and float32 tiles), written in LLVM IR.
 
 Why IR: inside numba's parallel loops LLVM left these steps scalar (one ``vcvtsi2ss`` per int32
 accumulator, one byte store per output), and they cost 2-8x the VNNI tile itself on ResNet-18's
@@ -7,7 +7,8 @@ two row segments (the direct convolution's padding columns in between), so loads
 segment are masked vector ones (``llvm.masked.load``/``store``: lanes outside the segment touch
 no memory), never byte loops.
 
-* ``scale_block(buf, boff, c, s, fb, vals)``: ``vals[q] = float(buf[boff + q] + c) * s + fb``;
+* ``scale_block(buf, boff, c, s, fb, vals)``: ``vals[q] = float(buf[boff + q] + c) * s + fb``
+  (``buf`` int32 or float32 accumulators);
 * ``add_lanes(vals, q0, cnt, z, zoff)``: ``vals[q] += z[zoff + q - q0]`` for q in [q0, q0+cnt);
 * ``clamp_block(vals, amin, amax)`` (the Relu / Clip / no activation) and
   ``requant_block(vals, inv_ys, lo, hi, izp, qb)`` (to 8-bit, rounded half to even);
@@ -16,9 +17,13 @@ no memory), never byte loops.
 """
 from __future__ import annotations
 
+import numba
+import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
+
+from inference.kernels.activations import CLIP, NONE, RELU, activate
 
 NL = 32  # lanes: one pixel block of the GEMM tile
 _I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -69,9 +74,15 @@ def scale_block(typingctx, buf, boff, c, s, fb, vals):
     sig = types.void(buf, boff, c, s, fb, vals)
 
     def codegen(context, builder, signature, args):
-        acc = builder.load(_vptr(builder, context, signature.args[0], args[0], args[1], _I32), align=4)
-        acc = builder.add(acc, _splat(builder, context.cast(builder, args[2], signature.args[2], types.int32), _I32))
-        f = builder.sitofp(acc, _vec(_F32))
+        if isinstance(signature.args[0].dtype, types.Float):
+            acc = builder.load(_vptr(builder, context, signature.args[0], args[0], args[1], _F32), align=4)
+            f = builder.fadd(acc, _splat(builder, context.cast(builder, args[2], signature.args[2], types.float32),
+                                         _F32))
+        else:
+            acc = builder.load(_vptr(builder, context, signature.args[0], args[0], args[1], _I32), align=4)
+            acc = builder.add(acc, _splat(builder, context.cast(builder, args[2], signature.args[2], types.int32),
+                                          _I32))
+            f = builder.sitofp(acc, _vec(_F32))
         sf = _splat(builder, context.cast(builder, args[3], signature.args[3], types.float32), _F32)
         bf = _splat(builder, context.cast(builder, args[4], signature.args[4], types.float32), _F32)
         out = builder.fadd(builder.fmul(f, sf), bf)
@@ -162,3 +173,38 @@ def store_lanes(typingctx, src, q0, cnt, dst, doff):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# -- host-side helpers of both epilogues ---------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def activate_block(vals, code, alpha, beta, amin, amax):
+    """The fused activation over one 32-lane block: Relu, Clip and none as one vector clamp to
+    [amin, amax] (see :func:`clamp_range`), the others lane by lane."""
+    if code == NONE or code == RELU or code == CLIP:
+        clamp_block(vals, amin, amax)
+    else:
+        for q in range(NL):
+            vals[q] = np.float32(activate(vals[q], code, alpha, beta))
+
+
+def clamp_range(code: int, alpha: np.float32, beta: np.float32) -> tuple[np.float32, np.float32]:
+    """The [min, max] that Relu, Clip or no activation clamp to (no clamp for the others)."""
+    inf = np.float32(np.inf)
+    return {RELU: (np.float32(0), inf), CLIP: (alpha, beta)}.get(code, (-inf, inf))
+
+
+@numba.njit(cache=True)
+def row_segments(f0, nq, wrow, ow, seg):
+    """Output row pieces of flat positions [f0, f0 + nq) (rows of ``wrow``, the first ``ow``
+    real): ``seg[i] = (first lane, output offset oy*ow+ox, length)``; returns their number."""
+    oy, ox = f0 // wrow, f0 % wrow
+    q, ns = 0, 0
+    while q < nq:
+        run = min(nq - q, wrow - ox)
+        cnt = min(run, ow - ox)
+        if cnt > 0:
+            seg[ns, 0], seg[ns, 1], seg[ns, 2] = q, oy * ow + ox, cnt
+            ns += 1
+        q += run
+        ox, oy = 0, oy + 1
+    return ns

@@ -1,0 +1,215 @@
+"""float32 convolution as an implicit GEMM on our own register tile: no im2col, no BLAS.
+
+Why: im2col + OpenBLAS reached 60-65 GFLOP/s on ResNet-18's 3x3 convolutions on one core here
+(the GEMM 80-88, im2col a fifth on top), while onnxruntime's MLAS ran the same convolutions at
+100-115. The tile (:mod:`inference.kernels.tile_ir`, float FMA: ``MR`` output channels x 32
+pixels in 16 zmm accumulators) reads its pixel vectors straight from the zero-padded input, a
+per-step offset table saying where tap (channel, ky, kx) is. Flat positions run along the padded
+rows, so a tile may span output rows; the padding columns it computes are never stored. Strided
+convolutions run as stride-1 ones over the input's s*s phases (each phase with its own taps), a
+strided 1x1 without padding as a subsampling. The geometry is the int8 kernel's
+(:mod:`inference.kernels.tile_plan`, one channel per step); the epilogue (bias, residual,
+activation, masked row-segment stores) is :mod:`inference.kernels.tile_lanes`' vector IR.
+
+The GEMM is the graph's own thread pool (``own_pool``): at 2 threads it splits tiles across
+numba's threads instead of leaving the second core to BLAS.
+"""
+from __future__ import annotations
+
+import weakref
+
+import numba
+import numpy as np
+
+from inference.kernels._jit import threaded_kernel
+from inference.kernels.activations import CLIP, NONE, RELU, activate_row
+from inference.kernels.tile_ir import make_tile
+from inference.kernels.tile_lanes import NL, add_lanes, clamp_block, clamp_range, row_segments, scale_block, store_lanes
+from inference.kernels.tile_plan import ConvPlan, conv_plan, conv_weight_rows, phase_weight_rows
+
+MR, NV = 6, 4  # register tile: MR output channels x NV*16 pixels (24 zmm accumulators)
+NP = NV * 16  # pixels per tile: whole 32-lane epilogue blocks
+_tile = make_tile(MR, NV, "f32")
+ENABLED = True  # False: float convolutions keep im2col + BLAS (benchmarks and tests compare the two)
+_NO_Z = np.zeros(1, np.float32)
+
+
+def supports(plan: ConvPlan) -> bool:
+    """Whether the tile runs this plan (dilated strided convolutions keep im2col + BLAS)."""
+    return plan.layout != "im2col"
+
+
+def plan_for(x_shape: tuple, w_shape: tuple, group: int, auto_pad: str, dilations, kernel_shape, pads,
+             strides) -> ConvPlan:
+    return conv_plan(x_shape, w_shape, group, auto_pad, dilations, kernel_shape, pads, strides, chans=1)
+
+
+# -- input layout -------------------------------------------------------------------------------
+@threaded_kernel()
+def pad_phases(x, c0, cg, s, ph, pw, wrow, out):
+    """Channels [c0, c0+cg) of ``x`` (N, C, H, W) as the s*s phases of the zero-padded input:
+    ``out`` (N, s*s*cg, plane), plane (phase (a, b), channel) row i column j holding
+    x[.., s*i + a - ph, s*j + b - pw] (zero outside ``x`` and past the last row). With s = 1 it
+    is the padded input itself."""
+    n, _, h, w = x.shape
+    groups, plane = out.shape[1], out.shape[2]
+    rows = plane // wrow
+    for t in numba.prange(n * groups):
+        img, gi = t // groups, t % groups
+        a, b = (gi // cg) // s, (gi // cg) % s
+        c = c0 + gi % cg
+        o = out[img, gi]
+        j0 = min(wrow, max(0, -(-(pw - b) // s)))
+        j1 = max(j0, min(wrow, (w - b + pw + s - 1) // s))
+        for i in range(rows):
+            row = o[i * wrow:(i + 1) * wrow]
+            sy = s * i + a - ph
+            if sy < 0 or sy >= h:
+                row[:] = 0
+                continue
+            row[:j0] = 0
+            row[j1:] = 0
+            src = x[img, c, sy]
+            if s == 1:
+                seg = src[j0 - pw:j1 - pw]
+                for j in range(j1 - j0):
+                    row[j0 + j] = seg[j]
+            else:
+                for j in range(j0, j1):
+                    row[j] = src[s * j + b - pw]
+        o[rows * wrow:] = 0
+
+
+# -- the GEMM with its epilogue -------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _segments(px, pbs, nflat, wrow, ow, seg, ns):
+    """The real output row pieces of each 32-lane half of pixel block ``px % pbs``."""
+    pb = px % pbs
+    for hf in range(NP // NL):
+        f0 = pb * NP + hf * NL
+        ns[hf] = row_segments(f0, min(NL, nflat - f0), wrow, ow, seg[hf]) if f0 < nflat else 0
+
+
+@numba.njit(cache=True, inline="always")
+def _finish(buf, boff, mi, img, bias, z, has_z, amin, amax, y, m0, sm, sn, seg, ns, vals):
+    """``clamp(acc + bias + z, amin, amax)`` of one tile row (at ``buf[boff:]``), stored to its
+    real pixels (``vals``: 32 lanes of scratch)."""
+    base = img * sn + (m0 + mi) * sm
+    for hf in range(NP // NL):
+        if ns[hf] == 0:
+            continue
+        sg = seg[hf]
+        scale_block(buf, boff + hf * NL, bias[mi], np.float32(1), np.float32(0), vals)
+        if has_z:
+            for i in range(ns[hf]):
+                add_lanes(vals, sg[i, 0], sg[i, 2], z, base + sg[i, 1])
+        clamp_block(vals, amin, amax)
+        for i in range(ns[hf]):
+            store_lanes(vals, sg[i, 0], sg[i, 2], y, base + sg[i, 1])
+
+
+@threaded_kernel(own_pool=True)
+def fgemm(wp, steps, m, cflat, img_stride, koff, nimg, pbs, nflat, wrow, ow, bias, z, has_z, amin, amax, y, m0, sm,
+          sn, nchunks, weights_outer):
+    """The tiles of (image, pixel block, channel block), in ``nchunks`` parallel runs.
+    Pixel block ``pb`` of image ``img`` starts at ``cflat[img*img_stride + pb*NP]``; its flat
+    positions f (< nflat) are (oy, ox) = divmod(f, wrow), columns ox >= ow padding (skipped).
+    Each tile goes through ``clamp(acc + bias[m] + z, amin, amax)`` on whole 32-lane blocks (Relu,
+    Clip or none; other activations follow in a pass of their own: inlined here, their math calls
+    made the tile loop 2.8x slower), and only the real pixels are stored: output (img, m, p) at
+    ``y[img*sn + (m0+m)*sm + p]`` (and so is ``z``).
+    ``weights_outer`` (deep layers, whose weights outgrow L2) puts the channel block outermost:
+    each block's weights then stay cached while it sweeps the pixels."""
+    mbs = wp.size // (steps * MR)
+    npx = nimg * pbs
+    for ch in numba.prange(nchunks):
+        seg = np.empty((NP // NL, NL, 3), np.int64)
+        ns = np.zeros(NP // NL, np.int64)
+        buf = np.empty(MR * NP, np.float32)
+        vals = np.empty(NL, np.float32)
+        last_px = -1
+        for t in range(ch * npx * mbs // nchunks, (ch + 1) * npx * mbs // nchunks):
+            if weights_outer:
+                mb, px = t // npx, t % npx
+            else:
+                px, mb = t // mbs, t % mbs
+            if px != last_px:
+                _segments(px, pbs, nflat, wrow, ow, seg, ns)
+                last_px = px
+            img = px // pbs
+            _tile(wp, mb * steps * MR, cflat, img * img_stride + (px % pbs) * NP, koff, steps, buf)
+            for r in range(min(MR, m - mb * MR)):
+                _finish(buf, r * NP, mb * MR + r, img, bias, z, has_z, amin, amax, y, m0, sm, sn, seg, ns, vals)
+
+
+# -- packed weights, once per weight array ----------------------------------------------------------
+_PACKED: dict[int, tuple[weakref.ref, tuple, list]] = {}
+
+
+def pack_rows(w2d: np.ndarray) -> np.ndarray:
+    """float (M, K) -> [M/MR][K][MR] flat, M zero-padded to a multiple of MR."""
+    m, k = w2d.shape
+    mp = -(-m // MR) * MR
+    full = np.zeros((mp, k), np.float32)
+    full[:m] = w2d
+    return np.ascontiguousarray(full.reshape(mp // MR, MR, k).transpose(0, 2, 1)).reshape(-1)
+
+
+def packed_weights(w: np.ndarray, group: int, layout: str) -> list[np.ndarray]:
+    """Per group, ``w``'s rows in the tap order of ``layout`` ("direct" or "s2d<s>"), packed for
+    the tile; packed once per weight array (the session hands kernels the same initializer object
+    every run), and again only if that array is another one."""
+    key = id(w)
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0]() is w and hit[1] == (group, layout):
+        return hit[2]
+    mg = w.shape[0] // group
+    if layout.startswith("s2d"):
+        rows = lambda wg: phase_weight_rows(wg, int(layout[3:]), chans=1)  # noqa: E731
+    else:
+        rows = lambda wg: conv_weight_rows(wg, True, chans=1)  # noqa: E731
+    packs = [pack_rows(np.asarray(rows(w[g * mg:(g + 1) * mg]), np.float32)) for g in range(group)]
+    try:
+        _PACKED[key] = (weakref.ref(w, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs)
+    except TypeError:  # not weak-referenceable: pack on every call
+        pass
+    return packs
+
+
+def _chunks(tiles: int) -> int:
+    """Parallel runs of a GEMM: a few per thread (balance), few in all (each allocates scratch)."""
+    return max(1, min(tiles, 4 * numba.get_num_threads()))
+
+
+def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
+                 code: int = NONE, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
+    """``act(conv(x, w) + bias + z)`` for float32 NCHW ``x`` on the tile (``supports(plan)``);
+    ``bias`` float32 (M,), ``z`` (optional) the output's shape."""
+    n, m = x.shape[0], w.shape[0]
+    oh, ow = plan.oh, plan.ow
+    y = np.empty((n, m, oh, ow), np.float32)
+    if plan.subsample is not None:
+        x = np.ascontiguousarray(x[:, :, ::plan.subsample[0], ::plan.subsample[1]][:, :, :oh, :ow])
+    zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
+    clamps = code in (NONE, RELU, CLIP)
+    amin, amax = clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
+    mg, cg, npix = m // group, plan.cg, oh * ow
+    pbs = -(-plan.nflat // NP)
+    if plan.s2d is not None:
+        s, ph, pw = plan.s2d[0], plan.s2d[1], plan.s2d[2]
+    else:
+        s, ph, pw = 1, plan.ph, plan.pw
+    packs = packed_weights(w, group, plan.weight_layout)
+    xi = np.empty((n, plan.groups, plan.plane), np.float32)
+    for g, wp in enumerate(packs):
+        pad_phases(x, g * cg, cg, s, ph, pw, plan.wrow, xi)
+        steps = wp.size // (-(-mg // MR) * MR)
+        weights_outer = wp.size > xi[0].size
+        mbs = -(-mg // MR)
+        nchunks = _chunks(n * pbs * mbs)
+        fgemm(wp, steps, mg, xi.reshape(-1), plan.groups * plan.plane, plan.koff, n, pbs, plan.nflat, plan.wrow,
+              ow, bias[g * mg:(g + 1) * mg], zz, z is not None, amin, amax, y.reshape(-1), g * mg, npix, m * npix,
+              nchunks, weights_outer)
+    if not clamps:
+        activate_row(y.reshape(-1), code, alpha, beta)
+    return y

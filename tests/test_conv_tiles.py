@@ -1,0 +1,151 @@
+"""The float32 implicit-GEMM convolution (``inference.kernels.conv_f32``) against the reference
+FusedConv: every layout of its plan, groups, pads, dilation, batches, residuals, activations, both
+tile orders and both thread twins; and the separable max pool against the reference MaxPool."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import inference.kernels  # noqa: F401  (registers the fast kernels and the fused ops)
+from inference.kernels import conv as fast_conv
+from inference.kernels import conv_f32, pool
+from inference.kernels._jit import serial_kernels
+from inference.kernels.activations import activation_code
+from inference.kernels.fused import DOMAIN
+from inference.ops.registry import KernelContext, lookup
+
+RTOL, ATOL = 1e-4, 1e-5
+
+CASES = [  # (N, C, M, H, W, kernel, strides, pads, dilations, group, layout the tile plans)
+    (1, 16, 24, 20, 20, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "direct"),
+    (2, 5, 7, 13, 11, (3, 3), (1, 1), (0, 2, 1, 0), (1, 1), 1, "direct"),  # asymmetric pads, batch 2
+    (1, 8, 13, 12, 10, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1, "direct"),  # dilated
+    (1, 12, 30, 9, 9, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "direct"),  # pointwise
+    (1, 3, 16, 30, 30, (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, "s2d2"),  # a stem
+    (3, 6, 10, 15, 17, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "s2d2"),  # odd sizes, batch 3
+    (1, 4, 9, 16, 16, (5, 5), (3, 3), (2, 2, 2, 2), (1, 1), 1, "s2d3"),
+    (1, 16, 12, 14, 14, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "subsample"),
+    (1, 24, 36, 8, 8, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 4, "direct"),  # grouped (shufflenet)
+    (2, 12, 18, 10, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3, "direct"),
+]
+
+
+def _rand(rng, *shape) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _fused(case, activation="", alpha=0.0, beta=0.0):
+    n, c, m, h, w, k, s, p, d, g, _ = case
+    attrs = dict(kernel_shape=list(k), strides=list(s), pads=list(p), dilations=list(d), group=g,
+                 activation=activation, alpha=alpha, beta=beta)
+    fast, ref = lookup("FusedConv", DOMAIN, 1, "fast"), lookup("FusedConv", DOMAIN, 1, "reference")
+    return fast.bind(**attrs), (lambda *xs: ref.fn(*xs, **attrs))
+
+
+def _inputs(case, seed=0, residual=False):
+    n, c, m, h, w, k, s, p, d, g, _ = case
+    rng = np.random.default_rng(seed)
+    x, wt, b = _rand(rng, n, c, h, w), _rand(rng, m, c // g, *k), _rand(rng, m)
+    oh = (h + p[0] + p[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (w + p[1] + p[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    return x, wt, b, (_rand(rng, n, m, oh, ow) if residual else None)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[-1]}-{i}" for i, c in enumerate(CASES)])
+def test_the_tile_plans_the_expected_layout(case):
+    x, wt, _, _ = _inputs(case)
+    n, c, m, h, w, k, s, p, d, g, layout = case
+    win = fast_conv._window((h, w), k, s, d, p, "NOTSET")
+    plan = fast_conv.tile_plan(x.shape, wt.shape, win, g)
+    assert plan is not None and plan.layout == layout
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[-1]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("activation,alpha,beta", [("", 0.0, 0.0), ("Relu", 0.0, 0.0), ("Clip", -0.5, 0.5),
+                                                   ("HardSwish", 0.0, 0.0), ("Gelu", 0.0, 0.0)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_tile_conv_matches_reference(case, activation, alpha, beta, residual):
+    x, wt, b, z = _inputs(case, residual=residual)
+    fast, ref = _fused(case, activation, alpha, beta)
+    args = (x, wt, b, z) if residual else (x, wt, b)
+    got, want = fast(*args), ref(*args)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def _direct_call(case, x, wt, b, z=None, activation="Relu"):
+    n, c, m, h, w, k, s, p, d, g, _ = case
+    win = fast_conv._window((h, w), k, s, d, p, "NOTSET")
+    plan = fast_conv.tile_plan(x.shape, wt.shape, win, g)
+    return conv_f32.conv2d_tiles(x, wt, b, z, plan, g, activation_code(activation))
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[5], CASES[9]])
+def test_serial_and_parallel_twins_agree(case):
+    x, wt, b, z = _inputs(case, seed=3, residual=True)
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        threaded = _direct_call(case, x, wt, b, z)
+        with serial_kernels():
+            serial = _direct_call(case, x, wt, b, z)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(threaded, serial)  # each output is one tile's sum: same order
+
+
+def test_both_tile_orders_agree():
+    """Weights larger than the input run channel blocks outermost; the other order must agree."""
+    case = (1, 64, 70, 5, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "direct")
+    x, wt, b, _ = _inputs(case, seed=4)
+    assert conv_f32.packed_weights(wt, 1, "direct")[0].size > 64 * 7 * 7  # the weights-outer order
+    small = _inputs((1, 64, 70, 30, 30) + case[5:], seed=4)
+    for xx in (x, small[0]):
+        got = _direct_call(case[:3] + xx.shape[2:] + case[5:], xx, wt, b)
+        want = _fused(case[:3] + xx.shape[2:] + case[5:], "Relu")[1](xx, wt, b)
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-4)  # 576-term sums of magnitude ~25
+
+
+def test_packed_weights_follow_the_array_not_its_shape():
+    case = CASES[0]
+    x, wt, b, _ = _inputs(case, seed=5)
+    first = _direct_call(case, x, wt, b)
+    assert conv_f32.packed_weights(wt, 1, "direct") is conv_f32.packed_weights(wt, 1, "direct")  # packed once
+    other = wt * np.float32(-2.0)  # same shape, another array: packed anew
+    second = _direct_call(case, x, other, b)
+    np.testing.assert_allclose(second, _fused(case, "Relu")[1](x, other, b), rtol=RTOL, atol=ATOL)
+    assert not np.allclose(first, second)
+
+
+def test_dilated_strided_convolutions_stay_on_im2col():
+    x, wt = np.zeros((1, 4, 12, 12), np.float32), np.zeros((8, 4, 3, 3), np.float32)
+    win = fast_conv._window((12, 12), (3, 3), (2, 2), (2, 2), (2, 2, 2, 2), "NOTSET")
+    assert fast_conv.tile_plan(x.shape, wt.shape, win, 1) is None
+
+
+def test_depthwise_convolutions_keep_their_stencil():
+    x, wt = np.zeros((1, 8, 12, 12), np.float32), np.zeros((8, 1, 3, 3), np.float32)
+    win = fast_conv._window((12, 12), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), "NOTSET")
+    assert fast_conv.tile_plan(x.shape, wt.shape, win, 8) is None
+
+
+# -- separable max pooling ------------------------------------------------------------------------
+MAX_POOL_CASES = [  # (shape, kernel, strides, pads, ceil_mode)
+    ((1, 64, 112, 112), (3, 3), (2, 2), (1, 1, 1, 1), 0),  # ResNet's stem pool
+    ((1, 16, 111, 111), (3, 3), (2, 2), (0, 0, 0, 0), 1),  # squeezenet's, past the edge
+    ((2, 8, 9, 9), (3, 2), (1, 2), (0, 1, 1, 0), 1),
+    ((1, 4, 10, 7), (2, 3), (3, 1), (1, 0, 0, 2), 0),
+    ((1, 3, 5, 5), (5, 5), (1, 1), (2, 2, 2, 2), 0),
+]
+
+
+@pytest.mark.parametrize("shape,kernel,strides,pads,ceil", MAX_POOL_CASES)
+def test_separable_max_pool_matches_reference(shape, kernel, strides, pads, ceil):
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    plan = pool._pool_plan(shape[2:], kernel, strides, None, pads, "NOTSET", ceil, 0, "MaxPool")
+    assert plan[2] == pool.POOL_MAX_ROWS
+    attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil)
+    ctx = KernelContext(node=None, opset=13, num_outputs=1)
+    want = lookup("MaxPool", "", 13, "reference").fn(x, ctx=ctx, **attrs)
+    np.testing.assert_array_equal(pool._run_plan(x, plan), want)
