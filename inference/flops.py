@@ -11,17 +11,18 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
     out = graph.concrete_shape(node.outputs[0], batch) if node.outputs and node.outputs[0] else None
     if out is None:
         return None
-    if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"):
-        w_index = 3 if node.op_type == "QLinearConv" else 1
+    if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "FusedConvNHWC", "QConv"):
+        w_index = 3 if node.op_type in ("QLinearConv", "QConv") else 1
         w = graph.concrete_shape(node.inputs[w_index], batch)
         if w is None:
             return None
-        macs_per_out = math.prod(w[1:])  # C_in/group * kernel taps
+        # C_in/group * kernel taps: OIHW weights, or HWIO ones (channels-last convolutions)
+        macs_per_out = math.prod(w[:3]) if node.op_type == "FusedConvNHWC" else math.prod(w[1:])
         if node.op_type == "ConvTranspose":
             x = graph.concrete_shape(node.inputs[0], batch)
             return None if x is None else 2 * math.prod(x) * math.prod(w[1:])
         return 2 * math.prod(out) * macs_per_out
-    if node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"):
+    if node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "QMatMul"):
         a = graph.concrete_shape(node.inputs[0], batch)
         if a is None:
             return None

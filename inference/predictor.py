@@ -86,9 +86,10 @@ class Predictor:
 
             pin_to_cores(config.cpu_affinity)
         if config.num_threads is not None:
+            from inference.thread_policy import prefers_numba_pool
             from inference.threads import set_num_threads
 
-            set_num_threads(config.num_threads)
+            set_num_threads(config.num_threads, numba_pool=prefers_numba_pool(self.model.graph))
         self.session = self._new_session()
         self.batch_split, self.splitter = self._split_runner(config)
         g = self.model.graph

@@ -8,15 +8,24 @@ _limiter = None
 _controller: Any = None  # threadpoolctl's view of the loaded BLAS libraries, built once (~30 ms)
 
 
-def set_num_threads(n: int) -> None:
-    """Cap BLAS and numba at ``n`` threads so the two never oversubscribe the cores."""
+def set_num_threads(n: int, numba_pool: bool = False) -> None:
+    """Cap BLAS and numba at ``n`` threads so the two never oversubscribe the cores.
+
+    ``numba_pool`` (a graph whose work is mostly numba kernels, see ``inference.thread_policy``):
+    numba's kernels run threaded and BLAS on the calling thread; otherwise BLAS runs threaded and
+    numba's kernels serial (but for those that replace BLAS: ``threaded_kernel(own_pool=True)``).
+    Process-wide, like the pools themselves: the last Predictor built sets them."""
     global _limiter
     from threadpoolctl import threadpool_limits
 
-    _limiter = threadpool_limits(limits=n)
     import numba
 
+    from inference.kernels._jit import use_parallel_kernels
+
+    threaded_numba = numba_pool and n > 1
+    _limiter = threadpool_limits(limits=1 if threaded_numba else n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    use_parallel_kernels(threaded_numba)
 
 
 @contextlib.contextmanager

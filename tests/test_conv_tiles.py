@@ -149,3 +149,13 @@ def test_separable_max_pool_matches_reference(shape, kernel, strides, pads, ceil
     ctx = KernelContext(node=None, opset=13, num_outputs=1)
     want = lookup("MaxPool", "", 13, "reference").fn(x, ctx=ctx, **attrs)
     np.testing.assert_array_equal(pool._run_plan(x, plan), want)
+
+
+def test_batches_cut_into_calls_agree(monkeypatch):
+    """Images are swept a few per GEMM call (their inputs stay in L2); one per call must agree."""
+    case = (5, 6, 10, 15, 17, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "s2d2")
+    x, wt, b, z = _inputs(case, seed=7, residual=True)
+    whole = _direct_call(case, x, wt, b, z)
+    monkeypatch.setattr(conv_f32, "IMAGE_BYTES", 1)
+    np.testing.assert_array_equal(_direct_call(case, x, wt, b, z), whole)
+    np.testing.assert_allclose(whole, _fused(case, "Relu")[1](x, wt, b, z), rtol=RTOL, atol=ATOL)

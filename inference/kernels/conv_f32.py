@@ -32,6 +32,7 @@ NP = NV * 16  # pixels per tile: whole 32-lane epilogue blocks
 _tile = make_tile(MR, NV, "f32")
 ENABLED = True  # False: float convolutions keep im2col + BLAS (benchmarks and tests compare the two)
 _NO_Z = np.zeros(1, np.float32)
+IMAGE_BYTES = 1 << 20  # padded input per GEMM call: the images one call sweeps stay in L2
 
 
 def supports(plan: ConvPlan) -> bool:
@@ -201,15 +202,17 @@ def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray |
         s, ph, pw = 1, plan.ph, plan.pw
     packs = packed_weights(w, group, plan.weight_layout)
     xi = np.empty((n, plan.groups, plan.plane), np.float32)
+    per_call = max(1, min(n, IMAGE_BYTES // (xi[0].size * 4)))
+    yf, mbs = y.reshape(n, -1), -(-mg // MR)
     for g, wp in enumerate(packs):
         pad_phases(x, g * cg, cg, s, ph, pw, plan.wrow, xi)
-        steps = wp.size // (-(-mg // MR) * MR)
-        weights_outer = wp.size > xi[0].size
-        mbs = -(-mg // MR)
-        nchunks = _chunks(n * pbs * mbs)
-        fgemm(wp, steps, mg, xi.reshape(-1), plan.groups * plan.plane, plan.koff, n, pbs, plan.nflat, plan.wrow,
-              ow, bias[g * mg:(g + 1) * mg], zz, z is not None, amin, amax, y.reshape(-1), g * mg, npix, m * npix,
-              nchunks, weights_outer)
+        steps = wp.size // (mbs * MR)
+        for i0 in range(0, n, per_call):  # a few images at a time: their inputs stay in L2 across all weights
+            i1 = min(n, i0 + per_call)
+            fgemm(wp, steps, mg, xi[i0:i1].reshape(-1), plan.groups * plan.plane, plan.koff, i1 - i0, pbs,
+                  plan.nflat, plan.wrow, ow, bias[g * mg:(g + 1) * mg], zz[i0 * m * npix:] if z is not None else zz,
+                  z is not None, amin, amax, yf[i0:i1].reshape(-1), g * mg, npix, m * npix,
+                  _chunks((i1 - i0) * pbs * mbs), wp.size > xi[i0:i1].size)
     if not clamps:
         activate_row(y.reshape(-1), code, alpha, beta)
     return y

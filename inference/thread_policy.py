@@ -1,0 +1,44 @@
+"""Which thread pool a graph's work runs on, so that at n threads only one pool is busy.
+
+Why: numpy's GEMMs run on OpenBLAS's pthread pool and our kernels' ``prange`` on numba's OpenMP
+pool; both spin after their work, so a run alternating between them makes each pool's workers
+fight the other's for the cores (``inference.kernels._jit``). Since float convolutions run on our
+own tile, a CNN's work is nearly all numba: ResNet-18 at batch 1 on 2 threads took 86 ms with BLAS
+threaded (its one Gemm kept OpenBLAS spinning) against 22 ms with BLAS capped at 1 and every numba
+kernel on its parallel twin. A transformer is nearly all BLAS (MatMuls) and keeps the old split.
+"""
+from __future__ import annotations
+
+from inference.flops import node_flops
+from inference.ir import Graph, Node
+
+BLAS_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul"})
+
+
+def runs_on_blas(graph: Graph, node: Node) -> bool:
+    """Whether ``node``'s arithmetic is a numpy/BLAS GEMM (the rest is numba or cheap numpy)."""
+    if node.op_type in BLAS_OPS:
+        return True
+    if node.op_type == "FusedConvNHWC":  # its depthwise stencil is numba; GEMMs otherwise
+        w = graph.concrete_shape(node.inputs[1])
+        return not (w is not None and w[2] == 1 and node.attrs.get("group", 1) == w[3] and w[3] > 1)
+    if node.op_type in ("Conv", "FusedConv"):  # the tile runs all but dilated strided ones
+        strided = any(s > 1 for s in node.attrs.get("strides", ()) or ())
+        dilated = any(d > 1 for d in node.attrs.get("dilations", ()) or ())
+        return strided and dilated
+    return False
+
+
+def numba_share(graph: Graph) -> float:
+    """The fraction of the graph's FLOPs (batch 1, known shapes) that numba kernels compute."""
+    total = blas = 0
+    for node in graph.nodes:
+        f = node_flops(graph, node) or 0
+        total += f
+        blas += f if runs_on_blas(graph, node) else 0
+    return 1.0 - blas / total if total else 0.0
+
+
+def prefers_numba_pool(graph: Graph) -> bool:
+    """Run numba's pool threaded and BLAS serial when numba computes most of the FLOPs."""
+    return numba_share(graph) >= 0.5
