@@ -28,6 +28,7 @@ CASES = [  # (N, C, M, H, W, kernel, strides, pads, dilations, group, layout the
     (1, 16, 12, 14, 14, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, "subsample"),
     (1, 24, 36, 8, 8, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 4, "direct"),  # grouped (shufflenet)
     (2, 12, 18, 10, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3, "direct"),
+    (2, 8, 12, 11, 11, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 2, "s2d2"),  # grouped phases: a call per group
 ]
 
 
@@ -99,7 +100,7 @@ def test_both_tile_orders_agree():
     """Weights larger than the input run channel blocks outermost; the other order must agree."""
     case = (1, 64, 70, 5, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "direct")
     x, wt, b, _ = _inputs(case, seed=4)
-    assert conv_f32.packed_weights(wt, 1, "direct")[0].size > 64 * 7 * 7  # the weights-outer order
+    assert conv_f32.packed_weights(wt, 1, "direct").size > 64 * 7 * 7  # the weights-outer order
     small = _inputs((1, 64, 70, 30, 30) + case[5:], seed=4)
     for xx in (x, small[0]):
         got = _direct_call(case[:3] + xx.shape[2:] + case[5:], xx, wt, b)

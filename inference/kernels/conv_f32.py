@@ -16,6 +16,7 @@ numba's threads instead of leaving the second core to BLAS.
 """
 from __future__ import annotations
 
+import functools
 import weakref
 
 import numba
@@ -110,41 +111,46 @@ def _finish(buf, boff, mi, img, bias, z, has_z, amin, amax, y, m0, sm, sn, seg, 
 
 
 @threaded_kernel(own_pool=True)
-def fgemm(wp, steps, m, cflat, img_stride, koff, nimg, pbs, nflat, wrow, ow, bias, z, has_z, amin, amax, y, m0, sm,
-          sn, nchunks, weights_outer):
-    """The tiles of (image, pixel block, channel block), in ``nchunks`` parallel runs.
-    Pixel block ``pb`` of image ``img`` starts at ``cflat[img*img_stride + pb*NP]``; its flat
-    positions f (< nflat) are (oy, ox) = divmod(f, wrow), columns ox >= ow padding (skipped).
-    Each tile goes through ``clamp(acc + bias[m] + z, amin, amax)`` on whole 32-lane blocks (Relu,
-    Clip or none; other activations follow in a pass of their own: inlined here, their math calls
-    made the tile loop 2.8x slower), and only the real pixels are stored: output (img, m, p) at
-    ``y[img*sn + (m0+m)*sm + p]`` (and so is ``z``).
-    ``weights_outer`` (deep layers, whose weights outgrow L2) puts the channel block outermost:
-    each block's weights then stay cached while it sweeps the pixels."""
-    mbs = wp.size // (steps * MR)
+def fgemm(wp, steps, m, ngroups, cflat, img_stride, group_stride, koff, nimg, pbs, nflat, wrow, ow, bias, z, has_z,
+          amin, amax, y, sm, sn, nchunks, weights_outer):
+    """The tiles of (conv group, image, pixel block, channel block), in ``nchunks`` parallel runs.
+
+    Group ``g`` has ``m`` output channels, its packed weights at ``wp[g * wp.size / ngroups:]``
+    and its input planes from ``cflat[g * group_stride:]``; there, pixel block ``pb`` of image
+    ``img`` starts at ``img*img_stride + pb*NP``; its flat positions f (< nflat) are (oy, ox) =
+    divmod(f, wrow), columns ox >= ow padding (skipped). Each tile goes through ``clamp(acc +
+    bias + z, amin, amax)`` on whole 32-lane blocks (Relu, Clip or none; other activations follow
+    in a pass of their own: inlined here, their math calls made the tile loop 2.8x slower), and
+    only the real pixels are stored: output (img, channel c, p) at ``y[img*sn + c*sm + p]`` (and
+    so is ``z``). ``weights_outer`` (deep layers, whose weights outgrow L2) puts the channel block
+    outermost: each block's weights then stay cached while it sweeps the pixels."""
+    mbs = wp.size // (ngroups * steps * MR)
     npx = nimg * pbs
+    per_group = npx * mbs
     for ch in numba.prange(nchunks):
         seg = np.empty((NP // NL, NL, 3), np.int64)
         ns = np.zeros(NP // NL, np.int64)
         buf = np.empty(MR * NP, np.float32)
         vals = np.empty(NL, np.float32)
         last_px = -1
-        for t in range(ch * npx * mbs // nchunks, (ch + 1) * npx * mbs // nchunks):
+        for t in range(ch * ngroups * per_group // nchunks, (ch + 1) * ngroups * per_group // nchunks):
+            g, tt = t // per_group, t % per_group
             if weights_outer:
-                mb, px = t // npx, t % npx
+                mb, px = tt // npx, tt % npx
             else:
-                px, mb = t // mbs, t % mbs
+                px, mb = tt // mbs, tt % mbs
             if px != last_px:
                 _segments(px, pbs, nflat, wrow, ow, seg, ns)
                 last_px = px
             img = px // pbs
-            _tile(wp, mb * steps * MR, cflat, img * img_stride + (px % pbs) * NP, koff, steps, buf)
+            _tile(wp, (g * mbs + mb) * steps * MR, cflat, g * group_stride + img * img_stride + (px % pbs) * NP, koff,
+                  steps, buf)
             for r in range(min(MR, m - mb * MR)):
-                _finish(buf, r * NP, mb * MR + r, img, bias, z, has_z, amin, amax, y, m0, sm, sn, seg, ns, vals)
+                _finish(buf, r * NP, g * m + mb * MR + r, img, bias, z, has_z, amin, amax, y, 0, sm, sn, seg, ns, vals)
 
 
 # -- packed weights, once per weight array ----------------------------------------------------------
-_PACKED: dict[int, tuple[weakref.ref, tuple, list]] = {}
+_PACKED: dict[int, tuple[weakref.ref, tuple, np.ndarray]] = {}
 
 
 def pack_rows(w2d: np.ndarray) -> np.ndarray:
@@ -156,10 +162,10 @@ def pack_rows(w2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(full.reshape(mp // MR, MR, k).transpose(0, 2, 1)).reshape(-1)
 
 
-def packed_weights(w: np.ndarray, group: int, layout: str) -> list[np.ndarray]:
-    """Per group, ``w``'s rows in the tap order of ``layout`` ("direct" or "s2d<s>"), packed for
-    the tile; packed once per weight array (the session hands kernels the same initializer object
-    every run), and again only if that array is another one."""
+def packed_weights(w: np.ndarray, group: int, layout: str) -> np.ndarray:
+    """``w``'s rows in the tap order of ``layout`` ("direct" or "s2d<s>"), packed for the tile,
+    group after group; packed once per weight array (the session hands kernels the same
+    initializer object every run), and again only if that array is another one."""
     key = id(w)
     hit = _PACKED.get(key)
     if hit is not None and hit[0]() is w and hit[1] == (group, layout):
@@ -169,7 +175,7 @@ def packed_weights(w: np.ndarray, group: int, layout: str) -> list[np.ndarray]:
         rows = lambda wg: phase_weight_rows(wg, int(layout[3:]), chans=1)  # noqa: E731
     else:
         rows = lambda wg: conv_weight_rows(wg, True, chans=1)  # noqa: E731
-    packs = [pack_rows(np.asarray(rows(w[g * mg:(g + 1) * mg]), np.float32)) for g in range(group)]
+    packs = np.concatenate([pack_rows(np.asarray(rows(w[g * mg:(g + 1) * mg]), np.float32)) for g in range(group)])
     try:
         _PACKED[key] = (weakref.ref(w, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs)
     except TypeError:  # not weak-referenceable: pack on every call
@@ -182,37 +188,49 @@ def _chunks(tiles: int) -> int:
     return max(1, min(tiles, 4 * numba.get_num_threads()))
 
 
+@functools.lru_cache(maxsize=64)
+def _epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float32, np.float32]:
+    """Whether the GEMM's clamp is the whole activation, and the clamp's bounds."""
+    clamps = code in (NONE, RELU, CLIP)
+    return (clamps,) + clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
+
+
 def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
                  code: int = NONE, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
     """``act(conv(x, w) + bias + z)`` for float32 NCHW ``x`` on the tile (``supports(plan)``);
-    ``bias`` float32 (M,), ``z`` (optional) the output's shape."""
+    ``bias`` float32 (M,), ``z`` (optional) the output's shape.
+
+    Direct plans pad all groups' channels in one pass and run every group in one GEMM call
+    (shufflenet's grouped 1x1 convolutions: one call, not one per group)."""
     n, m = x.shape[0], w.shape[0]
     oh, ow = plan.oh, plan.ow
     y = np.empty((n, m, oh, ow), np.float32)
     if plan.subsample is not None:
         x = np.ascontiguousarray(x[:, :, ::plan.subsample[0], ::plan.subsample[1]][:, :, :oh, :ow])
     zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
-    clamps = code in (NONE, RELU, CLIP)
-    amin, amax = clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
-    mg, cg, npix = m // group, plan.cg, oh * ow
-    pbs = -(-plan.nflat // NP)
-    if plan.s2d is not None:
-        s, ph, pw = plan.s2d[0], plan.s2d[1], plan.s2d[2]
-    else:
-        s, ph, pw = 1, plan.ph, plan.pw
-    packs = packed_weights(w, group, plan.weight_layout)
-    xi = np.empty((n, plan.groups, plan.plane), np.float32)
+    clamps, amin, amax = _epilogue(code, alpha, beta)
+    mg, npix, pbs = m // group, oh * ow, -(-plan.nflat // NP)
+    wp = packed_weights(w, group, plan.weight_layout)
+    gemm_groups = group if plan.s2d is None else 1  # phase layouts are padded group by group
+    planes = plan.groups * plan.plane  # per image and group
+    xi = np.empty((n, gemm_groups, planes), np.float32)
     per_call = max(1, min(n, IMAGE_BYTES // (xi[0].size * 4)))
-    yf, mbs = y.reshape(n, -1), -(-mg // MR)
-    for g, wp in enumerate(packs):
-        pad_phases(x, g * cg, cg, s, ph, pw, plan.wrow, xi)
-        steps = wp.size // (mbs * MR)
-        for i0 in range(0, n, per_call):  # a few images at a time: their inputs stay in L2 across all weights
+    if plan.s2d is None:
+        pad_phases(x, 0, x.shape[1], 1, plan.ph, plan.pw, plan.wrow, xi.reshape(n, -1, plan.plane))
+    for g in range(group // gemm_groups):
+        if plan.s2d is not None:
+            pad_phases(x, g * plan.cg, plan.cg, plan.s2d[0], plan.s2d[1], plan.s2d[2], plan.wrow,
+                       xi.reshape(n, -1, plan.plane))
+        wg = wp[g * wp.size // group:(g + gemm_groups) * wp.size // group] if gemm_groups != group else wp
+        for i0 in range(0, n, per_call):  # a few images per call: their inputs stay in L2 across the weights
             i1 = min(n, i0 + per_call)
-            fgemm(wp, steps, mg, xi[i0:i1].reshape(-1), plan.groups * plan.plane, plan.koff, i1 - i0, pbs,
-                  plan.nflat, plan.wrow, ow, bias[g * mg:(g + 1) * mg], zz[i0 * m * npix:] if z is not None else zz,
-                  z is not None, amin, amax, yf[i0:i1].reshape(-1), g * mg, npix, m * npix,
-                  _chunks((i1 - i0) * pbs * mbs), wp.size > xi[i0:i1].size)
+            xs, ys = (xi, y) if i1 - i0 == n else (xi[i0:i1], y[i0:i1])
+            first = i0 * m * npix + g * mg * npix  # of this call's outputs (and residuals)
+            fgemm(wg, wg.size // (gemm_groups * -(-mg // MR) * MR), mg, gemm_groups, xs.reshape(-1),
+                  gemm_groups * planes, planes, plan.koff, i1 - i0, pbs, plan.nflat, plan.wrow, ow,
+                  bias[g * mg:] if g else bias, zz[first:] if first and z is not None else zz, z is not None, amin, amax,
+                  ys.reshape(-1)[g * mg * npix:] if g else ys.reshape(-1), npix, m * npix,
+                  _chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size)
     if not clamps:
         activate_row(y.reshape(-1), code, alpha, beta)
     return y
