@@ -24,13 +24,14 @@ import numpy as np
 
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import CLIP, NONE, RELU, activate_row
-from inference.kernels.tile_ir import make_tile
-from inference.kernels.tile_lanes import NL, add_lanes, clamp_block, clamp_range, row_segments, scale_block, store_lanes
+from inference.kernels.tile_ir import make_out_tile
+from inference.kernels.tile_lanes import clamp_range, row_segments
 from inference.kernels.tile_plan import ConvPlan, conv_plan, conv_weight_rows, phase_weight_rows
 
 MR, NV = 6, 4  # register tile: MR output channels x NV*16 pixels (24 zmm accumulators)
-NP = NV * 16  # pixels per tile: whole 32-lane epilogue blocks
-_tile = make_tile(MR, NV, "f32")
+NP = NV * 16  # pixels per tile
+_tile = make_out_tile(MR, NV, residual=False)
+_tile_z = make_out_tile(MR, NV, residual=True)
 ENABLED = True  # False: float convolutions keep im2col + BLAS (benchmarks and tests compare the two)
 _NO_Z = np.zeros(1, np.float32)
 IMAGE_BYTES = 1 << 20  # padded input per GEMM call: the images one call sweeps stay in L2
@@ -83,33 +84,6 @@ def pad_phases(x, c0, cg, s, ph, pw, wrow, out):
 
 
 # -- the GEMM with its epilogue -------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
-def _segments(px, pbs, nflat, wrow, ow, seg, ns):
-    """The real output row pieces of each 32-lane half of pixel block ``px % pbs``."""
-    pb = px % pbs
-    for hf in range(NP // NL):
-        f0 = pb * NP + hf * NL
-        ns[hf] = row_segments(f0, min(NL, nflat - f0), wrow, ow, seg[hf]) if f0 < nflat else 0
-
-
-@numba.njit(cache=True, inline="always")
-def _finish(buf, boff, mi, img, bias, z, has_z, amin, amax, y, m0, sm, sn, seg, ns, vals):
-    """``clamp(acc + bias + z, amin, amax)`` of one tile row (at ``buf[boff:]``), stored to its
-    real pixels (``vals``: 32 lanes of scratch)."""
-    base = img * sn + (m0 + mi) * sm
-    for hf in range(NP // NL):
-        if ns[hf] == 0:
-            continue
-        sg = seg[hf]
-        scale_block(buf, boff + hf * NL, bias[mi], np.float32(1), np.float32(0), vals)
-        if has_z:
-            for i in range(ns[hf]):
-                add_lanes(vals, sg[i, 0], sg[i, 2], z, base + sg[i, 1])
-        clamp_block(vals, amin, amax)
-        for i in range(ns[hf]):
-            store_lanes(vals, sg[i, 0], sg[i, 2], y, base + sg[i, 1])
-
-
 @threaded_kernel(own_pool=True)
 def fgemm(wp, steps, m, ngroups, cflat, img_stride, group_stride, koff, nimg, pbs, nflat, wrow, ow, bias, z, has_z,
           amin, amax, y, sm, sn, nchunks, weights_outer):
@@ -118,35 +92,35 @@ def fgemm(wp, steps, m, ngroups, cflat, img_stride, group_stride, koff, nimg, pb
     Group ``g`` has ``m`` output channels, its packed weights at ``wp[g * wp.size / ngroups:]``
     and its input planes from ``cflat[g * group_stride:]``; there, pixel block ``pb`` of image
     ``img`` starts at ``img*img_stride + pb*NP``; its flat positions f (< nflat) are (oy, ox) =
-    divmod(f, wrow), columns ox >= ow padding (skipped). Each tile goes through ``clamp(acc +
-    bias + z, amin, amax)`` on whole 32-lane blocks (Relu, Clip or none; other activations follow
-    in a pass of their own: inlined here, their math calls made the tile loop 2.8x slower), and
-    only the real pixels are stored: output (img, channel c, p) at ``y[img*sn + c*sm + p]`` (and
-    so is ``z``). ``weights_outer`` (deep layers, whose weights outgrow L2) puts the channel block
-    outermost: each block's weights then stay cached while it sweeps the pixels."""
+    divmod(f, wrow), columns ox >= ow padding (never stored). Each tile finishes its outputs
+    itself: ``clamp(acc + bias + z, amin, amax)`` (Relu, Clip or none; other activations follow
+    in a pass of their own), stored to output (img, channel c, p) at ``y[img*sn + c*sm + p]`` (and
+    read from ``z`` there). ``weights_outer`` (deep layers, whose weights outgrow L2) puts the
+    channel block outermost: each block's weights then stay cached while it sweeps the pixels."""
     mbs = wp.size // (ngroups * steps * MR)
     npx = nimg * pbs
     per_group = npx * mbs
     for ch in numba.prange(nchunks):
-        seg = np.empty((NP // NL, NL, 3), np.int64)
-        ns = np.zeros(NP // NL, np.int64)
-        buf = np.empty(MR * NP, np.float32)
-        vals = np.empty(NL, np.float32)
-        last_px = -1
+        seg = np.empty((NP, 3), np.int64)
+        ns, last_px = 0, -1
         for t in range(ch * ngroups * per_group // nchunks, (ch + 1) * ngroups * per_group // nchunks):
             g, tt = t // per_group, t % per_group
             if weights_outer:
                 mb, px = tt // npx, tt % npx
             else:
                 px, mb = tt // mbs, tt % mbs
-            if px != last_px:
-                _segments(px, pbs, nflat, wrow, ow, seg, ns)
+            img, pb = px // pbs, px % pbs
+            if px != last_px:  # the real output row pieces of this pixel block
+                ns = row_segments(pb * NP, min(NP, nflat - pb * NP), wrow, ow, seg)
                 last_px = px
-            img = px // pbs
-            _tile(wp, (g * mbs + mb) * steps * MR, cflat, g * group_stride + img * img_stride + (px % pbs) * NP, koff,
-                  steps, buf)
-            for r in range(min(MR, m - mb * MR)):
-                _finish(buf, r * NP, g * m + mb * MR + r, img, bias, z, has_z, amin, amax, y, 0, sm, sn, seg, ns, vals)
+            c0 = g * m + mb * MR
+            w_off, c_off = (g * mbs + mb) * steps * MR, g * group_stride + img * img_stride + pb * NP
+            if has_z:
+                _tile_z(wp, w_off, cflat, c_off, koff, steps, bias, c0, min(MR, m - mb * MR), amin, amax, z, y,
+                        img * sn + c0 * sm, sm, seg, ns)
+            else:
+                _tile(wp, w_off, cflat, c_off, koff, steps, bias, c0, min(MR, m - mb * MR), amin, amax, z, y,
+                      img * sn + c0 * sm, sm, seg, ns)
 
 
 # -- packed weights, once per weight array ----------------------------------------------------------

@@ -73,47 +73,152 @@ def make_tile(mr: int, nv: int, kind: str = "u8s8", vnni: bool | None = None):
         sig = types.void(wp, w_off, cp, c_off, koff, steps, out)
 
         def codegen(context, builder, signature, args):
-            const = lambda v: ir.Constant(_I64, v)  # noqa: E731
-            wpa = context.make_array(signature.args[0])(context, builder, args[0])
-            cpa = context.make_array(signature.args[2])(context, builder, args[2])
-            koa = context.make_array(signature.args[4])(context, builder, args[4])
+            accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, kind, use_vnni))
             outa = context.make_array(signature.args[6])(context, builder, args[6])
-            w_base, c_base = builder.gep(wpa.data, [args[1]]), builder.gep(cpa.data, [args[3]])
-            step = _step(builder, kind, use_vnni)
-            init = [ir.Constant(vty, None)] * (mr * nv)
-            entry = builder.block
-            header = builder.append_basic_block("tile.header")
-            body = builder.append_basic_block("tile.body")
-            done = builder.append_basic_block("tile.exit")
-            builder.branch(header)
-            builder.position_at_end(header)
-            k = builder.phi(_I64)
-            k.add_incoming(const(0), entry)
-            accs = []
-            for i in range(mr * nv):
-                acc = builder.phi(vty)
-                acc.add_incoming(init[i], entry)
-                accs.append(acc)
-            builder.cbranch(builder.icmp_signed("<", k, args[5]), body, done)
-            builder.position_at_end(body)
-            kbase = builder.load(builder.gep(koa.data, [k]))  # koff is int64
-            cols = [builder.load(builder.bitcast(builder.gep(c_base, [builder.add(kbase, const(v * LANES))]),
-                                                 vty.as_pointer()), align=4) for v in range(nv)]
-            undef = ir.Constant(vty, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-            new = []
-            for r in range(mr):
-                wv = builder.load(builder.gep(w_base, [builder.add(builder.mul(k, const(mr)), const(r))]))
-                bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
-                new.extend(step(accs[r * nv + v], bc, cols[v]) for v in range(nv))
-            k.add_incoming(builder.add(k, const(1)), builder.block)
-            for acc, n in zip(accs, new):
-                acc.add_incoming(n, builder.block)
-            builder.branch(header)
-            builder.position_at_end(done)
             for i, acc in enumerate(accs):
-                builder.store(acc, builder.bitcast(builder.gep(outa.data, [const(i * LANES)]), vty.as_pointer()),
-                              align=4)
+                builder.store(acc, builder.bitcast(builder.gep(outa.data, [ir.Constant(_I64, i * LANES)]),
+                                                   vty.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorType, step) -> list:
+    """The tile's loop over its K steps (args 0-5: wp, w_off, cp, c_off, koff, steps); leaves the
+    builder after the loop and returns the ``mr * nv`` accumulators (row-major: (r, v) at r*nv + v)."""
+    const = lambda v: ir.Constant(_I64, v)  # noqa: E731
+    wpa = context.make_array(signature.args[0])(context, builder, args[0])
+    cpa = context.make_array(signature.args[2])(context, builder, args[2])
+    koa = context.make_array(signature.args[4])(context, builder, args[4])
+    w_base, c_base = builder.gep(wpa.data, [args[1]]), builder.gep(cpa.data, [args[3]])
+    entry = builder.block
+    header = builder.append_basic_block("tile.header")
+    body = builder.append_basic_block("tile.body")
+    done = builder.append_basic_block("tile.exit")
+    builder.branch(header)
+    builder.position_at_end(header)
+    k = builder.phi(_I64)
+    k.add_incoming(const(0), entry)
+    accs = []
+    for _ in range(mr * nv):
+        acc = builder.phi(vty)
+        acc.add_incoming(ir.Constant(vty, None), entry)
+        accs.append(acc)
+    builder.cbranch(builder.icmp_signed("<", k, args[5]), body, done)
+    builder.position_at_end(body)
+    kbase = builder.load(builder.gep(koa.data, [k]))  # koff is int64
+    cols = [builder.load(builder.bitcast(builder.gep(c_base, [builder.add(kbase, const(v * LANES))]),
+                                         vty.as_pointer()), align=4) for v in range(nv)]
+    undef = ir.Constant(vty, ir.Undefined)
+    splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+    new = []
+    for r in range(mr):
+        wv = builder.load(builder.gep(w_base, [builder.add(builder.mul(k, const(mr)), const(r))]))
+        bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
+        new.extend(step(accs[r * nv + v], bc, cols[v]) for v in range(nv))
+    k.add_incoming(builder.add(k, const(1)), builder.block)
+    for acc, n in zip(accs, new):
+        acc.add_incoming(n, builder.block)
+    builder.branch(header)
+    builder.position_at_end(done)
+    return accs
+
+
+def _masked_f32(builder, name: str, args: list):
+    vty = ir.VectorType(_F32, LANES)
+    mty = ir.VectorType(ir.IntType(1), LANES)
+    sig = {"store": (ir.VoidType(), [vty, vty.as_pointer(), _I32, mty]),
+           "load": (vty, [vty.as_pointer(), _I32, mty, vty])}[name]
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(sig[0], sig[1]),
+                                        f"llvm.masked.{name}.v16f32.p0")
+    return builder.call(fn, args)
+
+
+def make_out_tile(mr: int, nv: int, residual: bool):
+    """A float32 tile that finishes its own outputs: an intrinsic
+    ``tile(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns)``.
+
+    The sums are those of ``make_tile(mr, nv, "f32")``; then, still in registers, row r (< ``rows``)
+    gets ``+ bias[b_off + r]`` (``+ z`` at the same place as its output when ``residual``), is
+    clamped to [amin, amax] and stored straight to ``y``: for each of the ``ns`` segments
+    ``seg[i] = (first lane, output offset, length)``, lanes [first, first + length) go to
+    ``y[y_off + r*sm + offset + lane - first]`` as masked vector stores. Why: a separate epilogue
+    through a scratch tile cost ~120 cycles per 32 lanes, as much as the GEMM itself for short-K
+    convolutions (an RGB stem has K = 27)."""
+    vty = ir.VectorType(_F32, LANES)
+    i1v = ir.VectorType(ir.IntType(1), LANES)
+    i64v = ir.VectorType(_I64, LANES)
+
+    @intrinsic
+    def tile(typingctx, wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns):
+        sig = types.void(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns)
+
+        def codegen(context, builder, signature, args):
+            const = lambda v: ir.Constant(_I64, v)  # noqa: E731
+            arr = lambda i: context.make_array(signature.args[i])(context, builder, args[i])  # noqa: E731
+            ba, za, ya, sga = arr(6), arr(11), arr(12), arr(15)
+            f32 = lambda i: context.cast(builder, args[i], signature.args[i], types.float32)  # noqa: E731
+            i64 = lambda i: context.cast(builder, args[i], signature.args[i], types.int64)  # noqa: E731
+            undef = ir.Constant(vty, ir.Undefined)
+            zero_idx = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+            splat = lambda s: builder.shuffle_vector(  # noqa: E731
+                builder.insert_element(undef, s, ir.Constant(_I32, 0)), undef, zero_idx)
+            accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, "f32", False))
+
+            # -- epilogue, registers to memory -------------------------------------------------
+            vt = vty
+            fmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.maxnum.v16f32")
+            fmin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.minnum.v16f32")
+            lo, hi = splat(f32(9)), splat(f32(10))
+            clamp = lambda v: builder.call(fmin, [builder.call(fmax, [v, lo]), hi])  # noqa: E731
+            rows, b_off, y_off, sm = i64(8), i64(7), i64(13), i64(14)
+            vals, row_ok = [], []
+            for r in range(mr):
+                ok = builder.icmp_signed("<", const(r), rows)
+                row_ok.append(builder.shuffle_vector(builder.insert_element(ir.Constant(i1v, ir.Undefined), ok,
+                                                                            ir.Constant(_I32, 0)),
+                                                     ir.Constant(i1v, ir.Undefined), zero_idx))
+                bidx = builder.select(ok, builder.add(b_off, const(r)), b_off)  # rows past ``rows`` read a valid bias
+                bv = splat(builder.load(builder.gep(ba.data, [bidx])))
+                for v in range(nv):
+                    s = builder.fadd(accs[r * nv + v], bv)
+                    vals.append(s if residual else clamp(s))
+            seg_head = builder.append_basic_block("seg.header")
+            seg_body = builder.append_basic_block("seg.body")
+            seg_done = builder.append_basic_block("seg.exit")
+            before = builder.block
+            builder.branch(seg_head)
+            builder.position_at_end(seg_head)
+            i = builder.phi(_I64)
+            i.add_incoming(const(0), before)
+            builder.cbranch(builder.icmp_signed("<", i, i64(16)), seg_body, seg_done)
+            builder.position_at_end(seg_body)
+            q0 = builder.load(builder.gep(sga.data, [builder.mul(i, const(3))]))
+            off = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(1))]))
+            cnt = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(2))]))
+            q0v, endv = builder.insert_element(ir.Constant(i64v, ir.Undefined), q0, ir.Constant(_I32, 0)), \
+                builder.insert_element(ir.Constant(i64v, ir.Undefined), builder.add(q0, cnt), ir.Constant(_I32, 0))
+            q0v = builder.shuffle_vector(q0v, ir.Constant(i64v, ir.Undefined), zero_idx)
+            endv = builder.shuffle_vector(endv, ir.Constant(i64v, ir.Undefined), zero_idx)
+            shift = builder.sub(off, q0)  # output offset of lane 0 of the tile row
+            for v in range(nv):
+                lanes = ir.Constant(i64v, [v * LANES + j for j in range(LANES)])
+                mask = builder.and_(builder.icmp_signed(">=", lanes, q0v), builder.icmp_signed("<", lanes, endv))
+                for r in range(mr):
+                    m = builder.and_(mask, row_ok[r])
+                    at = builder.add(builder.add(y_off, builder.mul(const(r), sm)), builder.add(shift, const(v * LANES)))
+                    val = vals[r * nv + v]
+                    if residual:
+                        zp = builder.bitcast(builder.gep(za.data, [at]), vty.as_pointer())
+                        val = clamp(builder.fadd(val, _masked_f32(builder, "load", [zp, ir.Constant(_I32, 4), m,
+                                                                                      ir.Constant(vty, None)])))
+                    yp = builder.bitcast(builder.gep(ya.data, [at]), vty.as_pointer())
+                    _masked_f32(builder, "store", [val, yp, ir.Constant(_I32, 4), m])
+            i.add_incoming(builder.add(i, const(1)), builder.block)
+            builder.branch(seg_head)
+            builder.position_at_end(seg_done)
             return context.get_dummy_value()
 
         return sig, codegen

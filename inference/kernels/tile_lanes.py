@@ -1,4 +1,5 @@
-"""32-lane vector steps of the implicit-GEMM epilogues (int8 and float32 tiles), written in LLVM IR.
+"""32-lane vector steps of the int8 GEMM epilogue, written in LLVM IR, and the epilogue helpers the
+float32 tile shares (clamp bounds, row segments).
 
 Why IR: inside numba's parallel loops LLVM left these steps scalar (one ``vcvtsi2ss`` per int32
 accumulator, one byte store per output), and they cost 2-8x the VNNI tile itself on ResNet-18's
@@ -7,8 +8,7 @@ two row segments (the direct convolution's padding columns in between), so loads
 segment are masked vector ones (``llvm.masked.load``/``store``: lanes outside the segment touch
 no memory), never byte loops.
 
-* ``scale_block(buf, boff, c, s, fb, vals)``: ``vals[q] = float(buf[boff + q] + c) * s + fb``
-  (``buf`` int32 or float32 accumulators);
+* ``scale_block(buf, boff, c, s, fb, vals)``: ``vals[q] = float(buf[boff + q] + c) * s + fb``;
 * ``add_lanes(vals, q0, cnt, z, zoff)``: ``vals[q] += z[zoff + q - q0]`` for q in [q0, q0+cnt);
 * ``clamp_block(vals, amin, amax)`` (the Relu / Clip / no activation) and
   ``requant_block(vals, inv_ys, lo, hi, izp, qb)`` (to 8-bit, rounded half to even);
@@ -74,15 +74,9 @@ def scale_block(typingctx, buf, boff, c, s, fb, vals):
     sig = types.void(buf, boff, c, s, fb, vals)
 
     def codegen(context, builder, signature, args):
-        if isinstance(signature.args[0].dtype, types.Float):
-            acc = builder.load(_vptr(builder, context, signature.args[0], args[0], args[1], _F32), align=4)
-            f = builder.fadd(acc, _splat(builder, context.cast(builder, args[2], signature.args[2], types.float32),
-                                         _F32))
-        else:
-            acc = builder.load(_vptr(builder, context, signature.args[0], args[0], args[1], _I32), align=4)
-            acc = builder.add(acc, _splat(builder, context.cast(builder, args[2], signature.args[2], types.int32),
-                                          _I32))
-            f = builder.sitofp(acc, _vec(_F32))
+        acc = builder.load(_vptr(builder, context, signature.args[0], args[0], args[1], _I32), align=4)
+        acc = builder.add(acc, _splat(builder, context.cast(builder, args[2], signature.args[2], types.int32), _I32))
+        f = builder.sitofp(acc, _vec(_F32))
         sf = _splat(builder, context.cast(builder, args[3], signature.args[3], types.float32), _F32)
         bf = _splat(builder, context.cast(builder, args[4], signature.args[4], types.float32), _F32)
         out = builder.fadd(builder.fmul(f, sf), bf)
