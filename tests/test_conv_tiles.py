@@ -160,3 +160,25 @@ def test_batches_cut_into_calls_agree(monkeypatch):
     monkeypatch.setattr(conv_f32, "IMAGE_BYTES", 1)
     np.testing.assert_array_equal(_direct_call(case, x, wt, b, z), whole)
     np.testing.assert_allclose(whole, _fused(case, "Relu")[1](x, wt, b, z), rtol=RTOL, atol=ATOL)
+
+
+# -- stride-1 depthwise over flat planes ----------------------------------------------------------
+DEPTHWISE_CASES = [  # (N, C, H, W, kernel, pads, dilations)
+    (1, 16, 14, 14, (3, 3), (1, 1, 1, 1), (1, 1)),  # shufflenet-sized
+    (2, 5, 9, 12, (3, 3), (0, 2, 1, 0), (1, 1)),  # asymmetric pads, batch 2
+    (1, 6, 13, 11, (5, 5), (4, 4, 4, 4), (2, 2)),  # 5x5 dilated: the general tap loop
+    (1, 4, 8, 8, (3, 3), (0, 0, 0, 0), (1, 1)),  # valid
+    (1, 3, 7, 6, (1, 3), (0, 1, 0, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE_CASES)
+@pytest.mark.parametrize("activation,alpha,beta", [("Relu", 0.0, 0.0), ("Clip", 0.0, 6.0), ("HardSwish", 0.0, 0.0)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_stride1_depthwise_matches_reference(case, activation, alpha, beta, residual):
+    n, c, h, w, k, p, d = case
+    conv_case = (n, c, c, h, w, k, (1, 1), p, d, c, "depthwise")
+    x, wt, b, z = _inputs(conv_case, seed=8, residual=residual)
+    fast, ref = _fused(conv_case, activation, alpha, beta)
+    args = (x, wt, b, z) if residual else (x, wt, b)
+    np.testing.assert_allclose(fast(*args), ref(*args), rtol=RTOL, atol=ATOL)

@@ -134,7 +134,8 @@ def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
 
 @threaded_kernel(fastmath=True)
 def depthwise3x3(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Depthwise 3x3 with fused epilogue: all nine taps summed in one loop over output columns.
+    """Depthwise 3x3 with fused epilogue (strided ones; stride 1 runs :func:`depthwise_flat`): all
+    nine taps summed in one loop over output columns.
 
     Each tap is read through a contiguous slice starting at its offset (in the plane of its column
     phase), so every index in the column loop is the loop counter itself: numba drops the
@@ -184,6 +185,65 @@ def depthwise(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, bet
                     for xo in range(ow):
                         out[xo] += wv * src[xo]
             _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta)
+
+
+@threaded_kernel(fastmath=True)
+def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code, alpha, beta):
+    """Stride-1 depthwise conv over zero-padded flat planes ``xi`` (N*C planes of ``plane``, rows
+    ``wrow`` apart; ``conv_f32.pad_phases``' layout): each output plane is computed as one run of
+    ``nflat`` flat positions, tap ``t`` read at offset ``toff[t]``, then its real columns are copied
+    out with residual and activation. No per-row views: on batch-1 maps of 7-28 pixels they cost
+    more than the arithmetic (shufflenet's 3x3 layers: 1.6-2.3x faster than :func:`depthwise3x3`)."""
+    n, _, oh, ow = y.shape
+    taps = toff.size
+    per_image = xi.size // n
+    for r in numba.prange(n * c):
+        img, ch = r // c, r % c
+        acc = np.empty(nflat, np.float32)
+        bv, base = bias[ch], img * per_image + ch * plane
+        if taps == 9:  # 3x3: all taps in one pass
+            w = wt[ch]
+            s0, s1, s2 = xi[base + toff[0]:], xi[base + toff[1]:], xi[base + toff[2]:]
+            s3, s4, s5 = xi[base + toff[3]:], xi[base + toff[4]:], xi[base + toff[5]:]
+            s6, s7, s8 = xi[base + toff[6]:], xi[base + toff[7]:], xi[base + toff[8]:]
+            w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+            for f in range(nflat):
+                acc[f] = (bv + w0 * s0[f] + w1 * s1[f] + w2 * s2[f] + w3 * s3[f] + w4 * s4[f] + w5 * s5[f]
+                          + w6 * s6[f] + w7 * s7[f] + w8 * s8[f])
+        else:
+            for f in range(nflat):
+                acc[f] = bv
+            for t in range(taps):
+                wv, src = wt[ch, t], xi[base + toff[t]:base + toff[t] + nflat]
+                for f in range(nflat):
+                    acc[f] += wv * src[f]
+        yc = y[img, ch]
+        for oy in range(oh):
+            row, dst = acc[oy * wrow:oy * wrow + ow], yc[oy]
+            if has_z:
+                zr = z[img, ch, oy]
+                for ox in range(ow):
+                    dst[ox] = row[ox] + zr[ox]
+            else:
+                for ox in range(ow):
+                    dst[ox] = row[ox]
+        activate_row(yc.reshape(-1), code, alpha, beta)
+
+
+def _depthwise_stride1(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, win: Window,
+                       code: int, alpha: float, beta: float) -> np.ndarray:
+    """:func:`depthwise_flat` on the tile plan's padded layout (one channel per plane)."""
+    n, c, h, wd = x.shape
+    kh, kw = w.shape[2:]
+    plan = conv_f32.plan_for((n, 1, h, wd), (1, 1, kh, kw), 1, "NOTSET", win.dilations, win.kernel,
+                             tuple(win.pads_begin) + tuple(win.pads_end), win.strides)
+    xi = np.empty((n, c, plan.plane), np.float32)
+    conv_f32.pad_phases(x, 0, c, 1, plan.ph, plan.pw, plan.wrow, xi)
+    y = np.empty((n, c, plan.oh, plan.ow), np.float32)
+    zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
+    depthwise_flat(xi.reshape(-1), c, plan.plane, plan.koff, as_f32(w, (c, kh * kw)), bias, zz, z is not None,
+                   plan.nflat, plan.wrow, y, code, alpha, beta)
+    return y
 
 
 def _geometry(x: np.ndarray, w: np.ndarray, auto_pad, dilations, kernel_shape, pads, strides) -> Window:
@@ -238,6 +298,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     bias = as_f32(b, (m,))
     zz = as_f32(z, (n, m, oh, ow)) if z is not None else NO_RESIDUAL_4D
     if group == c and m == c and cg == 1:
+        if sh == sw == 1:
+            return _depthwise_stride1(x, w, bias, z, win, code, alpha, beta)
         y = np.empty((n, m, oh, ow), np.float32)
         kernel = depthwise3x3 if kh == kw == 3 else depthwise
         kernel(x, as_f32(w, (m, kh, kw)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
