@@ -22,9 +22,9 @@ from inference.ir import Graph, Model, Node, TensorType, outer_names
 from inference.ops.registry import KernelContext, KernelEntry, lookup
 
 DEFAULT_KINDS = ("fast", "reference")
-#: for sessions whose initializers never change (a Predictor's): "sparse" kernels pack their weight
-#: once, so they must not serve graphs whose arrays training rewrites in place between runs
-CONSTANT_WEIGHT_KINDS = ("sparse",) + DEFAULT_KINDS
+#: for sessions whose initializers never change (a Predictor's): "sparse" and "packed" kernels pack
+#: their weight once, so they must not serve graphs whose arrays training rewrites in place between runs
+CONSTANT_WEIGHT_KINDS = ("sparse", "packed") + DEFAULT_KINDS
 
 #: called after each step as ``(node, kernel, start, end)``, times from ``time.perf_counter``
 Profiler = Callable[[Node, "KernelEntry", float, float], None]

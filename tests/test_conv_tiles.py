@@ -182,3 +182,36 @@ def test_stride1_depthwise_matches_reference(case, activation, alpha, beta, resi
     fast, ref = _fused(conv_case, activation, alpha, beta)
     args = (x, wt, b, z) if residual else (x, wt, b)
     np.testing.assert_allclose(fast(*args), ref(*args), rtol=RTOL, atol=ATOL)
+
+
+# -- weights that change between runs ---------------------------------------------------------------
+def _one_conv_model():
+    from inference.builder import GraphBuilder
+
+    b = GraphBuilder("one_conv", opset=17)
+    x = b.input("x", np.float32, [1, 40, 12, 12])  # past the direct kernel's size rule: the tile runs it
+    w = b.const(np.random.default_rng(9).standard_normal((48, 40, 3, 3)).astype(np.float32), "w")
+    b.output(b.op("Conv", x, w, kernel_shape=[3, 3], pads=[1, 1, 1, 1]), np.float32)
+    return b.build()
+
+
+def test_a_plain_session_sees_weights_rewritten_in_place():
+    """Training rewrites its parameter arrays in place between runs of the same session: the tile
+    must not serve a packing of the old values (it packs per call outside Predictors)."""
+    from inference import Session
+
+    model = _one_conv_model()
+    x = {"x": np.random.default_rng(10).standard_normal((1, 40, 12, 12)).astype(np.float32)}
+    session = Session(model)
+    first = session.run(x)[0]
+    w = model.graph.initializers["w"]
+    w *= np.float32(-0.5)  # in place, as an optimizer step does
+    np.testing.assert_allclose(session.run(x)[0], first * np.float32(-0.5), rtol=1e-5, atol=1e-5)
+
+
+def test_a_predictor_keeps_its_constant_weights_packed():
+    from inference import Config, Predictor
+
+    pred = Predictor(Config(model_path=_one_conv_model(), optimize_graph=False))
+    kinds = {step.node.op_type: step.kernel.kind for step in pred.session.steps}
+    assert kinds["Conv"] == "packed"

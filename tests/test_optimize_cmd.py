@@ -123,16 +123,27 @@ def test_keep_standard_writes_int8_ops_as_qdq(tmp_path):
 def test_keep_standard_int8_cnn_means_what_our_kernels_compute(tmp_path):
     """QConv with residual and Clip epilogues. Compared with onnxruntime *without* graph optimizations:
     its optimizer drops the Q->DQ pair in front of a float Conv (here the depthwise convs, whose
-    weights our passes fold to float), an approximation that this random MobileNet amplifies."""
+    weights our passes fold to float), an approximation that this random MobileNet amplifies.
+
+    Per image: a value that lands within an ulp of a rounding tie may quantize one step apart in
+    our fused requantization and in the literal QDQ graph (the float sums run in another order),
+    and this random network amplifies one such step to a few percent of its output. Which image
+    meets a tie depends on the calibration scales down to the last bit (measured: image 0 of 9 for
+    some calibrations, none for others), so one image of nine may differ, by less than 5%; a real
+    mismatch of the decomposition shows on every image."""
     x = np.random.default_rng(0).random((9, 3, 32, 32)).astype(np.float32)
     src, dst = _int8_std(tmp_path, zoo.mobilenet_v2(size=32, classes=10), x[1:])
     ours = Predictor(Config(model_path=src))
     assert ours.model.graph.op_histogram().get("edgelearn::QConv", 0) > 0
-    want = _run(ours, {"input": x[:1]})[0]
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    got = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"]).run(None, {"input": x[:1]})[0]
-    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+    peer = ort.InferenceSession(dst, so, providers=["CPUExecutionProvider"])
+    errors = []
+    for i in range(len(x)):
+        want = _run(ours, {"input": x[i:i + 1]})[0]
+        got = peer.run(None, {"input": x[i:i + 1]})[0]
+        errors.append(float(np.linalg.norm(got - want) / np.linalg.norm(want)))
+    assert sum(e < 1e-5 for e in errors) >= len(x) - 1 and max(errors) < 5e-2, errors
 
 
 def test_disable_and_no_fusion_switch_passes_off(tmp_path, capsys):

@@ -277,12 +277,13 @@ def tile_plan(x_shape: tuple, w_shape: tuple, win: Window, group: int) -> ConvPl
 
 def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, win: Window, group: int,
            code: int = NONE, alpha: float = 0.0, beta: float = 0.0, allow_direct: bool = True,
-           tiles: ConvPlan | None | bool = True) -> np.ndarray:
+           tiles: ConvPlan | None | bool = True, keep_packing: bool = False) -> np.ndarray:
     """``act(conv(x, w) + b + z)`` for float32 NCHW ``x``; ``z`` (optional) has the output's shape.
 
     ``allow_direct=False`` keeps small 3x3 problems off the direct kernel and ``tiles=False`` off
     the implicit-GEMM tile (to compare kernels, or when the caller's plan has already chosen:
-    ``tiles`` may be that plan, or None for "not the tile")."""
+    ``tiles`` may be that plan, or None for "not the tile"). ``keep_packing``: ``w`` is a constant
+    array, so the tile's packing of it is kept for later calls with the same array."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
@@ -294,7 +295,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
         tiles = tile_plan(x.shape, w.shape, win, group)
     if tiles:
         return conv_f32.conv2d_tiles(x, np.ascontiguousarray(w, dtype=np.float32), as_f32(b, (m,)), z, tiles, group,
-                                     code, alpha, beta)
+                                     code, alpha, beta, keep_packing)
     bias = as_f32(b, (m,))
     zz = as_f32(z, (n, m, oh, ow)) if z is not None else NO_RESIDUAL_4D
     if group == c and m == c and cg == 1:
@@ -358,13 +359,15 @@ def fast_path(x: np.ndarray, w: np.ndarray) -> bool:
     return x.ndim == 4 and w.ndim == 4 and x.dtype == np.float32 and w.dtype == np.float32
 
 
-def conv_binder(fn):
+def conv_binder(fn, constant_weights: bool = False):
     """The plan-time ``bind`` of a fast conv kernel ``fn`` (Conv, or FusedConv with its epilogue).
 
     Attributes and the activation code are resolved once per node and the window once per input
     shape, so a run only checks the fast path applies and calls :func:`conv2d` (the unbound
     kernel's attribute handling cost ~3 us per call, a fifth of a batch-1 MNIST conv), and with it
     the choice of the direct 3x3 kernel. Inputs off the fast path go to ``fn`` itself.
+    ``constant_weights``: the weight is an initializer that never changes (kind :data:`PACKED`),
+    so the tile may keep its packing from run to run.
     """
 
     def bind(*, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
@@ -386,13 +389,31 @@ def conv_binder(fn):
             if plan[1]:  # the direct kernel: skips conv2d's dispatch, ~1 us of a 10 us batch-1 conv
                 return conv2d_direct(x, w, b, z, plan[0], code, alpha, beta)
             # the plan already ruled the direct kernel out and chose for the tile: conv2d need not ask again
-            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False, tiles=plan[2])
+            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False, tiles=plan[2],
+                          keep_packing=constant_weights)
 
         return run
 
     return bind
 
 
+def handles_constant(node: Node, graph: Graph) -> bool:
+    """:func:`handles`, and the weight is a float32 initializer no feed overrides: a Predictor's
+    graph, whose packed weights may be kept (training rewrites its parameters in place between
+    runs: its sessions never plan this kind)."""
+    if not handles(node, graph) or len(node.inputs) < 2:
+        return False
+    from inference.passes._rewrite import constant_value  # the passes import the kernels: on use
+
+    w = constant_value(graph, node.inputs[1])
+    return w is not None and w.dtype == np.float32 and w.ndim == 4
+
+
+PACKED = "packed"  # the kind of kernels that pack a constant weight once (``session.CONSTANT_WEIGHT_KINDS``)
+packed_conv_binder = functools.partial(conv_binder, constant_weights=True)
+
+
+@register("Conv", since=1, kind=PACKED, applies=handles_constant, bind=packed_conv_binder)
 @register("Conv", since=1, kind="fast", applies=handles, bind=conv_binder)
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
     if not fast_path(x, w) or x.shape[1] != w.shape[1] * group:

@@ -1,18 +1,21 @@
 """float32 convolution as an implicit GEMM on our own register tile: no im2col, no BLAS.
 
-Why: im2col + OpenBLAS reached 60-65 GFLOP/s on ResNet-18's 3x3 convolutions on one core here
-(the GEMM 80-88, im2col a fifth on top), while onnxruntime's MLAS ran the same convolutions at
-100-115. The tile (:mod:`inference.kernels.tile_ir`, float FMA: ``MR`` output channels x 32
-pixels in 16 zmm accumulators) reads its pixel vectors straight from the zero-padded input, a
-per-step offset table saying where tap (channel, ky, kx) is. Flat positions run along the padded
-rows, so a tile may span output rows; the padding columns it computes are never stored. Strided
-convolutions run as stride-1 ones over the input's s*s phases (each phase with its own taps), a
-strided 1x1 without padding as a subsampling. The geometry is the int8 kernel's
-(:mod:`inference.kernels.tile_plan`, one channel per step); the epilogue (bias, residual,
-activation, masked row-segment stores) is :mod:`inference.kernels.tile_lanes`' vector IR.
+Why: im2col + OpenBLAS ran ResNet-18's 3x3 convolutions at 60-90 GFLOP/s on one core here (the
+GEMM itself 80-100, im2col on top), onnxruntime's MLAS at 105-150 in the same process. The tile
+(:mod:`inference.kernels.tile_ir`, float FMA: 6 output channels x 64 pixels in 24 zmm
+accumulators; 8 x 32 ran ~15% slower) reads its pixel vectors straight from the zero-padded
+input, a per-step offset table saying where tap (channel, ky, kx) is. Flat positions run along
+the padded rows, so a tile may span output rows; the padding columns it computes are never
+stored. Strided convolutions run as stride-1 ones over the input's s*s phases (each phase with its
+own taps), a strided 1x1 without padding as a subsampling. The geometry is the int8 kernel's
+(:mod:`inference.kernels.tile_plan`, one channel per step). The tile finishes its outputs in
+registers (bias, residual, clamp, masked stores of the real row segments).
 
-The GEMM is the graph's own thread pool (``own_pool``): at 2 threads it splits tiles across
-numba's threads instead of leaving the second core to BLAS.
+Measured against onnxruntime in one process, one thread (min of 30 interleaved calls): 3x3 on
+64x56x56 1.17x, on 256x14x14 1.35x (a 64-pixel tile over 14-pixel rows of 16 wastes 23% of its
+lanes), ResNet's 7x7/2 stem 0.99x, 1x1 64->256 on 56x56 1.04x.
+
+The GEMM is the graph's thread pool (``own_pool``; ``inference.thread_policy``).
 """
 from __future__ import annotations
 
@@ -136,12 +139,13 @@ def pack_rows(w2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(full.reshape(mp // MR, MR, k).transpose(0, 2, 1)).reshape(-1)
 
 
-def packed_weights(w: np.ndarray, group: int, layout: str) -> np.ndarray:
+def packed_weights(w: np.ndarray, group: int, layout: str, keep: bool = True) -> np.ndarray:
     """``w``'s rows in the tap order of ``layout`` ("direct" or "s2d<s>"), packed for the tile,
-    group after group; packed once per weight array (the session hands kernels the same
-    initializer object every run), and again only if that array is another one."""
+    group after group. ``keep``: ``w`` never changes (a Predictor's initializer: the session hands
+    kernels the same object every run), so the packing is kept while ``w`` lives and reused;
+    otherwise (training rewrites parameters in place) it is packed on every call."""
     key = id(w)
-    hit = _PACKED.get(key)
+    hit = _PACKED.get(key) if keep else None
     if hit is not None and hit[0]() is w and hit[1] == (group, layout):
         return hit[2]
     mg = w.shape[0] // group
@@ -150,6 +154,8 @@ def packed_weights(w: np.ndarray, group: int, layout: str) -> np.ndarray:
     else:
         rows = lambda wg: conv_weight_rows(wg, True, chans=1)  # noqa: E731
     packs = np.concatenate([pack_rows(np.asarray(rows(w[g * mg:(g + 1) * mg]), np.float32)) for g in range(group)])
+    if not keep:
+        return packs
     try:
         _PACKED[key] = (weakref.ref(w, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs)
     except TypeError:  # not weak-referenceable: pack on every call
@@ -170,9 +176,10 @@ def _epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float32, n
 
 
 def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
-                 code: int = NONE, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
+                 code: int = NONE, alpha: float = 0.0, beta: float = 0.0, keep_packing: bool = False) -> np.ndarray:
     """``act(conv(x, w) + bias + z)`` for float32 NCHW ``x`` on the tile (``supports(plan)``);
-    ``bias`` float32 (M,), ``z`` (optional) the output's shape.
+    ``bias`` float32 (M,), ``z`` (optional) the output's shape; ``keep_packing``: ``w`` is constant
+    (see :func:`packed_weights`).
 
     Direct plans pad all groups' channels in one pass and run every group in one GEMM call
     (shufflenet's grouped 1x1 convolutions: one call, not one per group)."""
@@ -184,7 +191,7 @@ def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray |
     zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
     clamps, amin, amax = _epilogue(code, alpha, beta)
     mg, npix, pbs = m // group, oh * ow, -(-plan.nflat // NP)
-    wp = packed_weights(w, group, plan.weight_layout)
+    wp = packed_weights(w, group, plan.weight_layout, keep_packing)
     gemm_groups = group if plan.s2d is None else 1  # phase layouts are padded group by group
     planes = plan.groups * plan.plane  # per image and group
     xi = np.empty((n, gemm_groups, planes), np.float32)

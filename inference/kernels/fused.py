@@ -104,6 +104,8 @@ def _conv_applies(node: Node, graph) -> bool:
     return fast_conv.handles(node, graph)
 
 
+@register("FusedConv", since=1, domain=DOMAIN, kind=fast_conv.PACKED, applies=fast_conv.handles_constant,
+          bind=fast_conv.packed_conv_binder)
 @register("FusedConv", since=1, domain=DOMAIN, kind="fast", applies=_conv_applies, bind=fast_conv.conv_binder)
 def fused_conv(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **conv_attrs):
     if not fast_conv.fast_path(x, w) or x.shape[1] != w.shape[1] * conv_attrs.get("group", 1):
