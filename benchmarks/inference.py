@@ -6,10 +6,10 @@ Models: MobileNetV2- and ResNet-18-style CNNs (224x224, opset 17, BatchNorm, ran
 small transformer encoder (4 layers, 128 tokens, width 256) from ``inference.zoo``, and onnx's
 light squeezenet and shufflenet with random real weights in place of their ConstantOfShape ones.
 Each (model, batch, threads) cell builds both runtimes in this one process and times them in
-interleaved blocks (onnxruntime with its default graph optimization and the same intra-op thread
-count); ratios are ours / onnxruntime. At one thread every runtime computes in the calling thread,
-so the table also gives the ratio of *thread CPU time*, which other jobs on a shared machine
-inflate far less than wall time. ReferenceEvaluator runs at batch 1 only (seconds per run).
+interleaved blocks, each after 0.3 s of untimed runs of the same runtime (onnxruntime with its
+default graph optimization and the same intra-op thread count); ratios are ours / onnxruntime.
+At one thread every runtime computes in the calling thread, so the table also gives the ratio of
+*thread CPU time*, which other jobs on a shared machine inflate far less than wall time. ReferenceEvaluator runs at batch 1 only (seconds per run).
 Cold start (import + load + first run in a fresh interpreter) is measured for the MobileNetV2
 model with a warm numba cache and with an empty one (the compile time).
 """
@@ -31,6 +31,10 @@ from edgelearn.commands.bench import (cold_starts, edgelearn_runner, max_abs_dif
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 from inference.onnx_import import load_model  # noqa: E402
+
+# Each timed block starts after 0.3 s of the same runtime's untimed runs: onnxruntime's and
+# OpenBLAS's pools spin after their work and, at 2 threads, steal the next runtime's second core.
+SETTLE_S = 0.3
 
 MODELS = {
     "mobilenet_v2": (lambda: model_to_proto(zoo.mobilenet_v2()), (1, 32)),
@@ -66,7 +70,7 @@ def cell(name: str, proto, batch: int, threads: int, repeat: int, with_reference
     outs = {"edgelearn": ours(feeds), "onnxruntime": ort(feeds)}
     n = max(3, repeat if batch == 1 else repeat // 4)
     ours_cpu.clear(), ort_cpu.clear()
-    tm = time_interleaved(runners, feeds, n, warmup=1, repeats={"reference": 2})
+    tm = time_interleaved(runners, feeds, n, warmup=1, repeats={"reference": 2}, settle_s=SETTLE_S)
     diff, ok = max_abs_diff(outs["edgelearn"], outs["onnxruntime"])
     row = dict(model=name, batch=batch, threads=threads, ours=tm["edgelearn"], ort=tm["onnxruntime"],
                ref=tm.get("reference"), diff=diff, ok=ok,
