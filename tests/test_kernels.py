@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -201,3 +202,34 @@ def test_serial_and_parallel_twins(threads):
     finally:
         use_parallel_kernels(False)
         numba.set_num_threads(before)
+
+
+def test_vectorised_exp_matches_float64_exp():
+    """Softmax's exp (``vmath.exp_shifted``): float32 Cephes form, checked against float64 exp over
+    the whole range softmax feeds it (x - max <= 0), down to where it clamps at exp(-87)."""
+    from inference.kernels.vmath import exp_shifted
+
+    x = np.concatenate([np.linspace(-87.0, 0.0, 200_001), -np.abs(np.random.default_rng(7).standard_normal(10_001))])
+    x = x.astype(np.float32)
+    out, bits = np.empty_like(x), np.empty(x.size, np.int32)
+    total = exp_shifted(x, np.float32(0.0), out, bits)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(out - want) / want) < 5e-7
+    assert abs(total - want.sum()) / want.sum() < 1e-6
+    deep = np.array([-100.0, -500.0], np.float32)  # clamped: tiny, finite, never NaN or negative
+    got = np.empty_like(deep)
+    exp_shifted(deep, np.float32(0.0), got, np.empty(2, np.int32))
+    assert np.all((got > 0) & (got < 1e-37))
+
+
+def test_vectorised_gelu_matches_the_erf_form():
+    from inference.kernels.vmath import gelu_row
+
+    x = np.concatenate([np.linspace(-10.0, 10.0, 100_001), [0.0, -0.0, 1e-8, -1e-8, 30.0, -30.0]]).astype(np.float32)
+    got = x.copy()
+    gelu_row(got)
+    want = 0.5 * x.astype(np.float64) * (1.0 + np.vectorize(math.erf)(x.astype(np.float64) / math.sqrt(2.0)))
+    err = np.abs(got - want)
+    assert err.max() < 5e-7  # erf's absolute error (< 1.5e-7) times x/2, plus float32 rounding
+    big = np.abs(want) > 1e-2  # below, 1 + erf cancels: even float32 math.erf is 1e-4 off relative
+    assert np.max(err[big] / np.abs(want[big])) < 5e-5  # half the runtime's rtol (1e-4)

@@ -14,6 +14,7 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.vmath import gelu_row
 
 NONE, RELU, CLIP, LEAKY_RELU, SIGMOID, HARD_SIGMOID, HARD_SWISH, GELU, GELU_TANH = range(9)
 
@@ -71,6 +72,8 @@ def activate_row(row, code, alpha, beta):
         lo, hi = np.float32(alpha), np.float32(beta)
         for k in range(n):
             row[k] = min(max(row[k], lo), hi)
+    elif code == GELU:  # vectorised erf: libm's scalar erf per element was most of a Gelu epilogue
+        gelu_row(row)
     elif code != NONE:
         for k in range(n):
             row[k] = activate(row[k], code, alpha, beta)

@@ -1,0 +1,68 @@
+"""exp and erf over float32 rows as plain arithmetic that LLVM vectorises.
+
+Why: with no vector math library installed, numba calls libm's scalar ``exp``/``erf`` once per
+element (~8-13 ns each here): a transformer's Softmax ran 17x onnxruntime's, and the Gelu of its
+feed-forward layers was most of their epilogue. These are the textbook float32 forms:
+
+* exp: Cephes ``expf`` (Cody-Waite reduction by ln 2, a degree-6 polynomial, 2^n assembled in the
+  exponent bits through an int32 scratch row); relative error < 5e-7 against float64 exp.
+* erf: Abramowitz & Stegun 7.1.26, ``1 - (a1 t + ... + a5 t^5) exp(-x^2)`` with ``t = 1/(1 + p x)``;
+  absolute error < 1.5e-7 (their bound), so Gelu agrees with the erf form within 2e-7 relative.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_LOG2E = np.float32(1.4426950408889634)
+_C1, _C2 = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 in two parts (Cody-Waite)
+_SQRT_HALF = np.float32(1.0 / math.sqrt(2.0))
+_P = np.float32(0.3275911)
+_A1, _A2, _A3 = np.float32(0.254829592), np.float32(-0.284496736), np.float32(1.421413741)
+_A4, _A5 = np.float32(-1.453152027), np.float32(1.061405429)
+
+
+@numba.njit(cache=True, inline="always", fastmath=True)
+def exp_shifted(src, shift, dst, bits):
+    """``dst[k] = exp(src[k] - shift)`` for arguments <= 0 (below -87 they clamp to exp(-87), a
+    normal float32), returning the float64 sum; ``bits``: int32 scratch of the same length."""
+    for k in range(src.size):
+        x = max(src[k] - shift, np.float32(-87.0))
+        t = np.rint(x * _LOG2E)
+        r = x - t * _C1 - t * _C2
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        dst[k] = p * r * r + r + np.float32(1.0)
+        bits[k] = (np.int32(t) + np.int32(127)) << np.int32(23)
+    two_n = bits.view(np.float32)
+    s = 0.0
+    for k in range(src.size):
+        v = dst[k] * two_n[k]
+        dst[k] = v
+        s += v
+    return s
+
+
+@numba.njit(cache=True, fastmath=True)
+def gelu_row(row):
+    """``row = 0.5 x (1 + erf(x / sqrt 2))`` in place (the erf form of Gelu)."""
+    n = row.size
+    e = np.empty(n, np.float32)
+    bits = np.empty(n, np.int32)
+    for k in range(n):
+        z = row[k] * _SQRT_HALF
+        e[k] = -(z * z)
+    exp_shifted(e, np.float32(0.0), e, bits)
+    for k in range(n):
+        x = row[k]
+        z = abs(x) * _SQRT_HALF
+        t = np.float32(1.0) / (np.float32(1.0) + _P * z)
+        poly = ((((_A5 * t + _A4) * t + _A3) * t + _A2) * t + _A1) * t
+        erf_abs = np.float32(1.0) - poly * e[k]
+        row[k] = np.float32(0.5) * x * (np.float32(1.0) + (erf_abs if x >= 0 else -erf_abs))
