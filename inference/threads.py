@@ -13,7 +13,7 @@ def set_num_threads(n: int, numba_pool: bool = False) -> None:
 
     ``numba_pool`` (a graph whose work is mostly numba kernels, see ``inference.thread_policy``):
     numba's kernels run threaded and BLAS on the calling thread; otherwise BLAS runs threaded and
-    numba's kernels serial (but for those that replace BLAS: ``threaded_kernel(own_pool=True)``).
+    numba's kernels serial.
     Process-wide, like the pools themselves: the last Predictor built sets them."""
     global _limiter
     from threadpoolctl import threadpool_limits

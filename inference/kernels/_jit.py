@@ -57,12 +57,8 @@ def _clone(fn: Callable, suffix: str) -> Callable:
     return twin
 
 
-def threaded_kernel(fastmath: bool = False, own_pool: bool = False) -> Callable[[Callable], Callable[..., Any]]:
-    """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin.
-
-    ``own_pool``: the kernel is a graph's heavy part and replaces BLAS there (the float32 conv
-    GEMM), so it runs its parallel twin whenever numba has threads, whatever the policy; only a
-    :func:`serial_kernels` block keeps it serial."""
+def threaded_kernel(fastmath: bool = False) -> Callable[[Callable], Callable[..., Any]]:
+    """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin."""
 
     def deco(fn: Callable) -> Callable[..., Any]:
         serial = numba.njit(cache=True, nogil=True, fastmath=fastmath)(_clone(fn, "_serial_nogil"))
@@ -71,8 +67,7 @@ def threaded_kernel(fastmath: bool = False, own_pool: bool = False) -> Callable[
 
         @functools.wraps(fn)
         def call(*args: Any) -> Any:
-            if (own_pool or _POLICY["parallel"]) and numba.get_num_threads() > 1 \
-                    and not getattr(_LOCAL, "serial", False):
+            if _POLICY["parallel"] and numba.get_num_threads() > 1 and not getattr(_LOCAL, "serial", False):
                 return parallel(*args)
             return serial(*args)
 
