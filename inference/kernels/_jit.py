@@ -57,7 +57,7 @@ def _clone(fn: Callable, suffix: str) -> Callable:
     return twin
 
 
-def threaded_kernel(fastmath: bool = False) -> Callable[[Callable], Callable[..., Any]]:
+def threaded_kernel(fastmath: bool | set = False) -> Callable[[Callable], Callable[..., Any]]:
     """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin."""
 
     def deco(fn: Callable) -> Callable[..., Any]:

@@ -14,11 +14,11 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.vmath import exp_shifted
+from inference.kernels.vmath import FAST_FINITE, exp_shifted
 from inference.ops.registry import lookup, register
 
 
-@threaded_kernel(fastmath=True)
+@threaded_kernel(fastmath=FAST_FINITE)
 def softmax_rows(x, y, bits):
     """Row-wise softmax of ``x`` (R, N) into ``y`` (``bits``: int32 scratch like ``x``); exp is
     :func:`~inference.kernels.vmath.exp_shifted` (libm's scalar exp ran 17x onnxruntime's Softmax)."""

@@ -22,14 +22,19 @@ _SQRT_HALF = np.float32(1.0 / math.sqrt(2.0))
 _P = np.float32(0.3275911)
 _A1, _A2, _A3 = np.float32(0.254829592), np.float32(-0.284496736), np.float32(1.421413741)
 _A4, _A5 = np.float32(-1.453152027), np.float32(1.061405429)
+#: fast-math without "no NaNs / no infinities": reductions may reassociate (so they vectorise), but a
+#: NaN or infinite input still gives what numpy gives (a fully masked attention row is all NaN)
+FAST_FINITE = {"reassoc", "contract", "arcp", "nsz", "afn"}
 
 
-@numba.njit(cache=True, inline="always", fastmath=True)
+@numba.njit(cache=True, inline="always", fastmath=FAST_FINITE)
 def exp_shifted(src, shift, dst, bits):
     """``dst[k] = exp(src[k] - shift)`` for arguments <= 0 (below -87 they clamp to exp(-87), a
-    normal float32), returning the float64 sum; ``bits``: int32 scratch of the same length."""
+    normal float32), returning the float64 sum; ``bits``: int32 scratch of the same length. NaN
+    arguments (``-inf - -inf`` in a fully masked row) give NaN, as exp does."""
     for k in range(src.size):
-        x = max(src[k] - shift, np.float32(-87.0))
+        x = src[k] - shift
+        x = np.float32(-87.0) if x < np.float32(-87.0) else x  # this order keeps a NaN
         t = np.rint(x * _LOG2E)
         r = x - t * _C1 - t * _C2
         p = np.float32(1.9875691500e-4)
@@ -49,7 +54,7 @@ def exp_shifted(src, shift, dst, bits):
     return s
 
 
-@numba.njit(cache=True, fastmath=True)
+@numba.njit(cache=True, fastmath=FAST_FINITE)
 def gelu_row(row):
     """``row = 0.5 x (1 + erf(x / sqrt 2))`` in place (the erf form of Gelu)."""
     n = row.size
