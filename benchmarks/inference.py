@@ -9,7 +9,8 @@ Each (model, batch, threads) cell builds both runtimes in this one process and t
 interleaved blocks, each after 0.3 s of untimed runs of the same runtime (onnxruntime with its
 default graph optimization and the same intra-op thread count); ratios are ours / onnxruntime.
 At one thread every runtime computes in the calling thread, so the table also gives the ratio of
-*thread CPU time*, which other jobs on a shared machine inflate far less than wall time. ReferenceEvaluator runs at batch 1 only (seconds per run).
+*thread CPU time*, which other jobs on a shared machine inflate far less than wall time.
+ReferenceEvaluator runs at batch 1 only (seconds per run).
 Cold start (import + load + first run in a fresh interpreter) is measured for the MobileNetV2
 model with a warm numba cache and with an empty one (the compile time).
 """

@@ -25,8 +25,8 @@ def resnet():
 
 @pytest.fixture(scope="module")
 def transformer():
-    return Predictor(Config(model_path=model_to_proto(zoo.transformer_encoder(seq=8, dim=32, heads=2, layers=1, ffn=64)),
-                            num_threads=1))
+    model = zoo.transformer_encoder(seq=8, dim=32, heads=2, layers=1, ffn=64)
+    return Predictor(Config(model_path=model_to_proto(model), num_threads=1))
 
 
 def test_fused_ops_count_their_multiply_adds(resnet, transformer):

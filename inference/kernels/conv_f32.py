@@ -212,8 +212,8 @@ def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray |
             first = i0 * m * npix + g * mg * npix  # of this call's outputs (and residuals)
             fgemm(wg, wg.size // (gemm_groups * -(-mg // MR) * MR), mg, gemm_groups, xs.reshape(-1),
                   gemm_groups * planes, planes, plan.koff, i1 - i0, pbs, plan.nflat, plan.wrow, ow,
-                  bias[g * mg:] if g else bias, zz[first:] if first and z is not None else zz, z is not None, amin, amax,
-                  ys.reshape(-1)[g * mg * npix:] if g else ys.reshape(-1), npix, m * npix,
+                  bias[g * mg:] if g else bias, zz[first:] if first and z is not None else zz, z is not None,
+                  amin, amax, ys.reshape(-1)[g * mg * npix:] if g else ys.reshape(-1), npix, m * npix,
                   _chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size)
     if not clamps:
         activate_row(y.reshape(-1), code, alpha, beta)

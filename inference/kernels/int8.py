@@ -17,9 +17,10 @@ Why this GEMM: ``vpdpbusd`` multiplies 64 uint8 x int8 pairs and sums them in fo
 lanes: 4x the multiply-adds of an fp32 FMA. LLVM does not emit it from plain loops (numba 0.68 /
 LLVM 22 on this Sapphire/Emerald Rapids CPU turns an int8 dot loop into ``vpmovsxbd`` +
 ``vpdpwssd`` on ymm, one product per int32 lane), so the register tile is written in LLVM IR
-(:mod:`inference.kernels.tile_ir`) with the intrinsic: 8 output channels x 32 pixels = 16 zmm accumulators; per step one broadcast
-int32 (4 taps) of weights per channel and two 64-byte pixel vectors (16 pixels x 4 taps). A
-table of per-step offsets says where the pixel vectors are, so the same tile runs
+(:mod:`inference.kernels.tile_ir`) with the intrinsic: 8 output channels x 32 pixels = 16 zmm
+accumulators; per step one broadcast int32 (4 taps) of weights per channel and two 64-byte pixel
+vectors (16 pixels x 4 taps). A table of per-step offsets says where the pixel vectors are, so the
+same tile runs
 
 * direct convolution (stride 1): the input, padded with its zero point and interleaved by 4
   channels, is read in place: no im2col;

@@ -208,7 +208,8 @@ def make_out_tile(mr: int, nv: int, residual: bool):
                 mask = builder.and_(builder.icmp_signed(">=", lanes, q0v), builder.icmp_signed("<", lanes, endv))
                 for r in range(mr):
                     m = builder.and_(mask, row_ok[r])
-                    at = builder.add(builder.add(y_off, builder.mul(const(r), sm)), builder.add(shift, const(v * LANES)))
+                    row_at = builder.add(y_off, builder.mul(const(r), sm))
+                    at = builder.add(row_at, builder.add(shift, const(v * LANES)))
                     val = vals[r * nv + v]
                     if residual:
                         zp = builder.bitcast(builder.gep(za.data, [at]), vty.as_pointer())

@@ -6,9 +6,10 @@ pads, layout, plane sizes and tap-offset table on every call cost ~0.1 ms each i
 session calls a node's kernel with the same shapes run after run, so the plan is memoised.
 
 Layouts (see ``inference.kernels.int8`` and ``inference.kernels.conv_f32``): ``direct`` (stride 1:
-implicit GEMM over the padded input, its channels interleaved by the tile's ``chans`` per step), ``s2d<s>`` (stride s as stride 1 over the input's s*s phases,
-each phase with its own taps), ``subsample`` (strided 1x1 without padding: pick the pixels, then
-direct), ``im2col`` (dilated strided convolutions: packed columns).
+implicit GEMM over the padded input, its channels interleaved by the tile's ``chans`` per step),
+``s2d<s>`` (stride s as stride 1 over the input's s*s phases, each phase with its own taps),
+``subsample`` (strided 1x1 without padding: pick the pixels, then direct), ``im2col`` (dilated
+strided convolutions: packed columns).
 """
 from __future__ import annotations
 
