@@ -39,14 +39,14 @@ from inference.kernels.int8 import has_vnni  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 from inference.passes import optimize  # noqa: E402
 from inference.passes.qdq_fusion import fuse_qdq  # noqa: E402
-from inference.session import Session  # noqa: E402
+from inference.session import CONSTANT_WEIGHT_KINDS, Session  # noqa: E402
 
 
 def ours(model: Model) -> Session:
     m = clone(model)
     fuse_qdq(m)  # before constant folding, which would turn int8 weights back into float
     optimize(m)
-    return Session(m)
+    return Session(m, kinds=CONSTANT_WEIGHT_KINDS)  # the kernels a Predictor plans (constant weights packed)
 
 
 def ort_session(model: Model, threads: int):

@@ -40,7 +40,8 @@ def _fused(case, activation="", alpha=0.0, beta=0.0):
     n, c, m, h, w, k, s, p, d, g, _ = case
     attrs = dict(kernel_shape=list(k), strides=list(s), pads=list(p), dilations=list(d), group=g,
                  activation=activation, alpha=alpha, beta=beta)
-    fast, ref = lookup("FusedConv", DOMAIN, 1, "fast"), lookup("FusedConv", DOMAIN, 1, "reference")
+    # the kind a Predictor plans for a constant weight: the one that runs the tile
+    fast, ref = lookup("FusedConv", DOMAIN, 1, fast_conv.PACKED), lookup("FusedConv", DOMAIN, 1, "reference")
     return fast.bind(**attrs), (lambda *xs: ref.fn(*xs, **attrs))
 
 
@@ -73,13 +74,16 @@ def test_tile_conv_matches_reference(case, activation, alpha, beta, residual):
     got, want = fast(*args), ref(*args)
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    # the tile itself, also where the session's size rule picks the direct 3x3 kernel
+    tile = _direct_call(case, x, wt, b, z, activation, alpha, beta)
+    np.testing.assert_allclose(tile, want, rtol=RTOL, atol=ATOL)
 
 
-def _direct_call(case, x, wt, b, z=None, activation="Relu"):
+def _direct_call(case, x, wt, b, z=None, activation="Relu", alpha=0.0, beta=0.0):
     n, c, m, h, w, k, s, p, d, g, _ = case
     win = fast_conv._window((h, w), k, s, d, p, "NOTSET")
     plan = fast_conv.tile_plan(x.shape, wt.shape, win, g)
-    return conv_f32.conv2d_tiles(x, wt, b, z, plan, g, activation_code(activation))
+    return conv_f32.conv2d_tiles(x, wt, b, z, plan, g, activation_code(activation), alpha, beta)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[5], CASES[9]])
@@ -196,8 +200,8 @@ def _one_conv_model():
 
 
 def test_a_plain_session_sees_weights_rewritten_in_place():
-    """Training rewrites its parameter arrays in place between runs of the same session: the tile
-    must not serve a packing of the old values (it packs per call outside Predictors)."""
+    """Training rewrites its parameter arrays in place between runs of the same session: no kernel
+    may serve a packing of the old values (outside Predictors convolutions run im2col + BLAS)."""
     from inference import Session
 
     model = _one_conv_model()

@@ -283,7 +283,9 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     ``allow_direct=False`` keeps small 3x3 problems off the direct kernel and ``tiles=False`` off
     the implicit-GEMM tile (to compare kernels, or when the caller's plan has already chosen:
     ``tiles`` may be that plan, or None for "not the tile"). ``keep_packing``: ``w`` is a constant
-    array, so the tile's packing of it is kept for later calls with the same array."""
+    array, so the tile's packing of it is kept for later calls with the same array; without it
+    the tile runs only when ``tiles`` is a plan (repacking ResNet-18's weights on every run made
+    it 2x slower than im2col + BLAS)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, c, h, wd = x.shape
     m, cg, kh, kw = w.shape
@@ -291,8 +293,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
     if allow_direct and prefer_direct(c, m, kh, kw, sh, sw, oh, ow, group):
         return conv2d_direct(x, w, b, z, win, code, alpha, beta)
-    if tiles is True:
-        tiles = tile_plan(x.shape, w.shape, win, group)
+    if tiles is True:  # only a constant weight's packing pays: packed per call it cost more than im2col
+        tiles = tile_plan(x.shape, w.shape, win, group) if keep_packing else None
     if tiles:
         return conv_f32.conv2d_tiles(x, np.ascontiguousarray(w, dtype=np.float32), as_f32(b, (m,)), z, tiles, group,
                                      code, alpha, beta, keep_packing)
@@ -366,8 +368,9 @@ def conv_binder(fn, constant_weights: bool = False):
     shape, so a run only checks the fast path applies and calls :func:`conv2d` (the unbound
     kernel's attribute handling cost ~3 us per call, a fifth of a batch-1 MNIST conv), and with it
     the choice of the direct 3x3 kernel. Inputs off the fast path go to ``fn`` itself.
-    ``constant_weights``: the weight is an initializer that never changes (kind :data:`PACKED`),
-    so the tile may keep its packing from run to run.
+    ``constant_weights``: the weight is an initializer that never changes (kind :data:`PACKED`), so
+    the implicit-GEMM tile runs the conv and keeps its packing from run to run; otherwise (kind
+    "fast": training rewrites weights in place) convolutions keep im2col + BLAS.
     """
 
     def bind(*, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
@@ -389,8 +392,8 @@ def conv_binder(fn, constant_weights: bool = False):
             if plan[1]:  # the direct kernel: skips conv2d's dispatch, ~1 us of a 10 us batch-1 conv
                 return conv2d_direct(x, w, b, z, plan[0], code, alpha, beta)
             # the plan already ruled the direct kernel out and chose for the tile: conv2d need not ask again
-            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False, tiles=plan[2],
-                          keep_packing=constant_weights)
+            return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False,
+                          tiles=plan[2] if constant_weights else None, keep_packing=constant_weights)
 
         return run
 
