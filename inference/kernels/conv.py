@@ -268,7 +268,7 @@ def tile_plan(x_shape: tuple, w_shape: tuple, win: Window, group: int) -> ConvPl
     """The implicit-GEMM plan of a convolution when our float32 tile runs it, else None (depthwise
     convolutions keep their stencil kernel, dilated strided ones im2col + BLAS)."""
     c, (m, cg) = x_shape[1], w_shape[:2]
-    if not conv_f32.ENABLED or (group == c and m == c and cg == 1):
+    if group == c and m == c and cg == 1:
         return None
     plan = conv_f32.plan_for(tuple(x_shape), tuple(w_shape), group, "NOTSET", win.dilations, win.kernel,
                              tuple(win.pads_begin) + tuple(win.pads_end), win.strides)

@@ -38,7 +38,6 @@ MR, NV = 6, 4  # register tile: MR output channels x NV*16 pixels (24 zmm accumu
 NP = NV * 16  # pixels per tile
 _tile = make_out_tile(MR, NV, residual=False)
 _tile_z = make_out_tile(MR, NV, residual=True)
-ENABLED = True  # False: float convolutions keep im2col + BLAS (benchmarks and tests compare the two)
 _NO_Z = np.zeros(1, np.float32)
 IMAGE_BYTES = 1 << 20  # padded input per GEMM call: the images one call sweeps stay in L2
 
