@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from inference.flops import node_flops
 from inference.ir import Graph, Node
+from inference.kernels.nhwc import is_depthwise
 
 BLAS_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul"})
 
@@ -20,8 +21,8 @@ def runs_on_blas(graph: Graph, node: Node) -> bool:
     if node.op_type in BLAS_OPS:
         return True
     if node.op_type == "FusedConvNHWC":  # its depthwise stencil is numba; GEMMs otherwise
-        w = graph.concrete_shape(node.inputs[1])
-        return not (w is not None and w[2] == 1 and node.attrs.get("group", 1) == w[3] and w[3] > 1)
+        x, w = graph.concrete_shape(node.inputs[0]), graph.concrete_shape(node.inputs[1])
+        return x is None or w is None or not is_depthwise(x[3], w, node.attrs.get("group", 1))
     if node.op_type in ("Conv", "FusedConv"):  # the tile runs all but dilated strided ones
         strided = any(s > 1 for s in node.attrs.get("strides", ()) or ())
         dilated = any(d > 1 for d in node.attrs.get("dilations", ()) or ())

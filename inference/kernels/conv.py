@@ -235,8 +235,7 @@ def _depthwise_stride1(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.nda
     """:func:`depthwise_flat` on the tile plan's padded layout (one channel per plane)."""
     n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
-    plan = conv_f32.plan_for((n, 1, h, wd), (1, 1, kh, kw), 1, "NOTSET", win.dilations, win.kernel,
-                             tuple(win.pads_begin) + tuple(win.pads_end), win.strides)
+    plan = conv_f32.plan_for((n, 1, h, wd), (1, 1, kh, kw), 1, win)
     xi = np.empty((n, c, plan.plane), np.float32)
     conv_f32.pad_phases(x, 0, c, 1, plan.ph, plan.pw, plan.wrow, xi)
     y = np.empty((n, c, plan.oh, plan.ow), np.float32)
@@ -270,8 +269,7 @@ def tile_plan(x_shape: tuple, w_shape: tuple, win: Window, group: int) -> ConvPl
     c, (m, cg) = x_shape[1], w_shape[:2]
     if group == c and m == c and cg == 1:
         return None
-    plan = conv_f32.plan_for(tuple(x_shape), tuple(w_shape), group, "NOTSET", win.dilations, win.kernel,
-                             tuple(win.pads_begin) + tuple(win.pads_end), win.strides)
+    plan = conv_f32.plan_for(x_shape, w_shape, group, win)
     return plan if conv_f32.supports(plan) else None
 
 

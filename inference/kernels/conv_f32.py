@@ -23,16 +23,17 @@ regardless, 12.4 ms serial).
 from __future__ import annotations
 
 import functools
-import weakref
 
 import numba
 import numpy as np
 
 from inference.kernels._jit import threaded_kernel
+from inference.kernels._prepack import prepacked
 from inference.kernels.activations import CLIP, NONE, RELU, activate_row
 from inference.kernels.tile_ir import make_out_tile
 from inference.kernels.tile_lanes import clamp_range, row_segments
 from inference.kernels.tile_plan import ConvPlan, conv_plan, conv_weight_rows, phase_weight_rows
+from inference.ops._window import Window
 
 MR, NV = 6, 4  # register tile: MR output channels x NV*16 pixels (24 zmm accumulators)
 NP = NV * 16  # pixels per tile
@@ -47,9 +48,10 @@ def supports(plan: ConvPlan) -> bool:
     return plan.layout != "im2col"
 
 
-def plan_for(x_shape: tuple, w_shape: tuple, group: int, auto_pad: str, dilations, kernel_shape, pads,
-             strides) -> ConvPlan:
-    return conv_plan(x_shape, w_shape, group, auto_pad, dilations, kernel_shape, pads, strides, chans=1)
+def plan_for(x_shape: tuple, w_shape: tuple, group: int, win: Window) -> ConvPlan:
+    """The float tile's plan (one channel per step) of a convolution whose window is resolved."""
+    return conv_plan(tuple(x_shape), tuple(w_shape), group, "NOTSET", win.dilations, win.kernel,
+                     tuple(win.pads_begin) + tuple(win.pads_end), win.strides, chans=1)
 
 
 # -- input layout -------------------------------------------------------------------------------
@@ -128,10 +130,7 @@ def fgemm(wp, steps, m, ngroups, cflat, img_stride, group_stride, koff, nimg, pb
                       img * sn + c0 * sm, sm, seg, ns)
 
 
-# -- packed weights, once per weight array ----------------------------------------------------------
-_PACKED: dict[int, tuple[weakref.ref, tuple, np.ndarray]] = {}
-
-
+# -- packed weights -----------------------------------------------------------------------------
 def pack_rows(w2d: np.ndarray) -> np.ndarray:
     """float (M, K) -> [M/MR][K][MR] flat, M zero-padded to a multiple of MR."""
     m, k = w2d.shape
@@ -143,26 +142,20 @@ def pack_rows(w2d: np.ndarray) -> np.ndarray:
 
 def packed_weights(w: np.ndarray, group: int, layout: str, keep: bool = True) -> np.ndarray:
     """``w``'s rows in the tap order of ``layout`` ("direct" or "s2d<s>"), packed for the tile,
-    group after group. ``keep``: ``w`` never changes (a Predictor's initializer: the session hands
-    kernels the same object every run), so the packing is kept while ``w`` lives and reused;
-    otherwise (training rewrites parameters in place) it is packed on every call."""
-    key = id(w)
-    hit = _PACKED.get(key) if keep else None
-    if hit is not None and hit[0]() is w and hit[1] == (group, layout):
-        return hit[2]
-    mg = w.shape[0] // group
-    if layout.startswith("s2d"):
-        rows = lambda wg: phase_weight_rows(wg, int(layout[3:]), chans=1)  # noqa: E731
-    else:
-        rows = lambda wg: conv_weight_rows(wg, True, chans=1)  # noqa: E731
-    packs = np.concatenate([pack_rows(np.asarray(rows(w[g * mg:(g + 1) * mg]), np.float32)) for g in range(group)])
-    if not keep:
-        return packs
-    try:
-        _PACKED[key] = (weakref.ref(w, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs)
-    except TypeError:  # not weak-referenceable: pack on every call
-        pass
-    return packs
+    group after group. ``keep``: ``w`` never changes (a Predictor's initializer), so the packing
+    is kept while ``w`` lives (:func:`~inference.kernels._prepack.prepacked`); otherwise it is
+    packed on every call."""
+
+    def build() -> np.ndarray:
+        mg = w.shape[0] // group
+        if layout.startswith("s2d"):
+            rows = lambda wg: phase_weight_rows(wg, int(layout[3:]), chans=1)  # noqa: E731
+        else:
+            rows = lambda wg: conv_weight_rows(wg, True, chans=1)  # noqa: E731
+        return np.concatenate([pack_rows(np.asarray(rows(w[g * mg:(g + 1) * mg]), np.float32))
+                               for g in range(group)])
+
+    return prepacked(w, ("f32", group, layout), build) if keep else build()
 
 
 def _chunks(tiles: int) -> int:

@@ -40,14 +40,13 @@ point). The zero point folds into the bias: ``sum((x - zx) w) = sum(x w) - zx * 
 """
 from __future__ import annotations
 
-import weakref
-
 import numba
 import numpy as np
 
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._jit import threaded_kernel
+from inference.kernels._prepack import prepacked
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
 from inference.kernels.tile_plan import conv_plan, conv_weight_rows, phase_weight_rows
@@ -283,29 +282,24 @@ def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code
 
 
 # -- host side: cached packed weights, argument normalisation -----------------------------------
-_PACKED: dict[int, tuple[weakref.ref, tuple, list, dict]] = {}
-
-
-def _packed(w: np.ndarray, group: int, layout: str) -> list:
+def _prepared(w: np.ndarray, group: int, layout: str) -> tuple[list, dict]:
     """Per-group (packed, rowsums, k4) of weight ``w`` for ``layout`` ("im2col", "direct", "s2d<s>"
-    or "matmul"/"matmul_t"), packed once per weight array: the session hands kernels the same
-    initializer object every run (the idea of onnxruntime's pre-packing)."""
-    key, src = id(w), w
-    hit = _PACKED.get(key)
-    if hit is not None and hit[0]() is w and hit[1] == (group, layout):
-        return hit[2]
-    if layout in ("matmul", "matmul_t"):
-        packs = [pack_weight_columns(np.ascontiguousarray(w.T if layout == "matmul" else w))]
-    else:
+    or "matmul"/"matmul_t"), and a slot for its call sites' epilogue constants (:func:`_constants`);
+    packed once per weight array (:func:`~inference.kernels._prepack.prepacked`)."""
+
+    def build() -> tuple[list, dict]:
+        if layout in ("matmul", "matmul_t"):
+            return [pack_weight_columns(np.ascontiguousarray(w.T if layout == "matmul" else w))], {}
         mg = w.shape[0] // group
         rows = (lambda wg: phase_weight_rows(wg, int(layout[3:]))) if layout.startswith("s2d") \
             else (lambda wg: conv_weight_rows(wg, layout != "im2col"))
-        packs = [pack_weights(np.ascontiguousarray(rows(w[g * mg:(g + 1) * mg]))) for g in range(group)]
-    try:
-        _PACKED[key] = (weakref.ref(src, lambda _r, k=key: _PACKED.pop(k, None)), (group, layout), packs, {})
-    except TypeError:  # not weak-referenceable: pack on every call
-        pass
-    return packs
+        return [pack_weights(np.ascontiguousarray(rows(w[g * mg:(g + 1) * mg]))) for g in range(group)], {}
+
+    return prepacked(w, ("int8", group, layout), build)
+
+
+def _packed(w: np.ndarray, group: int, layout: str) -> list:
+    return _prepared(w, group, layout)[0]
 
 
 def _as_uint8(x: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, int]:
@@ -349,9 +343,7 @@ class _Constants:
 def _constants(w: np.ndarray, layout: str, group: int, xzp: int, params: tuple) -> tuple[list, _Constants]:
     """Packed weights and epilogue constants of one call site, cached with the packing: rebuilt
     only when the quantization parameters are other arrays (dynamic quantization) or zero point."""
-    packs = _packed(w, group, layout)
-    hit = _PACKED.get(id(w))
-    slot = hit[3] if hit is not None and hit[2] is packs else {}
+    packs, slot = _prepared(w, group, layout)
     key = (xzp,) + tuple(id(p) for p in params)
     held = slot.get("key")
     if held is not None and held[0] == key and all(a is b for a, b in zip(held[1], params)):

@@ -25,7 +25,6 @@ batch 1. :func:`use_sparse_kernels` switches the sparse path off for sessions pl
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numba
@@ -36,6 +35,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv as fast_conv
 from inference.kernels import fused
 from inference.kernels._jit import threaded_kernel
+from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_2D, activation_code, as_f32, epilogue_cols, epilogue_rows
 from inference.ops._window import window_geometry
 from inference.ops.matmul import gemm as reference_gemm
@@ -103,28 +103,18 @@ def sparsity(w: np.ndarray) -> float:
     return 1.0 - np.count_nonzero(w) / w.size if w.size else 1.0
 
 
-_PACKED: dict[tuple[int, str], tuple[weakref.ref, CsrWeight]] = {}
-
-
 def packed(w: np.ndarray, layout: str) -> CsrWeight:
     """The CSR form of weight ``w`` for ``layout`` ("matmul": W (K, N); "matmul_t": W (N, K);
-    "conv": W (M, C, kh, kw)), built once per weight array: the session hands kernels the same
-    initializer object every run (the pre-packing idea of ``inference.kernels.int8``)."""
-    key = (id(w), layout)
-    hit = _PACKED.get(key)
-    if hit is not None and hit[0]() is w:
-        return hit[1]
-    if layout == "matmul":
-        csr = to_csr(w.T[:, :, None, None])
-    elif layout == "matmul_t":
-        csr = to_csr(w[:, :, None, None])
-    else:
-        csr = to_csr(w)
-    try:
-        _PACKED[key] = (weakref.ref(w, lambda _r, k=key: _PACKED.pop(k, None)), csr)
-    except TypeError:  # not weak-referenceable: packed again on every call
-        pass
-    return csr
+    "conv": W (M, C, kh, kw)), built once per weight array (:func:`~inference.kernels._prepack.prepacked`)."""
+
+    def build() -> CsrWeight:
+        if layout == "matmul":
+            return to_csr(w.T[:, :, None, None])
+        if layout == "matmul_t":
+            return to_csr(w[:, :, None, None])
+        return to_csr(w)
+
+    return prepacked(w, ("csr", layout), build)
 
 
 # -- the loops -------------------------------------------------------------------------------------
