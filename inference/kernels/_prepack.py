@@ -30,3 +30,11 @@ def prepacked(w: np.ndarray, tag: Hashable, build: Callable[[], Any]) -> Any:
     except TypeError:
         pass
     return value
+
+
+def constant_weight(graph: Any, name: str) -> np.ndarray | None:
+    """``name``'s array when it is an initializer no feed can override (what may be prepacked at
+    plan time), else None: the passes' test, imported on use (the passes import the kernels)."""
+    from inference.passes._rewrite import constant_value
+
+    return constant_value(graph, name)

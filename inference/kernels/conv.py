@@ -18,6 +18,7 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv_f32
 from inference.kernels._jit import threaded_kernel
+from inference.kernels._prepack import constant_weight
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
 from inference.kernels.tile_plan import ConvPlan
@@ -404,9 +405,7 @@ def handles_constant(node: Node, graph: Graph) -> bool:
     runs: its sessions never plan this kind)."""
     if not handles(node, graph) or len(node.inputs) < 2:
         return False
-    from inference.passes._rewrite import constant_value  # the passes import the kernels: on use
-
-    w = constant_value(graph, node.inputs[1])
+    w = constant_weight(graph, node.inputs[1])
     return w is not None and w.dtype == np.float32 and w.ndim == 4
 
 

@@ -35,7 +35,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv as fast_conv
 from inference.kernels import fused
 from inference.kernels._jit import threaded_kernel
-from inference.kernels._prepack import prepacked
+from inference.kernels._prepack import constant_weight, prepacked
 from inference.kernels.activations import NO_RESIDUAL_2D, activation_code, as_f32, epilogue_cols, epilogue_rows
 from inference.ops._window import window_geometry
 from inference.ops.matmul import gemm as reference_gemm
@@ -246,14 +246,6 @@ def sparse_conv2d(x: np.ndarray, csr: CsrWeight, kernel: tuple[int, int], auto_p
 
 
 # -- selection ---------------------------------------------------------------------------------------
-def _constant(graph: Graph, name: str) -> np.ndarray | None:
-    """The passes' test for "an initializer no feed can override", imported on use (at plan time):
-    the passes package imports the kernels, so a module-level import here would be circular."""
-    from inference.passes._rewrite import constant_value
-
-    return constant_value(graph, name)
-
-
 def _float_input(graph: Graph, name: str) -> bool:
     t = graph.type_of(name)
     return not isinstance(t, TensorType) or t.elem_type == 1
@@ -264,7 +256,7 @@ def _accept(node: Node, graph: Graph, rank: int, threshold: float, layout: str) 
     is packed now, while the session plans."""
     if not _SETTINGS["enabled"] or len(node.inputs) < 2 or not _float_input(graph, node.inputs[0]):
         return False
-    w = _constant(graph, node.inputs[1])
+    w = constant_weight(graph, node.inputs[1])
     if w is None or w.dtype != np.float32 or w.ndim != rank or w.size == 0 or sparsity(w) < threshold:
         return False
     packed(w, layout)
@@ -284,7 +276,7 @@ def _gemm_applies(node: Node, graph: Graph) -> bool:
 def _conv_applies(node: Node, graph: Graph) -> bool:
     if node.attrs.get("group", 1) != 1 or not fast_conv.handles(node, graph):
         return False
-    w = _constant(graph, node.inputs[1]) if len(node.inputs) > 1 else None
+    w = constant_weight(graph, node.inputs[1]) if len(node.inputs) > 1 else None
     a = node.attrs
     # a 1x1 stride-1 kernel needs no padding whatever auto_pad says: only explicit pads add any
     pointwise = (w is not None and w.shape[2:] == (1, 1) and set(a.get("strides") or [1]) == {1}
