@@ -135,7 +135,7 @@ def test_depthwise_convolutions_keep_their_stencil():
     assert fast_conv.tile_plan(x.shape, wt.shape, win, 8) is None
 
 
-# -- separable max pooling ------------------------------------------------------------------------
+# -- separable pooling (max and average) ------------------------------------------------------------
 MAX_POOL_CASES = [  # (shape, kernel, strides, pads, ceil_mode)
     ((1, 64, 112, 112), (3, 3), (2, 2), (1, 1, 1, 1), 0),  # ResNet's stem pool
     ((1, 16, 111, 111), (3, 3), (2, 2), (0, 0, 0, 0), 1),  # squeezenet's, past the edge
@@ -146,14 +146,19 @@ MAX_POOL_CASES = [  # (shape, kernel, strides, pads, ceil_mode)
 
 
 @pytest.mark.parametrize("shape,kernel,strides,pads,ceil", MAX_POOL_CASES)
-def test_separable_max_pool_matches_reference(shape, kernel, strides, pads, ceil):
+@pytest.mark.parametrize("op,include_pad", [("MaxPool", 0), ("AveragePool", 0), ("AveragePool", 1)])
+def test_separable_pool_matches_reference(shape, kernel, strides, pads, ceil, op, include_pad):
     x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
-    plan = pool._pool_plan(shape[2:], kernel, strides, None, pads, "NOTSET", ceil, 0, "MaxPool")
-    assert plan[2] == pool.POOL_MAX_ROWS
+    plan = pool._pool_plan(shape[2:], kernel, strides, None, pads, "NOTSET", ceil, include_pad, op)
+    assert plan[2] == pool.POOL_ROWS
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil)
-    ctx = KernelContext(node=None, opset=13, num_outputs=1)
-    want = lookup("MaxPool", "", 13, "reference").fn(x, ctx=ctx, **attrs)
-    np.testing.assert_array_equal(pool._run_plan(x, plan), want)
+    if op == "MaxPool":
+        ctx = KernelContext(node=None, opset=13, num_outputs=1)
+        want = lookup("MaxPool", "", 13, "reference").fn(x, ctx=ctx, **attrs)
+        np.testing.assert_array_equal(pool._run_plan(x, plan), want)
+    else:
+        want = lookup("AveragePool", "", 19, "reference").fn(x, count_include_pad=include_pad, **attrs)
+        np.testing.assert_allclose(pool._run_plan(x, plan), want, rtol=1e-5, atol=1e-6)
 
 
 def test_batches_cut_into_calls_agree(monkeypatch):

@@ -21,7 +21,7 @@ from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import constant_weight
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
-from inference.kernels.tile_plan import ConvPlan
+from inference.kernels.tile_plan import ConvPlan, phase_tap_order
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
 from inference.ops.conv import conv as reference_conv
@@ -189,60 +189,84 @@ def depthwise(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, bet
 
 
 @threaded_kernel(fastmath=True)
-def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code, alpha, beta):
-    """Stride-1 depthwise conv over zero-padded flat planes ``xi`` (N*C planes of ``plane``, rows
-    ``wrow`` apart; ``conv_f32.pad_phases``' layout): each output plane is computed as one run of
-    ``nflat`` flat positions, tap ``t`` read at offset ``toff[t]``, then its real columns are copied
-    out with residual and activation. No per-row views: on batch-1 maps of 7-28 pixels they cost
-    more than the arithmetic (shufflenet's 3x3 layers: 1.6-2.3x faster than :func:`depthwise3x3`)."""
+def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code, alpha, beta, nchunks):
+    """Depthwise conv over zero-padded flat planes ``xi`` (``conv_f32.pad_phases``' layout, rows
+    ``wrow`` apart; channel ``ch`` of an image at ``ch * plane``, tap ``t`` read at offset
+    ``toff[t]`` from there: a stride-s conv reads its taps from the s*s phase planes, so every
+    layer is a stride-1 one): each output plane is computed as one run of ``nflat`` flat
+    positions, then its real columns are copied out with residual and activation. No per-row
+    views in the arithmetic: on batch-1 maps of 7-28 pixels they cost more than the math
+    (shufflenet's 3x3 layers: 1.6-2.3x faster than :func:`depthwise3x3`). ``nchunks`` parallel
+    runs, each with one scratch run (one per channel cost ~0.1 ms on MobileNetV2's 960 x 7x7)."""
     n, _, oh, ow = y.shape
     taps = toff.size
     per_image = xi.size // n
-    for r in numba.prange(n * c):
-        img, ch = r // c, r % c
+    for chunk in numba.prange(nchunks):
         acc = np.empty(nflat, np.float32)
-        bv, base = bias[ch], img * per_image + ch * plane
-        if taps == 9:  # 3x3: all taps in one pass
-            w = wt[ch]
-            s0, s1, s2 = xi[base + toff[0]:], xi[base + toff[1]:], xi[base + toff[2]:]
-            s3, s4, s5 = xi[base + toff[3]:], xi[base + toff[4]:], xi[base + toff[5]:]
-            s6, s7, s8 = xi[base + toff[6]:], xi[base + toff[7]:], xi[base + toff[8]:]
-            w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
-            for f in range(nflat):
-                acc[f] = (bv + w0 * s0[f] + w1 * s1[f] + w2 * s2[f] + w3 * s3[f] + w4 * s4[f] + w5 * s5[f]
-                          + w6 * s6[f] + w7 * s7[f] + w8 * s8[f])
-        else:
-            for f in range(nflat):
-                acc[f] = bv
-            for t in range(taps):
-                wv, src = wt[ch, t], xi[base + toff[t]:base + toff[t] + nflat]
+        for r in range(chunk * n * c // nchunks, (chunk + 1) * n * c // nchunks):
+            img, ch = r // c, r % c
+            bv, base = bias[ch], img * per_image + ch * plane
+            if taps == 9:  # 3x3: all taps in one pass
+                w = wt[ch]
+                s0, s1, s2 = xi[base + toff[0]:], xi[base + toff[1]:], xi[base + toff[2]:]
+                s3, s4, s5 = xi[base + toff[3]:], xi[base + toff[4]:], xi[base + toff[5]:]
+                s6, s7, s8 = xi[base + toff[6]:], xi[base + toff[7]:], xi[base + toff[8]:]
+                w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
                 for f in range(nflat):
-                    acc[f] += wv * src[f]
-        yc = y[img, ch]
-        for oy in range(oh):
-            row, dst = acc[oy * wrow:oy * wrow + ow], yc[oy]
-            if has_z:
-                zr = z[img, ch, oy]
-                for ox in range(ow):
-                    dst[ox] = row[ox] + zr[ox]
+                    acc[f] = (bv + w0 * s0[f] + w1 * s1[f] + w2 * s2[f] + w3 * s3[f] + w4 * s4[f] + w5 * s5[f]
+                              + w6 * s6[f] + w7 * s7[f] + w8 * s8[f])
             else:
-                for ox in range(ow):
-                    dst[ox] = row[ox]
-        activate_row(yc.reshape(-1), code, alpha, beta)
+                for f in range(nflat):
+                    acc[f] = bv
+                for t in range(taps):
+                    wv, src = wt[ch, t], xi[base + toff[t]:base + toff[t] + nflat]
+                    for f in range(nflat):
+                        acc[f] += wv * src[f]
+            yc = y[img, ch]
+            for oy in range(oh):
+                row, dst = acc[oy * wrow:oy * wrow + ow], yc[oy]
+                if has_z:
+                    zr = z[img, ch, oy]
+                    for ox in range(ow):
+                        dst[ox] = row[ox] + zr[ox]
+                else:
+                    for ox in range(ow):
+                        dst[ox] = row[ox]
+            activate_row(yc.reshape(-1), code, alpha, beta)
 
 
-def _depthwise_stride1(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, win: Window,
-                       code: int, alpha: float, beta: float) -> np.ndarray:
-    """:func:`depthwise_flat` on the tile plan's padded layout (one channel per plane)."""
-    n, c, h, wd = x.shape
+#: input pixels above which a strided depthwise conv keeps :func:`depthwise3x3`: the phase copy of a
+#: 96 x 112x112 input (4.9 MB, past L2) made it 1.2x slower; at 56x56 and below phases won 1.1-2x
+MAX_PHASE_PIXELS = 64 * 64
+
+
+def flat_depthwise_plan(x_shape: tuple, kernel: tuple, win: Window) -> ConvPlan | None:
+    """The tile plan of one channel whose padded (or phase) planes :func:`depthwise_flat` reads,
+    or None when it does not apply (dilated strided windows, large strided inputs)."""
+    n, _, h, wd = x_shape
+    plan = conv_f32.plan_for((n, 1, h, wd), (1, 1) + tuple(kernel), 1, win)
+    if plan.layout == "direct" or (plan.layout.startswith("s2d") and h * wd <= MAX_PHASE_PIXELS):
+        return plan
+    return None
+
+
+def _depthwise_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan,
+                      code: int, alpha: float, beta: float) -> np.ndarray:
+    """:func:`depthwise_flat` on ``plan``'s layout: the padded input, or for stride s its s*s
+    phases (planes ordered (phase, channel), so a tap's offset skips whole phases of channels)."""
+    n, c = x.shape[:2]
     kh, kw = w.shape[2:]
-    plan = conv_f32.plan_for((n, 1, h, wd), (1, 1, kh, kw), 1, win)
-    xi = np.empty((n, c, plan.plane), np.float32)
-    conv_f32.pad_phases(x, 0, c, 1, plan.ph, plan.pw, plan.wrow, xi)
+    s, ph, pw = plan.s2d[:3] if plan.s2d is not None else (1, plan.ph, plan.pw)
+    xi = np.empty((n, plan.groups * c, plan.plane), np.float32)
+    conv_f32.pad_phases(x, 0, c, s, ph, pw, plan.wrow, xi)
+    toff = (plan.koff // plan.plane) * (c * plan.plane) + plan.koff % plan.plane
+    wt = as_f32(w, (c, kh * kw))
+    if s > 1:  # taps in the phase layout's order
+        wt = np.ascontiguousarray(wt[:, phase_tap_order((kh, kw), s)])
     y = np.empty((n, c, plan.oh, plan.ow), np.float32)
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
-    depthwise_flat(xi.reshape(-1), c, plan.plane, plan.koff, as_f32(w, (c, kh * kw)), bias, zz, z is not None,
-                   plan.nflat, plan.wrow, y, code, alpha, beta)
+    depthwise_flat(xi.reshape(-1), c, plan.plane, toff, wt, bias, zz, z is not None, plan.nflat, plan.wrow, y,
+                   code, alpha, beta, conv_f32._chunks(n * c))
     return y
 
 
@@ -300,8 +324,9 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     bias = as_f32(b, (m,))
     zz = as_f32(z, (n, m, oh, ow)) if z is not None else NO_RESIDUAL_4D
     if group == c and m == c and cg == 1:
-        if sh == sw == 1:
-            return _depthwise_stride1(x, w, bias, z, win, code, alpha, beta)
+        plan = flat_depthwise_plan(x.shape, (kh, kw), win)
+        if plan is not None:
+            return _depthwise_planes(x, w, bias, z, plan, code, alpha, beta)
         y = np.empty((n, m, oh, ow), np.float32)
         kernel = depthwise3x3 if kh == kw == 3 else depthwise
         kernel(x, as_f32(w, (m, kh, kw)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)

@@ -60,64 +60,54 @@ def pad_phases(x: np.ndarray, c0: int, cg: int, s: int, ph: int, pw: int, wrow: 
     ``out`` (N, s*s*cg, plane), plane (phase (a, b), channel) row i column j holding
     x[.., s*i + a - ph, s*j + b - pw] (zero outside ``x`` and past the last row). With s = 1 it
     is the padded input itself."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if s == 1:
-        _pad_planes(x, c0, cg, ph, pw, wrow, out)
-    else:
-        _phase_planes(x, c0, cg, s, ph, pw, wrow, out)
+    _fill_planes(np.ascontiguousarray(x, dtype=np.float32), c0, cg, s, ph, pw, wrow, out)
 
 
-# Both kernels zero a whole plane, then copy rows through views indexed by the loop's own counter:
-# numba vectorises that. Zeroing only the gaps between rows, or flat offsets, or slice assignment
-# (numba's generic path) ran 3-6x slower: 1-5 GB/s, up to a third of a small convolution's time.
 @threaded_kernel()
-def _pad_planes(x, c0, cg, ph, pw, wrow, out):
+def _fill_planes(x, c0, cg, s, ph, pw, wrow, out):
     n, c_all, h, w = x.shape
-    groups, plane = out.shape[1], out.shape[2]
+    groups = out.shape[1]
     xf = x.reshape(n, c_all, h * w)
     for t in numba.prange(n * groups):
         img, gi = t // groups, t % groups
-        src, o = xf[img, c0 + gi], out[img, gi]
-        if ph == 0 and pw == 0 and wrow == w:  # unpadded: the plane is one run
-            for j in range(h * w):
-                o[j] = src[j]
-            for j in range(h * w, plane):
-                o[j] = 0
-            continue
-        for j in range(plane):
+        fill_plane(xf[img, c0 + gi % cg], h, w, s, (gi // cg) // s, (gi // cg) % s, ph, pw, wrow, out[img, gi])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def fill_plane(src, h, w, s, a, b, ph, pw, wrow, o):
+    """``o`` := phase (a, b) of the zero-padded image ``src`` (flat H*W): row i column j of ``o``
+    (rows ``wrow`` apart) holds src[s*i + a - ph, s*j + b - pw], zero outside it and past the
+    last row.
+
+    Zeroes the whole plane, then copies rows through views indexed by the loop's own counter:
+    numba vectorises that. Zeroing only the gaps between rows, flat offsets, or slice assignment
+    (numba's generic path) ran 3-6x slower: 1-5 GB/s, up to a third of a small convolution's time."""
+    plane = o.size
+    if s == 1 and ph == 0 and pw == 0 and wrow == w:  # unpadded: the plane is one run
+        for j in range(h * w):
+            o[j] = src[j]
+        for j in range(h * w, plane):
             o[j] = 0
-        for i in range(h):
-            dst = o[(i + ph) * wrow + pw:(i + ph) * wrow + pw + w]
-            seg = src[i * w:i * w + w]
-            for j in range(w):
-                dst[j] = seg[j]
-
-
-@threaded_kernel()
-def _phase_planes(x, c0, cg, s, ph, pw, wrow, out):
-    n, c_all, h, w = x.shape
-    groups, plane = out.shape[1], out.shape[2]
+        return
+    for j in range(plane):
+        o[j] = 0
     rows = plane // wrow
-    xf = x.reshape(n, c_all, h * w)
-    for t in numba.prange(n * groups):
-        img, gi = t // groups, t % groups
-        a, b = (gi // cg) // s, (gi // cg) % s
-        src, o = xf[img, c0 + gi % cg], out[img, gi]
-        for j in range(plane):
-            o[j] = 0
-        j0 = min(wrow, max(0, -(-(pw - b) // s)))  # columns [j0, j1) and rows [i0, i1) come from x
-        j1 = max(j0, min(wrow, (w - b + pw + s - 1) // s))
-        i0 = min(rows, max(0, -(-(ph - a) // s)))
-        i1 = max(i0, min(rows, (h - a + ph + s - 1) // s))
-        for i in range(i0, i1):
-            dst = o[i * wrow + j0:i * wrow + j1]
-            seg = src[(s * i + a - ph) * w + s * j0 + b - pw:]
-            if s == 2:  # a constant stride: twice as fast
-                for j in range(j1 - j0):
-                    dst[j] = seg[2 * j]
-            else:
-                for j in range(j1 - j0):
-                    dst[j] = seg[s * j]
+    j0 = min(wrow, max(0, -(-(pw - b) // s)))  # columns [j0, j1) and rows [i0, i1) come from src
+    j1 = max(j0, min(wrow, (w - b + pw + s - 1) // s))
+    i0 = min(rows, max(0, -(-(ph - a) // s)))
+    i1 = max(i0, min(rows, (h - a + ph + s - 1) // s))
+    for i in range(i0, i1):
+        dst = o[i * wrow + j0:i * wrow + j1]
+        seg = src[(s * i + a - ph) * w + s * j0 + b - pw:]
+        if s == 1:
+            for j in range(j1 - j0):
+                dst[j] = seg[j]
+        elif s == 2:  # a constant stride: twice as fast
+            for j in range(j1 - j0):
+                dst[j] = seg[2 * j]
+        else:
+            for j in range(j1 - j0):
+                dst[j] = seg[s * j]
 
 
 # -- the GEMM with its epilogue -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from inference.ops._memo import remember
 from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
-POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_MAX_ROWS = range(4)  # the kernel a plan runs
+POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS = range(4)  # the kernel a plan runs
 
 
 @numba.njit(cache=True, inline="always")
@@ -122,39 +122,49 @@ def pool2x2s2(x, y, is_max):
 
 
 @threaded_kernel()
-def max_pool_rows(x, kh, kw, sh, sw, ph, pw, y, scratch):
-    """Max pooling (no dilation) of ``x`` (N, C, H, W) into ``y``, separated: per output row, the
-    max over its ``kh`` input rows first (contiguous, vectorised), into a -inf padded row, then
-    each output takes the max of ``kw`` neighbours of that row (read from L1). The padded-plane
-    kernel folded every tap over strided slices: 3x3/2 pools (ResNet's stem, squeezenet,
-    shufflenet) ran ~5x slower than onnxruntime's. ``scratch`` holds one padded row per plane."""
+def pool_rows(x, kh, kw, sh, sw, ph, pw, y, scratch, is_max):
+    """Max (``is_max``) or sum pooling (no dilation) of ``x`` (N, C, H, W) into ``y``, separated:
+    per output row, the max or sum over its ``kh`` input rows first (contiguous, vectorised), into
+    a padded row (-inf or 0), then each output folds ``kw`` neighbours of that row (read from L1).
+    The padded-plane kernel folded every tap over strided slices: 3x3/2 max pools (ResNet's stem,
+    squeezenet, shufflenet) ran ~5x slower than onnxruntime's, shufflenet's 3x3/2 average pools
+    3-5x. ``scratch`` holds one padded row per plane."""
     n, c, h, w = x.shape
     _, _, oh, ow = y.shape
     wpad = scratch.shape[1]
     lo, hi = min(pw, wpad), min(wpad, pw + w)
-    ninf = np.float32(-np.inf)
+    fill = np.float32(-np.inf) if is_max else np.float32(0.0)
     for r in numba.prange(n * c):
         b, ch = r // c, r % c
         vm, xp, yp = scratch[r], x[b, ch], y[b, ch]
-        inner = vm[lo:hi]  # the columns inside x: indexed by loop counters only, so the max vectorises
+        inner = vm[lo:hi]  # the columns inside x: indexed by loop counters only, so the fold vectorises
         for yo in range(oh):
             for u in range(wpad):
-                vm[u] = ninf
+                vm[u] = fill
             for i in range(kh):
                 iy = yo * sh - ph + i
                 if 0 <= iy < h:
                     row = xp[iy]
-                    for u in range(hi - lo):
-                        inner[u] = max(inner[u], row[u])
+                    if is_max:
+                        for u in range(hi - lo):
+                            inner[u] = max(inner[u], row[u])
+                    else:
+                        for u in range(hi - lo):
+                            inner[u] += row[u]
+            out = yp[yo]
             if kw == 3 and sw == 2:
-                for xo in range(ow):
-                    yp[yo, xo] = max(max(vm[2 * xo], vm[2 * xo + 1]), vm[2 * xo + 2])
+                if is_max:
+                    for xo in range(ow):
+                        out[xo] = max(max(vm[2 * xo], vm[2 * xo + 1]), vm[2 * xo + 2])
+                else:
+                    for xo in range(ow):
+                        out[xo] = vm[2 * xo] + vm[2 * xo + 1] + vm[2 * xo + 2]
             else:
                 for xo in range(ow):
                     m = vm[xo * sw]
                     for j in range(1, kw):
-                        m = max(m, vm[xo * sw + j])
-                    yp[yo, xo] = m
+                        m = max(m, vm[xo * sw + j]) if is_max else m + vm[xo * sw + j]
+                    out[xo] = m
 
 
 @threaded_kernel()
@@ -209,8 +219,8 @@ def _pool_plan(spatial: tuple, kernel_shape: tuple, strides, dilations, pads, au
     if inside and (kh, kw, sh, sw, dh, dw) == (2, 2, 2, 2, 1, 1):
         method = POOL_2X2  # every window has its 4 taps: the kernel averages itself, no divisor
         counts = None
-    elif op == "MaxPool" and dh == dw == 1:
-        method = POOL_MAX_ROWS
+    elif dh == dw == 1:
+        method = POOL_ROWS
     elif inside and (sw == 1 or kh * kw <= 4 or spatial[0] * spatial[1] <= 1024):
         method = POOL_UNPADDED
     else:
@@ -230,10 +240,10 @@ def _run_plan(x: np.ndarray, plan) -> np.ndarray:
     y = np.empty(x.shape[:2] + out_shape, np.float32)
     if method == POOL_2X2:
         pool2x2s2(x, y, is_max)
-    elif method == POOL_MAX_ROWS:
+    elif method == POOL_ROWS:
         kh, kw, sh, sw, _, _, ph, pw = geo[:8]
         scratch = np.empty((x.shape[0] * x.shape[1], (out_shape[1] - 1) * sw + kw), np.float32)
-        max_pool_rows(x, kh, kw, sh, sw, ph, pw, y, scratch)
+        pool_rows(x, kh, kw, sh, sw, ph, pw, y, scratch, is_max)
     elif method == POOL_UNPADDED:
         kh, kw, sh, sw, dh, dw = geo[:6]
         pool2d_unpadded(x, kh, kw, sh, sw, dh, dw, y, is_max)
