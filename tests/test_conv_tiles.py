@@ -171,22 +171,27 @@ def test_batches_cut_into_calls_agree(monkeypatch):
     np.testing.assert_allclose(whole, _fused(case, "Relu")[1](x, wt, b, z), rtol=RTOL, atol=ATOL)
 
 
-# -- stride-1 depthwise over flat planes ----------------------------------------------------------
-DEPTHWISE_CASES = [  # (N, C, H, W, kernel, pads, dilations)
-    (1, 16, 14, 14, (3, 3), (1, 1, 1, 1), (1, 1)),  # shufflenet-sized
-    (2, 5, 9, 12, (3, 3), (0, 2, 1, 0), (1, 1)),  # asymmetric pads, batch 2
-    (1, 6, 13, 11, (5, 5), (4, 4, 4, 4), (2, 2)),  # 5x5 dilated: the general tap loop
-    (1, 4, 8, 8, (3, 3), (0, 0, 0, 0), (1, 1)),  # valid
-    (1, 3, 7, 6, (1, 3), (0, 1, 0, 1), (1, 1)),
+# -- depthwise over flat planes (stride s: over the input's phases) ------------------------------
+DEPTHWISE_CASES = [  # (N, C, H, W, kernel, strides, pads, dilations)
+    (1, 16, 14, 14, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # shufflenet-sized
+    (2, 5, 9, 12, (3, 3), (1, 1), (0, 2, 1, 0), (1, 1)),  # asymmetric pads, batch 2
+    (1, 6, 13, 11, (5, 5), (1, 1), (4, 4, 4, 4), (2, 2)),  # 5x5 dilated: the general tap loop
+    (1, 4, 8, 8, (3, 3), (1, 1), (0, 0, 0, 0), (1, 1)),  # valid
+    (1, 3, 7, 6, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1)),
+    (1, 16, 14, 14, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # MobileNet's and shufflenet's strided layers
+    (2, 5, 13, 10, (3, 3), (2, 2), (0, 1, 1, 0), (1, 1)),  # odd sizes, asymmetric pads
+    (1, 4, 15, 15, (5, 5), (3, 3), (2, 2, 2, 2), (1, 1)),  # 5x5 over 9 phases: the general tap loop
 ]
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES)
 @pytest.mark.parametrize("activation,alpha,beta", [("Relu", 0.0, 0.0), ("Clip", 0.0, 6.0), ("HardSwish", 0.0, 0.0)])
 @pytest.mark.parametrize("residual", [False, True])
-def test_stride1_depthwise_matches_reference(case, activation, alpha, beta, residual):
-    n, c, h, w, k, p, d = case
-    conv_case = (n, c, c, h, w, k, (1, 1), p, d, c, "depthwise")
+def test_flat_depthwise_matches_reference(case, activation, alpha, beta, residual):
+    n, c, h, w, k, s, p, d = case
+    win = fast_conv._window((h, w), k, s, d, p, "NOTSET")
+    assert fast_conv.flat_depthwise_plan((n, c, h, w), k, win) is not None
+    conv_case = (n, c, c, h, w, k, s, p, d, c, "depthwise")
     x, wt, b, z = _inputs(conv_case, seed=8, residual=residual)
     fast, ref = _fused(conv_case, activation, alpha, beta)
     args = (x, wt, b, z) if residual else (x, wt, b)
