@@ -86,7 +86,11 @@ def conv_plan(x_shape: tuple, w_shape: tuple, group: int, auto_pad: str, dilatio
         npix, k4 = oh * ow, -(-(cg * kh * kw) // chans)
         return ConvPlan("im2col", oh, ow, cg, kh, kw, sh, sw, dh, dw, ph, pw, None, None, ow, npix, 0, 0, k4,
                         _readonly(np.arange(k4, dtype=np.int64) * NP))
-    wrow = wd + pw + qw
+    # a row's right padding is read as the next row's left padding (zeros either way), so rows
+    # need only max(pw, qw) pad columns: 3x3 on 13x13 then fills 3 64-pixel tiles, not 4
+    wrow = wd + pw + max(0, qw - pw)
+    if wrow < ow:  # pads wider than the kernel reaches: every output column needs its own slot
+        wrow = wd + pw + qw
     nflat = oh * wrow
     plane = max((h + ph + qh) * wrow, -(-nflat // NP) * NP + (kh - 1) * dh * wrow + (kw - 1) * dw)
     cb = -(-cg // chans)
