@@ -171,7 +171,7 @@ def test_batches_cut_into_calls_agree(monkeypatch):
     np.testing.assert_allclose(whole, _fused(case, "Relu")[1](x, wt, b, z), rtol=RTOL, atol=ATOL)
 
 
-# -- depthwise over flat planes (stride s: over the input's phases) ------------------------------
+# -- depthwise: flat NCHW planes, or channels-last on small and strided maps ---------------------------
 DEPTHWISE_CASES = [  # (N, C, H, W, kernel, strides, pads, dilations)
     (1, 16, 14, 14, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # shufflenet-sized
     (2, 5, 9, 12, (3, 3), (1, 1), (0, 2, 1, 0), (1, 1)),  # asymmetric pads, batch 2
@@ -180,17 +180,24 @@ DEPTHWISE_CASES = [  # (N, C, H, W, kernel, strides, pads, dilations)
     (1, 3, 7, 6, (1, 3), (1, 1), (0, 1, 0, 1), (1, 1)),
     (1, 16, 14, 14, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # MobileNet's and shufflenet's strided layers
     (2, 5, 13, 10, (3, 3), (2, 2), (0, 1, 1, 0), (1, 1)),  # odd sizes, asymmetric pads
-    (1, 4, 15, 15, (5, 5), (3, 3), (2, 2, 2, 2), (1, 1)),  # 5x5 over 9 phases: the general tap loop
+    (1, 4, 15, 15, (5, 5), (3, 3), (2, 2, 2, 2), (1, 1)),  # 5x5 stride 3: the general tap loop
+    (1, 6, 20, 18, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # 360 pixels: the flat kernel
+    (2, 4, 21, 19, (5, 5), (1, 1), (4, 4, 4, 4), (2, 2)),  # flat, dilated 5x5
 ]
+
+
+@pytest.mark.parametrize("hw,strides,kernel", [((7, 7), (1, 1), "channels_last"), ((14, 14), (1, 1), "channels_last"),
+                                               ((28, 28), (1, 1), "flat"), ((56, 56), (2, 2), "channels_last")])
+def test_depthwise_kernel_choice(hw, strides, kernel):
+    win = fast_conv._window(hw, (3, 3), strides, (1, 1), (1, 1, 1, 1), "NOTSET")
+    assert fast_conv.depthwise_kernel(win) == kernel
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES)
 @pytest.mark.parametrize("activation,alpha,beta", [("Relu", 0.0, 0.0), ("Clip", 0.0, 6.0), ("HardSwish", 0.0, 0.0)])
 @pytest.mark.parametrize("residual", [False, True])
-def test_flat_depthwise_matches_reference(case, activation, alpha, beta, residual):
+def test_depthwise_matches_reference(case, activation, alpha, beta, residual):
     n, c, h, w, k, s, p, d = case
-    win = fast_conv._window((h, w), k, s, d, p, "NOTSET")
-    assert fast_conv.flat_depthwise_plan((n, c, h, w), k, win) is not None
     conv_case = (n, c, c, h, w, k, s, p, d, c, "depthwise")
     x, wt, b, z = _inputs(conv_case, seed=8, residual=residual)
     fast, ref = _fused(conv_case, activation, alpha, beta)

@@ -1,5 +1,6 @@
-"""Fast 2-D convolution: im2col + BLAS GEMM, 1x1 as a plain GEMM, direct depthwise and small 3x3
-(``direct_conv``), fused epilogue.
+"""Fast 2-D convolution: im2col + BLAS GEMM, 1x1 as a plain GEMM, depthwise (flat NCHW planes, or
+channels-last on small and strided maps), small 3x3 (``direct_conv``), fused epilogue; constant
+weights run the implicit-GEMM tile (``conv_f32``).
 
 Why this shape: in NCHW, ``W (M, C*K) @ cols (C*K, P)`` is already the output image (M, P), so no
 transpose follows the GEMM, and a 1x1 stride-1 convolution needs no im2col at all. numpy's matmul
@@ -20,20 +21,13 @@ from inference.kernels import conv_f32
 from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import constant_weight
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
+from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc, valid_range
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
-from inference.kernels.tile_plan import ConvPlan, phase_tap_order
+from inference.kernels.tile_plan import ConvPlan
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.registry import register
-
-
-@numba.njit(cache=True, inline="always")
-def _valid_range(pad, tap, stride, size, out):
-    """Output positions ``o`` in [lo, hi) whose input index ``o*stride - pad + tap`` is inside [0, size)."""
-    lo = max(0, (pad - tap + stride - 1) // stride)
-    hi = min(out, (size - 1 + pad - tap) // stride + 1)
-    return lo, max(lo, hi)
 
 
 @threaded_kernel()
@@ -49,7 +43,7 @@ def im2col(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
     for r in numba.prange(c * kh * kw):
         ci, t = r // (kh * kw), r % (kh * kw)
         i, j = t // kw, t % kw
-        lo, hi = _valid_range(pw, j * dw, sw, w, ow)
+        lo, hi = valid_range(pw, j * dw, sw, w, ow)
         start = lo * sw - pw + j * dw
         crow = cols[r]
         for y in range(oh):
@@ -73,51 +67,12 @@ def im2col(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
 
 
 @numba.njit(cache=True, inline="always")
-def _pad_plane(x, b, ch, ph, pw, hp, wp):
-    """Channel ``ch`` of image ``b`` copied into a zero-bordered (hp, wp) plane at offset (ph, pw)."""
-    h, w = x.shape[2], x.shape[3]
-    plane = np.empty((hp, wp), dtype=np.float32)
-    plane[:ph] = 0
-    plane[ph + h:] = 0
-    for i in range(h):
-        row = plane[ph + i]
-        row[:pw] = 0
-        row[pw + w:] = 0
-        src = x[b, ch, i]
-        for j in range(w):
-            row[pw + j] = src[j]
-    return plane
-
-
-@numba.njit(cache=True, inline="always")
-def _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta):
-    """Add the residual row (if any) and apply the activation to one finished output row."""
-    if has_z:
-        zr = z[b, ch, yo]
-        for xo in range(out.size):
-            out[xo] += zr[xo]
-    activate_row(out, code, alpha, beta)
-
-
-@numba.njit(cache=True, inline="always")
-def _sum9(out, a0, a1, a2, b0, b1, b2, c0, c1, c2, w, bv):
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    for xo in range(out.size):
-        out[xo] = (bv + w00 * a0[xo] + w01 * a1[xo] + w02 * a2[xo]
-                   + w10 * b0[xo] + w11 * b1[xo] + w12 * b2[xo]
-                   + w20 * c0[xo] + w21 * c1[xo] + w22 * c2[xo])
-
-
-@numba.njit(cache=True, inline="always")
 def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
     """The zero-padded plane split by column phase: ``planes[q][i, k] = padded[i, k*sw + q]``.
 
     With stride ``sw`` a tap at column offset ``d`` reads phase ``d % sw`` from ``d // sw`` on,
-    contiguously, so strided depthwise loops vectorise like stride 1 ones (a strided slice gathers
-    and ran ~4x slower per output).
-    """
+    contiguously, so strided window loops vectorise like stride 1 ones (a strided slice gathers
+    and ran ~4x slower per output; ``inference.kernels.pool``'s padded kernel)."""
     h, w = x.shape[2], x.shape[3]
     wq = (wp + sw - 1) // sw
     planes = np.full((sw, hp, wq), fill, dtype=np.float32)
@@ -134,70 +89,13 @@ def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
 
 
 @threaded_kernel(fastmath=True)
-def depthwise3x3(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Depthwise 3x3 with fused epilogue (strided ones; stride 1 runs :func:`depthwise_flat`): all
-    nine taps summed in one loop over output columns.
-
-    Each tap is read through a contiguous slice starting at its offset (in the plane of its column
-    phase), so every index in the column loop is the loop counter itself: numba drops the
-    negative-index fix-up and the loop vectorises (``row[xo + off]`` ran ~2x slower).
-    """
-    n, c, h, w = x.shape
-    _, _, oh, ow = y.shape
-    hp = max(h + ph, (oh - 1) * sh + 2 * dh + 1)
-    wp = max(w + pw, (ow - 1) * sw + 2 * dw + 1) + sw
-    q0, q1, q2 = 0, dw % sw, (2 * dw) % sw
-    o0, o1, o2 = 0, dw // sw, (2 * dw) // sw
-    for r in numba.prange(n * c):
-        b, ch = r // c, r % c
-        planes = _phase_planes(x, b, ch, ph, pw, hp, wp, sw)
-        p0, p1, p2 = planes[q0], planes[q1], planes[q2]
-        wc = wt[ch]
-        for yo in range(oh):
-            y0, y1, y2 = yo * sh, yo * sh + dh, yo * sh + 2 * dh
-            out = y[b, ch, yo]
-            _sum9(out, p0[y0, o0:], p1[y0, o1:], p2[y0, o2:], p0[y1, o0:], p1[y1, o1:], p2[y1, o2:],
-                  p0[y2, o0:], p1[y2, o1:], p2[y2, o2:], wc, bias[ch])
-            _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta)
-
-
-@threaded_kernel(fastmath=True)
-def depthwise(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Direct depthwise conv of any kernel size: ``x`` (N, C, H, W), ``wt`` (C, kh, kw) -> ``y``.
-
-    Each channel is copied into a zero-padded plane so the loop over output columns has no bounds
-    checks; the output row accumulates one tap at a time while it stays in cache.
-    """
-    n, c, h, w = x.shape
-    _, kh, kw = wt.shape
-    _, _, oh, ow = y.shape
-    hp = max(h + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
-    wp = max(w + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
-    for r in numba.prange(n * c):
-        b, ch = r // c, r % c
-        plane = _pad_plane(x, b, ch, ph, pw, hp, wp)
-        for yo in range(oh):
-            out = y[b, ch, yo]
-            out[:] = bias[ch]
-            for i in range(kh):
-                for j in range(kw):
-                    wv = wt[ch, i, j]
-                    src = plane[yo * sh + i * dh, j * dw::sw]
-                    for xo in range(ow):
-                        out[xo] += wv * src[xo]
-            _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta)
-
-
-@threaded_kernel(fastmath=True)
 def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code, alpha, beta, nchunks):
-    """Depthwise conv over zero-padded flat planes ``xi`` (``conv_f32.pad_phases``' layout, rows
-    ``wrow`` apart; channel ``ch`` of an image at ``ch * plane``, tap ``t`` read at offset
-    ``toff[t]`` from there: a stride-s conv reads its taps from the s*s phase planes, so every
-    layer is a stride-1 one): each output plane is computed as one run of ``nflat`` flat
-    positions, then its real columns are copied out with residual and activation. No per-row
-    views in the arithmetic: on batch-1 maps of 7-28 pixels they cost more than the math
-    (shufflenet's 3x3 layers: 1.6-2.3x faster than :func:`depthwise3x3`). ``nchunks`` parallel
-    runs, each with one scratch run (one per channel cost ~0.1 ms on MobileNetV2's 960 x 7x7)."""
+    """Stride-1 depthwise conv over zero-padded flat planes ``xi`` (N*C planes of ``plane``, rows
+    ``wrow`` apart; ``conv_f32.pad_phases``' layout): each output plane is computed as one run of
+    ``nflat`` flat positions, tap ``t`` read at offset ``toff[t]``, then its real columns are
+    copied out with residual and activation. No per-row views in the arithmetic: a per-row NCHW
+    stencil spent more on them than on the math. ``nchunks`` parallel runs, each with one scratch
+    run (one per channel cost ~0.1 ms on 960 channels of 7x7)."""
     n, _, oh, ow = y.shape
     taps = toff.size
     per_image = xi.size // n
@@ -235,39 +133,50 @@ def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code,
             activate_row(yc.reshape(-1), code, alpha, beta)
 
 
-#: input pixels above which a strided depthwise conv keeps :func:`depthwise3x3`: the phase copy of a
-#: 96 x 112x112 input (4.9 MB, past L2) made it 1.2x slower; at 56x56 and below phases won 1.1-2x
-MAX_PHASE_PIXELS = 64 * 64
+#: output pixels up to which a stride-1 depthwise conv runs channels-last: per layer against the
+#: flat NCHW kernel, 0.40-0.49x the time at 7x7 (544-960 channels), 0.73-0.86x at 14x14,
+#: 1.3-2.2x at 28x28 and 56x56 (the transposes cost more than the lanes gain)
+CHANNELS_LAST_MAX_PIXELS = 16 * 16
 
 
-def flat_depthwise_plan(x_shape: tuple, kernel: tuple, win: Window) -> ConvPlan | None:
-    """The tile plan of one channel whose padded (or phase) planes :func:`depthwise_flat` reads,
-    or None when it does not apply (dilated strided windows, large strided inputs)."""
-    n, _, h, wd = x_shape
-    plan = conv_f32.plan_for((n, 1, h, wd), (1, 1) + tuple(kernel), 1, win)
-    if plan.layout == "direct" or (plan.layout.startswith("s2d") and h * wd <= MAX_PHASE_PIXELS):
-        return plan
-    return None
+def depthwise_kernel(win: Window) -> str:
+    """Which depthwise kernel runs a window: ``"flat"`` (:func:`depthwise_flat`, stride 1 on
+    larger maps) or ``"channels_last"`` (transposed around ``inference.kernels.channels_last``:
+    strided layers, where it took 0.26-0.9x the time of the NCHW kernels, and small maps)."""
+    oh, ow = win.out_shape
+    if win.strides == (1, 1) and oh * ow > CHANNELS_LAST_MAX_PIXELS:
+        return "flat"
+    return "channels_last"
 
 
-def _depthwise_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan,
-                      code: int, alpha: float, beta: float) -> np.ndarray:
-    """:func:`depthwise_flat` on ``plan``'s layout: the padded input, or for stride s its s*s
-    phases (planes ordered (phase, channel), so a tap's offset skips whole phases of channels)."""
-    n, c = x.shape[:2]
+def _depthwise_flat_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, win: Window,
+                           code: int, alpha: float, beta: float) -> np.ndarray:
+    """:func:`depthwise_flat` on the tile plan's padded layout (one channel per plane)."""
+    n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
-    s, ph, pw = plan.s2d[:3] if plan.s2d is not None else (1, plan.ph, plan.pw)
-    xi = np.empty((n, plan.groups * c, plan.plane), np.float32)
-    conv_f32.pad_phases(x, 0, c, s, ph, pw, plan.wrow, xi)
-    toff = (plan.koff // plan.plane) * (c * plan.plane) + plan.koff % plan.plane
-    wt = as_f32(w, (c, kh * kw))
-    if s > 1:  # taps in the phase layout's order
-        wt = np.ascontiguousarray(wt[:, phase_tap_order((kh, kw), s)])
+    plan = conv_f32.plan_for((n, 1, h, wd), (1, 1, kh, kw), 1, win)
+    xi = np.empty((n, c, plan.plane), np.float32)
+    conv_f32.pad_phases(x, 0, c, 1, plan.ph, plan.pw, plan.wrow, xi)
     y = np.empty((n, c, plan.oh, plan.ow), np.float32)
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
-    depthwise_flat(xi.reshape(-1), c, plan.plane, toff, wt, bias, zz, z is not None, plan.nflat, plan.wrow, y,
-                   code, alpha, beta, conv_f32._chunks(n * c))
+    depthwise_flat(xi.reshape(-1), c, plan.plane, plan.koff, as_f32(w, (c, kh * kw)), bias, zz, z is not None,
+                   plan.nflat, plan.wrow, y, code, alpha, beta, conv_f32._chunks(n * c))
     return y
+
+
+def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, win: Window,
+                             code: int, alpha: float, beta: float) -> np.ndarray:
+    """The channels-last depthwise kernels on NCHW tensors: transposed in, run, transposed back."""
+    n, c = x.shape[:2]
+    kh, kw = w.shape[2:]
+    (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
+    xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    wt = np.ascontiguousarray(as_f32(w, (c, kh, kw)).transpose(1, 2, 0))
+    zt = np.ascontiguousarray(z.transpose(0, 2, 3, 1), dtype=np.float32) if z is not None else NO_RESIDUAL_4D
+    y = np.empty((n, oh, ow, c), np.float32)
+    kernel = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc
+    kernel(xt, wt, bias, zt, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
 
 def _geometry(x: np.ndarray, w: np.ndarray, auto_pad, dilations, kernel_shape, pads, strides) -> Window:
@@ -324,13 +233,9 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     bias = as_f32(b, (m,))
     zz = as_f32(z, (n, m, oh, ow)) if z is not None else NO_RESIDUAL_4D
     if group == c and m == c and cg == 1:
-        plan = flat_depthwise_plan(x.shape, (kh, kw), win)
-        if plan is not None:
-            return _depthwise_planes(x, w, bias, z, plan, code, alpha, beta)
-        y = np.empty((n, m, oh, ow), np.float32)
-        kernel = depthwise3x3 if kh == kw == 3 else depthwise
-        kernel(x, as_f32(w, (m, kh, kw)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
-        return y
+        if depthwise_kernel(win) == "flat":
+            return _depthwise_flat_planes(x, w, bias, z, win, code, alpha, beta)
+        return _depthwise_channels_last(x, w, bias, z, win, code, alpha, beta)
     y = np.empty((n, m, oh * ow), np.float32)
     mg, kk = m // group, cg * kh * kw
     wm = as_f32(w, (group, mg, kk))

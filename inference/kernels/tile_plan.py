@@ -112,15 +112,6 @@ def phase_taps(kernel: tuple, s: int, a: int, b: int) -> list[tuple[int, int]]:
     return [(qy, qx) for qy in range(-(-(kh - a) // s)) for qx in range(-(-(kw - b) // s))]
 
 
-@functools.lru_cache(maxsize=64)
-def phase_tap_order(kernel: tuple, s: int) -> np.ndarray:
-    """Flat taps (ky*kw + kx) of a stride-``s`` kernel in the phase layout's order: phase after
-    phase (row-major over (a, b)), each phase's own taps (:func:`phase_taps`)."""
-    kw = kernel[1]
-    return _readonly(np.array([(a + s * qy) * kw + b + s * qx for a in range(s) for b in range(s)
-                               for qy, qx in phase_taps(kernel, s, a, b)], dtype=np.int64))
-
-
 def conv_weight_rows(w: np.ndarray, direct: bool, chans: int = 4) -> np.ndarray:
     """Conv weight (M, C, kh, kw) as (M, K) in the tap order of the pixel operand: (c, ky, kx)
     for im2col columns, (c/chans, ky, kx, c%chans) for the direct layout (channels padded)."""
