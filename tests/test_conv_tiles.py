@@ -29,6 +29,7 @@ CASES = [  # (N, C, M, H, W, kernel, strides, pads, dilations, group, layout the
     (1, 24, 36, 8, 8, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 4, "direct"),  # grouped (shufflenet)
     (2, 12, 18, 10, 10, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3, "direct"),
     (2, 8, 12, 11, 11, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 2, "s2d2"),  # grouped phases: a call per group
+    (3, 20, 14, 10, 12, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2, "direct"),  # pointwise in place: block + tail
 ]
 
 
@@ -161,9 +162,10 @@ def test_separable_pool_matches_reference(shape, kernel, strides, pads, ceil, op
         np.testing.assert_allclose(pool._run_plan(x, plan), want, rtol=1e-5, atol=1e-6)
 
 
-def test_batches_cut_into_calls_agree(monkeypatch):
+@pytest.mark.parametrize("case", [(5, 6, 10, 15, 17, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "s2d2"),
+                                  (4, 8, 10, 9, 15, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2, "direct")])
+def test_batches_cut_into_calls_agree(case, monkeypatch):
     """Images are swept a few per GEMM call (their inputs stay in L2); one per call must agree."""
-    case = (5, 6, 10, 15, 17, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "s2d2")
     x, wt, b, z = _inputs(case, seed=7, residual=True)
     whole = _direct_call(case, x, wt, b, z)
     monkeypatch.setattr(conv_f32, "IMAGE_BYTES", 1)

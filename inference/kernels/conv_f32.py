@@ -7,7 +7,8 @@ accumulators; 8 x 32 ran ~15% slower) reads its pixel vectors straight from the 
 input, a per-step offset table saying where tap (channel, ky, kx) is. Flat positions run along
 the padded rows, so a tile may span output rows; the padding columns it computes are never
 stored. Strided convolutions run as stride-1 ones over the input's s*s phases (each phase with its
-own taps), a strided 1x1 without padding as a subsampling. The geometry is the int8 kernel's
+own taps), a strided 1x1 without padding as a subsampling, and an unpadded 1x1 reads ``x`` in
+place. The geometry is the int8 kernel's
 (:mod:`inference.kernels.tile_plan`, one channel per step). The tile finishes its outputs in
 registers (bias, residual, clamp, masked stores of the real row segments).
 
@@ -190,6 +191,45 @@ def _epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float32, n
     return (clamps,) + clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
 
 
+@functools.lru_cache(maxsize=256)
+def _plane_offsets(channels: int, plane: int) -> np.ndarray:
+    """The K steps of a 1x1 conv over ``channels`` planes ``plane`` apart (read-only)."""
+    koff = np.arange(channels, dtype=np.int64) * plane
+    koff.flags.writeable = False
+    return koff
+
+
+def _pointwise_in_place(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndarray, has_z: bool, y: np.ndarray,
+                        group: int, amin: np.float32, amax: np.float32) -> None:
+    """A stride-1 1x1 conv without padding reads its pixel vectors from ``x`` itself: its padded
+    copy had been a third of a squeeze layer's time. Whole 64-pixel blocks come straight from
+    ``x``; the last, partial one from a zero-padded copy of its columns, since its vectors would
+    read past the end of ``x``. Flat positions are output positions, so each block's outputs are
+    one run (the plane seen as a single row)."""
+    n, c, h, w = x.shape
+    m, npix = y.shape[1], h * w
+    mg, cg = m // group, c // group
+    mbs = -(-mg // MR)
+    full, rem = divmod(npix, NP)
+    parts = []  # (input images (N, C, plane), plane, pixel blocks, first pixel)
+    if full:
+        parts.append((x.reshape(n, c, npix), npix, full, 0))
+    if rem:
+        tail = np.zeros((n, c, NP), np.float32)
+        tail[:, :, :rem] = x.reshape(n, c, npix)[:, :, full * NP:]
+        parts.append((tail, NP, 1, full * NP))
+    per_call = max(1, min(n, IMAGE_BYTES // (c * npix * 4)))
+    for src, plane, pbs, p0 in parts:
+        koff = _plane_offsets(cg, plane)
+        for i0 in range(0, n, per_call):  # a few images per call: their inputs stay in L2 across the weights
+            i1 = min(n, i0 + per_call)
+            first = i0 * m * npix + p0  # of this call's outputs (and residuals)
+            fgemm(wp, cg, mg, group, src[i0:i1].reshape(-1), c * plane, cg * plane, koff, i1 - i0, pbs,
+                  min(pbs * NP, npix - p0), npix, npix, bias, zz[first:] if has_z else zz, has_z, amin, amax,
+                  y.reshape(-1)[first:], npix, m * npix, _chunks(group * (i1 - i0) * pbs * mbs),
+                  wp.size > (i1 - i0) * c * plane)
+
+
 def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
                  code: int = NONE, alpha: float = 0.0, beta: float = 0.0, keep_packing: bool = False) -> np.ndarray:
     """``act(conv(x, w) + bias + z)`` for float32 NCHW ``x`` on the tile (``supports(plan)``);
@@ -207,6 +247,13 @@ def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray |
     clamps, amin, amax = _epilogue(code, alpha, beta)
     mg, npix, pbs = m // group, oh * ow, -(-plan.nflat // NP)
     wp = packed_weights(w, group, plan.weight_layout, keep_packing)
+    if plan.layout != "im2col" and plan.s2d is None and plan.kh == plan.kw == 1 and plan.ph == plan.pw == 0 \
+            and plan.wrow == ow:
+        _pointwise_in_place(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, group, amin,
+                            amax)
+        if not clamps:
+            activate_row(y.reshape(-1), code, alpha, beta)
+        return y
     gemm_groups = group if plan.s2d is None else 1  # phase layouts are padded group by group
     planes = plan.groups * plan.plane  # per image and group
     xi = np.empty((n, gemm_groups, planes), np.float32)
