@@ -66,28 +66,6 @@ def im2col(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
                     dst[lo + k] = strided[k]
 
 
-@numba.njit(cache=True, inline="always")
-def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
-    """The zero-padded plane split by column phase: ``planes[q][i, k] = padded[i, k*sw + q]``.
-
-    With stride ``sw`` a tap at column offset ``d`` reads phase ``d % sw`` from ``d // sw`` on,
-    contiguously, so strided window loops vectorise like stride 1 ones (a strided slice gathers
-    and ran ~4x slower per output; ``inference.kernels.pool``'s padded kernel)."""
-    h, w = x.shape[2], x.shape[3]
-    wq = (wp + sw - 1) // sw
-    planes = np.full((sw, hp, wq), fill, dtype=np.float32)
-    for q in range(sw):
-        j0 = (q - pw) % sw  # first input column landing in phase q
-        k0 = (pw + j0) // sw
-        cnt = (w - j0 + sw - 1) // sw
-        for i in range(h):
-            src = x[b, ch, i, j0::sw]
-            dst = planes[q, ph + i, k0:k0 + cnt]
-            for k in range(cnt):
-                dst[k] = src[k]
-    return planes
-
-
 @threaded_kernel(fastmath=True)
 def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code, alpha, beta, nchunks):
     """Stride-1 depthwise conv over zero-padded flat planes ``xi`` (N*C planes of ``plane``, rows

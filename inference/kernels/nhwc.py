@@ -6,7 +6,8 @@ FusedConv's. Why channels-last: a depthwise stencil's inner loop then runs over 
 (in NCHW it runs over a short output row, little to vectorise at 7x7 or 14x14), a 1x1 convolution
 is one GEMM (N*H*W, C) @ (C, M) over the whole batch, and the bias is a per-column broadcast, so
 the epilogue is :func:`~inference.kernels.activations.epilogue_cols` as for a matrix product.
-The reference kernel transposes to NCHW and calls FusedConv's reference: it is the oracle.
+The depthwise stencils are :mod:`inference.kernels.channels_last`'s. The reference kernel
+transposes to NCHW and calls FusedConv's reference: it is the oracle.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activation_code, as_f32, epilogue_cols
-from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc, valid_range
+from inference.kernels.activations import NO_RESIDUAL_4D, activation_code, as_f32, epilogue_cols
+from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc
 from inference.kernels.conv import handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
 from inference.ops._window import Window, window_geometry
