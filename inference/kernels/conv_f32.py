@@ -8,13 +8,18 @@ input, a per-step offset table saying where tap (channel, ky, kx) is. Flat posit
 the padded rows, so a tile may span output rows; the padding columns it computes are never
 stored. Strided convolutions run as stride-1 ones over the input's s*s phases (each phase with its
 own taps), a strided 1x1 without padding as a subsampling, and an unpadded 1x1 reads ``x`` in
-place. The geometry is the int8 kernel's
-(:mod:`inference.kernels.tile_plan`, one channel per step). The tile finishes its outputs in
-registers (bias, residual, clamp, masked stores of the real row segments).
+place. The geometry is the int8 kernel's (:mod:`inference.kernels.tile_plan`, one channel per
+step). The tile finishes its outputs in registers (bias, residual, clamp, masked stores of the
+real row segments).
 
-Measured against onnxruntime in one process, one thread (min of 30 interleaved calls): 3x3 on
-64x56x56 1.17x, on 256x14x14 1.35x (a 64-pixel tile over 14-pixel rows of 16 wastes 23% of its
-lanes), ResNet's 7x7/2 stem 0.99x, 1x1 64->256 on 56x56 1.04x.
+Measured against onnxruntime in one process, one thread (min of 30-40 interleaved calls; the
+ranges span runs on this noisy VM): 3x3 on 64x56x56 1.09-1.27x, on 128x28x28 1.20-1.43x, on
+256x14x14 1.28-1.5x (64-pixel tiles over 14-pixel rows of 15 waste 23% of their lanes), on
+512x7x7 1.02-1.16x, on squeezenet's 64x13x13 1.11-1.14x; ResNet's 7x7/2 stem 0.97-0.99x; 1x1 in
+place 0.81x (128x55x55 -> 16) and 0.92x (64x56x56 -> 256). In a hot loop on one register tile's
+data the tile peaks at ~120 GFLOP/s here (6x4; 8x3, 4x6, 12x2, 7x4 shapes and a 2x unrolled K loop
+all 110-129): the gap to MLAS's 130-150 is the kernel's, not the memory's (cutting K into
+L1-sized slices changed nothing).
 
 At n threads the GEMM runs threaded when numba is the graph's pool (``inference.thread_policy``:
 every CNN here); in a graph of BLAS products it stays serial so only one pool spins (MobileNetV2,
