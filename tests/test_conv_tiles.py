@@ -185,14 +185,17 @@ DEPTHWISE_CASES = [  # (N, C, H, W, kernel, strides, pads, dilations)
     (1, 4, 15, 15, (5, 5), (3, 3), (2, 2, 2, 2), (1, 1)),  # 5x5 stride 3: the general tap loop
     (1, 6, 20, 18, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),  # 360 pixels: the flat kernel
     (2, 4, 21, 19, (5, 5), (1, 1), (4, 4, 4, 4), (2, 2)),  # flat, dilated 5x5
+    (1, 5, 61, 60, (3, 3), (2, 2), (1, 0, 0, 1), (1, 1)),  # strided 3x3 on a large map: the row kernel
+    (2, 3, 64, 62, (3, 3), (2, 2), (1, 1, 1, 1), (2, 2)),  # dilated, batch 2
 ]
 
 
 @pytest.mark.parametrize("hw,strides,kernel", [((7, 7), (1, 1), "channels_last"), ((14, 14), (1, 1), "channels_last"),
-                                               ((28, 28), (1, 1), "flat"), ((56, 56), (2, 2), "channels_last")])
+                                               ((28, 28), (1, 1), "flat"), ((56, 56), (2, 2), "channels_last"),
+                                               ((112, 112), (2, 2), "rows")])
 def test_depthwise_kernel_choice(hw, strides, kernel):
     win = fast_conv._window(hw, (3, 3), strides, (1, 1), (1, 1, 1, 1), "NOTSET")
-    assert fast_conv.depthwise_kernel(win) == kernel
+    assert fast_conv.depthwise_kernel(hw, win) == kernel
 
 
 @pytest.mark.parametrize("case", DEPTHWISE_CASES)

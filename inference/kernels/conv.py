@@ -1,6 +1,6 @@
-"""Fast 2-D convolution: im2col + BLAS GEMM, 1x1 as a plain GEMM, depthwise (flat NCHW planes, or
-channels-last on small and strided maps), small 3x3 (``direct_conv``), fused epilogue; constant
-weights run the implicit-GEMM tile (``conv_f32``).
+"""Fast 2-D convolution: im2col + BLAS GEMM, 1x1 as a plain GEMM, depthwise (flat NCHW planes,
+channels-last on small and strided maps, NCHW rows for strided 3x3 on large ones), small 3x3
+(``direct_conv``), fused epilogue; constant weights run the implicit-GEMM tile (``conv_f32``).
 
 Why this shape: in NCHW, ``W (M, C*K) @ cols (C*K, P)`` is already the output image (M, P), so no
 transpose follows the GEMM, and a 1x1 stride-1 convolution needs no im2col at all. numpy's matmul
@@ -66,6 +66,78 @@ def im2col(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
                     dst[lo + k] = strided[k]
 
 
+@numba.njit(cache=True, inline="always")
+def _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta):
+    """Add the residual row (if any) and apply the activation to one finished output row."""
+    if has_z:
+        zr = z[b, ch, yo]
+        for xo in range(out.size):
+            out[xo] += zr[xo]
+    activate_row(out, code, alpha, beta)
+
+
+@numba.njit(cache=True, inline="always")
+def _sum9(out, a0, a1, a2, b0, b1, b2, c0, c1, c2, w, bv):
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    for xo in range(out.size):
+        out[xo] = (bv + w00 * a0[xo] + w01 * a1[xo] + w02 * a2[xo]
+                   + w10 * b0[xo] + w11 * b1[xo] + w12 * b2[xo]
+                   + w20 * c0[xo] + w21 * c1[xo] + w22 * c2[xo])
+
+
+@numba.njit(cache=True, inline="always")
+def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
+    """The zero-padded plane split by column phase: ``planes[q][i, k] = padded[i, k*sw + q]``.
+
+    With stride ``sw`` a tap at column offset ``d`` reads phase ``d % sw`` from ``d // sw`` on,
+    contiguously, so strided depthwise loops vectorise like stride 1 ones (a strided slice gathers
+    and ran ~4x slower per output).
+    """
+    h, w = x.shape[2], x.shape[3]
+    wq = (wp + sw - 1) // sw
+    planes = np.full((sw, hp, wq), fill, dtype=np.float32)
+    for q in range(sw):
+        j0 = (q - pw) % sw  # first input column landing in phase q
+        k0 = (pw + j0) // sw
+        cnt = (w - j0 + sw - 1) // sw
+        for i in range(h):
+            src = x[b, ch, i, j0::sw]
+            dst = planes[q, ph + i, k0:k0 + cnt]
+            for k in range(cnt):
+                dst[k] = src[k]
+    return planes
+
+
+@threaded_kernel(fastmath=True)
+def depthwise3x3(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
+    """Strided depthwise 3x3 on large maps (see :func:`depthwise_kernel`), fused epilogue: all
+    nine taps summed in one loop over output columns.
+
+    Each tap is read through a contiguous slice starting at its offset (in the plane of its column
+    phase), so every index in the column loop is the loop counter itself: numba drops the
+    negative-index fix-up and the loop vectorises (``row[xo + off]`` ran ~2x slower).
+    """
+    n, c, h, w = x.shape
+    _, _, oh, ow = y.shape
+    hp = max(h + ph, (oh - 1) * sh + 2 * dh + 1)
+    wp = max(w + pw, (ow - 1) * sw + 2 * dw + 1) + sw
+    q0, q1, q2 = 0, dw % sw, (2 * dw) % sw
+    o0, o1, o2 = 0, dw // sw, (2 * dw) // sw
+    for r in numba.prange(n * c):
+        b, ch = r // c, r % c
+        planes = _phase_planes(x, b, ch, ph, pw, hp, wp, sw)
+        p0, p1, p2 = planes[q0], planes[q1], planes[q2]
+        wc = wt[ch]
+        for yo in range(oh):
+            y0, y1, y2 = yo * sh, yo * sh + dh, yo * sh + 2 * dh
+            out = y[b, ch, yo]
+            _sum9(out, p0[y0, o0:], p1[y0, o1:], p2[y0, o2:], p0[y1, o0:], p1[y1, o1:], p2[y1, o2:],
+                  p0[y2, o0:], p1[y2, o1:], p2[y2, o2:], wc, bias[ch])
+            _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta)
+
+
 @threaded_kernel(fastmath=True)
 def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code, alpha, beta, nchunks):
     """Stride-1 depthwise conv over zero-padded flat planes ``xi`` (N*C planes of ``plane``, rows
@@ -115,15 +187,21 @@ def depthwise_flat(xi, c, plane, toff, wt, bias, z, has_z, nflat, wrow, y, code,
 #: flat NCHW kernel, 0.40-0.49x the time at 7x7 (544-960 channels), 0.73-0.86x at 14x14,
 #: 1.3-2.2x at 28x28 and 56x56 (the transposes cost more than the lanes gain)
 CHANNELS_LAST_MAX_PIXELS = 16 * 16
+#: input pixels up to which a strided 3x3 depthwise conv runs channels-last rather than
+#: :func:`depthwise3x3`: 0.2-0.8x its time at 14x14 to 56x56, 1.3-2x at 64x64 to 112x112
+STRIDED_CHANNELS_LAST_MAX_PIXELS = 56 * 56
 
 
-def depthwise_kernel(win: Window) -> str:
-    """Which depthwise kernel runs a window: ``"flat"`` (:func:`depthwise_flat`, stride 1 on
-    larger maps) or ``"channels_last"`` (transposed around ``inference.kernels.channels_last``:
-    strided layers, where it took 0.26-0.9x the time of the NCHW kernels, and small maps)."""
+def depthwise_kernel(hw: tuple, win: Window) -> str:
+    """Which depthwise kernel runs a window over an ``hw`` input: ``"flat"``
+    (:func:`depthwise_flat`, stride 1 on larger maps), ``"rows"`` (:func:`depthwise3x3`, strided
+    3x3 on large maps) or ``"channels_last"`` (transposed around
+    ``inference.kernels.channels_last``: small maps and the other strided layers)."""
     oh, ow = win.out_shape
-    if win.strides == (1, 1) and oh * ow > CHANNELS_LAST_MAX_PIXELS:
-        return "flat"
+    if win.strides == (1, 1):
+        return "flat" if oh * ow > CHANNELS_LAST_MAX_PIXELS else "channels_last"
+    if win.kernel == (3, 3) and hw[0] * hw[1] > STRIDED_CHANNELS_LAST_MAX_PIXELS:
+        return "rows"
     return "channels_last"
 
 
@@ -211,9 +289,14 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     bias = as_f32(b, (m,))
     zz = as_f32(z, (n, m, oh, ow)) if z is not None else NO_RESIDUAL_4D
     if group == c and m == c and cg == 1:
-        if depthwise_kernel(win) == "flat":
+        kind = depthwise_kernel((h, wd), win)
+        if kind == "flat":
             return _depthwise_flat_planes(x, w, bias, z, win, code, alpha, beta)
-        return _depthwise_channels_last(x, w, bias, z, win, code, alpha, beta)
+        if kind == "channels_last":
+            return _depthwise_channels_last(x, w, bias, z, win, code, alpha, beta)
+        y = np.empty((n, m, oh, ow), np.float32)
+        depthwise3x3(x, as_f32(w, (m, kh, kw)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
+        return y
     y = np.empty((n, m, oh * ow), np.float32)
     mg, kk = m // group, cg * kh * kw
     wm = as_f32(w, (group, mg, kk))

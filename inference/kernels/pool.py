@@ -17,34 +17,13 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.conv import _phase_planes
 from inference.ops import pool as reference
 from inference.ops._memo import remember
 from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
 POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS = range(4)  # the kernel a plan runs
-
-
-@numba.njit(cache=True, inline="always")
-def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
-    """The zero-padded plane split by column phase: ``planes[q][i, k] = padded[i, k*sw + q]``.
-
-    With stride ``sw`` a tap at column offset ``d`` reads phase ``d % sw`` from ``d // sw`` on,
-    contiguously, so strided window loops vectorise like stride 1 ones (a strided slice gathers
-    and ran ~4x slower per output)."""
-    h, w = x.shape[2], x.shape[3]
-    wq = (wp + sw - 1) // sw
-    planes = np.full((sw, hp, wq), fill, dtype=np.float32)
-    for q in range(sw):
-        j0 = (q - pw) % sw  # first input column landing in phase q
-        k0 = (pw + j0) // sw
-        cnt = (w - j0 + sw - 1) // sw
-        for i in range(h):
-            src = x[b, ch, i, j0::sw]
-            dst = planes[q, ph + i, k0:k0 + cnt]
-            for k in range(cnt):
-                dst[k] = src[k]
-    return planes
 
 
 @numba.njit(cache=True, inline="always")
