@@ -19,7 +19,7 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv_f32
 from inference.kernels._jit import threaded_kernel
-from inference.kernels._prepack import constant_weight
+from inference.kernels._prepack import constant_weight, prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc, valid_range
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
@@ -221,13 +221,15 @@ def _depthwise_flat_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np
 
 
 def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, win: Window,
-                             code: int, alpha: float, beta: float) -> np.ndarray:
-    """The channels-last depthwise kernels on NCHW tensors: transposed in, run, transposed back."""
+                             code: int, alpha: float, beta: float, keep: bool = False) -> np.ndarray:
+    """The channels-last depthwise kernels on NCHW tensors: transposed in, run, transposed back
+    (``keep``: ``w`` is constant, its (kh, kw, C) form is kept from call to call)."""
     n, c = x.shape[:2]
     kh, kw = w.shape[2:]
     (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
     xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    wt = np.ascontiguousarray(as_f32(w, (c, kh, kw)).transpose(1, 2, 0))
+    hwc = lambda: np.ascontiguousarray(as_f32(w, (c, kh, kw)).transpose(1, 2, 0))  # noqa: E731
+    wt = prepacked(w, "hwc", hwc) if keep else hwc()
     zt = np.ascontiguousarray(z.transpose(0, 2, 3, 1), dtype=np.float32) if z is not None else NO_RESIDUAL_4D
     y = np.empty((n, oh, ow, c), np.float32)
     kernel = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc
@@ -293,7 +295,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
         if kind == "flat":
             return _depthwise_flat_planes(x, w, bias, z, win, code, alpha, beta)
         if kind == "channels_last":
-            return _depthwise_channels_last(x, w, bias, z, win, code, alpha, beta)
+            return _depthwise_channels_last(x, w, bias, z, win, code, alpha, beta, keep_packing)
         y = np.empty((n, m, oh, ow), np.float32)
         depthwise3x3(x, as_f32(w, (m, kh, kw)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
         return y
