@@ -76,11 +76,11 @@ def _fill_planes(x, c0, cg, s, ph, pw, wrow, out):
     xf = x.reshape(n, c_all, h * w)
     for t in numba.prange(n * groups):
         img, gi = t // groups, t % groups
-        fill_plane(xf[img, c0 + gi % cg], h, w, s, (gi // cg) // s, (gi // cg) % s, ph, pw, wrow, out[img, gi])
+        _fill_plane(xf[img, c0 + gi % cg], h, w, s, (gi // cg) // s, (gi // cg) % s, ph, pw, wrow, out[img, gi])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def fill_plane(src, h, w, s, a, b, ph, pw, wrow, o):
+def _fill_plane(src, h, w, s, a, b, ph, pw, wrow, o):
     """``o`` := phase (a, b) of the zero-padded image ``src`` (flat H*W): row i column j of ``o``
     (rows ``wrow`` apart) holds src[s*i + a - ph, s*j + b - pw], zero outside it and past the
     last row.
@@ -235,31 +235,14 @@ def _pointwise_in_place(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.
                   wp.size > (i1 - i0) * c * plane)
 
 
-def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
-                 code: int = NONE, alpha: float = 0.0, beta: float = 0.0, keep_packing: bool = False) -> np.ndarray:
-    """``act(conv(x, w) + bias + z)`` for float32 NCHW ``x`` on the tile (``supports(plan)``);
-    ``bias`` float32 (M,), ``z`` (optional) the output's shape; ``keep_packing``: ``w`` is constant
-    (see :func:`packed_weights`).
-
-    Direct plans pad all groups' channels in one pass and run every group in one GEMM call
-    (shufflenet's grouped 1x1 convolutions: one call, not one per group)."""
-    n, m = x.shape[0], w.shape[0]
-    oh, ow = plan.oh, plan.ow
-    y = np.empty((n, m, oh, ow), np.float32)
-    if plan.subsample is not None:
-        x = x[:, :, ::plan.subsample[0], ::plan.subsample[1]][:, :, :oh, :ow]
-    zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
-    clamps, amin, amax = _epilogue(code, alpha, beta)
+def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndarray, has_z: bool, y: np.ndarray,
+                    plan: ConvPlan, group: int, amin: np.float32, amax: np.float32) -> None:
+    """The GEMM over the plan's padded (or phase) copy of ``x``. Direct plans pad all groups'
+    channels in one pass and run every group in one GEMM call (shufflenet's grouped 1x1
+    convolutions: one call, not one per group); phase layouts go group by group."""
+    n, m, oh, ow = y.shape
     mg, npix, pbs = m // group, oh * ow, -(-plan.nflat // NP)
-    wp = packed_weights(w, group, plan.weight_layout, keep_packing)
-    if plan.layout != "im2col" and plan.s2d is None and plan.kh == plan.kw == 1 and plan.ph == plan.pw == 0 \
-            and plan.wrow == ow:
-        _pointwise_in_place(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, group, amin,
-                            amax)
-        if not clamps:
-            activate_row(y.reshape(-1), code, alpha, beta)
-        return y
-    gemm_groups = group if plan.s2d is None else 1  # phase layouts are padded group by group
+    gemm_groups = group if plan.s2d is None else 1
     planes = plan.groups * plan.plane  # per image and group
     xi = np.empty((n, gemm_groups, planes), np.float32)
     per_call = max(1, min(n, IMAGE_BYTES // (xi[0].size * 4)))
@@ -276,9 +259,30 @@ def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray |
             first = i0 * m * npix + g * mg * npix  # of this call's outputs (and residuals)
             fgemm(wg, wg.size // (gemm_groups * -(-mg // MR) * MR), mg, gemm_groups, xs.reshape(-1),
                   gemm_groups * planes, planes, plan.koff, i1 - i0, pbs, plan.nflat, plan.wrow, ow,
-                  bias[g * mg:] if g else bias, zz[first:] if first and z is not None else zz, z is not None,
+                  bias[g * mg:] if g else bias, zz[first:] if first and has_z else zz, has_z,
                   amin, amax, ys.reshape(-1)[g * mg * npix:] if g else ys.reshape(-1), npix, m * npix,
                   _chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size)
+
+
+def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
+                 code: int = NONE, alpha: float = 0.0, beta: float = 0.0, keep_packing: bool = False) -> np.ndarray:
+    """``act(conv(x, w) + bias + z)`` for float32 NCHW ``x`` on the tile (``supports(plan)``);
+    ``bias`` float32 (M,), ``z`` (optional) the output's shape; ``keep_packing``: ``w`` is constant
+    (see :func:`packed_weights`). Unpadded stride-1 1x1 layers read ``x`` in place, the others a
+    padded copy."""
+    n, m = x.shape[0], w.shape[0]
+    oh, ow = plan.oh, plan.ow
+    y = np.empty((n, m, oh, ow), np.float32)
+    if plan.subsample is not None:
+        x = x[:, :, ::plan.subsample[0], ::plan.subsample[1]][:, :, :oh, :ow]
+    zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
+    clamps, amin, amax = _epilogue(code, alpha, beta)
+    wp = packed_weights(w, group, plan.weight_layout, keep_packing)
+    if plan.s2d is None and plan.kh == plan.kw == 1 and plan.ph == plan.pw == 0 and plan.wrow == ow:
+        _pointwise_in_place(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, group, amin,
+                            amax)
+    else:
+        _gemm_on_padded(x, wp, bias, zz, z is not None, y, plan, group, amin, amax)
     if not clamps:
         activate_row(y.reshape(-1), code, alpha, beta)
     return y
