@@ -216,7 +216,7 @@ def _depthwise_flat_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np
     y = np.empty((n, c, plan.oh, plan.ow), np.float32)
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
     depthwise_flat(xi.reshape(-1), c, plan.plane, plan.koff, as_f32(w, (c, kh * kw)), bias, zz, z is not None,
-                   plan.nflat, plan.wrow, y, code, alpha, beta, conv_f32._chunks(n * c))
+                   plan.nflat, plan.wrow, y, code, alpha, beta, conv_f32.parallel_chunks(n * c))
     return y
 
 

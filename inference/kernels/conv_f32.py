@@ -184,7 +184,7 @@ def packed_weights(w: np.ndarray, group: int, layout: str, keep: bool = True) ->
     return prepacked(w, ("f32", group, layout), build) if keep else build()
 
 
-def _chunks(tiles: int) -> int:
+def parallel_chunks(tiles: int) -> int:
     """Parallel runs of a GEMM: a few per thread (balance), few in all (each allocates scratch)."""
     return max(1, min(tiles, 4 * numba.get_num_threads()))
 
@@ -231,7 +231,7 @@ def _pointwise_in_place(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.
             first = i0 * m * npix + p0  # of this call's outputs (and residuals)
             fgemm(wp, cg, mg, group, src[i0:i1].reshape(-1), c * plane, cg * plane, koff, i1 - i0, pbs,
                   min(pbs * NP, npix - p0), npix, npix, bias, zz[first:] if has_z else zz, has_z, amin, amax,
-                  y.reshape(-1)[first:], npix, m * npix, _chunks(group * (i1 - i0) * pbs * mbs),
+                  y.reshape(-1)[first:], npix, m * npix, parallel_chunks(group * (i1 - i0) * pbs * mbs),
                   wp.size > (i1 - i0) * c * plane)
 
 
@@ -261,7 +261,7 @@ def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndar
                   gemm_groups * planes, planes, plan.koff, i1 - i0, pbs, plan.nflat, plan.wrow, ow,
                   bias[g * mg:] if g else bias, zz[first:] if first and has_z else zz, has_z,
                   amin, amax, ys.reshape(-1)[g * mg * npix:] if g else ys.reshape(-1), npix, m * npix,
-                  _chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size)
+                  parallel_chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size)
 
 
 def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
