@@ -98,6 +98,7 @@ def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, al
             j0 = s if 0 <= s < w else -1
             j1 = s + dw if 0 <= s + dw < w else -1
             j2 = s + 2 * dw if 0 <= s + 2 * dw < w else -1
+            # spelled out: an inlined helper returning the chosen view ran 3-10x slower
             a0, a1, a2 = (r0[j0] if j0 >= 0 else zero[0]), (r0[j1] if j1 >= 0 else zero[0]), \
                 (r0[j2] if j2 >= 0 else zero[0])
             b0, b1, b2 = (r1[j0] if j0 >= 0 else zero[0]), (r1[j1] if j1 >= 0 else zero[0]), \
