@@ -1,6 +1,7 @@
 """The float32 implicit-GEMM convolution (``inference.kernels.conv_f32``) against the reference
 FusedConv: every layout of its plan, groups, pads, dilation, batches, residuals, activations, both
-tile orders and both thread twins; and the separable max pool against the reference MaxPool."""
+tile orders and both thread twins; the depthwise kernels (flat, channels-last, rows) and the
+separable max and average pools against the reference ops."""
 from __future__ import annotations
 
 import numba

@@ -46,7 +46,7 @@ CONV_CASES = [  # (C, M, H, W, kernel, strides, pads, dilations, group, auto_pad
     (3, 5, 10, 11, (3, 3), (2, 2), None, (1, 1), 1, "SAME_UPPER"),
     (3, 5, 10, 11, (4, 4), (3, 3), None, (1, 1), 1, "SAME_LOWER"),
     (4, 4, 10, 11, (3, 3), (2, 2), None, (1, 1), 4, "VALID"),
-    (7, 7, 15, 14, (3, 3), (2, 2), (0, 1, 1, 0), (1, 1), 7, "NOTSET"),  # depthwise over phases, asymmetric
+    (7, 7, 15, 14, (3, 3), (2, 2), (0, 1, 1, 0), (1, 1), 7, "NOTSET"),  # strided depthwise, asymmetric pads
     (4, 4, 16, 16, (3, 3), (2, 2), None, (1, 1), 4, "SAME_UPPER"),
 ]
 
