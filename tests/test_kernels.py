@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import inference.kernels  # noqa: F401  (registers the fast kernels and the fused ops)
+from inference.errors import KernelError
 from inference.ops.registry import KernelContext, lookup
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -145,6 +146,20 @@ def test_softmax(shape):
     x = _rand(np.random.default_rng(6), *shape, scale=4.0)
     fast, ref = _pair("Softmax", 13)
     _close(fast(x, axis=-1), ref(x, axis=-1))
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 1000, 1, 1), 1), ((2, 3, 4, 5), 2), ((3, 7), -1), ((2, 3, 4), 0),
+                                        ((5, 6), -2)])
+def test_softmax_before_opset_13_flattens_at_axis(shape, axis):
+    x = _rand(np.random.default_rng(7), *shape, scale=4.0)
+    fast, ref = _pair("Softmax", 12)
+    _close(fast(x, axis=axis), ref(x, axis=axis))
+
+
+def test_softmax_before_opset_13_names_a_bad_axis():
+    fast, _ = _pair("Softmax", 12)
+    with pytest.raises(KernelError, match="axis 4 out of range"):
+        fast(np.zeros((2, 3), np.float32), axis=4)
 
 
 @pytest.mark.parametrize("shape", [(4, 32), (2, 5, 64)])

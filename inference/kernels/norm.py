@@ -70,6 +70,24 @@ def softmax(x, *, axis=-1):
     return y.reshape(x.shape)
 
 
+def _float32(node: Node, graph: Graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    return not isinstance(t, TensorType) or t.elem_type == 1
+
+
+@register("Softmax", since=1, kind="fast", applies=_float32)
+def softmax_flattened(x, *, axis=1):
+    """Opsets 1-12: rows of ``x`` flattened to 2-D at ``axis`` (a classifier's (1, 1000, 1, 1)
+    head in squeezenet and shufflenet, opset 9: the reference took 0.13 ms of numpy for it)."""
+    if x.dtype != np.float32 or x.ndim == 0 or not -x.ndim <= axis < x.ndim:
+        return lookup("Softmax", "", 1).fn(x, axis=axis)
+    rows = math.prod(x.shape[:axis % x.ndim])
+    x2 = np.ascontiguousarray(x).reshape(rows, -1)
+    y = np.empty_like(x2)
+    softmax_rows(x2, y, np.empty(x2.shape, np.int32))
+    return y.reshape(x.shape)
+
+
 def _layer_norm_applies(node: Node, graph: Graph) -> bool:
     return len([o for o in node.outputs if o]) == 1 and _last_axis_float32(node, graph)
 

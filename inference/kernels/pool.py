@@ -167,9 +167,11 @@ def pool_rows(x, kh, kw, sh, sw, ph, pw, y, scratch, is_max):
                     out[xo] = m
 
 
-@threaded_kernel()
+@threaded_kernel(fastmath={"reassoc"})
 def global_pool(x, y, is_max):
-    """Global max or average over each (H*W) plane of ``x`` (N, C, P) into ``y`` (N, C)."""
+    """Global max or average over each (H*W) plane of ``x`` (N, C, P) into ``y`` (N, C). The sums
+    may be reassociated (float64 vector accumulators): in order they stayed scalar, and
+    squeezenet's 1000 x 13x13 average took 0.13-0.2 ms against onnxruntime's 0.06."""
     n, c, p = x.shape
     for r in numba.prange(n * c):
         b, ch = r // c, r % c
