@@ -163,6 +163,20 @@ def test_separable_pool_matches_reference(shape, kernel, strides, pads, ceil, op
         np.testing.assert_allclose(pool._run_plan(x, plan), want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("shape,strides", [((2, 6, 7, 7), (1, 1)), ((1, 5, 4, 6), (2, 3))])
+def test_a_window_over_the_whole_plane_runs_the_global_kernel(op, shape, strides):
+    x = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
+    plan = pool._pool_plan(shape[2:], shape[2:], strides, None, (0, 0, 0, 0), "NOTSET", 0, 1, op)
+    assert plan[2] == pool.POOL_GLOBAL and plan[0] == (1, 1)
+    attrs = dict(kernel_shape=list(shape[2:]), strides=list(strides))
+    if op == "MaxPool":
+        want = lookup(op, "", 13, "reference").fn(x, ctx=KernelContext(node=None, opset=13, num_outputs=1), **attrs)
+    else:
+        want = lookup(op, "", 19, "reference").fn(x, **attrs)
+    np.testing.assert_allclose(pool._run_plan(x, plan), want, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("case", [(5, 6, 10, 15, 17, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, "s2d2"),
                                   (4, 8, 10, 9, 15, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 2, "direct")])
 def test_batches_cut_into_calls_agree(case, monkeypatch):

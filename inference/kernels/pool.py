@@ -23,7 +23,7 @@ from inference.ops._memo import remember
 from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
-POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS = range(4)  # the kernel a plan runs
+POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS, POOL_GLOBAL = range(5)  # the kernel a plan runs
 
 
 @numba.njit(cache=True, inline="always")
@@ -218,7 +218,10 @@ def _pool_plan(spatial: tuple, kernel_shape: tuple, strides, dilations, pads, au
     # in place beat the padded copy everywhere measured but for many strided taps on a large plane
     # (3x3/2 on 64x56x56: 0.92x), where the copy's contiguous reads pay for it
     inside = ph == pw == end_h == end_w == 0
-    if inside and (kh, kw, sh, sw, dh, dw) == (2, 2, 2, 2, 1, 1):
+    if inside and (kh, kw) == tuple(spatial) and win.out_shape == (1, 1):
+        method = POOL_GLOBAL  # one window over the whole plane (shufflenet's 7x7 head): the global kernel
+        counts = None
+    elif inside and (kh, kw, sh, sw, dh, dw) == (2, 2, 2, 2, 1, 1):
         method = POOL_2X2  # every window has its 4 taps: the kernel averages itself, no divisor
         counts = None
     elif dh == dw == 1:
@@ -240,7 +243,10 @@ def _pool(x: np.ndarray, op: str, kernel_shape, strides, dilations, pads, auto_p
 def _run_plan(x: np.ndarray, plan) -> np.ndarray:
     out_shape, geo, method, counts, is_max = plan
     y = np.empty(x.shape[:2] + out_shape, np.float32)
-    if method == POOL_2X2:
+    if method == POOL_GLOBAL:
+        n, c = x.shape[:2]
+        global_pool(x.reshape(n, c, -1), y.reshape(n, c), is_max)
+    elif method == POOL_2X2:
         pool2x2s2(x, y, is_max)
     elif method == POOL_ROWS:
         kh, kw, sh, sw, _, _, ph, pw = geo[:8]
