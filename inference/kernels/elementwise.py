@@ -12,7 +12,7 @@ import math
 import numba
 import numpy as np
 
-from inference.ir import Graph, Node, TensorType
+from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row, activation_code
 from inference.ops.registry import lookup, register
@@ -29,11 +29,6 @@ def activate_flat(x, y, code, alpha, beta):
         out = y[lo:hi]
         out[:] = x[lo:hi]
         activate_row(out, code, alpha, beta)
-
-
-def _float32(node: Node, graph: Graph) -> bool:
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or t.elem_type == 1
 
 
 def _run(x: np.ndarray, activation: str, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
@@ -54,24 +49,24 @@ def _fast_or_reference(op: str, opset: int, activation: str, alpha: float = 0.0,
     return kernel
 
 
-register("Relu", since=6, kind="fast", applies=_float32)(_fast_or_reference("Relu", 6, "Relu"))
-register("Sigmoid", since=6, kind="fast", applies=_float32)(_fast_or_reference("Sigmoid", 6, "Sigmoid"))
-register("HardSwish", since=14, kind="fast", applies=_float32)(_fast_or_reference("HardSwish", 14, "HardSwish"))
+register("Relu", since=6, kind="fast", applies=float32_input)(_fast_or_reference("Relu", 6, "Relu"))
+register("Sigmoid", since=6, kind="fast", applies=float32_input)(_fast_or_reference("Sigmoid", 6, "Sigmoid"))
+register("HardSwish", since=14, kind="fast", applies=float32_input)(_fast_or_reference("HardSwish", 14, "HardSwish"))
 
 
-@register("LeakyRelu", since=6, kind="fast", applies=_float32)
+@register("LeakyRelu", since=6, kind="fast", applies=float32_input)
 def leaky_relu(x, *, alpha=0.01):
     return _run(x, "LeakyRelu", float(alpha)) if x.dtype == np.float32 else lookup("LeakyRelu", "", 6).fn(x, alpha=alpha)
 
 
-@register("HardSigmoid", since=6, kind="fast", applies=_float32)
+@register("HardSigmoid", since=6, kind="fast", applies=float32_input)
 def hard_sigmoid(x, *, alpha=0.2, beta=0.5):
     if x.dtype != np.float32:
         return lookup("HardSigmoid", "", 6).fn(x, alpha=alpha, beta=beta)
     return _run(x, "HardSigmoid", float(alpha), float(beta))
 
 
-@register("Clip", since=11, kind="fast", applies=_float32)
+@register("Clip", since=11, kind="fast", applies=float32_input)
 def clip(x, min=None, max=None):
     bounds = [b for b in (min, max) if b is not None]
     if x.dtype != np.float32 or any(b.size != 1 for b in bounds):
@@ -81,7 +76,7 @@ def clip(x, min=None, max=None):
     return _run(x, "Clip", lo, hi)
 
 
-@register("Gelu", since=20, kind="fast", applies=_float32)
+@register("Gelu", since=20, kind="fast", applies=float32_input)
 def gelu(x, *, approximate="none"):
     if x.dtype != np.float32 or approximate not in ("none", "tanh"):
         return lookup("Gelu", "", 20).fn(x, approximate=approximate)

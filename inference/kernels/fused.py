@@ -14,6 +14,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels import conv as fast_conv
+from inference.kernels._applies import float32_input
 from inference.kernels.activations import NO_RESIDUAL_2D, NONE, activation_code, as_f32, epilogue_cols
 from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
@@ -113,11 +114,6 @@ def fused_conv(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **co
     return fast_conv.fused_conv(x, w, b, z, activation=activation, alpha=alpha, beta=beta, **conv_attrs)
 
 
-def _matmul_applies(node: Node, graph) -> bool:
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or t.elem_type == 1
-
-
 def _matmul_fast(x: np.ndarray, w: np.ndarray, z: np.ndarray | None) -> bool:
     return x.dtype == np.float32 and w.dtype == np.float32 and w.ndim == 2 and x.ndim >= 1 and (
         z is None or z.shape == x.shape[:-1] + (w.shape[1],))
@@ -152,7 +148,7 @@ def _matmul_binder(fn):
     return bind
 
 
-@register("FusedMatMul", since=1, domain=DOMAIN, kind="fast", applies=_matmul_applies, bind=_matmul_binder)
+@register("FusedMatMul", since=1, domain=DOMAIN, kind="fast", applies=float32_input, bind=_matmul_binder)
 def fused_matmul(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0):
     if not _matmul_fast(x, w, z):
         return fused_matmul_reference(x, w, b, z, activation=activation, alpha=alpha, beta=beta)

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from inference.ir import Graph, Node, TensorType
+from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.vmath import FAST_FINITE, exp_shifted
 from inference.ops.registry import lookup, register
@@ -64,28 +65,25 @@ def _last_axis_float32(node: Node, graph: Graph) -> bool:
 def softmax(x, *, axis=-1):
     if x.dtype != np.float32 or x.ndim == 0 or axis not in (-1, x.ndim - 1):
         return lookup("Softmax", "", 13).fn(x, axis=axis)
-    x2 = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+    return _softmax_of_rows(x, x.ndim - 1)
+
+
+def _softmax_of_rows(x: np.ndarray, axis: int) -> np.ndarray:
+    """Softmax of float32 ``x`` flattened to 2-D at ``axis`` (0 <= axis < ndim), row by row, in
+    ``x``'s shape: the last axis alone (opset 13) is ``axis = ndim - 1``."""
+    x2 = np.ascontiguousarray(x).reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
     y = np.empty_like(x2)
     softmax_rows(x2, y, np.empty(x2.shape, np.int32))
     return y.reshape(x.shape)
 
 
-def _float32(node: Node, graph: Graph) -> bool:
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or t.elem_type == 1
-
-
-@register("Softmax", since=1, kind="fast", applies=_float32)
+@register("Softmax", since=1, kind="fast", applies=float32_input)
 def softmax_flattened(x, *, axis=1):
     """Opsets 1-12: rows of ``x`` flattened to 2-D at ``axis`` (a classifier's (1, 1000, 1, 1)
     head in squeezenet and shufflenet, opset 9: the reference took 0.13 ms of numpy for it)."""
     if x.dtype != np.float32 or x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         return lookup("Softmax", "", 1).fn(x, axis=axis)
-    rows = math.prod(x.shape[:axis % x.ndim])
-    x2 = np.ascontiguousarray(x).reshape(rows, -1)
-    y = np.empty_like(x2)
-    softmax_rows(x2, y, np.empty(x2.shape, np.int32))
-    return y.reshape(x.shape)
+    return _softmax_of_rows(x, axis % x.ndim)
 
 
 def _layer_norm_applies(node: Node, graph: Graph) -> bool:
