@@ -64,6 +64,22 @@ def test_matmul_add_becomes_gemm(mlp_model):
     np.testing.assert_allclose(Session(mlp_model).run({"x": x})[0], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_matmul_add_leaves_a_malformed_matmul_to_the_kernel(mlp_model):
+    """A byte flip can leave a MatMul with one input: the pass skips it (the kernel names the
+    error at run time) instead of failing on the missing weight."""
+    from inference.passes.matmul_add import fuse_matmul_add
+    from inference.shape_inference import infer_shapes
+
+    infer_shapes(mlp_model)
+    for node in mlp_model.graph.nodes:
+        if node.op_type == "MatMul":
+            node.inputs = node.inputs[:1]
+    before = mlp_model.graph.op_histogram()
+    assert before.get("MatMul")
+    assert not fuse_matmul_add(mlp_model)
+    assert mlp_model.graph.op_histogram() == before
+
+
 def test_pad_folds_into_conv():
     from inference.builder import GraphBuilder
     from inference.passes.pad_conv import fold_pad_into_conv

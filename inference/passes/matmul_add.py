@@ -8,7 +8,7 @@ from inference.passes._rewrite import constant_value, single_reader
 def fuse_matmul_add(model: Model) -> bool:
     g, changed = model.graph, False
     for mm in list(g.nodes):
-        if mm.op_type != "MatMul" or mm.domain != "":
+        if mm.op_type != "MatMul" or mm.domain != "" or len(mm.inputs) < 2:  # malformed: the kernel says so
             continue
         a_type = g.type_of(mm.inputs[0])
         w = constant_value(g, mm.inputs[1])
