@@ -5,8 +5,9 @@ Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/conv_laye
 The layers are the benchmark models' (ResNet-18-, MobileNetV2-style, squeezenet, shufflenet):
 Conv + Relu (which both runtimes fuse), batch 1, random weights as initializers. Each row times
 both runtimes in this process in interleaved blocks of one run and gives the minimum of N (the
-least disturbed run on a shared machine), the ratio ours / onnxruntime and our kernel: the
-implicit-GEMM tile (``packed``) or a depthwise path (``inference.kernels.conv.depthwise_kernel``).
+least disturbed run on a shared machine), the ratio ours / onnxruntime and our kernel, by the
+runtime's own rules: the implicit-GEMM tile (``tile``), the direct 3x3 kernel, im2col + BLAS, or
+a depthwise path (``inference.kernels.conv.depthwise_kernel``).
 Every row includes one run's fixed cost of each runtime (feed checks, dispatch, output dict): the
 first row, a layer of no work, shows it; it weighs on the small layers' ratios here but only once
 per run in a whole model. Whole models are ``benchmarks/inference.py``; this table says which
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgelearn.commands.bench import max_abs_diff, peer_runner, time_interleaved  # noqa: E402
 from inference import Config, Predictor  # noqa: E402
 from inference.kernels import conv as fast_conv  # noqa: E402
+from inference.kernels.direct_conv import prefer_direct  # noqa: E402
 
 # (label, C, H, M, kernel, stride, group); pads k // 2
 LAYERS = [
@@ -68,11 +70,15 @@ def layer_model(c: int, h: int, m: int, k: int, s: int, group: int, seed: int = 
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def kernel_name(c: int, h: int, k: int, s: int, group: int) -> str:
-    if group == 1 or group != c:
-        return "packed"
+def kernel_name(c: int, h: int, m: int, k: int, s: int, group: int) -> str:
+    """The kernel the Predictor's conv runs, from the runtime's own rules."""
     win = fast_conv._window((h, h), (k, k), (s, s), (1, 1), (k // 2,) * 4, "NOTSET")
-    return fast_conv.depthwise_kernel((h, h), win)
+    oh, ow = win.out_shape
+    if group == c == m:
+        return fast_conv.depthwise_kernel((h, h), win)
+    if prefer_direct(c, m, k, k, s, s, oh, ow, group):
+        return "direct"
+    return "tile" if fast_conv.tile_plan((1, c, h, h), (m, c // group, k, k), win, group) else "im2col"
 
 
 def row(label: str, c: int, h: int, m: int, k: int, s: int, group: int, threads: int, repeat: int) -> str:
@@ -84,7 +90,7 @@ def row(label: str, c: int, h: int, m: int, k: int, s: int, group: int, threads:
     t = {name: min(v.times) for name, v in time_interleaved(runners, feeds, repeat, warmup=2, block=1).items()}
     flops = 2 * m * (c // group) * k * k * ((h + 2 * (k // 2) - k) // s + 1) ** 2
     diff = max_abs_diff(outs["ours"], outs["onnxruntime"])[0]
-    return (f"| {label} | {kernel_name(c, h, k, s, group)} | {t['ours'] * 1e3:.3f} | {t['onnxruntime'] * 1e3:.3f} | "
+    return (f"| {label} | {kernel_name(c, h, m, k, s, group)} | {t['ours'] * 1e3:.3f} | {t['onnxruntime'] * 1e3:.3f} | "
             f"**{t['ours'] / t['onnxruntime']:.2f}x** | {flops / t['ours'] / 1e9:.0f} | {diff:.1e} |")
 
 
