@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from inference.flops import node_flops
 from inference.ir import Graph, Node
-from inference.kernels.nhwc import is_depthwise
 
 BLAS_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul"})
 
@@ -20,9 +19,6 @@ def runs_on_blas(graph: Graph, node: Node) -> bool:
     """Whether ``node``'s arithmetic is a numpy/BLAS GEMM (the rest is numba or cheap numpy)."""
     if node.op_type in BLAS_OPS:
         return True
-    if node.op_type == "FusedConvNHWC":  # its depthwise stencil is numba; GEMMs otherwise
-        x, w = graph.concrete_shape(node.inputs[0]), graph.concrete_shape(node.inputs[1])
-        return x is None or w is None or not is_depthwise(x[3], w, node.attrs.get("group", 1))
     if node.op_type in ("Conv", "FusedConv"):  # the tile runs all but dilated strided ones
         strided = any(s > 1 for s in node.attrs.get("strides", ()) or ())
         dilated = any(d > 1 for d in node.attrs.get("dilations", ()) or ())

@@ -47,67 +47,79 @@ def _tap_add(out, src, wv, lo, hi, x0, sw):
 
 @threaded_kernel(fastmath=True)
 def depthwise_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Depthwise conv of any kernel size: ``x`` (N, H, W, C), ``wt`` (kh, kw, C) -> ``y`` (N, OH, OW, C).
-
-    One output row at a time: start from the bias, add each tap over the columns where it lands
-    inside the image (no padded copy needed: pads just shorten the column range), then the epilogue
-    while the row is in cache.
-    """
-    n, h, w, c = x.shape
-    kh, kw, _ = wt.shape
-    _, oh, ow, _ = y.shape
+    """Depthwise conv of any kernel size: ``x`` (N, H, W, C), ``wt`` (kh, kw, C) -> ``y`` (N, OH, OW, C),
+    one output row per parallel step (:func:`_depthwise_row`)."""
+    n, oh = x.shape[0], y.shape[1]
     for r in numba.prange(n * oh):
-        b, yo = r // oh, r % oh
-        out = y[b, yo]
-        for xo in range(ow):
-            out[xo] = bias
-        for i in range(kh):
-            iy = yo * sh - ph + i * dh
-            if iy < 0 or iy >= h:
-                continue
-            for j in range(kw):
-                lo, hi = valid_range(pw, j * dw, sw, w, ow)
-                _tap_add(out, x[b, iy], wt[i, j], lo, hi, j * dw - pw, sw)
-        _finish_row(out, z, has_z, b, yo, code, alpha, beta)
+        _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, r // oh, r % oh)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, b, yo):
+    """Output row ``yo`` of image ``b``: start from the bias, add each tap over the columns where it
+    lands inside the image (no padded copy needed: pads just shorten the column range), then the
+    epilogue while the row is in cache. Not inlined into the ``prange`` loop, whose lowering would
+    leave it scalar (see :func:`_depthwise3x3_row`)."""
+    h, w = x.shape[1], x.shape[2]
+    kh, kw, _ = wt.shape
+    ow = y.shape[2]
+    out = y[b, yo]
+    for xo in range(ow):
+        out[xo] = bias
+    for i in range(kh):
+        iy = yo * sh - ph + i * dh
+        if iy < 0 or iy >= h:
+            continue
+        for j in range(kw):
+            lo, hi = valid_range(pw, j * dw, sw, w, ow)
+            _tap_add(out, x[b, iy], wt[i, j], lo, hi, j * dw - pw, sw)
+    _finish_row(out, z, has_z, b, yo, code, alpha, beta)
 
 
 @threaded_kernel(fastmath=True)
 def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Depthwise 3x3: each output pixel sums its nine taps per channel in registers, one store.
-
-    Taps above, below or beside the image read a zero pixel (the source of each tap is picked
-    per output pixel, no branch in the channel loop): the border columns take the same path as the
-    others. Before, they went through the per-tap loop of the general kernel, 9 passes over the
-    output pixel: on a 7x7 map 2 of 7 columns, and the layer ran ~1.5x longer.
-    """
-    n, h, w, c = x.shape
-    _, oh, ow, _ = y.shape
+    """Depthwise 3x3: each output pixel sums its nine taps per channel in registers, one store
+    (:func:`_depthwise3x3_row`, one output row per parallel step)."""
+    n, _, w, c = x.shape
+    oh = y.shape[1]
     zero = np.zeros((w, c), np.float32)
+    for r in numba.prange(n * oh):
+        _depthwise3x3_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, r // oh, r % oh)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _depthwise3x3_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, b, yo):
+    """Output row ``yo`` of image ``b``. Taps above, below or beside the image read a zero pixel
+    (the source of each tap is picked per output pixel, no branch in the channel loop): the border
+    columns take the same path as the others. Before, they went through the per-tap loop of the
+    general kernel, 9 passes over the output pixel: on a 7x7 map 2 of 7 columns, and the layer ran
+    ~1.5x longer. A function of its own, not the body of the ``prange`` loop: numba's parallel
+    lowering left that body scalar (3x slower per thread than the serial twin)."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    ow = y.shape[2]
     w00, w01, w02 = wt[0, 0], wt[0, 1], wt[0, 2]
     w10, w11, w12 = wt[1, 0], wt[1, 1], wt[1, 2]
     w20, w21, w22 = wt[2, 0], wt[2, 1], wt[2, 2]
-    for r in numba.prange(n * oh):
-        b, yo = r // oh, r % oh
-        out = y[b, yo]
-        iy = yo * sh - ph
-        r0 = x[b, iy] if 0 <= iy < h else zero
-        r1 = x[b, iy + dh] if 0 <= iy + dh < h else zero
-        r2 = x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero
-        for xo in range(ow):
-            s = xo * sw - pw
-            j0 = s if 0 <= s < w else -1
-            j1 = s + dw if 0 <= s + dw < w else -1
-            j2 = s + 2 * dw if 0 <= s + 2 * dw < w else -1
-            # spelled out: an inlined helper returning the chosen view ran 3-10x slower
-            a0, a1, a2 = (r0[j0] if j0 >= 0 else zero[0]), (r0[j1] if j1 >= 0 else zero[0]), \
-                (r0[j2] if j2 >= 0 else zero[0])
-            b0, b1, b2 = (r1[j0] if j0 >= 0 else zero[0]), (r1[j1] if j1 >= 0 else zero[0]), \
-                (r1[j2] if j2 >= 0 else zero[0])
-            c0, c1, c2 = (r2[j0] if j0 >= 0 else zero[0]), (r2[j1] if j1 >= 0 else zero[0]), \
-                (r2[j2] if j2 >= 0 else zero[0])
-            d = out[xo]
-            for k in range(c):
-                d[k] = (bias[k] + w00[k] * a0[k] + w01[k] * a1[k] + w02[k] * a2[k]
-                        + w10[k] * b0[k] + w11[k] * b1[k] + w12[k] * b2[k]
-                        + w20[k] * c0[k] + w21[k] * c1[k] + w22[k] * c2[k])
-        _finish_row(out, z, has_z, b, yo, code, alpha, beta)
+    out = y[b, yo]
+    iy = yo * sh - ph
+    r0 = x[b, iy] if 0 <= iy < h else zero
+    r1 = x[b, iy + dh] if 0 <= iy + dh < h else zero
+    r2 = x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero
+    for xo in range(ow):
+        s = xo * sw - pw
+        j0 = s if 0 <= s < w else -1
+        j1 = s + dw if 0 <= s + dw < w else -1
+        j2 = s + 2 * dw if 0 <= s + 2 * dw < w else -1
+        # spelled out: an inlined helper returning the chosen view ran 3-10x slower
+        a0, a1, a2 = (r0[j0] if j0 >= 0 else zero[0]), (r0[j1] if j1 >= 0 else zero[0]), \
+            (r0[j2] if j2 >= 0 else zero[0])
+        b0, b1, b2 = (r1[j0] if j0 >= 0 else zero[0]), (r1[j1] if j1 >= 0 else zero[0]), \
+            (r1[j2] if j2 >= 0 else zero[0])
+        c0, c1, c2 = (r2[j0] if j0 >= 0 else zero[0]), (r2[j1] if j1 >= 0 else zero[0]), \
+            (r2[j2] if j2 >= 0 else zero[0])
+        d = out[xo]
+        for k in range(c):
+            d[k] = (bias[k] + w00[k] * a0[k] + w01[k] * a1[k] + w02[k] * a2[k]
+                    + w10[k] * b0[k] + w11[k] * b1[k] + w12[k] * b2[k]
+                    + w20[k] * c0[k] + w21[k] * c1[k] + w22[k] * c2[k])
+    _finish_row(out, z, has_z, b, yo, code, alpha, beta)

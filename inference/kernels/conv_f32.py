@@ -22,9 +22,9 @@ all 110-129): the gap to MLAS's 130-150 is the kernel's, not the memory's (cutti
 L1-sized slices changed nothing).
 
 At n threads the GEMM runs threaded when numba is the graph's pool (``inference.thread_policy``:
-every CNN here); in a graph of BLAS products it stays serial so only one pool spins (MobileNetV2,
-whose pointwise layers are BLAS GEMMs, at batch 1 on 2 threads: 32.6 ms with this GEMM threaded
-regardless, 12.4 ms serial).
+every CNN here); in a graph of BLAS products (a transformer) it stays serial so only one pool
+spins (MobileNetV2, when its pointwise layers were still BLAS GEMMs, at batch 1 on 2 threads:
+32.6 ms with this GEMM threaded regardless, 12.4 ms serial).
 """
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ import numpy as np
 
 from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import prepacked
-from inference.kernels.activations import CLIP, NONE, RELU, activate_row
+from inference.kernels.activations import NONE, activate_row
 from inference.kernels.tile_ir import make_out_tile
-from inference.kernels.tile_lanes import clamp_range, row_segments
+from inference.kernels.tile_lanes import clamp_epilogue, row_segments
 from inference.kernels.tile_plan import ConvPlan, conv_plan, conv_weight_rows, phase_weight_rows
 from inference.ops._window import Window
 
@@ -189,13 +189,6 @@ def parallel_chunks(tiles: int) -> int:
     return max(1, min(tiles, 4 * numba.get_num_threads()))
 
 
-@functools.lru_cache(maxsize=64)
-def _epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float32, np.float32]:
-    """Whether the GEMM's clamp is the whole activation, and the clamp's bounds."""
-    clamps = code in (NONE, RELU, CLIP)
-    return (clamps,) + clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
-
-
 @functools.lru_cache(maxsize=256)
 def _plane_offsets(channels: int, plane: int) -> np.ndarray:
     """The K steps of a 1x1 conv over ``channels`` planes ``plane`` apart (read-only)."""
@@ -276,7 +269,7 @@ def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray |
     if plan.subsample is not None:
         x = x[:, :, ::plan.subsample[0], ::plan.subsample[1]][:, :, :oh, :ow]
     zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
-    clamps, amin, amax = _epilogue(code, alpha, beta)
+    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
     wp = packed_weights(w, group, plan.weight_layout, keep_packing)
     if plan.s2d is None and plan.kh == plan.kw == 1 and plan.ph == plan.pw == 0 and plan.wrow == ow:
         _pointwise_in_place(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, group, amin,

@@ -85,9 +85,13 @@ def make_tile(mr: int, nv: int, kind: str = "u8s8", vnni: bool | None = None):
     return tile
 
 
-def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorType, step) -> list:
+def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorType, step,
+            rows_major: bool = False) -> list:
     """The tile's loop over its K steps (args 0-5: wp, w_off, cp, c_off, koff, steps); leaves the
-    builder after the loop and returns the ``mr * nv`` accumulators (row-major: (r, v) at r*nv + v)."""
+    builder after the loop and returns the ``mr * nv`` accumulators (row-major: (r, v) at r*nv + v).
+
+    Step k's broadcast for row r is ``wp[w_off + k*mr + r]`` (packed), or with ``rows_major``
+    ``wp[w_off + r*steps + k]``: row r of a row-major (rows, steps) matrix, read unpacked."""
     const = lambda v: ir.Constant(_I64, v)  # noqa: E731
     wpa = context.make_array(signature.args[0])(context, builder, args[0])
     cpa = context.make_array(signature.args[2])(context, builder, args[2])
@@ -115,7 +119,9 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
     new = []
     for r in range(mr):
-        wv = builder.load(builder.gep(w_base, [builder.add(builder.mul(k, const(mr)), const(r))]))
+        at = builder.add(builder.mul(const(r), args[5]), k) if rows_major else builder.add(builder.mul(k, const(mr)),
+                                                                                            const(r))
+        wv = builder.load(builder.gep(w_base, [at]))
         bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
         new.extend(step(accs[r * nv + v], bc, cols[v]) for v in range(nv))
     k.add_incoming(builder.add(k, const(1)), builder.block)
@@ -136,7 +142,7 @@ def _masked_f32(builder, name: str, args: list):
     return builder.call(fn, args)
 
 
-def make_out_tile(mr: int, nv: int, residual: bool):
+def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels"):
     """A float32 tile that finishes its own outputs: an intrinsic
     ``tile(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns)``.
 
@@ -146,7 +152,14 @@ def make_out_tile(mr: int, nv: int, residual: bool):
     ``seg[i] = (first lane, output offset, length)``, lanes [first, first + length) go to
     ``y[y_off + r*sm + offset + lane - first]`` as masked vector stores. Why: a separate epilogue
     through a scratch tile cost ~120 cycles per 32 lanes, as much as the GEMM itself for short-K
-    convolutions (an RGB stem has K = 27)."""
+    convolutions (an RGB stem has K = 27).
+
+    ``lanes="channels"`` is the channels-last variant: tile rows are pixels, read unpacked as rows
+    of the (pixels, K) input (``rows_major`` steps), lanes are output channels, and lane j of
+    vector v gets ``+ bias[b_off + v*16 + j]`` (``bias`` readable that far: padded to whole tiles)."""
+    if lanes not in ("pixels", "channels"):
+        raise ValueError(f"make_out_tile: lanes must be 'pixels' or 'channels', not {lanes!r}")
+    channels = lanes == "channels"
     vty = ir.VectorType(_F32, LANES)
     i1v = ir.VectorType(ir.IntType(1), LANES)
     i64v = ir.VectorType(_I64, LANES)
@@ -165,7 +178,7 @@ def make_out_tile(mr: int, nv: int, residual: bool):
             zero_idx = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
             splat = lambda s: builder.shuffle_vector(  # noqa: E731
                 builder.insert_element(undef, s, ir.Constant(_I32, 0)), undef, zero_idx)
-            accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, "f32", False))
+            accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, "f32", False), channels)
 
             # -- epilogue, registers to memory -------------------------------------------------
             vt = vty
@@ -180,10 +193,14 @@ def make_out_tile(mr: int, nv: int, residual: bool):
                 row_ok.append(builder.shuffle_vector(builder.insert_element(ir.Constant(i1v, ir.Undefined), ok,
                                                                             ir.Constant(_I32, 0)),
                                                      ir.Constant(i1v, ir.Undefined), zero_idx))
-                bidx = builder.select(ok, builder.add(b_off, const(r)), b_off)  # rows past ``rows`` read a valid bias
-                bv = splat(builder.load(builder.gep(ba.data, [bidx])))
+                if channels:
+                    bvs = [builder.load(builder.bitcast(builder.gep(ba.data, [builder.add(b_off, const(v * LANES))]),
+                                                        vty.as_pointer()), align=4) for v in range(nv)]
+                else:
+                    bidx = builder.select(ok, builder.add(b_off, const(r)), b_off)  # rows past ``rows``: a valid bias
+                    bvs = [splat(builder.load(builder.gep(ba.data, [bidx])))] * nv
                 for v in range(nv):
-                    s = builder.fadd(accs[r * nv + v], bv)
+                    s = builder.fadd(accs[r * nv + v], bvs[v])
                     vals.append(s if residual else clamp(s))
             seg_head = builder.append_basic_block("seg.header")
             seg_body = builder.append_basic_block("seg.body")

@@ -17,6 +17,8 @@ no memory), never byte loops.
 """
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -185,6 +187,14 @@ def clamp_range(code: int, alpha: np.float32, beta: np.float32) -> tuple[np.floa
     """The [min, max] that Relu, Clip or no activation clamp to (no clamp for the others)."""
     inf = np.float32(np.inf)
     return {RELU: (np.float32(0), inf), CLIP: (alpha, beta)}.get(code, (-inf, inf))
+
+
+@functools.lru_cache(maxsize=64)
+def clamp_epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float32, np.float32]:
+    """Whether a float tile's clamp is the whole activation ``code``, and the clamp's bounds (the
+    other activations run in a pass of their own after an unclamped tile)."""
+    clamps = code in (NONE, RELU, CLIP)
+    return (clamps,) + clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
 
 
 @numba.njit(cache=True)

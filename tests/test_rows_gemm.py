@@ -1,0 +1,107 @@
+"""The channels-last GEMM (``inference.kernels.rows_gemm``) against float64 numpy: both tile shapes,
+ragged pixel and channel counts, residual and clamp, kept weight panels, the parallel twin; and the
+packed FusedConvNHWC kernel that uses it."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from inference.kernels._jit import use_parallel_kernels
+from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed, fused_conv_nhwc_reference
+from inference.kernels.rows_gemm import NARROW, WIDE, gemm_rows, padded_weight, tile_shape
+
+INF = np.float32(np.inf)
+
+
+def _operands(rng, p, k, m, residual):
+    a = rng.standard_normal((p, k)).astype(np.float32)
+    w = rng.standard_normal((k, m)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    z = rng.standard_normal((p, m)).astype(np.float32) if residual else None
+    return a, w, b, z
+
+
+def _want(a, w, b, z, lo, hi):
+    y = a.astype(np.float64) @ w + b + (0 if z is None else z)
+    return np.clip(y, lo, hi)
+
+
+@pytest.mark.parametrize("shape", [WIDE, NARROW], ids=["wide", "narrow"])
+@pytest.mark.parametrize("p,k,m", [(1, 1, 1), (5, 3, 7), (6, 16, 64), (13, 27, 32), (49, 160, 200),
+                                   (100, 96, 24), (197, 64, 130)])
+@pytest.mark.parametrize("residual", [False, True])
+def test_matches_numpy(shape, p, k, m, residual):
+    rng = np.random.default_rng(p * 1000 + k * 10 + m)
+    a, w, b, z = _operands(rng, p, k, m, residual)
+    lo, hi = (np.float32(-0.5), np.float32(2.0)) if residual else (-INF, INF)
+    got = gemm_rows(a, w, b, z, lo, hi, shape=shape)
+    assert got.shape == (p, m) and got.dtype == np.float32
+    np.testing.assert_allclose(got, _want(a, w, b, z, lo, hi), rtol=1e-4, atol=1e-4)
+
+
+def test_writes_into_out_and_leaves_the_rest():
+    rng = np.random.default_rng(0)
+    a, w, b, _ = _operands(rng, 20, 9, 40, False)
+    out = np.full((30, 40), 7.0, np.float32)
+    gemm_rows(a, w, b, None, -INF, INF, out=out[5:25])
+    np.testing.assert_allclose(out[5:25], _want(a, w, b, None, -INF, INF), rtol=1e-4, atol=1e-4)
+    assert (out[:5] == 7).all() and (out[25:] == 7).all()
+
+
+def test_tile_shape_keeps_idle_lanes_few():
+    assert tile_shape(24) == NARROW and tile_shape(16) == NARROW and tile_shape(96) == NARROW
+    assert tile_shape(64) == WIDE and tile_shape(1280) == WIDE and tile_shape(320) == WIDE
+    assert tile_shape(200) == NARROW  # 224 lanes in 32s, 256 in 64s
+
+
+def test_kept_panels_follow_the_weight_array():
+    """Panels are kept per weight array (identity), so a second weight of the same shape gets its own."""
+    rng = np.random.default_rng(1)
+    a, w1, b, _ = _operands(rng, 30, 12, 70, False)
+    w2 = rng.standard_normal(w1.shape).astype(np.float32)
+    assert padded_weight(w1, 64, keep_for=w1) is padded_weight(w1, 64, keep_for=w1)
+    for w in (w1, w2, w1):
+        np.testing.assert_allclose(gemm_rows(a, w, b, None, -INF, INF, keep_for=w), _want(a, w, b, None, -INF, INF),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_panels_hold_the_weight_zero_padded():
+    w = np.arange(3 * 70, dtype=np.float32).reshape(3, 70)
+    panels, koff = padded_weight(w, 64)
+    assert panels.shape == (2 * 3 * 64,) and list(koff) == [0, 64, 128]
+    p = panels.reshape(2, 3, 64)
+    np.testing.assert_array_equal(p[0], w[:, :64])
+    np.testing.assert_array_equal(p[1, :, :6], w[:, 64:])
+    assert (p[1, :, 6:] == 0).all()
+
+
+def test_parallel_twin_matches():
+    rng = np.random.default_rng(2)
+    a, w, b, z = _operands(rng, 301, 40, 150, True)
+    want = gemm_rows(a, w, b, z, np.float32(0), np.float32(6))
+    threads = numba.get_num_threads()
+    use_parallel_kernels(True)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        got = gemm_rows(a, w, b, z, np.float32(0), np.float32(6))
+    finally:
+        use_parallel_kernels(False)
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("k,strides,pads", [(1, [1, 1], [0, 0, 0, 0]), (1, [2, 2], [0, 0, 0, 0]),
+                                             (3, [2, 1], [1, 0, 1, 2])])
+@pytest.mark.parametrize("act", ["Clip", "HardSwish"])
+def test_packed_conv_kernel_matches_reference(k, strides, pads, act):
+    """The kind a Predictor plans for a constant weight: 1x1 (strided) and im2col layers, clamped
+    and not (HardSwish runs after the tile), run twice to use the kept panels."""
+    rng = np.random.default_rng(k + len(act))
+    x = rng.standard_normal((2, 9, 11, 24)).astype(np.float32)
+    wt = np.ascontiguousarray(rng.standard_normal((96, 24, k, k)).astype(np.float32).transpose(HWIO))
+    b = rng.standard_normal(96).astype(np.float32)
+    attrs = dict(strides=strides, pads=pads, activation=act, alpha=0.0, beta=6.0 if act == "Clip" else 0.0)
+    want = fused_conv_nhwc_reference(x, wt, b, None, **attrs)
+    for _ in range(2):
+        np.testing.assert_allclose(fused_conv_nhwc_packed(x, wt, b, None, **attrs), want, rtol=1e-4, atol=1e-5)
