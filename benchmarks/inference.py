@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgelearn.commands.bench import (cold_starts, edgelearn_runner, max_abs_diff, peer_runner,  # noqa: E402
+from edgelearn.commands.bench import (cold_starts, describe, edgelearn_runner, max_abs_diff, peer_runner,  # noqa: E402
                                       random_feeds, time_interleaved)
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
@@ -117,9 +117,8 @@ def main() -> int:
             path = os.path.join(d, "mobilenet_v2.onnx")
             with open(path, "wb") as f:
                 f.write(MODELS["mobilenet_v2"][0]().SerializeToString())
-            warm, cold = cold_starts(path)
-        print(f"cold start mobilenet_v2 (import + load + first run, 1 thread): warm numba cache {warm:.2f} s, "
-              f"empty numba cache {cold:.2f} s")
+            cold = cold_starts(path)
+        print(f"cold start mobilenet_v2 (import + load + first run, 1 thread): {describe(cold)}")
     return 0
 
 

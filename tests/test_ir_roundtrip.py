@@ -5,9 +5,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, shape_inference
 
-from inference import Session, load_model, model_to_proto, save_model
+from inference import Session, load_model, model_to_proto, save_model, zoo
 from inference.ir import TensorType
+from inference.onnx_import import SHAPE_DATA_LIMIT, with_inferred_shapes
 from tests.conftest import LIGHT_MODELS, build_mlp
 
 
@@ -72,3 +74,33 @@ def test_schema_defaults_from_the_spec():
     conv = get_schema("Conv", "", 17)
     assert conv.attributes["group"] == 1 and conv.attributes["auto_pad"] == "NOTSET"
     assert [p.name for p in conv.inputs] == ["X", "W", "B"] and conv.inputs[2].optional
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "transformer_encoder", "squeezenet", "shufflenet"])
+def test_shapes_inferred_without_the_weights_equal_onnx_on_the_whole_model(name):
+    """The load-time shape inference runs on a copy without the large initializers; it must give
+    exactly what onnx infers on the whole model, and hand the initializers back unchanged."""
+    proto = zoo.light_model(name) if name in ("squeezenet", "shufflenet") else model_to_proto(getattr(zoo, name)())
+    assert any(np.prod(t.dims) > SHAPE_DATA_LIMIT for t in proto.graph.initializer)
+    whole = shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
+    light = with_inferred_shapes(proto)
+    as_bytes = lambda vs: {v.name: v.SerializeToString() for v in vs}  # noqa: E731
+    assert len(light.graph.value_info) > 0
+    assert as_bytes(light.graph.value_info) == as_bytes(whole.graph.value_info)
+    assert [v.SerializeToString() for v in light.graph.input] == [v.SerializeToString() for v in proto.graph.input]
+    assert [v.SerializeToString() for v in light.graph.output] == [v.SerializeToString() for v in whole.graph.output]
+    assert as_bytes(light.graph.initializer) == as_bytes(proto.graph.initializer)
+    assert light.producer_name == proto.producer_name and list(light.opset_import) == list(proto.opset_import)
+
+
+def test_shape_inference_reads_small_initializers_as_data():
+    """A Reshape whose shape is an initializer keeps its inferred output shape (data propagation)."""
+    w = onnx.numpy_helper.from_array(np.zeros((2000, 6), np.float32), "w")
+    shape = onnx.numpy_helper.from_array(np.array([3, 4], np.int64), "shape")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2000])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, shape])
+    out = with_inferred_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    y = next(v for v in out.graph.output if v.name == "y")
+    assert [d.dim_value for d in y.type.tensor_type.shape.dim] == [3, 4]
+    assert [t.name for t in out.graph.initializer] == ["shape", "w"]
