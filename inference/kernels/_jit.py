@@ -16,6 +16,11 @@ batch per Python thread, which only overlaps if the kernels drop the GIL. Inside
 The twins' names carry ``_nogil`` because numba's cache key ignores the flag: under the old names
 a cache written before the flag loads the GIL-holding wrapper (measured: a 1.6 s kernel call
 stalled another Python thread for 1.6 s; with a fresh cache entry, for at most 56 ms).
+
+Every kernel of ours compiles with ``error_model="numpy"`` (these twins and each ``numba.njit``):
+a float division by zero gives inf or NaN as numpy's does, where numba's default checks each
+divisor to raise ZeroDivisionError. That check, one branch per element, kept loops with a division
+scalar: Gelu's vectorised erf (``vmath.gelu_row``) ran 4 ns per element with it, 0.5 without.
 """
 from __future__ import annotations
 
@@ -61,8 +66,8 @@ def threaded_kernel(fastmath: bool | set = False) -> Callable[[Callable], Callab
     """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin."""
 
     def deco(fn: Callable) -> Callable[..., Any]:
-        serial = numba.njit(cache=True, nogil=True, fastmath=fastmath)(_clone(fn, "_serial_nogil"))
-        parallel = numba.njit(cache=True, nogil=True, parallel=True, fastmath=fastmath)(
+        serial = numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=fastmath)(_clone(fn, "_serial_nogil"))
+        parallel = numba.njit(cache=True, error_model="numpy", nogil=True, parallel=True, fastmath=fastmath)(
             _clone(fn, "_parallel_nogil"))
 
         @functools.wraps(fn)

@@ -35,7 +35,7 @@ def activation_code(name: str) -> int:
         raise KernelError(f"unknown fused activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def activate(v, code, alpha, beta):
     """``v`` through activation ``code`` (alpha/beta: Clip min/max, LeakyRelu and HardSigmoid's)."""
     if code == RELU:
@@ -60,7 +60,7 @@ def activate(v, code, alpha, beta):
     return v
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def activate_row(row, code, alpha, beta):
     """``row`` through activation ``code`` in place; one loop per code so each loop vectorises
     (a per-element branch on ``code`` ran several times slower)."""

@@ -15,7 +15,7 @@ from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def valid_range(pad, tap, stride, size, out):
     """Output positions ``o`` in [lo, hi) whose input index ``o*stride - pad + tap`` is inside [0, size)."""
     lo = max(0, (pad - tap + stride - 1) // stride)
@@ -24,7 +24,7 @@ def valid_range(pad, tap, stride, size, out):
 
 
 # -- kernels -------------------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _finish_row(out, z, has_z, b, yo, code, alpha, beta):
     """Residual and activation over one finished output row (ow, M), seen as one flat vector."""
     flat = out.reshape(out.size)
@@ -35,7 +35,7 @@ def _finish_row(out, z, has_z, b, yo, code, alpha, beta):
     activate_row(flat, code, alpha, beta)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _tap_add(out, src, wv, lo, hi, x0, sw):
     """``out[xo] += wv * src[xo*sw + x0]`` for xo in [lo, hi): one tap, all channels."""
     c = wv.size
@@ -54,7 +54,7 @@ def depthwise_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha
         _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, r // oh, r % oh)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 def _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, b, yo):
     """Output row ``yo`` of image ``b``: start from the bias, add each tap over the columns where it
     lands inside the image (no padded copy needed: pads just shorten the column range), then the
@@ -87,7 +87,7 @@ def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, al
         _depthwise3x3_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, r // oh, r % oh)
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 def _depthwise3x3_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, b, yo):
     """Output row ``yo`` of image ``b``. Taps above, below or beside the image read a zero pixel
     (the source of each tap is picked per output pixel, no branch in the channel loop): the border

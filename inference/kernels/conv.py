@@ -66,7 +66,7 @@ def im2col(x, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
                     dst[lo + k] = strided[k]
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta):
     """Add the residual row (if any) and apply the activation to one finished output row."""
     if has_z:
@@ -76,7 +76,7 @@ def _finish_row(out, z, has_z, b, ch, yo, code, alpha, beta):
     activate_row(out, code, alpha, beta)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _sum9(out, a0, a1, a2, b0, b1, b2, c0, c1, c2, w, bv):
     w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
     w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
@@ -87,7 +87,7 @@ def _sum9(out, a0, a1, a2, b0, b1, b2, c0, c1, c2, w, bv):
                    + w20 * c0[xo] + w21 * c1[xo] + w22 * c2[xo])
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
     """The zero-padded plane split by column phase: ``planes[q][i, k] = padded[i, k*sw + q]``.
 

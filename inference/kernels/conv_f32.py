@@ -79,7 +79,7 @@ def _fill_planes(x, c0, cg, s, ph, pw, wrow, out):
         _fill_plane(xf[img, c0 + gi % cg], h, w, s, (gi // cg) // s, (gi // cg) % s, ph, pw, wrow, out[img, gi])
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
 def _fill_plane(src, h, w, s, a, b, ph, pw, wrow, o):
     """``o`` := phase (a, b) of the zero-padded image ``src`` (flat H*W): row i column j of ``o``
     (rows ``wrow`` apart) holds src[s*i + a - ph, s*j + b - pw], zero outside it and past the

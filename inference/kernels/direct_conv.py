@@ -34,7 +34,7 @@ def prefer_direct(c: int, m: int, kh: int, kw: int, sh: int, sw: int, oh: int, o
             and c * m * 9 * oh * ow <= DIRECT_MAX_MACS)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _padded_planes(x, ph, pw, hp, wp, slack):
     """``x`` (N, C, H, W) copied into zero-bordered flat planes (N, C, hp*wp + slack), rows ``wp`` apart."""
     n, c, h, w = x.shape
@@ -48,7 +48,7 @@ def _padded_planes(x, ph, pw, hp, wp, slack):
     return pad
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _finish(acc, y, z, has_z, b, mi, wp, code, alpha, beta):
     """Residual and activation on the wide row ``acc``, then its valid columns into ``y[b, mi]``.
 

@@ -207,7 +207,7 @@ def pack_weight_columns(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 # pool, and they are ~90% of its time); the packing kernels around them follow the serial-by-default
 # policy of ``_jit``: each parallel region is one more barrier, and on a loaded 2-core machine a
 # barrier waits for a descheduled worker (ResNet-18, load 13: median 926 -> 580 ms when serial).
-@numba.njit(cache=True, parallel=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow, ow, corr, scale, fbias, z,
           has_z, code, alpha, beta, amin, amax, inv_ys, yzp, qmin, qmax, quantize, yq, yf, m0, sm, sn, nchunks):
     """Tiles over (image, pixel block, channel block), cut into ``nchunks`` runs of consecutive
@@ -251,7 +251,7 @@ def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow,
                         store_lanes(vals, seg[i, 0], seg[i, 2], yf, base + seg[i, 1])
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code, alpha, beta, amin, amax, inv_ys,
                yzp, qmin, qmax, quantize, yq, yf):
     """Matrix product tiles: MR rows of X (broadcast) x 32 output columns (vectors), so each output

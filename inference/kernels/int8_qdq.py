@@ -69,7 +69,7 @@ def dequantize_linear_fast(x, x_scale, x_zero_point=None, *, axis=1, block_size=
     return out.reshape(x.shape)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def _range_with_zero(x):
     lo = np.float32(0)
     hi = np.float32(0)

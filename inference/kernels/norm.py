@@ -34,9 +34,10 @@ def softmax_rows(x, y, bits):
             out[k] = out[k] * inv
 
 
-@threaded_kernel()
+@threaded_kernel(fastmath=FAST_FINITE)
 def layer_norm_rows(x, scale, bias, eps, y):
-    """Row-wise ``(x - mean) / sqrt(var + eps) * scale + bias`` of ``x`` (R, N) into ``y``."""
+    """Row-wise ``(x - mean) / sqrt(var + eps) * scale + bias`` of ``x`` (R, N) into ``y``. The
+    float64 sums may reassociate (so they vectorise: in order they ran one add per 4 cycles)."""
     r, n = x.shape
     for i in numba.prange(r):
         row, out = x[i], y[i]

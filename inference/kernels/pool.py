@@ -26,7 +26,7 @@ from inference.ops.registry import register
 POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS, POOL_GLOBAL = range(5)  # the kernel a plan runs
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _fold(out, src, ow, first, is_max):
     """One contiguous tap into an output row: the first tap copies, later ones max or add
     (the vectorised inner step of both general pooling kernels)."""

@@ -118,7 +118,7 @@ def packed(w: np.ndarray, layout: str) -> CsrWeight:
 
 
 # -- the loops -------------------------------------------------------------------------------------
-@numba.njit(cache=True, inline="always", fastmath=True)
+@numba.njit(cache=True, error_model="numpy", inline="always", fastmath=True)
 def _madd4(dst, s0, s1, s2, s3, v0, v1, v2, v3, n):
     """``dst += v0*s0 + v1*s1 + v2*s2 + v3*s3``: four nonzeros per pass over the output row (one
     load and store of ``dst`` per four multiply-adds; one nonzero per pass ran 1.3-2.5x slower)."""
@@ -126,7 +126,7 @@ def _madd4(dst, s0, s1, s2, s3, v0, v1, v2, v3, n):
         dst[k] += v0 * s0[k] + v1 * s1[k] + v2 * s2[k] + v3 * s3[k]
 
 
-@numba.njit(cache=True, inline="always", fastmath=True)
+@numba.njit(cache=True, error_model="numpy", inline="always", fastmath=True)
 def _madd1(dst, s0, v0, n):
     for k in range(n):
         dst[k] += v0 * s0[k]
@@ -176,7 +176,7 @@ def sparse_gather(x, indptr, chan, vals, y):
             y[r, n] = acc
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def phase_split(x, ph, pw, sh, sw, hq, wq):
     """``x`` (C, H, W) zero-padded by (ph, pw) and split by row and column phase, flat:
     ``out[((c*sh + qr)*sw + qc)*hq*wq + i*wq + k] = padded[c, i*sh + qr, k*sw + qc]``, plus ``wq``

@@ -172,7 +172,7 @@ def store_lanes(typingctx, src, q0, cnt, dst, doff):
 
 
 # -- host-side helpers of both epilogues ---------------------------------------------------------
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def activate_block(vals, code, alpha, beta, amin, amax):
     """The fused activation over one 32-lane block: Relu, Clip and none as one vector clamp to
     [amin, amax] (see :func:`clamp_range`), the others lane by lane."""
@@ -197,7 +197,7 @@ def clamp_epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float
     return (clamps,) + clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def row_segments(f0, nq, wrow, ow, seg):
     """Output row pieces of flat positions [f0, f0 + nq) (rows of ``wrow``, the first ``ow``
     real): ``seg[i] = (first lane, output offset oy*ow+ox, length)``; returns their number."""

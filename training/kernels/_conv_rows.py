@@ -22,7 +22,7 @@ def rows_win(channels: int) -> bool:
     return channels >= 8
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def rows_2d(xn, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw):
     """Rows (N*oh*ow, kh*kw*C) of NHWC ``xn``: row (n, oy, ox) holds every tap's C channels
     (tap-major, channel-minor), zeros where a tap reads padding. Indexed by (row, column), not
@@ -48,7 +48,7 @@ def rows_2d(xn, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw):
     return rows
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def rows_2d_adjoint(rows, n, h, wd, c, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw):
     """Adjoint of :func:`rows_2d`: row gradients added back onto an NHWC (n, h, wd, c) array."""
     dx = np.zeros((n, h, wd, c), rows.dtype)

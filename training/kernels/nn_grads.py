@@ -125,7 +125,7 @@ def _as_2d(win: Window, *arrays: np.ndarray) -> tuple[Params2d, list[np.ndarray]
     return (k[0], k[1], s[0], s[1], d[0], d[1], pb[0], pb[1]), views
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _outputs_reading(tap, d, s, p, size, out):
     """Range [lo, hi) of output positions whose tap ``tap`` reads inside the input [0, size)."""
     lo = max(0, (p - tap * d + s - 1) // s)
@@ -133,7 +133,7 @@ def _outputs_reading(tap, d, s, p, size, out):
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _tap_ranges(out, d, s, p, size, k):
     """Per output position o, the taps [lo, hi) whose input o*s - p + tap*d lies in [0, size)."""
     r = np.empty((out, 2), np.int64)
@@ -144,7 +144,7 @@ def _tap_ranges(out, d, s, p, size, k):
     return r
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _max_pool_grad_2d(dy, x, y, kh, kw, sh, sw, dh, dw, ph, pw, relu):
     """Each window's gradient to its first tap (row-major) equal to the window's max ``y``
     (MaxPool's argmax). The taps are scanned last to first with a select instead of a branch
@@ -172,7 +172,7 @@ def _max_pool_grad_2d(dy, x, y, kh, kw, sh, sw, dh, dw, ph, pw, relu):
     return dx
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _max_pool_grad_2x2(dy, x, y, relu):
     """:func:`_max_pool_grad_2d` for the common 2x2, stride 2, unpadded, undilated window, where
     each window owns its four inputs: the index (0-3) of the window's first max comes from three
@@ -198,7 +198,7 @@ def _max_pool_grad_2x2(dy, x, y, relu):
     return dx
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _columns_t_2d(x, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw):
     """:func:`columns_t` for 2-D windows as one pass of row copies: (C, kh, kw, N, oh, ow), zeros
     where a tap reads padding (numpy copied a 7-D strided view). Flat indices and per-tap
@@ -227,7 +227,7 @@ def _columns_t_2d(x, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw):
     return cols.reshape(c, kh, kw, n, oh, ow)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _col2im_2d(cols, h, wd, kh, kw, sh, sw, dh, dw, ph, pw):
     """Adjoint of :func:`_columns_t_2d`: column gradients (C, kh, kw, N, oh, ow) added back onto
     (N, C, h, wd) in one pass of row adds (numpy's per-tap adds walked a transposed view)."""
@@ -254,7 +254,7 @@ def _col2im_2d(cols, h, wd, kh, kw, sh, sw, dh, dw, ph, pw):
     return dx.reshape(n, c, h, wd)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _scatter_add(flat_index, values, size):
     out = np.zeros(size, values.dtype)
     for k in range(flat_index.size):
@@ -262,7 +262,7 @@ def _scatter_add(flat_index, values, size):
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _depthwise_grad_input_2d(dy, w, h, wd, kh, kw, sh, sw, dh, dw, ph, pw):
     n, c, oh, ow = dy.shape
     dx = np.zeros((n, c, h, wd), dy.dtype)
@@ -280,7 +280,7 @@ def _depthwise_grad_input_2d(dy, w, h, wd, kh, kw, sh, sw, dh, dw, ph, pw):
     return dx
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _depthwise_grad_weight_2d(dy, x, kh, kw, sh, sw, dh, dw, ph, pw):
     n, c, oh, ow = dy.shape
     h, wd = x.shape[2], x.shape[3]

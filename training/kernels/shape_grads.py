@@ -146,7 +146,7 @@ def _fold_axis(g: np.ndarray, axis: int, n: int, before: int, after: int, mode: 
 RELU, CLIP, LEAKY_RELU = 0, 1, 2  # which mask a MaskedGrad applies
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _masked_grad_flat(dy: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray, mode: int,
                       alpha: float) -> None:
     """One compiled select per element (numpy's ``where`` on random masks mispredicts branches)."""
