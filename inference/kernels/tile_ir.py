@@ -119,8 +119,10 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
     new = []
     for r in range(mr):
-        at = builder.add(builder.mul(const(r), args[5]), k) if rows_major else builder.add(builder.mul(k, const(mr)),
-                                                                                            const(r))
+        if rows_major:
+            at = builder.add(builder.mul(const(r), args[5]), k)
+        else:
+            at = builder.add(builder.mul(k, const(mr)), const(r))
         wv = builder.load(builder.gep(w_base, [at]))
         bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
         new.extend(step(accs[r * nv + v], bc, cols[v]) for v in range(nv))
