@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from inference.flops import node_flops
 from inference.ir import Graph, Node
+from inference.kernels.fused import matmul_weight_constant
 
 BLAS_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul"})
 
 
 def runs_on_blas(graph: Graph, node: Node) -> bool:
     """Whether ``node``'s arithmetic is a numpy/BLAS GEMM (the rest is numba or cheap numpy)."""
+    if node.op_type == "FusedMatMul" and matmul_weight_constant(node, graph):  # on our tile
+        return False
     if node.op_type in BLAS_OPS:
         return True
     if node.op_type in ("Conv", "FusedConv"):  # the tile runs all but dilated strided ones

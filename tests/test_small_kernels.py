@@ -26,9 +26,9 @@ def _close(got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
-def _bound(op: str, domain: str = "", opset: int = 13, **attrs):
-    """The fast kernel of ``op`` bound to ``attrs`` the way the session binds it, and the reference."""
-    fast, ref = lookup(op, domain, opset, "fast"), lookup(op, domain, opset, "reference")
+def _bound(op: str, domain: str = "", opset: int = 13, kind: str = "fast", **attrs):
+    """The ``kind`` kernel of ``op`` bound to ``attrs`` the way the session binds it, and the reference."""
+    fast, ref = lookup(op, domain, opset, kind), lookup(op, domain, opset, "reference")
     return fast.bind(**attrs), (lambda *xs: ref.fn(*xs, **attrs))
 
 
@@ -126,17 +126,20 @@ def test_pool_2x2_plan_uses_the_specialised_kernel():
 
 
 # -- FusedMatMul, bound -------------------------------------------------------------------------------
-@pytest.mark.parametrize("xshape", [(1, 1568), (3, 20), (2, 3, 20), (20,)])
-@pytest.mark.parametrize("activation,alpha,beta", ACTIVATIONS[:4])
+@pytest.mark.parametrize("xshape", [(1, 1568), (3, 20), (2, 3, 20), (20,), (2, 67, 40)])
+@pytest.mark.parametrize("activation,alpha,beta", ACTIVATIONS[:4] + ACTIVATIONS[7:8])
 @pytest.mark.parametrize("with_b,with_z", [(True, False), (False, False), (True, True)])
-def test_fused_matmul_bound_matches_reference(xshape, activation, alpha, beta, with_b, with_z):
+@pytest.mark.parametrize("kind,n", [("fast", 10), ("packed", 10), ("packed", 70)])
+def test_fused_matmul_bound_matches_reference(xshape, activation, alpha, beta, with_b, with_z, kind, n):
+    """"packed" (a constant weight: our tile) and "fast" (BLAS), clamped and not (Gelu)."""
     rng = np.random.default_rng(4)
     x = _rand(rng, *xshape)
-    w = _rand(rng, xshape[-1], 10)
-    b = _rand(rng, 10) if with_b else None
-    z = _rand(rng, *(xshape[:-1] + (10,))) if with_z else None
-    fast, ref = _bound("FusedMatMul", DOMAIN, 1, activation=activation, alpha=alpha, beta=beta)
-    _close(fast(x, w, b, z), ref(x, w, b, z))
+    w = _rand(rng, xshape[-1], n) / np.float32(np.sqrt(xshape[-1]))  # unit-scale outputs, as a trained layer's
+    b = _rand(rng, n) if with_b else None
+    z = _rand(rng, *(xshape[:-1] + (n,))) if with_z else None
+    fast, ref = _bound("FusedMatMul", DOMAIN, 1, kind, activation=activation, alpha=alpha, beta=beta)
+    for _ in range(2):  # the second call reuses the packed weight
+        _close(fast(x, w, b, z), ref(x, w, b, z))
 
 
 def test_fused_matmul_bound_falls_back_off_the_fast_path():

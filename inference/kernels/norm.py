@@ -21,37 +21,48 @@ from inference.ops.registry import lookup, register
 
 @threaded_kernel(fastmath=FAST_FINITE)
 def softmax_rows(x, y, bits):
-    """Row-wise softmax of ``x`` (R, N) into ``y`` (``bits``: int32 scratch like ``x``); exp is
-    :func:`~inference.kernels.vmath.exp_shifted` (libm's scalar exp ran 17x onnxruntime's Softmax)."""
-    r, n = x.shape
-    for i in numba.prange(r):
-        row, out = x[i], y[i]
-        m = row[0]
-        for k in range(1, n):
-            m = max(m, row[k])
-        inv = np.float32(1.0 / exp_shifted(row, m, out, bits[i]))
-        for k in range(n):
-            out[k] = out[k] * inv
+    """Row-wise softmax of ``x`` (R, N) into ``y`` (``bits``: int32 scratch like ``x``), a row per
+    parallel step (:func:`_softmax_row`)."""
+    for i in numba.prange(x.shape[0]):
+        _softmax_row(x[i], y[i], bits[i])
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=FAST_FINITE)
+def _softmax_row(row, out, bits):
+    """exp is :func:`~inference.kernels.vmath.exp_shifted` (libm's scalar exp ran 17x
+    onnxruntime's Softmax). A function of its own, not the ``prange`` body: numba's parallel
+    lowering leaves such bodies scalar (measured on the depthwise stencils: 3x per thread)."""
+    m = row[0]
+    for k in range(1, row.size):
+        m = max(m, row[k])
+    inv = np.float32(1.0 / exp_shifted(row, m, out, bits))
+    for k in range(row.size):
+        out[k] = out[k] * inv
 
 
 @threaded_kernel(fastmath=FAST_FINITE)
 def layer_norm_rows(x, scale, bias, eps, y):
-    """Row-wise ``(x - mean) / sqrt(var + eps) * scale + bias`` of ``x`` (R, N) into ``y``. The
-    float64 sums may reassociate (so they vectorise: in order they ran one add per 4 cycles)."""
-    r, n = x.shape
-    for i in numba.prange(r):
-        row, out = x[i], y[i]
-        s = 0.0
-        for k in range(n):
-            s += row[k]
-        mean = s / n
-        v = 0.0
-        for k in range(n):
-            d = row[k] - mean
-            v += d * d
-        inv = 1.0 / math.sqrt(v / n + eps)
-        for k in range(n):
-            out[k] = np.float32((row[k] - mean) * inv) * scale[k] + bias[k]
+    """Row-wise ``(x - mean) / sqrt(var + eps) * scale + bias`` of ``x`` (R, N) into ``y``, a row
+    per parallel step (:func:`_layer_norm_row`)."""
+    for i in numba.prange(x.shape[0]):
+        _layer_norm_row(x[i], scale, bias, eps, y[i])
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=FAST_FINITE)
+def _layer_norm_row(row, scale, bias, eps, out):
+    """The float64 sums may reassociate, so they vectorise (in order: one add per 4 cycles)."""
+    n = row.size
+    s = 0.0
+    for k in range(n):
+        s += row[k]
+    mean = s / n
+    v = 0.0
+    for k in range(n):
+        d = row[k] - mean
+        v += d * d
+    inv = 1.0 / math.sqrt(v / n + eps)
+    for k in range(n):
+        out[k] = np.float32((row[k] - mean) * inv) * scale[k] + bias[k]
 
 
 def _last_axis_float32(node: Node, graph: Graph) -> bool:
