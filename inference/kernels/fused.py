@@ -147,9 +147,9 @@ def matmul_weight_constant(node: Node, graph) -> bool:
 def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float) -> np.ndarray:
     """``act(x @ w + b + z)`` on the channels-last tile (:mod:`inference.kernels.rows_gemm`): bias,
     residual and a clamp in registers, other activations in one pass after. Why not BLAS: the same
-    speed on one thread (a transformer's 128 x 256 @ 256 x 1024 ran 0.84 against 0.81 ms, its epilogue
-    pass not counted), and then the whole model runs on numba's pool: at 2 threads the epilogues,
-    LayerNorms and Softmaxes had stayed serial beside threaded BLAS."""
+    speed on one thread (the transformer's products: 0.97-1.05x OpenBLAS with its epilogue pass,
+    ``benchmarks/rows_gemm.py``), and then the whole model runs on numba's pool: at 2 threads the
+    epilogues, LayerNorms and Softmaxes had stayed serial beside threaded BLAS."""
     k, n = w.shape
     clamps, amin, amax = clamp_epilogue(code, alpha, beta)
     y = gemm_rows(x.reshape(-1, k), w, as_f32(b, (n,)), None if z is None else z.reshape(-1, n), amin, amax,

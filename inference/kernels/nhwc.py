@@ -8,9 +8,9 @@ convolution is one GEMM ``(N*H*W, C) @ (C, M)`` over the whole batch, on our til
 channels along its lanes and the epilogue in registers (:mod:`inference.kernels.rows_gemm`; kxk
 layers run it over an im2col copy). Measured against numpy's OpenBLAS GEMM plus the epilogue pass
 on MobileNetV2's pointwise shapes, run in model order so each layer's weights arrive cold, one
-thread: 0.54-1.07x per layer, 0.83x in all. The depthwise stencils are
-:mod:`inference.kernels.channels_last`'s. The reference kernel transposes to NCHW and calls
-FusedConv's reference: it is the oracle.
+thread: 0.54-1.09x per layer, 0.83-0.90x in all (``benchmarks/rows_gemm.py``). The depthwise
+stencils are :mod:`inference.kernels.channels_last`'s. The reference kernel transposes to NCHW and
+calls FusedConv's reference: it is the oracle.
 """
 from __future__ import annotations
 
