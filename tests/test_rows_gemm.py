@@ -49,6 +49,14 @@ def test_writes_into_out_and_leaves_the_rest():
     assert (out[:5] == 7).all() and (out[25:] == 7).all()
 
 
+def test_out_must_be_a_contiguous_float32_array_of_the_result_shape():
+    rng = np.random.default_rng(0)
+    a, w, b, _ = _operands(rng, 4, 3, 8, False)
+    for bad in (np.empty((4, 9), np.float32), np.empty((4, 8), np.float64), np.empty((8, 4), np.float32).T):
+        with pytest.raises(ValueError, match="out must be"):
+            gemm_rows(a, w, b, None, -INF, INF, out=bad)
+
+
 def test_tile_shape_keeps_idle_lanes_few():
     assert tile_shape(24) == NARROW and tile_shape(16) == NARROW and tile_shape(96) == NARROW
     assert tile_shape(64) == WIDE and tile_shape(1280) == WIDE and tile_shape(320) == WIDE

@@ -126,7 +126,7 @@ def conv2d_nhwc(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarra
                 group: int, code: int, alpha: float, beta: float, constant_weight: bool = False) -> np.ndarray:
     """``act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w``; depthwise or group 1.
     ``constant_weight``: ``w`` never changes (a Predictor's initializer), so the GEMM keeps its
-    padded form."""
+    weight panels (:func:`~inference.kernels.rows_gemm.padded_weight`)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, h, wd, c = x.shape
     kh, kw, cg, m = w.shape

@@ -70,6 +70,9 @@ def gemm_rows(a: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | No
     wp, koff = padded_weight(w, nl, keep_for)
     bp = np.zeros(-(-m // nl) * nl, np.float32)
     bp[:m] = bias
+    if out is not None and (out.shape != (p, m) or out.dtype != np.float32 or not out.flags.c_contiguous):
+        raise ValueError(f"gemm_rows: out must be a C-contiguous float32 ({p}, {m}) array, got {out.dtype} "
+                         f"{out.shape}{'' if out.flags.c_contiguous else ' (not C-contiguous)'}")
     y = np.empty((p, m), np.float32) if out is None else out
     full = p // mr
     tail = np.zeros(mr * k, np.float32)  # the last, partial block of rows, zero-padded to a whole tile
