@@ -88,7 +88,7 @@ def _sum9(out, a0, a1, a2, b0, b1, b2, c0, c1, c2, w, bv):
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
+def phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill=0.0):
     """The zero-padded plane split by column phase: ``planes[q][i, k] = padded[i, k*sw + q]``.
 
     With stride ``sw`` a tap at column offset ``d`` reads phase ``d % sw`` from ``d // sw`` on,
@@ -127,7 +127,7 @@ def depthwise3x3(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, 
     o0, o1, o2 = 0, dw // sw, (2 * dw) // sw
     for r in numba.prange(n * c):
         b, ch = r // c, r % c
-        planes = _phase_planes(x, b, ch, ph, pw, hp, wp, sw)
+        planes = phase_planes(x, b, ch, ph, pw, hp, wp, sw)
         p0, p1, p2 = planes[q0], planes[q1], planes[q2]
         wc = wt[ch]
         for yo in range(oh):

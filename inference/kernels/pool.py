@@ -17,7 +17,7 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.conv import _phase_planes
+from inference.kernels.conv import phase_planes
 from inference.ops import pool as reference
 from inference.ops._memo import remember
 from inference.ops._window import window_geometry
@@ -54,7 +54,7 @@ def pool2d(x, kh, kw, sh, sw, dh, dw, ph, pw, hp, wp, y, is_max):
     fill = -np.inf if is_max else 0.0
     for r in numba.prange(n * c):
         b, ch = r // c, r % c
-        planes = _phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill)
+        planes = phase_planes(x, b, ch, ph, pw, hp, wp, sw, fill)
         for yo in range(oh):
             out = y[b, ch, yo]
             for i in range(kh):
