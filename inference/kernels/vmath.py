@@ -61,7 +61,8 @@ GELU_CHUNK = 2048  # elements per pass: the scratch rows stay in L1
 def gelu_row(row):
     """``row = 0.5 x (1 + erf(x / sqrt 2))`` in place (the erf form of Gelu), :data:`GELU_CHUNK`
     elements at a time through two small scratch rows: whole-row scratch, fresh from the allocator
-    on every call, cost its page faults (1.8 ns per element on 1M elements, against 0.9 in chunks)."""
+    on every call, cost its page faults (same process: 2.1 ns per element on 1M elements and 6.3 on
+    4M, against 1.4 in chunks)."""
     n = row.size
     e_all = np.empty(GELU_CHUNK, np.float32)
     bits_all = np.empty(GELU_CHUNK, np.int32)
