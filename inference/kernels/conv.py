@@ -19,7 +19,8 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv_f32
 from inference.kernels._jit import threaded_kernel
-from inference.kernels._prepack import constant_weight, prepacked
+from inference.kernels._applies import constant_float32_weight
+from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc, valid_range
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
@@ -396,10 +397,7 @@ def handles_constant(node: Node, graph: Graph) -> bool:
     """:func:`handles`, and the weight is a float32 initializer no feed overrides: a Predictor's
     graph, whose packed weights may be kept (training rewrites its parameters in place between
     runs: its sessions never plan this kind)."""
-    if not handles(node, graph) or len(node.inputs) < 2:
-        return False
-    w = constant_weight(graph, node.inputs[1])
-    return w is not None and w.dtype == np.float32 and w.ndim == 4
+    return handles(node, graph) and constant_float32_weight(node, graph, 4) is not None
 
 
 PACKED = "packed"  # the kind of kernels that pack a constant weight once (``session.CONSTANT_WEIGHT_KINDS``)

@@ -16,8 +16,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels import conv as fast_conv
-from inference.kernels._applies import float32_input
-from inference.kernels._prepack import constant_weight
+from inference.kernels._applies import constant_float32_weight, float32_input
 from inference.kernels.activations import (NO_RESIDUAL_2D, NONE, activate_row, activation_code, as_f32,
                                            epilogue_cols)
 from inference.kernels.rows_gemm import gemm_rows
@@ -138,10 +137,7 @@ def _matmul_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, bet
 def matmul_weight_constant(node: Node, graph) -> bool:
     """A float32 product whose weight is a constant float32 matrix (a Predictor's initializer):
     the packed kind runs it on our tile, its weight panels kept from run to run."""
-    if not float32_input(node, graph) or len(node.inputs) < 2:
-        return False
-    w = constant_weight(graph, node.inputs[1])
-    return w is not None and w.dtype == np.float32 and w.ndim == 2
+    return float32_input(node, graph) and constant_float32_weight(node, graph, 2) is not None
 
 
 def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float) -> np.ndarray:

@@ -31,9 +31,10 @@ import numba
 import numpy as np
 
 from inference.errors import KernelError
-from inference.ir import Graph, Node, TensorType
+from inference.ir import Graph, Node
 from inference.kernels import conv as fast_conv
 from inference.kernels import fused
+from inference.kernels._applies import constant_float32_weight, float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import constant_weight, prepacked
 from inference.kernels.activations import NO_RESIDUAL_2D, activation_code, as_f32, epilogue_cols, epilogue_rows
@@ -246,18 +247,13 @@ def sparse_conv2d(x: np.ndarray, csr: CsrWeight, kernel: tuple[int, int], auto_p
 
 
 # -- selection ---------------------------------------------------------------------------------------
-def _float_input(graph: Graph, name: str) -> bool:
-    t = graph.type_of(name)
-    return not isinstance(t, TensorType) or t.elem_type == 1
-
-
 def _accept(node: Node, graph: Graph, rank: int, threshold: float, layout: str) -> bool:
     """Whether ``node``'s weight (input 1) is a float32 constant of ``rank`` sparse enough; if so it
     is packed now, while the session plans."""
-    if not _SETTINGS["enabled"] or len(node.inputs) < 2 or not _float_input(graph, node.inputs[0]):
+    if not _SETTINGS["enabled"] or not float32_input(node, graph):
         return False
-    w = constant_weight(graph, node.inputs[1])
-    if w is None or w.dtype != np.float32 or w.ndim != rank or w.size == 0 or sparsity(w) < threshold:
+    w = constant_float32_weight(node, graph, rank)
+    if w is None or w.size == 0 or sparsity(w) < threshold:
         return False
     packed(w, layout)
     return True
