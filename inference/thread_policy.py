@@ -5,7 +5,9 @@ pool; both spin after their work, so a run alternating between them makes each p
 fight the other's for the cores (``inference.kernels._jit``). Since float convolutions run on our
 own tile, a CNN's work is nearly all numba: ResNet-18 at batch 1 on 2 threads took 86 ms with BLAS
 threaded (its one Gemm kept OpenBLAS spinning) against 22 ms with BLAS capped at 1 and every numba
-kernel on its parallel twin. A transformer is nearly all BLAS (MatMuls) and keeps the old split.
+kernel on its parallel twin. Fused products with a constant weight run on our tile too
+(``inference.kernels.rows_gemm``), so a transformer is numba work but for its attention's products
+of two activations; a graph of products of fed matrices is BLAS work and keeps the old split.
 """
 from __future__ import annotations
 
