@@ -8,8 +8,8 @@ is built in this process and timed in interleaved blocks of one run (so bursts o
 spread over all of them); the table gives the minimum of N runs, the ratio off/on (> 1: the pass is
 faster; in brackets for each converted variant) and on/onnxruntime. ``forced`` runs the pass with
 its profitability rule switched off (every convertible region converted) to show what the rule
-declines. A variant whose graph equals another's (``= off``) is not timed twice: on ResNet-18 the
-rule converts nothing. At two threads the table mostly shows our BLAS and numba pools fighting
+declines. A variant whose graph equals another's (``= on``) is not timed twice: on both models the
+rule converts what forcing does. At two threads the table mostly shows our BLAS and numba pools fighting
 for the cores (see ``inference/kernels/_jit.py``); one thread is the layout comparison.
 """
 from __future__ import annotations
@@ -32,12 +32,13 @@ MODELS = {"mobilenet_v2": zoo.mobilenet_v2, "resnet18": zoo.resnet18}
 
 def ours(proto, threads: int, on: bool, forced: bool = False):
     """A runner of our Predictor; ``forced`` builds it with the profitability threshold at zero."""
-    saved = layout.MIN_DEPTHWISE_PER_BOUNDARY
-    layout.MIN_DEPTHWISE_PER_BOUNDARY = 0.0 if forced else saved
+    saved = layout.MIN_DEPTHWISE_PER_BOUNDARY, layout.MIN_GEMM_MACS_PER_BOUNDARY
+    if forced:
+        layout.MIN_DEPTHWISE_PER_BOUNDARY = layout.MIN_GEMM_MACS_PER_BOUNDARY = 0.0
     try:
         pred = Predictor(Config(model_path=proto, num_threads=threads, passes={"layout_nhwc": on}))
     finally:
-        layout.MIN_DEPTHWISE_PER_BOUNDARY = saved
+        layout.MIN_DEPTHWISE_PER_BOUNDARY, layout.MIN_GEMM_MACS_PER_BOUNDARY = saved
     name = pred.get_output_names()[0]
     converted = sum(n.op_type == layout.OP for n in pred.model.graph.nodes)
     return (lambda feeds: [pred.run(feeds)[name]]), converted
@@ -86,7 +87,8 @@ def main() -> int:
     repeat = 5 if args.quick else args.repeat
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  cores={os.cpu_count()}  "
           f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    print(f"rule: depthwise output elements >= {layout.MIN_DEPTHWISE_PER_BOUNDARY} x boundary-transposed elements")
+    print(f"rule: depthwise output elements >= {layout.MIN_DEPTHWISE_PER_BOUNDARY} x boundary-transposed elements, "
+          f"or other convolutions' multiply-adds >= {layout.MIN_GEMM_MACS_PER_BOUNDARY:.0f} x them")
     print("| model | batch | threads | off ms | on ms | forced ms | onnxruntime ms | off/on | on/ort | max abs diff |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):

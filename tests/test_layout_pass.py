@@ -141,6 +141,7 @@ def zoo_case(request):
 def _converted(proto, monkeypatch, force: bool):
     if force:
         monkeypatch.setattr(layout, "MIN_DEPTHWISE_PER_BOUNDARY", 0.0)
+        monkeypatch.setattr(layout, "MIN_GEMM_MACS_PER_BOUNDARY", 0.0)
     model = load_model(proto)
     applied = optimize(model)
     return model, applied
@@ -151,7 +152,7 @@ def test_pass_keeps_outputs(zoo_case, monkeypatch, force):
     name, proto, feeds, want_ort, want_plain = zoo_case
     model, applied = _converted(proto, monkeypatch, force)
     hist = model.graph.op_histogram()
-    converts = name == "mobilenet_v2" or force
+    converts = True  # MobileNetV2 for its depthwise layers, ResNet-18 for its multiply-adds
     assert ("layout_nhwc" in applied) == converts, applied
     assert hist.get(f"edgelearn::{OP}", 0) > 0 if converts else f"edgelearn::{OP}" not in hist
     for kinds in (("fast", "reference"), ("reference",)):
@@ -167,9 +168,6 @@ def test_transposes_only_at_region_boundaries(zoo_case, monkeypatch, force):
     model, _ = _converted(proto, monkeypatch, force)
     g = model.graph
     transposes = [n for n in g.nodes if n.op_type == "Transpose"]
-    if name == "resnet18" and not force:
-        assert transposes == []
-        return
     assert len(transposes) == 2
     producers, consumers = g.producers(), g.consumers()
     into, back = transposes
@@ -233,11 +231,15 @@ def _chain(layers: int, kind: str = "dw", c: int = 8, tanh: bool = False, tap_ou
     return b.build()
 
 
-@pytest.mark.parametrize("layers,kind", [(1, "dw"), (2, "dw"), (6, "kxk")])
-def test_rule_counts_depthwise_against_transposes(layers, kind):
-    """Boundary: x in, y out (2 images); each depthwise output is 1 image, group-1 convs count 0."""
-    expected = (layers if kind == "dw" else 0) >= 2 * layout.MIN_DEPTHWISE_PER_BOUNDARY
-    model = infer_shapes(_chain(layers, kind, c=16))
+@pytest.mark.parametrize("layers,kind,c", [(1, "dw", 16), (2, "dw", 16), (6, "kxk", 16), (6, "kxk", 128)])
+def test_rule_counts_depthwise_and_macs_against_transposes(layers, kind, c):
+    """Boundary: x in, y out (2 images of c x 12 x 12); each depthwise output is 1 image; the group-1
+    convs (the 1x1 and, for kxk, the 3x3 layers) have c*(1 + 9*layers) multiply-adds per pixel."""
+    macs_per_moved = c * (1 + (9 * layers if kind == "kxk" else 0)) / 2
+    expected = ((layers if kind == "dw" else 0) >= 2 * layout.MIN_DEPTHWISE_PER_BOUNDARY
+                or macs_per_moved >= layout.MIN_GEMM_MACS_PER_BOUNDARY)
+    assert expected is (kind == "dw" and layers == 2 or c == 128)  # both sides of both thresholds
+    model = infer_shapes(_chain(layers, kind, c=c))
     assert layout.to_nhwc(model) is expected
     assert any(n.op_type == OP for n in model.graph.nodes) is expected
 

@@ -103,7 +103,7 @@ def test_parallel_twin_matches():
                                              (3, [2, 1], [1, 0, 1, 2])])
 @pytest.mark.parametrize("act", ["Clip", "HardSwish"])
 def test_packed_conv_kernel_matches_reference(k, strides, pads, act):
-    """The kind a Predictor plans for a constant weight: 1x1 (strided) and im2col layers, clamped
+    """The kind a Predictor plans for a constant weight: 1x1 (strided) and kxk layers, clamped
     and not (HardSwish runs after the tile), run twice to use the kept panels."""
     rng = np.random.default_rng(k + len(act))
     x = rng.standard_normal((2, 9, 11, 24)).astype(np.float32)
@@ -113,3 +113,41 @@ def test_packed_conv_kernel_matches_reference(k, strides, pads, act):
     want = fused_conv_nhwc_reference(x, wt, b, None, **attrs)
     for _ in range(2):
         np.testing.assert_allclose(fused_conv_nhwc_packed(x, wt, b, None, **attrs), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("c,m,k,strides,dilations,pads", [
+    (3, 64, 7, [2, 2], [1, 1], [3, 3, 3, 3]),  # an RGB stem: 147 steps over 3 channels
+    (16, 70, 3, [1, 1], [1, 1], [1, 1, 1, 1]),  # ragged channel block
+    (8, 64, 3, [2, 1], [2, 1], [0, 2, 1, 0]),  # asymmetric pads, dilation, mixed strides
+    (32, 64, 1, [2, 2], [1, 1], [0, 0, 0, 0]),  # strided 1x1: rows every other pixel, no copy
+    (24, 130, 3, [3, 3], [1, 1], [1, 1, 1, 1]),  # stride 3 leaves the last input rows unread
+])
+@pytest.mark.parametrize("residual", [False, True])
+def test_gathered_conv_matches_reference(c, m, k, strides, dilations, pads, residual):
+    """kxk and strided layers gather their patches from the padded input in place (an implicit
+    GEMM): tiles span output rows and images (batch 3), every geometry agrees with the oracle."""
+    rng = np.random.default_rng(c * 100 + m + k)
+    x = rng.standard_normal((3, 13, 10, c)).astype(np.float32)
+    wt = np.ascontiguousarray(rng.standard_normal((m, c, k, k)).astype(np.float32).transpose(HWIO))
+    b = rng.standard_normal(m).astype(np.float32)
+    attrs = dict(strides=strides, dilations=dilations, pads=pads, activation="Relu")
+    out_shape = fused_conv_nhwc_reference(x, wt, b, None, **attrs).shape
+    z = rng.standard_normal(out_shape).astype(np.float32) if residual else None
+    want = fused_conv_nhwc_reference(x, wt, b, z, **attrs)
+    np.testing.assert_allclose(fused_conv_nhwc_packed(x, wt, b, z, **attrs), want, rtol=1e-4, atol=1e-4)
+
+
+def test_gathered_rows_cross_rows_and_images():
+    """Row starts follow (image, row, column) through a tile: 6-row tiles over 5-wide rows."""
+    from inference.kernels.rows_gemm import Rows, gemm_gathered
+
+    rng = np.random.default_rng(4)
+    img = rng.standard_normal((2, 4, 5, 3)).astype(np.float32)  # 2 images of 4x5 pixels, 3 channels
+    w = rng.standard_normal((3, 20)).astype(np.float32)
+    rows = Rows(count=40, per_image=20, width=5, col_pitch=3, row_pitch=15, image_pitch=60)
+    got = gemm_gathered(img.reshape(-1), rows, np.arange(3, dtype=np.int64), w, np.zeros(20, np.float32), None,
+                        -INF, INF)
+    np.testing.assert_allclose(got, img.reshape(40, 3).astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2 step offsets for a weight of 3 rows"):
+        gemm_gathered(img.reshape(-1), rows, np.arange(2, dtype=np.int64), w, np.zeros(20, np.float32), None,
+                      -INF, INF)

@@ -33,9 +33,12 @@ def transformer():
 
 def test_fused_ops_count_their_multiply_adds(resnet, transformer):
     g = resnet.model.graph
-    conv = next(n for n in g.nodes if n.op_type == "FusedConv" and n.attrs.get("kernel_shape") == [3, 3])
+    conv = next(n for n in g.nodes if n.op_type == "FusedConv")  # the RGB stem stays NCHW
     out, w = g.concrete_shape(conv.outputs[0]), g.concrete_shape(conv.inputs[1])
-    assert node_flops(g, conv) == 2 * int(np.prod(out)) * int(np.prod(w[1:]))
+    assert node_flops(g, conv) == 2 * int(np.prod(out)) * int(np.prod(w[1:]))  # OIHW
+    nhwc = next(n for n in g.nodes if n.op_type == "FusedConvNHWC" and n.attrs.get("kernel_shape") == [3, 3])
+    out, w = g.concrete_shape(nhwc.outputs[0]), g.concrete_shape(nhwc.inputs[1])
+    assert node_flops(g, nhwc) == 2 * int(np.prod(out)) * int(np.prod(w[:3]))  # HWIO
     t = transformer.model.graph
     mm = next(n for n in t.nodes if n.op_type == "FusedMatMul")
     a, y = t.concrete_shape(mm.inputs[0]), t.concrete_shape(mm.outputs[0])

@@ -5,8 +5,14 @@
 FusedConv's. Why channels-last: a depthwise stencil's inner loop then runs over contiguous channels
 (in NCHW it runs over a short output row, little to vectorise at 7x7 or 14x14), and a 1x1
 convolution is one GEMM ``(N*H*W, C) @ (C, M)`` over the whole batch, on our tile with output
-channels along its lanes and the epilogue in registers (:mod:`inference.kernels.rows_gemm`; kxk
-layers run it over an im2col copy). Measured against numpy's OpenBLAS GEMM plus the epilogue pass
+channels along its lanes and the epilogue in registers (:mod:`inference.kernels.rows_gemm`). kxk
+and strided layers gather their patches from the zero-padded input in place (an implicit GEMM,
+:func:`patch_rows`): no im2col copy, whose buffer was 9x a 3x3 layer's input. Per ResNet-18 layer
+(batch 1, one thread, layers in model order so weights arrive cold, min CPU time of 12 rounds),
+against onnxruntime: 3x3 on 64-256 channels 1.05-1.38x (the NCHW tile 1.11-1.55x), strided 3x3
+1.22-1.38x (1.37-1.49x), the 7x7/2 stem 1.01x (1.34x), but 3x3 on 512x7x7 1.44-1.69x (1.11-1.22x):
+each 64-channel block's 1.2 MB of weights streams through for only 9 tiles of 6 pixels.
+Pointwise layers, measured against numpy's OpenBLAS GEMM plus the epilogue pass
 on MobileNetV2's pointwise shapes, run in model order so each layer's weights arrive cold, one
 thread: 0.54-1.09x per layer, 0.83-0.90x in all (``benchmarks/rows_gemm.py``). The depthwise
 stencils are :mod:`inference.kernels.channels_last`'s. The reference kernel transposes to NCHW and
@@ -24,7 +30,7 @@ from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activati
 from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc
 from inference.kernels.conv import PACKED, handles, handles_constant
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
-from inference.kernels.rows_gemm import gemm_rows
+from inference.kernels.rows_gemm import Rows, gemm_gathered, gemm_rows
 from inference.kernels.tile_lanes import clamp_epilogue
 from inference.ops._window import Window, window_geometry
 from inference.ops.registry import register
@@ -79,41 +85,44 @@ def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0,
     return np.ascontiguousarray(y.transpose(TO_NHWC))
 
 
-@threaded_kernel()
-def im2col_nhwc(x, b, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols):
-    """Fill ``cols`` (OH*OW, kh*kw*C) from image ``b`` of ``x`` (N, H, W, C): each row is one output
-    pixel's patch in HWI order (zeros outside the image). Without dilation a patch row's kw taps
-    are kw*C contiguous input values, copied as one run (per tap, 3-channel stems were 2x slower).
-    """
+@numba.njit(cache=True, error_model="numpy")
+def _pad_row(x, i, yo, pt, pl, out):
     _, h, w, c = x.shape
-    run = kw * c
-    for yo in numba.prange(oh):
-        for i in range(kh):
-            iy = yo * sh - ph + i * dh
-            inside = 0 <= iy < h
-            src = x[b, min(max(iy, 0), h - 1)].reshape(w * c)
-            col0 = i * run
-            for xo in range(ow):
-                dst = cols[yo * ow + xo]
-                ix0 = xo * sw - pw
-                if not inside:
-                    for k in range(run):
-                        dst[col0 + k] = 0
-                elif dw == 1 and ix0 >= 0 and ix0 + kw <= w:
-                    s0 = ix0 * c
-                    if run >= 32:  # long runs: copy between slices, which vectorises
-                        d, s = dst[col0:col0 + run], src[s0:s0 + run]
-                        for k in range(run):
-                            d[k] = s[k]
-                    else:  # short runs: plain indices, no slice objects
-                        for k in range(run):
-                            dst[col0 + k] = src[s0 + k]
-                else:
-                    for j in range(kw):
-                        ix = ix0 + j * dw
-                        inx = 0 <= ix < w
-                        for k in range(c):
-                            dst[col0 + j * c + k] = src[ix * c + k] if inx else 0
+    wp = out.shape[2]
+    dst = out[i, yo].reshape(wp * c)
+    if pt <= yo < pt + h:
+        src = x[i, yo - pt].reshape(w * c)
+        dst[:pl * c] = 0
+        dst[pl * c:(pl + w) * c] = src
+        dst[(pl + w) * c:] = 0
+    else:
+        dst[:] = 0
+
+
+@threaded_kernel()
+def pad_nhwc(x, pt, pl, out):
+    """Copy ``x`` (N, H, W, C) into ``out`` (N, Hp, Wp, C) at row ``pt``, column ``pl``; zero the rest."""
+    hp = out.shape[1]
+    for r in numba.prange(out.shape[0] * hp):
+        _pad_row(x, r // hp, r % hp, pt, pl, out)
+
+
+def patch_rows(x: np.ndarray, win: Window) -> tuple[np.ndarray, Rows, np.ndarray]:
+    """The implicit-GEMM view of a channels-last convolution's input: ``x`` zero-padded (or ``x``
+    itself when unpadded), flat; where each output pixel's patch starts in it; and each patch
+    element's offset from that start, in HWIO order (the weight's rows)."""
+    n, h, wd, c = x.shape
+    (pt, pl), (pb, pr) = win.pads_begin, win.padded_end((h, wd))
+    if pt or pl or pb > 0 or pr > 0:
+        xp = np.empty((n, pt + h + max(pb, 0), pl + wd + max(pr, 0), c), np.float32)
+        pad_nhwc(x, pt, pl, xp)
+    else:
+        xp = x
+    hp, wp = xp.shape[1:3]
+    (oh, ow), (sh, sw), (dh, dw) = win.out_shape, win.strides, win.dilations
+    taps = (np.arange(win.kernel[0])[:, None] * (dh * wp) + np.arange(win.kernel[1])[None, :] * dw) * c
+    koff = (taps.reshape(-1, 1) + np.arange(c)).reshape(-1).astype(np.int64)
+    return xp.reshape(-1), Rows(n * oh * ow, oh * ow, ow, sw * c, sh * wp * c, hp * wp * c), koff
 
 
 # -- dispatch -------------------------------------------------------------------------------------
@@ -144,16 +153,11 @@ def conv2d_nhwc(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarra
     clamps, amin, amax = clamp_epilogue(code, alpha, beta)
     npix = oh * ow
     z2 = zz.reshape(n * npix, m) if z is not None else None
-    if kh == kw == 1 and ph == pw == 0:  # pointwise: a (strided) view of the pixels, one GEMM
-        src = x if sh == sw == 1 and (oh, ow) == (h, wd) else np.ascontiguousarray(x[:, ::sh, ::sw][:, :oh, :ow])
-        y = gemm_rows(src.reshape(n * npix, c), wm, bias, z2, amin, amax, keep_for)
-    else:
-        y = np.empty((n * npix, m), np.float32)
-        cols = np.empty((npix, kh * kw * c), np.float32)
-        for i in range(n):
-            im2col_nhwc(x, i, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, cols)
-            gemm_rows(cols, wm, bias, None if z2 is None else z2[i * npix:(i + 1) * npix], amin, amax, keep_for,
-                      out=y[i * npix:(i + 1) * npix])
+    if kh == kw == 1 and ph == pw == 0 and sh == sw == 1 and (oh, ow) == (h, wd):  # pointwise: one GEMM
+        y = gemm_rows(x.reshape(n * npix, c), wm, bias, z2, amin, amax, keep_for)
+    else:  # the patches gathered in place from the padded input
+        xp, rows, koff = patch_rows(x, win)
+        y = gemm_gathered(xp, rows, koff, wm, bias, z2, amin, amax, keep_for)
     if not clamps:
         activate_row(y.reshape(-1), code, alpha, beta)
     return y.reshape(n, oh, ow, m)

@@ -17,6 +17,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 LANES = 16
+PREFETCH_STEPS = 16  # see :func:`_k_loop`
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
@@ -86,17 +87,35 @@ def make_tile(mr: int, nv: int, kind: str = "u8s8", vnni: bool | None = None):
 
 
 def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorType, step,
-            rows_major: bool = False) -> list:
+            rows_major: bool = False, row_offsets: int | None = None) -> list:
     """The tile's loop over its K steps (args 0-5: wp, w_off, cp, c_off, koff, steps); leaves the
     builder after the loop and returns the ``mr * nv`` accumulators (row-major: (r, v) at r*nv + v).
 
-    Step k's broadcast for row r is ``wp[w_off + k*mr + r]`` (packed), or with ``rows_major``
-    ``wp[w_off + r*steps + k]``: row r of a row-major (rows, steps) matrix, read unpacked."""
+    Step k's vectors are at ``cp[c_off + koff[k]:]`` and its broadcast for row r is
+    ``wp[w_off + k*mr + r]`` (packed), or with ``rows_major`` ``wp[w_off + r*steps + k]`` (row r
+    of a row-major (rows, steps) matrix, read unpacked). Gathered (``row_offsets``: the index of
+    an int64 arg ``roff``): the broadcast is ``wp[w_off + roff[r] + koff[k]]`` and the vectors are
+    at ``cp[c_off + k*nv*16:]``; the two tables address any rows (pixels) and steps (taps x
+    channels) of an unpacked input, e.g. the patches of a padded channels-last image in place (an
+    implicit-GEMM convolution). It keeps ``mr`` row pointers live: 6 rows run at the matrix form's
+    speed, 12 rows ran 1.3-1.9x slower.
+
+    In both channels-along-lanes forms each step prefetches the weight panel
+    :data:`PREFETCH_STEPS` steps ahead. Why: a panel is streamed once from L3 for the first tile of
+    its channel block, and where few tiles follow (ResNet-18's 512-channel layers: 9 tiles of
+    6 pixels over 1.2 MB of weights) that first pass set the pace: with the prefetch those layers
+    went from 1.44-1.58x onnxruntime's time to 1.12-1.30x, ResNet-18's convolutions in all from
+    1.20-1.22x to 1.06-1.08x (``benchmarks/conv_layouts.py``, 8 and 16 steps ahead about equal,
+    32 no better)."""
     const = lambda v: ir.Constant(_I64, v)  # noqa: E731
     wpa = context.make_array(signature.args[0])(context, builder, args[0])
     cpa = context.make_array(signature.args[2])(context, builder, args[2])
     koa = context.make_array(signature.args[4])(context, builder, args[4])
     w_base, c_base = builder.gep(wpa.data, [args[1]]), builder.gep(cpa.data, [args[3]])
+    row_bases = []
+    if row_offsets is not None:
+        roa = context.make_array(signature.args[row_offsets])(context, builder, args[row_offsets])
+        row_bases = [builder.gep(w_base, [builder.load(builder.gep(roa.data, [const(r)]))]) for r in range(mr)]
     entry = builder.block
     header = builder.append_basic_block("tile.header")
     body = builder.append_basic_block("tile.body")
@@ -113,17 +132,27 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     builder.cbranch(builder.icmp_signed("<", k, args[5]), body, done)
     builder.position_at_end(body)
     kbase = builder.load(builder.gep(koa.data, [k]))  # koff is int64
-    cols = [builder.load(builder.bitcast(builder.gep(c_base, [builder.add(kbase, const(v * LANES))]),
+    vbase = builder.mul(k, const(nv * LANES)) if row_bases else kbase
+    cols = [builder.load(builder.bitcast(builder.gep(c_base, [builder.add(vbase, const(v * LANES))]),
                                          vty.as_pointer()), align=4) for v in range(nv)]
+    if row_bases or rows_major:  # weight panels: fetch PREFETCH_STEPS steps ahead
+        pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [
+            ir.IntType(8).as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0")
+        for v in range(nv):
+            at = builder.gep(c_base, [builder.add(vbase, const(PREFETCH_STEPS * nv * LANES + v * LANES))])
+            builder.call(pf, [builder.bitcast(at, ir.IntType(8).as_pointer()), ir.Constant(_I32, 0),
+                              ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
     undef = ir.Constant(vty, ir.Undefined)
     splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
     new = []
     for r in range(mr):
-        if rows_major:
-            at = builder.add(builder.mul(const(r), args[5]), k)
+        if row_bases:
+            at, base = kbase, row_bases[r]
+        elif rows_major:
+            at, base = builder.add(builder.mul(const(r), args[5]), k), w_base
         else:
-            at = builder.add(builder.mul(k, const(mr)), const(r))
-        wv = builder.load(builder.gep(w_base, [at]))
+            at, base = builder.add(builder.mul(k, const(mr)), const(r)), w_base
+        wv = builder.load(builder.gep(base, [at]))
         bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
         new.extend(step(accs[r * nv + v], bc, cols[v]) for v in range(nv))
     k.add_incoming(builder.add(k, const(1)), builder.block)
@@ -144,7 +173,7 @@ def _masked_f32(builder, name: str, args: list):
     return builder.call(fn, args)
 
 
-def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels"):
+def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathered: bool = False):
     """A float32 tile that finishes its own outputs: an intrinsic
     ``tile(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns)``.
 
@@ -157,90 +186,103 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels"):
     convolutions (an RGB stem has K = 27).
 
     ``lanes="channels"`` is the channels-last variant: tile rows are pixels, read unpacked as rows
-    of the (pixels, K) input (``rows_major`` steps), lanes are output channels, and lane j of
-    vector v gets ``+ bias[b_off + v*16 + j]`` (``bias`` readable that far: padded to whole tiles)."""
-    if lanes not in ("pixels", "channels"):
-        raise ValueError(f"make_out_tile: lanes must be 'pixels' or 'channels', not {lanes!r}")
+    of the (pixels, K) input (``rows_major`` steps of :func:`_k_loop`), lanes are output channels,
+    and lane j of vector v gets ``+ bias[b_off + v*16 + j]`` (``bias`` readable that far: padded to
+    whole tiles). With ``gathered`` it takes an 18th argument ``roff`` (int64, ``mr`` entries) and
+    gathers its rows through ``roff`` and ``koff`` (see :func:`_k_loop`); ``cp`` then holds the
+    weights as (steps, nv*16) panels. Rows past ``rows`` are computed but not stored: their
+    ``roff`` need only point inside ``wp``."""
+    if lanes not in ("pixels", "channels") or (gathered and lanes != "channels"):
+        raise ValueError(f"make_out_tile: lanes must be 'pixels' or 'channels' (gathered: channels only), "
+                         f"not {lanes!r}")
     channels = lanes == "channels"
     vty = ir.VectorType(_F32, LANES)
     i1v = ir.VectorType(ir.IntType(1), LANES)
     i64v = ir.VectorType(_I64, LANES)
 
-    @intrinsic
-    def tile(typingctx, wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns):
-        sig = types.void(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns)
+    def codegen(context, builder, signature, args):
+        const = lambda v: ir.Constant(_I64, v)  # noqa: E731
+        arr = lambda i: context.make_array(signature.args[i])(context, builder, args[i])  # noqa: E731
+        ba, za, ya, sga = arr(6), arr(11), arr(12), arr(15)
+        f32 = lambda i: context.cast(builder, args[i], signature.args[i], types.float32)  # noqa: E731
+        i64 = lambda i: context.cast(builder, args[i], signature.args[i], types.int64)  # noqa: E731
+        undef = ir.Constant(vty, ir.Undefined)
+        zero_idx = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+        splat = lambda s: builder.shuffle_vector(  # noqa: E731
+            builder.insert_element(undef, s, ir.Constant(_I32, 0)), undef, zero_idx)
+        accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, "f32", False), channels,
+                       17 if gathered else None)
 
-        def codegen(context, builder, signature, args):
-            const = lambda v: ir.Constant(_I64, v)  # noqa: E731
-            arr = lambda i: context.make_array(signature.args[i])(context, builder, args[i])  # noqa: E731
-            ba, za, ya, sga = arr(6), arr(11), arr(12), arr(15)
-            f32 = lambda i: context.cast(builder, args[i], signature.args[i], types.float32)  # noqa: E731
-            i64 = lambda i: context.cast(builder, args[i], signature.args[i], types.int64)  # noqa: E731
-            undef = ir.Constant(vty, ir.Undefined)
-            zero_idx = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-            splat = lambda s: builder.shuffle_vector(  # noqa: E731
-                builder.insert_element(undef, s, ir.Constant(_I32, 0)), undef, zero_idx)
-            accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, "f32", False), channels)
-
-            # -- epilogue, registers to memory -------------------------------------------------
-            vt = vty
-            fmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.maxnum.v16f32")
-            fmin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.minnum.v16f32")
-            lo, hi = splat(f32(9)), splat(f32(10))
-            clamp = lambda v: builder.call(fmin, [builder.call(fmax, [v, lo]), hi])  # noqa: E731
-            rows, b_off, y_off, sm = i64(8), i64(7), i64(13), i64(14)
-            vals, row_ok = [], []
-            for r in range(mr):
-                ok = builder.icmp_signed("<", const(r), rows)
-                row_ok.append(builder.shuffle_vector(builder.insert_element(ir.Constant(i1v, ir.Undefined), ok,
-                                                                            ir.Constant(_I32, 0)),
-                                                     ir.Constant(i1v, ir.Undefined), zero_idx))
-                if channels:
-                    bvs = [builder.load(builder.bitcast(builder.gep(ba.data, [builder.add(b_off, const(v * LANES))]),
-                                                        vty.as_pointer()), align=4) for v in range(nv)]
-                else:
-                    bidx = builder.select(ok, builder.add(b_off, const(r)), b_off)  # rows past ``rows``: a valid bias
-                    bvs = [splat(builder.load(builder.gep(ba.data, [bidx])))] * nv
-                for v in range(nv):
-                    s = builder.fadd(accs[r * nv + v], bvs[v])
-                    vals.append(s if residual else clamp(s))
-            seg_head = builder.append_basic_block("seg.header")
-            seg_body = builder.append_basic_block("seg.body")
-            seg_done = builder.append_basic_block("seg.exit")
-            before = builder.block
-            builder.branch(seg_head)
-            builder.position_at_end(seg_head)
-            i = builder.phi(_I64)
-            i.add_incoming(const(0), before)
-            builder.cbranch(builder.icmp_signed("<", i, i64(16)), seg_body, seg_done)
-            builder.position_at_end(seg_body)
-            q0 = builder.load(builder.gep(sga.data, [builder.mul(i, const(3))]))
-            off = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(1))]))
-            cnt = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(2))]))
-            q0v, endv = builder.insert_element(ir.Constant(i64v, ir.Undefined), q0, ir.Constant(_I32, 0)), \
-                builder.insert_element(ir.Constant(i64v, ir.Undefined), builder.add(q0, cnt), ir.Constant(_I32, 0))
-            q0v = builder.shuffle_vector(q0v, ir.Constant(i64v, ir.Undefined), zero_idx)
-            endv = builder.shuffle_vector(endv, ir.Constant(i64v, ir.Undefined), zero_idx)
-            shift = builder.sub(off, q0)  # output offset of lane 0 of the tile row
+        # -- epilogue, registers to memory -------------------------------------------------
+        vt = vty
+        fmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.maxnum.v16f32")
+        fmin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.minnum.v16f32")
+        lo, hi = splat(f32(9)), splat(f32(10))
+        clamp = lambda v: builder.call(fmin, [builder.call(fmax, [v, lo]), hi])  # noqa: E731
+        rows, b_off, y_off, sm = i64(8), i64(7), i64(13), i64(14)
+        vals, row_ok = [], []
+        for r in range(mr):
+            ok = builder.icmp_signed("<", const(r), rows)
+            row_ok.append(builder.shuffle_vector(builder.insert_element(ir.Constant(i1v, ir.Undefined), ok,
+                                                                        ir.Constant(_I32, 0)),
+                                                 ir.Constant(i1v, ir.Undefined), zero_idx))
+            if channels:
+                bvs = [builder.load(builder.bitcast(builder.gep(ba.data, [builder.add(b_off, const(v * LANES))]),
+                                                    vty.as_pointer()), align=4) for v in range(nv)]
+            else:
+                bidx = builder.select(ok, builder.add(b_off, const(r)), b_off)  # rows past ``rows``: a valid bias
+                bvs = [splat(builder.load(builder.gep(ba.data, [bidx])))] * nv
             for v in range(nv):
-                lanes = ir.Constant(i64v, [v * LANES + j for j in range(LANES)])
-                mask = builder.and_(builder.icmp_signed(">=", lanes, q0v), builder.icmp_signed("<", lanes, endv))
-                for r in range(mr):
-                    m = builder.and_(mask, row_ok[r])
-                    row_at = builder.add(y_off, builder.mul(const(r), sm))
-                    at = builder.add(row_at, builder.add(shift, const(v * LANES)))
-                    val = vals[r * nv + v]
-                    if residual:
-                        zp = builder.bitcast(builder.gep(za.data, [at]), vty.as_pointer())
-                        val = clamp(builder.fadd(val, _masked_f32(builder, "load", [zp, ir.Constant(_I32, 4), m,
-                                                                                      ir.Constant(vty, None)])))
-                    yp = builder.bitcast(builder.gep(ya.data, [at]), vty.as_pointer())
-                    _masked_f32(builder, "store", [val, yp, ir.Constant(_I32, 4), m])
-            i.add_incoming(builder.add(i, const(1)), builder.block)
-            builder.branch(seg_head)
-            builder.position_at_end(seg_done)
-            return context.get_dummy_value()
+                s = builder.fadd(accs[r * nv + v], bvs[v])
+                vals.append(s if residual else clamp(s))
+        seg_head = builder.append_basic_block("seg.header")
+        seg_body = builder.append_basic_block("seg.body")
+        seg_done = builder.append_basic_block("seg.exit")
+        before = builder.block
+        builder.branch(seg_head)
+        builder.position_at_end(seg_head)
+        i = builder.phi(_I64)
+        i.add_incoming(const(0), before)
+        builder.cbranch(builder.icmp_signed("<", i, i64(16)), seg_body, seg_done)
+        builder.position_at_end(seg_body)
+        q0 = builder.load(builder.gep(sga.data, [builder.mul(i, const(3))]))
+        off = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(1))]))
+        cnt = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(2))]))
+        q0v, endv = builder.insert_element(ir.Constant(i64v, ir.Undefined), q0, ir.Constant(_I32, 0)), \
+            builder.insert_element(ir.Constant(i64v, ir.Undefined), builder.add(q0, cnt), ir.Constant(_I32, 0))
+        q0v = builder.shuffle_vector(q0v, ir.Constant(i64v, ir.Undefined), zero_idx)
+        endv = builder.shuffle_vector(endv, ir.Constant(i64v, ir.Undefined), zero_idx)
+        shift = builder.sub(off, q0)  # output offset of lane 0 of the tile row
+        for v in range(nv):
+            lanes = ir.Constant(i64v, [v * LANES + j for j in range(LANES)])
+            mask = builder.and_(builder.icmp_signed(">=", lanes, q0v), builder.icmp_signed("<", lanes, endv))
+            for r in range(mr):
+                m = builder.and_(mask, row_ok[r])
+                row_at = builder.add(y_off, builder.mul(const(r), sm))
+                at = builder.add(row_at, builder.add(shift, const(v * LANES)))
+                val = vals[r * nv + v]
+                if residual:
+                    zp = builder.bitcast(builder.gep(za.data, [at]), vty.as_pointer())
+                    val = clamp(builder.fadd(val, _masked_f32(builder, "load", [zp, ir.Constant(_I32, 4), m,
+                                                                                  ir.Constant(vty, None)])))
+                yp = builder.bitcast(builder.gep(ya.data, [at]), vty.as_pointer())
+                _masked_f32(builder, "store", [val, yp, ir.Constant(_I32, 4), m])
+        i.add_incoming(builder.add(i, const(1)), builder.block)
+        builder.branch(seg_head)
+        builder.position_at_end(seg_done)
+        return context.get_dummy_value()
 
-        return sig, codegen
+    if gathered:
+        @intrinsic
+        def tile(typingctx, wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg,
+                 ns, roff):
+            return types.void(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm,
+                              seg, ns, roff), codegen
+    else:
+        @intrinsic
+        def tile(typingctx, wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg,
+                 ns):
+            return types.void(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm,
+                              seg, ns), codegen
 
     return tile

@@ -8,20 +8,28 @@ and VGG 0.86-1.28x, no steady winner), so they join a region to keep the data ch
 depthwise layers rather than to gain on their own.
 
 What converts: float32 ``FusedConv``/``Conv`` nodes with a constant weight, static channels and
-spatial size, group 1 or depthwise (a kxk conv with fewer than :data:`MIN_IM2COL_CHANNELS` input
-channels stays NCHW: its channels-last patches are too short to copy fast, e.g. an RGB stem),
+spatial size, group 1 or depthwise (a kxk conv with fewer than :data:`MIN_KXK_CHANNELS` input
+channels stays NCHW: an RGB stem's gathered GEMM is k*k*3 steps long, and MobileNetV2's 3->32 stem
+ran 1.6x slower channels-last than on the NCHW tile, half the 64-lane tile idle at 32 outputs),
 plus elementwise ops between them (activations, same-shape Add/Sub/Mul/Div/Max/Min). Nodes connected
 through NHWC tensors, or reading the same outside tensor, form one region. Transposes go only at a
 region's boundary: one into NHWC per outside tensor a region reads, one back to NCHW (under the
 original name) per region tensor something else reads or the graph outputs.
 
-The rule for converting a region: the output elements (per sample) of its depthwise convolutions
-must be at least :data:`MIN_DEPTHWISE_PER_BOUNDARY` times the elements its boundary transposes move.
+The rule for converting a region, either of: the output elements (per sample) of its depthwise
+convolutions are at least :data:`MIN_DEPTHWISE_PER_BOUNDARY` times the elements its boundary
+transposes move; or the multiply-adds of its other convolutions are at least
+:data:`MIN_GEMM_MACS_PER_BOUNDARY` times those elements.
 Measured: a transpose of an image costs about what NHWC saves on one depthwise layer of that size
 at ~144 channels (0.3-0.5 ms at 56x56, batch 1), more than it saves at 32 channels and far less
-than at 192 and up. Regions without depthwise work are left alone: converted anyway, whole models
-ranged 0.96-1.14x (onnx's light vgg19, alexnet, zfnet512, inception_v1/v2, resnet50) and 0.98-1.29x
-(our ResNet-18, benchmarks/layout.py column "forced") from run to run: no gain worth the risk.
+than at 192 and up. Group-1 convolutions gain less: gathered channels-last (output channels along
+the tile's lanes, ``inference.kernels.nhwc``) against the NCHW tile, ResNet-18's convolutions ran
+1.06-1.08x onnxruntime's time against 1.17-1.20x (``benchmarks/conv_layouts.py``), ~1 ps per
+multiply-add, where a transpose costs ~1.6 ns per element (64x56x56 in 0.33 ms): break-even near
+1500 multiply-adds per moved element, the threshold is twice that. ResNet-18 has ~8000 (its one
+region, between the MaxPool and the pool, converted: 1.05x faster per run, benchmarks/layout.py);
+a lone 3x3 layer has a few hundred and stays NCHW, as do squeezenet's fire modules (~50: each
+Concat is a boundary).
 """
 from __future__ import annotations
 
@@ -36,7 +44,8 @@ from inference.passes._epilogue import FUSABLE_ACTIVATIONS
 from inference.passes._rewrite import constant_value, drop_unused_initializers
 
 MIN_DEPTHWISE_PER_BOUNDARY = 1.0
-MIN_IM2COL_CHANNELS = 16
+MIN_GEMM_MACS_PER_BOUNDARY = 3000.0
+MIN_KXK_CHANNELS = 16
 SUFFIX = "__nhwc"
 
 _UNARY = FUSABLE_ACTIVATIONS + ("Tanh", "Elu", "Softplus", "Identity")
@@ -65,7 +74,7 @@ def _conv_ok(g: Graph, n: Node) -> bool:
     hwio = w.shape[2:] + (w.shape[1], w.shape[0])
     if not supports(c, hwio, group):
         return False
-    return is_depthwise(c, hwio, group) or w.shape[2:] == (1, 1) or c >= MIN_IM2COL_CHANNELS
+    return is_depthwise(c, hwio, group) or w.shape[2:] == (1, 1) or c >= MIN_KXK_CHANNELS
 
 
 def _elementwise_ok(g: Graph, n: Node) -> bool:
@@ -139,11 +148,15 @@ def _boundaries(g: Graph, region: list[Node], consumers: dict[str, list[Node]]) 
 
 
 def pays(g: Graph, region: list[Node], consumers: dict[str, list[Node]]) -> bool:
-    """The module's rule: depthwise output elements >= MIN_DEPTHWISE_PER_BOUNDARY x transposed ones."""
+    """The module's rule: depthwise output elements >= MIN_DEPTHWISE_PER_BOUNDARY x transposed
+    ones, or other convolutions' multiply-adds >= MIN_GEMM_MACS_PER_BOUNDARY x transposed ones."""
     ins, outs = _boundaries(g, region, consumers)
-    moved = sum(_numel(g, t) for t in ins + outs)
-    depthwise = sum(_numel(g, n.outputs[0]) for n in region if _is_conv(n) and int(n.attrs.get("group", 1)) > 1)
-    return depthwise >= MIN_DEPTHWISE_PER_BOUNDARY * moved  # moved > 0: a region reads something
+    moved = sum(_numel(g, t) for t in ins + outs)  # > 0: a region reads something
+    convs = [n for n in region if _is_conv(n)]
+    depthwise = sum(_numel(g, n.outputs[0]) for n in convs if int(n.attrs.get("group", 1)) > 1)
+    macs = sum(_numel(g, n.outputs[0]) * math.prod(constant_value(g, n.inputs[1]).shape[1:])
+               for n in convs if int(n.attrs.get("group", 1)) == 1)
+    return depthwise >= MIN_DEPTHWISE_PER_BOUNDARY * moved or macs >= MIN_GEMM_MACS_PER_BOUNDARY * moved
 
 
 # -- rewriting -------------------------------------------------------------------------------------
