@@ -202,6 +202,8 @@ DEPTHWISE_CASES = [  # (N, C, H, W, kernel, strides, pads, dilations)
     (2, 4, 21, 19, (5, 5), (1, 1), (4, 4, 4, 4), (2, 2)),  # flat, dilated 5x5
     (1, 5, 61, 60, (3, 3), (2, 2), (1, 0, 0, 1), (1, 1)),  # strided 3x3 on a large map: the row kernel
     (2, 3, 64, 62, (3, 3), (2, 2), (1, 1, 1, 1), (2, 2)),  # dilated, batch 2
+    (1, 20, 9, 9, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),  # channels-last 3x3, dilated: 16 lanes + 4 masked
+    (2, 40, 7, 8, (3, 3), (2, 1), (1, 0, 1, 1), (1, 1)),  # channels-last 3x3, mixed strides and pads
 ]
 
 

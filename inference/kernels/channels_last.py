@@ -13,6 +13,7 @@ import numpy as np
 
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row
+from inference.kernels.stencil_ir import depthwise3x3_cols
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -89,37 +90,36 @@ def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, al
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 def _depthwise3x3_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, b, yo):
-    """Output row ``yo`` of image ``b``. Taps above, below or beside the image read a zero pixel
-    (the source of each tap is picked per output pixel, no branch in the channel loop): the border
-    columns take the same path as the others. Before, they went through the per-tap loop of the
-    general kernel, 9 passes over the output pixel: on a 7x7 map 2 of 7 columns, and the layer ran
-    ~1.5x longer. A function of its own, not the body of the ``prange`` loop: numba's parallel
-    lowering left that body scalar (3x slower per thread than the serial twin)."""
+    """Output row ``yo`` of image ``b``. Taps above or below the image read a zero row, so every
+    column whose three taps lie inside the row's width runs the IR stencil
+    (:func:`~inference.kernels.stencil_ir.depthwise3x3_cols`); the border columns pick a zero pixel
+    per tap (:func:`_border_cols`). A function of its own, not the body of the ``prange`` loop:
+    numba's parallel lowering left that body scalar (3x slower per thread than the serial twin)."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     ow = y.shape[2]
-    w00, w01, w02 = wt[0, 0], wt[0, 1], wt[0, 2]
-    w10, w11, w12 = wt[1, 0], wt[1, 1], wt[1, 2]
-    w20, w21, w22 = wt[2, 0], wt[2, 1], wt[2, 2]
-    out = y[b, yo]
     iy = yo * sh - ph
-    r0 = x[b, iy] if 0 <= iy < h else zero
-    r1 = x[b, iy + dh] if 0 <= iy + dh < h else zero
-    r2 = x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero
-    for xo in range(ow):
-        s = xo * sw - pw
-        j0 = s if 0 <= s < w else -1
-        j1 = s + dw if 0 <= s + dw < w else -1
-        j2 = s + 2 * dw if 0 <= s + 2 * dw < w else -1
-        # spelled out: an inlined helper returning the chosen view ran 3-10x slower
-        a0, a1, a2 = (r0[j0] if j0 >= 0 else zero[0]), (r0[j1] if j1 >= 0 else zero[0]), \
-            (r0[j2] if j2 >= 0 else zero[0])
-        b0, b1, b2 = (r1[j0] if j0 >= 0 else zero[0]), (r1[j1] if j1 >= 0 else zero[0]), \
-            (r1[j2] if j2 >= 0 else zero[0])
-        c0, c1, c2 = (r2[j0] if j0 >= 0 else zero[0]), (r2[j1] if j1 >= 0 else zero[0]), \
-            (r2[j2] if j2 >= 0 else zero[0])
-        d = out[xo]
-        for k in range(c):
-            d[k] = (bias[k] + w00[k] * a0[k] + w01[k] * a1[k] + w02[k] * a2[k]
-                    + w10[k] * b0[k] + w11[k] * b1[k] + w12[k] * b2[k]
-                    + w20[k] * c0[k] + w21[k] * c1[k] + w22[k] * c2[k])
+    flat_zero = zero.reshape(w * c)
+    r0 = x[b, iy].reshape(w * c) if 0 <= iy < h else flat_zero
+    r1 = x[b, iy + dh].reshape(w * c) if 0 <= iy + dh < h else flat_zero
+    r2 = x[b, iy + 2 * dh].reshape(w * c) if 0 <= iy + 2 * dh < h else flat_zero
+    out = y[b, yo]
+    lo, hi = valid_range(pw, 0, sw, w - 2 * dw, ow)  # columns whose taps 0..2 are all inside
+    depthwise3x3_cols(r0, r1, r2, wt.reshape(9 * c), bias, out.reshape(ow * c), lo, hi, sw, dw, pw, c)
+    _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, 0, lo)
+    _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, max(lo, hi), ow)
     _finish_row(out, z, has_z, b, yo, code, alpha, beta)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
+def _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, lo, hi):
+    """Output columns [lo, hi) of a row, taps left or right of the image skipped."""
+    for xo in range(lo, hi):
+        d = out[xo]
+        d[:] = bias
+        for j in range(3):
+            ix = xo * sw - pw + j * dw
+            if 0 <= ix < w:
+                s0, s1, s2 = r0[ix * c:(ix + 1) * c], r1[ix * c:(ix + 1) * c], r2[ix * c:(ix + 1) * c]
+                w0, w1, w2 = wt[0, j], wt[1, j], wt[2, j]
+                for k in range(c):
+                    d[k] += w0[k] * s0[k] + w1[k] * s1[k] + w2[k] * s2[k]
