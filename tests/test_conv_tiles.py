@@ -137,13 +137,15 @@ def test_depthwise_convolutions_keep_their_stencil():
     assert fast_conv.tile_plan(x.shape, wt.shape, win, 8) is None
 
 
-# -- separable pooling (max and average) ------------------------------------------------------------
+# -- separable pooling (max and average), 3x3/2 max pools specialised ------------------------------------------------------------
 MAX_POOL_CASES = [  # (shape, kernel, strides, pads, ceil_mode)
     ((1, 64, 112, 112), (3, 3), (2, 2), (1, 1, 1, 1), 0),  # ResNet's stem pool
     ((1, 16, 111, 111), (3, 3), (2, 2), (0, 0, 0, 0), 1),  # squeezenet's, past the edge
     ((2, 8, 9, 9), (3, 2), (1, 2), (0, 1, 1, 0), 1),
     ((1, 4, 10, 7), (2, 3), (3, 1), (1, 0, 0, 2), 0),
     ((1, 3, 5, 5), (5, 5), (1, 1), (2, 2, 2, 2), 0),
+    ((2, 5, 8, 9), (3, 3), (2, 2), (0, 1, 2, 0), 1),  # 3x3/2 asymmetric pads, past the edge, batch 2
+    ((1, 3, 4, 3), (3, 3), (2, 2), (2, 2, 2, 2), 0),  # pads of 2: windows that hold one row
 ]
 
 
@@ -152,7 +154,8 @@ MAX_POOL_CASES = [  # (shape, kernel, strides, pads, ceil_mode)
 def test_separable_pool_matches_reference(shape, kernel, strides, pads, ceil, op, include_pad):
     x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
     plan = pool._pool_plan(shape[2:], kernel, strides, None, pads, "NOTSET", ceil, include_pad, op)
-    assert plan[2] == pool.POOL_ROWS
+    stem_pool = op == "MaxPool" and kernel == (3, 3) and strides == (2, 2)
+    assert plan[2] == (pool.POOL_MAX3S2 if stem_pool else pool.POOL_ROWS)
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil)
     if op == "MaxPool":
         ctx = KernelContext(node=None, opset=13, num_outputs=1)
@@ -161,6 +164,23 @@ def test_separable_pool_matches_reference(shape, kernel, strides, pads, ceil, op
     else:
         want = lookup("AveragePool", "", 19, "reference").fn(x, count_include_pad=include_pad, **attrs)
         np.testing.assert_allclose(pool._run_plan(x, plan), want, rtol=1e-5, atol=1e-6)
+
+
+def test_stem_max_pool_parallel_twin_agrees():
+    from inference.kernels._jit import use_parallel_kernels
+
+    x = np.random.default_rng(7).standard_normal((2, 6, 15, 14)).astype(np.float32)
+    plan = pool._pool_plan(x.shape[2:], (3, 3), (2, 2), None, (1, 1, 1, 1), "NOTSET", 0, 0, "MaxPool")
+    serial = pool._run_plan(x, plan)
+    before = numba.get_num_threads()
+    use_parallel_kernels(True)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        threaded = pool._run_plan(x, plan)
+    finally:
+        use_parallel_kernels(False)
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(threaded, serial)
 
 
 @pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
