@@ -137,7 +137,7 @@ def test_depthwise_convolutions_keep_their_stencil():
     assert fast_conv.tile_plan(x.shape, wt.shape, win, 8) is None
 
 
-# -- separable pooling (max and average), 3x3/2 max pools specialised ------------------------------------------------------------
+# -- separable pooling (max and average), 3x3/2 pools specialised ------------------------------------------------------------
 MAX_POOL_CASES = [  # (shape, kernel, strides, pads, ceil_mode)
     ((1, 64, 112, 112), (3, 3), (2, 2), (1, 1, 1, 1), 0),  # ResNet's stem pool
     ((1, 16, 111, 111), (3, 3), (2, 2), (0, 0, 0, 0), 1),  # squeezenet's, past the edge
@@ -154,8 +154,7 @@ MAX_POOL_CASES = [  # (shape, kernel, strides, pads, ceil_mode)
 def test_separable_pool_matches_reference(shape, kernel, strides, pads, ceil, op, include_pad):
     x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
     plan = pool._pool_plan(shape[2:], kernel, strides, None, pads, "NOTSET", ceil, include_pad, op)
-    stem_pool = op == "MaxPool" and kernel == (3, 3) and strides == (2, 2)
-    assert plan[2] == (pool.POOL_MAX3S2 if stem_pool else pool.POOL_ROWS)
+    assert plan[2] == (pool.POOL_3X3S2 if kernel == (3, 3) and strides == (2, 2) else pool.POOL_ROWS)
     attrs = dict(kernel_shape=list(kernel), strides=list(strides), pads=list(pads), ceil_mode=ceil)
     if op == "MaxPool":
         ctx = KernelContext(node=None, opset=13, num_outputs=1)
@@ -166,11 +165,12 @@ def test_separable_pool_matches_reference(shape, kernel, strides, pads, ceil, op
         np.testing.assert_allclose(pool._run_plan(x, plan), want, rtol=1e-5, atol=1e-6)
 
 
-def test_stem_max_pool_parallel_twin_agrees():
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_3x3s2_pool_parallel_twin_agrees(op):
     from inference.kernels._jit import use_parallel_kernels
 
     x = np.random.default_rng(7).standard_normal((2, 6, 15, 14)).astype(np.float32)
-    plan = pool._pool_plan(x.shape[2:], (3, 3), (2, 2), None, (1, 1, 1, 1), "NOTSET", 0, 0, "MaxPool")
+    plan = pool._pool_plan(x.shape[2:], (3, 3), (2, 2), None, (1, 1, 1, 1), "NOTSET", 0, 0, op)
     serial = pool._run_plan(x, plan)
     before = numba.get_num_threads()
     use_parallel_kernels(True)

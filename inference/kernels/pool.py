@@ -23,7 +23,7 @@ from inference.ops._memo import remember
 from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
-POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS, POOL_GLOBAL, POOL_MAX3S2 = range(6)  # the kernel a plan runs
+POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS, POOL_GLOBAL, POOL_3X3S2 = range(6)  # the kernel a plan runs
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -122,34 +122,41 @@ def pool2x2s2(x, y, is_max):
 
 
 @threaded_kernel()
-def max_pool3x3s2(x, ph, pw, y):
-    """3x3 stride-2 max pooling of ``x`` (N, C, H, W) into ``y``: the stem pool of ResNet, squeezenet
-    and shufflenet. Each output is the max of its nine taps read straight from three input rows,
-    which LLVM vectorises as stride-2 interleaved loads; a tap in the padding reads the nearest
-    row or column inside the image instead, which lies in the same window (the plan checks every
-    window starts inside), so it changes no max. The separable kernel (:func:`pool_rows`), whose
-    stride-2 fold stayed scalar, took 1.2-2.3x this kernel's time on ResNet's and squeezenet's
-    first pools and 2-6x on squeezenet's 27x27 one (one thread, alternating runs)."""
+def pool3x3s2(x, ph, pw, y, is_max):
+    """3x3 stride-2 max (``is_max``) or sum pooling of ``x`` (N, C, H, W) into ``y``: the stem pool of
+    ResNet, squeezenet and shufflenet, and shufflenet's average pools. Each output folds its nine
+    taps read straight from three input rows, in a loop LLVM vectorises as stride-2 interleaved
+    loads. A row above or below the image reads the nearest row inside instead, which lies in the
+    same window (the plan checks every window starts inside): a max is unchanged, a sum weighs
+    that row by 0; border columns skip their outside taps. The separable kernel
+    (:func:`pool_rows`), whose stride-2 fold stayed scalar, took 1.2-2.3x this kernel's time on
+    ResNet's and squeezenet's first max pools, 2-6x on squeezenet's 27x27 one and 1.7-3x on
+    shufflenet's average pools (one thread, alternating runs)."""
     n, c, h, w = x.shape
     ow = y.shape[3]
     lo = min(ow, (pw + 1) // 2)  # first column whose taps are all inside
     hi = max(lo, min(ow, (w - 3 + pw) // 2 + 1))
     for r in numba.prange(n * c):
-        _max3x3s2_plane(x[r // c, r % c], ph, pw, y[r // c, r % c], lo, hi)
+        if is_max:
+            _max3x3s2_plane(x[r // c, r % c], ph, pw, y[r // c, r % c], lo, hi)
+        else:
+            _sum3x3s2_plane(x[r // c, r % c], ph, pw, y[r // c, r % c], lo, hi)
 
 
+# One plane per call, each a function of its own: the parallel twin's lowering cannot devectorise
+# it, and a call per row (views passed and reference-counted) cost 100-170 ns, more than a row's
+# work on squeezenet's 54-wide rows. The interior columns run from index 0 of sliced rows: LLVM
+# vectorised only that form (not ``j = 2*xo - pw``, nor one plane function for max and sum, nor
+# rows picked through a helper returning them).
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _max3x3s2_plane(xp, ph, pw, yp, lo, hi):
-    """One plane; a function of its own so the parallel twin's lowering cannot devectorise it, and
-    per plane, not per row: a call per row (views passed and reference-counted) cost 100-170 ns,
-    more than the row's work on squeezenet's 54-wide rows."""
     h, w = xp.shape
     oh, ow = yp.shape
+    first = 2 * lo - pw
     for yo in range(oh):
         top = 2 * yo - ph
         r0, r1, r2 = xp[min(max(top, 0), h - 1)], xp[min(max(top + 1, 0), h - 1)], xp[min(max(top + 2, 0), h - 1)]
         out = yp[yo]
-        first = 2 * lo - pw  # the interior columns from 0 on: LLVM vectorises only that form
         s0, s1, s2, inner = r0[first:], r1[first:], r2[first:], out[lo:hi]
         for k in range(hi - lo):
             j = 2 * k
@@ -157,19 +164,41 @@ def _max3x3s2_plane(xp, ph, pw, yp, lo, hi):
             b1 = max(max(s0[j + 1], s1[j + 1]), s2[j + 1])
             c2 = max(max(s0[j + 2], s1[j + 2]), s2[j + 2])
             inner[k] = max(max(a, b1), c2)
-        _max3_border(r0, r1, r2, out, pw, w, 0, lo)
-        _max3_border(r0, r1, r2, out, pw, w, hi, ow)
+        _border_3x3s2(r0, r1, r2, 1.0, 1.0, 1.0, out, pw, w, 0, lo, True)
+        _border_3x3s2(r0, r1, r2, 1.0, 1.0, 1.0, out, pw, w, hi, ow, True)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _sum3x3s2_plane(xp, ph, pw, yp, lo, hi):
+    h, w = xp.shape
+    oh, ow = yp.shape
+    first = 2 * lo - pw
+    for yo in range(oh):
+        top = 2 * yo - ph
+        r0, r1, r2 = xp[min(max(top, 0), h - 1)], xp[min(max(top + 1, 0), h - 1)], xp[min(max(top + 2, 0), h - 1)]
+        f0 = np.float32(1.0) if 0 <= top < h else np.float32(0.0)
+        f1 = np.float32(1.0) if 0 <= top + 1 < h else np.float32(0.0)
+        f2 = np.float32(1.0) if 0 <= top + 2 < h else np.float32(0.0)
+        out = yp[yo]
+        s0, s1, s2, inner = r0[first:], r1[first:], r2[first:], out[lo:hi]
+        for k in range(hi - lo):
+            j = 2 * k
+            inner[k] = (f0 * (s0[j] + s0[j + 1] + s0[j + 2]) + f1 * (s1[j] + s1[j + 1] + s1[j + 2])
+                        + f2 * (s2[j] + s2[j + 1] + s2[j + 2]))
+        _border_3x3s2(r0, r1, r2, f0, f1, f2, out, pw, w, 0, lo, False)
+        _border_3x3s2(r0, r1, r2, f0, f1, f2, out, pw, w, hi, ow, False)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _max3_border(r0, r1, r2, out, pw, w, lo, hi):
-    """Columns [lo, hi) of a 3x3/2 max row, taps clamped into the image (inlined: a call per row
-    cost more than its few columns)."""
+def _border_3x3s2(r0, r1, r2, f0, f1, f2, out, pw, w, lo, hi, is_max):
+    """Columns [lo, hi) of a 3x3/2 row, taps left or right of the image skipped; a sum weighs row i
+    by f_i (inlined: a call per row cost more than its few columns)."""
     for xo in range(lo, hi):
-        m = np.float32(-np.inf)
+        m = np.float32(-np.inf) if is_max else np.float32(0.0)
         for t in range(3):
-            j = min(max(2 * xo - pw + t, 0), w - 1)
-            m = max(m, max(max(r0[j], r1[j]), r2[j]))
+            j = 2 * xo - pw + t
+            if 0 <= j < w:
+                m = max(m, max(max(r0[j], r1[j]), r2[j])) if is_max else m + (f0 * r0[j] + f1 * r1[j] + f2 * r2[j])
         out[xo] = m
 
 
@@ -273,9 +302,9 @@ def _pool_plan(spatial: tuple, kernel_shape: tuple, strides, dilations, pads, au
     if inside and (kh, kw) == tuple(spatial) and win.out_shape == (1, 1):
         method = POOL_GLOBAL  # one window over the whole plane (shufflenet's 7x7 head): the global kernel
         counts = None
-    elif op == "MaxPool" and (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1) and all(
+    elif (kh, kw, sh, sw, dh, dw) == (3, 3, 2, 2, 1, 1) and all(
             p < 3 and (o - 1) * 2 - p < size for o, p, size in zip(win.out_shape, (ph, pw), spatial)):
-        method = POOL_MAX3S2  # every window starts inside the image: its clamped taps stay in it
+        method = POOL_3X3S2  # every window starts inside the image: its clamped taps stay in it
     elif inside and (kh, kw, sh, sw, dh, dw) == (2, 2, 2, 2, 1, 1):
         method = POOL_2X2  # every window has its 4 taps: the kernel averages itself, no divisor
         counts = None
@@ -303,8 +332,8 @@ def _run_plan(x: np.ndarray, plan) -> np.ndarray:
         global_pool(x.reshape(n, c, -1), y.reshape(n, c), is_max)
     elif method == POOL_2X2:
         pool2x2s2(x, y, is_max)
-    elif method == POOL_MAX3S2:
-        max_pool3x3s2(x, geo[6], geo[7], y)
+    elif method == POOL_3X3S2:
+        pool3x3s2(x, geo[6], geo[7], y, is_max)
     elif method == POOL_ROWS:
         kh, kw, sh, sw, _, _, ph, pw = geo[:8]
         scratch = np.empty((x.shape[0] * x.shape[1], (out_shape[1] - 1) * sw + kw), np.float32)
