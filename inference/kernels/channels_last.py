@@ -26,13 +26,12 @@ def valid_range(pad, tap, stride, size, out):
 
 # -- kernels -------------------------------------------------------------------------------
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _finish_row(out, z, has_z, b, yo, code, alpha, beta):
-    """Residual and activation over one finished output row (ow, M), seen as one flat vector."""
-    flat = out.reshape(out.size)
+def _finish_row(flat, zflat, has_z, code, alpha, beta):
+    """Residual and activation over one finished output row, flat (OW*M); ``zflat`` the residual's
+    row (read only if ``has_z``)."""
     if has_z:
-        zr = z[b, yo].reshape(out.size)
         for k in range(flat.size):
-            flat[k] += zr[k]
+            flat[k] += zflat[k]
     activate_row(flat, code, alpha, beta)
 
 
@@ -74,52 +73,61 @@ def _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha
         for j in range(kw):
             lo, hi = valid_range(pw, j * dw, sw, w, ow)
             _tap_add(out, x[b, iy], wt[i, j], lo, hi, j * dw - pw, sw)
-    _finish_row(out, z, has_z, b, yo, code, alpha, beta)
+    flat = out.reshape(out.size)
+    _finish_row(flat, z[b, yo].reshape(out.size) if has_z else flat, has_z, code, alpha, beta)
+
+
+def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
+    """Depthwise 3x3, arguments as :func:`depthwise_nhwc`'s: each output pixel sums its nine taps per
+    channel in registers, one store (:func:`_depthwise3x3_row`, one output row per parallel step).
+    The kernel sees rows as flat (W*C) vectors, reshaped here: numba compiles a reshape's error
+    path (shape messages, string formatting), which made this kernel 9.5 s of a cold start."""
+    n, h, w, c = x.shape
+    _, oh, ow, _ = y.shape
+    _depthwise3x3(x.reshape(n, h, w * c), wt.reshape(9 * c), bias, z.reshape(z.shape[0], z.shape[1], -1), has_z, c,
+                  sh, sw, dh, dw, ph, pw, y.reshape(n, oh, ow * c), code, alpha, beta, np.zeros(w * c, np.float32))
 
 
 @threaded_kernel(fastmath=True)
-def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Depthwise 3x3: each output pixel sums its nine taps per channel in registers, one store
-    (:func:`_depthwise3x3_row`, one output row per parallel step)."""
-    n, _, w, c = x.shape
-    oh = y.shape[1]
-    zero = np.zeros((w, c), np.float32)
+def _depthwise3x3(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero):
+    n, oh = x.shape[0], y.shape[1]
     for r in numba.prange(n * oh):
-        _depthwise3x3_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, r // oh, r % oh)
+        _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, r // oh, r % oh)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
-def _depthwise3x3_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, b, yo):
-    """Output row ``yo`` of image ``b``. Taps above or below the image read a zero row, so every
-    column whose three taps lie inside the row's width runs the IR stencil
-    (:func:`~inference.kernels.stencil_ir.depthwise3x3_cols`); the border columns pick a zero pixel
-    per tap (:func:`_border_cols`). A function of its own, not the body of the ``prange`` loop:
-    numba's parallel lowering left that body scalar (3x slower per thread than the serial twin)."""
-    h, w, c = x.shape[1], x.shape[2], x.shape[3]
-    ow = y.shape[2]
+def _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, b, yo):
+    """Output row ``yo`` of image ``b`` (``x`` (N, H, W*C), ``wt`` (9*C,), ``y`` (N, OH, OW*C)). Taps
+    above or below the image read the zero row, so every column whose three taps lie inside the
+    row's width runs the IR stencil (:func:`~inference.kernels.stencil_ir.depthwise3x3_cols`); the
+    border columns skip their outside taps (:func:`_border_cols`). A function of its own, not the
+    body of the ``prange`` loop: numba's parallel lowering left that body scalar (3x slower per
+    thread than the serial twin)."""
+    h, w = x.shape[1], x.shape[2] // c
+    ow = y.shape[2] // c
     iy = yo * sh - ph
-    flat_zero = zero.reshape(w * c)
-    r0 = x[b, iy].reshape(w * c) if 0 <= iy < h else flat_zero
-    r1 = x[b, iy + dh].reshape(w * c) if 0 <= iy + dh < h else flat_zero
-    r2 = x[b, iy + 2 * dh].reshape(w * c) if 0 <= iy + 2 * dh < h else flat_zero
+    r0 = x[b, iy] if 0 <= iy < h else zero
+    r1 = x[b, iy + dh] if 0 <= iy + dh < h else zero
+    r2 = x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero
     out = y[b, yo]
     lo, hi = valid_range(pw, 0, sw, w - 2 * dw, ow)  # columns whose taps 0..2 are all inside
-    depthwise3x3_cols(r0, r1, r2, wt.reshape(9 * c), bias, out.reshape(ow * c), lo, hi, sw, dw, pw, c)
+    depthwise3x3_cols(r0, r1, r2, wt, bias, out, lo, hi, sw, dw, pw, c)
     _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, 0, lo)
     _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, max(lo, hi), ow)
-    _finish_row(out, z, has_z, b, yo, code, alpha, beta)
+    _finish_row(out, z[b, yo] if has_z else out, has_z, code, alpha, beta)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 def _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, lo, hi):
-    """Output columns [lo, hi) of a row, taps left or right of the image skipped."""
+    """Output columns [lo, hi) of a flat row, taps left or right of the image skipped."""
     for xo in range(lo, hi):
-        d = out[xo]
-        d[:] = bias
+        o = xo * c
+        for k in range(c):
+            out[o + k] = bias[k]
         for j in range(3):
             ix = xo * sw - pw + j * dw
             if 0 <= ix < w:
-                s0, s1, s2 = r0[ix * c:(ix + 1) * c], r1[ix * c:(ix + 1) * c], r2[ix * c:(ix + 1) * c]
-                w0, w1, w2 = wt[0, j], wt[1, j], wt[2, j]
+                s = ix * c
                 for k in range(c):
-                    d[k] += w0[k] * s0[k] + w1[k] * s1[k] + w2[k] * s2[k]
+                    out[o + k] += wt[j * c + k] * r0[s + k] + wt[(3 + j) * c + k] * r1[s + k] \
+                        + wt[(6 + j) * c + k] * r2[s + k]

@@ -126,9 +126,12 @@ def _run(x, tail, rows: Rows, koff, w, bias, z, amin, amax, keep_for, out, shape
     tiles = -(-p // mr) * (bp.size // nl)
     chunks = max(1, min(tiles, 4 * numba.get_num_threads()))
     weights_outer = wp.size > x.size  # deep layers: each channel block's weights stay cached over the pixels
-    gathered = koff is not None
-    _gemm(x, tail, np.array(rows[1:], np.int64), p, koff if gathered else wkoff, wp, bp, zz, z is not None, amin,
-          amax, y.reshape(-1), m, mr, nv, chunks, weights_outer, gathered)
+    if koff is None:
+        _gemm_matrix(x, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, nv, chunks,
+                     weights_outer)
+    else:
+        _gemm_gathered(x, np.array(rows[1:], np.int64), p, koff, wp, bp, zz, z is not None, amin, amax,
+                       y.reshape(-1), m, chunks, weights_outer)
     return y
 
 
@@ -150,36 +153,36 @@ def _row_starts(p0, rows, geo, roff):
             roff[r] = roff[0]
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg):
+    """Tile ``t`` of ``pbs`` pixel blocks x ``mbs`` channel blocks: (pixel block, first pixel, first
+    channel, its panel's offset); sets the one store segment ``seg`` (first lane 0)."""
+    if weights_outer:
+        mb, pb = t // pbs, t % pbs
+    else:
+        pb, mb = t // mbs, t % mbs
+    m0 = mb * nl
+    seg[0, 0], seg[0, 1], seg[0, 2] = 0, m0, min(nl, m - m0)
+    return pb, pb * mr, m0, mb * k * nl
+
+
+# Two kernels, not one with a flag: numba compiles every branch of a function, and the matrix
+# form's users (MobileNetV2, the transformer) would pay the gathered tiles' compile time at a cold
+# start (one kernel with both compiled in 1.45 s, the matrix one alone in 0.5-0.6 s).
 @threaded_kernel()
-def _gemm(x, tail, geo, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, nchunks, weights_outer, gathered):
-    """The (pixel block, channel block) tiles in ``nchunks`` parallel runs; ``mr``/``nv`` pick the
-    tile shape (WIDE or NARROW). ``gathered``: rows through :func:`_row_starts` and ``koff``
-    (WIDE); else rows of the (p, k) matrix ``x``, its partial last block read from ``tail``."""
+def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, nchunks, weights_outer):
+    """The (pixel block, channel block) tiles of the (p, k) matrix ``a`` in ``nchunks`` parallel
+    runs, its partial last block read from ``tail``; ``mr``/``nv`` pick the tile (WIDE or NARROW)."""
     nl = nv * LANES
     k = koff.size
     pbs, mbs = -(-p // mr), bias.size // nl
     full = p // mr
     for ch in numba.prange(nchunks):
         seg = np.empty((1, 3), np.int64)
-        seg[0, 0] = 0
-        roff = np.empty(mr, np.int64)
         for t in range(ch * pbs * mbs // nchunks, (ch + 1) * pbs * mbs // nchunks):
-            if weights_outer:
-                mb, pb = t // pbs, t % pbs
-            else:
-                pb, mb = t // mbs, t % mbs
-            m0, p0, w0 = mb * nl, pb * mr, mb * k * nl
-            seg[0, 1] = m0
-            seg[0, 2] = min(nl, m - m0)
+            pb, p0, m0, w0 = _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg)
             rows = min(mr, p - p0)
-            if gathered:
-                _row_starts(p0, rows, geo, roff)
-                if has_z:
-                    _gathered_z(x, 0, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1, roff)
-                else:
-                    _gathered(x, 0, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1, roff)
-                continue
-            src, off = (x, p0 * k) if pb < full else (tail, 0)
+            src, off = (a, p0 * k) if pb < full else (tail, 0)
             if nv == WIDE[1]:
                 if has_z:
                     _wide_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
@@ -189,3 +192,22 @@ def _gemm(x, tail, geo, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, n
                 _narrow_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
             else:
                 _narrow(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
+
+
+@threaded_kernel()
+def _gemm_gathered(x, geo, p, koff, wp, bias, z, has_z, amin, amax, y, m, nchunks, weights_outer):
+    """The WIDE tiles of a gathered GEMM: rows through :func:`_row_starts` and ``koff``."""
+    mr, nl = WIDE[0], WIDE[1] * LANES
+    k = koff.size
+    pbs, mbs = -(-p // mr), bias.size // nl
+    for ch in numba.prange(nchunks):
+        seg = np.empty((1, 3), np.int64)
+        roff = np.empty(mr, np.int64)
+        for t in range(ch * pbs * mbs // nchunks, (ch + 1) * pbs * mbs // nchunks):
+            _, p0, m0, w0 = _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg)
+            rows = min(mr, p - p0)
+            _row_starts(p0, rows, geo, roff)
+            if has_z:
+                _gathered_z(x, 0, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1, roff)
+            else:
+                _gathered(x, 0, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1, roff)
