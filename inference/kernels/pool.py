@@ -146,8 +146,9 @@ def pool3x3s2(x, ph, pw, y, is_max):
 # One plane per call, each a function of its own: the parallel twin's lowering cannot devectorise
 # it, and a call per row (views passed and reference-counted) cost 100-170 ns, more than a row's
 # work on squeezenet's 54-wide rows. The interior columns run from index 0 of sliced rows: LLVM
-# vectorised only that form (not ``j = 2*xo - pw``, nor one plane function for max and sum, nor
-# rows picked through a helper returning them).
+# vectorised only that form (not ``j = 2*xo - pw``). A first version that shared one plane
+# function between max and sum, its rows picked by a helper returning them (and its border
+# columns listed per row), ran 2-3x slower than these two, kept apart and spelled out.
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _max3x3s2_plane(xp, ph, pw, yp, lo, hi):
     h, w = xp.shape
