@@ -8,13 +8,13 @@ convolution is one GEMM ``(N*H*W, C) @ (C, M)`` over the whole batch, on our til
 channels along its lanes and the epilogue in registers (:mod:`inference.kernels.rows_gemm`). kxk
 and strided layers gather their patches from the zero-padded input in place (an implicit GEMM,
 :func:`patch_rows`): no im2col copy, whose buffer was 9x a 3x3 layer's input. Per ResNet-18 layer
-(batch 1, one thread, layers in model order so weights arrive cold, min CPU time of 12 rounds),
-against onnxruntime: 3x3 on 64-256 channels 1.05-1.38x (the NCHW tile 1.11-1.55x), strided 3x3
-1.22-1.38x (1.37-1.49x), the 7x7/2 stem 1.01x (1.34x), but 3x3 on 512x7x7 1.44-1.69x (1.11-1.22x):
-each 64-channel block's 1.2 MB of weights streams through for only 9 tiles of 6 pixels.
+(batch 1, one thread, layers in model order so weights arrive cold, min CPU time of 12 rounds,
+``benchmarks/conv_layouts.py``), against onnxruntime: 3x3 on 64-256 channels 1.01-1.07x (the
+NCHW tile 1.04-1.33x), strided 3x3 1.03-1.16x (1.23-1.33x), the 7x7/2 stem 0.98x (1.06x), 3x3
+on 512x7x7 1.14-1.21x (1.15-1.16x), all 1.07x (1.16x).
 Pointwise layers, measured against numpy's OpenBLAS GEMM plus the epilogue pass
 on MobileNetV2's pointwise shapes, run in model order so each layer's weights arrive cold, one
-thread: 0.54-1.09x per layer, 0.83-0.90x in all (``benchmarks/rows_gemm.py``). The depthwise
+thread: 0.79-1.11x per layer, 0.87-0.94x in all (``benchmarks/rows_gemm.py``). The depthwise
 stencils are :mod:`inference.kernels.channels_last`'s. The reference kernel transposes to NCHW and
 calls FusedConv's reference: it is the oracle.
 """
@@ -112,9 +112,9 @@ def patch_rows(x: np.ndarray, win: Window) -> tuple[np.ndarray, Rows, np.ndarray
     itself when unpadded), flat; where each output pixel's patch starts in it; and each patch
     element's offset from that start, in HWIO order (the weight's rows)."""
     n, h, wd, c = x.shape
-    (pt, pl), (pb, pr) = win.pads_begin, win.padded_end((h, wd))
-    if pt or pl or pb > 0 or pr > 0:
-        xp = np.empty((n, pt + h + max(pb, 0), pl + wd + max(pr, 0), c), np.float32)
+    (pt, pl), (pb, pr) = win.pads_begin, win.padded_end((h, wd))  # end pads are >= 0
+    if pt or pl or pb or pr:
+        xp = np.empty((n, pt + h + pb, pl + wd + pr, c), np.float32)
         pad_nhwc(x, pt, pl, xp)
     else:
         xp = x

@@ -3,9 +3,9 @@
 Why: depthwise convolutions dominate MobileNet-style models, and in NCHW their inner loop runs
 over a short output row; in NHWC it runs over contiguous channels (measured per MobileNetV2 layer,
 batch 1: 1.7-13x faster at 96-960 channels, on par at 32; see ``inference.kernels.nhwc``). 1x1
-and kxk convolutions are one GEMM either way (measured per layer: 1x1 0.85-1.17x, 3x3 of ResNet-18
-and VGG 0.86-1.28x, no steady winner), so they join a region to keep the data channels-last between
-depthwise layers rather than to gain on their own.
+and kxk convolutions join a region to keep the data channels-last between depthwise layers, and
+since they gather their patches in place (``inference.kernels.nhwc``) they gain on their own too,
+though less (the rule below).
 
 What converts: float32 ``FusedConv``/``Conv`` nodes with a constant weight, static channels and
 spatial size, group 1 or depthwise (a kxk conv with fewer than :data:`MIN_KXK_CHANNELS` input
