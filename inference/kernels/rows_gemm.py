@@ -10,6 +10,10 @@ Here the tile (:func:`~inference.kernels.tile_ir.make_out_tile`, ``lanes="channe
 (``W`` laid out once per weight as zero-padded panels), and stores bias + residual + clamp from
 registers. Where 64-lane tiles would leave more lanes idle (M = 16, 24, 96, 160 ...), the tile is
 12 pixels x 32 channels.
+
+:func:`gemm_gathered` runs the same product over rows gathered from anywhere in a flat input
+(:class:`Rows` says where each starts, a step table where each step reads): a kxk or strided
+channels-last convolution over its padded input in place, an implicit GEMM.
 """
 from __future__ import annotations
 
