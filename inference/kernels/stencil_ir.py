@@ -13,31 +13,9 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from inference.kernels.tile_ir import LANES, _masked_f32
+from inference.kernels.tile_ir import LANES, _masked_f32, counted_loop, splat
 
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-
-
-def _loop(builder, lo, hi, name: str):
-    """Open ``for i in range(lo, hi)``: returns (i, close); ``close()`` ends the body and leaves
-    the builder after the loop."""
-    entry = builder.block
-    head = builder.append_basic_block(f"{name}.head")
-    body = builder.append_basic_block(f"{name}.body")
-    done = builder.append_basic_block(f"{name}.done")
-    builder.branch(head)
-    builder.position_at_end(head)
-    i = builder.phi(_I64)
-    i.add_incoming(lo, entry)
-    builder.cbranch(builder.icmp_signed("<", i, hi), body, done)
-    builder.position_at_end(body)
-
-    def close():
-        i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), builder.block)
-        builder.branch(head)
-        builder.position_at_end(done)
-
-    return i, close
 
 
 GROUP = 4  # output pixels per pass over the channels
@@ -71,13 +49,9 @@ def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, sw, dw, pw, c):
 
         def group(x0, size: int) -> None:
             """Output columns x0 .. x0+size-1, every channel block."""
-            cb, close_blocks = _loop(builder, const(0), blocks, f"dw.block{size}")
+            cb, close_blocks = counted_loop(builder, const(0), blocks, f"dw.block{size}")
             c0 = builder.mul(cb, const(LANES))
-            left = builder.insert_element(ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined),
-                                          builder.sub(c, c0), ir.Constant(_I32, 0))
-            left = builder.shuffle_vector(left, ir.Constant(ir.VectorType(_I64, LANES), ir.Undefined),
-                                          ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-            mask = builder.icmp_signed("<", lane_ids, left)
+            mask = builder.icmp_signed("<", lane_ids, splat(builder, builder.sub(c, c0), ir.VectorType(_I64, LANES)))
             load = lambda base, off: _masked_f32(builder, "load", [at(base, off), align, mask, zero])  # noqa: E731
             taps = [load(wd, builder.add(builder.mul(const(t), c), c0)) for t in range(9)]
             bv = load(bd, c0)
@@ -94,10 +68,10 @@ def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, sw, dw, pw, c):
             close_blocks()
 
         full = builder.add(lo, builder.mul(builder.sdiv(builder.sub(hi, lo), const(GROUP)), const(GROUP)))
-        g, close = _loop(builder, const(0), builder.sdiv(builder.sub(full, lo), const(GROUP)), "dw.groups")
+        g, close = counted_loop(builder, const(0), builder.sdiv(builder.sub(full, lo), const(GROUP)), "dw.groups")
         group(builder.add(lo, builder.mul(g, const(GROUP))), GROUP)
         close()
-        xo, close = _loop(builder, full, hi, "dw.rest")
+        xo, close = counted_loop(builder, full, hi, "dw.rest")
         group(xo, 1)
         close()
         return context.get_dummy_value()

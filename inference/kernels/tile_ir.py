@@ -30,6 +30,35 @@ def has_vnni() -> bool:
     return bool(feats.get("avx512vnni")) and bool(feats.get("avx512f"))
 
 
+def splat(builder, value, vty: ir.VectorType):
+    """``value`` (a scalar of ``vty``'s element type) in every lane of a ``vty`` vector."""
+    undef = ir.Constant(vty, ir.Undefined)
+    lanes0 = ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count)
+    return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_I32, 0)), undef, lanes0)
+
+
+def counted_loop(builder, lo, hi, name: str):
+    """Open ``for i in range(lo, hi)`` (int64): returns (i, close); ``close()`` ends the body and
+    leaves the builder after the loop."""
+    entry = builder.block
+    head = builder.append_basic_block(f"{name}.head")
+    body = builder.append_basic_block(f"{name}.body")
+    done = builder.append_basic_block(f"{name}.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(_I64)
+    i.add_incoming(lo, entry)
+    builder.cbranch(builder.icmp_signed("<", i, hi), body, done)
+    builder.position_at_end(body)
+
+    def close():
+        i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), builder.block)
+        builder.branch(head)
+        builder.position_at_end(done)
+
+    return i, close
+
+
 def _dot4_generic(builder, acc, a, b):
     """acc + sum over groups of 4 bytes of zext(a) * sext(b): vpdpbusd's meaning, any target."""
     bytes64, wide = ir.VectorType(ir.IntType(8), 64), ir.VectorType(_I32, 64)
@@ -142,8 +171,6 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
             at = builder.gep(c_base, [builder.add(vbase, const(PREFETCH_STEPS * nv * LANES + v * LANES))])
             builder.call(pf, [builder.bitcast(at, ir.IntType(8).as_pointer()), ir.Constant(_I32, 0),
                               ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
-    undef = ir.Constant(vty, ir.Undefined)
-    splat = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
     new = []
     for r in range(mr):
         if row_bases:
@@ -153,7 +180,7 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
         else:
             at, base = builder.add(builder.mul(k, const(mr)), const(r)), w_base
         wv = builder.load(builder.gep(base, [at]))
-        bc = builder.shuffle_vector(builder.insert_element(undef, wv, ir.Constant(_I32, 0)), undef, splat)
+        bc = splat(builder, wv, vty)
         new.extend(step(accs[r * nv + v], bc, cols[v]) for v in range(nv))
     k.add_incoming(builder.add(k, const(1)), builder.block)
     for acc, n in zip(accs, new):
@@ -206,10 +233,6 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
         ba, za, ya, sga = arr(6), arr(11), arr(12), arr(15)
         f32 = lambda i: context.cast(builder, args[i], signature.args[i], types.float32)  # noqa: E731
         i64 = lambda i: context.cast(builder, args[i], signature.args[i], types.int64)  # noqa: E731
-        undef = ir.Constant(vty, ir.Undefined)
-        zero_idx = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-        splat = lambda s: builder.shuffle_vector(  # noqa: E731
-            builder.insert_element(undef, s, ir.Constant(_I32, 0)), undef, zero_idx)
         accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, "f32", False), channels,
                        17 if gathered else None)
 
@@ -217,41 +240,27 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
         vt = vty
         fmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.maxnum.v16f32")
         fmin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.minnum.v16f32")
-        lo, hi = splat(f32(9)), splat(f32(10))
+        lo, hi = splat(builder, f32(9), vty), splat(builder, f32(10), vty)
         clamp = lambda v: builder.call(fmin, [builder.call(fmax, [v, lo]), hi])  # noqa: E731
         rows, b_off, y_off, sm = i64(8), i64(7), i64(13), i64(14)
         vals, row_ok = [], []
         for r in range(mr):
             ok = builder.icmp_signed("<", const(r), rows)
-            row_ok.append(builder.shuffle_vector(builder.insert_element(ir.Constant(i1v, ir.Undefined), ok,
-                                                                        ir.Constant(_I32, 0)),
-                                                 ir.Constant(i1v, ir.Undefined), zero_idx))
+            row_ok.append(splat(builder, ok, i1v))
             if channels:
                 bvs = [builder.load(builder.bitcast(builder.gep(ba.data, [builder.add(b_off, const(v * LANES))]),
                                                     vty.as_pointer()), align=4) for v in range(nv)]
             else:
                 bidx = builder.select(ok, builder.add(b_off, const(r)), b_off)  # rows past ``rows``: a valid bias
-                bvs = [splat(builder.load(builder.gep(ba.data, [bidx])))] * nv
+                bvs = [splat(builder, builder.load(builder.gep(ba.data, [bidx])), vty)] * nv
             for v in range(nv):
                 s = builder.fadd(accs[r * nv + v], bvs[v])
                 vals.append(s if residual else clamp(s))
-        seg_head = builder.append_basic_block("seg.header")
-        seg_body = builder.append_basic_block("seg.body")
-        seg_done = builder.append_basic_block("seg.exit")
-        before = builder.block
-        builder.branch(seg_head)
-        builder.position_at_end(seg_head)
-        i = builder.phi(_I64)
-        i.add_incoming(const(0), before)
-        builder.cbranch(builder.icmp_signed("<", i, i64(16)), seg_body, seg_done)
-        builder.position_at_end(seg_body)
+        i, close_segments = counted_loop(builder, const(0), i64(16), "seg")
         q0 = builder.load(builder.gep(sga.data, [builder.mul(i, const(3))]))
         off = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(1))]))
         cnt = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(2))]))
-        q0v, endv = builder.insert_element(ir.Constant(i64v, ir.Undefined), q0, ir.Constant(_I32, 0)), \
-            builder.insert_element(ir.Constant(i64v, ir.Undefined), builder.add(q0, cnt), ir.Constant(_I32, 0))
-        q0v = builder.shuffle_vector(q0v, ir.Constant(i64v, ir.Undefined), zero_idx)
-        endv = builder.shuffle_vector(endv, ir.Constant(i64v, ir.Undefined), zero_idx)
+        q0v, endv = splat(builder, q0, i64v), splat(builder, builder.add(q0, cnt), i64v)
         shift = builder.sub(off, q0)  # output offset of lane 0 of the tile row
         for v in range(nv):
             lanes = ir.Constant(i64v, [v * LANES + j for j in range(LANES)])
@@ -267,9 +276,7 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
                                                                                   ir.Constant(vty, None)])))
                 yp = builder.bitcast(builder.gep(ya.data, [at]), vty.as_pointer())
                 _masked_f32(builder, "store", [val, yp, ir.Constant(_I32, 4), m])
-        i.add_incoming(builder.add(i, const(1)), builder.block)
-        builder.branch(seg_head)
-        builder.position_at_end(seg_done)
+        close_segments()
         return context.get_dummy_value()
 
     if gathered:
