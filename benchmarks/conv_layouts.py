@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgelearn.commands.bench import peer_runner  # noqa: E402
 from inference.kernels.conv import fused_conv, packed_conv_binder  # noqa: E402
 from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed  # noqa: E402
 from inference.threads import set_num_threads  # noqa: E402
@@ -38,8 +39,6 @@ SIDES = ("nchw", "nhwc", "onnxruntime")
 
 def layer(rng, c: int, h: int, m: int, k: int, s: int) -> tuple[dict, float]:
     """The three runners of one layer, and the largest difference of our outputs from onnxruntime's."""
-    import onnxruntime as ort
-
     x = rng.standard_normal((1, c, h, h), dtype=np.float32)
     w = (rng.standard_normal((m, c, k, k), dtype=np.float32) / np.sqrt(c * k * k)).astype(np.float32)
     b = rng.standard_normal(m, dtype=np.float32)
@@ -51,12 +50,9 @@ def layer(rng, c: int, h: int, m: int, k: int, s: int) -> tuple[dict, float]:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ort = peer_runner("onnxruntime", helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), 1)
     runners = {"nchw": lambda: nchw(x, w, b), "nhwc": lambda: fused_conv_nhwc_packed(x_nhwc, w_hwio, b, **attrs),
-               "onnxruntime": lambda: sess.run(None, {"x": x})[0]}
+               "onnxruntime": lambda: ort({"x": x})[0]}
     want = runners["onnxruntime"]()
     diff = max(float(np.abs(runners["nchw"]() - want).max()),
                float(np.abs(runners["nhwc"]().transpose(0, 3, 1, 2) - want).max()))
