@@ -55,6 +55,21 @@ def serial_kernels() -> Iterator[None]:
         _LOCAL.serial = before
 
 
+def kernel_threads() -> int:
+    """How many threads a threaded kernel called now runs on: numba's count when its parallel twin
+    would run, else 1 (what kernels size their parallel chunks by)."""
+    if _POLICY["parallel"] and not getattr(_LOCAL, "serial", False):
+        return numba.get_num_threads()
+    return 1
+
+
+def parallel_chunks(tiles: int, threads: int | None = None) -> int:
+    """The parallel runs to split ``tiles`` of work into: a few per thread (balance; numba's static
+    schedule hands each thread an equal share), few in all (each run allocates its scratch).
+    ``threads``: those the kernel runs on (default :func:`kernel_threads`, a threaded kernel's)."""
+    return max(1, min(tiles, 4 * (threads or kernel_threads())))
+
+
 def _clone(fn: Callable, suffix: str) -> Callable:
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + suffix
@@ -72,7 +87,7 @@ def threaded_kernel(fastmath: bool | set = False) -> Callable[[Callable], Callab
 
         @functools.wraps(fn)
         def call(*args: Any) -> Any:
-            if _POLICY["parallel"] and numba.get_num_threads() > 1 and not getattr(_LOCAL, "serial", False):
+            if kernel_threads() > 1:
                 return parallel(*args)
             return serial(*args)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv_f32
-from inference.kernels._jit import threaded_kernel
+from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._applies import constant_float32_weight
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
@@ -217,7 +217,7 @@ def _depthwise_flat_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np
     y = np.empty((n, c, plan.oh, plan.ow), np.float32)
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
     depthwise_flat(xi.reshape(-1), c, plan.plane, plan.koff, as_f32(w, (c, kh * kw)), bias, zz, z is not None,
-                   plan.nflat, plan.wrow, y, code, alpha, beta, conv_f32.parallel_chunks(n * c))
+                   plan.nflat, plan.wrow, y, code, alpha, beta, parallel_chunks(n * c))
     return y
 
 

@@ -33,7 +33,7 @@ import functools
 import numba
 import numpy as np
 
-from inference.kernels._jit import threaded_kernel
+from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NONE, activate_row
 from inference.kernels.tile_ir import make_out_tile
@@ -182,11 +182,6 @@ def packed_weights(w: np.ndarray, group: int, layout: str, keep: bool = True) ->
                                for g in range(group)])
 
     return prepacked(w, ("f32", group, layout), build) if keep else build()
-
-
-def parallel_chunks(tiles: int) -> int:
-    """Parallel runs of a GEMM: a few per thread (balance), few in all (each allocates scratch)."""
-    return max(1, min(tiles, 4 * numba.get_num_threads()))
 
 
 @functools.lru_cache(maxsize=256)

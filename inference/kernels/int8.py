@@ -45,7 +45,7 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
-from inference.kernels._jit import threaded_kernel
+from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
@@ -353,12 +353,6 @@ def _constants(w: np.ndarray, layout: str, group: int, xzp: int, params: tuple) 
     return packs, consts
 
 
-def _chunks(tiles: int) -> int:
-    """Parallel iterations of a GEMM: a few per thread (balance) but few in all, since each
-    allocates its scratch; numba's static schedule hands each thread an equal share."""
-    return max(1, min(tiles, 4 * numba.get_num_threads()))
-
-
 class _Epilogue:
     """The per-call part of the epilogue: residual, activation, output buffer."""
 
@@ -381,7 +375,8 @@ class _Epilogue:
         c = self.c
         qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow, ow, corr, scale, fbias, self.z,
               self.has_z, self.code, self.alpha, self.beta, *self.clamp, c.inv_ys, c.yzp, c.qmin, c.qmax, c.quantize,
-              self.yq.reshape(-1), self.yf.reshape(-1), m0, sm, sn, _chunks(nimg * pbs * (wp.size // (k4 * MR))))
+              self.yq.reshape(-1), self.yf.reshape(-1), m0, sm, sn, 
+              parallel_chunks(nimg * pbs * (wp.size // (k4 * MR)), numba.get_num_threads()))
 
     def run_rows(self, xp, k4, r, pack) -> None:
         wcols = pack[0]

@@ -20,6 +20,9 @@ calls FusedConv's reference: it is the oracle.
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable, NamedTuple
+
 import numba
 import numpy as np
 
@@ -30,8 +33,9 @@ from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activati
 from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc
 from inference.kernels.conv import PACKED, handles, handles_constant
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
-from inference.kernels.rows_gemm import Rows, gemm_gathered, gemm_rows
+from inference.kernels.rows_gemm import Rows, gemm_gathered, gemm_rows, tile_shape
 from inference.kernels.tile_lanes import clamp_epilogue
+from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
 from inference.ops.registry import register
 from inference.schema import FormalParam, OpSchema, register_schema
@@ -65,20 +69,21 @@ register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W"), For
                           "pads": None, "strides": None, **EPILOGUE_ATTRS}, shape_rule=_shape))
 
 
-def _check(x: np.ndarray, w: np.ndarray, z: np.ndarray | None, group: int) -> None:
-    """Rank and channel agreement, so a wrong feed is named instead of indexing out of bounds."""
-    if x.ndim != 4 or w.ndim != 4:
-        raise KernelError(f"{OP}: X must be (N, H, W, C) and W (kh, kw, C/group, M), got X {x.shape}, W {w.shape}")
-    if group < 1 or x.shape[3] != w.shape[2] * group or w.shape[3] % group:
-        raise KernelError(f"{OP}: X {x.shape} has {x.shape[3]} channels, W {w.shape} with group={group} "
-                          f"expects {w.shape[2] * group} and M divisible by the group")
-    if z is not None and z.ndim != 4:
-        raise KernelError(f"{OP}: residual Z must be (N, OH, OW, M), got shape {z.shape}")
+def _check(x: tuple, w: tuple, z: tuple | None, group: int) -> None:
+    """Rank and channel agreement of the shapes ``x``, ``w``, ``z``, so a wrong feed is named
+    instead of indexing out of bounds."""
+    if len(x) != 4 or len(w) != 4:
+        raise KernelError(f"{OP}: X must be (N, H, W, C) and W (kh, kw, C/group, M), got X {x}, W {w}")
+    if group < 1 or x[3] != w[2] * group or w[3] % group:
+        raise KernelError(f"{OP}: X {x} has {x[3]} channels, W {w} with group={group} "
+                          f"expects {w[2] * group} and M divisible by the group")
+    if z is not None and len(z) != 4:
+        raise KernelError(f"{OP}: residual Z must be (N, OH, OW, M), got shape {z}")
 
 
 @register(OP, since=1, domain=DOMAIN)
 def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **conv_attrs):
-    _check(x, w, z, conv_attrs.get("group", 1))
+    _check(x.shape, w.shape, None if z is None else z.shape, conv_attrs.get("group", 1))
     zz = None if z is None else z.transpose(TO_NCHW)
     y = fused_conv_reference(x.transpose(TO_NCHW), w.transpose(OIHW), b, zz, activation=activation,
                              alpha=alpha, beta=beta, **conv_attrs)
@@ -107,22 +112,37 @@ def pad_nhwc(x, pt, pl, out):
         _pad_row(x, r // hp, r % hp, pt, pl, out)
 
 
-def patch_rows(x: np.ndarray, win: Window) -> tuple[np.ndarray, Rows, np.ndarray]:
-    """The implicit-GEMM view of a channels-last convolution's input: ``x`` zero-padded (or ``x``
-    itself when unpadded), flat; where each output pixel's patch starts in it; and each patch
+class PatchGeometry(NamedTuple):
+    """The implicit-GEMM view of a channels-last convolution's input, from its shapes alone: the
+    zero-padded copy's shape and where the input lands in it (``padded`` None: unpadded, the input
+    itself serves); where each output pixel's patch starts in it (``rows``); and each patch
     element's offset from that start, in HWIO order (the weight's rows)."""
-    n, h, wd, c = x.shape
+
+    padded: tuple[int, int, int, int] | None
+    top: int
+    left: int
+    rows: Rows
+    koff: np.ndarray
+
+
+def patch_geometry(x_shape: tuple[int, int, int, int], win: Window) -> PatchGeometry:
+    n, h, wd, c = x_shape
     (pt, pl), (pb, pr) = win.pads_begin, win.padded_end((h, wd))  # end pads are >= 0
-    if pt or pl or pb or pr:
-        xp = np.empty((n, pt + h + pb, pl + wd + pr, c), np.float32)
-        pad_nhwc(x, pt, pl, xp)
-    else:
-        xp = x
-    hp, wp = xp.shape[1:3]
+    hp, wp = pt + h + pb, pl + wd + pr
     (oh, ow), (sh, sw), (dh, dw) = win.out_shape, win.strides, win.dilations
     taps = (np.arange(win.kernel[0])[:, None] * (dh * wp) + np.arange(win.kernel[1])[None, :] * dw) * c
     koff = (taps.reshape(-1, 1) + np.arange(c)).reshape(-1).astype(np.int64)
-    return xp.reshape(-1), Rows(n * oh * ow, oh * ow, ow, sw * c, sh * wp * c, hp * wp * c), koff
+    padded = (n, hp, wp, c) if pt or pl or pb or pr else None
+    return PatchGeometry(padded, pt, pl, Rows(n * oh * ow, oh * ow, ow, sw * c, sh * wp * c, hp * wp * c), koff)
+
+
+def patch_source(x: np.ndarray, geo: PatchGeometry) -> np.ndarray:
+    """The flat input a gathered GEMM reads: ``x`` zero-padded as ``geo`` says (or ``x`` itself)."""
+    if geo.padded is None:
+        return x.reshape(-1)
+    xp = np.empty(geo.padded, np.float32)
+    pad_nhwc(x, geo.top, geo.left, xp)
+    return xp.reshape(-1)
 
 
 # -- dispatch -------------------------------------------------------------------------------------
@@ -131,64 +151,119 @@ def is_depthwise(c: int, w_shape: tuple, group: int) -> bool:
     return group == c and w_shape[2] == 1 and w_shape[3] == c
 
 
-def conv2d_nhwc(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | None, win: Window,
-                group: int, code: int, alpha: float, beta: float, constant_weight: bool = False) -> np.ndarray:
-    """``act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w``; depthwise or group 1.
-    ``constant_weight``: ``w`` never changes (a Predictor's initializer), so the GEMM keeps its
-    weight panels (:func:`~inference.kernels.rows_gemm.padded_weight`)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n, h, wd, c = x.shape
-    kh, kw, cg, m = w.shape
-    oh, ow = win.out_shape
-    (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
-    bias = as_f32(b, (m,))
-    zz = as_f32(z, (n, oh, ow, m)) if z is not None else NO_RESIDUAL_4D
-    if is_depthwise(c, w.shape, group):
-        y = np.empty((n, oh, ow, m), np.float32)
-        kernel = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc
-        kernel(x, as_f32(w, (kh, kw, m)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
-        return y
-    wm = as_f32(w, (kh * kw * c, m))
-    keep_for = w if constant_weight else None
-    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
-    npix = oh * ow
-    z2 = zz.reshape(n * npix, m) if z is not None else None
-    if kh == kw == 1 and ph == pw == 0 and sh == sw == 1 and (oh, ow) == (h, wd):  # pointwise: one GEMM
-        y = gemm_rows(x.reshape(n * npix, c), wm, bias, z2, amin, amax, keep_for)
-    else:  # the patches gathered in place from the padded input
-        xp, rows, koff = patch_rows(x, win)
-        y = gemm_gathered(xp, rows, koff, wm, bias, z2, amin, amax, keep_for)
-    if not clamps:
-        activate_row(y.reshape(-1), code, alpha, beta)
-    return y.reshape(n, oh, ow, m)
-
-
 def supports(c: int, w_shape: tuple, group: int) -> bool:
     """Whether the fast kernel runs this conv (the pass converts only these): depthwise or group 1."""
     return group == 1 or is_depthwise(c, w_shape, group)
 
 
-def _fast(x, w, b, z, constant_weight: bool, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
-          strides=None, activation="", alpha=0.0, beta=0.0):
-    _check(x, w, z, group)
-    attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
-                 strides=strides)
-    if x.dtype != np.float32 or w.dtype != np.float32 or not supports(x.shape[3], w.shape, group):
-        return fused_conv_nhwc_reference(x, w, b, z, activation=activation, alpha=alpha, beta=beta, **attrs)
-    win = _geometry(x.shape[1:3], w.shape, attrs, OP)
-    if z is not None and z.shape != (x.shape[0],) + win.out_shape + (w.shape[3],):
-        raise KernelError(f"{OP}: residual Z has shape {z.shape}, the output "
-                          f"{(x.shape[0],) + win.out_shape + (w.shape[3],)}")
-    return conv2d_nhwc(x, w, b, z, win, group, activation_code(activation), float(alpha), float(beta),
-                       constant_weight)
+ConvCall = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"], np.ndarray]
 
 
-@register(OP, since=1, domain=DOMAIN, kind="fast", applies=handles)
+def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, code: int, alpha: float,
+                      beta: float, constant_weight: bool = False) -> ConvCall:
+    """The call ``(x, w, b, z) -> act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w`` of
+    these shapes (depthwise or group 1), with everything that follows from the shapes settled here.
+    Why: a run of MobileNetV2 makes 52 of these calls, and deriving the window, tile, patch offsets
+    and argument shapes on each one cost ~30 us of Python per call (a fifth of the model's time at
+    batch 1); bound kernels prepare once per input shape. ``constant_weight``: ``w`` never changes
+    (a Predictor's initializer), so the GEMM keeps its weight panels
+    (:func:`~inference.kernels.rows_gemm.padded_weight`)."""
+    n, h, wd, c = x_shape
+    kh, kw, _, m = w_shape
+    oh, ow = win.out_shape
+    out_shape = (n, oh, ow, m)
+    p = n * oh * ow
+    if is_depthwise(c, w_shape, group):
+        (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
+        stencil = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc
+
+        def depthwise(x, w, b, z):
+            y = np.empty(out_shape, np.float32)
+            zz = NO_RESIDUAL_4D if z is None else as_f32(z, out_shape)
+            stencil(np.ascontiguousarray(x), as_f32(w, (kh, kw, m)), as_f32(b, (m,)), zz, z is not None,
+                    sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
+            return y
+
+        return depthwise
+    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
+    k = kh * kw * c
+
+    def finish(y: np.ndarray) -> np.ndarray:
+        if not clamps:
+            activate_row(y.reshape(-1), code, alpha, beta)
+        return y.reshape(out_shape)
+
+    if kh == kw == 1 and win.pads_begin == (0, 0) and win.strides == (1, 1) and (oh, ow) == (h, wd):
+        tile = tile_shape(m)
+
+        def pointwise(x, w, b, z):  # one GEMM over the batch's pixels
+            y = gemm_rows(np.ascontiguousarray(x).reshape(p, c), as_f32(w, (k, m)), as_f32(b, (m,)),
+                          None if z is None else as_f32(z, out_shape).reshape(p, m), amin, amax,
+                          w if constant_weight else None, shape=tile)
+            return finish(y)
+
+        return pointwise
+    geo = patch_geometry(x_shape, win)
+
+    def gathered(x, w, b, z):  # the patches gathered in place from the padded input
+        y = gemm_gathered(patch_source(np.ascontiguousarray(x), geo), geo.rows, geo.koff, as_f32(w, (k, m)),
+                          as_f32(b, (m,)), None if z is None else as_f32(z, out_shape).reshape(p, m), amin, amax,
+                          w if constant_weight else None)
+        return finish(y)
+
+    return gathered
+
+
+def _prepare_checked(x_shape: tuple, w_shape: tuple, z_shape: tuple | None, attrs: dict, group: int, code: int,
+                     alpha: float, beta: float, constant_weight: bool) -> ConvCall | None:
+    """:func:`prepare_conv_nhwc` after the shape checks, or None when the fast kernel does not serve
+    (a grouped, non-depthwise conv)."""
+    _check(x_shape, w_shape, z_shape, group)
+    if not supports(x_shape[3], w_shape, group):
+        return None
+    win = _geometry(x_shape[1:3], w_shape, attrs, OP)
+    out = (x_shape[0],) + win.out_shape + (w_shape[3],)
+    if z_shape is not None and z_shape != out:
+        raise KernelError(f"{OP}: residual Z has shape {z_shape}, the output {out}")
+    return prepare_conv_nhwc(x_shape, w_shape, win, group, code, alpha, beta, constant_weight)
+
+
+def nhwc_binder(fn, constant_weights: bool = False):
+    """The plan-time ``bind`` of FusedConvNHWC's fast kernel ``fn``: attributes resolved once per
+    node, the call prepared once per input shapes (:func:`prepare_conv_nhwc`); inputs off the fast
+    path (not float32, grouped) go to the reference kernel. ``constant_weights``: the kind
+    :data:`~inference.kernels.conv.PACKED` (weights never change, their panels are kept)."""
+
+    def bind(*, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
+             activation="", alpha=0.0, beta=0.0):
+        attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
+                     strides=strides)
+        epilogue = dict(activation=activation, alpha=alpha, beta=beta)
+        code, alpha, beta = activation_code(activation), float(alpha), float(beta)
+        calls: dict[tuple, ConvCall | None] = {}
+
+        def run(x, w, b=None, z=None):
+            key = (x.shape, w.shape, None if z is None else z.shape)
+            call = calls.get(key, False)
+            if call is False:
+                call = remember(calls, key, _prepare_checked(x.shape, w.shape, key[2], attrs, group, code, alpha,
+                                                             beta, constant_weights))
+            if call is None or x.dtype != np.float32 or w.dtype != np.float32:
+                return fused_conv_nhwc_reference(x, w, b, z, **epilogue, **attrs)
+            return call(x, w, b, z)
+
+        return run
+
+    return bind
+
+
+@register(OP, since=1, domain=DOMAIN, kind="fast", applies=handles, bind=nhwc_binder)
 def fused_conv_nhwc(x, w, b=None, z=None, **attrs):
-    return _fast(x, w, b, z, False, **attrs)
+    return nhwc_binder(fused_conv_nhwc)(**attrs)(x, w, b, z)
 
 
-@register(OP, since=1, domain=DOMAIN, kind=PACKED, applies=handles_constant)
+@register(OP, since=1, domain=DOMAIN, kind=PACKED, applies=handles_constant,
+          bind=functools.partial(nhwc_binder, constant_weights=True))
 def fused_conv_nhwc_packed(x, w, b=None, z=None, **attrs):
     """The weight is a constant initializer: its padded GEMM form is kept from run to run."""
-    return _fast(x, w, b, z, True, **attrs)
+    return nhwc_binder(fused_conv_nhwc_packed, constant_weights=True)(**attrs)(x, w, b, z)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from inference.kernels._jit import threaded_kernel
+from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.tile_ir import LANES, make_out_tile
 
@@ -99,9 +99,10 @@ def gemm_rows(a: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | No
     a = np.ascontiguousarray(a, dtype=np.float32)
     p, k = a.shape
     mr, _ = shape = shape or tile_shape(w.shape[1])
-    tail = np.zeros(mr * k, np.float32)  # the last, partial block of rows, zero-padded to a whole tile
-    full = p // mr
-    if p % mr:
+    tail = _NO_TAIL
+    if p % mr:  # the last, partial block of rows, zero-padded to a whole tile
+        full = p // mr
+        tail = np.zeros(mr * k, np.float32)
         tail[:(p - full * mr) * k] = a[full * mr:].reshape(-1)
     return _run(a.reshape(-1), tail, Rows(p, p, p, k, 0, 0), None, w, bias, z, amin, amax, keep_for, out, shape)
 
@@ -128,7 +129,7 @@ def _run(x, tail, rows: Rows, koff, w, bias, z, amin, amax, keep_for, out, shape
     y = _check_out(out, p, m)
     zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
     tiles = -(-p // mr) * (bp.size // nl)
-    chunks = max(1, min(tiles, 4 * numba.get_num_threads()))
+    chunks = parallel_chunks(tiles)
     weights_outer = wp.size > x.size  # deep layers: each channel block's weights stay cached over the pixels
     if koff is None:
         _gemm_matrix(x, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, nv, chunks,
