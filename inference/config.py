@@ -26,6 +26,9 @@ class Config:
     thread runs as one contiguous chunk per thread (each on its own session, BLAS at one thread),
     when ``inference.batch_split`` proves every output row depends on its input row alone; None
     picks the rows from the model's size (``inference.split_runner.MIN_CHUNK_ELEMENTS``).
+    ``chunk_rows``: on such a graph, a batch (or a thread's part of it) of more rows runs as
+    consecutive chunks of this many, whose activations then stay in cache (``inference.chunked``);
+    None picks it from the model's planned activation memory per row, 0 never chunks.
     ``precision`` converts a float model at load time: ``"int8"`` quantizes it (dynamic, or static
     when ``calibration_data`` is given: an array, a dict name -> array, or an iterable of feed
     dicts) to run the int8 kernels, ``"fp16"`` rounds its weights to float16 (storage precision,
@@ -46,6 +49,7 @@ class Config:
     reoptimize: bool = False
     batch_split: bool = True
     min_rows_per_thread: int | None = None
+    chunk_rows: int | None = None
 
     def validate(self) -> None:
         if self.model_path is None:
@@ -59,6 +63,9 @@ class Config:
         if self.min_rows_per_thread is not None and (not isinstance(self.min_rows_per_thread, int)
                                                      or self.min_rows_per_thread < 1):
             raise ConfigError(f"min_rows_per_thread must be a positive int or None, got {self.min_rows_per_thread!r}")
+        if self.chunk_rows is not None and (not isinstance(self.chunk_rows, int) or isinstance(self.chunk_rows, bool)
+                                            or self.chunk_rows < 0):
+            raise ConfigError(f"chunk_rows must be an int >= 0 (0: never chunk) or None, got {self.chunk_rows!r}")
         if self.cpu_affinity is not None:
             if not hasattr(os, "sched_setaffinity"):
                 raise ConfigError("cpu_affinity needs os.sched_setaffinity, which this platform lacks")

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from inference.batch_split import SplitCheck, check_batch_split
+from inference.chunked import auto_chunk_rows, run_in_chunks
 from inference.config import Config
 from inference.errors import InputError
 from inference.ir import Model, TensorType
@@ -91,7 +92,7 @@ class Predictor:
 
             set_num_threads(config.num_threads, numba_pool=prefers_numba_pool(self.model.graph))
         self.session = self._new_session()
-        self.batch_split, self.splitter = self._split_runner(config)
+        self.batch_split, self.chunk_rows, self.splitter = self._batch_plan(config)
         g = self.model.graph
         self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
         self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
@@ -105,15 +106,22 @@ class Predictor:
     def _new_session(self) -> Session:
         return Session(self.model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)
 
-    def _split_runner(self, config: Config) -> tuple[SplitCheck | None, SplitRunner | None]:
-        """The batch-split verdict for this graph and, when it may split, the runner (see Config)."""
-        if not config.batch_split or config.num_threads is None or config.num_threads < 2:
-            return None, None
+    def _batch_plan(self, config: Config) -> tuple[SplitCheck | None, int, SplitRunner | None]:
+        """Whether the batch may be cut (the verdict; None when nothing asks), the rows per
+        sequential chunk (0: whole) and the thread-split runner, per Config."""
+        split = config.batch_split and config.num_threads is not None and config.num_threads > 1
+        if not split and config.chunk_rows == 0:
+            return None, 0, None
         verdict = check_batch_split(self.model.graph, self.model.opset_imports.get("", 17))
         if not verdict.ok:
-            return verdict, None
+            return verdict, 0, None
+        chunk_rows = config.chunk_rows
+        if chunk_rows is None:
+            chunk_rows = auto_chunk_rows(self.memory_plan(1).peak_bytes)
+        if not split:
+            return verdict, chunk_rows, None
         min_rows = config.min_rows_per_thread or auto_min_rows(self.model.graph)
-        return verdict, SplitRunner(self._new_session, config.num_threads, min_rows)
+        return verdict, chunk_rows, SplitRunner(self._new_session, config.num_threads, min_rows, chunk_rows)
 
     @staticmethod
     def _in_precision(model: Model, config: Config) -> tuple[Model, list[str] | None]:
@@ -163,7 +171,7 @@ class Predictor:
         split = self.splitter is not None and self.session.profiler is None  # a traced run stays whole
         values = self.splitter.run(checked) if split else None
         if values is None:
-            values = self.session.run(checked)
+            values = run_in_chunks(self.session.run, checked, self.chunk_rows)
         outputs = dict(zip(self._output_names, values))
         self._feeds, self._outputs = checked, outputs  # the handles show the latest run
         return dict(outputs) if feeds is not None else None  # this call's own, even under concurrency

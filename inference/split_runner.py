@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from inference.chunked import batch_rows, run_in_chunks
 from inference.ir import Graph
 from inference.kernels._jit import serial_kernels
 from inference.session import Session
@@ -47,9 +48,10 @@ def auto_min_rows(graph: Graph) -> int:
 class SplitRunner:
     """Splits feeds along axis 0 into up to ``threads`` chunks of at least ``min_rows`` rows."""
 
-    def __init__(self, make_session: Callable[[], Session], threads: int, min_rows: int):
+    def __init__(self, make_session: Callable[[], Session], threads: int, min_rows: int, chunk_rows: int = 0):
         self._make_session = make_session
         self.threads, self.min_rows = threads, max(1, min_rows)
+        self.chunk_rows = chunk_rows  # each thread runs its part in chunks of this many rows (0: whole)
         self._replicas: list[Session] = []  # built on the first split run: batch-1 users pay nothing
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # one split run at a time: replicas and BLAS limit are shared
@@ -61,7 +63,7 @@ class SplitRunner:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[Any] | None:
         """The outputs of the whole batch, concatenated from the chunks; None when not worth splitting."""
-        rows = next(iter(feeds.values())).shape[0]
+        rows = batch_rows(feeds)
         n = self.chunks(rows)
         if n < 2:
             return None
@@ -80,7 +82,7 @@ class SplitRunner:
 
     def _run_chunk(self, i: int, feeds: dict[str, np.ndarray]) -> list[Any]:
         with serial_kernels():
-            return self._replicas[i].run(feeds)
+            return run_in_chunks(self._replicas[i].run, feeds, self.chunk_rows)
 
     def _ensure(self, n: int) -> None:
         while len(self._replicas) < n:

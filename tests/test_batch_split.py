@@ -28,7 +28,7 @@ def _feed(predictor: Predictor, batch: int, seed: int = 0) -> dict[str, np.ndarr
 
 def _pair(proto) -> tuple[Predictor, Predictor]:
     split = Predictor(Config(model_path=proto, num_threads=2, min_rows_per_thread=1))
-    whole = Predictor(Config(model_path=proto, num_threads=2, batch_split=False))
+    whole = Predictor(Config(model_path=proto, num_threads=2, batch_split=False, chunk_rows=0))
     return split, whole
 
 
@@ -70,7 +70,7 @@ def test_one_thread_or_switched_off_never_splits():
     proto = model_to_proto(SMALL["transformer"]())
     assert Predictor(Config(model_path=proto, num_threads=1)).splitter is None
     assert Predictor(Config(model_path=proto)).splitter is None
-    off = Predictor(Config(model_path=proto, num_threads=2, batch_split=False))
+    off = Predictor(Config(model_path=proto, num_threads=2, batch_split=False, chunk_rows=0))
     assert off.splitter is None and off.batch_split is None
 
 
