@@ -9,7 +9,7 @@ import pytest
 
 from inference.kernels._jit import use_parallel_kernels
 from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed, fused_conv_nhwc_reference
-from inference.kernels.rows_gemm import NARROW, WIDE, gemm_rows, padded_weight, tile_shape
+from inference.kernels.rows_gemm import NARROW, WIDE, PreparedGemm, Rows, gemm_rows, padded_weight, tile_shape
 
 INF = np.float32(np.inf)
 
@@ -55,6 +55,25 @@ def test_out_must_be_a_contiguous_float32_array_of_the_result_shape():
     for bad in (np.empty((4, 9), np.float32), np.empty((4, 8), np.float64), np.empty((8, 4), np.float32).T):
         with pytest.raises(ValueError, match="out must be"):
             gemm_rows(a, w, b, None, -INF, INF, out=bad)
+
+
+def test_a_prepared_gemm_serves_every_call_of_its_shapes():
+    """One PreparedGemm, new operands each call (a bound layer's runs): each result is its own."""
+    rng = np.random.default_rng(3)
+    gemm = PreparedGemm(50, 24, 70)
+    for _ in range(3):
+        a, w, b, z = _operands(rng, 50, 24, 70, True)
+        np.testing.assert_allclose(gemm(a, w, b, z, -INF, INF, keep_for=None), _want(a, w, b, z, -INF, INF),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_a_prepared_gemm_names_a_weight_of_other_shapes():
+    rng = np.random.default_rng(0)
+    a, w, b, _ = _operands(rng, 10, 8, 16, False)
+    with pytest.raises(ValueError, match=r"weight of shape \(8, 16\), prepared for \(9, 16\)"):
+        PreparedGemm(10, 9, 16)(a, w, b, None, -INF, INF)
+    with pytest.raises(ValueError, match="needs both rows and koff"):
+        PreparedGemm(10, 8, 16, rows=Rows(10, 10, 10, 8, 0, 0))
 
 
 def test_tile_shape_keeps_idle_lanes_few():

@@ -19,9 +19,10 @@ from inference.kernels import conv as fast_conv
 from inference.kernels._applies import constant_float32_weight, float32_input
 from inference.kernels.activations import (NO_RESIDUAL_2D, NONE, activate_row, activation_code, as_f32,
                                            epilogue_cols)
-from inference.kernels.rows_gemm import gemm_rows
+from inference.kernels.rows_gemm import PreparedGemm
 from inference.kernels.tile_lanes import clamp_epilogue
 from inference.ops._window import window_geometry
+from inference.ops._memo import remember
 from inference.ops.conv import conv as reference_conv
 from inference.ops.matmul import matmul as reference_matmul
 from inference.ops.registry import lookup, register
@@ -140,16 +141,23 @@ def matmul_weight_constant(node: Node, graph) -> bool:
     return float32_input(node, graph) and constant_float32_weight(node, graph, 2) is not None
 
 
-def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float) -> np.ndarray:
+def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float,
+                     gemms: dict | None = None) -> np.ndarray:
     """``act(x @ w + b + z)`` on the channels-last tile (:mod:`inference.kernels.rows_gemm`): bias,
     residual and a clamp in registers, other activations in one pass after. Why not BLAS: the same
     speed on one thread (the transformer's products: 0.97-1.05x OpenBLAS with its epilogue pass,
     ``benchmarks/rows_gemm.py``), and then the whole model runs on numba's pool: at 2 threads the
-    epilogues, LayerNorms and Softmaxes had stayed serial beside threaded BLAS."""
+    epilogues, LayerNorms and Softmaxes had stayed serial beside threaded BLAS. ``gemms``: a bound
+    node's memo of prepared GEMMs by input shape."""
     k, n = w.shape
+    p = x.size // k
+    gemm = None if gemms is None else gemms.get((p, k, n))
+    if gemm is None:
+        gemm = PreparedGemm(p, k, n)
+        if gemms is not None:
+            remember(gemms, (p, k, n), gemm)
     clamps, amin, amax = clamp_epilogue(code, alpha, beta)
-    y = gemm_rows(x.reshape(-1, k), w, as_f32(b, (n,)), None if z is None else z.reshape(-1, n), amin, amax,
-                  keep_for=w)
+    y = gemm(x, w, as_f32(b, (n,)), z, amin, amax, keep_for=w)
     if not clamps:
         activate_row(y.reshape(-1), code, alpha, beta)
     return y.reshape(x.shape[:-1] + (n,))
@@ -159,12 +167,14 @@ def _matmul_binder(fn, packed: bool = False):
     """Plan-time ``bind`` of the fast FusedMatMul: the activation resolved once per node. At batch 1
     the per-call attribute work and the epilogue's temporaries cost more than the 1x1568 @ 1568x10
     product of an MNIST classifier (10.9 us against 4.5 us for the matmul alone, measured).
-    ``packed``: the packed kind (:func:`matmul_weight_constant`), on our tile."""
-    product = _matmul_tile_run if packed else _matmul_run
+    ``packed``: the packed kind (:func:`matmul_weight_constant`), on our tile, its GEMMs prepared
+    once per input shape."""
 
     def bind(*, activation="", alpha=0.0, beta=0.0):
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         attrs = dict(activation=activation, alpha=alpha, beta=beta)
+        gemms: dict = {}
+        product = functools.partial(_matmul_tile_run, gemms=gemms) if packed else _matmul_run
 
         def run(x, w, b=None, z=None):
             if not _matmul_fast(x, w, z):

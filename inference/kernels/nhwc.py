@@ -33,7 +33,7 @@ from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activati
 from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc
 from inference.kernels.conv import PACKED, handles, handles_constant
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
-from inference.kernels.rows_gemm import Rows, gemm_gathered, gemm_rows, tile_shape
+from inference.kernels.rows_gemm import PreparedGemm, Rows
 from inference.kernels.tile_lanes import clamp_epilogue
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
@@ -194,21 +194,20 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
         return y.reshape(out_shape)
 
     if kh == kw == 1 and win.pads_begin == (0, 0) and win.strides == (1, 1) and (oh, ow) == (h, wd):
-        tile = tile_shape(m)
+        gemm = PreparedGemm(p, k, m)  # one GEMM over the batch's pixels
 
-        def pointwise(x, w, b, z):  # one GEMM over the batch's pixels
-            y = gemm_rows(np.ascontiguousarray(x).reshape(p, c), as_f32(w, (k, m)), as_f32(b, (m,)),
-                          None if z is None else as_f32(z, out_shape).reshape(p, m), amin, amax,
-                          w if constant_weight else None, shape=tile)
+        def pointwise(x, w, b, z):
+            y = gemm(x, as_f32(w, (k, m)), as_f32(b, (m,)), None if z is None else as_f32(z, out_shape), amin, amax,
+                     w if constant_weight else None)
             return finish(y)
 
         return pointwise
     geo = patch_geometry(x_shape, win)
+    gemm = PreparedGemm(p, k, m, rows=geo.rows, koff=geo.koff)
 
     def gathered(x, w, b, z):  # the patches gathered in place from the padded input
-        y = gemm_gathered(patch_source(np.ascontiguousarray(x), geo), geo.rows, geo.koff, as_f32(w, (k, m)),
-                          as_f32(b, (m,)), None if z is None else as_f32(z, out_shape).reshape(p, m), amin, amax,
-                          w if constant_weight else None)
+        y = gemm(patch_source(np.ascontiguousarray(x), geo), as_f32(w, (k, m)), as_f32(b, (m,)),
+                 None if z is None else as_f32(z, out_shape), amin, amax, w if constant_weight else None)
         return finish(y)
 
     return gathered

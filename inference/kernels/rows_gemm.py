@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from inference.kernels._jit import parallel_chunks, threaded_kernel
+from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.tile_ir import LANES, make_out_tile
 
@@ -90,21 +90,67 @@ def _check_out(out: np.ndarray | None, p: int, m: int) -> np.ndarray:
     return out
 
 
+class PreparedGemm:
+    """:func:`gemm_rows` (or, given ``rows`` and ``koff``, :func:`gemm_gathered`) for fixed shapes:
+    ``p`` rows of ``k`` steps into ``m`` outputs. What follows from the shapes (the tile, the
+    partial last block, the tile count) is settled once; a call only pads the bias, finds the
+    weight's panels and runs the kernel. Why: a bound convolution or product calls this on every
+    run, and deriving all of it per call had cost ~8 us of Python, more than half the arithmetic
+    of a batch-1 1x1 layer on a 14x14 map."""
+
+    __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff")
+
+    def __init__(self, p: int, k: int, m: int, shape: tuple[int, int] | None = None, rows: Rows | None = None,
+                 koff: np.ndarray | None = None):
+        if (rows is None) != (koff is None):
+            raise ValueError("PreparedGemm: a gathered GEMM needs both rows and koff")
+        if koff is not None and k != koff.size:
+            raise ValueError(f"gemm_gathered: {koff.size} step offsets for a weight of {k} rows")
+        self.p, self.k, self.m = p, k, m
+        self.mr, self.nv = WIDE if koff is not None else (shape or tile_shape(m))
+        self.nl = self.nv * LANES
+        self.padded_m = -(-m // self.nl) * self.nl
+        self.tiles = -(-p // self.mr) * (self.padded_m // self.nl)
+        self.partial = p % self.mr  # rows in the last, partial block (matrix form: read from a padded copy)
+        self.geo = None if rows is None else np.array(rows[1:], np.int64)
+        self.koff = koff
+
+    def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
+                 amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+        p, k, m, mr = self.p, self.k, self.m, self.mr
+        if w.shape != (k, m):
+            raise ValueError(f"gemm_rows: weight of shape {w.shape}, prepared for ({k}, {m})")
+        wp, wkoff = padded_weight(w, self.nl, keep_for)
+        bp = np.zeros(self.padded_m, np.float32)
+        bp[:m] = bias
+        y = _check_out(out, p, m)
+        zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
+        threads = kernel_threads()
+        chunks = parallel_chunks(self.tiles, threads)
+        if self.koff is None:
+            a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+            tail = _NO_TAIL
+            if self.partial:  # zero-padded to a whole tile
+                tail = np.zeros(mr * k, np.float32)
+                tail[:self.partial * k] = a[(p - self.partial) * k:]
+            kernel = _gemm_matrix.parallel if threads > 1 else _gemm_matrix.serial
+            kernel(a, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, self.nv, chunks,
+                   wp.size > a.size)  # deep layers: each channel block's weights stay cached over the pixels
+        else:
+            kernel = _gemm_gathered.parallel if threads > 1 else _gemm_gathered.serial
+            kernel(x, self.geo, p, self.koff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, chunks,
+                   wp.size > x.size)
+        return y
+
+
 def gemm_rows(a: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
               amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None,
               shape: tuple[int, int] | None = None) -> np.ndarray:
     """``clamp(a @ w + bias + z, amin, amax)``: ``a`` (P, K), ``w`` (K, M), ``bias`` (M,), ``z``
     (P, M) or None, all float32; ``keep_for`` as in :func:`padded_weight`; ``out``: a C-contiguous
     (P, M) float32 array to write (else a new one); ``shape``: force a tile (WIDE or NARROW)."""
-    a = np.ascontiguousarray(a, dtype=np.float32)
     p, k = a.shape
-    mr, _ = shape = shape or tile_shape(w.shape[1])
-    tail = _NO_TAIL
-    if p % mr:  # the last, partial block of rows, zero-padded to a whole tile
-        full = p // mr
-        tail = np.zeros(mr * k, np.float32)
-        tail[:(p - full * mr) * k] = a[full * mr:].reshape(-1)
-    return _run(a.reshape(-1), tail, Rows(p, p, p, k, 0, 0), None, w, bias, z, amin, amax, keep_for, out, shape)
+    return PreparedGemm(p, k, w.shape[1], shape)(a, w, bias, z, amin, amax, keep_for, out)
 
 
 def gemm_gathered(x: np.ndarray, rows: Rows, koff: np.ndarray, w: np.ndarray, bias: np.ndarray,
@@ -114,30 +160,8 @@ def gemm_gathered(x: np.ndarray, rows: Rows, koff: np.ndarray, w: np.ndarray, bi
     ``x[start(p) + koff[k]]`` (``start`` from ``rows``; ``koff`` int64, one entry per row of ``w``).
     A channels-last convolution passes its padded input and its taps' offsets: an implicit GEMM,
     no im2col copy. The caller vouches that every read is inside ``x``."""
-    if w.shape[0] != koff.size:
-        raise ValueError(f"gemm_gathered: {koff.size} step offsets for a weight of {w.shape[0]} rows")
-    return _run(x, _NO_TAIL, rows, koff, w, bias, z, amin, amax, keep_for, out, WIDE)
-
-
-def _run(x, tail, rows: Rows, koff, w, bias, z, amin, amax, keep_for, out, shape) -> np.ndarray:
-    p, m = rows.count, w.shape[1]
-    mr, nv = shape
-    nl = nv * LANES
-    wp, wkoff = padded_weight(w, nl, keep_for)
-    bp = np.zeros(-(-m // nl) * nl, np.float32)
-    bp[:m] = bias
-    y = _check_out(out, p, m)
-    zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
-    tiles = -(-p // mr) * (bp.size // nl)
-    chunks = parallel_chunks(tiles)
-    weights_outer = wp.size > x.size  # deep layers: each channel block's weights stay cached over the pixels
-    if koff is None:
-        _gemm_matrix(x, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, nv, chunks,
-                     weights_outer)
-    else:
-        _gemm_gathered(x, np.array(rows[1:], np.int64), p, koff, wp, bp, zz, z is not None, amin, amax,
-                       y.reshape(-1), m, chunks, weights_outer)
-    return y
+    return PreparedGemm(rows.count, w.shape[0], w.shape[1], rows=rows, koff=koff)(x, w, bias, z, amin, amax,
+                                                                                   keep_for, out)
 
 
 @numba.njit(cache=True, error_model="numpy")
