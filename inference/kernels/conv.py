@@ -374,16 +374,22 @@ def conv_binder(fn, constant_weights: bool = False):
             attrs.update(activation=activation, alpha=alpha, beta=beta)
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         dims = (_tuple(strides), _tuple(dilations), _tuple(pads), auto_pad)
-        plans: dict[tuple, tuple[Window, bool, ConvPlan | None]] = {}
+        plans: dict[tuple, tuple[Window, bool, ConvPlan | None, conv_f32.TileConv | None]] = {}
 
         def run(x, w, b=None, z=None):
             if not fast_path(x, w) or x.shape[1] != w.shape[1] * group:
                 return fn(x, w, b, z, **attrs) if z is not None else fn(x, w, b, **attrs)
             plan = plans.get((x.shape, w.shape))
             if plan is None:
-                plan = remember(plans, (x.shape, w.shape), _plan(x, w, group, kernel_shape, dims))
+                win, direct, tiles = _plan(x, w, group, kernel_shape, dims)
+                prepared = None
+                if tiles is not None and constant_weights:  # the tile with the weight's packing kept
+                    prepared = conv_f32.prepare_tiles(x.shape, w.shape, tiles, group, code, alpha, beta, True)
+                plan = remember(plans, (x.shape, w.shape), (win, direct, tiles, prepared))
             if plan[1]:  # the direct kernel: skips conv2d's dispatch, ~1 us of a 10 us batch-1 conv
                 return conv2d_direct(x, w, b, z, plan[0], code, alpha, beta)
+            if plan[3] is not None:
+                return plan[3](x, w, as_f32(b, (w.shape[0],)), z)
             # the plan already ruled the direct kernel out and chose for the tile: conv2d need not ask again
             return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False,
                           tiles=plan[2] if constant_weights else None, keep_packing=constant_weights)

@@ -29,6 +29,7 @@ spins (MobileNetV2, when its pointwise layers were still BLAS GEMMs, at batch 1 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import numba
 import numpy as np
@@ -192,39 +193,44 @@ def _plane_offsets(channels: int, plane: int) -> np.ndarray:
     return koff
 
 
-def _pointwise_in_place(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndarray, has_z: bool, y: np.ndarray,
-                        group: int, amin: np.float32, amax: np.float32) -> None:
-    """A stride-1 1x1 conv without padding reads its pixel vectors from ``x`` itself: its padded
-    copy had been a third of a squeeze layer's time. Whole 64-pixel blocks come straight from
-    ``x``; the last, partial one from a zero-padded copy of its columns, since its vectors would
-    read past the end of ``x``. Flat positions are output positions, so each block's outputs are
-    one run (the plane seen as a single row)."""
-    n, c, h, w = x.shape
-    m, npix = y.shape[1], h * w
+def _pointwise_in_place(x_shape: tuple, m: int, group: int) -> Callable[..., None]:
+    """The GEMM of a stride-1 1x1 conv without padding, prepared for ``x_shape``: it reads its
+    pixel vectors from ``x`` itself (its padded copy had been a third of a squeeze layer's time).
+    Whole 64-pixel blocks come straight from ``x``; the last, partial one from a zero-padded copy
+    of its columns, since its vectors would read past the end of ``x``. Flat positions are output
+    positions, so each block's outputs are one run (the plane seen as a single row)."""
+    n, c, h, w = x_shape
+    npix = h * w
     mg, cg = m // group, c // group
     mbs = -(-mg // MR)
     full, rem = divmod(npix, NP)
-    parts = []  # (input images (N, C, plane), plane, pixel blocks, first pixel)
-    if full:
-        parts.append((x.reshape(n, c, npix), npix, full, 0))
-    if rem:
-        tail = np.zeros((n, c, NP), np.float32)
-        tail[:, :, :rem] = x.reshape(n, c, npix)[:, :, full * NP:]
-        parts.append((tail, NP, 1, full * NP))
+    parts = ([(False, npix, full, 0)] if full else []) + ([(True, NP, 1, full * NP)] if rem else [])
     per_call = max(1, min(n, IMAGE_BYTES // (c * npix * 4)))
-    for src, plane, pbs, p0 in parts:
-        koff = _plane_offsets(cg, plane)
+    calls = []  # (from the tail copy, plane, pixel blocks, first pixel, images, first output, koff, tiles)
+    for from_tail, plane, pbs, p0 in parts:
         for i0 in range(0, n, per_call):  # a few images per call: their inputs stay in L2 across the weights
             i1 = min(n, i0 + per_call)
-            first = i0 * m * npix + p0  # of this call's outputs (and residuals)
-            fgemm(wp, cg, mg, group, src[i0:i1].reshape(-1), c * plane, cg * plane, koff, i1 - i0, pbs,
-                  min(pbs * NP, npix - p0), npix, npix, bias, zz[first:] if has_z else zz, has_z, amin, amax,
-                  y.reshape(-1)[first:], npix, m * npix, parallel_chunks(group * (i1 - i0) * pbs * mbs),
-                  wp.size > (i1 - i0) * c * plane)
+            calls.append((from_tail, plane, pbs, p0, i0, i1, i0 * m * npix + p0, _plane_offsets(cg, plane),
+                          group * (i1 - i0) * pbs * mbs))
+
+    def gemm(x, wp, bias, zz, has_z, y, amin, amax):
+        planes = x.reshape(n, c, npix)
+        tail = None
+        if rem:
+            tail = np.zeros((n, c, NP), np.float32)
+            tail[:, :, :rem] = planes[:, :, full * NP:]
+        yf = y.reshape(-1)
+        for from_tail, plane, pbs, p0, i0, i1, first, koff, tiles in calls:
+            src = (tail if from_tail else planes)[i0:i1].reshape(-1)
+            fgemm(wp, cg, mg, group, src, c * plane, cg * plane, koff, i1 - i0, pbs, min(pbs * NP, npix - p0), npix,
+                  npix, bias, zz[first:] if has_z else zz, has_z, amin, amax, yf[first:], npix, m * npix,
+                  parallel_chunks(tiles), wp.size > src.size)
+
+    return gemm
 
 
 def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndarray, has_z: bool, y: np.ndarray,
-                    plan: ConvPlan, group: int, amin: np.float32, amax: np.float32) -> None:
+                    amin: np.float32, amax: np.float32, plan: ConvPlan, group: int) -> None:
     """The GEMM over the plan's padded (or phase) copy of ``x``. Direct plans pad all groups'
     channels in one pass and run every group in one GEMM call (shufflenet's grouped 1x1
     convolutions: one call, not one per group); phase layouts go group by group."""
@@ -252,25 +258,42 @@ def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndar
                   parallel_chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size)
 
 
+TileConv = Callable[[np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
+
+
+def prepare_tiles(x_shape: tuple, w_shape: tuple, plan: ConvPlan, group: int, code: int = NONE, alpha: float = 0.0,
+                  beta: float = 0.0, keep_packing: bool = False) -> TileConv:
+    """The call ``(x, w, bias, z) -> act(conv(x, w) + bias + z)`` on the tile (``supports(plan)``)
+    for float32 NCHW ``x`` and ``w`` of these shapes, ``bias`` float32 (M,), ``z`` (optional) the
+    output's shape, with what follows from the shapes settled here: a bound layer prepares once per
+    input shape (on squeezenet's and shufflenet's 26-30 convolutions per run, deriving it per call
+    had cost ~10 us each). ``keep_packing``: ``w`` is constant (see :func:`packed_weights`).
+    Unpadded stride-1 1x1 layers read ``x`` in place, the others a padded copy."""
+    n, m = x_shape[0], w_shape[0]
+    oh, ow = plan.oh, plan.ow
+    out_shape = (n, m, oh, ow)
+    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
+    sub = plan.subsample
+    if plan.s2d is None and plan.kh == plan.kw == 1 and plan.ph == plan.pw == 0 and plan.wrow == ow:
+        gemm = _pointwise_in_place((n, x_shape[1], oh, ow), m, group)
+    else:
+        gemm = functools.partial(_gemm_on_padded, plan=plan, group=group)
+
+    def run(x, w, bias, z):
+        y = np.empty(out_shape, np.float32)
+        if sub is not None:
+            x = x[:, :, ::sub[0], ::sub[1]][:, :, :oh, :ow]
+        zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
+        wp = packed_weights(w, group, plan.weight_layout, keep_packing)
+        gemm(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, amin=amin, amax=amax)
+        if not clamps:
+            activate_row(y.reshape(-1), code, alpha, beta)
+        return y
+
+    return run
+
+
 def conv2d_tiles(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, plan: ConvPlan, group: int,
                  code: int = NONE, alpha: float = 0.0, beta: float = 0.0, keep_packing: bool = False) -> np.ndarray:
-    """``act(conv(x, w) + bias + z)`` for float32 NCHW ``x`` on the tile (``supports(plan)``);
-    ``bias`` float32 (M,), ``z`` (optional) the output's shape; ``keep_packing``: ``w`` is constant
-    (see :func:`packed_weights`). Unpadded stride-1 1x1 layers read ``x`` in place, the others a
-    padded copy."""
-    n, m = x.shape[0], w.shape[0]
-    oh, ow = plan.oh, plan.ow
-    y = np.empty((n, m, oh, ow), np.float32)
-    if plan.subsample is not None:
-        x = x[:, :, ::plan.subsample[0], ::plan.subsample[1]][:, :, :oh, :ow]
-    zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
-    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
-    wp = packed_weights(w, group, plan.weight_layout, keep_packing)
-    if plan.s2d is None and plan.kh == plan.kw == 1 and plan.ph == plan.pw == 0 and plan.wrow == ow:
-        _pointwise_in_place(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, group, amin,
-                            amax)
-    else:
-        _gemm_on_padded(x, wp, bias, zz, z is not None, y, plan, group, amin, amax)
-    if not clamps:
-        activate_row(y.reshape(-1), code, alpha, beta)
-    return y
+    """:func:`prepare_tiles` for one call."""
+    return prepare_tiles(x.shape, w.shape, plan, group, code, alpha, beta, keep_packing)(x, w, bias, z)
