@@ -224,6 +224,8 @@ DEPTHWISE_CASES = [  # (N, C, H, W, kernel, strides, pads, dilations)
     (2, 3, 64, 62, (3, 3), (2, 2), (1, 1, 1, 1), (2, 2)),  # dilated, batch 2
     (1, 20, 9, 9, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),  # channels-last 3x3, dilated: 16 lanes + 4 masked
     (2, 40, 7, 8, (3, 3), (2, 1), (1, 0, 1, 1), (1, 1)),  # channels-last 3x3, mixed strides and pads
+    (1, 16, 2, 1, (3, 3), (1, 1), (2, 2, 2, 2), (1, 1)),  # pads past a one-column map: border columns only
+    (1, 32, 3, 3, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),  # 2x2 output, every column a border one
 ]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row
 from inference.kernels.stencil_ir import depthwise3x3_cols
+from inference.kernels.tile_lanes import clamp_epilogue
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -79,30 +80,38 @@ def _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha
 
 def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
     """Depthwise 3x3, arguments as :func:`depthwise_nhwc`'s: each output pixel sums its nine taps per
-    channel in registers, one store (:func:`_depthwise3x3_row`, one output row per parallel step).
+    channel in registers and is clamped there when the activation is one (none, Relu, Clip) and no
+    residual follows, one store (:func:`_depthwise3x3_row`, one output row per parallel step).
     The kernel sees rows as flat (W*C) vectors, reshaped here: numba compiles a reshape's error
     path (shape messages, string formatting), which made this kernel 9.5 s of a cold start."""
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
+    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
+    finish = has_z or not clamps  # the residual, then the activation, in a pass over the row
+    if finish:
+        amin, amax = np.float32(-np.inf), np.float32(np.inf)
     _depthwise3x3(x.reshape(n, h, w * c), wt.reshape(9 * c), bias, z.reshape(z.shape[0], z.shape[1], -1), has_z, c,
-                  sh, sw, dh, dw, ph, pw, y.reshape(n, oh, ow * c), code, alpha, beta, np.zeros(w * c, np.float32))
+                  sh, sw, dh, dw, ph, pw, y.reshape(n, oh, ow * c), code, alpha, beta, np.zeros(w * c, np.float32),
+                  amin, amax, finish)
 
 
 @threaded_kernel(fastmath=True)
-def _depthwise3x3(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero):
+def _depthwise3x3(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax, finish):
     n, oh = x.shape[0], y.shape[1]
     for r in numba.prange(n * oh):
-        _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, r // oh, r % oh)
+        _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax,
+                          finish, r // oh, r % oh)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
-def _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, b, yo):
+def _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax, finish,
+                      b, yo):
     """Output row ``yo`` of image ``b`` (``x`` (N, H, W*C), ``wt`` (9*C,), ``y`` (N, OH, OW*C)). Taps
-    above or below the image read the zero row, so every column whose three taps lie inside the
-    row's width runs the IR stencil (:func:`~inference.kernels.stencil_ir.depthwise3x3_cols`); the
-    border columns skip their outside taps (:func:`_border_cols`). A function of its own, not the
-    body of the ``prange`` loop: numba's parallel lowering left that body scalar (3x slower per
-    thread than the serial twin)."""
+    above or below the image read the zero row; the IR stencil
+    (:func:`~inference.kernels.stencil_ir.depthwise3x3_cols`) runs every column, clamped to
+    [amin, amax]; ``finish``: the residual and the activation in a pass after. A function of its
+    own, not the body of the ``prange`` loop: numba's parallel lowering left that body scalar (3x
+    slower per thread than the serial twin)."""
     h, w = x.shape[1], x.shape[2] // c
     ow = y.shape[2] // c
     iy = yo * sh - ph
@@ -111,23 +120,8 @@ def _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code,
     r2 = x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero
     out = y[b, yo]
     lo, hi = valid_range(pw, 0, sw, w - 2 * dw, ow)  # columns whose taps 0..2 are all inside
-    depthwise3x3_cols(r0, r1, r2, wt, bias, out, lo, hi, sw, dw, pw, c)
-    _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, 0, lo)
-    _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, max(lo, hi), ow)
-    _finish_row(out, z[b, yo] if has_z else out, has_z, code, alpha, beta)
+    depthwise3x3_cols(r0, r1, r2, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
+    if finish:
+        _finish_row(out, z[b, yo] if has_z else out, has_z, code, alpha, beta)
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
-def _border_cols(r0, r1, r2, wt, bias, out, sw, dw, pw, w, c, lo, hi):
-    """Output columns [lo, hi) of a flat row, taps left or right of the image skipped."""
-    for xo in range(lo, hi):
-        o = xo * c
-        for k in range(c):
-            out[o + k] = bias[k]
-        for j in range(3):
-            ix = xo * sw - pw + j * dw
-            if 0 <= ix < w:
-                s = ix * c
-                for k in range(c):
-                    out[o + k] += wt[j * c + k] * r0[s + k] + wt[(3 + j) * c + k] * r1[s + k] \
-                        + wt[(6 + j) * c + k] * r2[s + k]

@@ -22,11 +22,14 @@ GROUP = 4  # output pixels per pass over the channels
 
 
 @intrinsic
-def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, sw, dw, pw, c):
-    """``y[xo*c + k] = bias[k] + sum_ij w[(3i+j)*c + k] * r_i[(xo*sw - pw + j*dw)*c + k]`` for output
-    columns ``xo`` in [lo, hi) (all of whose taps lie inside the rows) and every channel k < c.
-    ``r0, r1, r2``: the three input rows (W*C, flat; a row outside the image: zeros), ``w``: the
-    taps (9, c) flat, ``y``: the output row (OW*C, flat); all float32.
+def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax):
+    """``y[xo*c + k] = clamp(bias[k] + sum_ij w[(3i+j)*c + k] * r_i[(xo*sw - pw + j*dw)*c + k], amin,
+    amax)`` for every output column ``xo`` < ``ow`` and channel k < c, taps outside the ``width``
+    columns of the rows skipped. ``r0, r1, r2``: the three input rows (W*C, flat; a row outside
+    the image: zeros), ``w``: the taps (9, c) flat, ``y``: the output row (OW*C, flat); all
+    float32. Columns in [lo, hi) have all their taps inside the rows; the border columns outside
+    it mask their outside taps off (read as zeros: each sum stays the reference's, which skips
+    them). The clamp keeps NaN (ordered compares), and with infinite bounds changes nothing.
 
     :data:`GROUP` pixels at a time, each pass over all channel blocks: the block's taps load once
     per group, and the pixels' inputs (3 rows x 6 columns x C) stay in L1. Channel blocks outside,
@@ -36,64 +39,91 @@ def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, sw, dw, pw, c):
     group's chains are emitted tap by tap across the pixels, and whole channel blocks load and
     store unmasked: pixel after pixel, with masked stores between them, the chains had barely
     overlapped (7-10 ns per 16-channel output vector in L1, now 4-6.5 ns on MobileNetV2's widths;
-    interleaving gave 1.5x, unmasked whole blocks ~1.2x more)."""
-    sig = types.void(r0, r1, r2, w, bias, y, lo, hi, sw, dw, pw, c)
+    interleaving gave 1.5x, unmasked whole blocks ~1.2x more). Border columns and the clamp had
+    been numba loops over the row after the stencil (the border ones scalar)."""
+    sig = types.void(r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax)
 
     def codegen(context, builder, signature, args):
         vty = ir.VectorType(_F32, LANES)
+        i1v = ir.VectorType(ir.IntType(1), LANES)
         const = lambda v: ir.Constant(_I64, v)  # noqa: E731
         data = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in range(6)]
         rows, wd, bd, yd = data[:3], data[3], data[4], data[5]
-        lo, hi, sw, dw, pw, c = (context.cast(builder, args[i], signature.args[i], types.int64) for i in range(6, 12))
+        lo, hi, ow, width, sw, dw, pw, c = (context.cast(builder, args[i], signature.args[i], types.int64)
+                                            for i in range(6, 14))
+        amin, amax = (splat(builder, context.cast(builder, args[i], signature.args[i], types.float32), vty)
+                      for i in (14, 15))
         align = ir.Constant(_I32, 4)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3), "llvm.fma.v16f32")
         at = lambda base, off: builder.bitcast(builder.gep(base, [off]), vty.as_pointer())  # noqa: E731
         lane_ids = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
         zero = ir.Constant(vty, None)
 
-        def group(x0, size: int) -> None:
-            """Output columns x0 .. x0+size-1, every channel block: whole blocks with plain loads and
-            stores, the last, partial one masked."""
-            whole = builder.sdiv(c, const(LANES))
-            cb, close_blocks = counted_loop(builder, const(0), whole, f"dw.block{size}")
-            pixels(x0, size, builder.mul(cb, const(LANES)), None)
-            close_blocks()
-            tail = builder.icmp_signed("<", builder.mul(whole, const(LANES)), c)
-            with builder.if_then(tail):
-                c0 = builder.mul(whole, const(LANES))
-                pixels(x0, size, c0, builder.icmp_signed("<", lane_ids,
-                                                         splat(builder, builder.sub(c, c0), ir.VectorType(_I64, LANES))))
-
-        def pixels(x0, size: int, c0, mask) -> None:
-            """One channel block (``mask``: its live lanes, None when all are) of ``size`` pixels."""
+        def load(base, off, mask):
             if mask is None:
-                load = lambda base, off: builder.load(at(base, off), align=4)  # noqa: E731
-                store = lambda v, ptr: builder.store(v, ptr, align=4)  # noqa: E731
-            else:
-                load = lambda base, off: _masked_f32(builder, "load", [at(base, off), align, mask, zero])  # noqa: E731
-                store = lambda v, ptr: _masked_f32(builder, "store", [v, ptr, align, mask])  # noqa: E731
-            taps = [load(wd, builder.add(builder.mul(const(t), c), c0)) for t in range(9)]
-            bv = load(bd, c0)
+                return builder.load(at(base, off), align=4)
+            return _masked_f32(builder, "load", [at(base, off), align, mask, zero])
+
+        def clamp(v):
+            v = builder.select(builder.fcmp_ordered("<", v, amin), amin, v)
+            return builder.select(builder.fcmp_ordered(">", v, amax), amax, v)
+
+        def group(x0, size: int, border: bool) -> None:
+            """Output columns x0 .. x0+size-1, every channel block: whole blocks, then the last,
+            partial one masked. ``border``: mask off the taps outside the rows."""
             xs = [builder.add(x0, const(p)) for p in range(size)]
-            cols = []
-            for p in range(size):
-                start = builder.sub(builder.mul(xs[p], sw), pw)
-                cols.append([builder.add(builder.mul(builder.add(start, builder.mul(const(j), dw)), c), c0)
-                             for j in range(3)])
-            accs = [bv] * size  # each pixel's chain in tap order; the pixels' chains interleaved
+            starts = [builder.sub(builder.mul(x, sw), pw) for x in xs]
+            ixs = [[builder.add(st, builder.mul(const(j), dw)) for j in range(3)] for st in starts]
+            inside = None
+            if border:
+                inside = [[splat(builder, builder.and_(builder.icmp_signed(">=", ix, const(0)),
+                                                       builder.icmp_signed("<", ix, width)), i1v) for ix in row]
+                          for row in ixs]
+            cols = [[builder.mul(ix, c) for ix in row] for row in ixs]
+            whole = builder.sdiv(c, const(LANES))
+            cb, close_blocks = counted_loop(builder, const(0), whole, f"dw.block{size}{'b' if border else ''}")
+            pixels(xs, cols, inside, builder.mul(cb, const(LANES)), None)
+            close_blocks()
+            with builder.if_then(builder.icmp_signed("<", builder.mul(whole, const(LANES)), c)):
+                c0 = builder.mul(whole, const(LANES))
+                pixels(xs, cols, inside, c0,
+                       builder.icmp_signed("<", lane_ids, splat(builder, builder.sub(c, c0), ir.VectorType(_I64, LANES))))
+
+        def pixels(xs, cols, inside, c0, mask) -> None:
+            """One channel block (``mask``: its live lanes, None when all are) of the pixels ``xs``."""
+            def tap_mask(p, j):
+                if inside is None:
+                    return mask
+                return inside[p][j] if mask is None else builder.and_(mask, inside[p][j])
+
+            taps = [load(wd, builder.add(builder.mul(const(t), c), c0), mask) for t in range(9)]
+            accs = [load(bd, c0, mask)] * len(xs)  # each pixel's chain in tap order, the chains interleaved
             for i in range(3):
                 for j in range(3):
-                    ins = [load(rows[i], cols[p][j]) for p in range(size)]
-                    accs = [builder.call(fma, [taps[3 * i + j], ins[p], accs[p]]) for p in range(size)]
-            for p in range(size):
-                store(accs[p], at(yd, builder.add(builder.mul(xs[p], c), c0)))
+                    ins = [load(rows[i], builder.add(cols[p][j], c0), tap_mask(p, j)) for p in range(len(xs))]
+                    accs = [builder.call(fma, [taps[3 * i + j], ins[p], accs[p]]) for p in range(len(xs))]
+            for p, x in enumerate(xs):
+                ptr, v = at(yd, builder.add(builder.mul(x, c), c0)), clamp(accs[p])
+                if mask is None:
+                    builder.store(v, ptr, align=4)
+                else:
+                    _masked_f32(builder, "store", [v, ptr, align, mask])
 
+        lo = builder.select(builder.icmp_signed("<", lo, ow), lo, ow)  # 0 <= lo <= hi <= ow
+        hi = builder.select(builder.icmp_signed("<", hi, lo), lo, hi)
+        hi = builder.select(builder.icmp_signed(">", hi, ow), ow, hi)
         full = builder.add(lo, builder.mul(builder.sdiv(builder.sub(hi, lo), const(GROUP)), const(GROUP)))
         g, close = counted_loop(builder, const(0), builder.sdiv(builder.sub(full, lo), const(GROUP)), "dw.groups")
-        group(builder.add(lo, builder.mul(g, const(GROUP))), GROUP)
+        group(builder.add(lo, builder.mul(g, const(GROUP))), GROUP, False)
         close()
         xo, close = counted_loop(builder, full, hi, "dw.rest")
-        group(xo, 1)
+        group(xo, 1, False)
+        close()
+        xo, close = counted_loop(builder, const(0), lo, "dw.left")
+        group(xo, 1, True)
+        close()
+        xo, close = counted_loop(builder, hi, ow, "dw.right")
+        group(xo, 1, True)
         close()
         return context.get_dummy_value()
 
