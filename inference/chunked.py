@@ -7,9 +7,10 @@ Measured at one thread, batch 32, against onnxruntime in the same process, four 
 ``benchmarks/batch_chunks.py`` on a loaded 2-core VM: MobileNetV2 whole 1.38-1.60x, in chunks of
 3 rows 1.08-1.35x, 4 rows 1.14-1.18x, 1 row 1.31-1.76x (batch-1 runs pay per-call overhead);
 ResNet-18 whole 1.14-1.27x, chunks of 2-6 rows 0.92-1.28x; the transformer about the same either
-way (0.94-1.15x). At two threads (each thread chunking its half) MobileNetV2 1.63x -> 1.31x. Too small a chunk pays per-run overhead and reads every weight once more per
-chunk, too large a one leaves the cache: chunks hold :data:`CHUNK_BYTES` of planned activations
-(MobileNetV2 3 rows, ResNet-18 5, the transformer 26).
+way (0.94-1.15x). At two threads (each thread chunking its half) MobileNetV2 1.63x -> 1.31x.
+Too small a chunk pays per-run overhead and reads every weight once more per chunk, too large a
+one leaves the cache: chunks hold :data:`CHUNK_BYTES` of planned activations (MobileNetV2 3 rows,
+ResNet-18 5, the transformer 26).
 
 Valid only for graphs whose output rows each depend on their own input row
 (``inference.batch_split``); the Predictor checks that before it chunks.

@@ -21,8 +21,8 @@ from inference.kernels.activations import (NO_RESIDUAL_2D, NONE, activate_row, a
                                            epilogue_cols)
 from inference.kernels.rows_gemm import PreparedGemm
 from inference.kernels.tile_lanes import clamp_epilogue
-from inference.ops._window import window_geometry
 from inference.ops._memo import remember
+from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.matmul import matmul as reference_matmul
 from inference.ops.registry import lookup, register

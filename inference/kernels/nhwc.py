@@ -164,8 +164,8 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
     """The call ``(x, w, b, z) -> act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w`` of
     these shapes (depthwise or group 1), with everything that follows from the shapes settled here.
     Why: a run of MobileNetV2 makes 52 of these calls, and deriving the window, tile, patch offsets
-    and argument shapes on each one cost ~30 us of Python per call (a fifth of the model's time at
-    batch 1); bound kernels prepare once per input shape. ``constant_weight``: ``w`` never changes
+    and argument shapes on each one cost ~30 us of Python per call (about a tenth of the model's
+    time at batch 1); bound kernels prepare once per input shape. ``constant_weight``: ``w`` never changes
     (a Predictor's initializer), so the GEMM keeps its weight panels
     (:func:`~inference.kernels.rows_gemm.padded_weight`)."""
     n, h, wd, c = x_shape

@@ -86,8 +86,8 @@ def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, 
             close_blocks()
             with builder.if_then(builder.icmp_signed("<", builder.mul(whole, const(LANES)), c)):
                 c0 = builder.mul(whole, const(LANES))
-                pixels(xs, cols, inside, c0,
-                       builder.icmp_signed("<", lane_ids, splat(builder, builder.sub(c, c0), ir.VectorType(_I64, LANES))))
+                live = splat(builder, builder.sub(c, c0), ir.VectorType(_I64, LANES))
+                pixels(xs, cols, inside, c0, builder.icmp_signed("<", lane_ids, live))
 
         def pixels(xs, cols, inside, c0, mask) -> None:
             """One channel block (``mask``: its live lanes, None when all are) of the pixels ``xs``."""
