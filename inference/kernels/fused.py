@@ -142,7 +142,7 @@ def matmul_weight_constant(node: Node, graph) -> bool:
 
 
 def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float,
-                     gemms: dict | None = None) -> np.ndarray:
+                     gemms: dict) -> np.ndarray:
     """``act(x @ w + b + z)`` on the channels-last tile (:mod:`inference.kernels.rows_gemm`): bias,
     residual and a clamp in registers, other activations in one pass after. Why not BLAS: the same
     speed on one thread (the transformer's products: 0.97-1.05x OpenBLAS with its epilogue pass,
@@ -151,11 +151,9 @@ def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float
     node's memo of prepared GEMMs by input shape."""
     k, n = w.shape
     p = x.size // k
-    gemm = None if gemms is None else gemms.get((p, k, n))
+    gemm = gemms.get((p, k, n))
     if gemm is None:
-        gemm = PreparedGemm(p, k, n)
-        if gemms is not None:
-            remember(gemms, (p, k, n), gemm)
+        gemm = remember(gemms, (p, k, n), PreparedGemm(p, k, n))
     clamps, amin, amax = clamp_epilogue(code, alpha, beta)
     y = gemm(x, w, as_f32(b, (n,)), z, amin, amax, keep_for=w)
     if not clamps:

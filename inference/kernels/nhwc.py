@@ -7,7 +7,7 @@ FusedConv's. Why channels-last: a depthwise stencil's inner loop then runs over 
 convolution is one GEMM ``(N*H*W, C) @ (C, M)`` over the whole batch, on our tile with output
 channels along its lanes and the epilogue in registers (:mod:`inference.kernels.rows_gemm`). kxk
 and strided layers gather their patches from the zero-padded input in place (an implicit GEMM,
-:func:`patch_rows`): no im2col copy, whose buffer was 9x a 3x3 layer's input. Per ResNet-18 layer
+:func:`patch_geometry`): no im2col copy, whose buffer was 9x a 3x3 layer's input. Per ResNet-18 layer
 (batch 1, one thread, layers in model order so weights arrive cold, min CPU time of 12 rounds,
 ``benchmarks/conv_layouts.py``), against onnxruntime: 3x3 on 64-256 channels 1.01-1.07x (the
 NCHW tile 1.04-1.33x), strided 3x3 1.03-1.16x (1.23-1.33x), the 7x7/2 stem 0.98x (1.06x), 3x3

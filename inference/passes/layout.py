@@ -10,7 +10,9 @@ though less (the rule below).
 What converts: float32 ``FusedConv``/``Conv`` nodes with a constant weight, static channels and
 spatial size, group 1 or depthwise (a kxk conv with fewer than :data:`MIN_KXK_CHANNELS` input
 channels stays NCHW: an RGB stem's gathered GEMM is k*k*3 steps long, and MobileNetV2's 3->32 stem
-ran 1.6x slower channels-last than on the NCHW tile, half the 64-lane tile idle at 32 outputs),
+ran 1.4x slower channels-last than on the NCHW tile alone (0.80 against 0.56 ms), half the 64-lane
+tile idle at 32 outputs; let into the region, sparing the transpose after it, the whole model ran
+within noise of this rule, 1-3% faster in three alternating runs: not enough to change it),
 plus elementwise ops between them (activations, same-shape Add/Sub/Mul/Div/Max/Min). Nodes connected
 through NHWC tensors, or reading the same outside tensor, form one region. Transposes go only at a
 region's boundary: one into NHWC per outside tensor a region reads, one back to NCHW (under the
