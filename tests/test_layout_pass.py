@@ -43,19 +43,20 @@ def _case(rng, c, m, k, group, strides, pads, dilations, act, residual, n=2, h=1
     return x, wt, b, z, attrs
 
 
-def _random_cases(count: int = 24):
+def _random_cases(count: int = 30):
     rng = np.random.default_rng(1)
     for i in range(count):
         k = int(rng.choice([1, 3, 3, 5]))
-        depthwise = bool(i % 2)
-        c = int(rng.choice([3, 8, 17, 32]))
-        m = c if depthwise else int(rng.choice([4, 16, 24]))
+        kind = ("g1", "dw", "grouped")[i % 3]
+        c = int(rng.choice([8, 16, 32] if kind == "grouped" else [3, 8, 17, 32]))
+        group = {"g1": 1, "dw": c, "grouped": int(rng.choice([2, 4]))}[kind]
+        m = c if kind == "dw" else int(rng.choice([4, 16, 24])) * (group if kind == "grouped" else 1)
         s = [int(v) for v in rng.integers(1, 3, 2)]
         d = [1, 1] if k == 1 or i % 5 else [2, 1]
         p = [int(v) for v in rng.integers(0, k // 2 + 1, 4)] if k > 1 else [0, 0, 0, 0]
         act = list(ACTS)[i % len(ACTS)]
-        yield pytest.param(c, m, k, c if depthwise else 1, s, p, d, act, bool(i % 3), id=f"case{i}-k{k}-"
-                           f"{'dw' if depthwise else 'g1'}-c{c}-s{s[0]}{s[1]}-{act or 'none'}")
+        yield pytest.param(c, m, k, group, s, p, d, act, bool(i % 4), id=f"case{i}-k{k}-{kind}{group}-c{c}-m{m}-"
+                           f"s{s[0]}{s[1]}-{act or 'none'}")
 
 
 @pytest.mark.parametrize("c,m,k,group,strides,pads,dilations,act,residual", list(_random_cases()))
@@ -78,7 +79,7 @@ def test_reference_is_fused_conv_in_nchw():
     np.testing.assert_array_equal(got, nchw.transpose(0, 2, 3, 1))
 
 
-@pytest.mark.parametrize("group", [1, 16])
+@pytest.mark.parametrize("group", [1, 4, 16])
 def test_parallel_twin_matches(group):
     x, wt, b, z, attrs = _case(np.random.default_rng(3), 16, 16, 3, group, [1, 1], [1, 1, 1, 1], [1, 1],
                                "Relu", True, n=3)
@@ -94,10 +95,10 @@ def test_parallel_twin_matches(group):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
-def test_same_upper_and_grouped_fallback():
+def test_same_upper_depthwise_and_grouped():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 9, 7, 8)).astype(np.float32)
-    for group, m in ((8, 8), (2, 6)):  # depthwise fast path; group 2 falls back to the reference
+    for group, m in ((8, 8), (2, 6)):  # the depthwise stencil; group 2 on the tile
         wt = np.ascontiguousarray(rng.standard_normal((m, 8 // group, 3, 3)).astype(np.float32).transpose(HWIO))
         attrs = dict(group=group, strides=[2, 2], auto_pad="SAME_UPPER", activation="Relu")
         got = fused_conv_nhwc(x, wt, None, None, **attrs)

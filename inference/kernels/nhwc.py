@@ -66,7 +66,7 @@ def _shape(node: Node, types: list) -> list:
 register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W"), FormalParam("B", optional=True),
                                          FormalParam("Z", optional=True)), (FormalParam("Y"),),
                          {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None,
-                          "pads": None, "strides": None, **EPILOGUE_ATTRS}, shape_rule=_shape))
+                          "pads": None, "strides": None, "input_order": None, **EPILOGUE_ATTRS}, shape_rule=_shape))
 
 
 def _check(x: tuple, w: tuple, z: tuple | None, group: int) -> None:
@@ -82,12 +82,23 @@ def _check(x: tuple, w: tuple, z: tuple | None, group: int) -> None:
 
 
 @register(OP, since=1, domain=DOMAIN)
-def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **conv_attrs):
+def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, input_order=None,
+                              **conv_attrs):
     _check(x.shape, w.shape, None if z is None else z.shape, conv_attrs.get("group", 1))
+    if input_order is not None:
+        x = x[..., _order(input_order, x.shape[3])]
     zz = None if z is None else z.transpose(TO_NCHW)
     y = fused_conv_reference(x.transpose(TO_NCHW), w.transpose(OIHW), b, zz, activation=activation,
                              alpha=alpha, beta=beta, **conv_attrs)
     return np.ascontiguousarray(y.transpose(TO_NHWC))
+
+
+def _order(input_order, c: int) -> np.ndarray:
+    """``input_order`` checked: a permutation of the ``c`` channels of X."""
+    order = np.asarray(input_order, np.int64)
+    if order.shape != (c,) or not np.array_equal(np.sort(order), np.arange(c)):
+        raise KernelError(f"{OP}: input_order must be a permutation of X's {c} channels, got {list(order)}")
+    return order
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -125,13 +136,17 @@ class PatchGeometry(NamedTuple):
     koff: np.ndarray
 
 
-def patch_geometry(x_shape: tuple[int, int, int, int], win: Window) -> PatchGeometry:
+def patch_geometry(x_shape: tuple[int, int, int, int], win: Window, group: int = 1,
+                   order: np.ndarray | None = None) -> PatchGeometry:
+    """``koff`` is (group, taps x C/group): group g's steps, its channels at each tap. ``order``:
+    the conv's input channel c is channel ``order[c]`` of ``x`` (a channel shuffle folded in)."""
     n, h, wd, c = x_shape
     (pt, pl), (pb, pr) = win.pads_begin, win.padded_end((h, wd))  # end pads are >= 0
     hp, wp = pt + h + pb, pl + wd + pr
     (oh, ow), (sh, sw), (dh, dw) = win.out_shape, win.strides, win.dilations
     taps = (np.arange(win.kernel[0])[:, None] * (dh * wp) + np.arange(win.kernel[1])[None, :] * dw) * c
-    koff = (taps.reshape(-1, 1) + np.arange(c)).reshape(-1).astype(np.int64)
+    channels = (np.arange(c) if order is None else np.asarray(order, np.int64)).reshape(group, 1, -1)
+    koff = (taps.reshape(1, -1, 1) + channels).reshape(group, -1).astype(np.int64)
     padded = (n, hp, wp, c) if pt or pl or pb or pr else None
     return PatchGeometry(padded, pt, pl, Rows(n * oh * ow, oh * ow, ow, sw * c, sh * wp * c, hp * wp * c), koff)
 
@@ -152,22 +167,26 @@ def is_depthwise(c: int, w_shape: tuple, group: int) -> bool:
 
 
 def supports(c: int, w_shape: tuple, group: int) -> bool:
-    """Whether the fast kernel runs this conv (the pass converts only these): depthwise or group 1."""
-    return group == 1 or is_depthwise(c, w_shape, group)
+    """Whether the fast kernel runs this conv (the pass converts only these): any whose groups
+    divide its input and output channels (depthwise: the stencils; else the tile, groups in one
+    gathered GEMM)."""
+    return group >= 1 and c == w_shape[2] * group and w_shape[3] % group == 0
 
 
 ConvCall = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | None"], np.ndarray]
 
 
 def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, code: int, alpha: float,
-                      beta: float, constant_weight: bool = False) -> ConvCall:
+                      beta: float, constant_weight: bool = False, order: np.ndarray | None = None) -> ConvCall:
     """The call ``(x, w, b, z) -> act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w`` of
-    these shapes (depthwise or group 1), with everything that follows from the shapes settled here.
-    Why: a run of MobileNetV2 makes 52 of these calls, and deriving the window, tile, patch offsets
+    these shapes (depthwise: the stencils; other groups: the tile), with everything that follows
+    from the shapes settled here. Why: a run of MobileNetV2 makes 52 of these calls, and deriving the window, tile, patch offsets
     and argument shapes on each one cost ~30 us of Python per call (about a tenth of the model's
     time at batch 1); bound kernels prepare once per input shape. ``constant_weight``: ``w`` never changes
     (a Predictor's initializer), so the GEMM keeps its weight panels
-    (:func:`~inference.kernels.rows_gemm.padded_weight`)."""
+    (:func:`~inference.kernels.rows_gemm.padded_weight`). ``order``: FusedConvNHWC's ``input_order``
+    (checked), read through the gathered GEMM's step table at no cost; a depthwise conv gathers a
+    reordered copy first."""
     n, h, wd, c = x_shape
     kh, kw, _, m = w_shape
     oh, ow = win.out_shape
@@ -178,6 +197,8 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
         stencil = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc
 
         def depthwise(x, w, b, z):
+            if order is not None:
+                x = x[..., order]
             y = np.empty(out_shape, np.float32)
             zz = NO_RESIDUAL_4D if z is None else as_f32(z, out_shape)
             stencil(np.ascontiguousarray(x), as_f32(w, (kh, kw, m)), as_f32(b, (m,)), zz, z is not None,
@@ -186,14 +207,14 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
 
         return depthwise
     clamps, amin, amax = clamp_epilogue(code, alpha, beta)
-    k = kh * kw * c
+    k = kh * kw * (c // group)
 
     def finish(y: np.ndarray) -> np.ndarray:
         if not clamps:
             activate_row(y.reshape(-1), code, alpha, beta)
         return y.reshape(out_shape)
 
-    if kh == kw == 1 and win.pads_begin == (0, 0) and win.strides == (1, 1) and (oh, ow) == (h, wd):
+    if order is None and group == 1 and kh == kw == 1 and win.pads_begin == (0, 0) and win.strides == (1, 1) and (oh, ow) == (h, wd):
         gemm = PreparedGemm(p, k, m)  # one GEMM over the batch's pixels
 
         def pointwise(x, w, b, z):
@@ -202,8 +223,8 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
             return finish(y)
 
         return pointwise
-    geo = patch_geometry(x_shape, win)
-    gemm = PreparedGemm(p, k, m, rows=geo.rows, koff=geo.koff)
+    geo = patch_geometry(x_shape, win, group, order)
+    gemm = PreparedGemm(p, k, m, rows=geo.rows, koff=geo.koff, groups=group)
 
     def gathered(x, w, b, z):  # the patches gathered in place from the padded input
         y = gemm(patch_source(np.ascontiguousarray(x), geo), as_f32(w, (k, m)), as_f32(b, (m,)),
@@ -214,41 +235,39 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
 
 
 def _prepare_checked(x_shape: tuple, w_shape: tuple, z_shape: tuple | None, attrs: dict, group: int, code: int,
-                     alpha: float, beta: float, constant_weight: bool) -> ConvCall | None:
-    """:func:`prepare_conv_nhwc` after the shape checks, or None when the fast kernel does not serve
-    (a grouped, non-depthwise conv)."""
+                     alpha: float, beta: float, constant_weight: bool, input_order=None) -> ConvCall:
+    """:func:`prepare_conv_nhwc` after the shape checks (which name a wrong feed)."""
     _check(x_shape, w_shape, z_shape, group)
-    if not supports(x_shape[3], w_shape, group):
-        return None
     win = _geometry(x_shape[1:3], w_shape, attrs, OP)
     out = (x_shape[0],) + win.out_shape + (w_shape[3],)
     if z_shape is not None and z_shape != out:
         raise KernelError(f"{OP}: residual Z has shape {z_shape}, the output {out}")
-    return prepare_conv_nhwc(x_shape, w_shape, win, group, code, alpha, beta, constant_weight)
+    order = None if input_order is None else _order(input_order, x_shape[3])
+    return prepare_conv_nhwc(x_shape, w_shape, win, group, code, alpha, beta, constant_weight, order)
 
 
 def nhwc_binder(fn, constant_weights: bool = False):
     """The plan-time ``bind`` of FusedConvNHWC's fast kernel ``fn``: attributes resolved once per
     node, the call prepared once per input shapes (:func:`prepare_conv_nhwc`); inputs off the fast
-    path (not float32, grouped) go to the reference kernel. ``constant_weights``: the kind
+    path (not float32) go to the reference kernel. ``constant_weights``: the kind
     :data:`~inference.kernels.conv.PACKED` (weights never change, their panels are kept)."""
 
     def bind(*, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
-             activation="", alpha=0.0, beta=0.0):
+             input_order=None, activation="", alpha=0.0, beta=0.0):
         attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
                      strides=strides)
         epilogue = dict(activation=activation, alpha=alpha, beta=beta)
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
-        calls: dict[tuple, ConvCall | None] = {}
+        calls: dict[tuple, ConvCall] = {}
 
         def run(x, w, b=None, z=None):
             key = (x.shape, w.shape, None if z is None else z.shape)
-            call = calls.get(key, False)
-            if call is False:
+            call = calls.get(key)
+            if call is None:
                 call = remember(calls, key, _prepare_checked(x.shape, w.shape, key[2], attrs, group, code, alpha,
-                                                             beta, constant_weights))
-            if call is None or x.dtype != np.float32 or w.dtype != np.float32:
-                return fused_conv_nhwc_reference(x, w, b, z, **epilogue, **attrs)
+                                                             beta, constant_weights, input_order))
+            if x.dtype != np.float32 or w.dtype != np.float32:
+                return fused_conv_nhwc_reference(x, w, b, z, **epilogue, **attrs, input_order=input_order)
             return call(x, w, b, z)
 
         return run

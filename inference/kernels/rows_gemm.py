@@ -32,15 +32,31 @@ _TILES = {shape: (make_out_tile(*shape, residual=False, lanes="channels"),
                   make_out_tile(*shape, residual=True, lanes="channels")) for shape in (WIDE, NARROW)}
 _wide, _wide_z = _TILES[WIDE]
 _narrow, _narrow_z = _TILES[NARROW]
-# gathered rows (an implicit-GEMM convolution): WIDE only, 12 row pointers ran 1.3-1.9x slower
-_gathered = make_out_tile(*WIDE, residual=False, lanes="channels", gathered=True)
-_gathered_z = make_out_tile(*WIDE, residual=True, lanes="channels", gathered=True)
+# gathered rows (an implicit-GEMM convolution): (pixels, vectors) per tile, 20-24 accumulators;
+# per padded multiply-add the first three ran alike, 12 pixels 1.3-1.7x slower (12 row pointers)
+GATHERED = ((6, 4), (8, 3), (4, 5), (12, 2))
+_GATHERED_COST = {(6, 4): 1.0, (8, 3): 1.0, (4, 5): 1.0, (12, 2): 1.5}
+_g4, _g4z, _g3, _g3z, _g5, _g5z, _g2, _g2z = (make_out_tile(*shape, residual=z, lanes="channels", gathered=True)
+                                              for shape in GATHERED for z in (False, True))
 
 
 def tile_shape(m: int) -> tuple[int, int]:
     """The tile for ``m`` output channels: 32 lanes when 64 would leave more of them idle."""
     waste = lambda nv: -(-m // (nv * LANES)) * nv * LANES - m  # noqa: E731
     return NARROW if waste(NARROW[1]) < waste(WIDE[1]) else WIDE
+
+
+def gathered_shape(p: int, m: int) -> tuple[int, int]:
+    """The gathered tile for ``p`` pixels into ``m`` outputs (per group): the least padded work,
+    weighted by the shape's cost per multiply-add. Why: grouped layers have awkward widths
+    (shufflenet's 28, 34, 68, 136 channels per group), and 64 lanes for 68 channels doubled the
+    work: shufflenet's grouped 1x1 layers ran 1.2-1.4x faster on their best shape than on 6x64."""
+
+    def cost(shape: tuple[int, int]) -> float:
+        mr, nl = shape[0], shape[1] * LANES
+        return -(-p // mr) * mr * -(-m // nl) * nl * _GATHERED_COST[shape]
+
+    return min(GATHERED, key=cost)
 
 
 class Rows(NamedTuple):
@@ -58,23 +74,27 @@ class Rows(NamedTuple):
     image_pitch: int
 
 
-def padded_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def padded_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = None,
+                  groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``w`` (K, M) as panels of ``nl`` columns (M zero-padded to whole panels), each panel's (K, nl)
     contiguous, flat; and the offsets of a panel's K rows. Why panels: a tile then reads its
     weights as one sequential run; rows of the whole (K, M) matrix put each step on another page
     (5 KB apart for M = 1280). MobileNetV2's last 1x1 (49 x 320 -> 1280), weights arriving from L3,
     ran 1.5x its time alone that way; as panels, as fast as OpenBLAS in the same setting.
-    ``keep_for``: the constant weight ``w`` is a view of; the panels are then kept while it lives."""
+    ``groups``: M is that many groups' columns, each padded to whole panels of its own (group g's
+    panels follow group g-1's). ``keep_for``: the constant weight ``w`` is a view of; the panels
+    are then kept while it lives."""
 
     def build() -> tuple[np.ndarray, np.ndarray]:
         k, m = w.shape
-        mp = -(-m // nl) * nl
-        full = np.zeros((k, mp), np.float32)
-        full[:, :m] = w
-        panels = np.ascontiguousarray(full.reshape(k, mp // nl, nl).transpose(1, 0, 2))
+        mg = m // groups
+        mp = -(-mg // nl) * nl
+        full = np.zeros((k, groups, mp), np.float32)
+        full[:, :, :mg] = w.reshape(k, groups, mg)
+        panels = np.ascontiguousarray(full.reshape(k, groups * mp // nl, nl).transpose(1, 0, 2))
         return panels.reshape(-1), np.arange(k, dtype=np.int64) * nl
 
-    return build() if keep_for is None else prepacked(keep_for, ("rows_gemm", nl), build)
+    return build() if keep_for is None else prepacked(keep_for, ("rows_gemm", nl, groups), build)
 
 
 _NO_Z = np.zeros(1, np.float32)
@@ -96,33 +116,45 @@ class PreparedGemm:
     partial last block, the tile count) is settled once; a call only pads the bias, finds the
     weight's panels and runs the kernel. Why: a bound convolution or product calls this on every
     run, and deriving all of it per call had cost ~7 us of Python (the kernel stubbed out), about
-    a tenth of a batch-1 1x1 layer on a 14x14 map and more on smaller ones."""
+    a tenth of a batch-1 1x1 layer on a 14x14 map and more on smaller ones.
 
-    __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff")
+    ``groups`` (gathered only): a grouped convolution's product in one call. The weight (K, M)
+    holds each group's M/groups columns side by side, ``koff`` is then (groups, K): group g's steps
+    (its input channels), and group g writes its columns of the (P, M) output; every group's tiles
+    share one parallel run (a call per group paid a parallel region each)."""
+
+    __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff", "groups")
 
     def __init__(self, p: int, k: int, m: int, shape: tuple[int, int] | None = None, rows: Rows | None = None,
-                 koff: np.ndarray | None = None):
+                 koff: np.ndarray | None = None, groups: int = 1):
         if (rows is None) != (koff is None):
             raise ValueError("PreparedGemm: a gathered GEMM needs both rows and koff")
-        if koff is not None and k != koff.size:
-            raise ValueError(f"gemm_gathered: {koff.size} step offsets for a weight of {k} rows")
-        self.p, self.k, self.m = p, k, m
-        self.mr, self.nv = WIDE if koff is not None else (shape or tile_shape(m))
+        if groups < 1 or m % groups or (groups > 1 and koff is None):
+            raise ValueError(f"PreparedGemm: {groups} groups of {m} outputs (groups need a gathered GEMM whose "
+                             f"outputs they divide)")
+        if koff is not None:
+            if koff.size != groups * k:
+                raise ValueError(f"gemm_gathered: step offsets of shape {koff.shape} for {groups} group(s) of a "
+                                 f"weight of {k} rows")
+            koff = koff.reshape(groups, k)
+        self.p, self.k, self.m, self.groups = p, k, m, groups
+        self.mr, self.nv = shape or (gathered_shape(p, m // groups) if koff is not None else tile_shape(m))
         self.nl = self.nv * LANES
-        self.padded_m = -(-m // self.nl) * self.nl
-        self.tiles = -(-p // self.mr) * (self.padded_m // self.nl)
+        self.padded_m = -(-(m // groups) // self.nl) * self.nl  # per group
+        self.tiles = groups * -(-p // self.mr) * (self.padded_m // self.nl)
         self.partial = p % self.mr  # rows in the last, partial block (matrix form: read from a padded copy)
         self.geo = None if rows is None else np.array(rows[1:], np.int64)
         self.koff = koff
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
                  amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-        p, k, m, mr = self.p, self.k, self.m, self.mr
+        p, k, m, mr, groups = self.p, self.k, self.m, self.mr, self.groups
         if w.shape != (k, m):
             raise ValueError(f"gemm_rows: weight of shape {w.shape}, prepared for ({k}, {m})")
-        wp, wkoff = padded_weight(w, self.nl, keep_for)
-        bp = np.zeros(self.padded_m, np.float32)
-        bp[:m] = bias
+        wp, wkoff = padded_weight(w, self.nl, keep_for, groups)
+        bp = np.zeros((groups, self.padded_m), np.float32)
+        bp[:, :m // groups] = bias.reshape(groups, -1)
+        bp = bp.reshape(-1)
         y = _check_out(out, p, m)
         zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
         threads = kernel_threads()
@@ -139,7 +171,7 @@ class PreparedGemm:
         else:
             kernel = _gemm_gathered.parallel if threads > 1 else _gemm_gathered.serial
             kernel(x, self.geo, p, self.koff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, chunks,
-                   wp.size > x.size)
+                   wp.size > x.size, groups, mr, self.nv)
         return y
 
 
@@ -224,19 +256,48 @@ def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv,
 
 
 @threaded_kernel()
-def _gemm_gathered(x, geo, p, koff, wp, bias, z, has_z, amin, amax, y, m, nchunks, weights_outer):
-    """The WIDE tiles of a gathered GEMM: rows through :func:`_row_starts` and ``koff``."""
-    mr, nl = WIDE[0], WIDE[1] * LANES
-    k = koff.size
-    pbs, mbs = -(-p // mr), bias.size // nl
+def _gemm_gathered(x, geo, p, koff, wp, bias, z, has_z, amin, amax, y, m, nchunks, weights_outer, groups, mr, nv):
+    """The (``mr`` pixels, ``nv`` vectors) tiles of a gathered GEMM (a shape of :data:`GATHERED`):
+    rows through :func:`_row_starts` and ``koff`` (groups, k); the tiles of group g (``bias`` and
+    ``wp`` padded per group) take their steps from ``koff[g]`` and write columns [g*mg, (g+1)*mg)
+    of the (p, m) ``y``."""
+    nl = nv * LANES
+    k = koff.shape[1]
+    mg = m // groups
+    pbs, mbs = -(-p // mr), bias.size // (nl * groups)
+    per_group = pbs * mbs
     for ch in numba.prange(nchunks):
         seg = np.empty((1, 3), np.int64)
         roff = np.empty(mr, np.int64)
-        for t in range(ch * pbs * mbs // nchunks, (ch + 1) * pbs * mbs // nchunks):
-            _, p0, m0, w0 = _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg)
+        for t in range(ch * groups * per_group // nchunks, (ch + 1) * groups * per_group // nchunks):
+            g = t // per_group
+            _, p0, m0, w0 = _tile_at(t - g * per_group, pbs, mbs, weights_outer, mr, nl, k, mg, seg)
             rows = min(mr, p - p0)
             _row_starts(p0, rows, geo, roff)
-            if has_z:
-                _gathered_z(x, 0, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1, roff)
-            else:
-                _gathered(x, 0, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1, roff)
+            seg[0, 1] += g * mg
+            w0 += g * mbs * k * nl
+            b0 = g * mbs * nl + m0
+            _gathered_tile(x, wp, w0, koff[g], k, bias, b0, rows, amin, amax, z, has_z, y, p0 * m, m, seg, roff, nv)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, y0, m, seg, roff, nv):
+    if nv == 4:
+        if has_z:
+            _g4z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        else:
+            _g4(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+    elif nv == 3:
+        if has_z:
+            _g3z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        else:
+            _g3(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+    elif nv == 5:
+        if has_z:
+            _g5z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        else:
+            _g5(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+    elif has_z:
+        _g2z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+    else:
+        _g2(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from inference.ir import Model
+from inference.passes.channel_shuffle import fuse_channel_shuffle
 from inference.passes.constant_folding import fold_constants
 from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
@@ -20,6 +21,7 @@ from inference.passes.layout import to_nhwc
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
+from inference.passes.shuffle_fold import fold_channel_shuffle
 from inference.passes.transpose_reshape import simplify_transpose_reshape
 
 
@@ -37,12 +39,14 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("eliminate_identity", eliminate_identity),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
     Pass("simplify_transpose_reshape", simplify_transpose_reshape),
+    Pass("fuse_channel_shuffle", fuse_channel_shuffle, is_fusion=True),
     Pass("fold_conv_batchnorm", fold_conv_batchnorm, is_fusion=True),
     Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
     Pass("fuse_conv_epilogue", fuse_conv_epilogue, is_fusion=True),
     Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
     Pass("layout_nhwc", to_nhwc, is_fusion=True),  # after the fusions: converts FusedConv chains
+    Pass("fold_channel_shuffle", fold_channel_shuffle, is_fusion=True),  # shuffles the layout made NHWC
 )
 
 

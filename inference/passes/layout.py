@@ -41,7 +41,9 @@ import numpy as np
 
 from inference.ir import Graph, Model, Node, TensorType, Value
 from inference.kernels.fused import CONV_ATTRS, DOMAIN, EPILOGUE_ATTRS
+from inference.kernels.channel_shuffle import OP as SHUFFLE
 from inference.kernels.nhwc import HWIO, OIHW, OP, TO_NCHW, TO_NHWC, is_depthwise, supports
+from inference.kernels.pool_nhwc import POOLS
 from inference.passes._epilogue import FUSABLE_ACTIVATIONS
 from inference.passes._rewrite import constant_value, drop_unused_initializers
 
@@ -52,6 +54,7 @@ SUFFIX = "__nhwc"
 
 _UNARY = FUSABLE_ACTIVATIONS + ("Tanh", "Elu", "Softplus", "Identity")
 _BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min")
+_NHWC_POOL = {onnx_op: ours for ours, onnx_op in POOLS.items()}  # MaxPool -> MaxPoolNHWC, ...
 
 
 # -- which nodes can run channels-last --------------------------------------------------------------
@@ -91,11 +94,45 @@ def _elementwise_ok(g: Graph, n: Node) -> bool:
     return all((v := constant_value(g, i)) is not None and v.size == 1 for i in extra)
 
 
+def _channel_axis(g: Graph, n: Node) -> bool:
+    """Concat or ChannelShuffle along the channels of rank-4 NCHW tensors."""
+    if (n.domain, n.op_type) not in (("", "Concat"), (DOMAIN, SHUFFLE)) or len(n.outputs) != 1:
+        return False
+    if any(i == "" or _nchw_type(g, i) is None for i in n.inputs) or _nchw_type(g, n.outputs[0]) is None:
+        return False
+    return int(n.attrs.get("axis", 1)) in (1, -3)
+
+
+def _pool_ok(g: Graph, n: Node, in_region: set[str]) -> bool:
+    """A float32 2-D Max/AveragePool (one output, no Indices) reading a candidate's output. Why only
+    those: a pool first in a region would move its input, larger than its output, through the
+    transpose in (shufflenet's and squeezenet's pools right after the NCHW stem)."""
+    return (n.domain == "" and n.op_type in _NHWC_POOL and len(n.outputs) == 1 and n.inputs[0] in in_region
+            and _nchw_type(g, n.outputs[0]) is not None)
+
+
+def _candidates(g: Graph) -> list[Node]:
+    """The nodes that can run channels-last, in graph order."""
+    found: list[Node] = []
+    produced: set[str] = set()
+    for n in g.nodes:
+        if _is_conv(n):
+            ok = _conv_ok(g, n)
+        elif n.op_type in _NHWC_POOL and n.domain == "":
+            ok = _pool_ok(g, n, produced)
+        else:
+            ok = _channel_axis(g, n) or _elementwise_ok(g, n)
+        if ok:
+            found.append(n)
+            produced.add(n.outputs[0])
+    return found
+
+
 def _data_inputs(n: Node) -> list[str]:
     """The inputs that are images (and so change layout): X and the residual Z of a conv."""
     if _is_conv(n):
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 3)]
-    return [n.inputs[0]] if n.op_type in _UNARY else list(n.inputs)
+    return [n.inputs[0]] if n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type == SHUFFLE else list(n.inputs)
 
 
 # -- regions ---------------------------------------------------------------------------------------
@@ -117,7 +154,7 @@ class _Regions:
 
 def find_regions(g: Graph) -> list[list[Node]]:
     """Maximal groups of convertible nodes linked by tensors they pass or outside tensors they share."""
-    cands = [n for n in g.nodes if (_conv_ok(g, n) if _is_conv(n) else _elementwise_ok(g, n))]
+    cands = _candidates(g)
     uf = _Regions(cands)
     producer = {n.outputs[0]: n for n in cands}
     first_reader: dict[str, Node] = {}
@@ -188,16 +225,22 @@ class _Names:
 def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
     rename = {i: twin(i) for i in _data_inputs(n)}
     inputs = [rename.get(i, i) for i in n.inputs]
+    outputs = [twin(n.outputs[0])]
+    if n.op_type in _NHWC_POOL:
+        attrs = {k: v for k, v in n.attrs.items() if k != "storage_order"}  # no Indices: no storage order
+        return Node(_NHWC_POOL[n.op_type], inputs, outputs, attrs, DOMAIN, n.name or n.outputs[0])
     if not _is_conv(n):
-        return Node(n.op_type, inputs, [twin(n.outputs[0])], dict(n.attrs), n.domain, n.name,
-                    dict(n.attr_types), n.doc)
+        attrs = dict(n.attrs)
+        if "axis" in attrs or n.op_type == SHUFFLE:  # Concat, ChannelShuffle: channels are axis 3 now
+            attrs["axis"] = 3
+        return Node(n.op_type, inputs, outputs, attrs, n.domain, n.name, dict(n.attr_types), n.doc)
     w = n.inputs[1]
     if w not in hwio:
         hwio[w] = f"{w}__hwio"
         g.initializers[hwio[w]] = np.ascontiguousarray(g.initializers[w].transpose(HWIO))
     inputs[1] = hwio[w]
     attrs = {k: v for k, v in n.attrs.items() if k in CONV_ATTRS or k in EPILOGUE_ATTRS}
-    return Node(OP, inputs, [twin(n.outputs[0])], attrs, DOMAIN, n.name or n.outputs[0])
+    return Node(OP, inputs, outputs, attrs, DOMAIN, n.name or n.outputs[0])
 
 
 def _transpose(src: str, dst: str, perm: tuple[int, ...]) -> Node:
@@ -246,16 +289,27 @@ def to_nhwc(model: Model) -> bool:
 
 # -- interop: FusedConvNHWC as standard ONNX ---------------------------------------------------------
 def _decompose(e, n: Node) -> None:
-    """Transpose in, the FusedConv it came from (decomposed in turn), transpose out."""
+    """(Gather of the ``input_order``,) transpose in, the FusedConv it came from (decomposed in turn),
+    transpose out."""
     from inference.decompose import decompose_node
 
-    x = e.op("Transpose", [n.inputs[0]], perm=list(TO_NCHW))
+    src, attrs = n.inputs[0], dict(n.attrs)
+    order = attrs.pop("input_order", None)
+    if order is not None:  # a folded channel shuffle: the channels in the conv's order first
+        src = e.op("Gather", [src, e.const(np.asarray(order, np.int64))], axis=3)
+    x = e.op("Transpose", [src], perm=list(TO_NCHW))
     w = e.const(np.ascontiguousarray(e.g.initializers[n.inputs[1]].transpose(OIHW)))
     z = e.op("Transpose", [n.inputs[3]], perm=list(TO_NCHW)) if len(n.inputs) > 3 and n.inputs[3] else ""
     y = e.fresh("nchw")
-    nchw = Node("FusedConv", [x, w, n.inputs[2] if len(n.inputs) > 2 else "", z], [y], dict(n.attrs), DOMAIN,
-                n.name)
+    nchw = Node("FusedConv", [x, w, n.inputs[2] if len(n.inputs) > 2 else "", z], [y], attrs, DOMAIN, n.name)
     decompose_node(e, nchw)
+    e.op("Transpose", [y], n.outputs[0], perm=list(TO_NHWC))
+
+
+def _decompose_pool(e, n: Node) -> None:
+    """Transpose in, the ONNX pool it came from, transpose out."""
+    x = e.op("Transpose", [n.inputs[0]], perm=list(TO_NCHW))
+    y = e.op(POOLS[n.op_type], [x], **n.attrs)
     e.op("Transpose", [y], n.outputs[0], perm=list(TO_NHWC))
 
 
@@ -263,6 +317,8 @@ def _register_decomposition() -> None:
     from inference.decompose import register_decomposition
 
     register_decomposition(OP, _decompose)
+    for op in POOLS:
+        register_decomposition(op, _decompose_pool)
 
 
 _register_decomposition()

@@ -1,0 +1,184 @@
+"""``edgelearn::MaxPoolNHWC`` / ``AveragePoolNHWC``: ONNX's 2-D pools on channels-last tensors.
+
+``X`` and ``Y`` are (N, H, W, C); attributes are those of ``MaxPool`` (one output, no Indices) and
+``AveragePool``. The layout pass creates them so that a pool between channels-last convolutions
+(squeezenet's fire modules, shufflenet's strided units) no longer ends the region with a pair of
+transposes. Why a kernel of its own: channels-last, each tap of a window is one contiguous run of
+C channels, so the fold vectorises over channels whatever the window; the NCHW kernels need a
+padded, phase-split plane per channel to get contiguous taps. The reference transposes to NCHW
+and calls ONNX's reference pool: it is the oracle.
+"""
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+
+from inference.errors import KernelError
+from inference.ir import Graph, Node, TensorType
+from inference.kernels._jit import threaded_kernel
+from inference.kernels.fused import DOMAIN
+from inference.kernels.nhwc import TO_NCHW, TO_NHWC
+from inference.ops import pool as reference
+from inference.ops._memo import remember
+from inference.ops._window import Window, window_geometry
+from inference.ops.registry import KernelContext, register
+from inference.schema import FormalParam, OpSchema, register_schema
+
+# our op -> the ONNX op it is the channels-last form of
+POOLS = {"MaxPoolNHWC": "MaxPool", "AveragePoolNHWC": "AveragePool"}
+_COMMON = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None, "kernel_shape": None, "pads": None,
+           "strides": None}
+_ATTRS = {"MaxPoolNHWC": dict(_COMMON), "AveragePoolNHWC": {**_COMMON, "count_include_pad": 0}}
+
+
+def _window(spatial: tuple, attrs: dict, where: str) -> Window:
+    return window_geometry(spatial, attrs.get("kernel_shape"), attrs.get("strides"), attrs.get("dilations"),
+                           attrs.get("pads"), attrs.get("auto_pad", "NOTSET"), int(attrs.get("ceil_mode", 0)), where)
+
+
+def _shape_rule(op: str):
+    def rule(node: Node, types: list) -> list:
+        x = types[0]
+        if not isinstance(x, TensorType) or x.rank != 4:
+            return [None]
+        spatial = x.shape[1:3]
+        out = (_window(spatial, node.attrs, f"{op} {node.label()}").out_shape
+               if all(isinstance(d, int) for d in spatial) else (None, None))
+        return [TensorType(x.elem_type, (x.shape[0],) + tuple(out) + (x.shape[3],))]
+
+    return rule
+
+
+for _op in POOLS:
+    register_schema(OpSchema(_op, DOMAIN, 1, (FormalParam("X"),), (FormalParam("Y"),), _ATTRS[_op],
+                             shape_rule=_shape_rule(_op)))
+
+
+def _check(op: str, x: np.ndarray) -> None:
+    if x.ndim != 4:
+        raise KernelError(f"{op}: X must be (N, H, W, C), got shape {x.shape}")
+
+
+def _reference(op: str, x: np.ndarray, **attrs) -> np.ndarray:
+    _check(op, x)
+    nchw = np.ascontiguousarray(x.transpose(TO_NCHW))
+    if POOLS[op] == "MaxPool":
+        y = reference.max_pool(nchw, **attrs, ctx=KernelContext(None, 1, 1))
+    else:
+        y = reference.average_pool(nchw, **attrs)
+    return np.ascontiguousarray(y.transpose(TO_NHWC))
+
+
+@register("MaxPoolNHWC", since=1, domain=DOMAIN)
+def max_pool_nhwc_reference(x, **attrs):
+    return _reference("MaxPoolNHWC", x, **attrs)
+
+
+@register("AveragePoolNHWC", since=1, domain=DOMAIN)
+def average_pool_nhwc_reference(x, **attrs):
+    return _reference("AveragePoolNHWC", x, **attrs)
+
+
+# -- the fast kernel ----------------------------------------------------------------------------
+@threaded_kernel()
+def pool_nhwc(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide):
+    """Max (``is_max``) or sum of each window of ``x`` (N, H, W, C) into ``y`` (N, OH, OW, C), one
+    output row per parallel step; with ``divide`` each output pixel is then divided by its
+    ``counts`` (OH, OW) entry (the pixels it averages: the reference's divisor)."""
+    n, oh = y.shape[0], y.shape[1]
+    for r in numba.prange(n * oh):
+        _pool_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide, r // oh, r % oh)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _pool_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide, b, oy):
+    """Output row ``oy`` of image ``b``: its windows' taps inside the image, folded a pixel's C
+    channels at a time (taps in the padding never win a max and add nothing to a sum)."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    out = y[b, oy]
+    for ox in range(out.shape[0]):
+        o = out[ox]
+        first = True
+        for ky in range(kh):
+            iy = oy * sh - ph + ky * dh
+            if iy < 0 or iy >= h:
+                continue
+            for kx in range(kw):
+                ix = ox * sw - pw + kx * dw
+                if ix < 0 or ix >= w:
+                    continue
+                s = x[b, iy, ix]
+                if first:
+                    for k in range(c):
+                        o[k] = s[k]
+                    first = False
+                elif is_max:
+                    for k in range(c):
+                        o[k] = max(o[k], s[k])
+                else:
+                    for k in range(c):
+                        o[k] += s[k]
+        if first:  # a window wholly in the padding: what the reference's padded reduction gives
+            fill = -np.inf if is_max else 0.0
+            for k in range(c):
+                o[k] = fill
+        if divide:
+            d = counts[oy, ox]
+            for k in range(c):
+                o[k] /= d
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(op: str, x_shape: tuple, key: tuple):
+    """The output shape, the kernel's geometry ints and (averages) the read-only float32 divisors,
+    derived once per input shape and attributes."""
+    attrs = dict(key)
+    win = _window(x_shape[1:3], attrs, op)
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = win.kernel, win.strides, win.dilations, win.pads_begin
+    counts = np.ones((1, 1), np.float32)
+    if POOLS[op] == "AveragePool":
+        counts = reference._window_counts(x_shape[1:3], win, int(attrs.get("count_include_pad", 0))).astype(np.float32)
+    counts.flags.writeable = False
+    return (x_shape[0],) + win.out_shape + (x_shape[3],), (kh, kw, sh, sw, dh, dw, ph, pw), counts
+
+
+def _applies(node: Node, graph: Graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    return not isinstance(t, TensorType) or (t.elem_type == 1 and t.rank in (4, None))
+
+
+def _binder(op: str):
+    def binder(fn):
+        def bind(**attrs):
+            key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
+            plans: dict[tuple, tuple] = {}
+
+            def run(x):
+                if x.dtype != np.float32 or x.ndim != 4:
+                    return _reference(op, x, **attrs)
+                plan = plans.get(x.shape)
+                if plan is None:
+                    plan = remember(plans, x.shape, _plan(op, x.shape, key))
+                out_shape, geo, counts = plan
+                y = np.empty(out_shape, np.float32)
+                pool_nhwc(np.ascontiguousarray(x), *geo, y, POOLS[op] == "MaxPool", counts, POOLS[op] != "MaxPool")
+                return y
+
+            return run
+
+        return bind
+
+    return binder
+
+
+@register("MaxPoolNHWC", since=1, domain=DOMAIN, kind="fast", applies=_applies, bind=_binder("MaxPoolNHWC"))
+def max_pool_nhwc(x, **attrs):
+    return _binder("MaxPoolNHWC")(max_pool_nhwc)(**attrs)(x)
+
+
+@register("AveragePoolNHWC", since=1, domain=DOMAIN, kind="fast", applies=_applies,
+          bind=_binder("AveragePoolNHWC"))
+def average_pool_nhwc(x, **attrs):
+    return _binder("AveragePoolNHWC")(average_pool_nhwc)(**attrs)(x)
