@@ -170,3 +170,42 @@ def test_gathered_rows_cross_rows_and_images():
     with pytest.raises(ValueError, match=r"offsets of shape \(2,\) for 1 group\(s\) of a weight of 3 rows"):
         gemm_gathered(img.reshape(-1), rows, np.arange(2, dtype=np.int64), w, np.zeros(20, np.float32), None,
                       -INF, INF)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (8, 3), (4, 5), (12, 2)], ids=lambda s: f"{s[0]}x{s[1] * 16}")
+@pytest.mark.parametrize("groups", [1, 3])
+def test_every_gathered_shape_and_groups(shape, groups):
+    """Each gathered tile shape, over 3 groups whose step tables pick their own (permuted) channels,
+    with a residual: each group's columns are its own product (the bias padded per group)."""
+    from inference.kernels.rows_gemm import Rows
+
+    rng = np.random.default_rng(5)
+    p, c, mg = 29, 12, 37  # a partial pixel block, group widths past a whole panel
+    x = rng.standard_normal((p, c)).astype(np.float32)
+    cg = c // groups
+    order = rng.permutation(c)
+    koff = order.reshape(groups, cg).astype(np.int64)
+    w = rng.standard_normal((cg, groups * mg)).astype(np.float32)
+    b = rng.standard_normal(groups * mg).astype(np.float32)
+    z = rng.standard_normal((p, groups * mg)).astype(np.float32)
+    rows = Rows(count=p, per_image=p, width=p, col_pitch=c, row_pitch=0, image_pitch=0)
+    gemm = PreparedGemm(p, cg, groups * mg, shape=shape, rows=rows, koff=koff, groups=groups)
+    got = gemm(x.reshape(-1), w, b, z, np.float32(0.0), INF)
+    want = np.concatenate([x[:, koff[g]].astype(np.float64) @ w[:, g * mg:(g + 1) * mg] for g in range(groups)], 1)
+    np.testing.assert_allclose(got, np.maximum(want + b + z, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_gathered_shape_follows_the_padded_work():
+    from inference.kernels.rows_gemm import gathered_shape
+
+    assert gathered_shape(196, 68) == (4, 5)  # 80 lanes for shufflenet's 68 channels a group, not 128
+    assert gathered_shape(49, 136) == (8, 3)  # 144, not 192
+    assert gathered_shape(3136, 64) == (6, 4) and gathered_shape(196, 512) == (6, 4)  # whole 64-lane panels
+    assert gathered_shape(784, 28) in ((8, 3), (12, 2))  # 12 pixels cost more per multiply-add
+
+
+def test_groups_need_a_gathered_gemm_they_divide():
+    with pytest.raises(ValueError, match="2 groups of 9 outputs"):
+        PreparedGemm(10, 4, 9, rows=Rows(10, 10, 10, 8, 0, 0), koff=np.arange(8, dtype=np.int64), groups=2)
+    with pytest.raises(ValueError, match="2 groups of 8 outputs"):
+        PreparedGemm(10, 4, 8, groups=2)

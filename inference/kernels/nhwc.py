@@ -97,7 +97,7 @@ def _order(input_order, c: int) -> np.ndarray:
     """``input_order`` checked: a permutation of the ``c`` channels of X."""
     order = np.asarray(input_order, np.int64)
     if order.shape != (c,) or not np.array_equal(np.sort(order), np.arange(c)):
-        raise KernelError(f"{OP}: input_order must be a permutation of X's {c} channels, got {list(order)}")
+        raise KernelError(f"{OP}: input_order must be a permutation of X's {c} channels, got {order.tolist()}")
     return order
 
 
