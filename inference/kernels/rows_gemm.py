@@ -32,12 +32,12 @@ _TILES = {shape: (make_out_tile(*shape, residual=False, lanes="channels"),
                   make_out_tile(*shape, residual=True, lanes="channels")) for shape in (WIDE, NARROW)}
 _wide, _wide_z = _TILES[WIDE]
 _narrow, _narrow_z = _TILES[NARROW]
-# gathered rows (an implicit-GEMM convolution): (pixels, vectors) per tile, 20-24 accumulators;
-# per padded multiply-add the first three ran alike, 12 pixels 1.3-1.7x slower (12 row pointers)
-GATHERED = ((6, 4), (8, 3), (4, 5), (12, 2))
-_GATHERED_COST = {(6, 4): 1.0, (8, 3): 1.0, (4, 5): 1.0, (12, 2): 1.5}
-_g4, _g4z, _g3, _g3z, _g5, _g5z, _g2, _g2z = (make_out_tile(*shape, residual=z, lanes="channels", gathered=True)
-                                              for shape in GATHERED for z in (False, True))
+# gathered rows (an implicit-GEMM convolution): (pixels, vectors) per tile, 20-24 accumulators; per
+# padded multiply-add these ran alike (12 x 32 ran 1.3-1.7x slower, its 12 row pointers spilling,
+# and never had the least work), each shape ~0.25 s more to compile with an empty cache
+GATHERED = ((6, 4), (8, 3), (4, 5))
+_g4, _g4z, _g3, _g3z, _g5, _g5z = (make_out_tile(*shape, residual=z, lanes="channels", gathered=True)
+                                   for shape in GATHERED for z in (False, True))
 
 
 def tile_shape(m: int) -> tuple[int, int]:
@@ -47,14 +47,14 @@ def tile_shape(m: int) -> tuple[int, int]:
 
 
 def gathered_shape(p: int, m: int) -> tuple[int, int]:
-    """The gathered tile for ``p`` pixels into ``m`` outputs (per group): the least padded work,
-    weighted by the shape's cost per multiply-add. Why: grouped layers have awkward widths
+    """The gathered tile for ``p`` pixels into ``m`` outputs (per group): the least padded work (ties:
+    the first of :data:`GATHERED`). Why: grouped layers have awkward widths
     (shufflenet's 28, 34, 68, 136 channels per group), and 64 lanes for 68 channels doubled the
     work: shufflenet's grouped 1x1 layers ran 1.2-1.4x faster on their best shape than on 6x64."""
 
-    def cost(shape: tuple[int, int]) -> float:
+    def cost(shape: tuple[int, int]) -> int:
         mr, nl = shape[0], shape[1] * LANES
-        return -(-p // mr) * mr * -(-m // nl) * nl * _GATHERED_COST[shape]
+        return -(-p // mr) * mr * -(-m // nl) * nl
 
     return min(GATHERED, key=cost)
 
@@ -282,6 +282,7 @@ def _gemm_gathered(x, geo, p, koff, wp, bias, z, has_z, amin, amax, y, m, nchunk
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, y0, m, seg, roff, nv):
+    """The gathered tile of :data:`GATHERED` with ``nv`` vectors (4, 3 or 5), with or without Z."""
     if nv == 4:
         if has_z:
             _g4z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
@@ -292,12 +293,7 @@ def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, 
             _g3z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
         else:
             _g3(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
-    elif nv == 5:
-        if has_z:
-            _g5z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
-        else:
-            _g5(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
     elif has_z:
-        _g2z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        _g5z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
     else:
-        _g2(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        _g5(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
