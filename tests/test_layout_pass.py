@@ -164,7 +164,8 @@ def test_pass_keeps_outputs(zoo_case, monkeypatch, force):
 
 @pytest.mark.parametrize("force", [False, True], ids=["rule", "forced"])
 def test_transposes_only_at_region_boundaries(zoo_case, monkeypatch, force):
-    """One region per model: in after the RGB stem (mobilenet) or the MaxPool (resnet), out into the pool."""
+    """One region per model: in after the RGB stem (mobilenet) or the MaxPool (resnet), out after
+    the global pool (a channels-last window over the whole map)."""
     name, proto = zoo_case[:2]
     model, _ = _converted(proto, monkeypatch, force)
     g = model.graph
@@ -175,7 +176,9 @@ def test_transposes_only_at_region_boundaries(zoo_case, monkeypatch, force):
     assert into.attrs["perm"] == [0, 2, 3, 1] and back.attrs["perm"] == [0, 3, 1, 2]
     stem = producers[into.inputs[0]]
     assert stem.op_type == ("FusedConv" if name == "mobilenet_v2" else "MaxPool")
-    assert [n.op_type for n in consumers[back.outputs[0]]] == ["GlobalAveragePool"]
+    assert [n.op_type for n in consumers[back.outputs[0]]] == ["Flatten"]
+    pool = producers[back.inputs[0]]
+    assert pool.op_type == "AveragePoolNHWC" and pool.attrs == {"kernel_shape": list(g.type_of(pool.inputs[0]).shape[1:3])}
     assert all(producers[i].op_type in (OP, "Transpose") for n in g.nodes if n.op_type == OP
                for i in (n.inputs[0], *n.inputs[3:4]) if i)
 

@@ -8,30 +8,34 @@ since they gather their patches in place (``inference.kernels.nhwc``) they gain 
 though less (the rule below).
 
 What converts: float32 ``FusedConv``/``Conv`` nodes with a constant weight, static channels and
-spatial size, group 1 or depthwise (a kxk conv with fewer than :data:`MIN_KXK_CHANNELS` input
-channels stays NCHW: an RGB stem's gathered GEMM is k*k*3 steps long, and MobileNetV2's 3->32 stem
-ran 1.4x slower channels-last than on the NCHW tile alone (0.80 against 0.56 ms), half the 64-lane
-tile idle at 32 outputs; let into the region, sparing the transpose after it, the whole model ran
-within noise of this rule, 1-3% faster in three alternating runs: not enough to change it),
-plus elementwise ops between them (activations, same-shape Add/Sub/Mul/Div/Max/Min). Nodes connected
-through NHWC tensors, or reading the same outside tensor, form one region. Transposes go only at a
-region's boundary: one into NHWC per outside tensor a region reads, one back to NCHW (under the
-original name) per region tensor something else reads or the graph outputs.
+spatial size, any group (a kxk conv with fewer than :data:`MIN_KXK_CHANNELS` input channels stays
+NCHW: an RGB stem's gathered GEMM is k*k*3 steps long, and MobileNetV2's 3->32 stem ran 1.4x
+slower channels-last than on the NCHW tile alone (0.80 against 0.56 ms), half the 64-lane tile idle
+at 32 outputs; let into the region, sparing the transpose after it, the whole model ran within
+noise of this rule, 1-3% faster in three alternating runs: not enough to change it); elementwise
+ops between them (activations, same-shape Add/Sub/Mul/Div/Max/Min); Concat and
+``edgelearn::ChannelShuffle`` along the channels (axis 3 once converted); and Max/Average pools,
+global ones included (``edgelearn::MaxPoolNHWC``/``AveragePoolNHWC``, a global pool as one window
+over the map), when what they read is channels-last anyway. Nodes connected through NHWC tensors,
+or reading the same outside tensor, form one region. Transposes go only at a region's boundary:
+one into NHWC per outside tensor a region reads, one back to NCHW (under the original name) per
+region tensor something else reads or the graph outputs.
 
 The rule for converting a region, either of: the output elements (per sample) of its depthwise
 convolutions are at least :data:`MIN_DEPTHWISE_PER_BOUNDARY` times the elements its boundary
-transposes move; or the multiply-adds of its other convolutions are at least
+transposes move; or the multiply-adds of its other (group-1) convolutions are at least
 :data:`MIN_GEMM_MACS_PER_BOUNDARY` times those elements.
 Measured: a transpose of an image costs about what NHWC saves on one depthwise layer of that size
 at ~144 channels (0.3-0.5 ms at 56x56, batch 1), more than it saves at 32 channels and far less
 than at 192 and up. Group-1 convolutions gain less: gathered channels-last (output channels along
-the tile's lanes, ``inference.kernels.nhwc``) against the NCHW tile, ResNet-18's convolutions ran
-1.06-1.08x onnxruntime's time against 1.17-1.20x (``benchmarks/conv_layouts.py``), ~1 ps per
-multiply-add, where a transpose costs ~1.6 ns per element (64x56x56 in 0.33 ms): break-even near
-1500 multiply-adds per moved element, the threshold is twice that. ResNet-18 has ~8000 (its one
-region, between the MaxPool and the pool, converted: 1.05x faster per run, benchmarks/layout.py);
-a lone 3x3 layer has a few hundred and stays NCHW, as do squeezenet's fire modules (~50: each
-Concat is a boundary).
+the tile's lanes, ``inference.kernels.nhwc``) against the NCHW tile, each bound once as in a
+session, ResNet-18's convolutions ran 0.99x onnxruntime's time against 1.16x, squeezenet's 0.90x
+against 1.19x (``benchmarks/conv_layouts.py --model``): ~2.8 ps saved per multiply-add on
+ResNet-18 (~9 on squeezenet's short-K layers), where a transpose costs ~1.6 ns per element
+(64x56x56 in 0.33 ms): break-even near 570 multiply-adds per moved element, the threshold is twice
+that. ResNet-18 has ~8000 (its one region, from the MaxPool to the global pool); squeezenet ~1700
+(one region from its stem pool to its global pool: 10% faster per run than NCHW, alternating
+runs); a lone 3x3 layer has a few hundred and stays NCHW.
 """
 from __future__ import annotations
 
@@ -48,13 +52,14 @@ from inference.passes._epilogue import FUSABLE_ACTIVATIONS
 from inference.passes._rewrite import constant_value, drop_unused_initializers
 
 MIN_DEPTHWISE_PER_BOUNDARY = 1.0
-MIN_GEMM_MACS_PER_BOUNDARY = 3000.0
+MIN_GEMM_MACS_PER_BOUNDARY = 1200.0
 MIN_KXK_CHANNELS = 16
 SUFFIX = "__nhwc"
 
 _UNARY = FUSABLE_ACTIVATIONS + ("Tanh", "Elu", "Softplus", "Identity")
 _BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min")
 _NHWC_POOL = {onnx_op: ours for ours, onnx_op in POOLS.items()}  # MaxPool -> MaxPoolNHWC, ...
+_GLOBAL_POOL = {"GlobalAveragePool": "AveragePool", "GlobalMaxPool": "MaxPool"}  # = a window over the map
 
 
 # -- which nodes can run channels-last --------------------------------------------------------------
@@ -103,28 +108,33 @@ def _channel_axis(g: Graph, n: Node) -> bool:
     return int(n.attrs.get("axis", 1)) in (1, -3)
 
 
-def _pool_ok(g: Graph, n: Node, in_region: set[str]) -> bool:
-    """A float32 2-D Max/AveragePool (one output, no Indices) reading a candidate's output. Why only
-    those: a pool first in a region would move its input, larger than its output, through the
-    transpose in (shufflenet's and squeezenet's pools right after the NCHW stem)."""
-    return (n.domain == "" and n.op_type in _NHWC_POOL and len(n.outputs) == 1 and n.inputs[0] in in_region
+def _pool_ok(g: Graph, n: Node, nhwc: set[str]) -> bool:
+    """A float32 2-D pool (Max/Average with one output, no Indices, or a Global one) reading one of
+    the tensors ``nhwc`` (channels-last anyway). Why only those: a pool first in a region would move
+    its input, larger than its output, through the transpose in (the pools after an NCHW stem).
+    A global pool last in a region moves only its (N, C, 1, 1) output back to NCHW, where the
+    transpose out had moved the whole map before it (MobileNetV2's 1280x7x7: ~0.1 ms)."""
+    return (n.domain == "" and (n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL) and len(n.outputs) == 1
+            and n.inputs[0] in nhwc and _nchw_type(g, n.inputs[0]) is not None
             and _nchw_type(g, n.outputs[0]) is not None)
 
 
+def _is_pool(n: Node) -> bool:
+    return n.domain == "" and (n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL)
+
+
 def _candidates(g: Graph) -> list[Node]:
-    """The nodes that can run channels-last, in graph order."""
+    """The nodes that can run channels-last, in graph order. A pool joins when what it reads is
+    channels-last anyway: a candidate's output, or an input some other candidate reads (shufflenet's
+    average pool beside a unit's first conv, both reading the stem pool's output)."""
+    others = {id(n) for n in g.nodes if not _is_pool(n)
+              and (_conv_ok(g, n) if _is_conv(n) else _channel_axis(g, n) or _elementwise_ok(g, n))}
+    nhwc = {t for n in g.nodes if id(n) in others for t in _data_inputs(n)}
     found: list[Node] = []
-    produced: set[str] = set()
     for n in g.nodes:
-        if _is_conv(n):
-            ok = _conv_ok(g, n)
-        elif n.op_type in _NHWC_POOL and n.domain == "":
-            ok = _pool_ok(g, n, produced)
-        else:
-            ok = _channel_axis(g, n) or _elementwise_ok(g, n)
-        if ok:
+        if id(n) in others or (_is_pool(n) and _pool_ok(g, n, nhwc)):
             found.append(n)
-            produced.add(n.outputs[0])
+            nhwc.add(n.outputs[0])
     return found
 
 
@@ -132,7 +142,8 @@ def _data_inputs(n: Node) -> list[str]:
     """The inputs that are images (and so change layout): X and the residual Z of a conv."""
     if _is_conv(n):
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 3)]
-    return [n.inputs[0]] if n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type == SHUFFLE else list(n.inputs)
+    single = n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
+    return [n.inputs[0]] if single else list(n.inputs)
 
 
 # -- regions ---------------------------------------------------------------------------------------
@@ -229,6 +240,10 @@ def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
     if n.op_type in _NHWC_POOL:
         attrs = {k: v for k, v in n.attrs.items() if k != "storage_order"}  # no Indices: no storage order
         return Node(_NHWC_POOL[n.op_type], inputs, outputs, attrs, DOMAIN, n.name or n.outputs[0])
+    if n.op_type in _GLOBAL_POOL:  # one window the size of the map
+        window = list(g.type_of(n.inputs[0]).shape[2:])
+        return Node(_NHWC_POOL[_GLOBAL_POOL[n.op_type]], inputs, outputs, {"kernel_shape": window}, DOMAIN,
+                    n.name or n.outputs[0])
     if not _is_conv(n):
         attrs = dict(n.attrs)
         if "axis" in attrs or n.op_type == SHUFFLE:  # Concat, ChannelShuffle: channels are axis 3 now
