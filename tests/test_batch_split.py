@@ -123,6 +123,9 @@ PER_SAMPLE = {
     "matmul_const_b": (lambda b, x: b.op("MatMul", x, _const(b, 6, 3)), ["batch", 4, 3]),
     "concat_axis1": (lambda b, x: b.op("Concat", x, b.op("Relu", x), axis=1), ["batch", 8, 6]),
     "add_row_broadcast": (lambda b, x: b.op("Add", x, _const(b, 4, 6)), ["batch", 4, 6]),
+    "channel_shuffle": (lambda b, x: b.op("Reshape", b.op("Transpose", b.op(
+        "Reshape", x, b.const(np.array([0, 2, 2, 6], np.int64))), perm=[0, 2, 1, 3]),
+        b.const(np.array([0, 4, 6], np.int64))), ["batch", 4, 6]),  # fused into one ChannelShuffle
 }
 
 MIXES_ROWS = {  # case: (graph, output shape, the op the verdict must name)
@@ -145,6 +148,8 @@ def test_per_sample_graphs_split_and_match(case):
     proto = model_to_proto(_graph(build, shape).build())
     split, whole = _pair(proto)
     assert split.batch_split.ok, split.batch_split.reason
+    if case == "channel_shuffle":
+        assert [n.op_type for n in split.model.graph.nodes] == ["ChannelShuffle"]
     x = {"x": np.random.default_rng(2).standard_normal((5, 4, 6)).astype(np.float32)}
     np.testing.assert_allclose(split.run(x)["y"], whole.run(x)["y"], rtol=1e-6, atol=1e-6)
     assert split.splitter.split_runs == 1
