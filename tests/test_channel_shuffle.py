@@ -51,7 +51,8 @@ def _shuffle_net(perm=(0, 2, 1, 3, 4), back=(1, 12, 6, 6), group=3, last_group=3
     depthwise 3x3 -> 1x1 in ``last_group`` groups + Relu."""
     rng = np.random.default_rng(1)
     b = GraphBuilder("shuffle", opset=17)
-    h = b.op("Conv", b.input("x", np.float32, [1, 6, 6, 6]), b.const(rng.standard_normal((12, 6, 1, 1)).astype(np.float32)))
+    w0 = b.const(rng.standard_normal((12, 6, 1, 1)).astype(np.float32))
+    h = b.op("Conv", b.input("x", np.float32, [1, 6, 6, 6]), w0)
     h = b.op("Reshape", h, b.const(np.array([1, group, 12 // group, 6, 6], np.int64)))
     h = b.op("Transpose", h, perm=list(perm))
     h = b.op("Reshape", h, b.const(np.array(back, np.int64)))

@@ -49,14 +49,16 @@ def test_shufflenet_runs_channels_last_without_shuffles(monkeypatch):
     assert {"fuse_channel_shuffle", "layout_nhwc", "fold_channel_shuffle"} <= set(applied)
     hist = model.graph.op_histogram()
     assert "edgelearn::ChannelShuffle" not in hist and hist.get("Reshape", 0) <= 1  # the head's flatten
-    assert hist["edgelearn::AveragePoolNHWC"] == 4 and hist["edgelearn::FusedConvNHWC"] == 48
+    assert hist["edgelearn::AveragePoolNHWC"] == 4 and hist["edgelearn::FusedConvNHWC"] == 49
     grouped = [n for n in model.graph.nodes if n.op_type == "FusedConvNHWC" and n.attrs.get("group") == 4]
     assert sum("input_order" in n.attrs for n in grouped) == 16
-    # the stem and its MaxPool stay NCHW (the pool would move the stem's larger output); the way
-    # back moves the head pool's (1, 1, 1, 544)
-    assert hist["Transpose"] == 2 and hist["MaxPool"] == 1
-    back = next(n for n in model.graph.nodes if n.op_type == "Transpose" and n.attrs["perm"] == [0, 3, 1, 2])
-    assert model.graph.type_of(back.inputs[0]).shape == (1, 1, 1, 544)
+    # the RGB stem reads the NCHW input in place, its MaxPool runs channels-last; the one way back
+    # moves the head pool's (1, 1, 1, 544)
+    stem = model.graph.nodes[0]
+    assert stem.op_type == "FusedConvNHWC" and stem.attrs["input_layout"] == "NCHW"
+    assert hist["Transpose"] == 1 and hist["edgelearn::MaxPoolNHWC"] == 1
+    back = next(n for n in model.graph.nodes if n.op_type == "Transpose")
+    assert back.attrs["perm"] == [0, 3, 1, 2] and model.graph.type_of(back.inputs[0]).shape == (1, 1, 1, 544)
 
 
 @pytest.mark.parametrize("force", [False, True], ids=["rule", "forced"])

@@ -71,6 +71,32 @@ def test_kernel_matches_reference(c, m, k, group, strides, pads, dilations, act,
         TensorType(1, ("n",) + want.shape[1:])]
 
 
+@pytest.mark.parametrize("c,m,k,s,pads", [(3, 32, 3, 2, [1, 1, 1, 1]), (3, 64, 3, 2, [0, 0, 0, 0]),
+                                         (3, 24, 7, 2, [3, 2, 3, 2]), (1, 5, 3, 1, [1, 1, 1, 1])])
+def test_nchw_input_read_in_place(c, m, k, s, pads):
+    """``input_layout`` "NCHW" (an RGB stem): X stays (N, C, H, W), Y comes out channels-last."""
+    rng = np.random.default_rng(c * m + k)
+    x = rng.standard_normal((2, c, 17, 15)).astype(np.float32)
+    wt = np.ascontiguousarray(rng.standard_normal((m, c, k, k)).astype(np.float32).transpose(HWIO))
+    b = rng.standard_normal(m).astype(np.float32)
+    attrs = dict(strides=[s, s], pads=pads, activation="Clip", alpha=0.0, beta=6.0)
+    want = fused_conv_nhwc_reference(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), wt, b, **attrs)
+    np.testing.assert_allclose(fused_conv_nhwc(x, wt, b, **attrs, input_layout="NCHW"), want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(fused_conv_nhwc_reference(x, wt, b, **attrs, input_layout="NCHW"), want)
+    node = Node(OP, ["x", "w"], ["y"], {**attrs, "input_layout": "NCHW"}, DOMAIN)
+    rule = get_schema(OP, DOMAIN).shape_rule
+    assert rule(node, [TensorType(1, ("n",) + x.shape[1:]), TensorType(1, wt.shape)]) == [
+        TensorType(1, ("n",) + want.shape[1:])]
+
+
+def test_nchw_input_layout_errors():
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    with pytest.raises(KernelError, match="input_layout 'NCHW' takes group 1 only, got group=2"):
+        fused_conv_nhwc(x, np.zeros((3, 3, 2, 4), np.float32), group=2, input_layout="NCHW")
+    with pytest.raises(KernelError, match="input_layout must be 'NHWC' or 'NCHW', got 'CHW'"):
+        fused_conv_nhwc(x, np.zeros((3, 3, 4, 4), np.float32), input_layout="CHW")
+
+
 def test_reference_is_fused_conv_in_nchw():
     """The oracle itself: FusedConv's reference on the transposed tensors (asymmetric pads, dilation)."""
     x, wt, b, z, attrs = _case(np.random.default_rng(0), 6, 6, 3, 6, [2, 1], [0, 1, 2, 1], [1, 2], "Clip", True)
@@ -164,22 +190,24 @@ def test_pass_keeps_outputs(zoo_case, monkeypatch, force):
 
 @pytest.mark.parametrize("force", [False, True], ids=["rule", "forced"])
 def test_transposes_only_at_region_boundaries(zoo_case, monkeypatch, force):
-    """One region per model: in after the RGB stem (mobilenet) or the MaxPool (resnet), out after
-    the global pool (a channels-last window over the whole map)."""
+    """One region per model, from the RGB stem (which reads the NCHW input in place and writes
+    channels-last) to the global pool (a channels-last window over the whole map): one transpose,
+    of the pooled (N, 1, 1, C), back to NCHW."""
     name, proto = zoo_case[:2]
     model, _ = _converted(proto, monkeypatch, force)
     g = model.graph
     transposes = [n for n in g.nodes if n.op_type == "Transpose"]
-    assert len(transposes) == 2
+    assert len(transposes) == 1
     producers, consumers = g.producers(), g.consumers()
-    into, back = transposes
-    assert into.attrs["perm"] == [0, 2, 3, 1] and back.attrs["perm"] == [0, 3, 1, 2]
-    stem = producers[into.inputs[0]]
-    assert stem.op_type == ("FusedConv" if name == "mobilenet_v2" else "MaxPool")
+    back = transposes[0]
+    assert back.attrs["perm"] == [0, 3, 1, 2]
+    stem = g.nodes[0]
+    assert stem.op_type == OP and stem.attrs["input_layout"] == "NCHW" and stem.inputs[0] == g.input_names[0]
     assert [n.op_type for n in consumers[back.outputs[0]]] == ["Flatten"]
     pool = producers[back.inputs[0]]
-    assert pool.op_type == "AveragePoolNHWC" and pool.attrs == {"kernel_shape": list(g.type_of(pool.inputs[0]).shape[1:3])}
-    assert all(producers[i].op_type in (OP, "Transpose") for n in g.nodes if n.op_type == OP
+    window = list(g.type_of(pool.inputs[0]).shape[1:3])
+    assert pool.op_type == "AveragePoolNHWC" and pool.attrs == {"kernel_shape": window}
+    assert all(producers[i].op_type in (OP, "MaxPoolNHWC") for n in g.nodes[1:] if n.op_type == OP
                for i in (n.inputs[0], *n.inputs[3:4]) if i)
 
 

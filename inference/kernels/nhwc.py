@@ -55,7 +55,7 @@ def _shape(node: Node, types: list) -> list:
     x, w = types[0], types[1] if len(types) > 1 else None
     if not isinstance(x, TensorType) or not isinstance(w, TensorType) or x.rank != 4 or w.rank != 4:
         return [None]
-    spatial = x.shape[1:3]
+    spatial = x.shape[2:4] if node.attrs.get("input_layout", "NHWC") == "NCHW" else x.shape[1:3]
     if all(isinstance(d, int) for d in spatial) and all(isinstance(d, int) for d in w.shape):
         out = _geometry(spatial, w.shape, node.attrs, f"{OP} {node.label()}").out_shape
     else:
@@ -66,7 +66,8 @@ def _shape(node: Node, types: list) -> list:
 register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W"), FormalParam("B", optional=True),
                                          FormalParam("Z", optional=True)), (FormalParam("Y"),),
                          {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None,
-                          "pads": None, "strides": None, "input_order": None, **EPILOGUE_ATTRS}, shape_rule=_shape))
+                          "pads": None, "strides": None, "input_order": None, "input_layout": "NHWC",
+                          **EPILOGUE_ATTRS}, shape_rule=_shape))
 
 
 def _check(x: tuple, w: tuple, z: tuple | None, group: int) -> None:
@@ -83,7 +84,8 @@ def _check(x: tuple, w: tuple, z: tuple | None, group: int) -> None:
 
 @register(OP, since=1, domain=DOMAIN)
 def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, input_order=None,
-                              **conv_attrs):
+                              input_layout="NHWC", **conv_attrs):
+    x = _as_nhwc(x, input_layout)
     _check(x.shape, w.shape, None if z is None else z.shape, conv_attrs.get("group", 1))
     if input_order is not None:
         x = x[..., _order(input_order, x.shape[3])]
@@ -91,6 +93,17 @@ def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0,
     y = fused_conv_reference(x.transpose(TO_NCHW), w.transpose(OIHW), b, zz, activation=activation,
                              alpha=alpha, beta=beta, **conv_attrs)
     return np.ascontiguousarray(y.transpose(TO_NHWC))
+
+
+def _as_nhwc(x: np.ndarray, input_layout: str) -> np.ndarray:
+    """X as (N, H, W, C): ``input_layout`` "NCHW" is an input read in place (the reference transposes)."""
+    if input_layout not in ("NHWC", "NCHW"):
+        raise KernelError(f"{OP}: input_layout must be 'NHWC' or 'NCHW', got {input_layout!r}")
+    if input_layout == "NCHW":
+        if x.ndim != 4:
+            raise KernelError(f"{OP}: X must be (N, C, H, W) with input_layout 'NCHW', got shape {x.shape}")
+        return x.transpose(TO_NHWC)
+    return x
 
 
 def _order(input_order, c: int) -> np.ndarray:
@@ -124,37 +137,48 @@ def pad_nhwc(x, pt, pl, out):
 
 
 class PatchGeometry(NamedTuple):
-    """The implicit-GEMM view of a channels-last convolution's input, from its shapes alone: the
-    zero-padded copy's shape and where the input lands in it (``padded`` None: unpadded, the input
-    itself serves); where each output pixel's patch starts in it (``rows``); and each patch
-    element's offset from that start, in HWIO order (the weight's rows)."""
+    """The implicit-GEMM view of a convolution's input, from its shapes alone: the zero-padded
+    copy's shape and where the input lands in it (``padded`` None: unpadded, the input itself
+    serves); where each output pixel's patch starts in it (``rows``); and each patch element's
+    offset from that start, in HWIO order (the weight's rows). ``channels_first``: the input is
+    NCHW (an RGB stem's, read in place: its output still comes out channels-last)."""
 
     padded: tuple[int, int, int, int] | None
     top: int
     left: int
     rows: Rows
     koff: np.ndarray
+    channels_first: bool = False
 
 
 def patch_geometry(x_shape: tuple[int, int, int, int], win: Window, group: int = 1,
-                   order: np.ndarray | None = None) -> PatchGeometry:
-    """``koff`` is (group, taps x C/group): group g's steps, its channels at each tap. ``order``:
-    the conv's input channel c is channel ``order[c]`` of ``x`` (a channel shuffle folded in)."""
+                   order: np.ndarray | None = None, channels_first: bool = False) -> PatchGeometry:
+    """``x_shape`` is (N, H, W, C) (also for ``channels_first``, whose buffer is (N, C, H, W));
+    ``koff`` is (group, taps x C/group): group g's steps, its channels at each tap. ``order``: the
+    conv's input channel c is channel ``order[c]`` of ``x`` (a channel shuffle folded in)."""
     n, h, wd, c = x_shape
     (pt, pl), (pb, pr) = win.pads_begin, win.padded_end((h, wd))  # end pads are >= 0
     hp, wp = pt + h + pb, pl + wd + pr
     (oh, ow), (sh, sw), (dh, dw) = win.out_shape, win.strides, win.dilations
-    taps = (np.arange(win.kernel[0])[:, None] * (dh * wp) + np.arange(win.kernel[1])[None, :] * dw) * c
-    channels = (np.arange(c) if order is None else np.asarray(order, np.int64)).reshape(group, 1, -1)
+    pixel, channel = (1, hp * wp) if channels_first else (c, 1)  # pitches of a column and a channel
+    taps = (np.arange(win.kernel[0])[:, None] * (dh * wp) + np.arange(win.kernel[1])[None, :] * dw) * pixel
+    channels = (np.arange(c) if order is None else np.asarray(order, np.int64)).reshape(group, 1, -1) * channel
     koff = (taps.reshape(1, -1, 1) + channels).reshape(group, -1).astype(np.int64)
-    padded = (n, hp, wp, c) if pt or pl or pb or pr else None
-    return PatchGeometry(padded, pt, pl, Rows(n * oh * ow, oh * ow, ow, sw * c, sh * wp * c, hp * wp * c), koff)
+    padded = None
+    if pt or pl or pb or pr:
+        padded = (n, c, hp, wp) if channels_first else (n, hp, wp, c)
+    rows = Rows(n * oh * ow, oh * ow, ow, sw * pixel, sh * wp * pixel, hp * wp * c)
+    return PatchGeometry(padded, pt, pl, rows, koff, channels_first)
 
 
 def patch_source(x: np.ndarray, geo: PatchGeometry) -> np.ndarray:
     """The flat input a gathered GEMM reads: ``x`` zero-padded as ``geo`` says (or ``x`` itself)."""
     if geo.padded is None:
         return x.reshape(-1)
+    if geo.channels_first:  # an RGB stem's few planes: numpy's copy of whole rows serves
+        xp = np.zeros(geo.padded, np.float32)
+        xp[:, :, geo.top:geo.top + x.shape[2], geo.left:geo.left + x.shape[3]] = x
+        return xp.reshape(-1)
     xp = np.empty(geo.padded, np.float32)
     pad_nhwc(x, geo.top, geo.left, xp)
     return xp.reshape(-1)
@@ -177,22 +201,25 @@ ConvCall = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | 
 
 
 def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, code: int, alpha: float,
-                      beta: float, constant_weight: bool = False, order: np.ndarray | None = None) -> ConvCall:
-    """The call ``(x, w, b, z) -> act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w`` of
-    these shapes (depthwise: the stencils; other groups: the tile), with everything that follows
-    from the shapes settled here. Why: a run of MobileNetV2 makes 52 of these calls, and deriving the window, tile, patch offsets
-    and argument shapes on each one cost ~30 us of Python per call (about a tenth of the model's
-    time at batch 1); bound kernels prepare once per input shape. ``constant_weight``: ``w`` never changes
-    (a Predictor's initializer), so the GEMM keeps its weight panels
-    (:func:`~inference.kernels.rows_gemm.padded_weight`). ``order``: FusedConvNHWC's ``input_order``
-    (checked), read through the gathered GEMM's step table at no cost; a depthwise conv gathers a
-    reordered copy first."""
+                      beta: float, constant_weight: bool = False, order: np.ndarray | None = None,
+                      channels_first: bool = False) -> ConvCall:
+    """The call ``(x, w, b, z) -> act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w`` of these shapes
+    (depthwise: the stencils; other groups: the tile), with everything that follows from the shapes settled
+    here. Why: a run of MobileNetV2 makes 52 of these calls, and deriving the window, tile, patch offsets and
+    argument shapes on each one cost ~30 us of Python per call (about a tenth of the model's time at batch 1);
+    bound kernels prepare once per input shape. ``constant_weight``: ``w`` never changes (a Predictor's
+    initializer), so the GEMM keeps its weight panels (:func:`~inference.kernels.rows_gemm.padded_weight`).
+    ``order``: FusedConvNHWC's ``input_order`` (checked), read through the gathered GEMM's step table at no
+    cost; a depthwise conv gathers a reordered copy first. ``channels_first``: ``x`` comes as (N, C, H, W)
+    (``x_shape`` still (N, H, W, C)) and is read in place by the gathered GEMM (group 1 only: an RGB stem)."""
+    if channels_first and group != 1:
+        raise KernelError(f"{OP}: input_layout 'NCHW' takes group 1 only, got group={group}")
     n, h, wd, c = x_shape
     kh, kw, _, m = w_shape
     oh, ow = win.out_shape
     out_shape = (n, oh, ow, m)
     p = n * oh * ow
-    if is_depthwise(c, w_shape, group):
+    if is_depthwise(c, w_shape, group) and not channels_first:
         (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
         stencil = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc
 
@@ -214,7 +241,8 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
             activate_row(y.reshape(-1), code, alpha, beta)
         return y.reshape(out_shape)
 
-    if order is None and group == 1 and kh == kw == 1 and win.pads_begin == (0, 0) and win.strides == (1, 1) and (oh, ow) == (h, wd):
+    unstrided = win.pads_begin == (0, 0) and win.strides == (1, 1) and (oh, ow) == (h, wd)
+    if order is None and not channels_first and group == 1 and kh == kw == 1 and unstrided:
         gemm = PreparedGemm(p, k, m)  # one GEMM over the batch's pixels
 
         def pointwise(x, w, b, z):
@@ -223,7 +251,7 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
             return finish(y)
 
         return pointwise
-    geo = patch_geometry(x_shape, win, group, order)
+    geo = patch_geometry(x_shape, win, group, order, channels_first)
     gemm = PreparedGemm(p, k, m, rows=geo.rows, koff=geo.koff, groups=group)
 
     def gathered(x, w, b, z):  # the patches gathered in place from the padded input
@@ -235,15 +263,20 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
 
 
 def _prepare_checked(x_shape: tuple, w_shape: tuple, z_shape: tuple | None, attrs: dict, group: int, code: int,
-                     alpha: float, beta: float, constant_weight: bool, input_order=None) -> ConvCall:
-    """:func:`prepare_conv_nhwc` after the shape checks (which name a wrong feed)."""
+                     alpha: float, beta: float, constant_weight: bool, input_order=None,
+                     input_layout: str = "NHWC") -> ConvCall:
+    """:func:`prepare_conv_nhwc` after the shape checks (which name a wrong feed); ``x_shape`` as
+    the input comes (NCHW for ``input_layout`` "NCHW")."""
+    channels_first = input_layout == "NCHW"
+    if channels_first and len(x_shape) == 4:
+        x_shape = tuple(x_shape[i] for i in TO_NHWC)
     _check(x_shape, w_shape, z_shape, group)
     win = _geometry(x_shape[1:3], w_shape, attrs, OP)
     out = (x_shape[0],) + win.out_shape + (w_shape[3],)
     if z_shape is not None and z_shape != out:
         raise KernelError(f"{OP}: residual Z has shape {z_shape}, the output {out}")
     order = None if input_order is None else _order(input_order, x_shape[3])
-    return prepare_conv_nhwc(x_shape, w_shape, win, group, code, alpha, beta, constant_weight, order)
+    return prepare_conv_nhwc(x_shape, w_shape, win, group, code, alpha, beta, constant_weight, order, channels_first)
 
 
 def nhwc_binder(fn, constant_weights: bool = False):
@@ -253,9 +286,11 @@ def nhwc_binder(fn, constant_weights: bool = False):
     :data:`~inference.kernels.conv.PACKED` (weights never change, their panels are kept)."""
 
     def bind(*, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
-             input_order=None, activation="", alpha=0.0, beta=0.0):
+             input_order=None, input_layout="NHWC", activation="", alpha=0.0, beta=0.0):
         attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
                      strides=strides)
+        if input_layout not in ("NHWC", "NCHW"):
+            raise KernelError(f"{OP}: input_layout must be 'NHWC' or 'NCHW', got {input_layout!r}")
         epilogue = dict(activation=activation, alpha=alpha, beta=beta)
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         calls: dict[tuple, ConvCall] = {}
@@ -265,9 +300,10 @@ def nhwc_binder(fn, constant_weights: bool = False):
             call = calls.get(key)
             if call is None:
                 call = remember(calls, key, _prepare_checked(x.shape, w.shape, key[2], attrs, group, code, alpha,
-                                                             beta, constant_weights, input_order))
+                                                             beta, constant_weights, input_order, input_layout))
             if x.dtype != np.float32 or w.dtype != np.float32:
-                return fused_conv_nhwc_reference(x, w, b, z, **epilogue, **attrs, input_order=input_order)
+                return fused_conv_nhwc_reference(x, w, b, z, **epilogue, **attrs, input_order=input_order,
+                                                 input_layout=input_layout)
             return call(x, w, b, z)
 
         return run

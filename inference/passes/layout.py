@@ -8,18 +8,21 @@ since they gather their patches in place (``inference.kernels.nhwc``) they gain 
 though less (the rule below).
 
 What converts: float32 ``FusedConv``/``Conv`` nodes with a constant weight, static channels and
-spatial size, any group (a kxk conv with fewer than :data:`MIN_KXK_CHANNELS` input channels stays
-NCHW: an RGB stem's gathered GEMM is k*k*3 steps long, and MobileNetV2's 3->32 stem ran 1.4x
-slower channels-last than on the NCHW tile alone (0.80 against 0.56 ms), half the 64-lane tile idle
-at 32 outputs; let into the region, sparing the transpose after it, the whole model ran within
-noise of this rule, 1-3% faster in three alternating runs: not enough to change it); elementwise
-ops between them (activations, same-shape Add/Sub/Mul/Div/Max/Min); Concat and
-``edgelearn::ChannelShuffle`` along the channels (axis 3 once converted); and Max/Average pools,
-global ones included (``edgelearn::MaxPoolNHWC``/``AveragePoolNHWC``, a global pool as one window
-over the map), when what they read is channels-last anyway. Nodes connected through NHWC tensors,
-or reading the same outside tensor, form one region. Transposes go only at a region's boundary:
-one into NHWC per outside tensor a region reads, one back to NCHW (under the original name) per
-region tensor something else reads or the graph outputs.
+spatial size, any group. A group-1 kxk conv on fewer than :data:`MIN_KXK_CHANNELS` input channels
+(an RGB stem) reads its NCHW input in place (``input_layout`` "NCHW": the gathered GEMM's step
+table addresses channel planes) and writes channels-last, so no transpose precedes the region. Why:
+MobileNetV2's 3->32 stem on the NCHW tile plus the transpose after it took ~0.95 ms in the model
+(the transpose of 32x112x112 alone ~0.34), read in place ~0.55 ms alone; squeezenet's 3->64 stem
+1.25 ms on the NCHW tile, ~0.5 read in place. (Transposing the RGB input instead ran 1.4x slower
+than the NCHW tile: 0.80 against 0.56 ms, half the 64-lane tile idle at 32 outputs then, 8 x 48
+tiles now.) Also converted: elementwise ops between them (activations, same-shape
+Add/Sub/Mul/Div/Max/Min); Concat and ``edgelearn::ChannelShuffle`` along the channels (axis 3 once
+converted); and Max/Average pools, global ones included
+(``edgelearn::MaxPoolNHWC``/``AveragePoolNHWC``, a global pool as one window over the map), when
+what they read is channels-last anyway. Nodes connected through NHWC tensors, or reading the same
+outside tensor, form one region. Transposes go only at a region's boundary: one into NHWC per
+outside tensor a region reads, one back to NCHW (under the original name) per region tensor
+something else reads or the graph outputs.
 
 The rule for converting a region, either of: the output elements (per sample) of its depthwise
 convolutions are at least :data:`MIN_DEPTHWISE_PER_BOUNDARY` times the elements its boundary
@@ -82,9 +85,17 @@ def _conv_ok(g: Graph, n: Node) -> bool:
         return False
     c, group = x.shape[1], int(n.attrs.get("group", 1))
     hwio = w.shape[2:] + (w.shape[1], w.shape[0])
-    if not supports(c, hwio, group):
+    small_kxk = c < MIN_KXK_CHANNELS and w.shape[2:] != (1, 1) and not is_depthwise(c, hwio, group)
+    return supports(c, hwio, group) and (not small_kxk or group == 1)  # group 1: a stem, read NCHW
+
+
+def _reads_nchw(g: Graph, n: Node) -> bool:
+    """A group-1 kxk conv on fewer than :data:`MIN_KXK_CHANNELS` channels (an RGB stem): it reads
+    its NCHW input in place (``input_layout`` "NCHW") and writes channels-last."""
+    if not _is_conv(n) or int(n.attrs.get("group", 1)) != 1:
         return False
-    return is_depthwise(c, hwio, group) or w.shape[2:] == (1, 1) or c >= MIN_KXK_CHANNELS
+    x, w = _nchw_type(g, n.inputs[0]), constant_value(g, n.inputs[1]) if len(n.inputs) > 1 else None
+    return x is not None and w is not None and w.ndim == 4 and w.shape[2:] != (1, 1) and x.shape[1] < MIN_KXK_CHANNELS
 
 
 def _elementwise_ok(g: Graph, n: Node) -> bool:
@@ -129,7 +140,7 @@ def _candidates(g: Graph) -> list[Node]:
     average pool beside a unit's first conv, both reading the stem pool's output)."""
     others = {id(n) for n in g.nodes if not _is_pool(n)
               and (_conv_ok(g, n) if _is_conv(n) else _channel_axis(g, n) or _elementwise_ok(g, n))}
-    nhwc = {t for n in g.nodes if id(n) in others for t in _data_inputs(n)}
+    nhwc = {t for n in g.nodes if id(n) in others for t in _data_inputs(g, n)}
     found: list[Node] = []
     for n in g.nodes:
         if id(n) in others or (_is_pool(n) and _pool_ok(g, n, nhwc)):
@@ -138,10 +149,12 @@ def _candidates(g: Graph) -> list[Node]:
     return found
 
 
-def _data_inputs(n: Node) -> list[str]:
-    """The inputs that are images (and so change layout): X and the residual Z of a conv."""
+def _data_inputs(g: Graph, n: Node) -> list[str]:
+    """The inputs that are images (and so change layout): X and the residual Z of a conv (not the X
+    of a stem, :func:`_reads_nchw`)."""
     if _is_conv(n):
-        return [i for k, i in enumerate(n.inputs) if i and k in (0, 3)]
+        first = 1 if _reads_nchw(g, n) else 0
+        return [i for k, i in enumerate(n.inputs) if i and k in (0, 3) and k >= first]
     single = n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
     return [n.inputs[0]] if single else list(n.inputs)
 
@@ -170,7 +183,7 @@ def find_regions(g: Graph) -> list[list[Node]]:
     producer = {n.outputs[0]: n for n in cands}
     first_reader: dict[str, Node] = {}
     for n in cands:
-        for t in _data_inputs(n):
+        for t in _data_inputs(g, n):
             if t in producer:
                 uf.union(id(n), id(producer[t]))
             elif t in first_reader:
@@ -191,9 +204,9 @@ def _boundaries(g: Graph, region: list[Node], consumers: dict[str, list[Node]]) 
     """(outside tensors the region reads as images, region tensors read outside it or output)."""
     ids = {id(n) for n in region}
     produced = list(dict.fromkeys(n.outputs[0] for n in region))
-    ins = list(dict.fromkeys(t for n in region for t in _data_inputs(n) if t not in produced))
+    ins = list(dict.fromkeys(t for n in region for t in _data_inputs(g, n) if t not in produced))
     outs = [t for t in produced if t in g.output_names
-            or any(id(r) not in ids or t not in _data_inputs(r) for r in consumers.get(t, []))]
+            or any(id(r) not in ids or t not in _data_inputs(g, r) for r in consumers.get(t, []))]
     return ins, outs
 
 
@@ -234,7 +247,7 @@ class _Names:
 
 
 def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
-    rename = {i: twin(i) for i in _data_inputs(n)}
+    rename = {i: twin(i) for i in _data_inputs(g, n)}
     inputs = [rename.get(i, i) for i in n.inputs]
     outputs = [twin(n.outputs[0])]
     if n.op_type in _NHWC_POOL:
@@ -255,6 +268,8 @@ def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
         g.initializers[hwio[w]] = np.ascontiguousarray(g.initializers[w].transpose(HWIO))
     inputs[1] = hwio[w]
     attrs = {k: v for k, v in n.attrs.items() if k in CONV_ATTRS or k in EPILOGUE_ATTRS}
+    if _reads_nchw(g, n):
+        attrs["input_layout"] = "NCHW"
     return Node(OP, inputs, outputs, attrs, DOMAIN, n.name or n.outputs[0])
 
 
@@ -274,7 +289,7 @@ def _rewrite(model: Model, regions: list[list[Node]], consumers: dict[str, list[
         for n in region:
             convert[id(n)] = _converted(g, n, hwio, twin)
         for t in ins:
-            first = next(n for n in g.nodes if id(n) in convert and t in _data_inputs(n))
+            first = next(n for n in g.nodes if id(n) in convert and t in _data_inputs(g, n))
             before.setdefault(id(first), []).append(_transpose(t, twin(t), TO_NHWC))
             g.value_info[twin(t)] = _nhwc_value(g, t, twin(t))
         for n in region:
@@ -304,15 +319,16 @@ def to_nhwc(model: Model) -> bool:
 
 # -- interop: FusedConvNHWC as standard ONNX ---------------------------------------------------------
 def _decompose(e, n: Node) -> None:
-    """(Gather of the ``input_order``,) transpose in, the FusedConv it came from (decomposed in turn),
-    transpose out."""
+    """(Gather of the ``input_order``,) transpose in (unless ``input_layout`` is NCHW), the FusedConv
+    it came from (decomposed in turn), transpose out."""
     from inference.decompose import decompose_node
 
     src, attrs = n.inputs[0], dict(n.attrs)
     order = attrs.pop("input_order", None)
+    nchw_in = attrs.pop("input_layout", "NHWC") == "NCHW"  # a stem reading its NCHW input
     if order is not None:  # a folded channel shuffle: the channels in the conv's order first
-        src = e.op("Gather", [src, e.const(np.asarray(order, np.int64))], axis=3)
-    x = e.op("Transpose", [src], perm=list(TO_NCHW))
+        src = e.op("Gather", [src, e.const(np.asarray(order, np.int64))], axis=1 if nchw_in else 3)
+    x = src if nchw_in else e.op("Transpose", [src], perm=list(TO_NCHW))
     w = e.const(np.ascontiguousarray(e.g.initializers[n.inputs[1]].transpose(OIHW)))
     z = e.op("Transpose", [n.inputs[3]], perm=list(TO_NCHW)) if len(n.inputs) > 3 and n.inputs[3] else ""
     y = e.fresh("nchw")
