@@ -32,13 +32,18 @@ def transformer():
 
 
 def test_fused_ops_count_their_multiply_adds(resnet, transformer):
+    nchw = Predictor(Config(model_path=model_to_proto(zoo.resnet18(size=32, classes=10)), num_threads=1,
+                            passes={"layout_nhwc": False})).model.graph
+    conv = next(n for n in nchw.nodes if n.op_type == "FusedConv")
+    out, w = nchw.concrete_shape(conv.outputs[0]), nchw.concrete_shape(conv.inputs[1])
+    assert node_flops(nchw, conv) == 2 * int(np.prod(out)) * int(np.prod(w[1:]))  # OIHW
     g = resnet.model.graph
-    conv = next(n for n in g.nodes if n.op_type == "FusedConv")  # the RGB stem stays NCHW
-    out, w = g.concrete_shape(conv.outputs[0]), g.concrete_shape(conv.inputs[1])
-    assert node_flops(g, conv) == 2 * int(np.prod(out)) * int(np.prod(w[1:]))  # OIHW
-    nhwc = next(n for n in g.nodes if n.op_type == "FusedConvNHWC" and n.attrs.get("kernel_shape") == [3, 3])
-    out, w = g.concrete_shape(nhwc.outputs[0]), g.concrete_shape(nhwc.inputs[1])
-    assert node_flops(g, nhwc) == 2 * int(np.prod(out)) * int(np.prod(w[:3]))  # HWIO
+    stem = g.nodes[0]  # reads the NCHW input in place: its weight is HWIO all the same
+    assert stem.op_type == "FusedConvNHWC" and stem.attrs["input_layout"] == "NCHW"
+    kxk = next(n for n in g.nodes[1:] if n.op_type == "FusedConvNHWC" and n.attrs.get("kernel_shape") == [3, 3])
+    for nhwc in (stem, kxk):
+        out, w = g.concrete_shape(nhwc.outputs[0]), g.concrete_shape(nhwc.inputs[1])
+        assert node_flops(g, nhwc) == 2 * int(np.prod(out)) * int(np.prod(w[:3]))  # HWIO
     t = transformer.model.graph
     mm = next(n for n in t.nodes if n.op_type == "FusedMatMul")
     a, y = t.concrete_shape(mm.inputs[0]), t.concrete_shape(mm.outputs[0])
