@@ -209,3 +209,5 @@ def test_groups_need_a_gathered_gemm_they_divide():
         PreparedGemm(10, 4, 9, rows=Rows(10, 10, 10, 8, 0, 0), koff=np.arange(8, dtype=np.int64), groups=2)
     with pytest.raises(ValueError, match="2 groups of 8 outputs"):
         PreparedGemm(10, 4, 8, groups=2)
+    with pytest.raises(ValueError, match=r"no gathered tile of shape \(12, 2\)"):
+        PreparedGemm(10, 8, 8, shape=(12, 2), rows=Rows(10, 10, 10, 8, 0, 0), koff=np.arange(8, dtype=np.int64))

@@ -95,10 +95,14 @@ def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0,
     return np.ascontiguousarray(y.transpose(TO_NHWC))
 
 
-def _as_nhwc(x: np.ndarray, input_layout: str) -> np.ndarray:
-    """X as (N, H, W, C): ``input_layout`` "NCHW" is an input read in place (the reference transposes)."""
+def _check_layout(input_layout: str) -> None:
     if input_layout not in ("NHWC", "NCHW"):
         raise KernelError(f"{OP}: input_layout must be 'NHWC' or 'NCHW', got {input_layout!r}")
+
+
+def _as_nhwc(x: np.ndarray, input_layout: str) -> np.ndarray:
+    """X as (N, H, W, C): ``input_layout`` "NCHW" is an input read in place (the reference transposes)."""
+    _check_layout(input_layout)
     if input_layout == "NCHW":
         if x.ndim != 4:
             raise KernelError(f"{OP}: X must be (N, C, H, W) with input_layout 'NCHW', got shape {x.shape}")
@@ -289,8 +293,7 @@ def nhwc_binder(fn, constant_weights: bool = False):
              input_order=None, input_layout="NHWC", activation="", alpha=0.0, beta=0.0):
         attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
                      strides=strides)
-        if input_layout not in ("NHWC", "NCHW"):
-            raise KernelError(f"{OP}: input_layout must be 'NHWC' or 'NCHW', got {input_layout!r}")
+        _check_layout(input_layout)
         epilogue = dict(activation=activation, alpha=alpha, beta=beta)
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         calls: dict[tuple, ConvCall] = {}

@@ -47,10 +47,10 @@ def tile_shape(m: int) -> tuple[int, int]:
 
 
 def gathered_shape(p: int, m: int) -> tuple[int, int]:
-    """The gathered tile for ``p`` pixels into ``m`` outputs (per group): the least padded work (ties:
-    the first of :data:`GATHERED`). Why: grouped layers have awkward widths
-    (shufflenet's 28, 34, 68, 136 channels per group), and 64 lanes for 68 channels doubled the
-    work: shufflenet's grouped 1x1 layers ran 1.2-1.4x faster on their best shape than on 6x64."""
+    """The gathered tile for ``p`` pixels into ``m`` outputs (per group): the least padded work
+    (ties: the first of :data:`GATHERED`). Why: grouped layers have awkward widths (shufflenet's 28,
+    34, 68, 136 channels per group), and 64 lanes for 68 channels doubled the work: shufflenet's
+    grouped 1x1 layers ran 1.2-1.4x faster on their best shape than on 6 x 64."""
 
     def cost(shape: tuple[int, int]) -> int:
         mr, nl = shape[0], shape[1] * LANES
@@ -137,6 +137,8 @@ class PreparedGemm:
                 raise ValueError(f"gemm_gathered: step offsets of shape {koff.shape} for {groups} group(s) of a "
                                  f"weight of {k} rows")
             koff = koff.reshape(groups, k)
+            if shape is not None and shape not in GATHERED:
+                raise ValueError(f"gemm_gathered: no gathered tile of shape {shape}; have {GATHERED}")
         self.p, self.k, self.m, self.groups = p, k, m, groups
         self.mr, self.nv = shape or (gathered_shape(p, m // groups) if koff is not None else tile_shape(m))
         self.nl = self.nv * LANES

@@ -125,8 +125,7 @@ def _pool_ok(g: Graph, n: Node, nhwc: set[str]) -> bool:
     its input, larger than its output, through the transpose in (the pools after an NCHW stem).
     A global pool last in a region moves only its (N, C, 1, 1) output back to NCHW, where the
     transpose out had moved the whole map before it (MobileNetV2's 1280x7x7: ~0.1 ms)."""
-    return (n.domain == "" and (n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL) and len(n.outputs) == 1
-            and n.inputs[0] in nhwc and _nchw_type(g, n.inputs[0]) is not None
+    return (_is_pool(n) and len(n.outputs) == 1 and n.inputs[0] in nhwc and _nchw_type(g, n.inputs[0]) is not None
             and _nchw_type(g, n.outputs[0]) is not None)
 
 
@@ -143,7 +142,7 @@ def _candidates(g: Graph) -> list[Node]:
     nhwc = {t for n in g.nodes if id(n) in others for t in _data_inputs(g, n)}
     found: list[Node] = []
     for n in g.nodes:
-        if id(n) in others or (_is_pool(n) and _pool_ok(g, n, nhwc)):
+        if id(n) in others or _pool_ok(g, n, nhwc):
             found.append(n)
             nhwc.add(n.outputs[0])
     return found
@@ -259,7 +258,7 @@ def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
                     n.name or n.outputs[0])
     if not _is_conv(n):
         attrs = dict(n.attrs)
-        if "axis" in attrs or n.op_type == SHUFFLE:  # Concat, ChannelShuffle: channels are axis 3 now
+        if n.op_type in ("Concat", SHUFFLE):  # along the channels: axis 3 now (Concat-1's default was 1)
             attrs["axis"] = 3
         return Node(n.op_type, inputs, outputs, attrs, n.domain, n.name, dict(n.attr_types), n.doc)
     w = n.inputs[1]
