@@ -27,9 +27,10 @@ POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS, POOL_GLOBAL, POOL_3X3S2 = range
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _fold(out, src, ow, first, is_max):
+def fold_tap(out, src, ow, first, is_max):
     """One contiguous tap into an output row: the first tap copies, later ones max or add
-    (the vectorised inner step of both general pooling kernels)."""
+    (the vectorised inner step of both general pooling kernels and the channels-last one,
+    :mod:`inference.kernels.pool_nhwc`)."""
     if first:
         for k in range(ow):
             out[k] = src[k]
@@ -60,7 +61,7 @@ def pool2d(x, kh, kw, sh, sw, dh, dw, ph, pw, hp, wp, y, is_max):
             for i in range(kh):
                 for j in range(kw):
                     src = planes[(j * dw) % sw, yo * sh + i * dh, (j * dw) // sw:]
-                    _fold(out, src, ow, i == 0 and j == 0, is_max)
+                    fold_tap(out, src, ow, i == 0 and j == 0, is_max)
 
 
 @threaded_kernel()
@@ -83,7 +84,7 @@ def pool2d_unpadded(x, kh, kw, sh, sw, dh, dw, y, is_max):
                     off = j * dw
                     first = i == 0 and j == 0
                     if sw == 1:
-                        _fold(out, row[off:], ow, first, is_max)
+                        fold_tap(out, row[off:], ow, first, is_max)
                     elif first:
                         for k in range(ow):
                             out[k] = row[k * sw + off]

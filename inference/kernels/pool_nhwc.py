@@ -20,6 +20,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.fused import DOMAIN
 from inference.kernels.nhwc import TO_NCHW, TO_NHWC
+from inference.kernels.pool import fold_tap
 from inference.ops import pool as reference
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
@@ -109,17 +110,8 @@ def _pool_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide, b, o
                 ix = ox * sw - pw + kx * dw
                 if ix < 0 or ix >= w:
                     continue
-                s = x[b, iy, ix]
-                if first:
-                    for k in range(c):
-                        o[k] = s[k]
-                    first = False
-                elif is_max:
-                    for k in range(c):
-                        o[k] = max(o[k], s[k])
-                else:
-                    for k in range(c):
-                        o[k] += s[k]
+                fold_tap(o, x[b, iy, ix], c, first, is_max)
+                first = False
         if first:  # a window wholly in the padding: what the reference's padded reduction gives
             fill = -np.inf if is_max else 0.0
             for k in range(c):

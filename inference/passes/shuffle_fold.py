@@ -59,25 +59,24 @@ def _plan(g: Graph, shuffle: Node, consumers: dict[str, list[Node]]) -> list[tup
     return steps
 
 
+def _scatter_constant(g: Graph, n: Node, index: int, axis: int, order: np.ndarray) -> None:
+    """Input ``index`` of ``n`` becomes a fresh initializer: the constant with entry q of its
+    ``axis`` moved to ``order[q]`` (the other readers of the old one keep it)."""
+    value = constant_value(g, n.inputs[index])
+    scattered = np.empty_like(value)
+    scattered[(slice(None),) * axis + (order,)] = value
+    n.inputs[index] = _fresh(g, n.inputs[index])
+    g.initializers[n.inputs[index]] = scattered
+
+
 def _apply(g: Graph, steps: list[tuple[Node, str]], order: np.ndarray) -> None:
     for n, kind in steps:
-        w = constant_value(g, n.inputs[1])
-        if kind == "depthwise":  # channel order[q] of the unshuffled input gets channel q's weights
-            permuted = np.empty_like(w)
-            permuted[..., order] = w
-            n.inputs[1] = _fresh(g, n.inputs[1])
-            g.initializers[n.inputs[1]] = permuted
+        if kind == "depthwise":  # channel order[q] of the unshuffled input gets channel q's weights, bias
+            _scatter_constant(g, n, 1, 3, order)
             if len(n.inputs) > 2 and n.inputs[2]:
-                b = constant_value(g, n.inputs[2])
-                pb = np.empty_like(b)
-                pb[order] = b
-                n.inputs[2] = _fresh(g, n.inputs[2])
-                g.initializers[n.inputs[2]] = pb
+                _scatter_constant(g, n, 2, 0, order)
         elif int(n.attrs.get("group", 1)) == 1 and "input_order" not in n.attrs:
-            permuted = np.empty_like(w)
-            permuted[:, :, order, :] = w  # input channel order[c] of the weight gets its row c
-            n.inputs[1] = _fresh(g, n.inputs[1])
-            g.initializers[n.inputs[1]] = permuted
+            _scatter_constant(g, n, 1, 2, order)  # input channel order[c] of the weight gets its row c
         else:
             before = n.attrs.get("input_order")
             n.attrs["input_order"] = [int(v) for v in (order if before is None else order[np.asarray(before)])]
