@@ -1,5 +1,5 @@
-"""The layout pass on onnx's light shufflenet and squeezenet: pools, Concats and channel shuffles
-inside channels-last regions, grouped convolutions converted, outputs as before and as
+"""The layout pass on onnx's light shufflenet and squeezenet: pools, Concats (squeezenet's merged into
+its convolutions) and channel shuffles inside channels-last regions, grouped convolutions converted, outputs as before and as
 onnxruntime's, and the converted model exported as standard ONNX that onnxruntime runs."""
 from __future__ import annotations
 
@@ -67,7 +67,13 @@ def test_outputs_unchanged(light, monkeypatch, force):
     model, _ = _optimized(proto, monkeypatch, force)
     # both convert under the rule too: shufflenet for its depthwise layers, squeezenet for its MACs
     assert any(n.op_type in ("MaxPoolNHWC", "AveragePoolNHWC") for n in model.graph.nodes)
-    assert any(n.op_type == "Concat" and n.attrs["axis"] == 3 for n in model.graph.nodes)
+    concats = [n for n in model.graph.nodes if n.op_type == "Concat"]
+    if name == "shufflenet":  # a pool beside a conv: Concats channels-last
+        assert concats and all(n.attrs["axis"] == 3 for n in concats)
+    else:  # each fire module's 1x1 and 3x3 expansions: one convolution writing both, no Concat
+        assert not concats
+        merged = [n for n in model.graph.nodes if "+" in n.name and n.op_type == "FusedConvNHWC"]
+        assert len(merged) == 8 and all(n.attrs["kernel_shape"] == [3, 3] for n in merged)
     plain = load_model(proto)
     optimize(plain, switches={"layout_nhwc": False})
     before = Session(plain).run(feeds)[0]

@@ -211,3 +211,51 @@ def test_groups_need_a_gathered_gemm_they_divide():
         PreparedGemm(10, 4, 8, groups=2)
     with pytest.raises(ValueError, match=r"no gathered tile of shape \(12, 2\)"):
         PreparedGemm(10, 8, 8, shape=(12, 2), rows=Rows(10, 10, 10, 8, 0, 0), koff=np.arange(8, dtype=np.int64))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_zero_rows_of_a_constant_weight_are_skipped(threads):
+    """A constant weight whose panels have all-zero rows (a 1x1 branch merged into a 3x3) runs
+    fewer steps in those panels, with the same sums; the parallel runs split the unequal panels
+    by their steps; a weight that changes (not ``keep_for``) runs dense and stays right."""
+    rng = np.random.default_rng(9)
+    p, k, m = 53, 36, 150  # 3 panels of 64: the first only rows 8..11 (a centre tap), the last a ragged one
+    x = rng.standard_normal((p, k)).astype(np.float32)
+    w = rng.standard_normal((k, m)).astype(np.float32)
+    w[:8, :64] = 0
+    w[12:, :64] = 0
+    w[5, 64:] = 0  # a zero row across the other panels
+    b = rng.standard_normal(m).astype(np.float32)
+    rows = Rows(count=p, per_image=p, width=p, col_pitch=k, row_pitch=0, image_pitch=0)
+    gemm = PreparedGemm(p, k, m, shape=(6, 4), rows=rows, koff=np.arange(k, dtype=np.int64))
+    want = np.maximum(x.astype(np.float64) @ w + b, 0)
+    before = numba.get_num_threads()
+    use_parallel_kernels(threads > 1)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        dense = gemm(x.reshape(-1), w, b, None, np.float32(0), INF)
+        skipping = gemm(x.reshape(-1), w, b, None, np.float32(0), INF, keep_for=w)
+        again = gemm(x.reshape(-1), w, b, None, np.float32(0), INF, keep_for=w)
+    finally:
+        use_parallel_kernels(False)
+        numba.set_num_threads(before)
+    for got in (dense, skipping, again):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    steps = gemm._sparse[1]
+    assert steps.count.tolist() == [4, k - 1, k - 1]
+    assert steps.koff[0, :4].tolist() == [8, 9, 10, 11] and 5 not in steps.koff[1, :k - 1]
+    bounds = gemm._chunk_bounds(steps, 4, False)
+    work = np.tile(steps.count + 8, -(-p // 6))  # tiles in pixel-block-major order
+    shares = [work[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])]
+    assert bounds[0] == 0 and bounds[-1] == gemm.tiles and max(shares) < 1.3 * sum(shares) / 4
+
+
+def test_a_weight_without_zero_rows_keeps_the_dense_steps():
+    rng = np.random.default_rng(10)
+    p, k, m = 20, 9, 70
+    x, w = rng.standard_normal((p, k)).astype(np.float32), rng.standard_normal((k, m)).astype(np.float32)
+    rows = Rows(count=p, per_image=p, width=p, col_pitch=k, row_pitch=0, image_pitch=0)
+    gemm = PreparedGemm(p, k, m, rows=rows, koff=np.arange(k, dtype=np.int64))
+    got = gemm(x.reshape(-1), w, np.zeros(m, np.float32), None, -INF, INF, keep_for=w)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+    assert gemm._sparse == (None, None)

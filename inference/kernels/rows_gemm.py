@@ -97,6 +97,38 @@ def padded_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = None,
     return build() if keep_for is None else prepacked(keep_for, ("rows_gemm", nl, groups), build)
 
 
+class _PanelSteps(NamedTuple):
+    """The steps a gathered GEMM's panel j runs: ``count[j]`` of them, the offsets in row
+    ``row[j]`` of ``koff`` (its group's row, or the panel's own when zero rows are skipped)."""
+
+    koff: np.ndarray
+    row: np.ndarray
+    count: np.ndarray
+
+
+_EPILOGUE_STEPS = 8  # a tile's bias, clamp and stores, in steps of its K loop (for balancing chunks)
+
+
+def compact_panels(wp: np.ndarray, k: int, nl: int, keep_for: np.ndarray,
+                   groups: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`padded_weight`'s panels ``wp`` with each panel's all-zero rows dropped (the rest
+    moved up, in order) and the kept-rows mask (panels, k); (``wp``, None) when every row of
+    every panel has a nonzero. Kept with the constant ``keep_for``, as the panels are."""
+
+    def build() -> tuple[np.ndarray, np.ndarray | None]:
+        panels = wp.reshape(-1, k, nl)
+        kept = (panels != 0).any(axis=2)
+        if kept.all():
+            return wp, None
+        compact = np.zeros_like(panels)
+        for j in range(panels.shape[0]):
+            rows = panels[j][kept[j]]
+            compact[j, :rows.shape[0]] = rows
+        return compact.reshape(-1), kept
+
+    return prepacked(keep_for, ("rows_gemm_compact", nl, groups), build)
+
+
 _NO_Z = np.zeros(1, np.float32)
 _NO_TAIL = np.zeros(1, np.float32)
 
@@ -123,7 +155,8 @@ class PreparedGemm:
     (its input channels), and group g writes its columns of the (P, M) output; every group's tiles
     share one parallel run (a call per group paid a parallel region each)."""
 
-    __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff", "groups")
+    __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff", "groups", "panels",
+                 "_dense", "_sparse", "_bounds")
 
     def __init__(self, p: int, k: int, m: int, shape: tuple[int, int] | None = None, rows: Rows | None = None,
                  koff: np.ndarray | None = None, groups: int = 1):
@@ -147,6 +180,12 @@ class PreparedGemm:
         self.partial = p % self.mr  # rows in the last, partial block (matrix form: read from a padded copy)
         self.geo = None if rows is None else np.array(rows[1:], np.int64)
         self.koff = koff
+        self.panels = groups * (self.padded_m // self.nl)
+        mbs = self.panels // groups
+        self._dense = None if koff is None else _PanelSteps(koff, np.arange(self.panels) // mbs,
+                                                            np.full(self.panels, k, np.int64))
+        self._sparse: tuple = (None, None)  # (the kept-rows mask it was made for, its _PanelSteps)
+        self._bounds: dict = {}  # (steps, threads) -> chunk bounds
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
                  amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
@@ -171,10 +210,51 @@ class PreparedGemm:
             kernel(a, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, self.nv, chunks,
                    wp.size > a.size)  # deep layers: each channel block's weights stay cached over the pixels
         else:
+            steps = self._dense
+            if keep_for is not None:  # a constant weight: its all-zero rows per panel are skipped
+                wp, steps = self._skipping_zero_rows(wp, keep_for)
+            outer = wp.size > x.size
             kernel = _gemm_gathered.parallel if threads > 1 else _gemm_gathered.serial
-            kernel(x, self.geo, p, self.koff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, chunks,
-                   wp.size > x.size, groups, mr, self.nv)
+            kernel(x, self.geo, p, steps.koff, steps.row, steps.count, self._chunk_bounds(steps, chunks, outer), wp,
+                   bp, zz, z is not None, amin, amax, y.reshape(-1), m, outer, groups, mr, self.nv)
         return y
+
+    def _skipping_zero_rows(self, wp: np.ndarray, keep_for: np.ndarray) -> tuple[np.ndarray, "_PanelSteps"]:
+        """The panels with each one's all-zero weight rows left out, and the step tables that go
+        with them (the dense ones when no panel has a zero row). Why: a 1x1 branch merged into a
+        3x3 conv (:mod:`inference.passes.concat_convs`) is a 3x3 weight whose other 8 taps are
+        zero in its panels; they cost nothing this way."""
+        compact, kept = compact_panels(wp, self.k, self.nl, keep_for, self.groups)
+        if kept is None:
+            return wp, self._dense
+        made_for, steps = self._sparse
+        if made_for is not kept:
+            mbs = self.panels // self.groups
+            koff = np.zeros((self.panels, self.k), np.int64)
+            for j in range(self.panels):
+                rows = self.koff[j // mbs][kept[j]]
+                koff[j, :rows.size] = rows
+            steps = _PanelSteps(koff, np.arange(self.panels), kept.sum(axis=1).astype(np.int64))
+            self._sparse = (kept, steps)
+            self._bounds = {key: b for key, b in self._bounds.items() if key[0]}  # the dense ones stay
+        return compact, steps
+
+    def _chunk_bounds(self, steps: "_PanelSteps", chunks: int, weights_outer: bool) -> np.ndarray:
+        """Where each of ``chunks`` parallel runs starts in the tile order (and the last ends):
+        equal shares of the steps (plus an epilogue's worth per tile), so that panels of unequal
+        depth still split evenly over the threads."""
+        key = (steps is self._dense, chunks, weights_outer)
+        bounds = self._bounds.get(key)
+        if bounds is None:
+            mbs = self.panels // self.groups
+            pbs = self.tiles // self.panels
+            depth = steps.count.reshape(self.groups, mbs) + _EPILOGUE_STEPS
+            per_tile = np.repeat(depth, pbs, axis=1) if weights_outer else np.tile(depth, (1, pbs))
+            work = np.concatenate(([0], np.cumsum(per_tile.reshape(-1))))
+            bounds = np.searchsorted(work, np.arange(chunks + 1) * work[-1] / chunks).astype(np.int64)
+            bounds[0], bounds[-1] = 0, self.tiles
+            self._bounds[key] = bounds
+        return bounds
 
 
 def gemm_rows(a: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
@@ -258,28 +338,31 @@ def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv,
 
 
 @threaded_kernel()
-def _gemm_gathered(x, geo, p, koff, wp, bias, z, has_z, amin, amax, y, m, nchunks, weights_outer, groups, mr, nv):
-    """The (``mr`` pixels, ``nv`` vectors) tiles of a gathered GEMM (a shape of :data:`GATHERED`):
-    rows through :func:`_row_starts` and ``koff`` (groups, k); the tiles of group g (``bias`` and
-    ``wp`` padded per group) take their steps from ``koff[g]`` and write columns [g*mg, (g+1)*mg)
-    of the (p, m) ``y``."""
+def _gemm_gathered(x, geo, p, koff, krow, kcount, bounds, wp, bias, z, has_z, amin, amax, y, m, weights_outer,
+                   groups, mr, nv):
+    """The (``mr`` pixels, ``nv`` vectors) tiles of a gathered GEMM (a shape of :data:`GATHERED`),
+    tiles [bounds[i], bounds[i+1]) in parallel run i: rows through :func:`_row_starts`; panel j
+    (group g = j // panels per group, ``bias`` and ``wp`` padded per group) runs ``kcount[j]``
+    steps at the offsets ``koff[krow[j]]`` and writes columns [g*mg, (g+1)*mg) of the (p, m) ``y``."""
     nl = nv * LANES
     k = koff.shape[1]
     mg = m // groups
     pbs, mbs = -(-p // mr), bias.size // (nl * groups)
     per_group = pbs * mbs
-    for ch in numba.prange(nchunks):
+    for ch in numba.prange(bounds.size - 1):
         seg = np.empty((1, 3), np.int64)
         roff = np.empty(mr, np.int64)
-        for t in range(ch * groups * per_group // nchunks, (ch + 1) * groups * per_group // nchunks):
+        for t in range(bounds[ch], bounds[ch + 1]):
             g = t // per_group
             _, p0, m0, w0 = _tile_at(t - g * per_group, pbs, mbs, weights_outer, mr, nl, k, mg, seg)
             rows = min(mr, p - p0)
             _row_starts(p0, rows, geo, roff)
+            panel = g * mbs + m0 // nl
             seg[0, 1] += g * mg
             w0 += g * mbs * k * nl
             b0 = g * mbs * nl + m0
-            _gathered_tile(x, wp, w0, koff[g], k, bias, b0, rows, amin, amax, z, has_z, y, p0 * m, m, seg, roff, nv)
+            _gathered_tile(x, wp, w0, koff[krow[panel]], kcount[panel], bias, b0, rows, amin, amax, z, has_z, y,
+                           p0 * m, m, seg, roff, nv)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")

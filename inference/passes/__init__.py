@@ -14,6 +14,7 @@ from typing import Callable
 from inference.ir import Model
 from inference.passes.channel_shuffle import fuse_channel_shuffle
 from inference.passes.constant_folding import fold_constants
+from inference.passes.concat_convs import merge_concat_convs
 from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
 from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
@@ -47,6 +48,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
     Pass("layout_nhwc", to_nhwc, is_fusion=True),  # after the fusions: converts FusedConv chains
     Pass("fold_channel_shuffle", fold_channel_shuffle, is_fusion=True),  # shuffles the layout made NHWC
+    Pass("merge_concat_convs", merge_concat_convs, is_fusion=True),  # the Concats the layout made NHWC
 )
 
 
