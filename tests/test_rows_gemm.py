@@ -9,7 +9,7 @@ import pytest
 
 from inference.kernels._jit import use_parallel_kernels
 from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed, fused_conv_nhwc_reference
-from inference.kernels.rows_gemm import NARROW, WIDE, PreparedGemm, Rows, gemm_rows, padded_weight, tile_shape
+from inference.kernels.rows_gemm import NARROW, SLIM, WIDE, PreparedGemm, Rows, gemm_rows, padded_weight, tile_shape
 
 INF = np.float32(np.inf)
 
@@ -27,9 +27,9 @@ def _want(a, w, b, z, lo, hi):
     return np.clip(y, lo, hi)
 
 
-@pytest.mark.parametrize("shape", [WIDE, NARROW], ids=["wide", "narrow"])
+@pytest.mark.parametrize("shape", [WIDE, NARROW, SLIM], ids=["wide", "narrow", "slim"])
 @pytest.mark.parametrize("p,k,m", [(1, 1, 1), (5, 3, 7), (6, 16, 64), (13, 27, 32), (49, 160, 200),
-                                   (100, 96, 24), (197, 64, 130)])
+                                   (100, 96, 24), (197, 64, 130), (37, 20, 16)])
 @pytest.mark.parametrize("residual", [False, True])
 def test_matches_numpy(shape, p, k, m, residual):
     rng = np.random.default_rng(p * 1000 + k * 10 + m)
@@ -74,10 +74,13 @@ def test_a_prepared_gemm_names_a_weight_of_other_shapes():
         PreparedGemm(10, 9, 16)(a, w, b, None, -INF, INF)
     with pytest.raises(ValueError, match="needs both rows and koff"):
         PreparedGemm(10, 8, 16, rows=Rows(10, 10, 10, 8, 0, 0))
+    with pytest.raises(ValueError, match=r"no tile of shape \(8, 3\)"):
+        PreparedGemm(10, 8, 16, shape=(8, 3))
 
 
 def test_tile_shape_keeps_idle_lanes_few():
-    assert tile_shape(24) == NARROW and tile_shape(16) == NARROW and tile_shape(96) == NARROW
+    assert tile_shape(24) == NARROW and tile_shape(96) == NARROW
+    assert tile_shape(16) == SLIM and tile_shape(8) == SLIM and tile_shape(17) == NARROW
     assert tile_shape(64) == WIDE and tile_shape(1280) == WIDE and tile_shape(320) == WIDE
     assert tile_shape(200) == NARROW  # 224 lanes in 32s, 256 in 64s
 

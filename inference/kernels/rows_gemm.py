@@ -8,8 +8,8 @@ its pool spinning beside numba's forced the depthwise kernels serial (``inferenc
 Here the tile (:func:`~inference.kernels.tile_ir.make_out_tile`, ``lanes="channels"``) broadcasts
 6 pixels' inputs straight from rows of ``A`` (no packing), multiplies 64 channels of ``W``'s row k
 (``W`` laid out once per weight as zero-padded panels), and stores bias + residual + clamp from
-registers. Where 64-lane tiles would leave more lanes idle (M = 16, 24, 96, 160 ...), the tile is
-12 pixels x 32 channels.
+registers. Where 64-lane tiles would leave more lanes idle (M = 24, 96, 160 ...), the tile is
+12 pixels x 32 channels; for at most 16 channels, 16 pixels x 16.
 
 :func:`gemm_gathered` runs the same product over rows gathered from anywhere in a flat input
 (:class:`Rows` says where each starts, a step table where each step reads): a kxk or strided
@@ -26,12 +26,14 @@ from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_ker
 from inference.kernels._prepack import prepacked
 from inference.kernels.tile_ir import LANES, make_out_tile
 
-# (pixels per tile, 16-lane vectors per tile): 24 accumulators either way
-WIDE, NARROW = (6, 4), (12, 2)
+# (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs)
+WIDE, NARROW, SLIM = (6, 4), (12, 2), (16, 1)
+MATRIX = (WIDE, NARROW, SLIM)
 _TILES = {shape: (make_out_tile(*shape, residual=False, lanes="channels"),
-                  make_out_tile(*shape, residual=True, lanes="channels")) for shape in (WIDE, NARROW)}
+                  make_out_tile(*shape, residual=True, lanes="channels")) for shape in MATRIX}
 _wide, _wide_z = _TILES[WIDE]
 _narrow, _narrow_z = _TILES[NARROW]
+_slim, _slim_z = _TILES[SLIM]
 # gathered rows (an implicit-GEMM convolution): (pixels, vectors) per tile, 20-24 accumulators; per
 # padded multiply-add these ran alike (12 x 32 ran 1.3-1.7x slower, its 12 row pointers spilling,
 # and never had the least work), each shape ~0.25 s more to compile with an empty cache
@@ -41,7 +43,13 @@ _g4, _g4z, _g3, _g3z, _g5, _g5z = (make_out_tile(*shape, residual=z, lanes="chan
 
 
 def tile_shape(m: int) -> tuple[int, int]:
-    """The tile for ``m`` output channels: 32 lanes when 64 would leave more of them idle."""
+    """The tile for ``m`` output channels: 32 lanes when 64 would leave more of them idle, 16 for
+    at most 16. Why 16: a 16-output layer left half of the 32-lane tile idle; on 16 pixels x 16
+    lanes squeezenet's 64 -> 16 and 128 -> 16 1x1 layers and MobileNetV2's 32 -> 16 one ran
+    1.3-1.5x faster (alone, one thread, the same kernel with either tile). Not wider: with no idle
+    lanes, one vector per step ran slower than 12 x 32 (more broadcasts per multiply-add)."""
+    if m <= LANES:
+        return SLIM
     waste = lambda nv: -(-m // (nv * LANES)) * nv * LANES - m  # noqa: E731
     return NARROW if waste(NARROW[1]) < waste(WIDE[1]) else WIDE
 
@@ -172,6 +180,8 @@ class PreparedGemm:
             koff = koff.reshape(groups, k)
             if shape is not None and shape not in GATHERED:
                 raise ValueError(f"gemm_gathered: no gathered tile of shape {shape}; have {GATHERED}")
+        elif shape is not None and shape not in MATRIX:
+            raise ValueError(f"gemm_rows: no tile of shape {shape}; have {MATRIX}")
         self.p, self.k, self.m, self.groups = p, k, m, groups
         self.mr, self.nv = shape or (gathered_shape(p, m // groups) if koff is not None else tile_shape(m))
         self.nl = self.nv * LANES
@@ -262,7 +272,7 @@ def gemm_rows(a: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | No
               shape: tuple[int, int] | None = None) -> np.ndarray:
     """``clamp(a @ w + bias + z, amin, amax)``: ``a`` (P, K), ``w`` (K, M), ``bias`` (M,), ``z``
     (P, M) or None, all float32; ``keep_for`` as in :func:`padded_weight`; ``out``: a C-contiguous
-    (P, M) float32 array to write (else a new one); ``shape``: force a tile (WIDE or NARROW)."""
+    (P, M) float32 array to write (else a new one); ``shape``: force a tile (one of :data:`MATRIX`)."""
     p, k = a.shape
     return PreparedGemm(p, k, w.shape[1], shape)(a, w, bias, z, amin, amax, keep_for, out)
 
@@ -315,7 +325,7 @@ def _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg):
 @threaded_kernel()
 def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, nchunks, weights_outer):
     """The (pixel block, channel block) tiles of the (p, k) matrix ``a`` in ``nchunks`` parallel
-    runs, its partial last block read from ``tail``; ``mr``/``nv`` pick the tile (WIDE or NARROW)."""
+    runs, its partial last block read from ``tail``; ``mr``/``nv`` pick the tile (one of :data:`MATRIX`)."""
     nl = nv * LANES
     k = koff.size
     pbs, mbs = -(-p // mr), bias.size // nl
@@ -331,10 +341,15 @@ def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv,
                     _wide_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
                 else:
                     _wide(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
+            elif nv == NARROW[1]:
+                if has_z:
+                    _narrow_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
+                else:
+                    _narrow(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
             elif has_z:
-                _narrow_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
+                _slim_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
             else:
-                _narrow(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
+                _slim(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
 
 
 @threaded_kernel()
