@@ -45,7 +45,7 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
-from inference.kernels._jit import parallel_chunks, threaded_kernel
+from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
@@ -376,7 +376,7 @@ class _Epilogue:
         qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow, ow, corr, scale, fbias, self.z,
               self.has_z, self.code, self.alpha, self.beta, *self.clamp, c.inv_ys, c.yzp, c.qmin, c.qmax, c.quantize,
               self.yq.reshape(-1), self.yf.reshape(-1), m0, sm, sn, 
-              parallel_chunks(nimg * pbs * (wp.size // (k4 * MR)), numba.get_num_threads()))
+              parallel_chunks(nimg * pbs * (wp.size // (k4 * MR)), numba_threads()))
 
     def run_rows(self, xp, k4, r, pack) -> None:
         wcols = pack[0]

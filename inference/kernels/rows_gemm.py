@@ -164,7 +164,7 @@ class PreparedGemm:
     share one parallel run (a call per group paid a parallel region each)."""
 
     __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff", "groups", "panels",
-                 "_dense", "_sparse", "_bounds")
+                 "_dense", "_sparse", "_bounds", "_weight", "_bias")
 
     def __init__(self, p: int, k: int, m: int, shape: tuple[int, int] | None = None, rows: Rows | None = None,
                  koff: np.ndarray | None = None, groups: int = 1):
@@ -196,16 +196,24 @@ class PreparedGemm:
                                                             np.full(self.panels, k, np.int64))
         self._sparse: tuple = (None, None)  # (the kept-rows mask it was made for, its _PanelSteps)
         self._bounds: dict = {}  # (steps, threads) -> chunk bounds
+        self._weight: tuple = (None,)  # (the constant weight, its panels, their row offsets, the steps)
+        self._bias: tuple = (None, None)  # (the bias beside a constant weight, padded)
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
                  amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
         p, k, m, mr, groups = self.p, self.k, self.m, self.mr, self.groups
-        if w.shape != (k, m):
-            raise ValueError(f"gemm_rows: weight of shape {w.shape}, prepared for ({k}, {m})")
-        wp, wkoff = padded_weight(w, self.nl, keep_for, groups)
-        bp = np.zeros((groups, self.padded_m), np.float32)
-        bp[:, :m // groups] = bias.reshape(groups, -1)
-        bp = bp.reshape(-1)
+        if keep_for is not None and self._weight[0] is keep_for:  # the constant weight of the last call
+            _, wp, wkoff, steps = self._weight
+        else:
+            if w.shape != (k, m):
+                raise ValueError(f"gemm_rows: weight of shape {w.shape}, prepared for ({k}, {m})")
+            wp, wkoff = padded_weight(w, self.nl, keep_for, groups)
+            steps = self._dense
+            if keep_for is not None:
+                if self.koff is not None:  # a constant weight: its all-zero rows per panel are skipped
+                    wp, steps = self._skipping_zero_rows(wp, keep_for)
+                self._weight = (keep_for, wp, wkoff, steps)
+        bp = self._padded_bias(bias, keep_for is not None)
         y = _check_out(out, p, m)
         zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
         threads = kernel_threads()
@@ -220,14 +228,25 @@ class PreparedGemm:
             kernel(a, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, self.nv, chunks,
                    wp.size > a.size)  # deep layers: each channel block's weights stay cached over the pixels
         else:
-            steps = self._dense
-            if keep_for is not None:  # a constant weight: its all-zero rows per panel are skipped
-                wp, steps = self._skipping_zero_rows(wp, keep_for)
             outer = wp.size > x.size
             kernel = _gemm_gathered.parallel if threads > 1 else _gemm_gathered.serial
             kernel(x, self.geo, p, steps.koff, steps.row, steps.count, self._chunk_bounds(steps, chunks, outer), wp,
                    bp, zz, z is not None, amin, amax, y.reshape(-1), m, outer, groups, mr, self.nv)
         return y
+
+    def _padded_bias(self, bias: np.ndarray, constant: bool) -> np.ndarray:
+        """``bias`` zero-padded per group to whole panels; kept for the next call when it comes
+        beside a constant weight (a Predictor's layer passes the same two arrays on every run).
+        Why kept: padding it cost ~1 us of a batch-1 layer's ~10 us of Python per call."""
+        if constant and self._bias[0] is bias:
+            return self._bias[1]
+        groups = self.groups
+        bp = np.zeros((groups, self.padded_m), np.float32)
+        bp[:, :self.m // groups] = bias.reshape(groups, -1)
+        bp = bp.reshape(-1)
+        if constant:
+            self._bias = (bias, bp)
+        return bp
 
     def _skipping_zero_rows(self, wp: np.ndarray, keep_for: np.ndarray) -> tuple[np.ndarray, "_PanelSteps"]:
         """The panels with each one's all-zero weight rows left out, and the step tables that go
