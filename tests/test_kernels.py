@@ -221,6 +221,34 @@ def test_serial_and_parallel_twins(threads):
         numba.set_num_threads(before)
 
 
+def test_numba_thread_count_follows_set_num_threads():
+    """``_jit.numba_threads`` (read without numba's per-call launch check) answers what
+    ``numba.get_num_threads`` does, in this thread and in another one, after each change."""
+    import threading
+
+    import numba
+
+    from inference.kernels._jit import kernel_threads, numba_threads, use_parallel_kernels
+
+    before = numba.get_num_threads()
+    seen = {}
+    try:
+        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(n)
+            assert numba_threads() == numba.get_num_threads() == n
+            use_parallel_kernels(True)
+            assert kernel_threads() == n
+            use_parallel_kernels(False)
+            assert kernel_threads() == 1
+        worker = threading.Thread(target=lambda: seen.update(n=numba_threads(), want=numba.get_num_threads()))
+        worker.start()
+        worker.join()
+        assert seen["n"] == seen["want"]  # numba's count is per thread: the other keeps its own
+    finally:
+        use_parallel_kernels(False)
+        numba.set_num_threads(before)
+
+
 def test_vectorised_exp_matches_float64_exp():
     """Softmax's exp (``vmath.exp_shifted``): float32 Cephes form, checked against float64 exp over
     the whole range softmax feeds it (x - max <= 0), down to where it clamps at exp(-87)."""

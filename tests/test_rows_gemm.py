@@ -262,3 +262,21 @@ def test_a_weight_without_zero_rows_keeps_the_dense_steps():
     got = gemm(x.reshape(-1), w, np.zeros(m, np.float32), None, -INF, INF, keep_for=w)
     np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
     assert gemm._sparse == (None, None)
+
+
+@pytest.mark.parametrize("gathered", [False, True])
+def test_a_prepared_gemm_keeps_what_follows_from_its_constant_weight_per_array(gathered):
+    """One PreparedGemm (a bound layer) keeps the last constant weight's panels and bias by
+    identity: another weight or bias array, constant or not, gets its own."""
+    rng = np.random.default_rng(11)
+    p, k, m = 23, 10, 40
+    x = rng.standard_normal((p, k)).astype(np.float32)
+    rows = Rows(count=p, per_image=p, width=p, col_pitch=k, row_pitch=0, image_pitch=0)
+    gemm = (PreparedGemm(p, k, m, rows=rows, koff=np.arange(k, dtype=np.int64)) if gathered
+            else PreparedGemm(p, k, m))
+    operand = x.reshape(-1) if gathered else x
+    (w1, w2), (b1, b2) = (rng.standard_normal((2, k, m)).astype(np.float32),
+                          rng.standard_normal((2, m)).astype(np.float32))
+    for w, b, keep in ((w1, b1, w1), (w1, b1, w1), (w2, b2, w2), (w1, b2, w1), (w2, b1, None), (w1, b1, w1)):
+        np.testing.assert_allclose(gemm(operand, w, b, None, -INF, INF, keep_for=keep), _want(x, w, b, None, -INF, INF),
+                                   rtol=1e-4, atol=1e-4)
