@@ -152,12 +152,12 @@ def runnable(model: Model):
     from compress.quantize import clone
     from inference.passes import optimize
     from inference.passes.qdq_fusion import fuse_qdq
-    from inference.session import Session
+    from inference.session import CONSTANT_WEIGHT_KINDS, Session
 
     m = clone(model)
     fuse_qdq(m)
     optimize(m)
-    return Session(m)
+    return Session(m, kinds=CONSTANT_WEIGHT_KINDS)  # the Predictor's kinds: its weights never change
 
 
 def accuracy(session, feeds: dict, labels: np.ndarray, batch_size: int) -> float:
