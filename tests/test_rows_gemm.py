@@ -244,7 +244,7 @@ def test_zero_rows_of_a_constant_weight_are_skipped(threads):
         numba.set_num_threads(before)
     for got in (dense, skipping, again):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    steps = gemm._sparse[1]
+    steps = gemm._weight[3]
     assert steps.count.tolist() == [4, k - 1, k - 1]
     assert steps.koff[0, :4].tolist() == [8, 9, 10, 11] and 5 not in steps.koff[1, :k - 1]
     bounds = gemm._chunk_bounds(steps, 4, False)
@@ -261,7 +261,7 @@ def test_a_weight_without_zero_rows_keeps_the_dense_steps():
     gemm = PreparedGemm(p, k, m, rows=rows, koff=np.arange(k, dtype=np.int64))
     got = gemm(x.reshape(-1), w, np.zeros(m, np.float32), None, -INF, INF, keep_for=w)
     np.testing.assert_allclose(got, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
-    assert gemm._sparse == (None, None)
+    assert gemm._weight[3] is gemm._dense
 
 
 @pytest.mark.parametrize("gathered", [False, True])

@@ -46,7 +46,8 @@ HWIO = (2, 3, 1, 0)  # OIHW -> HWIO: the weight layout of FusedConvNHWC
 OIHW = (3, 2, 0, 1)  # and back
 
 
-def _geometry(spatial, w_shape, attrs: dict, where: str) -> Window:
+def conv_window(spatial, w_shape, attrs: dict, where: str) -> Window:
+    """The window of a FusedConvNHWC on a map of ``spatial`` (H, W) with an HWIO weight of ``w_shape``."""
     return window_geometry(spatial, attrs.get("kernel_shape") or w_shape[:2], attrs.get("strides"),
                            attrs.get("dilations"), attrs.get("pads"), attrs.get("auto_pad", "NOTSET"), 0, where)
 
@@ -57,7 +58,7 @@ def _shape(node: Node, types: list) -> list:
         return [None]
     spatial = x.shape[2:4] if node.attrs.get("input_layout", "NHWC") == "NCHW" else x.shape[1:3]
     if all(isinstance(d, int) for d in spatial) and all(isinstance(d, int) for d in w.shape):
-        out = _geometry(spatial, w.shape, node.attrs, f"{OP} {node.label()}").out_shape
+        out = conv_window(spatial, w.shape, node.attrs, f"{OP} {node.label()}").out_shape
     else:
         out = (None, None)
     return [TensorType(x.elem_type, (x.shape[0],) + tuple(out) + (w.shape[3],))]
@@ -275,7 +276,7 @@ def _prepare_checked(x_shape: tuple, w_shape: tuple, z_shape: tuple | None, attr
     if channels_first and len(x_shape) == 4:
         x_shape = tuple(x_shape[i] for i in TO_NHWC)
     _check(x_shape, w_shape, z_shape, group)
-    win = _geometry(x_shape[1:3], w_shape, attrs, OP)
+    win = conv_window(x_shape[1:3], w_shape, attrs, OP)
     out = (x_shape[0],) + win.out_shape + (w_shape[3],)
     if z_shape is not None and z_shape != out:
         raise KernelError(f"{OP}: residual Z has shape {z_shape}, the output {out}")

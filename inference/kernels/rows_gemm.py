@@ -164,7 +164,7 @@ class PreparedGemm:
     share one parallel run (a call per group paid a parallel region each)."""
 
     __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff", "groups", "panels",
-                 "_dense", "_sparse", "_bounds", "_weight", "_bias")
+                 "_dense", "_bounds", "_weight", "_bias")
 
     def __init__(self, p: int, k: int, m: int, shape: tuple[int, int] | None = None, rows: Rows | None = None,
                  koff: np.ndarray | None = None, groups: int = 1):
@@ -194,8 +194,7 @@ class PreparedGemm:
         mbs = self.panels // groups
         self._dense = None if koff is None else _PanelSteps(koff, np.arange(self.panels) // mbs,
                                                             np.full(self.panels, k, np.int64))
-        self._sparse: tuple = (None, None)  # (the kept-rows mask it was made for, its _PanelSteps)
-        self._bounds: dict = {}  # (steps, threads) -> chunk bounds
+        self._bounds: dict = {}  # (id of the steps, chunks, weights outer) -> (those steps, chunk bounds)
         self._weight: tuple = (None,)  # (the constant weight, its panels, their row offsets, the steps)
         self._bias: tuple = (None, None)  # (the bias beside a constant weight, padded)
 
@@ -256,33 +255,29 @@ class PreparedGemm:
         compact, kept = compact_panels(wp, self.k, self.nl, keep_for, self.groups)
         if kept is None:
             return wp, self._dense
-        made_for, steps = self._sparse
-        if made_for is not kept:
-            mbs = self.panels // self.groups
-            koff = np.zeros((self.panels, self.k), np.int64)
-            for j in range(self.panels):
-                rows = self.koff[j // mbs][kept[j]]
-                koff[j, :rows.size] = rows
-            steps = _PanelSteps(koff, np.arange(self.panels), kept.sum(axis=1).astype(np.int64))
-            self._sparse = (kept, steps)
-            self._bounds = {key: b for key, b in self._bounds.items() if key[0]}  # the dense ones stay
-        return compact, steps
+        mbs = self.panels // self.groups
+        koff = np.zeros((self.panels, self.k), np.int64)
+        for j in range(self.panels):
+            rows = self.koff[j // mbs][kept[j]]
+            koff[j, :rows.size] = rows
+        return compact, _PanelSteps(koff, np.arange(self.panels), kept.sum(axis=1).astype(np.int64))
 
     def _chunk_bounds(self, steps: "_PanelSteps", chunks: int, weights_outer: bool) -> np.ndarray:
         """Where each of ``chunks`` parallel runs starts in the tile order (and the last ends):
         equal shares of the steps (plus an epilogue's worth per tile), so that panels of unequal
         depth still split evenly over the threads."""
-        key = (steps is self._dense, chunks, weights_outer)
-        bounds = self._bounds.get(key)
-        if bounds is None:
-            mbs = self.panels // self.groups
-            pbs = self.tiles // self.panels
-            depth = steps.count.reshape(self.groups, mbs) + _EPILOGUE_STEPS
-            per_tile = np.repeat(depth, pbs, axis=1) if weights_outer else np.tile(depth, (1, pbs))
-            work = np.concatenate(([0], np.cumsum(per_tile.reshape(-1))))
-            bounds = np.searchsorted(work, np.arange(chunks + 1) * work[-1] / chunks).astype(np.int64)
-            bounds[0], bounds[-1] = 0, self.tiles
-            self._bounds[key] = bounds
+        key = (id(steps), chunks, weights_outer)
+        kept = self._bounds.get(key)
+        if kept is not None and kept[0] is steps:
+            return kept[1]
+        mbs = self.panels // self.groups
+        pbs = self.tiles // self.panels
+        depth = steps.count.reshape(self.groups, mbs) + _EPILOGUE_STEPS
+        per_tile = np.repeat(depth, pbs, axis=1) if weights_outer else np.tile(depth, (1, pbs))
+        work = np.concatenate(([0], np.cumsum(per_tile.reshape(-1))))
+        bounds = np.searchsorted(work, np.arange(chunks + 1) * work[-1] / chunks).astype(np.int64)
+        bounds[0], bounds[-1] = 0, self.tiles
+        self._bounds[key] = (steps, bounds)  # the steps kept with them: their id stays theirs
         return bounds
 
 
