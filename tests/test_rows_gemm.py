@@ -175,7 +175,7 @@ def test_gathered_rows_cross_rows_and_images():
                       -INF, INF)
 
 
-@pytest.mark.parametrize("shape", [(6, 4), (8, 3), (4, 5)], ids=lambda s: f"{s[0]}x{s[1] * 16}")
+@pytest.mark.parametrize("shape", [(6, 4), (8, 3), (4, 5), (8, 2)], ids=lambda s: f"{s[0]}x{s[1] * 16}")
 @pytest.mark.parametrize("groups", [1, 3])
 def test_every_gathered_shape_and_groups(shape, groups):
     """Each gathered tile shape, over 3 groups whose step tables pick their own (permuted) channels,
@@ -204,7 +204,9 @@ def test_gathered_shape_follows_the_padded_work():
     assert gathered_shape(196, 68) == (4, 5)  # 80 lanes for shufflenet's 68 channels a group, not 128
     assert gathered_shape(49, 136) == (8, 3)  # 144, not 192
     assert gathered_shape(3136, 64) == (6, 4) and gathered_shape(196, 512) == (6, 4)  # whole 64-lane panels
-    assert gathered_shape(784, 28) == (8, 3)  # 48 lanes for 28 channels, not 64
+    assert gathered_shape(784, 28) == (8, 2)  # 32 lanes for 28 channels, not 48 or 64
+    assert gathered_shape(12544, 32) == (8, 2) and gathered_shape(12544, 24) == (8, 2)  # RGB stems
+    assert gathered_shape(784, 96) == (8, 3) and gathered_shape(196, 160) == (4, 5)  # ties: the earlier shape
 
 
 def test_groups_need_a_gathered_gemm_they_divide():

@@ -34,12 +34,14 @@ _TILES = {shape: (make_out_tile(*shape, residual=False, lanes="channels"),
 _wide, _wide_z = _TILES[WIDE]
 _narrow, _narrow_z = _TILES[NARROW]
 _slim, _slim_z = _TILES[SLIM]
-# gathered rows (an implicit-GEMM convolution): (pixels, vectors) per tile, 20-24 accumulators; per
+# gathered rows (an implicit-GEMM convolution): (pixels, vectors) per tile, 16-24 accumulators; per
 # padded multiply-add these ran alike (12 x 32 ran 1.3-1.7x slower, its 12 row pointers spilling,
-# and never had the least work), each shape ~0.25 s more to compile with an empty cache
-GATHERED = ((6, 4), (8, 3), (4, 5))
-_g4, _g4z, _g3, _g3z, _g5, _g5z = (make_out_tile(*shape, residual=z, lanes="channels", gathered=True)
-                                   for shape in GATHERED for z in (False, True))
+# and never had the least work), each shape ~0.25 s more to compile with an empty cache. 8 x 32:
+# for RGB stems into 32 or 24 channels (MobileNetV2's, shufflenet's), which 8 x 48 ran a third
+# idle: 1.25-1.34x faster on them (thread time, same process, alternating)
+GATHERED = ((6, 4), (8, 3), (4, 5), (8, 2))
+_g4, _g4z, _g3, _g3z, _g5, _g5z, _g2, _g2z = (make_out_tile(*shape, residual=z, lanes="channels", gathered=True)
+                                             for shape in GATHERED for z in (False, True))
 
 
 def tile_shape(m: int) -> tuple[int, int]:
@@ -54,15 +56,22 @@ def tile_shape(m: int) -> tuple[int, int]:
     return NARROW if waste(NARROW[1]) < waste(WIDE[1]) else WIDE
 
 
-def gathered_shape(p: int, m: int) -> tuple[int, int]:
-    """The gathered tile for ``p`` pixels into ``m`` outputs (per group): the least padded work
-    (ties: the first of :data:`GATHERED`). Why: grouped layers have awkward widths (shufflenet's 28,
-    34, 68, 136 channels per group), and 64 lanes for 68 channels doubled the work: shufflenet's
-    grouped 1x1 layers ran 1.2-1.4x faster on their best shape than on 6 x 64."""
+#: the gathered shapes slower per padded multiply-add than 6 x 64, by this factor: 8 x 32 does 16
+#: multiply-adds per step for the same row bookkeeping (ResNet-18's 3x3 layers with every lane
+#: busy: 0.91-1.09x 6 x 64's time at 64 channels, 1.09x at 128)
+_SLOWER = {(8, 2): 1.08}
 
-    def cost(shape: tuple[int, int]) -> int:
+
+def gathered_shape(p: int, m: int) -> tuple[int, int]:
+    """The gathered tile for ``p`` pixels into ``m`` outputs (per group): the least padded work,
+    weighed by :data:`_SLOWER` (ties: the first of :data:`GATHERED`). Why: grouped layers have
+    awkward widths (shufflenet's 28, 34, 68, 136 channels per group), and 64 lanes for 68 channels
+    doubled the work: shufflenet's grouped 1x1 layers ran 1.2-1.4x faster on their best shape
+    than on 6 x 64."""
+
+    def cost(shape: tuple[int, int]) -> float:
         mr, nl = shape[0], shape[1] * LANES
-        return -(-p // mr) * mr * -(-m // nl) * nl
+        return -(-p // mr) * mr * -(-m // nl) * nl * _SLOWER.get(shape, 1.0)
 
     return min(GATHERED, key=cost)
 
@@ -396,7 +405,7 @@ def _gemm_gathered(x, geo, p, koff, krow, kcount, bounds, wp, bias, z, has_z, am
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, y0, m, seg, roff, nv):
-    """The gathered tile of :data:`GATHERED` with ``nv`` vectors (4, 3 or 5), with or without Z."""
+    """The gathered tile of :data:`GATHERED` with ``nv`` vectors (4, 3, 5 or 2), with or without Z."""
     if nv == 4:
         if has_z:
             _g4z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
@@ -407,7 +416,12 @@ def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, 
             _g3z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
         else:
             _g3(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+    elif nv == 5:
+        if has_z:
+            _g5z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        else:
+            _g5(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
     elif has_z:
-        _g5z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        _g2z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
     else:
-        _g5(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        _g2(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
