@@ -69,7 +69,8 @@ def _windows(g: Graph, convs: list[Node]) -> list | None:
 
 def _merged_window(wins: list, spatial: tuple[int, int]) -> tuple[list[int], list[int], list[tuple]] | None:
     """(kernel, pads, each branch's offset in the kernel) of one window giving every branch's
-    sums, or None (a branch reaching past the others' end, an output size that would change)."""
+    sums, or None when that window would need a negative end pad (every branch stops short of the
+    map's last rows or columns)."""
     top = [max(w.pads_begin[a] for w in wins) for a in (0, 1)]
     offsets = [tuple(top[a] - w.pads_begin[a] for a in (0, 1)) for w in wins]
     kernel = [max(o[a] + w.kernel[a] for o, w in zip(offsets, wins)) for a in (0, 1)]
@@ -82,7 +83,8 @@ def _merged_window(wins: list, spatial: tuple[int, int]) -> tuple[list[int], lis
 
 def _aligned(widths: list[int], pixels: int) -> bool:
     """Whether every branch boundary falls on a panel boundary of the tile the merged GEMM will
-    use, so no panel mixes a short branch's rows with a long one's."""
+    use at ``pixels`` (one image's), so no panel mixes a short branch's rows with a long one's.
+    At other batch sizes the tile may differ: that costs skipped rows, never the sums."""
     nl = gathered_shape(pixels, sum(widths))[1] * LANES
     return all(edge % nl == 0 for edge in np.cumsum(widths)[:-1])
 
@@ -106,7 +108,7 @@ def _merge(g: Graph, concat: Node, convs: list[Node], wins: list) -> Node | None
             bias[col:col + w.shape[3]] = constant_value(g, n.inputs[2])
         col += w.shape[3]
     base = concat.outputs[0]
-    names = (f"{base}__merged_W", f"{base}__merged_B")
+    names = tuple(_fresh(g, f"{base}__merged_{what}") for what in "WB")
     g.initializers[names[0]], g.initializers[names[1]] = merged, bias
     attrs = {k: v for k, v in convs[0].attrs.items() if k in _SHARED}
     attrs.update(kernel_shape=kernel, pads=pads, group=1)
@@ -117,6 +119,15 @@ def _merge(g: Graph, concat: Node, convs: list[Node], wins: list) -> Node | None
         g.nodes.remove(n)
         g.value_info.pop(n.outputs[0], None)
     return node
+
+
+def _fresh(g: Graph, name: str) -> str:
+    """``name``, or with a number after it if the graph has a value of that name."""
+    taken = set(g.initializers) | set(g.value_info) | set(g.input_names) | {o for n in g.nodes for o in n.outputs}
+    fresh, k = name, 1
+    while fresh in taken:
+        fresh, k = f"{name}{k}", k + 1
+    return fresh
 
 
 def merge_concat_convs(model: Model) -> bool:
