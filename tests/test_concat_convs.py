@@ -30,7 +30,8 @@ def _net(branches, acts=None, reader=False, residual=False, second_input=False, 
                            b.const(rng.standard_normal(squeeze).astype(np.float32))))
     outs = []
     for i, (m, kernel, pads) in enumerate(branches):
-        w = b.const((rng.standard_normal((m, squeeze, *kernel)) / np.sqrt(squeeze * np.prod(kernel))).astype(np.float32))
+        scale = 1 / np.sqrt(squeeze * np.prod(kernel))
+        w = b.const((rng.standard_normal((m, squeeze, *kernel)) * scale).astype(np.float32))
         src = x if second_input and i == len(branches) - 1 else sq
         h = b.op("Conv", src, w, b.const(rng.standard_normal(m).astype(np.float32)), kernel_shape=list(kernel),
                  pads=list(pads))

@@ -1,6 +1,7 @@
-"""The layout pass on onnx's light shufflenet and squeezenet: pools, Concats (squeezenet's merged into
-its convolutions) and channel shuffles inside channels-last regions, grouped convolutions converted, outputs as before and as
-onnxruntime's, and the converted model exported as standard ONNX that onnxruntime runs."""
+"""The layout pass on onnx's light shufflenet and squeezenet: pools, Concats (squeezenet's merged
+into its convolutions) and channel shuffles inside channels-last regions, grouped convolutions
+converted, outputs as before and as onnxruntime's, and the converted model exported as standard
+ONNX that onnxruntime runs."""
 from __future__ import annotations
 
 import functools
