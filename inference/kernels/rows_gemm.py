@@ -47,9 +47,10 @@ _g4, _g4z, _g3, _g3z, _g5, _g5z, _g2, _g2z = (make_out_tile(*shape, residual=z, 
 def tile_shape(m: int) -> tuple[int, int]:
     """The tile for ``m`` output channels: 32 lanes when 64 would leave more of them idle, 16 for
     at most 16. Why 16: a 16-output layer left half of the 32-lane tile idle; on 16 pixels x 16
-    lanes squeezenet's 64 -> 16 and 128 -> 16 1x1 layers and MobileNetV2's 32 -> 16 one ran
-    1.3-1.5x faster (alone, one thread, the same kernel with either tile). Not wider: with no idle
-    lanes, one vector per step ran slower than 12 x 32 (more broadcasts per multiply-add)."""
+    lanes squeezenet's 64 -> 16 and 128 -> 16 1x1 layers ran 1.3-1.5x faster and MobileNetV2's
+    32 -> 16 one 1.2-1.5x (alone, one thread, the same kernel with either tile, interleaved). Not
+    wider: with no idle lanes, one vector per step ran slower than 12 x 32 (more broadcasts per
+    multiply-add)."""
     if m <= LANES:
         return SLIM
     waste = lambda nv: -(-m // (nv * LANES)) * nv * LANES - m  # noqa: E731
