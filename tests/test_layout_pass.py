@@ -72,7 +72,8 @@ def test_kernel_matches_reference(c, m, k, group, strides, pads, dilations, act,
 
 
 @pytest.mark.parametrize("c,m,k,s,pads", [(3, 32, 3, 2, [1, 1, 1, 1]), (3, 64, 3, 2, [0, 0, 0, 0]),
-                                         (3, 24, 7, 2, [3, 2, 3, 2]), (1, 5, 3, 1, [1, 1, 1, 1])])
+                                         (3, 24, 7, 2, [3, 2, 3, 2]), (1, 5, 3, 1, [1, 1, 1, 1]),
+                                         (3, 16, 3, 1, [2, 0, 1, 3])])  # every border its own width
 def test_nchw_input_read_in_place(c, m, k, s, pads):
     """``input_layout`` "NCHW" (an RGB stem): X stays (N, C, H, W), Y comes out channels-last."""
     rng = np.random.default_rng(c * m + k)

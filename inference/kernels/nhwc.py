@@ -181,8 +181,10 @@ def patch_source(x: np.ndarray, geo: PatchGeometry) -> np.ndarray:
     if geo.padded is None:
         return x.reshape(-1)
     if geo.channels_first:  # an RGB stem's few planes: numpy's copy of whole rows serves
-        xp = np.zeros(geo.padded, np.float32)
-        xp[:, :, geo.top:geo.top + x.shape[2], geo.left:geo.left + x.shape[3]] = x
+        xp = np.empty(geo.padded, np.float32)
+        t, b, l, r = geo.top, geo.top + x.shape[2], geo.left, geo.left + x.shape[3]
+        xp[:, :, :t], xp[:, :, b:], xp[:, :, t:b, :l], xp[:, :, t:b, r:] = 0, 0, 0, 0  # the border only:
+        xp[:, :, t:b, l:r] = x  # zero-filling the whole copy first cost 40 us for 3x224x224, this 30
         return xp.reshape(-1)
     xp = np.empty(geo.padded, np.float32)
     pad_nhwc(x, geo.top, geo.left, xp)
