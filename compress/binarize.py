@@ -28,6 +28,7 @@ from inference.errors import EdgelearnError
 from inference.ir import Model, Node, Value
 from inference.kernels.binarized import DOMAIN, OP_TYPE, decode
 from inference.passes._rewrite import drop_unused_initializers
+from inference.passes._rewrite import fresh_name as graph_fresh_name
 
 METADATA_KEY = "edgelearn.binarization"
 
@@ -135,12 +136,7 @@ def route_weights(m: Model, targets: Sequence[QuantTarget], emit: Callable[[str,
 
 def fresh_name(m: Model, base: str) -> str:
     """``base``, or ``base_<i>`` if a value of the graph already has that name."""
-    g, name, i = m.graph, base, 0
-    taken = set(g.initializers) | {o for n in g.nodes for o in n.outputs} | set(g.input_names)
-    while name in taken:
-        i += 1
-        name = f"{base}_{i}"
-    return name
+    return graph_fresh_name(m.graph, base, sep="_")
 
 
 def binarized_layers(model: Model) -> list[str]:

@@ -25,6 +25,18 @@ def constant_value(graph: Graph, name: str) -> np.ndarray | None:
     return None
 
 
+def fresh_name(graph: Graph, base: str, sep: str = "") -> str:
+    """``base``, or ``base<sep><i>`` (the first i = 1, 2, ... free) if the graph already has a value
+    of that name: for the constants and tensors a pass adds beside the ones it leaves."""
+    taken = set(graph.initializers) | set(graph.value_info) | set(graph.input_names)
+    taken |= {o for n in graph.nodes for o in n.outputs}
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}{sep}{i}"
+    return name
+
+
 def readers(graph: Graph, name: str) -> list[Node]:
     return [n for n in graph.nodes if name in n.inputs]
 

@@ -25,7 +25,7 @@ from inference.kernels.fused import DOMAIN
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window
 from inference.kernels.rows_gemm import LANES, gathered_shape
-from inference.passes._rewrite import constant_value, drop_unused_initializers
+from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name
 
 _SHARED = ("strides", "activation", "alpha", "beta", "input_layout")
 
@@ -54,17 +54,18 @@ def _branches(g: Graph, concat: Node, producers: dict[str, Node], consumers: dic
     return convs
 
 
-def _windows(g: Graph, convs: list[Node]) -> list | None:
-    """Each branch's resolved window, if the input's size is known and the outputs agree."""
+def _windows(g: Graph, convs: list[Node]) -> tuple[tuple[int, int], list] | None:
+    """The input's (H, W) and each branch's resolved window, if that size is known and the outputs
+    agree."""
     x = g.type_of(convs[0].inputs[0])
     if not isinstance(x, TensorType) or x.rank != 4:
         return None
     nchw = convs[0].attrs.get("input_layout", "NHWC") == "NCHW"
-    spatial = x.shape[2:4] if nchw else x.shape[1:3]
+    spatial = tuple(x.shape[2:4] if nchw else x.shape[1:3])
     if not all(isinstance(d, int) for d in spatial):
         return None
     wins = [conv_window(spatial, constant_value(g, n.inputs[1]).shape, n.attrs, n.label()) for n in convs]
-    return wins if len({w.out_shape for w in wins}) == 1 else None
+    return (spatial, wins) if len({w.out_shape for w in wins}) == 1 else None
 
 
 def _merged_window(wins: list, spatial: tuple[int, int]) -> tuple[list[int], list[int], list[tuple]] | None:
@@ -89,10 +90,7 @@ def _aligned(widths: list[int], pixels: int) -> bool:
     return all(edge % nl == 0 for edge in np.cumsum(widths)[:-1])
 
 
-def _merge(g: Graph, concat: Node, convs: list[Node], wins: list) -> Node | None:
-    x = g.type_of(convs[0].inputs[0])
-    nchw = convs[0].attrs.get("input_layout", "NHWC") == "NCHW"
-    spatial = tuple(x.shape[2:4] if nchw else x.shape[1:3])
+def _merge(g: Graph, concat: Node, convs: list[Node], spatial: tuple[int, int], wins: list) -> Node | None:
     window = _merged_window(wins, spatial)
     weights = [constant_value(g, n.inputs[1]) for n in convs]
     widths = [w.shape[3] for w in weights]
@@ -108,7 +106,7 @@ def _merge(g: Graph, concat: Node, convs: list[Node], wins: list) -> Node | None
             bias[col:col + w.shape[3]] = constant_value(g, n.inputs[2])
         col += w.shape[3]
     base = concat.outputs[0]
-    names = tuple(_fresh(g, f"{base}__merged_{what}") for what in "WB")
+    names = tuple(fresh_name(g, f"{base}__merged_{what}") for what in "WB")
     g.initializers[names[0]], g.initializers[names[1]] = merged, bias
     attrs = {k: v for k, v in convs[0].attrs.items() if k in _SHARED}
     attrs.update(kernel_shape=kernel, pads=pads, group=1)
@@ -121,15 +119,6 @@ def _merge(g: Graph, concat: Node, convs: list[Node], wins: list) -> Node | None
     return node
 
 
-def _fresh(g: Graph, name: str) -> str:
-    """``name``, or with a number after it if the graph has a value of that name."""
-    taken = set(g.initializers) | set(g.value_info) | set(g.input_names) | {o for n in g.nodes for o in n.outputs}
-    fresh, k = name, 1
-    while fresh in taken:
-        fresh, k = f"{name}{k}", k + 1
-    return fresh
-
-
 def merge_concat_convs(model: Model) -> bool:
     g, changed = model.graph, False
     producers = {o: n for n in g.nodes for o in n.outputs}
@@ -139,8 +128,8 @@ def merge_concat_convs(model: Model) -> bool:
         if not isinstance(t, TensorType) or t.rank != 4 or int(concat.attrs.get("axis", 1)) not in (3, -1):
             continue
         convs = _branches(g, concat, producers, consumers)
-        wins = None if convs is None else _windows(g, convs)
-        merged = None if wins is None else _merge(g, concat, convs, wins)
+        found = None if convs is None else _windows(g, convs)
+        merged = None if found is None else _merge(g, concat, convs, *found)
         if merged is not None:
             producers[concat.outputs[0]] = merged
             changed = True

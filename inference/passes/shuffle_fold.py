@@ -18,19 +18,12 @@ from inference.kernels.channel_shuffle import OP as SHUFFLE
 from inference.kernels.fused import DOMAIN
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import is_depthwise
-from inference.passes._rewrite import constant_value, drop_unused_initializers, replace_uses
+from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name, replace_uses
 
 
 def shuffle_order(c: int, group: int) -> np.ndarray:
     """``order[q]``: the input channel that output channel q of a ``group``-way shuffle reads."""
     return np.arange(c).reshape(group, c // group).T.reshape(-1)
-
-
-def _fresh(g: Graph, base: str) -> str:
-    name, k = f"{base}__shuffled", 1
-    while name in g.initializers:
-        name, k = f"{base}__shuffled{k}", k + 1
-    return name
 
 
 def _plan(g: Graph, shuffle: Node, consumers: dict[str, list[Node]]) -> list[tuple[Node, str]] | None:
@@ -65,7 +58,7 @@ def _scatter_constant(g: Graph, n: Node, index: int, axis: int, order: np.ndarra
     value = constant_value(g, n.inputs[index])
     scattered = np.empty_like(value)
     scattered[(slice(None),) * axis + (order,)] = value
-    n.inputs[index] = _fresh(g, n.inputs[index])
+    n.inputs[index] = fresh_name(g, f"{n.inputs[index]}__shuffled")
     g.initializers[n.inputs[index]] = scattered
 
 
