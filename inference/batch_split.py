@@ -292,6 +292,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "ArgMin"): _not_axis0("axis", 0),
     (OUR_DOMAIN, "FusedConv"): _fused(3),
     (OUR_DOMAIN, "FusedConvNHWC"): _fused(3),
+    (OUR_DOMAIN, "InvertedResidualNHWC"): _fused(7),
     (OUR_DOMAIN, "MaxPoolNHWC"): _per_sample,
     (OUR_DOMAIN, "AveragePoolNHWC"): _per_sample,
     (OUR_DOMAIN, "ChannelShuffle"): _not_axis0("axis", 1),

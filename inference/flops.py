@@ -11,6 +11,8 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
     out = graph.concrete_shape(node.outputs[0], batch) if node.outputs and node.outputs[0] else None
     if out is None:
         return None
+    if node.op_type == "InvertedResidualNHWC":
+        return _inverted_residual_flops(graph, node, out, batch)
     if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "FusedConvNHWC", "QConv"):
         w_index = 3 if node.op_type in ("QLinearConv", "QConv") else 1
         w = graph.concrete_shape(node.inputs[w_index], batch)
@@ -29,6 +31,19 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
         k = a[0] if node.op_type == "Gemm" and node.attrs.get("transA", 0) else a[-1]
         return 2 * math.prod(out) * k
     return math.prod(out)
+
+
+def _inverted_residual_flops(graph: Graph, node: Node, out: tuple, batch: int) -> int | None:
+    """The fused block's three convolutions: expansion over the input's pixels (if it has one),
+    depthwise 3x3 and projection over the output's."""
+    x = graph.concrete_shape(node.inputs[0], batch)
+    wd = graph.concrete_shape(node.inputs[3], batch)
+    if x is None or wd is None:
+        return None
+    expanded = wd[3]
+    pixels_in, pixels_out = math.prod(x[:3]), math.prod(out[:3])
+    expansion = pixels_in * x[3] * expanded if len(node.inputs) > 1 and node.inputs[1] else 0
+    return 2 * (expansion + pixels_out * expanded * 9 + pixels_out * expanded * out[3])
 
 
 def model_flops(model: Model, batch: int = 1) -> tuple[int, int]:

@@ -110,7 +110,7 @@ def test_fold_removes_the_shuffle_and_keeps_outputs(monkeypatch, last_group):
     optimize(kept, switches={"fold_channel_shuffle": False})
     assert sum(n.op_type == OP for n in kept.graph.nodes) == 1
     folded = _shuffle_net(last_group=last_group)
-    applied = optimize(folded)
+    applied = optimize(folded, switches={"fuse_inverted_residual": False})  # keeps the reader a conv of its own
     assert "fold_channel_shuffle" in applied
     g = folded.graph
     assert not any(n.op_type == OP for n in g.nodes)
@@ -119,7 +119,10 @@ def test_fold_removes_the_shuffle_and_keeps_outputs(monkeypatch, last_group):
         assert "input_order" not in reader.attrs and reader.inputs[1].endswith("__shuffled")
     else:
         assert sorted(reader.attrs["input_order"]) == list(range(12))
-    for model in (kept, folded):
+    fused = _shuffle_net(last_group=last_group)
+    optimize(fused)  # group 1: the depthwise and its reader also become one block
+    assert any(n.op_type == "InvertedResidualNHWC" for n in fused.graph.nodes) == (last_group == 1)
+    for model in (kept, folded, fused):
         for kinds in (("fast", "reference"), ("reference",)):
             np.testing.assert_allclose(Session(model, kinds=kinds).run(_feeds())[0], want, rtol=RTOL, atol=ATOL)
     standard = model_to_proto(decompose_to_standard(folded))  # input_order as a Gather

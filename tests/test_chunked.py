@@ -65,7 +65,8 @@ def test_chunk_rows_follow_the_memory_plan(mobilenet_proto):
     assert p.chunk_rows == auto_chunk_rows(peak) == CHUNK_BYTES // peak
     assert auto_chunk_rows(CHUNK_BYTES * 3) == 1 and auto_chunk_rows(0) == CHUNK_BYTES
     big = Predictor(Config(model_path=model_to_proto(zoo.mobilenet_v2(size=224, classes=10))))
-    assert 1 <= big.chunk_rows < 8  # ~5.7 MiB of activations per 224x224 image
+    # ~2.3 MiB of activations per 224x224 image (5.7 with each block's expanded tensors apart)
+    assert 1 <= big.chunk_rows <= 10
 
 
 def test_graphs_that_mix_rows_never_chunk():

@@ -64,6 +64,7 @@ def test_residual_and_activation_are_absorbed(case):
     if name in ("mobilenet_v2", "resnet18"):
         assert "Add" not in hist and "Relu" not in hist and "Clip" not in hist, hist
         assert any(n.op_type in ("FusedConv", "FusedConvNHWC") and len(n.inputs) == 4  # NHWC: the layout pass
+                   or n.op_type == "InvertedResidualNHWC" and len(n.inputs) == 8  # a fused block's residual
                    for n in fused.graph.nodes)
     if name == "transformer":
         assert "Gelu" not in hist and "Add" not in hist, hist

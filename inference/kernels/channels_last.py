@@ -97,31 +97,28 @@ def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, al
 
 @threaded_kernel(fastmath=True)
 def _depthwise3x3(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax, finish):
-    n, oh = x.shape[0], y.shape[1]
+    """Output row ``yo`` of image ``b`` per parallel step (``x`` (N, H, W*C), ``wt`` (9*C,), ``y``
+    (N, OH, OW*C)); taps above or below the image read the ``zero`` row."""
+    n, h, oh = x.shape[0], x.shape[1], y.shape[1]
     for r in numba.prange(n * oh):
-        _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax,
-                          finish, r // oh, r % oh)
+        b, yo = r // oh, r % oh
+        iy = yo * sh - ph
+        depthwise3x3_row(x[b, iy] if 0 <= iy < h else zero, x[b, iy + dh] if 0 <= iy + dh < h else zero,
+                         x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero, wt, bias, y[b, yo],
+                         z[b, yo] if has_z else zero, has_z, c, sw, dw, pw, code, alpha, beta, amin, amax, finish)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
-def _depthwise3x3_row(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax, finish,
-                      b, yo):
-    """Output row ``yo`` of image ``b`` (``x`` (N, H, W*C), ``wt`` (9*C,), ``y`` (N, OH, OW*C)). Taps
-    above or below the image read the zero row; the IR stencil
+def depthwise3x3_row(r0, r1, r2, wt, bias, out, zrow, has_z, c, sw, dw, pw, code, alpha, beta, amin, amax, finish):
+    """One output row ``out`` (OW*C) of a depthwise 3x3 from its three input rows (W*C each, a
+    zero row for those outside the image): the IR stencil
     (:func:`~inference.kernels.stencil_ir.depthwise3x3_cols`) runs every column, clamped to
-    [amin, amax]; ``finish``: the residual and the activation in a pass after. A function of its
-    own, not the body of the ``prange`` loop: numba's parallel lowering left that body scalar (3x
-    slower per thread than the serial twin)."""
-    h, w = x.shape[1], x.shape[2] // c
-    ow = y.shape[2] // c
-    iy = yo * sh - ph
-    r0 = x[b, iy] if 0 <= iy < h else zero
-    r1 = x[b, iy + dh] if 0 <= iy + dh < h else zero
-    r2 = x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero
-    out = y[b, yo]
+    [amin, amax]; ``finish``: the residual ``zrow`` (if ``has_z``) and the activation in a pass
+    after. Rows, not an image and a row index: a fused block (:mod:`inference.kernels.inverted_residual`)
+    reads them from a ring of rows in cache. A function of its own, not the body of the ``prange``
+    loop: numba's parallel lowering left that body scalar (3x slower per thread than the serial twin)."""
+    w, ow = r0.size // c, out.size // c
     lo, hi = valid_range(pw, 0, sw, w - 2 * dw, ow)  # columns whose taps 0..2 are all inside
     depthwise3x3_cols(r0, r1, r2, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
     if finish:
-        _finish_row(out, z[b, yo] if has_z else out, has_z, code, alpha, beta)
-
-
+        _finish_row(out, zrow, has_z, code, alpha, beta)

@@ -350,30 +350,42 @@ def _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg):
 def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, nchunks, weights_outer):
     """The (pixel block, channel block) tiles of the (p, k) matrix ``a`` in ``nchunks`` parallel
     runs, its partial last block read from ``tail``; ``mr``/``nv`` pick the tile (one of :data:`MATRIX`)."""
+    tiles = -(-p // mr) * (bias.size // (nv * LANES))
+    for ch in numba.prange(nchunks):
+        matrix_tiles(a, 0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, 0, m, mr, nv, ch * tiles // nchunks,
+                     (ch + 1) * tiles // nchunks, weights_outer)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, t0, t1, weights_outer):
+    """Tiles [t0, t1) of the product of the (p, k) matrix at ``a[a0:]`` into the (p, m) one at
+    ``y[y0:]`` (``z`` read at the same offsets), the partial last block read from ``tail`` (its
+    rows, zero-padded to ``mr``). One serial run: :func:`_gemm_matrix`'s body, and what a fused
+    kernel (:mod:`inference.kernels.inverted_residual`) runs on a band of rows in cache."""
     nl = nv * LANES
     k = koff.size
     pbs, mbs = -(-p // mr), bias.size // nl
     full = p // mr
-    for ch in numba.prange(nchunks):
-        seg = np.empty((1, 3), np.int64)
-        for t in range(ch * pbs * mbs // nchunks, (ch + 1) * pbs * mbs // nchunks):
-            pb, p0, m0, w0 = _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg)
-            rows = min(mr, p - p0)
-            src, off = (a, p0 * k) if pb < full else (tail, 0)
-            if nv == WIDE[1]:
-                if has_z:
-                    _wide_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
-                else:
-                    _wide(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
-            elif nv == NARROW[1]:
-                if has_z:
-                    _narrow_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
-                else:
-                    _narrow(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
-            elif has_z:
-                _slim_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
+    seg = np.empty((1, 3), np.int64)
+    for t in range(t0, t1):
+        pb, p0, m0, w0 = _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg)
+        rows = min(mr, p - p0)
+        src, off = (a, a0 + p0 * k) if pb < full else (tail, 0)
+        yo = y0 + p0 * m
+        if nv == WIDE[1]:
+            if has_z:
+                _wide_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
             else:
-                _slim(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, p0 * m, m, seg, 1)
+                _wide(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+        elif nv == NARROW[1]:
+            if has_z:
+                _narrow_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+            else:
+                _narrow(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+        elif has_z:
+            _slim_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+        else:
+            _slim(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
 
 
 @threaded_kernel()

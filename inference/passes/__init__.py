@@ -18,6 +18,7 @@ from inference.passes.concat_convs import merge_concat_convs
 from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
 from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
+from inference.passes.inverted_residual import fuse_inverted_residual
 from inference.passes.layout import to_nhwc
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
@@ -49,6 +50,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("layout_nhwc", to_nhwc, is_fusion=True),  # after the fusions: converts FusedConv chains
     Pass("fold_channel_shuffle", fold_channel_shuffle, is_fusion=True),  # shuffles the layout made NHWC
     Pass("merge_concat_convs", merge_concat_convs, is_fusion=True),  # the Concats the layout made NHWC
+    Pass("fuse_inverted_residual", fuse_inverted_residual, is_fusion=True),  # MobileNetV2's blocks, made NHWC
 )
 
 

@@ -1,0 +1,154 @@
+"""Fuse MobileNetV2's inverted residual blocks (1x1 expansion, depthwise 3x3, 1x1 projection and
+its residual) into one ``edgelearn::InvertedResidualNHWC``, which runs them a band of rows at a
+time with the expanded rows in cache (:mod:`inference.kernels.inverted_residual`: why and by how much).
+
+Fused, after the layout pass: a ``FusedConvNHWC`` 1x1 projection (group 1, stride 1, no padding,
+clamp activation, residual or not) whose input is read only by it and comes from a depthwise 3x3
+``FusedConvNHWC`` (dilation 1, no residual, any activation), whose input in turn, when it is read
+only by the depthwise and comes from a 1x1 expansion (group 1, stride 1, no padding, clamp
+activation, no residual), is that expansion's; else the block has none (MobileNetV2's first).
+Channels-last float32 inputs of known height and width, no ``input_order``, NHWC inputs only.
+"""
+from __future__ import annotations
+
+from inference.ir import Graph, Model, Node, TensorType
+from inference.kernels.activations import activation_code
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
+from inference.kernels.inverted_residual import OP
+from inference.kernels.nhwc import OP as CONV
+from inference.kernels.nhwc import conv_window, is_depthwise
+from inference.kernels.tile_lanes import clamp_epilogue
+from inference.passes._rewrite import single_reader
+
+
+def _plain(n: Node) -> bool:
+    """A FusedConvNHWC on an NHWC input without a channel order, dilation 1."""
+    a = n.attrs
+    return ((n.domain, n.op_type) == (DOMAIN, CONV) and a.get("input_layout", "NHWC") == "NHWC"
+            and a.get("input_order") is None and all(int(d) == 1 for d in a.get("dilations") or ()))
+
+
+def _residual(n: Node) -> str:
+    return n.inputs[3] if len(n.inputs) > 3 else ""
+
+
+def _clamps(n: Node) -> bool:
+    return clamp_epilogue(activation_code(n.attrs.get("activation", "")), float(n.attrs.get("alpha", 0.0)),
+                          float(n.attrs.get("beta", 0.0)))[0]
+
+
+def _weight_shape(g: Graph, n: Node) -> tuple | None:
+    t = g.type_of(n.inputs[1]) if len(n.inputs) > 1 else None
+    return tuple(t.shape) if isinstance(t, TensorType) and t.rank == 4 and all(isinstance(d, int) for d in t.shape) \
+        else None
+
+
+def _pointwise(g: Graph, n: Node) -> bool:
+    """A 1x1 conv of group 1, stride 1, no padding, whose activation is a clamp."""
+    w = _weight_shape(g, n)
+    x = g.type_of(n.inputs[0])
+    if not _plain(n) or w is None or w[:2] != (1, 1) or int(n.attrs.get("group", 1)) != 1 or not _clamps(n):
+        return False
+    if not isinstance(x, TensorType) or x.rank != 4 or not all(isinstance(d, int) for d in x.shape[1:]):
+        return False
+    win = conv_window(x.shape[1:3], w, n.attrs, n.label())
+    return win.strides == (1, 1) and win.pads_begin == (0, 0) and win.out_shape == tuple(x.shape[1:3])
+
+
+def _depthwise(g: Graph, n: Node) -> bool:
+    """A depthwise 3x3 (dilation 1) on a float32 NHWC input of known size, no residual."""
+    w = _weight_shape(g, n)
+    x = g.type_of(n.inputs[0])
+    if not _plain(n) or w is None or w[:2] != (3, 3) or _residual(n):
+        return False
+    if not isinstance(x, TensorType) or x.rank != 4 or x.elem_type != 1 or not all(isinstance(d, int)
+                                                                                   for d in x.shape[1:]):
+        return False
+    conv_window(x.shape[1:3], w, n.attrs, n.label())  # an impossible window is named here, not at run time
+    return is_depthwise(x.shape[3], w, int(n.attrs.get("group", 1)))
+
+
+def _producer(g: Graph, name: str, producers: dict[str, Node]) -> Node | None:
+    """The node making ``name`` when ``name`` has that one reader and is no graph output."""
+    return producers.get(name) if single_reader(g, name) is not None else None
+
+
+def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
+    def opt(n: Node, i: int) -> str:
+        return n.inputs[i] if len(n.inputs) > i else ""
+
+    attrs = {"strides": dw.attrs.get("strides"), "pads": dw.attrs.get("pads")}
+    if dw.attrs.get("auto_pad", "NOTSET") != "NOTSET":  # resolved to explicit pads: the op has no auto_pad
+        x = g.type_of(dw.inputs[0])
+        win = conv_window(x.shape[1:3], (3, 3), dw.attrs, dw.label())
+        attrs["pads"] = list(win.pads_begin) + list(win.padded_end(tuple(x.shape[1:3])))
+    for stage, n in (("expand_", expand), ("depthwise_", dw), ("", project)):
+        if n is not None:
+            attrs.update({f"{stage}{k}": n.attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()})
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    first = expand or dw
+    inputs = [first.inputs[0], expand.inputs[1] if expand else "", opt(expand, 2) if expand else "", dw.inputs[1],
+              opt(dw, 2), project.inputs[1], opt(project, 2), _residual(project)]
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    node = Node(OP, inputs, list(project.outputs), attrs, DOMAIN,
+                "+".join(n.label() for n in (expand, dw, project) if n is not None))
+    g.nodes[g.nodes.index(project)] = node
+    for n in (expand, dw):
+        if n is not None:
+            g.nodes.remove(n)
+            g.value_info.pop(n.outputs[0], None)
+    return node
+
+
+def fuse_inverted_residual(model: Model) -> bool:
+    g, changed = model.graph, False
+    producers = {o: n for n in g.nodes for o in n.outputs}
+    for project in [n for n in g.nodes if (n.domain, n.op_type) == (DOMAIN, CONV)]:
+        if not _pointwise(g, project):
+            continue
+        dw = _producer(g, project.inputs[0], producers)
+        if dw is None or not _depthwise(g, dw):
+            continue
+        expand = _producer(g, dw.inputs[0], producers)
+        if expand is not None and (not _pointwise(g, expand) or _residual(expand)):
+            expand = None
+        node = _fuse(g, project, dw, expand)
+        producers[node.outputs[0]] = node
+        changed = True
+    if changed:
+        model.opset_imports.setdefault(DOMAIN, 1)
+    return changed
+
+
+# -- interop: the block as standard ONNX --------------------------------------------------------------------
+def _decompose(e, n: Node) -> None:
+    """The (two or) three FusedConvNHWC it fused, each decomposed in turn."""
+    from inference.decompose import decompose_node
+
+    def arg(i: int) -> str:
+        return n.inputs[i] if len(n.inputs) > i else ""
+
+    def epilogue(stage: str) -> dict:
+        return {k: n.attrs[f"{stage}{k}"] for k in EPILOGUE_ATTRS if f"{stage}{k}" in n.attrs}
+
+    x = arg(0)
+    if arg(1):
+        x = e.fresh("expanded")
+        decompose_node(e, Node(CONV, [arg(0), arg(1), arg(2)], [x], epilogue("expand_"), DOMAIN, f"{n.name}/expand"))
+    c = e.g.initializers[arg(3)].shape[3]
+    d = e.fresh("depthwise")
+    dw = {"group": c, "kernel_shape": [3, 3], **{k: n.attrs[k] for k in ("strides", "pads") if k in n.attrs}}
+    decompose_node(e, Node(CONV, [x, arg(3), arg(4)], [d], {**dw, **epilogue("depthwise_")}, DOMAIN,
+                           f"{n.name}/depthwise"))
+    decompose_node(e, Node(CONV, [d, arg(5), arg(6), arg(7)], list(n.outputs), epilogue(""), DOMAIN,
+                           f"{n.name}/project"))
+
+
+def _register_decomposition() -> None:
+    from inference.decompose import register_decomposition
+
+    register_decomposition(OP, _decompose)
+
+
+_register_decomposition()
