@@ -285,8 +285,8 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
 def _stages_apart(x_shape: tuple, w1_shape: tuple | None, w2_shape: tuple, win, attrs: dict, constant_weights: bool):
     """The block as its two or three convolutions, each parallel over its own tiles."""
     n, h, w, cin = x_shape
-    c, m = (cin if w1_shape is None else w1_shape[3]), w2_shape[3]
-    (oh, ow) = win.out_shape
+    c = cin if w1_shape is None else w1_shape[3]
+    oh, ow = win.out_shape
 
     def stage(shape: tuple, w_shape: tuple, window, group: int, prefix: str):
         e = _epilogue(attrs, prefix)
