@@ -119,9 +119,10 @@ def _product(a, a0, p, tail, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr,
     k = koff.size
     full = p // mr
     rest = p - full * mr
-    if rest:
-        tail[:] = 0
-        tail[:rest * k] = a[a0 + full * mr * k:a0 + p * k]
+    if rest:  # element loops: a slice assignment compiles numba's shape-mismatch error path (~3 s cold)
+        first = a0 + full * mr * k
+        for i in range(tail.size):
+            tail[i] = a[first + i] if i < rest * k else 0
     tiles = -(-p // mr) * (bias.size // (nv * LANES))
     matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, 0, tiles, wp.size > p * k)
 
@@ -131,11 +132,15 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
             p_wp, p_koff, p_bias, z, has_z, p_lim, y, ring, ring_flat, dbuf, dbuf_flat, e_tail, p_tail, zero, nchunks):
     """The block over ``nchunks`` parallel runs of consecutive (image, band) items; ``x`` flat and as
     ``x3`` (N, H, W*C). ``dims``: n, h, w, cin,
-    c (expanded channels), m, oh, ow, sh, sw, ph, pw, band, e_mr, e_nv, p_mr, p_nv. Per run: ``ring``
+    c (expanded channels), m, oh, ow, sh, sw, ph, pw, band, e_mr, e_nv, p_mr, p_nv, 0, 1. Per run: ``ring``
     (slots, W*C) holds expanded row i in slot i % slots; ``dbuf`` (band, OW*C) the band's depthwise rows."""
     n, h, w, cin, c, m, oh, ow, sh, sw, ph, pw, band, e_mr, e_nv, p_mr, p_nv = (
         dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7], dims[8], dims[9], dims[10],
         dims[11], dims[12], dims[13], dims[14], dims[15], dims[16])
+    # 0, 1 and False as values, not literals: numba compiles a callee again for literal arguments (a
+    # second _product with its six tiles, a second stencil row: ~4 s more of empty-cache compile)
+    zero_i, one_i = dims[17], dims[18]
+    no_z = zero_i != 0
     slots = ring.shape[1]
     bands = -(-oh // band)
     items = n * bands
@@ -152,7 +157,7 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
                     s0 = start % slots
                     stop = min(i1, start + slots - s0)
                     _product(x, (b * h + start) * w * cin, (stop - start) * w, e_tail[ch], e_koff, e_wp, e_bias,
-                             zero, False, e_lim[0], e_lim[1], ring_flat[ch], s0 * w * c, c, e_mr, e_nv)
+                             zero, no_z, e_lim[0], e_lim[1], ring_flat[ch], s0 * w * c, c, e_mr, e_nv)
                     start = stop
                 image, done = b, i1
             for yl in range(o1 - o0):
@@ -165,9 +170,9 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
                     r0 = x3[b, iy] if 0 <= iy < h else zero
                     r1 = x3[b, iy + 1] if 0 <= iy + 1 < h else zero
                     r2 = x3[b, iy + 2] if 0 <= iy + 2 < h else zero
-                depthwise3x3_row(r0, r1, r2, d_wt, d_bias, dbuf[ch, yl], zero, False, c, sw, 1, pw, d_code, d_alpha,
+                depthwise3x3_row(r0, r1, r2, d_wt, d_bias, dbuf[ch, yl], zero, no_z, c, sw, one_i, pw, d_code, d_alpha,
                                  d_beta, d_lim[0], d_lim[1], d_finish)
-            _product(dbuf_flat[ch], 0, (o1 - o0) * ow, p_tail[ch], p_koff, p_wp, p_bias, z, has_z, p_lim[0],
+            _product(dbuf_flat[ch], zero_i, (o1 - o0) * ow, p_tail[ch], p_koff, p_wp, p_bias, z, has_z, p_lim[0],
                      p_lim[1], y, (b * oh + o0) * ow * m, m, p_mr, p_nv)
 
 
@@ -258,7 +263,7 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
             return apart[0](x, w1, b1, wd, bd, w2, b2, z)
         bnd = _even_band(band, oh, -(-threads // n))
         nchunks = max(1, min(n * -(-oh // bnd), threads))
-        dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv], np.int64)
+        dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv, 0, 1], np.int64)
         if expand is not None:
             e_wp, e_koff = expand.weight(w1, constant_weights)
             e_bias, e_lim = expand.bias(b1, constant_weights), expand.lim

@@ -356,7 +356,7 @@ def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv,
                      (ch + 1) * tiles // nchunks, weights_outer)
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
 def matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, t0, t1, weights_outer):
     """Tiles [t0, t1) of the product of the (p, k) matrix at ``a[a0:]`` into the (p, m) one at
     ``y[y0:]`` (``z`` read at the same offsets), the partial last block read from ``tail`` (its
