@@ -37,6 +37,16 @@ def fresh_name(graph: Graph, base: str, sep: str = "") -> str:
     return name
 
 
+def fuse_nodes(graph: Graph, place: Node, node: Node, absorbed: list[Node]) -> Node:
+    """Put ``node`` where ``place`` was and drop the ``absorbed`` nodes with their outputs' types:
+    a fusion's rewrite, the fused node taking the last one's place in the order."""
+    graph.nodes[graph.nodes.index(place)] = node
+    for n in absorbed:
+        graph.nodes.remove(n)
+        graph.value_info.pop(n.outputs[0], None)
+    return node
+
+
 def readers(graph: Graph, name: str) -> list[Node]:
     return [n for n in graph.nodes if name in n.inputs]
 

@@ -25,7 +25,7 @@ from inference.kernels.fused import DOMAIN
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window
 from inference.kernels.rows_gemm import LANES, gathered_shape
-from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name
+from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name, fuse_nodes
 
 _SHARED = ("strides", "activation", "alpha", "beta", "input_layout")
 
@@ -112,11 +112,7 @@ def _merge(g: Graph, concat: Node, convs: list[Node], spatial: tuple[int, int], 
     attrs.update(kernel_shape=kernel, pads=pads, group=1)
     node = Node(CONV, [convs[0].inputs[0], *names], [base], attrs, DOMAIN,
                 "+".join(n.label() for n in convs))
-    g.nodes[g.nodes.index(concat)] = node
-    for n in convs:
-        g.nodes.remove(n)
-        g.value_info.pop(n.outputs[0], None)
-    return node
+    return fuse_nodes(g, concat, node, convs)
 
 
 def merge_concat_convs(model: Model) -> bool:

@@ -18,7 +18,7 @@ from inference.kernels.inverted_residual import OP
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window, is_depthwise
 from inference.kernels.tile_lanes import clamp_epilogue
-from inference.passes._rewrite import single_reader
+from inference.passes._rewrite import fuse_nodes, single_reader
 
 
 def _plain(n: Node) -> bool:
@@ -93,12 +93,7 @@ def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
         inputs.pop()
     node = Node(OP, inputs, list(project.outputs), attrs, DOMAIN,
                 "+".join(n.label() for n in (expand, dw, project) if n is not None))
-    g.nodes[g.nodes.index(project)] = node
-    for n in (expand, dw):
-        if n is not None:
-            g.nodes.remove(n)
-            g.value_info.pop(n.outputs[0], None)
-    return node
+    return fuse_nodes(g, project, node, [n for n in (expand, dw) if n is not None])
 
 
 def fuse_inverted_residual(model: Model) -> bool:
