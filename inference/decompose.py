@@ -163,8 +163,11 @@ def decompose_to_standard(model: Model) -> Model:
     """A copy of ``model`` with every ``edgelearn``-domain node replaced by standard ops.
 
     The copy loses the "optimized" mark: its fused ops are gone, so our runtime fuses it again.
+    Initializers only the fused ops read (a channels-last conv's HWIO weight, emitted again in
+    OIHW) are dropped: they had made MobileNetV2's standard file 22.8 MB against 14.2 MB.
     """
     from inference.passes import OPTIMIZED_KEY
+    from inference.passes._rewrite import drop_unused_initializers
 
     g = model.graph
     graph = dataclasses.replace(g, nodes=[], initializers=dict(g.initializers), value_info=dict(g.value_info))
@@ -178,4 +181,5 @@ def decompose_to_standard(model: Model) -> Model:
         decompose_node(e, node, model.opset_imports.get(DOMAIN, 1))
         graph.nodes.extend(e.nodes)
     copy.opset_imports.pop(DOMAIN, None)
+    drop_unused_initializers(graph)
     return copy

@@ -231,6 +231,8 @@ def test_exports_as_standard_onnx(channels_last):
     standard = model_to_proto(decompose_to_standard(model))
     onnx.checker.check_model(standard)
     assert not any(n.domain for n in standard.graph.node)
+    read = {i for n in standard.graph.node for i in n.input}
+    assert {t.name for t in standard.graph.initializer} <= read  # no HWIO weight left beside its OIHW copy
     run = lambda proto: ort.InferenceSession(proto.SerializeToString(),  # noqa: E731
                                              providers=["CPUExecutionProvider"]).run(None, _feeds())[0]
     np.testing.assert_allclose(run(standard), run(model_to_proto(_net())), rtol=RTOL, atol=ATOL)
