@@ -126,6 +126,12 @@ def test_bands():
     assert ir._even_band(14, 14, 2) == 7 and ir._even_band(7, 14, 1) == 7
 
 
+def test_a_stage_that_is_not_a_clamp_is_named():
+    arrays, attrs = _block(np.random.default_rng(0), *BLOCKS["residual"])
+    with pytest.raises(KernelError, match="the projection's activation 'Sigmoid' is not a clamp"):
+        ir._binder(ir.inverted_residual, True)(**attrs, activation="Sigmoid")(*arrays.values())
+
+
 def test_shapes_that_do_not_chain_are_named():
     arrays, attrs = _block(np.random.default_rng(0), *BLOCKS["residual"])
     arrays["w2"] = arrays["w2"][:, :, :100]

@@ -201,8 +201,9 @@ class _Stage:
         e = _epilogue(attrs, stage)
         clamps, amin, amax = clamp_epilogue(activation_code(e["activation"]), float(e["alpha"]), float(e["beta"]))
         if not clamps:
-            raise KernelError(f"{where}: the {stage or 'projection '}stage's activation {e['activation']!r} is not "
-                              f"a clamp; {OP} fuses clamps (none, Relu, Clip) only")
+            name = {"expand_": "expansion", "": "projection"}[stage]
+            raise KernelError(f"{where}: the {name}'s activation {e['activation']!r} is not a clamp; {OP} fuses "
+                              f"clamps (none, Relu, Clip) only")
         self.k, self.m = k, m
         self.mr, self.nv = tile_shape(m)
         self.nl = self.nv * LANES
@@ -276,12 +277,13 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
         zz = no_z if z is None else np.ascontiguousarray(z, np.float32).reshape(-1)
         kernel = _blocks.parallel if threads > 1 else _blocks.serial
         xc = np.ascontiguousarray(x, np.float32)
+        e_tail = np.empty((nchunks, max(e_mr * cin, 1)), np.float32)
+        p_tail = np.empty((nchunks, project.mr * c), np.float32)
         kernel(xc.reshape(-1), xc.reshape(n, h, w * cin), dims, expand is not None, e_wp, e_koff, e_bias, e_lim,
                np.ascontiguousarray(wd, np.float32).reshape(-1), _vector(bd, c), d_code, d_alpha, d_beta, d_lim,
-               not clamps, p_wp,
-               p_koff, project.bias(b2, constant_weights), zz, z is not None, project.lim, y.reshape(-1), ring,
-               ring.reshape(nchunks, -1), dbuf, dbuf.reshape(nchunks, -1), np.empty((nchunks, max(e_mr * cin, 1)),
-               np.float32), np.empty((nchunks, project.mr * c), np.float32), np.zeros(w * c, np.float32), nchunks)
+               not clamps, p_wp, p_koff, project.bias(b2, constant_weights), zz, z is not None, project.lim,
+               y.reshape(-1), ring, ring.reshape(nchunks, -1), dbuf, dbuf.reshape(nchunks, -1), e_tail, p_tail,
+               np.zeros(w * c, np.float32), nchunks)
         return y
 
     return run
