@@ -74,10 +74,8 @@ def main() -> int:
                                      ir._window((h, h), attrs, "bench"), attrs, True)
             args_ = list(a.values())
             np.testing.assert_allclose(fused(*args_), apart(*args_), rtol=1e-4, atol=1e-4)
-            c = cin if e is None else e
-            runs_apart = threads > 1 and 4 * c * (m + (cin if e else 0)) > ir.APART_RATIO * (
-                args.batch * h * h / threads) * c * 4
-            cases.append((shape, fused, apart, args_, runs_apart))
+            apart_too = ir.runs_apart(args.batch * h * h, cin if e else 0, e or cin, m, threads)
+            cases.append((shape, fused, apart, args_, apart_too))
         times = [([], []) for _ in cases]
         for r in range(args.rounds):
             # each side runs the whole model order in turn (neither finds the other's weights in
@@ -92,11 +90,11 @@ def main() -> int:
         print("| block (H, C -> E -> M, stride) | apart | fused | fused / apart |")
         print("|---|---|---|---|")
         tot_f = tot_a = 0.0
-        for (shape, *_, runs_apart), (tf, ta) in zip(cases, times):
+        for (shape, *_, apart_too), (tf, ta) in zip(cases, times):
             h, cin, e, m, stride, res = shape
             f, a_ = float(np.median(tf)), float(np.median(ta))
             tot_f, tot_a = tot_f + f, tot_a + a_
-            note = " (apart)" if runs_apart else ""
+            note = " (apart)" if apart_too else ""
             print(f"| {h}x{h}, {cin} -> {e or '-'} -> {m}, /{stride}{' +Z' if res else ''} | {a_ * 1e3:.3f} | "
                   f"{f * 1e3:.3f}{note} | {f / a_:.2f}x |")
         print(f"| all | {tot_a * 1e3:.2f} | {tot_f * 1e3:.2f} | {tot_f / tot_a:.2f}x |")

@@ -36,7 +36,7 @@ from inference.kernels._prepack import constant_weight
 from inference.kernels.conv import PACKED, handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
 from inference.kernels.nhwc import conv_window, fused_conv_nhwc_reference, prepare_conv_nhwc
-from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_weight, tile_shape
+from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_bias, padded_weight, tile_shape
 from inference.kernels.tile_lanes import clamp_epilogue
 from inference.ops._memo import remember
 from inference.ops.registry import register
@@ -79,7 +79,8 @@ register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W1", opt
                          shape_rule=_shape))
 
 
-def _epilogue(attrs: dict, stage: str) -> dict:
+def stage_epilogue(attrs: dict, stage: str) -> dict:
+    """FusedConv's epilogue attributes of one stage (``stage``: a prefix of :data:`STAGES`)."""
     return {k: attrs.get(f"{stage}{k}", v) for k, v in EPILOGUE_ATTRS.items()}
 
 
@@ -89,10 +90,10 @@ def inverted_residual_reference(x, w1=None, b1=None, wd=None, bd=None, w2=None, 
     """The three FusedConvNHWC the block fuses, apart."""
     _required(wd, w2)
     _check(x.shape, None if w1 is None else w1.shape, wd.shape, w2.shape, None if z is None else z.shape)
-    e = x if w1 is None else fused_conv_nhwc_reference(x, w1, b1, **_epilogue(epilogues, "expand_"))
+    e = x if w1 is None else fused_conv_nhwc_reference(x, w1, b1, **stage_epilogue(epilogues, "expand_"))
     d = fused_conv_nhwc_reference(e, wd, bd, group=wd.shape[3], kernel_shape=[3, 3], strides=strides, pads=pads,
-                                  **_epilogue(epilogues, "depthwise_"))
-    return fused_conv_nhwc_reference(d, w2, b2, z, **_epilogue(epilogues, ""))
+                                  **stage_epilogue(epilogues, "depthwise_"))
+    return fused_conv_nhwc_reference(d, w2, b2, z, **stage_epilogue(epilogues, ""))
 
 
 def _required(wd, w2) -> None:
@@ -198,7 +199,7 @@ class _Stage:
     """A 1x1 stage's tile, clamp and padded bias/weight getters."""
 
     def __init__(self, k: int, m: int, attrs: dict, stage: str, where: str):
-        e = _epilogue(attrs, stage)
+        e = stage_epilogue(attrs, stage)
         clamps, amin, amax = clamp_epilogue(activation_code(e["activation"]), float(e["alpha"]), float(e["beta"]))
         if not clamps:
             name = {"expand_": "expansion", "": "projection"}[stage]
@@ -217,9 +218,7 @@ class _Stage:
     def bias(self, b: np.ndarray | None, constant: bool) -> np.ndarray:
         if constant and b is not None and self._bias[0] is b:
             return self._bias[1]
-        bp = np.zeros(-(-self.m // self.nl) * self.nl, np.float32)
-        if b is not None:
-            bp[:self.m] = b
+        bp = padded_bias(b, self.m, -(-self.m // self.nl) * self.nl)
         if constant:
             self._bias = (b, bp)
         return bp
@@ -238,7 +237,7 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     (oh, ow), (sh, sw), (ph, pw) = win.out_shape, win.strides, win.pads_begin
     expand = None if w1_shape is None else _Stage(cin, c, attrs, "expand_", where)
     project = _Stage(c, m, attrs, "", where)
-    d = _epilogue(attrs, "depthwise_")
+    d = stage_epilogue(attrs, "depthwise_")
     d_code, d_alpha, d_beta = activation_code(d["activation"]), float(d["alpha"]), float(d["beta"])
     clamps, amin, amax = clamp_epilogue(d_code, d_alpha, d_beta)
     if not clamps:  # the activation in a pass over each row
@@ -253,12 +252,11 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     empty_koff = np.zeros(1, np.int64)
     out_shape = (n, oh, ow, m)
 
-    weight_bytes = 4 * c * (m + (cin if expand else 0))
     apart: list = []  # the stages as three calls, made when first needed
 
     def run(x, w1, b1, wd, bd, w2, b2, z):
         threads = kernel_threads()
-        if threads > 1 and weight_bytes > APART_RATIO * (n * h * w / threads) * c * 4:
+        if runs_apart(n * h * w, cin if expand else 0, c, m, threads):
             if not apart:
                 apart.append(_stages_apart(x_shape, w1_shape, w2_shape, win, attrs, constant_weights))
             return apart[0](x, w1, b1, wd, bd, w2, b2, z)
@@ -289,6 +287,12 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     return run
 
 
+def runs_apart(pixels: int, expand_in: int, c: int, m: int, threads: int) -> bool:
+    """Whether a block over ``pixels`` input pixels (expansion from ``expand_in`` channels, 0 for
+    none, to ``c``; projection to ``m``) runs its stages apart at ``threads`` (:data:`APART_RATIO`)."""
+    return threads > 1 and 4 * c * (m + expand_in) > APART_RATIO * (pixels / threads) * c * 4
+
+
 def _stages_apart(x_shape: tuple, w1_shape: tuple | None, w2_shape: tuple, win, attrs: dict, constant_weights: bool):
     """The block as its two or three convolutions, each parallel over its own tiles."""
     n, h, w, cin = x_shape
@@ -296,7 +300,7 @@ def _stages_apart(x_shape: tuple, w1_shape: tuple | None, w2_shape: tuple, win, 
     oh, ow = win.out_shape
 
     def stage(shape: tuple, w_shape: tuple, window, group: int, prefix: str):
-        e = _epilogue(attrs, prefix)
+        e = stage_epilogue(attrs, prefix)
         return prepare_conv_nhwc(shape, w_shape, window, group, activation_code(e["activation"]), float(e["alpha"]),
                                  float(e["beta"]), constant_weights)
 

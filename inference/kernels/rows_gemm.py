@@ -115,6 +115,15 @@ def padded_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = None,
     return build() if keep_for is None else prepacked(keep_for, ("rows_gemm", nl, groups), build)
 
 
+def padded_bias(bias: np.ndarray | None, m: int, padded_m: int, groups: int = 1) -> np.ndarray:
+    """``bias`` (M,) laid out as :func:`padded_weight`'s panels are: each group's M/groups entries
+    zero-padded to ``padded_m``, flat; all zeros when absent."""
+    bp = np.zeros((groups, padded_m), np.float32)
+    if bias is not None:
+        bp[:, :m // groups] = bias.reshape(groups, -1)
+    return bp.reshape(-1)
+
+
 class _PanelSteps(NamedTuple):
     """The steps a gathered GEMM's panel j runs: ``count[j]`` of them, the offsets in row
     ``row[j]`` of ``koff`` (its group's row, or the panel's own when zero rows are skipped)."""
@@ -249,10 +258,7 @@ class PreparedGemm:
         Why kept: padding it cost ~1 us of a batch-1 layer's ~10 us of Python per call."""
         if constant and self._bias[0] is bias:
             return self._bias[1]
-        groups = self.groups
-        bp = np.zeros((groups, self.padded_m), np.float32)
-        bp[:, :self.m // groups] = bias.reshape(groups, -1)
-        bp = bp.reshape(-1)
+        bp = padded_bias(bias, self.m, self.padded_m, self.groups)
         if constant:
             self._bias = (bias, bp)
         return bp

@@ -14,7 +14,7 @@ from __future__ import annotations
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
-from inference.kernels.inverted_residual import OP
+from inference.kernels.inverted_residual import OP, stage_epilogue
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window, is_depthwise
 from inference.kernels.tile_lanes import clamp_epilogue
@@ -124,19 +124,17 @@ def _decompose(e, n: Node) -> None:
     def arg(i: int) -> str:
         return n.inputs[i] if len(n.inputs) > i else ""
 
-    def epilogue(stage: str) -> dict:
-        return {k: n.attrs[f"{stage}{k}"] for k in EPILOGUE_ATTRS if f"{stage}{k}" in n.attrs}
-
     x = arg(0)
     if arg(1):
         x = e.fresh("expanded")
-        decompose_node(e, Node(CONV, [arg(0), arg(1), arg(2)], [x], epilogue("expand_"), DOMAIN, f"{n.name}/expand"))
+        decompose_node(e, Node(CONV, [arg(0), arg(1), arg(2)], [x], stage_epilogue(n.attrs, "expand_"), DOMAIN,
+                               f"{n.name}/expand"))
     c = e.g.initializers[arg(3)].shape[3]
     d = e.fresh("depthwise")
     dw = {"group": c, "kernel_shape": [3, 3], **{k: n.attrs[k] for k in ("strides", "pads") if k in n.attrs}}
-    decompose_node(e, Node(CONV, [x, arg(3), arg(4)], [d], {**dw, **epilogue("depthwise_")}, DOMAIN,
+    decompose_node(e, Node(CONV, [x, arg(3), arg(4)], [d], {**dw, **stage_epilogue(n.attrs, "depthwise_")}, DOMAIN,
                            f"{n.name}/depthwise"))
-    decompose_node(e, Node(CONV, [d, arg(5), arg(6), arg(7)], list(n.outputs), epilogue(""), DOMAIN,
+    decompose_node(e, Node(CONV, [d, arg(5), arg(6), arg(7)], list(n.outputs), stage_epilogue(n.attrs, ""), DOMAIN,
                            f"{n.name}/project"))
 
 
