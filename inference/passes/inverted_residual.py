@@ -18,7 +18,7 @@ from inference.kernels.inverted_residual import OP, stage_epilogue
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window, is_depthwise
 from inference.kernels.tile_lanes import clamp_epilogue
-from inference.passes._rewrite import fuse_nodes, single_reader
+from inference.passes._rewrite import fuse_nodes
 
 
 def _plain(n: Node) -> bool:
@@ -68,9 +68,13 @@ def _depthwise(g: Graph, n: Node) -> bool:
     return is_depthwise(x.shape[3], w, int(n.attrs.get("group", 1)))
 
 
-def _producer(g: Graph, name: str, producers: dict[str, Node]) -> Node | None:
-    """The node making ``name`` when ``name`` has that one reader and is no graph output."""
-    return producers.get(name) if single_reader(g, name) is not None else None
+def _producer(g: Graph, name: str, producers: dict[str, Node], consumers: dict[str, list[Node]]) -> Node | None:
+    """The node making ``name`` when ``name`` has that one reader and is no graph output. The
+    counts hold through the pass: a fused node reads what its first stage read and the residual,
+    as the stages it replaces did."""
+    if name in g.output_names or len(consumers.get(name, ())) != 1:
+        return None
+    return producers.get(name)
 
 
 def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
@@ -99,13 +103,14 @@ def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
 def fuse_inverted_residual(model: Model) -> bool:
     g, changed = model.graph, False
     producers = {o: n for n in g.nodes for o in n.outputs}
+    consumers = g.consumers()  # once: per candidate, a scan of every node made the pass quadratic
     for project in [n for n in g.nodes if (n.domain, n.op_type) == (DOMAIN, CONV)]:
         if not _pointwise(g, project):
             continue
-        dw = _producer(g, project.inputs[0], producers)
+        dw = _producer(g, project.inputs[0], producers, consumers)
         if dw is None or not _depthwise(g, dw):
             continue
-        expand = _producer(g, dw.inputs[0], producers)
+        expand = _producer(g, dw.inputs[0], producers, consumers)
         if expand is not None and (not _pointwise(g, expand) or _residual(expand)):
             expand = None
         node = _fuse(g, project, dw, expand)
