@@ -28,6 +28,7 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.ir import Node, TensorType
+from inference.kernels import winograd
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activation_code, as_f32
 from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc
@@ -42,6 +43,9 @@ from inference.schema import FormalParam, OpSchema, register_schema
 
 OP = "FusedConvNHWC"
 TO_NHWC, TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+#: FusedConvNHWC's ``algorithm``: the implicit GEMM, or Winograd's F(2x2, 3x3) where it applies
+#: (:mod:`inference.kernels.winograd`; :mod:`inference.passes.winograd` picks it)
+DIRECT, WINOGRAD = "direct", "winograd"
 HWIO = (2, 3, 1, 0)  # OIHW -> HWIO: the weight layout of FusedConvNHWC
 OIHW = (3, 2, 0, 1)  # and back
 
@@ -68,6 +72,7 @@ register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W"), For
                                          FormalParam("Z", optional=True)), (FormalParam("Y"),),
                          {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None,
                           "pads": None, "strides": None, "input_order": None, "input_layout": "NHWC",
+                          "algorithm": DIRECT,
                           **EPILOGUE_ATTRS}, shape_rule=_shape))
 
 
@@ -85,7 +90,8 @@ def _check(x: tuple, w: tuple, z: tuple | None, group: int) -> None:
 
 @register(OP, since=1, domain=DOMAIN)
 def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, input_order=None,
-                              input_layout="NHWC", **conv_attrs):
+                              input_layout="NHWC", algorithm=DIRECT, **conv_attrs):
+    _check_algorithm(algorithm)
     x = _as_nhwc(x, input_layout)
     _check(x.shape, w.shape, None if z is None else z.shape, conv_attrs.get("group", 1))
     if input_order is not None:
@@ -99,6 +105,11 @@ def fused_conv_nhwc_reference(x, w, b=None, z=None, *, activation="", alpha=0.0,
 def _check_layout(input_layout: str) -> None:
     if input_layout not in ("NHWC", "NCHW"):
         raise KernelError(f"{OP}: input_layout must be 'NHWC' or 'NCHW', got {input_layout!r}")
+
+
+def _check_algorithm(algorithm: str) -> None:
+    if algorithm not in (DIRECT, WINOGRAD):
+        raise KernelError(f"{OP}: algorithm must be {DIRECT!r} or {WINOGRAD!r}, got {algorithm!r}")
 
 
 def _as_nhwc(x: np.ndarray, input_layout: str) -> np.ndarray:
@@ -209,7 +220,7 @@ ConvCall = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", "np.ndarray | 
 
 def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, code: int, alpha: float,
                       beta: float, constant_weight: bool = False, order: np.ndarray | None = None,
-                      channels_first: bool = False) -> ConvCall:
+                      channels_first: bool = False, algorithm: str = DIRECT) -> ConvCall:
     """The call ``(x, w, b, z) -> act(conv(x, w) + b + z)`` for float32 NHWC ``x`` and HWIO ``w`` of these shapes
     (depthwise: the stencils; other groups: the tile), with everything that follows from the shapes settled
     here. Why: a run of MobileNetV2 makes 52 of these calls, and deriving the window, tile, patch offsets and
@@ -218,7 +229,9 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
     initializer), so the GEMM keeps its weight panels (:func:`~inference.kernels.rows_gemm.padded_weight`).
     ``order``: FusedConvNHWC's ``input_order`` (checked), read through the gathered GEMM's step table at no
     cost; a depthwise conv gathers a reordered copy first. ``channels_first``: ``x`` comes as (N, C, H, W)
-    (``x_shape`` still (N, H, W, C)) and is read in place by the gathered GEMM (group 1 only: an RGB stem)."""
+    (``x_shape`` still (N, H, W, C)) and is read in place by the gathered GEMM (group 1 only: an RGB stem).
+    ``algorithm`` :data:`WINOGRAD`: Winograd's F(2x2, 3x3) where :func:`~inference.kernels.winograd.applies`
+    to these shapes (else, and for :data:`DIRECT`, the gathered GEMM)."""
     if channels_first and group != 1:
         raise KernelError(f"{OP}: input_layout 'NCHW' takes group 1 only, got group={group}")
     n, h, wd, c = x_shape
@@ -266,12 +279,22 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
                  None if z is None else as_f32(z, out_shape), amin, amax, w if constant_weight else None)
         return finish(y)
 
-    return gathered
+    if not (algorithm == WINOGRAD and order is None and not channels_first and group == 1
+            and winograd.applies(x_shape, w_shape, win)):
+        return gathered
+    wino = winograd.PreparedWinograd(x_shape, m, win.pads_begin, win.out_shape)
+
+    def minimal(x, w, b, z):  # Winograd's F(2x2, 3x3) on the patches in place
+        y = wino(x, as_f32(w, w_shape), as_f32(b, (m,)), None if z is None else as_f32(z, out_shape), amin, amax,
+                 w if constant_weight else None)
+        return finish(y)
+
+    return minimal
 
 
 def _prepare_checked(x_shape: tuple, w_shape: tuple, z_shape: tuple | None, attrs: dict, group: int, code: int,
                      alpha: float, beta: float, constant_weight: bool, input_order=None,
-                     input_layout: str = "NHWC") -> ConvCall:
+                     input_layout: str = "NHWC", algorithm: str = DIRECT) -> ConvCall:
     """:func:`prepare_conv_nhwc` after the shape checks (which name a wrong feed); ``x_shape`` as
     the input comes (NCHW for ``input_layout`` "NCHW")."""
     channels_first = input_layout == "NCHW"
@@ -283,7 +306,8 @@ def _prepare_checked(x_shape: tuple, w_shape: tuple, z_shape: tuple | None, attr
     if z_shape is not None and z_shape != out:
         raise KernelError(f"{OP}: residual Z has shape {z_shape}, the output {out}")
     order = None if input_order is None else _order(input_order, x_shape[3])
-    return prepare_conv_nhwc(x_shape, w_shape, win, group, code, alpha, beta, constant_weight, order, channels_first)
+    return prepare_conv_nhwc(x_shape, w_shape, win, group, code, alpha, beta, constant_weight, order, channels_first,
+                             algorithm)
 
 
 def nhwc_binder(fn, constant_weights: bool = False):
@@ -293,10 +317,11 @@ def nhwc_binder(fn, constant_weights: bool = False):
     :data:`~inference.kernels.conv.PACKED` (weights never change, their panels are kept)."""
 
     def bind(*, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None, strides=None,
-             input_order=None, input_layout="NHWC", activation="", alpha=0.0, beta=0.0):
+             input_order=None, input_layout="NHWC", algorithm=DIRECT, activation="", alpha=0.0, beta=0.0):
         attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
                      strides=strides)
         _check_layout(input_layout)
+        _check_algorithm(algorithm)
         epilogue = dict(activation=activation, alpha=alpha, beta=beta)
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         calls: dict[tuple, ConvCall] = {}
@@ -306,10 +331,11 @@ def nhwc_binder(fn, constant_weights: bool = False):
             call = calls.get(key)
             if call is None:
                 call = remember(calls, key, _prepare_checked(x.shape, w.shape, key[2], attrs, group, code, alpha,
-                                                             beta, constant_weights, input_order, input_layout))
+                                                             beta, constant_weights, input_order, input_layout,
+                                                             algorithm))
             if x.dtype != np.float32 or w.dtype != np.float32:
                 return fused_conv_nhwc_reference(x, w, b, z, **epilogue, **attrs, input_order=input_order,
-                                                 input_layout=input_layout)
+                                                 input_layout=input_layout, algorithm=algorithm)
             return call(x, w, b, z)
 
         return run

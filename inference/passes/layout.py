@@ -325,6 +325,7 @@ def _decompose(e, n: Node) -> None:
     src, attrs = n.inputs[0], dict(n.attrs)
     order = attrs.pop("input_order", None)
     nchw_in = attrs.pop("input_layout", "NHWC") == "NCHW"  # a stem reading its NCHW input
+    attrs.pop("algorithm", None)  # how our kernel computes it: the same sums
     if order is not None:  # a folded channel shuffle: the channels in the conv's order first
         src = e.op("Gather", [src, e.const(np.asarray(order, np.int64))], axis=1 if nchw_in else 3)
     x = src if nchw_in else e.op("Transpose", [src], perm=list(TO_NCHW))
