@@ -81,6 +81,17 @@ def _layers(batch: int, threads: int) -> list[dict]:
     return out
 
 
+def _row(head: str, t: dict, err: float | None, peer_err: float | None) -> str:
+    """One table row: the times ``t`` (s) by side, their ratios, the differences (None: blank)."""
+    show = lambda e: "" if e is None else f"{e:.1e}"  # noqa: E731
+    row = (f"| {head} | {t['direct'] * 1e6:.0f} | {t['winograd'] * 1e6:.0f} | {t['winograd'] / t['direct']:.2f}x | "
+           f"{show(err)} |")
+    if "onnxruntime" in t:
+        row += (f" {t['onnxruntime'] * 1e6:.0f} | {t['winograd'] / t['onnxruntime']:.2f}x | "
+                f"{t['direct'] / t['onnxruntime']:.2f}x | {show(peer_err)} |")
+    return row
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", default="1")
@@ -112,18 +123,8 @@ def main() -> int:
                 for s in sides:
                     sums[s] += med[s]
             h, c, m = layer["shape"]
-            row = (f"| {h} | {c} -> {m} | {'yes' if layer['takes'] else 'no'} | {med['direct'] * 1e6:.0f} | "
-                   f"{med['winograd'] * 1e6:.0f} | {med['winograd'] / med['direct']:.2f}x | {layer['err']:.1e} |")
-            if peer:
-                row += (f" {med['onnxruntime'] * 1e6:.0f} | {med['winograd'] / med['onnxruntime']:.2f}x | "
-                        f"{med['direct'] / med['onnxruntime']:.2f}x | {layer['peer_err']:.1e} |")
-            print(row)
-        row = (f"| all it takes | | | {sums['direct'] * 1e6:.0f} | {sums['winograd'] * 1e6:.0f} | "
-               f"{sums['winograd'] / sums['direct']:.2f}x | |")
-        if peer:
-            row += (f" {sums['onnxruntime'] * 1e6:.0f} | {sums['winograd'] / sums['onnxruntime']:.2f}x | "
-                    f"{sums['direct'] / sums['onnxruntime']:.2f}x | |")
-        print(row)
+            print(_row(f"{h} | {c} -> {m} | {'yes' if layer['takes'] else 'no'}", med, layer["err"], layer["peer_err"]))
+        print(_row("all it takes | |", sums, None, None))
     return 0
 
 

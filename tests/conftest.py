@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numba
 import numpy as np
 import onnx
 import pytest
 
 from inference.builder import GraphBuilder
+from inference.kernels import _jit
 
 LIGHT_MODELS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -51,3 +53,13 @@ def mlp_path(tmp_path, mlp_model):
 @pytest.fixture
 def squeezenet_path() -> Path:
     return LIGHT_MODELS / "light_squeezenet.onnx"
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """The kernels' thread count for the test (numba's pool and our kernels' parallel twins), restored after."""
+    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
+    _jit.use_parallel_kernels(request.param > 1)
+    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
+    yield request.param
+    _jit.use_parallel_kernels(parallel)
+    numba.set_num_threads(before)

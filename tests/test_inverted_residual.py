@@ -24,17 +24,6 @@ RTOL, ATOL = 1e-4, 1e-5
 CLIP6 = dict(activation="Clip", alpha=0.0, beta=6.0)
 
 
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request):
-    """The kernels' thread count for the test, restored after."""
-    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
-    _jit.use_parallel_kernels(request.param > 1)
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    _jit.use_parallel_kernels(parallel)
-    numba.set_num_threads(before)
-
-
 def _block(rng, n, h, w, cin, e, m, stride, residual, depthwise_act="Clip", pads=(1, 1, 1, 1)):
     """Inputs and attributes of one block (``e`` None: no expansion)."""
     c = cin if e is None else e

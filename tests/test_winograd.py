@@ -4,7 +4,6 @@ blocks and channel panels, residuals, activations, one and two threads), the con
 and leaves, the standard-ONNX export and a saved optimized model."""
 from __future__ import annotations
 
-import numba
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -14,7 +13,7 @@ from inference import Config, Predictor, zoo
 from inference.builder import GraphBuilder
 from inference.decompose import decompose_to_standard
 from inference.errors import KernelError
-from inference.kernels import _jit, winograd
+from inference.kernels import winograd
 from inference.kernels.activations import activation_code
 from inference.kernels.nhwc import (DIRECT, OP, WINOGRAD, conv_window, fused_conv_nhwc_packed,
                                     fused_conv_nhwc_reference, prepare_conv_nhwc)
@@ -24,17 +23,6 @@ from inference.passes import layout, optimize
 from inference.session import CONSTANT_WEIGHT_KINDS, Session
 
 RTOL, ATOL = 1e-4, 1e-5
-
-
-@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
-def threads(request):
-    """The kernels' thread count for the test, restored after."""
-    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
-    _jit.use_parallel_kernels(request.param > 1)
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    _jit.use_parallel_kernels(parallel)
-    numba.set_num_threads(before)
 
 
 def _conv(rng, n, h, w, c, m, pads, residual):
