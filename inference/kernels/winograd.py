@@ -41,7 +41,8 @@ def multiply_ratio(oh: int, ow: int) -> float:
 
 
 #: channels below this run on the direct tile: the transforms then weigh more than the multiply-adds
-#: saved (squeezenet's 16 -> 64 on 55x55 ran 1.35x the tile's time, its 32 -> 128 on 27x27 1.01x)
+#: saved (squeezenet's 16 -> 64 on 55x55 ran 1.24-1.57x the tile's time, its 32 -> 128 on 27x27
+#: 0.99-1.36x, in ``benchmarks/winograd.py``'s runs)
 MIN_CHANNELS = 64
 #: below this :func:`multiply_ratio` a map's half-used tiles leave too little saved
 MIN_RATIO = 1.5
@@ -51,10 +52,10 @@ MAX_ZERO_PLANES = 0.1
 
 
 #: below this many (tiles x input channels) in a call the direct tile was as fast or faster, its
-#: weight (9/16 of the transformed one's bytes) arriving from L3 beside less work: ResNet-18's
-#: 512 -> 512 on 7x7 at batch 1 (16 tiles) 0.99-1.01x, squeezenet-shaped 64 -> 256 on 13x13 (49 tiles)
-#: 1.27x the direct time, both in model order (``benchmarks/winograd.py``); 256 -> 256 on 14x14
-#: (49 tiles, 12544) 0.79-0.84x
+#: weight (9/16 of the transformed one's bytes) arriving from L3 or DRAM beside less work: ResNet-18's
+#: 512 -> 512 on 7x7 at batch 1 (16 tiles, 8192) 0.93-1.07x, squeezenet-shaped 64 -> 256 on 13x13
+#: (49 tiles, 3136) 0.98-1.27x the direct time, in model order (``benchmarks/winograd.py``);
+#: 256 -> 256 on 14x14 (49 tiles, 12544) 0.75-0.84x
 MIN_TILE_CHANNELS = 10_000
 
 
@@ -84,7 +85,7 @@ def transformed_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = Non
     point after point, flat. Computed in float64, kept with the constant ``keep_for``."""
 
     def build() -> np.ndarray:
-        k0, k1, c, m = w.shape
+        _, _, c, m = w.shape
         g = np.asarray(w, np.float64).reshape(3, 3, c * m)
         u = np.tensordot(np.tensordot(_G, g, axes=(1, 0)), _G, axes=(1, 1))  # (4, C*M, 4)
         u = u.transpose(0, 2, 1).reshape(POINTS, c, m).astype(np.float32)
@@ -147,19 +148,14 @@ class PreparedWinograd:
 _BT = np.array([[0, 1, 2, -1], [1, 1, 2, 1], [2, 1, 1, -1], [1, 1, 3, -1]], np.int64)
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _inside(i, size):
-    """``i`` clamped into [0, size): a row or column read safely even where it is padding."""
-    return min(max(i, 0), size - 1)
-
-
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _input_tiles(x, h, w, c, pt, pl, th, tw, g0, count, p, rows, v, patch, bt):
     """``v[xi, t, :]`` = point xi of tile ``g0 + t``'s transformed patch for t < count; rows
     [count, p) zero (the last tile row's padding). ``patch`` (16 * c): a border patch, its padding
     zero-filled (interior patches are read in place). Each point is its own loop over the channels
-    (one store, four loads): with all sixteen in one loop LLVM left it scalar (it would have needed
-    more run-time overlap checks than it makes)."""
+    (one store, four loads, on views indexed from 0): one loop writing all sixteen points stayed
+    scalar in LLVM (the 56x56 64-channel layer's patches in 571 us; flat-indexed per-point loops
+    1310 us, numba's negative-index fix-up on each index; these 173 us)."""
     per_image = th * tw
     plane = rows * c
     off = np.empty(POINTS, np.int64)
@@ -204,7 +200,7 @@ def _input_tiles(x, h, w, c, pt, pl, th, tw, g0, count, p, rows, v, patch, bt):
                 dst = (a * 4 + b) * plane + t * c
                 out, d11, d12, d21, d22 = (v[dst:dst + c], src[o11:o11 + c], src[o12:o12 + c], src[o21:o21 + c],
                                            src[o22:o22 + c])
-                for ch in range(c):  # views indexed from 0: numba's negative-index fix-up left a flat index scalar
+                for ch in range(c):
                     out[ch] = (s11 * d11[ch] + s12 * d12[ch]) + (s21 * d21[ch] + s22 * d22[ch])
 
 

@@ -2,15 +2,16 @@
 
 A 3x3 stride-1 convolution takes 9 multiply-adds per output and channel pair on the direct tile,
 4 (plus the transforms) with Winograd's minimal filtering (:mod:`inference.kernels.winograd`):
-ResNet-18's 3x3 layers on 56x56 to 7x7 maps ran in 0.71-0.94x the direct tile's time (one thread,
-``benchmarks/winograd.py``). Its sums round differently from the direct ones (relative error
-~1e-6 on those layers), so it is a pass of its own: ``Config(passes={"winograd_conv": False})``
-keeps every convolution direct.
+ResNet-18's 3x3 stride-1 layers on 56x56 to 14x14 maps ran in 0.73-0.90x the direct tile's time
+(one thread, in model order, ``benchmarks/winograd.py``). Its sums round differently from the
+direct ones (relative difference ~1e-6 on those layers), so it is a pass of its own:
+``Config(passes={"winograd_conv": False})`` keeps every convolution direct (a model saved by
+``edgelearn optimize`` keeps the marks it was saved with).
 
 Marked ``algorithm="winograd"``: an ``edgelearn::FusedConvNHWC`` of NHWC input of known height,
 width and channels, with a constant float32 3x3 weight, stride and dilation 1, group 1, no
 ``input_order``, :func:`~inference.kernels.winograd.eligible` by its shapes and with few of the
-weight's (tap, output) planes are zero (a 1x1 branch merged into a 3x3 convolution by
+weight's (tap, output) planes all zero (a 1x1 branch merged into a 3x3 convolution by
 :mod:`inference.passes.concat_convs` is cheaper on the direct tile, which skips its zero taps).
 A mark that no longer holds (the node changed) is taken back. The kernel still runs a marked
 convolution directly at a batch too small for Winograd to pay (``MIN_TILE_CHANNELS``).
