@@ -63,3 +63,19 @@ def threads(request):
     yield request.param
     _jit.use_parallel_kernels(parallel)
     numba.set_num_threads(before)
+
+
+def run_as_standard_onnx(model, feeds: dict) -> list:
+    """``model`` (optimized: our ops in it) decomposed to standard ONNX, checked (onnx.checker, no
+    custom domain, no initializer left unread), and run in onnxruntime on ``feeds``."""
+    import onnxruntime as ort
+
+    from inference.decompose import decompose_to_standard
+    from inference.onnx_export import model_to_proto
+
+    standard = model_to_proto(decompose_to_standard(model))
+    onnx.checker.check_model(standard)
+    assert not any(n.domain for n in standard.graph.node)
+    read = {i for n in standard.graph.node for i in n.input}
+    assert {t.name for t in standard.graph.initializer} <= read  # e.g. no HWIO weight beside its OIHW copy
+    return ort.InferenceSession(standard.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)

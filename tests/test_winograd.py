@@ -5,13 +5,11 @@ and leaves, the standard-ONNX export and a saved optimized model."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
 from inference import Config, Predictor, zoo
 from inference.builder import GraphBuilder
-from inference.decompose import decompose_to_standard
 from inference.errors import KernelError
 from inference.kernels import winograd
 from inference.kernels.activations import activation_code
@@ -21,6 +19,7 @@ from inference.onnx_export import model_to_proto
 from inference.onnx_import import load_model
 from inference.passes import layout, optimize
 from inference.session import CONSTANT_WEIGHT_KINDS, Session
+from tests.conftest import run_as_standard_onnx
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -195,13 +194,9 @@ def test_switched_off_every_convolution_stays_direct(channels_last):
 def test_exports_as_standard_onnx_and_loads_saved(channels_last):
     model = _net()
     optimize(model)
-    standard = model_to_proto(decompose_to_standard(model))
-    onnx.checker.check_model(standard)
-    assert not any(n.domain for n in standard.graph.node)
-    run = lambda proto: ort.InferenceSession(proto.SerializeToString(),  # noqa: E731
-                                             providers=["CPUExecutionProvider"]).run(None, _feeds())[0]
-    want = run(model_to_proto(_net()))
-    np.testing.assert_allclose(run(standard), want, rtol=RTOL, atol=ATOL)
+    want = ort.InferenceSession(model_to_proto(_net()).SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, _feeds())[0]
+    np.testing.assert_allclose(run_as_standard_onnx(model, _feeds())[0], want, rtol=RTOL, atol=ATOL)
     saved = load_model(model_to_proto(model))  # the optimized graph as edgelearn optimize saves it
     assert _algorithms(saved) == [WINOGRAD, WINOGRAD]
     np.testing.assert_allclose(Session(saved, kinds=CONSTANT_WEIGHT_KINDS).run(_feeds())[0], want, rtol=RTOL,
