@@ -96,7 +96,11 @@ def pool_nhwc(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide):
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _pool_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide, b, oy):
     """Output row ``oy`` of image ``b``: its windows' taps inside the image, folded a pixel's C
-    channels at a time (taps in the padding never win a max and add nothing to a sum)."""
+    channels at a time (taps in the padding never win a max and add nothing to a sum). A max folds
+    separably (:func:`_max_row`); a sum keeps the reference's order of taps, so averages round as it does."""
+    if is_max:
+        _max_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, b, oy)
+        return
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     out = y[b, oy]
     for ox in range(out.shape[0]):
@@ -110,16 +114,45 @@ def _pool_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide, b, o
                 ix = ox * sw - pw + kx * dw
                 if ix < 0 or ix >= w:
                     continue
-                fold_tap(o, x[b, iy, ix], c, first, is_max)
+                fold_tap(o, x[b, iy, ix], c, first, False)
                 first = False
         if first:  # a window wholly in the padding: what the reference's padded reduction gives
-            fill = -np.inf if is_max else 0.0
             for k in range(c):
-                o[k] = fill
+                o[k] = 0.0
         if divide:
             d = counts[oy, ox]
             for k in range(c):
                 o[k] /= d
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _max_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, b, oy):
+    """A max pool's output row, separably: the window's rows inside the image folded into one row
+    first (whole rows of W*C, long vectorised runs), then each output pixel's columns of that row.
+    Why: folding each of a 3x3 window's 9 taps per pixel spent its time entering 9 short loops
+    (squeezenet's 3x3/2 on 111x111x64: 214 us that way, 112 us this way; ResNet-18's on 112x112x64
+    163 -> 117, shufflenet's on 112x112x24 133 -> 59; one thread, alone; in one process against the
+    per-tap fold: 0.51-0.59x). A global max over 13x13x1000 ran 1.28x slower (13 us against 10)."""
+    h, w, c = x.shape[1], x.shape[2], x.shape[3]
+    out = y[b, oy]
+    rows = np.empty(w * c, np.float32)
+    inside = False
+    for ky in range(kh):
+        iy = oy * sh - ph + ky * dh
+        if 0 <= iy < h:
+            fold_tap(rows, x[b, iy].reshape(w * c), w * c, not inside, True)
+            inside = True
+    for ox in range(out.shape[0]):
+        o = out[ox]
+        first = True
+        for kx in range(kw if inside else 0):
+            ix = ox * sw - pw + kx * dw
+            if 0 <= ix < w:
+                fold_tap(o, rows[ix * c:(ix + 1) * c], c, first, True)
+                first = False
+        if first:  # a window wholly in the padding: what the reference's padded reduction gives
+            for k in range(c):
+                o[k] = -np.inf
 
 
 @functools.lru_cache(maxsize=256)
