@@ -111,6 +111,15 @@ def test_transformed_weight_is_g_w_gt():
     assert not panels[:, :, 7:].any()  # the panel's padding lanes
 
 
+def test_shapes_other_than_prepared_are_named():
+    x, wt, b, _, win = _conv(np.random.default_rng(5), 1, 6, 6, 8, 16, (1, 1, 1, 1), False)
+    run = winograd.PreparedWinograd(x.shape, 16, win.pads_begin, win.out_shape)
+    with pytest.raises(KernelError, match=r"X \(1, 6, 5, 8\) and W \(3, 3, 8, 16\), prepared for X \(1, 6, 6, 8\)"):
+        run(x[:, :, :5], wt, b, None, np.float32(0), np.float32(np.inf))
+    with pytest.raises(KernelError, match=r"W \(3, 3, 8, 8\)"):
+        run(x, wt[..., :8], b, None, np.float32(0), np.float32(np.inf))
+
+
 def test_a_wrong_algorithm_is_named():
     x, wt, b, _, _ = _conv(np.random.default_rng(4), 1, 4, 4, 2, 2, (1, 1, 1, 1), False)
     with pytest.raises(KernelError, match="algorithm must be 'direct' or 'winograd', got 'fft'"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_weight, tile_shape
@@ -105,7 +106,7 @@ class PreparedWinograd:
     """``clamp(conv3x3(x, w) + bias + z)`` for a fixed channels-last input shape, stride 1, dilation 1,
     group 1 and pads ``pads_begin`` (the end pads follow from ``out_shape``)."""
 
-    __slots__ = ("dims", "c", "m", "nl", "units", "koff", "zero", "_weight")
+    __slots__ = ("x_shape", "dims", "c", "m", "nl", "units", "koff", "zero", "_weight")
 
     def __init__(self, x_shape: tuple[int, int, int, int], m: int, pads_begin: tuple[int, int],
                  out_shape: tuple[int, int]):
@@ -116,7 +117,7 @@ class PreparedWinograd:
         rows = block_rows(c, self.nl, mr)
         tiles = n * ((oh + 1) // 2) * ((ow + 1) // 2)
         rows = min(rows, -(-tiles // mr) * mr)
-        self.c, self.m = c, m
+        self.x_shape, self.c, self.m = tuple(x_shape), c, m
         self.units = -(-m // self.nl) * -(-tiles // rows)
         self.dims = np.array([n, h, w, c, m, oh, ow, pads_begin[0], pads_begin[1], rows, mr, nv, 0], np.int64)
         self.koff = np.arange(c, dtype=np.int64) * self.nl
@@ -125,6 +126,9 @@ class PreparedWinograd:
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
                  amax: np.float32, keep_for: np.ndarray | None = None) -> np.ndarray:
+        if x.shape != self.x_shape or w.shape != (3, 3, self.c, self.m):
+            raise KernelError(f"winograd: X {x.shape} and W {w.shape}, prepared for X {self.x_shape} and W "
+                              f"{(3, 3, self.c, self.m)}")
         if keep_for is not None and self._weight[0] is keep_for:
             up = self._weight[1]
         else:
