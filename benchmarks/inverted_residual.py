@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgelearn.commands.bench import time_in_model_order  # noqa: E402
 from inference.kernels import inverted_residual as ir  # noqa: E402
 from inference.threads import set_num_threads  # noqa: E402
 from inference.zoo import MOBILENET_V2_STAGES  # noqa: E402
@@ -76,23 +77,15 @@ def main() -> int:
             np.testing.assert_allclose(fused(*args_), apart(*args_), rtol=1e-4, atol=1e-4)
             apart_too = ir.runs_apart(args.batch * h * h, cin if e else 0, e or cin, m, threads)
             cases.append((shape, fused, apart, args_, apart_too))
-        times = [([], []) for _ in cases]
-        for r in range(args.rounds):
-            # each side runs the whole model order in turn (neither finds the other's weights in
-            # cache), which side first alternating by round
-            for side in ((1, 0) if r % 2 else (0, 1)):
-                for (_, fused, apart, args_, _), pair in zip(cases, times):
-                    fn = (fused, apart)[side]
-                    t = clock()
-                    fn(*args_)
-                    pair[side].append(clock() - t)
+        times = time_in_model_order([{"fused": lambda f=fused, a=args_: f(*a), "apart": lambda f=apart, a=args_: f(*a)}
+                                     for _, fused, apart, args_, _ in cases], args.rounds, clock)
         print(f"\n{threads} thread(s), batch {args.batch}: ms per block, median of {args.rounds} rounds in model order")
         print("| block (H, C -> E -> M, stride) | apart | fused | fused / apart |")
         print("|---|---|---|---|")
         tot_f = tot_a = 0.0
-        for (shape, *_, apart_too), (tf, ta) in zip(cases, times):
+        for (shape, *_, apart_too), t in zip(cases, times):
             h, cin, e, m, stride, res = shape
-            f, a_ = float(np.median(tf)), float(np.median(ta))
+            f, a_ = float(np.median(t["fused"])), float(np.median(t["apart"]))
             tot_f, tot_a = tot_f + f, tot_a + a_
             note = " (apart)" if apart_too else ""
             print(f"| {h}x{h}, {cin} -> {e or '-'} -> {m}, /{stride}{' +Z' if res else ''} | {a_ * 1e3:.3f} | "

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgelearn.commands.bench import time_in_model_order  # noqa: E402
 from inference.kernels.activations import activation_code  # noqa: E402
 from inference.kernels.nhwc import DIRECT, conv_window, prepare_conv_nhwc  # noqa: E402
 from inference.kernels.winograd import PreparedWinograd, applies  # noqa: E402
@@ -102,15 +103,8 @@ def main() -> int:
         set_num_threads(threads, numba_pool=True)
         clock = time.thread_time if threads == 1 else time.perf_counter
         layers = _layers(args.batch, threads)
-        sides = ["direct", "winograd", "onnxruntime"][:3 if threads == 1 else 2]
-        times = {(i, s): [] for i in range(len(layers)) for s in sides}
-        for r in range(args.rounds + 1):  # the first round warms up
-            for s in sides[r % len(sides):] + sides[:r % len(sides)]:
-                for i, layer in enumerate(layers):
-                    t = clock()
-                    layer["runs"][s]()
-                    if r:
-                        times[i, s].append(clock() - t)
+        times = time_in_model_order([layer["runs"] for layer in layers], args.rounds, clock, warmup=1)
+        sides = list(layers[0]["runs"])
         peer = "onnxruntime" in sides
         print(f"\nthreads={threads} batch={args.batch}  (us, median of {args.rounds} rounds)")
         print("| H | C -> M | winograd_conv takes it | direct | winograd | winograd/direct | max rel. diff vs direct |"
@@ -118,7 +112,7 @@ def main() -> int:
         print("|---" * (7 + 4 * peer) + "|")
         sums = {s: 0.0 for s in sides}
         for i, layer in enumerate(layers):
-            med = {s: float(np.median(times[i, s])) for s in sides}
+            med = {s: float(np.median(times[i][s])) for s in sides}
             if layer["takes"]:
                 for s in sides:
                     sums[s] += med[s]

@@ -1,7 +1,8 @@
-"""``edgelearn bench``'s interleaved timer: every block is settled before it is timed."""
+"""``edgelearn bench``'s timers: every interleaved block is settled before it is timed; layers in
+model order rotate their sides."""
 import time
 
-from edgelearn.commands.bench import time_interleaved
+from edgelearn.commands.bench import time_in_model_order, time_interleaved
 
 
 def _recorder(stamps: list[float], pause: float = 0.0):
@@ -25,3 +26,14 @@ def test_settle_time_passes_before_a_block_is_timed():
     timed = time_interleaved({"a": _recorder(stamps, pause=0.005)}, {}, repeat=3, warmup=0, block=3, settle_s=0.05)
     assert len(timed["a"].times) == 3
     assert stamps[-3] >= start + 0.05  # untimed 5 ms runs repeat until 0.05 s have passed, then it is timed
+
+
+def test_model_order_runs_every_layer_on_one_side_then_the_next_rotating():
+    """Per round, all layers on one side, then on the other; which side goes first rotates; the
+    warm-up rounds run but are not timed."""
+    calls: list[tuple[int, str]] = []
+    layers = [{side: (lambda i=i, s=side: calls.append((i, s))) for side in ("a", "b")} for i in range(3)]
+    times = time_in_model_order(layers, rounds=2, warmup=1)
+    assert [{k: len(v) for k, v in t.items()} for t in times] == [{"a": 2, "b": 2}] * 3
+    a, b = [(i, "a") for i in range(3)], [(i, "b") for i in range(3)]
+    assert calls == a + b + b + a + a + b  # warm-up round a-first, then b-first, then a-first again

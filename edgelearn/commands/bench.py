@@ -135,6 +135,26 @@ def time_interleaved(runners: dict[str, Runner], feeds: dict, repeat: int, warmu
     return {name: Timing(ts) for name, ts in out.items()}
 
 
+def time_in_model_order(layers: Sequence[dict[str, Callable[[], Any]]], rounds: int,
+                        clock: Callable[[], float] = time.thread_time, warmup: int = 0) -> list[dict[str, list[float]]]:
+    """Per layer, each side's time of one call in each of ``rounds`` rounds (after ``warmup`` untimed
+    ones). ``layers[i][side]`` runs layer i on that side. Each round runs every layer in order on one
+    side, then on the next, the sides' order rotating by round: a layer's weights and input then
+    arrive from L3 as in a model, never from the other side's call just before (which flatters
+    whichever side runs second)."""
+    sides = list(layers[0]) if layers else []
+    out = [{side: [] for side in sides} for _ in layers]
+    for r in range(warmup + rounds):
+        turn = r % len(sides)
+        for side in sides[turn:] + sides[:turn]:
+            for calls, times in zip(layers, out):
+                t = clock()
+                calls[side]()
+                if r >= warmup:
+                    times[side].append(clock() - t)
+    return out
+
+
 def max_abs_diff(a: Sequence[np.ndarray], b: Sequence[np.ndarray], rtol: float = 1e-4, atol: float = 1e-5
                  ) -> tuple[float, bool]:
     diffs = [float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) for x, y in zip(a, b)]
