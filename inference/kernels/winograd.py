@@ -35,10 +35,16 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 BLOCK_BYTES = 512 * 1024
 
 
+def tiles_per_image(oh: int, ow: int) -> int:
+    """The 2x2 output tiles covering an ``oh`` x ``ow`` output (odd sizes: the last row or column of
+    tiles half used)."""
+    return ((oh + 1) // 2) * ((ow + 1) // 2)
+
+
 def multiply_ratio(oh: int, ow: int) -> float:
     """Direct multiply-adds over Winograd's for an ``oh`` x ``ow`` output: 9 per output against 16
-    per 2x2 tile (odd sizes leave the last row or column of tiles half used)."""
-    return 9 * oh * ow / (POINTS * ((oh + 1) // 2) * ((ow + 1) // 2))
+    per 2x2 tile."""
+    return 9 * oh * ow / (POINTS * tiles_per_image(oh, ow))
 
 
 #: channels below this run on the direct tile: the transforms then weigh more than the multiply-adds
@@ -70,8 +76,8 @@ def eligible(c: int, w_shape: tuple, win) -> bool:
 
 def applies(x_shape: tuple, w_shape: tuple, win) -> bool:
     """:func:`eligible`, and a call of this input shape has work enough (:data:`MIN_TILE_CHANNELS`)."""
-    (oh, ow), n, c = win.out_shape, x_shape[0], x_shape[3]
-    return eligible(c, w_shape, win) and n * ((oh + 1) // 2) * ((ow + 1) // 2) * c >= MIN_TILE_CHANNELS
+    n, c = x_shape[0], x_shape[3]
+    return eligible(c, w_shape, win) and n * tiles_per_image(*win.out_shape) * c >= MIN_TILE_CHANNELS
 
 
 def zero_plane_share(w: np.ndarray) -> float:
@@ -115,7 +121,7 @@ class PreparedWinograd:
         mr, nv = tile_shape(m)
         self.nl = nv * LANES
         rows = block_rows(c, self.nl, mr)
-        tiles = n * ((oh + 1) // 2) * ((ow + 1) // 2)
+        tiles = n * tiles_per_image(oh, ow)
         rows = min(rows, -(-tiles // mr) * mr)
         self.x_shape, self.c, self.m = tuple(x_shape), c, m
         self.units = -(-m // self.nl) * -(-tiles // rows)
