@@ -33,7 +33,9 @@ class Config:
     when ``calibration_data`` is given: an array, a dict name -> array, or an iterable of feed
     dicts) to run the int8 kernels, ``"fp16"`` rounds its weights to float16 (storage precision,
     computed in float32); converters come from ``inference.precision``. A model saved by
-    ``edgelearn optimize`` loads without running the passes again unless ``reoptimize`` is set.
+    ``edgelearn optimize`` loads without running the passes again unless ``reoptimize`` is set; a
+    pass switched off in ``passes`` whose change can be taken back (``winograd_conv``) is taken
+    back from it either way.
     """
 
     model_path: Union[str, os.PathLike, bytes, onnx.ModelProto, None] = None

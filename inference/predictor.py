@@ -82,6 +82,10 @@ class Predictor:
             from inference.passes import optimize
 
             self.applied_passes = optimize(self.model, fusion=config.fusion, switches=config.passes)
+        elif self.preoptimized is not None:  # loaded as saved, but a pass switched off still holds
+            from inference.passes import undo_switched_off
+
+            self.applied_passes = undo_switched_off(self.model, config.passes)
         if config.cpu_affinity is not None:
             from inference.threads import pin_to_cores
 

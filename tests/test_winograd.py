@@ -17,7 +17,7 @@ from inference.kernels.nhwc import (DIRECT, OP, WINOGRAD, conv_window, fused_con
                                     fused_conv_nhwc_reference, prepare_conv_nhwc)
 from inference.onnx_export import model_to_proto
 from inference.onnx_import import load_model
-from inference.passes import layout, optimize
+from inference.passes import layout, mark_optimized, optimize
 from inference.session import CONSTANT_WEIGHT_KINDS, Session
 from tests.conftest import run_as_standard_onnx
 
@@ -198,6 +198,24 @@ def test_switched_off_every_convolution_stays_direct(channels_last):
     model = _net()
     optimize(model, switches={"winograd_conv": False})
     assert _algorithms(model) == [DIRECT, DIRECT]
+    optimize(model)
+    assert optimize(model, switches={"winograd_conv": False}) == ["winograd_conv"]  # marks taken back
+    assert _algorithms(model) == [DIRECT, DIRECT]
+
+
+@pytest.mark.parametrize("reoptimize", [False, True])
+def test_switched_off_takes_back_a_saved_models_marks(channels_last, reoptimize):
+    model = _net()
+    optimize(model)
+    mark_optimized(model, ["winograd_conv"])
+    proto = model_to_proto(model)  # as edgelearn optimize saves it
+    kept = Predictor(Config(model_path=proto))
+    assert kept.applied_passes == [] and _algorithms(kept.model) == [WINOGRAD, WINOGRAD]
+    off = Predictor(Config(model_path=proto, passes={"winograd_conv": False}, reoptimize=reoptimize))
+    assert _algorithms(off.model) == [DIRECT, DIRECT]
+    assert "winograd_conv" in off.applied_passes
+    want = Session(_net(), kinds=("reference",)).run(_feeds())[0]
+    np.testing.assert_allclose(off.run(_feeds())["y"], want, rtol=RTOL, atol=ATOL)
 
 
 def test_exports_as_standard_onnx_and_loads_saved(channels_last):

@@ -5,6 +5,8 @@ merge nodes, and ``Config.passes = {"fold_constants": False, ...}`` any single p
 
 A model saved after the pipeline (``edgelearn optimize``) carries :data:`OPTIMIZED_KEY` in its
 metadata, listing the passes that changed it; the Predictor then loads it without running them.
+A pass whose change is a choice that can be taken back (Winograd's marks) has an ``undo``: switched
+off, it runs that instead, also on such a saved model, so the switch holds whatever the file says.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
 from inference.passes.shuffle_fold import fold_channel_shuffle
 from inference.passes.transpose_reshape import simplify_transpose_reshape
-from inference.passes.winograd import choose_winograd
+from inference.passes.winograd import choose_winograd, unmark_winograd
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Pass:
     name: str
     run: Callable[[Model], bool]  # returns whether the graph changed
     is_fusion: bool = False
+    undo: Callable[[Model], bool] | None = None  # what switching it off does to a graph it has changed
 
 
 PIPELINE: tuple[Pass, ...] = (
@@ -52,7 +55,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold_channel_shuffle", fold_channel_shuffle, is_fusion=True),  # shuffles the layout made NHWC
     Pass("merge_concat_convs", merge_concat_convs, is_fusion=True),  # the Concats the layout made NHWC
     Pass("fuse_inverted_residual", fuse_inverted_residual, is_fusion=True),  # MobileNetV2's blocks, made NHWC
-    Pass("winograd_conv", choose_winograd),  # last: sees each channels-last conv as the others left it
+    Pass("winograd_conv", choose_winograd, undo=unmark_winograd),  # last: sees each channels-last conv as the others left it
 )
 
 
@@ -67,16 +70,30 @@ def register_pass(p: Pass) -> None:
         EXTENSIONS.append(p)
 
 
-def optimize(model: Model, fusion: bool = True, switches: dict[str, bool] | None = None,
-             max_rounds: int = 3) -> list[str]:
-    """Run the enabled passes until nothing changes; returns the names of passes that changed it."""
-    switches = switches or {}
+def _check_switches(switches: dict[str, bool]) -> None:
     unknown = set(switches) - {p.name for p in PIPELINE + tuple(EXTENSIONS)}
     if unknown:
         from inference.errors import ConfigError
 
         raise ConfigError(f"unknown passes {sorted(unknown)}; known: {[p.name for p in PIPELINE]}")
-    applied: list[str] = []
+
+
+def undo_switched_off(model: Model, switches: dict[str, bool] | None) -> list[str]:
+    """Take back what the passes ``switches`` turns off left in ``model`` (those with an ``undo``);
+    returns the names of those that changed it. How a saved optimized model honours a switch."""
+    switches = switches or {}
+    _check_switches(switches)
+    return [p.name for p in tuple(EXTENSIONS) + PIPELINE
+            if p.undo is not None and switches.get(p.name) is False and p.undo(model)]
+
+
+def optimize(model: Model, fusion: bool = True, switches: dict[str, bool] | None = None,
+             max_rounds: int = 3) -> list[str]:
+    """Run the enabled passes until nothing changes; returns the names of passes that changed it
+    (a switched-off pass's ``undo`` among them when it changed the graph)."""
+    switches = switches or {}
+    _check_switches(switches)
+    applied: list[str] = undo_switched_off(model, switches)
     if not model.graph.value_info:
         from inference.shape_inference import infer_shapes
 

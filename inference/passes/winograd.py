@@ -5,8 +5,8 @@ A 3x3 stride-1 convolution takes 9 multiply-adds per output and channel pair on 
 ResNet-18's 3x3 stride-1 layers on 56x56 to 14x14 maps ran in 0.73-0.90x the direct tile's time
 (one thread, in model order, ``benchmarks/winograd.py``). Its sums round differently from the
 direct ones (relative difference ~1e-6 on those layers), so it is a pass of its own:
-``Config(passes={"winograd_conv": False})`` keeps every convolution direct (a model saved by
-``edgelearn optimize`` keeps the marks it was saved with).
+``Config(passes={"winograd_conv": False})`` keeps every convolution direct, also in a model saved
+by ``edgelearn optimize`` with marks (the switch runs :func:`unmark_winograd` on it).
 
 Marked ``algorithm="winograd"``: an ``edgelearn::FusedConvNHWC`` of NHWC input of known height,
 width and channels, with a constant float32 3x3 weight, stride and dilation 1, group 1, no
@@ -54,5 +54,15 @@ def choose_winograd(model: Model) -> bool:
                 n.attrs.pop("algorithm")
             else:
                 n.attrs["algorithm"] = want
+            changed = True
+    return changed
+
+
+def unmark_winograd(model: Model) -> bool:
+    """The pass switched off: every convolution direct (a saved model's marks taken back); returns
+    whether any mark was there."""
+    changed = False
+    for n in model.graph.nodes:
+        if (n.domain, n.op_type) == (DOMAIN, OP) and n.attrs.pop("algorithm", DIRECT) != DIRECT:
             changed = True
     return changed
