@@ -18,9 +18,11 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.channels_last import valid_range
 from inference.kernels.fused import DOMAIN
 from inference.kernels.nhwc import TO_NCHW, TO_NHWC
-from inference.kernels.pool import fold_tap
+from inference.kernels.pool import fold_tap, max_nan
+from inference.kernels.pool_ir import max_cols
 from inference.ops import pool as reference
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
@@ -128,31 +130,51 @@ def _pool_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, is_max, counts, divide, b, o
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _max_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, b, oy):
     """A max pool's output row, separably: the window's rows inside the image folded into one row
-    first (whole rows of W*C, long vectorised runs), then each output pixel's columns of that row.
-    Why: folding each of a 3x3 window's 9 taps per pixel spent its time entering 9 short loops
-    (squeezenet's 3x3/2 on 111x111x64: 214 us that way, 112 us this way; ResNet-18's on 112x112x64
-    163 -> 117, shufflenet's on 112x112x24 133 -> 59; one thread, alone; in one process against the
-    per-tap fold: 0.51-0.59x). A global max over 13x13x1000 ran 1.28x slower (13 us against 10)."""
+    first (whole rows of W*C, long vectorised runs), then each output pixel's columns of that row
+    (:func:`~inference.kernels.pool_ir.max_cols` for the pixels whose taps are all inside; the few
+    border ones here). Why: folding each of a 3x3 window's 9 taps per pixel spent its time
+    entering 9 short loops (squeezenet's 3x3/2 on 111x111x64: 214 us that way, 112 us with the
+    rows folded first and the columns still in numba, ~76 with three rows folded in one pass and
+    the IR columns; one thread, alone)."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     out = y[b, oy]
-    rows = np.empty(w * c, np.float32)
-    inside = False
+    ow = out.shape[0]
+    first, last = -1, -1  # the window's rows inside the image: iy = first, first + dh, ..., last
     for ky in range(kh):
         iy = oy * sh - ph + ky * dh
         if 0 <= iy < h:
-            fold_tap(rows, x[b, iy].reshape(w * c), w * c, not inside, True)
-            inside = True
-    for ox in range(out.shape[0]):
+            first = iy if first < 0 else first
+            last = iy
+    if first < 0:  # a row of windows wholly in the padding: what the reference's padded reduction gives
+        out[:] = -np.inf
+        return
+    rows = np.empty(w * c, np.float32)
+    img = x[b].reshape(h, w * c)
+    _max3(rows, img[first], img[min(first + dh, last)], img[min(first + 2 * dh, last)])  # a row twice is harmless
+    for iy in range(first + 3 * dh, last + 1, dh):
+        fold_tap(rows, img[iy], w * c, False, True)
+    lo, hi = valid_range(pw, 0, sw, w - (kw - 1) * dw, ow)  # columns with every tap inside
+    max_cols(rows, out.reshape(ow * c), lo, hi, kw, sw, dw, pw, c)
+    for j in range(ow - (hi - lo)):  # the border columns: [0, lo) and [hi, ow)
+        ox = j if j < lo else j + hi - lo
         o = out[ox]
         first = True
-        for kx in range(kw if inside else 0):
+        for kx in range(kw):
             ix = ox * sw - pw + kx * dw
             if 0 <= ix < w:
                 fold_tap(o, rows[ix * c:(ix + 1) * c], c, first, True)
                 first = False
-        if first:  # a window wholly in the padding: what the reference's padded reduction gives
+        if first:  # a window wholly in the padding
             for k in range(c):
                 o[k] = -np.inf
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _max3(out, r0, r1, r2):
+    """``out = max(r0, r1, r2)``, NaN-propagating: a 3-row window in one pass (folding the rows
+    one at a time into ``out`` read and wrote it three times: 74 against 53 us for squeezenet's pool)."""
+    for k in range(out.size):
+        out[k] = max_nan(max_nan(r0[k], r1[k]), r2[k])
 
 
 @functools.lru_cache(maxsize=256)
