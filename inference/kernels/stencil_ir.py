@@ -13,7 +13,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from inference.kernels.tile_ir import LANES, _masked_f32, counted_loop, splat
+from inference.kernels.tile_ir import LANES, _masked_f32, clamp_keeping_nan, counted_loop, splat
 
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
 
@@ -64,10 +64,6 @@ def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, 
                 return builder.load(at(base, off), align=4)
             return _masked_f32(builder, "load", [at(base, off), align, mask, zero])
 
-        def clamp(v):
-            v = builder.select(builder.fcmp_ordered("<", v, amin), amin, v)
-            return builder.select(builder.fcmp_ordered(">", v, amax), amax, v)
-
         def group(x0, size: int, border: bool) -> None:
             """Output columns x0 .. x0+size-1, every channel block: whole blocks, then the last,
             partial one masked. ``border``: mask off the taps outside the rows."""
@@ -103,7 +99,7 @@ def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, 
                     ins = [load(rows[i], builder.add(cols[p][j], c0), tap_mask(p, j)) for p in range(len(xs))]
                     accs = [builder.call(fma, [taps[3 * i + j], ins[p], accs[p]]) for p in range(len(xs))]
             for p, x in enumerate(xs):
-                ptr, v = at(yd, builder.add(builder.mul(x, c), c0)), clamp(accs[p])
+                ptr, v = at(yd, builder.add(builder.mul(x, c), c0)), clamp_keeping_nan(builder, accs[p], amin, amax)
                 if mask is None:
                     builder.store(v, ptr, align=4)
                 else:

@@ -37,6 +37,15 @@ def splat(builder, value, vty: ir.VectorType):
     return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_I32, 0)), undef, lanes0)
 
 
+def clamp_keeping_nan(builder, v, lo, hi):
+    """``min(max(v, lo), hi)`` lane by lane with a NaN lane left NaN, as the reference's Relu and
+    Clip (numpy) and onnxruntime's fused convolutions give: ordered compares, which a NaN fails.
+    ``llvm.maxnum``/``minnum`` return the other operand for a NaN, so a NaN sum came out as ``lo``
+    (0 after a Relu, -inf with no activation). On x86 each select is one max or min instruction."""
+    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+    return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+
+
 def counted_loop(builder, lo, hi, name: str):
     """Open ``for i in range(lo, hi)`` (int64): returns (i, close); ``close()`` ends the body and
     leaves the builder after the loop."""
@@ -237,11 +246,8 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
                        17 if gathered else None)
 
         # -- epilogue, registers to memory -------------------------------------------------
-        vt = vty
-        fmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.maxnum.v16f32")
-        fmin = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt]), "llvm.minnum.v16f32")
         lo, hi = splat(builder, f32(9), vty), splat(builder, f32(10), vty)
-        clamp = lambda v: builder.call(fmin, [builder.call(fmax, [v, lo]), hi])  # noqa: E731
+        clamp = lambda v: clamp_keeping_nan(builder, v, lo, hi)  # noqa: E731
         rows, b_off, y_off, sm = i64(8), i64(7), i64(13), i64(14)
         vals, row_ok = [], []
         for r in range(mr):

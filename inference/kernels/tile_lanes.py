@@ -26,6 +26,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from inference.kernels.activations import CLIP, NONE, RELU, activate
+from inference.kernels.tile_ir import clamp_keeping_nan
 
 NL = 32  # lanes: one pixel block of the GEMM tile
 _I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -114,17 +115,14 @@ def _intrinsic_fn(builder, name: str, ret: ir.Type, argtys: list):
 
 @intrinsic
 def clamp_block(typingctx, vals, amin, amax):
-    """``vals = min(max(vals, amin), amax)``: Relu (0, inf), Clip (alpha, beta), none (-inf, inf)."""
+    """``vals = min(max(vals, amin), amax)``, NaN kept: Relu (0, inf), Clip (alpha, beta), none (-inf, inf)."""
     sig = types.void(vals, amin, amax)
 
     def codegen(context, builder, signature, args):
         vp = _vptr(builder, context, signature.args[0], args[0], ir.Constant(_I64, 0), _F32)
-        v = builder.load(vp, align=4)
-        vt = _vec(_F32)
-        fmax = _intrinsic_fn(builder, "llvm.maxnum.v32f32", vt, [vt, vt])
-        fmin = _intrinsic_fn(builder, "llvm.minnum.v32f32", vt, [vt, vt])
-        v = builder.call(fmax, [v, _splat(builder, _f32(context, builder, signature, args, 1), _F32)])
-        v = builder.call(fmin, [v, _splat(builder, _f32(context, builder, signature, args, 2), _F32)])
+        v = clamp_keeping_nan(builder, builder.load(vp, align=4),
+                              _splat(builder, _f32(context, builder, signature, args, 1), _F32),
+                              _splat(builder, _f32(context, builder, signature, args, 2), _F32))
         builder.store(v, vp, align=4)
         return context.get_dummy_value()
 
