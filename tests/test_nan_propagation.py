@@ -1,6 +1,7 @@
 """A NaN or inf in the input reaches the outputs the reference says it reaches, through every fused
 kernel family: the register tile's clamp epilogue (Relu, Clip, none), the depthwise stencil, the
-fused inverted-residual block, the RGB stem read in place, Winograd, and a Gemm's epilogue.
+fused inverted-residual block, the RGB stem read in place, Winograd, and a Gemm's epilogue; and
+through the standalone activations.
 
 The tile's clamp had used ``llvm.maxnum``/``minnum``, which return the other operand for a NaN: a
 NaN sum came out as 0 after a Relu and -inf with no activation, so a NaN input vanished (the
@@ -125,3 +126,26 @@ def test_non_finite_inputs_reach_the_outputs_the_reference_says(name):
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
 
+
+
+ACTIVATIONS = {"Relu": {}, "LeakyRelu": {"alpha": 0.1}, "Sigmoid": {}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
+               "HardSwish": {}, "Gelu": {}}
+
+
+@pytest.mark.parametrize("op", list(ACTIVATIONS))
+def test_standalone_activations_keep_nan(op):
+    """Long enough to run vectorised: HardSigmoid's float64 clamp had vectorised into a max that
+    turned NaN into 0 (its scalar remainder kept it)."""
+    b = GraphBuilder("act", opset=20)
+    x = b.input("x", np.float32, [4, 250])
+    b.op(op, x, outputs=["y"], **ACTIVATIONS[op])
+    b.output("y", np.float32, [4, 250])
+    model = b.build()
+    feeds = {"x": _input((4, 250), with_inf=True)}
+    fast = Session(model, kinds=("fast", "reference"))
+    assert fast.steps[0].kernel.kind == "fast"
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = Session(model, kinds=("reference",)).run(feeds)[0]
+    got = fast.run(feeds)[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[~np.isnan(want)], want[~np.isnan(want)], rtol=1e-5, atol=1e-6)

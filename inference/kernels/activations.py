@@ -49,8 +49,8 @@ def activate(v, code, alpha, beta):
             return 1 / (1 + math.exp(-v))
         e = math.exp(v)
         return e / (1 + e)
-    if code == HARD_SIGMOID:
-        return min(max(alpha * v + beta, 0.0), 1.0)
+    if code == HARD_SIGMOID:  # in float32 like Clip: the float64 form vectorised into a max that drops NaN
+        return min(max(np.float32(alpha * v + beta), np.float32(0.0)), np.float32(1.0))
     if code == HARD_SWISH:
         return v * min(max(v / 6 + 0.5, 0.0), 1.0)
     if code == GELU:
