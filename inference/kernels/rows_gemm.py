@@ -92,6 +92,11 @@ class Rows(NamedTuple):
     image_pitch: int
 
 
+def panel_row_offsets(k: int, nl: int) -> np.ndarray:
+    """Where each of a panel's ``k`` rows starts within it (:func:`padded_weight`'s layout)."""
+    return np.arange(k, dtype=np.int64) * nl
+
+
 def padded_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = None,
                   groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``w`` (K, M) as panels of ``nl`` columns (M zero-padded to whole panels), each panel's (K, nl)
@@ -110,7 +115,7 @@ def padded_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = None,
         full = np.zeros((k, groups, mp), np.float32)
         full[:, :, :mg] = w.reshape(k, groups, mg)
         panels = np.ascontiguousarray(full.reshape(k, groups * mp // nl, nl).transpose(1, 0, 2))
-        return panels.reshape(-1), np.arange(k, dtype=np.int64) * nl
+        return panels.reshape(-1), panel_row_offsets(k, nl)
 
     return build() if keep_for is None else prepacked(keep_for, ("rows_gemm", nl, groups), build)
 

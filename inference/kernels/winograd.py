@@ -26,7 +26,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
-from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_weight, tile_shape
+from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_weight, panel_row_offsets, tile_shape
 
 POINTS = 16  # the 4x4 transformed patch
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -126,7 +126,7 @@ class PreparedWinograd:
         self.x_shape, self.c, self.m = tuple(x_shape), c, m
         self.units = -(-m // self.nl) * -(-tiles // rows)
         self.dims = np.array([n, h, w, c, m, oh, ow, pads_begin[0], pads_begin[1], rows, mr, nv, 0], np.int64)
-        self.koff = np.arange(c, dtype=np.int64) * self.nl
+        self.koff = panel_row_offsets(c, self.nl)  # the product's K is the channels
         self.zero = np.zeros(self.nl, np.float32)
         self._weight: tuple = (None, None)  # (the constant weight, its transform)
 
