@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgelearn.commands.bench import (cold_starts, describe, edgelearn_runner, max_abs_diff, peer_runner,  # noqa: E402
                                       random_feeds, time_interleaved)
-from inference import zoo  # noqa: E402
+from inference import Config, Predictor, zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 from inference.onnx_import import load_model  # noqa: E402
 
@@ -112,6 +112,10 @@ def main() -> int:
                 with_ref = b == 1 and t == 1 and not args.no_reference
                 print(fmt(cell(name, proto, b, t, 5 if args.quick else args.repeat, with_ref)), flush=True)
     print(f"load average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    for name in ("mobilenet_v2", "resnet18"):  # the CNNs' target: planned activations >= 40% below no reuse
+        if name in args.models.split(","):
+            plan = Predictor(Config(model_path=MODELS[name][0]().SerializeToString())).memory_plan(32)
+            print(f"{name} at batch 32: {plan.report()}")
     if not args.no_cold_start:
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "mobilenet_v2.onnx")

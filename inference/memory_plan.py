@@ -3,6 +3,10 @@
 Every intermediate tensor gets an offset into a single arena such that tensors alive at the same
 time never overlap. Elementwise ops may write over an input that dies at that node (in place).
 The plan's ``peak_bytes`` is the arena size; ``no_reuse_bytes`` what one buffer per tensor costs.
+A run does not allocate from such an arena: kernels allocate their outputs and the session drops
+each intermediate after its last reader (the same lifetimes), so freed blocks go to later layers
+through numpy's allocator; fixed buffers measured slower (README, "Planned activation memory").
+The plan sizes the batch chunks of :mod:`inference.chunked` and is what ``edgelearn bench`` reports.
 """
 from __future__ import annotations
 

@@ -302,10 +302,16 @@ def run(args) -> int:
             timings = time_interleaved(runners, feeds, args.repeat, warmup=1, repeats=slow)
             base = timings["edgelearn"].median
             for name, tm in timings.items():
-                diff = "" if name == "edgelearn" else "%.2e %s" % max_abs_diff(outs["edgelearn"], outs[name])
+                if name == "edgelearn":
+                    diff = ""
+                else:
+                    value, ok = max_abs_diff(outs["edgelearn"], outs[name])
+                    diff = f"{value:.2e} {'ok' if ok else 'FAIL (beyond rtol 1e-4, atol 1e-5)'}"
                 print(f"{b:>5} {t:>3} {name:<12} {tm.median * 1e3:>10.2f} {tm.p90 * 1e3:>9.2f} "
                       f"{b / tm.median:>9.1f} {tm.median / base:>7.2f}x  {diff}")
     print(f"peak RSS: {peak_rss_mb():.0f} MB (whole process, peers included)")
+    for b in batches if pred is not None else ():
+        print(f"batch {b}: {pred.memory_plan(b).report()}")
     if args.trace and pred is not None:
         n = write_trace(pred, random_feeds(model, batches[0]), args.trace)
         print(f"per-op trace: {args.trace} ({n} ops; open in chrome://tracing or ui.perfetto.dev)")
