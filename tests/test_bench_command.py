@@ -55,10 +55,12 @@ def test_cold_start_is_reported_with_and_without_a_warm_cache(cnn_path, capsys):
     assert main(["bench", cnn_path, "--compare", "", "--repeat", "2"]) == 0
     out = capsys.readouterr().out
     cold = re.search(r"warm numba cache ([\d.]+) s \(([\d.]+) s with only the core dependencies importable\), "
-                     r"empty numba cache \(compiling\) ([\d.]+) s", out)
+                     r"empty numba cache \(compiling\) ([\d.]+) s; peak RSS of that run alone (\d+) MB", out)
     assert cold, out
-    warm, core, empty = (float(cold.group(i)) for i in (1, 2, 3))
+    warm, core, empty, rss = (float(cold.group(i)) for i in (1, 2, 3, 4))
     assert 0 < warm < empty and 0 < core < empty
+    whole = float(re.search(r"^peak RSS: (\d+) MB", out, re.MULTILINE).group(1))
+    assert 50 < rss <= whole + 50  # Python, numpy and numba at least; about this process's own at most
 
 
 @pytest.mark.parametrize("argv, message", [

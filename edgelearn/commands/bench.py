@@ -173,16 +173,20 @@ from inference import Config, Predictor
 from edgelearn.commands.bench import random_feeds
 pred = Predictor(Config(model_path=sys.argv[1], num_threads=1))
 pred.run(random_feeds(pred.model, 1))
-print(time.perf_counter() - t0)
+seconds = time.perf_counter() - t0
+from inference.rss import peak_rss_mb
+print(seconds, peak_rss_mb())
 """
 
 
 class ColdStart(NamedTuple):
     """Seconds for import + load + first run: warm numba cache; the same with only the core
-    dependencies importable (what ``pip install edgelearn`` brings); empty numba cache (compiling)."""
+    dependencies importable (what ``pip install edgelearn`` brings); empty numba cache (compiling).
+    ``peak_rss_mb``: the warm core-only process's peak RSS, our runtime alone (no peer loaded)."""
     warm: float
     warm_core: float
     empty_cache: float
+    peak_rss_mb: float
 
 
 def _canonical(dist: str) -> str:
@@ -212,10 +216,11 @@ def non_core_modules() -> list[str]:
                   and not any(_canonical(d) in core for d in dists))
 
 
-def cold_start(model_path: str, numba_cache_dir: str | None = None, absent: Sequence[str] = ()) -> float:
-    """Seconds for import + load + first inference in a fresh interpreter; ``numba_cache_dir``
-    points numba at another cache (an empty one: the cold-cache compile time); modules in
-    ``absent`` cannot be imported there."""
+def cold_start(model_path: str, numba_cache_dir: str | None = None, absent: Sequence[str] = ()
+               ) -> tuple[float, float]:
+    """Seconds for import + load + first inference in a fresh interpreter, and that process's peak
+    RSS in MB; ``numba_cache_dir`` points numba at another cache (an empty one: the cold-cache
+    compile time); modules in ``absent`` cannot be imported there."""
     env = dict(os.environ)
     # Python's bytecode cache is on by default, as on a user's machine (pip installs .pyc too); a
     # sandbox that turns it off would time our modules' compilation from source (~0.1 s) every start
@@ -227,22 +232,23 @@ def cold_start(model_path: str, numba_cache_dir: str | None = None, absent: Sequ
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, "-c", _COLD_SCRIPT, model_path], env=env, capture_output=True,
                          text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    seconds, rss = out.stdout.strip().splitlines()[-1].split()
+    return float(seconds), float(rss)
 
 
 def cold_starts(model_path: str) -> ColdStart:
     """The three cold starts of :class:`ColdStart`."""
     cold_start(model_path)  # fill the default caches first (numba's, Python's bytecode), so "warm" is warm
-    warm = cold_start(model_path)
-    warm_core = cold_start(model_path, absent=non_core_modules())
+    warm, _ = cold_start(model_path)
+    warm_core, rss = cold_start(model_path, absent=non_core_modules())
     with tempfile.TemporaryDirectory() as empty:
-        cold = cold_start(model_path, empty)
-    return ColdStart(warm, warm_core, cold)
+        cold, _ = cold_start(model_path, empty)
+    return ColdStart(warm, warm_core, cold, rss)
 
 
 def describe(c: ColdStart) -> str:
     return (f"warm numba cache {c.warm:.2f} s ({c.warm_core:.2f} s with only the core dependencies importable), "
-            f"empty numba cache (compiling) {c.empty_cache:.2f} s")
+            f"empty numba cache (compiling) {c.empty_cache:.2f} s; peak RSS of that run alone {c.peak_rss_mb:.0f} MB")
 
 
 # -- per-op trace -------------------------------------------------------------------------------
