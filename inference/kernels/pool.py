@@ -212,7 +212,10 @@ def _border_3x3s2(r0, r1, r2, f0, f1, f2, out, pw, w, lo, hi, is_max):
         for t in range(3):
             j = 2 * xo - pw + t
             if 0 <= j < w:
-                m = max_nan(m, max_nan(max_nan(r0[j], r1[j]), r2[j])) if is_max else m + (f0 * r0[j] + f1 * r1[j] + f2 * r2[j])
+                if is_max:
+                    m = max_nan(m, max_nan(max_nan(r0[j], r1[j]), r2[j]))
+                else:
+                    m = m + (f0 * r0[j] + f1 * r1[j] + f2 * r2[j])
         out[xo] = m
 
 

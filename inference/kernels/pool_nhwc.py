@@ -134,7 +134,7 @@ def _max_row(x, kh, kw, sh, sw, dh, dw, ph, pw, y, b, oy):
     (:func:`~inference.kernels.pool_ir.max_cols` for the pixels whose taps are all inside; the few
     border ones here). Why: folding each of a 3x3 window's 9 taps per pixel spent its time
     entering 9 short loops (squeezenet's 3x3/2 on 111x111x64: 214 us that way, 112 us with the
-    rows folded first and the columns still in numba, ~76 with three rows folded in one pass and
+    rows folded first and the columns still in numba, 89-97 with three rows folded in one pass and
     the IR columns; one thread, alone)."""
     h, w, c = x.shape[1], x.shape[2], x.shape[3]
     out = y[b, oy]
