@@ -14,7 +14,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-from inference.kernels.tile_ir import LANES, _masked_f32, counted_loop, splat
+from inference.kernels.tile_ir import LANES, _masked_f32, carried_loop, counted_loop, splat
 
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
 
@@ -51,24 +51,8 @@ def max_cols(typingctx, row, y, lo, hi, kw, sw, dw, pw, c):
 
         def block(src, dst, mask) -> None:
             """One channel block of one pixel: its first tap, then a loop over the others."""
-            first = load(src, mask)
-            entry = builder.block
-            head = builder.append_basic_block("taps.head")
-            body = builder.append_basic_block("taps.body")
-            done = builder.append_basic_block("taps.done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            kx = builder.phi(_I64)
-            acc = builder.phi(vty)
-            kx.add_incoming(const(1), entry)
-            acc.add_incoming(first, entry)
-            builder.cbranch(builder.icmp_signed("<", kx, kw), body, done)
-            builder.position_at_end(body)
-            folded = max_nan(builder, acc, load(builder.add(src, builder.mul(kx, step)), mask))
-            kx.add_incoming(builder.add(kx, const(1)), builder.block)
-            acc.add_incoming(folded, builder.block)
-            builder.branch(head)
-            builder.position_at_end(done)
+            kx, (acc,), close = carried_loop(builder, const(1), kw, "taps", [load(src, mask)])
+            close([max_nan(builder, acc, load(builder.add(src, builder.mul(kx, step)), mask))])
             if mask is None:
                 builder.store(acc, at(yd, dst), align=4)
             else:

@@ -46,9 +46,11 @@ def clamp_keeping_nan(builder, v, lo, hi):
     return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
 
 
-def counted_loop(builder, lo, hi, name: str):
-    """Open ``for i in range(lo, hi)`` (int64): returns (i, close); ``close()`` ends the body and
-    leaves the builder after the loop."""
+def carried_loop(builder, lo, hi, name: str, initial: list):
+    """Open ``for i in range(lo, hi)`` (int64) whose body updates the values ``initial`` starts
+    them at (phis: a tile's accumulators, a pool's running max): returns (i, the values in this
+    iteration, close); ``close(updated)`` ends the body with the next iteration's values and leaves
+    the builder after the loop, where the returned values are the final ones."""
     entry = builder.block
     head = builder.append_basic_block(f"{name}.head")
     body = builder.append_basic_block(f"{name}.body")
@@ -57,15 +59,31 @@ def counted_loop(builder, lo, hi, name: str):
     builder.position_at_end(head)
     i = builder.phi(_I64)
     i.add_incoming(lo, entry)
+    values = []
+    for v in initial:
+        phi = builder.phi(v.type)
+        phi.add_incoming(v, entry)
+        values.append(phi)
     builder.cbranch(builder.icmp_signed("<", i, hi), body, done)
     builder.position_at_end(body)
 
-    def close():
+    def close(updated: list) -> None:
+        if len(updated) != len(values):
+            raise ValueError(f"carried_loop {name}: {len(updated)} values for {len(values)} carried")
         i.add_incoming(builder.add(i, ir.Constant(_I64, 1)), builder.block)
+        for phi, v in zip(values, updated):
+            phi.add_incoming(v, builder.block)
         builder.branch(head)
         builder.position_at_end(done)
 
-    return i, close
+    return i, values, close
+
+
+def counted_loop(builder, lo, hi, name: str):
+    """Open ``for i in range(lo, hi)`` (int64): returns (i, close); ``close()`` ends the body and
+    leaves the builder after the loop."""
+    i, _, close = carried_loop(builder, lo, hi, name, [])
+    return i, lambda: close([])
 
 
 def _dot4_generic(builder, acc, a, b):
@@ -154,21 +172,7 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     if row_offsets is not None:
         roa = context.make_array(signature.args[row_offsets])(context, builder, args[row_offsets])
         row_bases = [builder.gep(w_base, [builder.load(builder.gep(roa.data, [const(r)]))]) for r in range(mr)]
-    entry = builder.block
-    header = builder.append_basic_block("tile.header")
-    body = builder.append_basic_block("tile.body")
-    done = builder.append_basic_block("tile.exit")
-    builder.branch(header)
-    builder.position_at_end(header)
-    k = builder.phi(_I64)
-    k.add_incoming(const(0), entry)
-    accs = []
-    for _ in range(mr * nv):
-        acc = builder.phi(vty)
-        acc.add_incoming(ir.Constant(vty, None), entry)
-        accs.append(acc)
-    builder.cbranch(builder.icmp_signed("<", k, args[5]), body, done)
-    builder.position_at_end(body)
+    k, accs, close = carried_loop(builder, const(0), args[5], "tile", [ir.Constant(vty, None)] * (mr * nv))
     kbase = builder.load(builder.gep(koa.data, [k]))  # koff is int64
     vbase = builder.mul(k, const(nv * LANES)) if row_bases else kbase
     cols = [builder.load(builder.bitcast(builder.gep(c_base, [builder.add(vbase, const(v * LANES))]),
@@ -191,11 +195,7 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
         wv = builder.load(builder.gep(base, [at]))
         bc = splat(builder, wv, vty)
         new.extend(step(accs[r * nv + v], bc, cols[v]) for v in range(nv))
-    k.add_incoming(builder.add(k, const(1)), builder.block)
-    for acc, n in zip(accs, new):
-        acc.add_incoming(n, builder.block)
-    builder.branch(header)
-    builder.position_at_end(done)
+    close(new)
     return accs
 
 
