@@ -127,7 +127,6 @@ def test_non_finite_inputs_reach_the_outputs_the_reference_says(name):
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
 
 
-
 ACTIVATIONS = {"Relu": {}, "LeakyRelu": {"alpha": 0.1}, "Sigmoid": {}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
                "HardSwish": {}, "Gelu": {}}
 

@@ -1,8 +1,9 @@
 """Max pools propagate NaN as the reference (numpy's ``maximum``) does, wherever in a window it sits.
 
 Python's ``max(a, b)`` keeps ``a`` when ``b`` is NaN, so a fold written with it dropped a NaN in any
-tap but a window's first; these inputs put NaNs (and infinities) in every tap position of some
-window, for each plan of the NCHW kernels, the channels-last one and the global max.
+tap but a window's first; these inputs scatter NaNs and infinities over one element in twelve, so
+they sit in many tap positions, for each plan of the NCHW kernels, the channels-last one and the
+global max (each case failed before the fix).
 """
 from __future__ import annotations
 

@@ -55,7 +55,8 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold_channel_shuffle", fold_channel_shuffle, is_fusion=True),  # shuffles the layout made NHWC
     Pass("merge_concat_convs", merge_concat_convs, is_fusion=True),  # the Concats the layout made NHWC
     Pass("fuse_inverted_residual", fuse_inverted_residual, is_fusion=True),  # MobileNetV2's blocks, made NHWC
-    Pass("winograd_conv", choose_winograd, undo=unmark_winograd),  # last: sees each channels-last conv as the others left it
+    # last: sees each channels-last conv as the others left it
+    Pass("winograd_conv", choose_winograd, undo=unmark_winograd),
 )
 
 
