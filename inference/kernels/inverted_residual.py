@@ -255,6 +255,8 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     apart: list = []  # the stages as three calls, made when first needed
 
     def run(x, w1, b1, wd, bd, w2, b2, z):
+        if n == 0:  # an empty batch: nothing to compute (the bands below divide by n)
+            return np.empty(out_shape, np.float32)
         threads = kernel_threads()
         if runs_apart(n * h * w, cin if expand else 0, c, m, threads):
             if not apart:
