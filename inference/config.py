@@ -35,7 +35,9 @@ class Config:
     computed in float32); converters come from ``inference.precision``. A model saved by
     ``edgelearn optimize`` loads without running the passes again unless ``reoptimize`` is set; a
     pass switched off in ``passes`` whose change can be taken back (``winograd_conv``) is taken
-    back from it either way.
+    back from it either way. ``specialize_sizes``: a CNN whose image inputs have symbolic sizes
+    (other than the batch) is optimized again for each set of sizes it is fed, keeping a few
+    (``inference.specialize``): its passes need static sizes; off, it runs one generic graph.
     """
 
     model_path: Union[str, os.PathLike, bytes, onnx.ModelProto, None] = None
@@ -52,6 +54,7 @@ class Config:
     batch_split: bool = True
     min_rows_per_thread: int | None = None
     chunk_rows: int | None = None
+    specialize_sizes: bool = True
 
     def validate(self) -> None:
         if self.model_path is None:

@@ -1,6 +1,8 @@
 """The Predictor API: load once, bind inputs through tensor handles or a dict, run, read outputs."""
 from __future__ import annotations
 
+import functools
+from collections import OrderedDict
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,6 +14,7 @@ from inference.errors import InputError
 from inference.ir import Model, TensorType
 from inference.onnx_import import load_model
 from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
+from inference.specialize import MAX_VARIANTS, sizes_of, symbolic_image_inputs, with_sizes
 from inference.split_runner import SplitRunner, auto_min_rows
 
 
@@ -78,9 +81,17 @@ class Predictor:
         self.model: Model = load_model(config.model_path)
         self.applied_passes: list[str] = []
         self.model, self.preoptimized = self._in_precision(self.model, config)
+        self._image_inputs: list[str] = []  # inputs whose sizes pick a specialised graph (inference.specialize)
+        self._generic: Model | None = None  # the model before the passes, to specialise
+        self._variants: OrderedDict[tuple, tuple] = OrderedDict()  # sizes -> (model, session, plan, passes)
+        self._sizes: tuple | None = None  # the sizes the current graph is specialised to
         if config.optimize_graph and (self.preoptimized is None or config.reoptimize):
             from inference.passes import optimize
 
+            if config.specialize_sizes:
+                self._image_inputs = symbolic_image_inputs(self.model)
+                if self._image_inputs:
+                    self._generic = with_sizes(self.model, [], ())
             self.applied_passes = optimize(self.model, fusion=config.fusion, switches=config.passes)
         elif self.preoptimized is not None:  # loaded as saved, but a pass switched off still holds
             from inference.passes import undo_switched_off
@@ -95,8 +106,8 @@ class Predictor:
             from inference.threads import set_num_threads
 
             set_num_threads(config.num_threads, numba_pool=prefers_numba_pool(self.model.graph))
-        self.session = self._new_session()
-        self.batch_split, self.chunk_rows, self.splitter = self._batch_plan(config)
+        self.session = self._new_session(self.model)
+        self.batch_split, self.chunk_rows, self.splitter = self._batch_plan(config, self.model, self.session)
         g = self.model.graph
         self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
         self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
@@ -107,25 +118,50 @@ class Predictor:
         self._feeds: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
 
-    def _new_session(self) -> Session:
-        return Session(self.model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)
+    def _new_session(self, model: Model) -> Session:
+        return Session(model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)
 
-    def _batch_plan(self, config: Config) -> tuple[SplitCheck | None, int, SplitRunner | None]:
+    def _batch_plan(self, config: Config, model: Model, session: Session
+                    ) -> tuple[SplitCheck | None, int, SplitRunner | None]:
         """Whether the batch may be cut (the verdict; None when nothing asks), the rows per
-        sequential chunk (0: whole) and the thread-split runner, per Config."""
+        sequential chunk (0: whole) and the thread-split runner, per Config, for ``model``."""
         split = config.batch_split and config.num_threads is not None and config.num_threads > 1
         if not split and config.chunk_rows == 0:
             return None, 0, None
-        verdict = check_batch_split(self.model.graph, self.model.opset_imports.get("", 17))
+        verdict = check_batch_split(model.graph, model.opset_imports.get("", 17))
         if not verdict.ok:
             return verdict, 0, None
         chunk_rows = config.chunk_rows
         if chunk_rows is None:
-            chunk_rows = auto_chunk_rows(self.memory_plan(1).peak_bytes)
+            from inference.memory_plan import plan_memory
+
+            chunk_rows = auto_chunk_rows(plan_memory(session, batch=1).peak_bytes)
         if not split:
             return verdict, chunk_rows, None
-        min_rows = config.min_rows_per_thread or auto_min_rows(self.model.graph)
-        return verdict, chunk_rows, SplitRunner(self._new_session, config.num_threads, min_rows, chunk_rows)
+        min_rows = config.min_rows_per_thread or auto_min_rows(model.graph)
+        replica = functools.partial(self._new_session, model)
+        return verdict, chunk_rows, SplitRunner(replica, config.num_threads, min_rows, chunk_rows)
+
+    def _specialise(self, sizes: tuple) -> None:
+        """Run the graph optimized for these image sizes: made on their first run, kept for the
+        :data:`~inference.specialize.MAX_VARIANTS` most recently used."""
+        if sizes == self._sizes:
+            return
+        variant = self._variants.pop(sizes, None)
+        if variant is None:
+            from inference.passes import optimize
+
+            model = with_sizes(self._generic, self._image_inputs, sizes)
+            applied = optimize(model, fusion=self.config.fusion, switches=self.config.passes)
+            session = self._new_session(model)
+            variant = (model, session, self._batch_plan(self.config, model, session), applied)
+        self._variants[sizes] = variant
+        while len(self._variants) > MAX_VARIANTS:
+            self._variants.popitem(last=False)
+        hook, self.session.profiler = self.session.profiler, None  # a trace follows the run to the new graph
+        self.model, self.session, (self.batch_split, self.chunk_rows, self.splitter), self.applied_passes = variant
+        self.session.profiler = hook
+        self._sizes = sizes
 
     @staticmethod
     def _in_precision(model: Model, config: Config) -> tuple[Model, list[str] | None]:
@@ -172,6 +208,8 @@ class Predictor:
     def run(self, feeds: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Run on the bound inputs, or on ``feeds`` (returning a dict of name -> output)."""
         checked = self._checked(feeds if feeds is not None else self._feeds)
+        if self._generic is not None:
+            self._specialise(sizes_of(checked, self._image_inputs))
         split = self.splitter is not None and self.session.profiler is None  # a traced run stays whole
         values = self.splitter.run(checked) if split else None
         if values is None:

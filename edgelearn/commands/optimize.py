@@ -18,6 +18,7 @@ from inference.errors import InvalidModelError
 from inference.onnx_export import save_model
 from inference.onnx_import import load_model
 from inference.passes import PIPELINE, mark_optimized, optimize
+from inference.specialize import symbolic_image_inputs
 
 NAME = "optimize"
 HELP = "run the graph passes ahead of time and save the optimized model (loads without passes)"
@@ -36,6 +37,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     model = load_model(args.model)
     before = model.graph.op_histogram()
+    symbolic = symbolic_image_inputs(model)
+    if symbolic:
+        print(f"note: inputs {symbolic} have symbolic image sizes, so the channels-last and fusion passes that "
+              "need them leave those convolutions as they are; a Predictor given the original model optimizes "
+              "it per size it is fed (inference.specialize), or export the model with fixed sizes")
     applied = optimize(model, fusion=not args.no_fusion, switches={name: False for name in args.disable})
     if not args.keep_standard:
         mark_optimized(model, applied)
