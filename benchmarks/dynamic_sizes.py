@@ -51,7 +51,7 @@ def main() -> int:
         feeds = {static.graph.input[0].name: x}
         for t in (int(v) for v in args.threads.split(",")):
             runners = {"specialised": ours(flexible.SerializeToString(), t),
-                       "generic": ours(flexible.SerializeToString(), t, specialize_sizes=False),
+                       "generic": ours(flexible.SerializeToString(), t, specialize_sizes=0),
                        "static": ours(static.SerializeToString(), t),
                        "onnxruntime": peer_runner("onnxruntime", flexible, t)}
             outs = {k: r(feeds)[0] for k, r in runners.items()}

@@ -36,8 +36,10 @@ class Config:
     ``edgelearn optimize`` loads without running the passes again unless ``reoptimize`` is set; a
     pass switched off in ``passes`` whose change can be taken back (``winograd_conv``) is taken
     back from it either way. ``specialize_sizes``: a CNN whose image inputs have symbolic sizes
-    (other than the batch) is optimized again for each set of sizes it is fed, keeping a few
-    (``inference.specialize``): its passes need static sizes; off, it runs one generic graph.
+    (other than the batch) is optimized again for each set of sizes it is fed (its passes need
+    static sizes; ``inference.specialize``), keeping this many graphs, the least recently used
+    dropped. Each holds its own folded and packed weights (ResNet-18: ~90 MB), hence 2; 0 runs one
+    generic graph.
     """
 
     model_path: Union[str, os.PathLike, bytes, onnx.ModelProto, None] = None
@@ -54,7 +56,7 @@ class Config:
     batch_split: bool = True
     min_rows_per_thread: int | None = None
     chunk_rows: int | None = None
-    specialize_sizes: bool = True
+    specialize_sizes: int = 2
 
     def validate(self) -> None:
         if self.model_path is None:
@@ -71,6 +73,9 @@ class Config:
         if self.chunk_rows is not None and (not isinstance(self.chunk_rows, int) or isinstance(self.chunk_rows, bool)
                                             or self.chunk_rows < 0):
             raise ConfigError(f"chunk_rows must be an int >= 0 (0: never chunk) or None, got {self.chunk_rows!r}")
+        if not isinstance(self.specialize_sizes, int) or self.specialize_sizes < 0:
+            raise ConfigError(f"specialize_sizes must be an int >= 0 (graphs kept per image size; 0: one generic "
+                              f"graph), got {self.specialize_sizes!r}")
         if self.cpu_affinity is not None:
             if not hasattr(os, "sched_setaffinity"):
                 raise ConfigError("cpu_affinity needs os.sched_setaffinity, which this platform lacks")

@@ -14,7 +14,7 @@ from inference.errors import InputError
 from inference.ir import Model, TensorType
 from inference.onnx_import import load_model
 from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
-from inference.specialize import MAX_VARIANTS, sizes_of, symbolic_image_inputs, with_sizes
+from inference.specialize import sizes_of, symbolic_image_inputs, with_sizes
 from inference.split_runner import SplitRunner, auto_min_rows
 
 
@@ -144,7 +144,7 @@ class Predictor:
 
     def _specialise(self, sizes: tuple) -> None:
         """Run the graph optimized for these image sizes: made on their first run, kept for the
-        :data:`~inference.specialize.MAX_VARIANTS` most recently used."""
+        ``Config.specialize_sizes`` most recently used."""
         if sizes == self._sizes:
             return
         variant = self._variants.pop(sizes, None)
@@ -156,7 +156,7 @@ class Predictor:
             session = self._new_session(model)
             variant = (model, session, self._batch_plan(self.config, model, session), applied)
         self._variants[sizes] = variant
-        while len(self._variants) > MAX_VARIANTS:
+        while len(self._variants) > self.config.specialize_sizes:
             self._variants.popitem(last=False)
         hook, self.session.profiler = self.session.profiler, None  # a trace follows the run to the new graph
         self.model, self.session, (self.batch_split, self.chunk_rows, self.splitter), self.applied_passes = variant

@@ -16,7 +16,7 @@ from inference.kernels.inverted_residual import OP as BLOCK
 from inference.kernels.nhwc import OP as CONV_NHWC
 from inference.onnx_export import model_to_proto
 from inference.onnx_import import load_model
-from inference.specialize import MAX_VARIANTS, symbolic_image_inputs, with_sizes
+from inference.specialize import symbolic_image_inputs, with_sizes
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -52,20 +52,21 @@ def test_each_size_runs_its_optimized_graph(mobilenet):
         got = p.run({name: x})["logits"]
         np.testing.assert_allclose(got, peer.run(None, {name: x})[0], rtol=RTOL, atol=ATOL)
         assert {CONV_NHWC, BLOCK} <= _ops(p) and "layout_nhwc" in p.applied_passes
-    off = Predictor(Config(model_path=mobilenet, specialize_sizes=False))
+    off = Predictor(Config(model_path=mobilenet, specialize_sizes=0))
     x = _image(1, 64, 64)
     np.testing.assert_allclose(off.run({name: x})["logits"], peer.run(None, {name: x})[0], rtol=RTOL, atol=ATOL)
     assert CONV_NHWC not in _ops(off)
 
 
-def test_a_few_graphs_are_kept_least_recently_used_dropped(mobilenet):
-    p = Predictor(Config(model_path=mobilenet))
+@pytest.mark.parametrize("kept", [1, 3])
+def test_a_few_graphs_are_kept_least_recently_used_dropped(mobilenet, kept):
+    p = Predictor(Config(model_path=mobilenet, specialize_sizes=kept))
     name = p.get_input_names()[0]
-    sizes = [(32 + 8 * i, 40) for i in range(MAX_VARIANTS + 1)]
+    sizes = [(32 + 8 * i, 40) for i in range(kept + 1)]
     first = {}
     for h, w in sizes:
         first[(h, w)] = p.run({name: _image(1, h, w)})["logits"]
-    assert len(p._variants) == MAX_VARIANTS and ((3, 32, 40),) not in p._variants  # the oldest went
+    assert len(p._variants) == kept and ((3, 32, 40),) not in p._variants  # the oldest went
     session = p.session
     np.testing.assert_array_equal(p.run({name: _image(1, *sizes[-1])})["logits"], first[sizes[-1]])
     assert p.session is session  # the same sizes again: the same graph, not optimized again
@@ -109,3 +110,11 @@ def test_optimize_command_says_symbolic_sizes_stay_generic(mobilenet, tmp_path, 
     src.write_bytes(mobilenet)
     assert main(["optimize", str(src), "-o", str(out)]) == 0
     assert "inputs ['input'] have symbolic image sizes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2"])
+def test_a_bad_count_is_named(mobilenet, bad):
+    from inference.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="specialize_sizes must be an int >= 0"):
+        Predictor(Config(model_path=mobilenet, specialize_sizes=bad))
