@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections import OrderedDict
 from typing import Any, Mapping
 
@@ -85,6 +86,7 @@ class Predictor:
         self._generic: Model | None = None  # the model before the passes, to specialise
         self._variants: OrderedDict[tuple, tuple] = OrderedDict()  # sizes -> (model, session, plan, passes)
         self._sizes: tuple | None = None  # the sizes the current graph is specialised to
+        self._specialising = threading.Lock()
         if config.optimize_graph and (self.preoptimized is None or config.reoptimize):
             from inference.passes import optimize
 
@@ -142,26 +144,31 @@ class Predictor:
         replica = functools.partial(self._new_session, model)
         return verdict, chunk_rows, SplitRunner(replica, config.num_threads, min_rows, chunk_rows)
 
-    def _specialise(self, sizes: tuple) -> None:
-        """Run the graph optimized for these image sizes: made on their first run, kept for the
-        ``Config.specialize_sizes`` most recently used."""
-        if sizes == self._sizes:
-            return
-        variant = self._variants.pop(sizes, None)
-        if variant is None:
-            from inference.passes import optimize
+    def _specialise(self, sizes: tuple) -> tuple[Session, int, SplitRunner | None]:
+        """The session, chunk rows and splitter of the graph optimized for these image sizes: made
+        on their first run, kept for the ``Config.specialize_sizes`` most recently used. It also
+        becomes what ``model``, ``session`` ... show. The caller runs what this returns, so
+        concurrent runs of other sizes never run each other's graph."""
+        with self._specialising:
+            variant = self._variants.pop(sizes, None)
+            if variant is None:
+                from inference.passes import optimize
 
-            model = with_sizes(self._generic, self._image_inputs, sizes)
-            applied = optimize(model, fusion=self.config.fusion, switches=self.config.passes)
-            session = self._new_session(model)
-            variant = (model, session, self._batch_plan(self.config, model, session), applied)
-        self._variants[sizes] = variant
-        while len(self._variants) > self.config.specialize_sizes:
-            self._variants.popitem(last=False)
-        hook, self.session.profiler = self.session.profiler, None  # a trace follows the run to the new graph
-        self.model, self.session, (self.batch_split, self.chunk_rows, self.splitter), self.applied_passes = variant
-        self.session.profiler = hook
-        self._sizes = sizes
+                model = with_sizes(self._generic, self._image_inputs, sizes)
+                applied = optimize(model, fusion=self.config.fusion, switches=self.config.passes)
+                session = self._new_session(model)
+                variant = (model, session, self._batch_plan(self.config, model, session), applied)
+            self._variants[sizes] = variant
+            while len(self._variants) > max(1, self.config.specialize_sizes):
+                self._variants.popitem(last=False)
+            if sizes != self._sizes:
+                hook, self.session.profiler = self.session.profiler, None  # a trace follows the run
+                self.model, self.session, plan, self.applied_passes = variant
+                self.batch_split, self.chunk_rows, self.splitter = plan
+                self.session.profiler = hook
+                self._sizes = sizes
+            session, (_, chunk_rows, splitter) = variant[1], variant[2]
+        return session, chunk_rows, splitter
 
     @staticmethod
     def _in_precision(model: Model, config: Config) -> tuple[Model, list[str] | None]:
@@ -208,12 +215,13 @@ class Predictor:
     def run(self, feeds: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """Run on the bound inputs, or on ``feeds`` (returning a dict of name -> output)."""
         checked = self._checked(feeds if feeds is not None else self._feeds)
+        session, chunk_rows, splitter = self.session, self.chunk_rows, self.splitter
         if self._generic is not None:
-            self._specialise(sizes_of(checked, self._image_inputs))
-        split = self.splitter is not None and self.session.profiler is None  # a traced run stays whole
-        values = self.splitter.run(checked) if split else None
+            session, chunk_rows, splitter = self._specialise(sizes_of(checked, self._image_inputs))
+        split = splitter is not None and session.profiler is None  # a traced run stays whole
+        values = splitter.run(checked) if split else None
         if values is None:
-            values = run_in_chunks(self.session.run, checked, self.chunk_rows)
+            values = run_in_chunks(session.run, checked, chunk_rows)
         outputs = dict(zip(self._output_names, values))
         self._feeds, self._outputs = checked, outputs  # the handles show the latest run
         return dict(outputs) if feeds is not None else None  # this call's own, even under concurrency

@@ -118,3 +118,26 @@ def test_a_bad_count_is_named(mobilenet, bad):
 
     with pytest.raises(ConfigError, match="specialize_sizes must be an int >= 0"):
         Predictor(Config(model_path=mobilenet, specialize_sizes=bad))
+
+
+def test_concurrent_runs_of_two_sizes_each_get_their_own_graph(mobilenet):
+    p = Predictor(Config(model_path=mobilenet, specialize_sizes=1))  # one kept: every switch evicts
+    name = p.get_input_names()[0]
+    images = {hw: _image(2, *hw) for hw in ((40, 40), (56, 48))}
+    want = {hw: p.run({name: x})["logits"] for hw, x in images.items()}
+    errors: list[str] = []
+
+    def worker(hw):
+        for _ in range(6):
+            got = p.run({name: images[hw]})["logits"]
+            if not np.allclose(got, want[hw], rtol=RTOL, atol=ATOL):
+                errors.append(f"{hw}: max difference {np.abs(got - want[hw]).max()}")
+
+    import threading
+
+    threads = [threading.Thread(target=worker, args=(hw,)) for hw in images for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
