@@ -5,6 +5,9 @@ import math
 
 from inference.ir import Graph, Model, Node
 
+#: every op that is a convolution, ONNX's and ours (FusedConv, FusedConvNHWC, int8 QConv)
+CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "FusedConvNHWC", "QConv")
+
 
 def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
     """FLOPs of one node (a multiply-add counts 2); None when shapes are unknown."""
@@ -13,7 +16,7 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
         return None
     if node.op_type == "InvertedResidualNHWC":
         return _inverted_residual_flops(graph, node, out, batch)
-    if node.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "FusedConvNHWC", "QConv"):
+    if node.op_type in CONVOLUTIONS:
         w_index = 3 if node.op_type in ("QLinearConv", "QConv") else 1
         w = graph.concrete_shape(node.inputs[w_index], batch)
         if w is None:

@@ -159,7 +159,7 @@ class Predictor:
                 session = self._new_session(model)
                 variant = (model, session, self._batch_plan(self.config, model, session), applied)
             self._variants[sizes] = variant
-            while len(self._variants) > max(1, self.config.specialize_sizes):
+            while len(self._variants) > self.config.specialize_sizes:  # >= 1: else no _generic
                 self._variants.popitem(last=False)
             if sizes != self._sizes:
                 hook, self.session.profiler = self.session.profiler, None  # a trace follows the run

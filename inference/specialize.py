@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import copy
 
+from inference.flops import CONVOLUTIONS
 from inference.ir import Model, TensorType
-
-_CONVOLUTIONS = {"Conv", "ConvTranspose", "QLinearConv", "ConvInteger"}
 
 Sizes = tuple  # per image input, its dims after the batch, in feed order
 
@@ -28,7 +27,7 @@ def symbolic_image_inputs(model: Model) -> list[str]:
     symbolic or unknown dim after the first (the batch), in a graph with convolutions (the passes
     that need static sizes convert only those; a transformer's symbolic sequence length gains
     nothing from a graph per length)."""
-    if not any(n.op_type in _CONVOLUTIONS for n in model.graph.nodes):
+    if not any(n.op_type in CONVOLUTIONS for n in model.graph.nodes):
         return []
     names = []
     for v in model.graph.feed_inputs():
