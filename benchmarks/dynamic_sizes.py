@@ -15,8 +15,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgelearn.commands.bench import peer_runner, time_interleaved  # noqa: E402
-from inference import Config, Predictor, zoo  # noqa: E402
+from edgelearn.commands.bench import edgelearn_runner, peer_runner, time_interleaved  # noqa: E402
+from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 
 MODELS = {"mobilenet_v2": zoo.mobilenet_v2, "resnet18": zoo.resnet18}
@@ -28,11 +28,6 @@ def dynamic(proto):
     dims[2].dim_param, dims[3].dim_param = "height", "width"
     del proto.graph.value_info[:]
     return proto
-
-
-def ours(model_bytes: bytes, threads: int, **config):
-    pred = Predictor(Config(model_path=model_bytes, num_threads=threads, **config))
-    return lambda feeds: list(pred.run(feeds).values())
 
 
 def main() -> int:
@@ -50,9 +45,9 @@ def main() -> int:
         x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
         feeds = {static.graph.input[0].name: x}
         for t in (int(v) for v in args.threads.split(",")):
-            runners = {"specialised": ours(flexible.SerializeToString(), t),
-                       "generic": ours(flexible.SerializeToString(), t, specialize_sizes=0),
-                       "static": ours(static.SerializeToString(), t),
+            runners = {"specialised": edgelearn_runner(flexible.SerializeToString(), t)[0],
+                       "generic": edgelearn_runner(flexible.SerializeToString(), t, specialize_sizes=0)[0],
+                       "static": edgelearn_runner(static.SerializeToString(), t)[0],
                        "onnxruntime": peer_runner("onnxruntime", flexible, t)}
             outs = {k: r(feeds)[0] for k, r in runners.items()}
             for k, v in outs.items():

@@ -64,10 +64,11 @@ def has_symbolic_batch(model: Any) -> bool:
     return all(v.type.shape and not isinstance(v.type.shape[0], int) for v in model.graph.feed_inputs())
 
 
-def edgelearn_runner(proto: Any, threads: int) -> tuple[Runner, Any]:
+def edgelearn_runner(proto: Any, threads: int, **config: Any) -> tuple[Runner, Any]:
+    """Our Predictor at ``threads`` (other ``Config`` fields from ``config``) as a runner, and itself."""
     from inference import Config, Predictor
 
-    pred = Predictor(Config(model_path=proto, num_threads=threads))
+    pred = Predictor(Config(model_path=proto, num_threads=threads, **config))
     names = pred.get_output_names()
     return (lambda feeds: [pred.run(feeds)[n] for n in names]), pred
 
