@@ -39,7 +39,9 @@ class Config:
     (other than the batch) is optimized again for each set of sizes it is fed (its passes need
     static sizes; ``inference.specialize``), keeping this many graphs, the least recently used
     dropped. Each holds its own folded and packed weights (ResNet-18: ~90 MB), hence 2; 0 runs one
-    generic graph.
+    generic graph. ``release_weights``: after a graph's first run, each weight its packed kernels
+    hold in their own layout is dropped, kept once (``inference.weight_release``); the model's
+    initializer then reads as zeros, ``inference.weight_release.values`` gives its values.
     """
 
     model_path: Union[str, os.PathLike, bytes, onnx.ModelProto, None] = None
@@ -57,6 +59,7 @@ class Config:
     min_rows_per_thread: int | None = None
     chunk_rows: int | None = None
     specialize_sizes: int = 2
+    release_weights: bool = True
 
     def validate(self) -> None:
         if self.model_path is None:

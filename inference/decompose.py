@@ -17,6 +17,7 @@ from onnx import TensorProto
 
 from inference.errors import UnsupportedOpError
 from inference.ir import Graph, Model, Node, TensorType
+from inference.kernels._prepack import source
 from inference.kernels.fused import CONV_ATTRS, DOMAIN
 
 
@@ -170,7 +171,8 @@ def decompose_to_standard(model: Model) -> Model:
     from inference.passes._rewrite import drop_unused_initializers
 
     g = model.graph
-    graph = dataclasses.replace(g, nodes=[], initializers=dict(g.initializers), value_info=dict(g.value_info))
+    inits = {name: source(a) for name, a in g.initializers.items()}  # a released weight's values
+    graph = dataclasses.replace(g, nodes=[], initializers=inits, value_info=dict(g.value_info))
     copy = dataclasses.replace(model, graph=graph, opset_imports=dict(model.opset_imports),
                                metadata={k: v for k, v in model.metadata.items() if k != OPTIMIZED_KEY})
     for node in g.nodes:

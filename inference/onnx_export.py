@@ -8,6 +8,7 @@ from onnx import helper, numpy_helper
 
 from inference.attributes import python_to_attr
 from inference.ir import Graph, Model, Node, OptionalType, SequenceType, TensorType, Value, ValueType
+from inference.kernels._prepack import source
 
 _INTERNAL_DOMAINS = {"edgelearn.expand"}
 
@@ -47,7 +48,8 @@ def _used_domains(graph: Graph) -> set[str]:
 
 
 def graph_to_proto(g: Graph) -> onnx.GraphProto:
-    inits = [numpy_helper.from_array(arr, name) for name, arr in g.initializers.items()]
+    # source: a released weight's values (inference.weight_release)
+    inits = [numpy_helper.from_array(source(arr), name) for name, arr in g.initializers.items()]
     io_names = set(g.input_names) | set(g.output_names)
     return helper.make_graph(
         nodes=[node_to_proto(n) for n in g.nodes], name=g.name,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, Mapping
 
@@ -87,6 +88,8 @@ class Predictor:
         self._variants: OrderedDict[tuple, tuple] = OrderedDict()  # sizes -> (model, session, plan, passes)
         self._sizes: tuple | None = None  # the sizes the current graph is specialised to
         self._specialising = threading.Lock()
+        self._settled: weakref.WeakSet[Session] = weakref.WeakSet()  # sessions whose weights were released
+        self._releasing = threading.Lock()
         if config.optimize_graph and (self.preoptimized is None or config.reoptimize):
             from inference.passes import optimize
 
@@ -222,9 +225,23 @@ class Predictor:
         values = splitter.run(checked) if split else None
         if values is None:
             values = run_in_chunks(session.run, checked, chunk_rows)
+        if self.config.release_weights and session not in self._settled:
+            self._release_weights(session, values)
         outputs = dict(zip(self._output_names, values))
         self._feeds, self._outputs = checked, outputs  # the handles show the latest run
         return dict(outputs) if feeds is not None else None  # this call's own, even under concurrency
+
+    def _release_weights(self, session: Session, values: list) -> None:
+        """After ``session``'s first run with rows, its packed weights are held once (the packings
+        exist only once a run made them)."""
+        if any(isinstance(v, np.ndarray) and v.size == 0 for v in values):
+            return
+        from inference.weight_release import release_packed_weights
+
+        with self._releasing:
+            if session not in self._settled:
+                release_packed_weights(session)
+                self._settled.add(session)
 
     def _checked(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         """The feeds checked against the declared inputs (run per call: kept to dict lookups)."""

@@ -229,8 +229,8 @@ def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: 
     kh, kw = w.shape[2:]
     (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
     xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    hwc = lambda: np.ascontiguousarray(as_f32(w, (c, kh, kw)).transpose(1, 2, 0))  # noqa: E731
-    wt = prepacked(w, "hwc", hwc) if keep else hwc()
+    hwc = lambda v: np.ascontiguousarray(as_f32(v, (c, kh, kw)).transpose(1, 2, 0))  # noqa: E731
+    wt = prepacked(w, "hwc", hwc) if keep else hwc(w)
     zt = np.ascontiguousarray(z.transpose(0, 2, 3, 1), dtype=np.float32) if z is not None else NO_RESIDUAL_4D
     y = np.empty((n, oh, ow, c), np.float32)
     kernel = depthwise3x3_nhwc if kh == kw == 3 else depthwise_nhwc

@@ -173,7 +173,7 @@ def packed_weights(w: np.ndarray, group: int, layout: str, keep: bool = True) ->
     is kept while ``w`` lives (:func:`~inference.kernels._prepack.prepacked`); otherwise it is
     packed on every call."""
 
-    def build() -> np.ndarray:
+    def build(w: np.ndarray) -> np.ndarray:
         mg = w.shape[0] // group
         if layout.startswith("s2d"):
             rows = lambda wg: phase_weight_rows(wg, int(layout[3:]), chans=1)  # noqa: E731
@@ -182,7 +182,7 @@ def packed_weights(w: np.ndarray, group: int, layout: str, keep: bool = True) ->
         return np.concatenate([pack_rows(np.asarray(rows(w[g * mg:(g + 1) * mg]), np.float32))
                                for g in range(group)])
 
-    return prepacked(w, ("f32", group, layout), build) if keep else build()
+    return prepacked(w, ("f32", group, layout), build) if keep else build(w)
 
 
 @functools.lru_cache(maxsize=256)

@@ -17,6 +17,7 @@ from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels import conv as fast_conv
 from inference.kernels._applies import constant_float32_weight, float32_input
+from inference.kernels._prepack import source
 from inference.kernels.activations import (NO_RESIDUAL_2D, NONE, activate_row, activation_code, as_f32,
                                            epilogue_cols)
 from inference.kernels.rows_gemm import PreparedGemm
@@ -176,7 +177,7 @@ def _matmul_binder(fn, packed: bool = False):
 
         def run(x, w, b=None, z=None):
             if not _matmul_fast(x, w, z):
-                return fused_matmul_reference(x, w, b, z, **attrs)
+                return fused_matmul_reference(x, source(w), b, z, **attrs)
             return product(x, w, b, z, code, alpha, beta)
 
         return run

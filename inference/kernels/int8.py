@@ -287,7 +287,7 @@ def _prepared(w: np.ndarray, group: int, layout: str) -> tuple[list, dict]:
     or "matmul"/"matmul_t"), and a slot for its call sites' epilogue constants (:func:`_constants`);
     packed once per weight array (:func:`~inference.kernels._prepack.prepacked`)."""
 
-    def build() -> tuple[list, dict]:
+    def build(w: np.ndarray) -> tuple[list, dict]:
         if layout in ("matmul", "matmul_t"):
             return [pack_weight_columns(np.ascontiguousarray(w.T if layout == "matmul" else w))], {}
         mg = w.shape[0] // group

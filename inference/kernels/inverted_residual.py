@@ -32,7 +32,7 @@ from inference.ir import Node, TensorType
 from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activation_code
 from inference.kernels.channels_last import depthwise3x3_row
-from inference.kernels._prepack import constant_weight
+from inference.kernels._prepack import constant_weight, source
 from inference.kernels.conv import PACKED, handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
 from inference.kernels.nhwc import conv_window, fused_conv_nhwc_reference, prepare_conv_nhwc
@@ -333,7 +333,7 @@ def _binder(fn, constant_weights: bool = False):
         def run(x, w1=None, b1=None, wd=None, bd=None, w2=None, b2=None, z=None):
             _required(wd, w2)
             if any(a is not None and a.dtype != np.float32 for a in (x, w1, wd, w2)):
-                return inverted_residual_reference(x, w1, b1, wd, bd, w2, b2, z, **attrs)
+                return inverted_residual_reference(x, *map(source, (w1, b1, wd, bd, w2, b2)), z, **attrs)
             key = (x.shape, None if w1 is None else w1.shape, wd.shape, w2.shape, None if z is None else z.shape)
             call = calls.get(key)
             if call is None:

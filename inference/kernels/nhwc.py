@@ -30,6 +30,7 @@ from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels import winograd
 from inference.kernels._jit import threaded_kernel
+from inference.kernels._prepack import source
 from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activation_code, as_f32
 from inference.kernels.channels_last import depthwise3x3_nhwc, depthwise_nhwc
 from inference.kernels.conv import PACKED, handles, handles_constant
@@ -248,7 +249,7 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
                 x = x[..., order]
             y = np.empty(out_shape, np.float32)
             zz = NO_RESIDUAL_4D if z is None else as_f32(z, out_shape)
-            stencil(np.ascontiguousarray(x), as_f32(w, (kh, kw, m)), as_f32(b, (m,)), zz, z is not None,
+            stencil(np.ascontiguousarray(x), as_f32(source(w), (kh, kw, m)), as_f32(b, (m,)), zz, z is not None,
                     sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
             return y
 
@@ -334,7 +335,7 @@ def nhwc_binder(fn, constant_weights: bool = False):
                                                              beta, constant_weights, input_order, input_layout,
                                                              algorithm))
             if x.dtype != np.float32 or w.dtype != np.float32:
-                return fused_conv_nhwc_reference(x, w, b, z, **epilogue, **attrs, input_order=input_order,
+                return fused_conv_nhwc_reference(x, source(w), b, z, **epilogue, **attrs, input_order=input_order,
                                                  input_layout=input_layout, algorithm=algorithm)
             return call(x, w, b, z)
 

@@ -17,13 +17,14 @@ channels-last convolution over its padded input in place, an implicit GEMM.
 """
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
-from inference.kernels._prepack import prepacked
+from inference.kernels._prepack import NO_REF, prepacked
 from inference.kernels.tile_ir import LANES, make_out_tile
 
 # (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs)
@@ -105,19 +106,28 @@ def padded_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = None,
     (5 KB apart for M = 1280). MobileNetV2's last 1x1 (49 x 320 -> 1280), weights arriving from L3,
     ran 1.5x its time alone that way; as panels, as fast as OpenBLAS in the same setting.
     ``groups``: M is that many groups' columns, each padded to whole panels of its own (group g's
-    panels follow group g-1's). ``keep_for``: the constant weight ``w`` is a view of; the panels
-    are then kept while it lives."""
+    panels follow group g-1's). ``keep_for``: the constant weight whose values, in C order, ``w``
+    holds (a reshape of it); the panels are then kept while it lives."""
+    k, m = w.shape
 
-    def build() -> tuple[np.ndarray, np.ndarray]:
-        k, m = w.shape
+    def build(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mg = m // groups
         mp = -(-mg // nl) * nl
         full = np.zeros((k, groups, mp), np.float32)
-        full[:, :, :mg] = w.reshape(k, groups, mg)
+        full[:, :, :mg] = values.reshape(k, groups, mg)
         panels = np.ascontiguousarray(full.reshape(k, groups * mp // nl, nl).transpose(1, 0, 2))
         return panels.reshape(-1), panel_row_offsets(k, nl)
 
-    return build() if keep_for is None else prepacked(keep_for, ("rows_gemm", nl, groups), build)
+    return build(w) if keep_for is None else prepacked(keep_for, ("rows_gemm", nl, groups), build)
+
+
+def unpacked_panels(panels: np.ndarray, k: int, m: int, nl: int, groups: int) -> np.ndarray:
+    """The (K, M) weight whose :func:`padded_weight` panels are ``panels``: every value is in them
+    (the padding is zeros), so a released weight comes back from them exactly."""
+    mg = m // groups
+    mp = -(-mg // nl) * nl
+    full = panels.reshape(groups * mp // nl, k, nl).transpose(1, 0, 2).reshape(k, groups, mp)
+    return np.ascontiguousarray(full[:, :, :mg]).reshape(k, m)
 
 
 def padded_bias(bias: np.ndarray | None, m: int, padded_m: int, groups: int = 1) -> np.ndarray:
@@ -147,7 +157,7 @@ def compact_panels(wp: np.ndarray, k: int, nl: int, keep_for: np.ndarray,
     moved up, in order) and the kept-rows mask (panels, k); (``wp``, None) when every row of
     every panel has a nonzero. Kept with the constant ``keep_for``, as the panels are."""
 
-    def build() -> tuple[np.ndarray, np.ndarray | None]:
+    def build(_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         panels = wp.reshape(-1, k, nl)
         kept = (panels != 0).any(axis=2)
         if kept.all():
@@ -219,13 +229,13 @@ class PreparedGemm:
         self._dense = None if koff is None else _PanelSteps(koff, np.arange(self.panels) // mbs,
                                                             np.full(self.panels, k, np.int64))
         self._bounds: dict = {}  # (id of the steps, chunks, weights outer) -> (those steps, chunk bounds)
-        self._weight: tuple = (None,)  # (the constant weight, its panels, their row offsets, the steps)
+        self._weight: tuple = (NO_REF,)  # (the constant weight's weakref, its panels, their row offsets, the steps)
         self._bias: tuple = (None, None)  # (the bias beside a constant weight, padded)
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
                  amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
         p, k, m, mr, groups = self.p, self.k, self.m, self.mr, self.groups
-        if keep_for is not None and self._weight[0] is keep_for:  # the constant weight of the last call
+        if keep_for is not None and self._weight[0]() is keep_for:  # the constant weight of the last call
             _, wp, wkoff, steps = self._weight
         else:
             if w.shape != (k, m):
@@ -235,7 +245,7 @@ class PreparedGemm:
             if keep_for is not None:
                 if self.koff is not None:  # a constant weight: its all-zero rows per panel are skipped
                     wp, steps = self._skipping_zero_rows(wp, keep_for)
-                self._weight = (keep_for, wp, wkoff, steps)
+                self._weight = (weakref.ref(keep_for), wp, wkoff, steps)  # weak: a released weight goes
         bp = self._padded_bias(bias, keep_for is not None)
         y = _check_out(out, p, m)
         zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)

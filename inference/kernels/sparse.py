@@ -36,7 +36,7 @@ from inference.kernels import conv as fast_conv
 from inference.kernels import fused
 from inference.kernels._applies import constant_float32_weight, float32_input
 from inference.kernels._jit import threaded_kernel
-from inference.kernels._prepack import constant_weight, prepacked
+from inference.kernels._prepack import constant_weight, prepacked, source
 from inference.kernels.activations import NO_RESIDUAL_2D, activation_code, as_f32, epilogue_cols, epilogue_rows
 from inference.ops._window import window_geometry
 from inference.ops.matmul import gemm as reference_gemm
@@ -108,7 +108,7 @@ def packed(w: np.ndarray, layout: str) -> CsrWeight:
     """The CSR form of weight ``w`` for ``layout`` ("matmul": W (K, N); "matmul_t": W (N, K);
     "conv": W (M, C, kh, kw)), built once per weight array (:func:`~inference.kernels._prepack.prepacked`)."""
 
-    def build() -> CsrWeight:
+    def build(w: np.ndarray) -> CsrWeight:
         if layout == "matmul":
             return to_csr(w.T[:, :, None, None])
         if layout == "matmul_t":
@@ -253,7 +253,7 @@ def _accept(node: Node, graph: Graph, rank: int, threshold: float, layout: str) 
     if not _SETTINGS["enabled"] or not float32_input(node, graph):
         return False
     w = constant_float32_weight(node, graph, rank)
-    if w is None or w.size == 0 or sparsity(w) < threshold:
+    if w is None or w.size == 0 or sparsity(source(w)) < threshold:  # a released weight reads as zeros
         return False
     packed(w, layout)
     return True

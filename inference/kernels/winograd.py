@@ -20,12 +20,14 @@ patches read it in place, out-of-range rows and columns as zeros.
 """
 from __future__ import annotations
 
+import weakref
+
 import numba
 import numpy as np
 
 from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
-from inference.kernels._prepack import prepacked
+from inference.kernels._prepack import NO_REF, prepacked
 from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_weight, panel_row_offsets, tile_shape
 
 POINTS = 16  # the 4x4 transformed patch
@@ -90,15 +92,15 @@ def transformed_weight(w: np.ndarray, nl: int, keep_for: np.ndarray | None = Non
     """The HWIO weight ``w`` (3, 3, C, M) as ``G g G^T`` per (c, m), each of the 16 points' (C, M)
     laid out as :func:`~inference.kernels.rows_gemm.padded_weight`'s panels of ``nl`` columns,
     point after point, flat. Computed in float64, kept with the constant ``keep_for``."""
+    _, _, c, m = w.shape
 
-    def build() -> np.ndarray:
-        _, _, c, m = w.shape
-        g = np.asarray(w, np.float64).reshape(3, 3, c * m)
+    def build(values: np.ndarray) -> np.ndarray:
+        g = np.asarray(values, np.float64).reshape(3, 3, c * m)
         u = np.tensordot(np.tensordot(_G, g, axes=(1, 0)), _G, axes=(1, 1))  # (4, C*M, 4)
         u = u.transpose(0, 2, 1).reshape(POINTS, c, m).astype(np.float32)
         return np.concatenate([padded_weight(u[xi], nl)[0] for xi in range(POINTS)])
 
-    return build() if keep_for is None else prepacked(keep_for, ("winograd", nl), build)
+    return build(w) if keep_for is None else prepacked(keep_for, ("winograd", nl), build)
 
 
 def block_rows(c: int, nl: int, mr: int) -> int:
@@ -128,19 +130,19 @@ class PreparedWinograd:
         self.dims = np.array([n, h, w, c, m, oh, ow, pads_begin[0], pads_begin[1], rows, mr, nv, 0], np.int64)
         self.koff = panel_row_offsets(c, self.nl)  # the product's K is the channels
         self.zero = np.zeros(self.nl, np.float32)
-        self._weight: tuple = (None, None)  # (the constant weight, its transform)
+        self._weight: tuple = (NO_REF, None)  # (the constant weight's weakref, its transform)
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
                  amax: np.float32, keep_for: np.ndarray | None = None) -> np.ndarray:
         if x.shape != self.x_shape or w.shape != (3, 3, self.c, self.m):
             raise KernelError(f"winograd: X {x.shape} and W {w.shape}, prepared for X {self.x_shape} and W "
                               f"{(3, 3, self.c, self.m)}")
-        if keep_for is not None and self._weight[0] is keep_for:
+        if keep_for is not None and self._weight[0]() is keep_for:
             up = self._weight[1]
         else:
             up = transformed_weight(w, self.nl, keep_for)
             if keep_for is not None:
-                self._weight = (keep_for, up)
+                self._weight = (weakref.ref(keep_for), up)  # weak: a released weight goes
         n, oh, ow = self.dims[0], self.dims[5], self.dims[6]
         y = np.empty((n, oh, ow, self.m), np.float32)
         zz = self.zero if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
