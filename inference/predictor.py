@@ -236,11 +236,12 @@ class Predictor:
         exist only once a run made them)."""
         if any(isinstance(v, np.ndarray) and v.size == 0 for v in values):
             return
-        from inference.weight_release import release_packed_weights
+        from inference.weight_release import release_packed_weights, return_free_memory
 
         with self._releasing:
             if session not in self._settled:
-                release_packed_weights(session)
+                if release_packed_weights(session).nbytes:
+                    return_free_memory()
                 self._settled.add(session)
 
     def _checked(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
