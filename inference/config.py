@@ -38,8 +38,8 @@ class Config:
     back from it either way. ``specialize_sizes``: a CNN whose image inputs have symbolic sizes
     (other than the batch) is optimized again for each set of sizes it is fed (its passes need
     static sizes; ``inference.specialize``), keeping this many graphs, the least recently used
-    dropped. Each holds its own folded and packed weights (ResNet-18: ~90 MB), hence 2; 0 runs one
-    generic graph. ``release_weights``: after a graph's first run, each weight its packed kernels
+    dropped (0 runs one generic graph). They share the weights the passes derive; each holds its
+    activations and the packings only its sizes pick (ResNet-18: ~6 MB a size after the first). ``release_weights``: after a graph's first run, each weight its packed kernels
     hold in their own layout is dropped, kept once (``inference.weight_release``); the model's
     initializer then reads as zeros, ``inference.weight_release.values`` gives its values.
     """
@@ -58,7 +58,7 @@ class Config:
     batch_split: bool = True
     min_rows_per_thread: int | None = None
     chunk_rows: int | None = None
-    specialize_sizes: int = 2
+    specialize_sizes: int = 4
     release_weights: bool = True
 
     def validate(self) -> None:

@@ -16,7 +16,7 @@ from inference.errors import InputError
 from inference.ir import Model, TensorType
 from inference.onnx_import import load_model
 from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
-from inference.specialize import sizes_of, symbolic_image_inputs, with_sizes
+from inference.specialize import share_equal_weights, sizes_of, symbolic_image_inputs, with_sizes
 from inference.split_runner import SplitRunner, auto_min_rows
 
 
@@ -159,6 +159,10 @@ class Predictor:
 
                 model = with_sizes(self._generic, self._image_inputs, sizes)
                 applied = optimize(model, fusion=self.config.fusion, switches=self.config.passes)
+                if share_equal_weights(model.graph, [v[0].graph for v in self._variants.values()]):
+                    from inference.weight_release import return_free_memory
+
+                    return_free_memory()  # the copies derived again, now dropped
                 session = self._new_session(model)
                 variant = (model, session, self._batch_plan(self.config, model, session), applied)
             self._variants[sizes] = variant

@@ -141,3 +141,21 @@ def test_concurrent_runs_of_two_sizes_each_get_their_own_graph(mobilenet):
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("release", [True, False])
+def test_sizes_share_the_weights_the_passes_derive(mobilenet, release):
+    """Folded and channels-last weights do not depend on the sizes: a second size's graph holds
+    the first's arrays (released or not), and still equals onnxruntime."""
+    peer = ort.InferenceSession(mobilenet, providers=["CPUExecutionProvider"])
+    p = Predictor(Config(model_path=mobilenet, release_weights=release))
+    name = p.get_input_names()[0]
+    graphs = []
+    for h, w in ((64, 64), (48, 80)):
+        x = _image(2, h, w)
+        np.testing.assert_allclose(p.run({name: x})["logits"], peer.run(None, {name: x})[0], rtol=RTOL, atol=ATOL)
+        graphs.append(p.model.graph)
+    first, second = (g.initializers for g in graphs)
+    assert graphs[0] is not graphs[1]
+    shared = sum(a.nbytes for n, a in second.items() if first.get(n) is a)
+    assert shared > 0.95 * sum(a.nbytes for a in second.values())
