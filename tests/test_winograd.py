@@ -57,6 +57,17 @@ def test_kernel_matches_the_direct_convolution(case, residual, threads):
         np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_sum_not_finite_hands_the_call_to_the_direct_algorithm(bad, threads):
+    """Winograd would spread it over its 2x2 tile (inf - inf: NaN): the call says None instead."""
+    x, wt, b, z, win = _conv(np.random.default_rng(2), 1, 10, 10, 16, 24, (1, 1, 1, 1), False)
+    run = winograd.PreparedWinograd(x.shape, 24, win.pads_begin, win.out_shape)
+    assert run(x, wt, b, z, np.float32(-np.inf), np.float32(np.inf)) is not None
+    x[0, 4, 5, 3] = bad
+    assert run(x, wt, b, z, np.float32(-np.inf), np.float32(np.inf)) is None
+    assert run(x, wt, b, z, np.float32(0), np.float32(6), wt) is None  # a clamp would hide an inf: counted before it
+
+
 @pytest.mark.parametrize("block_bytes", [1, 20_000], ids=["one-tile-row-per-block", "a few rows per block"])
 def test_many_blocks_and_a_partial_last_one(monkeypatch, block_bytes, threads):
     """Blocks of tiles (each unit's share of L2) small enough that the batch spans many, the last partial."""
@@ -238,11 +249,12 @@ def test_resnet18_takes_its_stride_1_convolutions(monkeypatch):
     assert WINOGRAD not in _algorithms(off.model)
     calls = []
     real = winograd.PreparedWinograd.__call__
-    monkeypatch.setattr(winograd.PreparedWinograd, "__call__", lambda self, *a: calls.append(self) or real(self, *a))
+    monkeypatch.setattr(winograd.PreparedWinograd, "__call__", lambda self, *a: calls.append(real(self, *a)) or calls[-1])
     x = {"input": np.random.default_rng(0).standard_normal((2, 3, 112, 112)).astype(np.float32)}
     want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
     np.testing.assert_allclose(on.run(x)["logits"], want, rtol=RTOL, atol=ATOL)
     assert len(calls) == 7  # on 28x28 and 14x14 maps; 7x7 and 4x4 ones too small at batch 2 (MIN_TILE_CHANNELS)
+    assert all(y is not None for y in calls)  # every sum finite: none handed back to the direct algorithm
     np.testing.assert_allclose(on.run(x)["logits"], off.run(x)["logits"], rtol=RTOL, atol=ATOL)
 
 

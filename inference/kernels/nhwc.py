@@ -288,7 +288,7 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
     def minimal(x, w, b, z):  # Winograd's F(2x2, 3x3) on the patches in place
         y = wino(x, as_f32(w, w_shape), as_f32(b, (m,)), None if z is None else as_f32(z, out_shape), amin, amax,
                  w if constant_weight else None)
-        return finish(y)
+        return gathered(x, w, b, z) if y is None else finish(y)  # None: an inf or NaN, which Winograd spreads
 
     return minimal
 

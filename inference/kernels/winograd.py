@@ -8,8 +8,11 @@ patch and the weight are each carried into the 16-point domain by additions alon
 products ``V[xi] (tiles, C) @ U[xi] (C, M)``: our matrix tile (:func:`rows_gemm.matrix_tiles`) runs
 them, and the output transform ``A^T m A`` adds bias, residual and clamp on the way out. Its
 constants are 1 and 1/2 (in the weight's transform only), so the result differs from the direct
-sum by rounding alone; an inf or NaN in a patch reaches the patch's four outputs, not only those
-whose window holds it.
+sum by rounding alone. Not so for an inf or NaN: it reaches all four outputs of its patch, not only
+those whose window holds it, and an inf meets its own negation (inf - inf = NaN). So the output
+transform counts the sums that are not finite, and a call with any returns None: the caller runs
+the direct algorithm instead (:mod:`inference.kernels.nhwc`), whose outputs are the reference's.
+The count costs one subtraction and compare per output, in the vectorised epilogue.
 
 Work goes in units of (a channel panel of the output, a block of tiles): the block's patches are
 transformed into ``V`` (16, rows, C), multiplied by the panel's 16 weights into ``mm`` (16, rows,
@@ -133,7 +136,8 @@ class PreparedWinograd:
         self._weight: tuple = (NO_REF, None)  # (the constant weight's weakref, its transform)
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
-                 amax: np.float32, keep_for: np.ndarray | None = None) -> np.ndarray:
+                 amax: np.float32, keep_for: np.ndarray | None = None) -> np.ndarray | None:
+        """The output, or None when a sum came out inf or NaN (the direct algorithm says which)."""
         if x.shape != self.x_shape or w.shape != (3, 3, self.c, self.m):
             raise KernelError(f"winograd: X {x.shape} and W {w.shape}, prepared for X {self.x_shape} and W "
                               f"{(3, 3, self.c, self.m)}")
@@ -149,10 +153,11 @@ class PreparedWinograd:
         threads = kernel_threads()
         kernel = _winograd.parallel if threads > 1 else _winograd.serial
         lims = np.array([amin, amax, -np.inf, np.inf], np.float32)
+        chunks = parallel_chunks(self.units, threads)
+        bad = np.zeros(chunks, np.int64)
         kernel(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), self.dims, up, self.koff, self.zero,
-               np.ascontiguousarray(bias, dtype=np.float32), zz, z is not None, lims, y.reshape(-1),
-               parallel_chunks(self.units, threads))
-        return y
+               np.ascontiguousarray(bias, dtype=np.float32), zz, z is not None, lims, y.reshape(-1), bad, chunks)
+        return None if bad.any() else y
 
 
 # B^T's rows as (first patch line, its sign, second line, its sign): point (a, b) of the transformed
@@ -220,9 +225,12 @@ def _input_tiles(x, h, w, c, pt, pl, th, tw, g0, count, p, rows, v, patch, bt):
 def _output_tiles(mm, rows, nl, g0, count, th, tw, oh, ow, m, m0, cols, bias, z, has_z, amin, amax, y, s):
     """Tiles [g0, g0 + count)'s 2x2 outputs, channels [m0, m0 + cols), from their 16 products in
     ``mm`` (16, rows, nl): ``clamp(A^T m A + bias + z)``, the outputs past an odd edge left out.
-    ``s`` (8 * nl): ``A^T m``, a loop per line for the same reason as the input's."""
+    ``s`` (8 * nl): ``A^T m``, a loop per line for the same reason as the input's. Returns how many
+    sums (before the clamp) were inf or NaN (``val - val`` is 0 for any finite value)."""
     per_image = th * tw
     plane = rows * nl
+    bad = 0
+    zero = np.float32(0.0)
     for t in range(count):
         g = g0 + t
         img, r = g // per_image, g % per_image
@@ -252,20 +260,24 @@ def _output_tiles(mm, rows, nl, g0, count, th, tw, oh, ow, m, m0, cols, bias, z,
                         val = s0[j] + s1[j] + s2[j] + bj[j]
                         if has_z:
                             val += zj[j]
+                        bad += (val - val) != zero
                         out[j] = min(max(val, amin), amax)
                 else:  # column 1: s1 - s2 - s3
                     for j in range(cols):
                         val = s1[j] - s2[j] - s3[j] + bj[j]
                         if has_z:
                             val += zj[j]
+                        bad += (val - val) != zero
                         out[j] = min(max(val, amin), amax)
+    return bad
 
 
 @threaded_kernel()
-def _winograd(x, dims, up, koff, zero, bias, z, has_z, lims, y, nchunks):
+def _winograd(x, dims, up, koff, zero, bias, z, has_z, lims, y, bad, nchunks):
     """The units (panel, block) in ``nchunks`` parallel runs, panel-major. ``dims``: n, h, w, c, m, oh,
     ow, pad top, pad left, rows per block, tile rows, tile vectors, 0. ``up``: the 16 points' weight
-    panels (:func:`transformed_weight`); ``lims``: the clamp, then an open one for the products."""
+    panels (:func:`transformed_weight`); ``lims``: the clamp, then an open one for the products;
+    ``bad[run]``: the sums that run found not finite."""
     n, h, w, c, m, oh, ow, pt, pl, rows, mr, nv = (dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6],
                                                      dims[7], dims[8], dims[9], dims[10], dims[11])
     no_z = dims[12] != 0  # a value, not a literal False: numba would compile the tiles again for a literal
@@ -295,5 +307,5 @@ def _winograd(x, dims, up, koff, zero, bias, z, has_z, lims, y, nchunks):
                 matrix_tiles(v, xi * rows * c, zero, p, koff, up[wo:wo + psize], zero, zero, no_z, lims[2], lims[3],
                              mm, xi * rows * nl, nl, mr, nv, 0, p // mr, no_z)
             m0 = mb * nl
-            _output_tiles(mm, rows, nl, g0, count, th, tw, oh, ow, m, m0, min(nl, m - m0), bias, z, has_z,
-                          lims[0], lims[1], y, s)
+            bad[ch] += _output_tiles(mm, rows, nl, g0, count, th, tw, oh, ow, m, m0, min(nl, m - m0), bias, z,
+                                     has_z, lims[0], lims[1], y, s)
