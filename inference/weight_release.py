@@ -59,7 +59,8 @@ def release_packed_weights(session: Session) -> Released:
             if name in graph.initializers:
                 readers.setdefault(name, []).append(i in panel_inputs)
         for name in outer_names(node):  # read inside an If/Loop body: as it is
-            readers.setdefault(name, []).append(False)
+            if name in graph.initializers:
+                readers.setdefault(name, []).append(False)
     done = Released()
     for name, through_panels in readers.items():
         w = graph.initializers[name]

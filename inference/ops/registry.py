@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import bisect
 import inspect
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 Kernel = Callable[..., Any]
 
@@ -40,13 +42,28 @@ class KernelEntry:
 
 @dataclass
 class KernelContext:
-    """What a kernel may ask of the session running it."""
+    """What a kernel may ask of the session running it.
+
+    ``outer``: the values of the run in progress that a subgraph may read, per thread: a session
+    sets it at the start of each run, and concurrent runs of one session (a Predictor called from
+    several threads) must each see their own (they had seen whichever run set it last)."""
 
     node: Any  # inference.ir.Node
     opset: int
     num_outputs: int
     run_graph: Callable[..., list] = field(repr=False, default=None)  # (graph, feeds: dict) -> list
-    outer: dict = field(repr=False, default_factory=dict)  # outer-scope values visible to subgraphs
+    _scope: threading.local = field(repr=False, default_factory=threading.local, compare=False)
+
+    @property
+    def outer(self) -> Mapping[str, Any]:
+        return getattr(self._scope, "env", _NOTHING)
+
+    @outer.setter
+    def outer(self, env: Mapping[str, Any]) -> None:
+        self._scope.env = env
+
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 _REGISTRY: dict[tuple[str, str], dict[str, list[KernelEntry]]] = {}
