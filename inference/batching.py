@@ -22,14 +22,18 @@ from inference.predictor import Predictor
 
 
 class PredictorPool:
-    """``size`` independent Predictors; each run borrows one, so up to ``size`` run at once."""
+    """``size`` Predictors; each run borrows one, so up to ``size`` run at once. They are replicas
+    of one load (:meth:`Predictor.replica`): own sessions and tensor handles, one copy of the
+    weights and their packings."""
 
     def __init__(self, config: Config, size: int = 2):
         if size < 1:
             raise ConfigError(f"pool size must be at least 1, got {size}")
         self._free: queue.Queue[Predictor] = queue.Queue()
-        for _ in range(size):
-            self._free.put(Predictor(config))
+        first = Predictor(config)
+        self._free.put(first)
+        for _ in range(size - 1):
+            self._free.put(first.replica())
         self.size = size
 
     @contextmanager

@@ -1,6 +1,7 @@
 """The Predictor API: load once, bind inputs through tensor handles or a dict, run, read outputs."""
 from __future__ import annotations
 
+import copy
 import functools
 import threading
 import weakref
@@ -122,6 +123,19 @@ class Predictor:
                         for name, t in self._inputs.items()}
         self._feeds: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
+
+    def replica(self) -> "Predictor":
+        """Another Predictor of the same loaded model, for another thread: its own session (its
+        kernels' per-shape memos) and tensor handles, sharing this one's graph, weights and their
+        packings, and its specialised graphs. Why: a pool of replicas each loading the model held
+        every weight once per replica, and loaded and optimized it once per replica too."""
+        twin = copy.copy(self)
+        twin.session = self._new_session(self.model)
+        twin.batch_split, twin.chunk_rows, twin.splitter = self._batch_plan(self.config, self.model, twin.session)
+        twin._inputs = {n: Tensor(n, t._declared, twin, True) for n, t in self._inputs.items()}
+        twin._output_handles = {n: Tensor(n, t._declared, twin, False) for n, t in self._output_handles.items()}
+        twin._feeds, twin._outputs = {}, {}
+        return twin
 
     def _new_session(self, model: Model) -> Session:
         return Session(model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)

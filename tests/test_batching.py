@@ -67,3 +67,45 @@ def test_bad_requests_fail_alone(mlp_path):
 def test_config_errors():
     with pytest.raises(ConfigError):
         PredictorPool(Config(model_path=b"x"), size=0)
+
+
+def test_pool_replicas_share_one_load_of_the_weights():
+    """A pool's Predictors are replicas of one load: the same weight arrays (and so one packing
+    each), their own sessions and tensor handles; a CNN hammered through it equals onnxruntime."""
+    import onnxruntime as ort
+
+    from inference import zoo
+    from inference.onnx_export import model_to_proto
+
+    proto = model_to_proto(zoo.mobilenet_v2(size=64)).SerializeToString()
+    pool = PredictorPool(Config(model_path=proto), size=3)
+    replicas = [pool._free.get() for _ in range(3)]
+    first = replicas[0].model.graph.initializers
+    for r in replicas[1:]:
+        assert r.model.graph.initializers is first and r.session is not replicas[0].session
+    a, b = replicas[:2]  # the handle API of one replica is its own
+    xa, xb = (np.random.default_rng(s).standard_normal((1, 3, 64, 64)).astype(np.float32) for s in (1, 2))
+    a.get_input_tensor("input").copy_from(xa)
+    b.get_input_tensor("input").copy_from(xb)
+    a.run()
+    b.run()
+    ya, yb = (p.get_output_tensor("logits").copy_to() for p in (a, b))
+    for r in replicas:
+        pool._free.put(r)
+    peer = ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(ya, peer.run(None, {"input": xa})[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(yb, peer.run(None, {"input": xb})[0], rtol=1e-4, atol=1e-5)
+    errors = []
+
+    def worker(i: int) -> None:
+        for j in range(4):
+            x = np.random.default_rng(10 * i + j).standard_normal((1 + j % 2, 3, 64, 64)).astype(np.float32)
+            if not np.allclose(pool.run({"input": x})["logits"], peer.run(None, {"input": x})[0], rtol=1e-4, atol=1e-5):
+                errors.append((i, j))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
