@@ -1,7 +1,9 @@
 """Shared fixtures: small models built in code and the real models onnx ships."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Callable
 
 import numba
 import numpy as np
@@ -79,3 +81,22 @@ def run_as_standard_onnx(model, feeds: dict) -> list:
     read = {i for n in standard.graph.node for i in n.input}
     assert {t.name for t in standard.graph.initializer} <= read  # e.g. no HWIO weight beside its OIHW copy
     return ort.InferenceSession(standard.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def in_threads(work: Callable[[int], None], threads: int) -> list[BaseException]:
+    """Run ``work(0)`` ... ``work(threads - 1)`` each on its own thread, all at once, and return what
+    they raised (a worker asserts its own results; the test asserts this list is empty)."""
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            errors.append(e)
+
+    runners = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in runners:
+        t.start()
+    for t in runners:
+        t.join()
+    return errors

@@ -1,8 +1,6 @@
 """Batch-split data parallelism: split runs equal whole runs, and graphs that mix rows never split."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -12,6 +10,7 @@ from inference.builder import GraphBuilder
 from inference.errors import ConfigError
 from inference.onnx_export import model_to_proto
 from inference.shape_inference import infer_shapes
+from tests.conftest import in_threads
 
 SMALL = {
     "mobilenet_v2": lambda: zoo.mobilenet_v2(size=32, classes=10),
@@ -83,21 +82,15 @@ def test_concurrent_callers_of_one_predictor_get_their_own_rows():
     split, whole = _pair(model_to_proto(SMALL["mobilenet_v2"]()))
     cases = [_feed(split, b, seed=b) for b in (1, 2, 3, 4, 6)]
     want = [whole.run(f)["logits"] for f in cases]
-    errors: list[str] = []
-
-    def worker(tid: int) -> None:
+    def work(tid: int) -> None:
         for i in range(6):
             k = (tid + i) % len(cases)
             got = split.run(cases[k])["logits"]
-            if got.shape != want[k].shape or not np.allclose(got, want[k], rtol=1e-5, atol=1e-5):
-                errors.append(f"thread {tid} call {i}: wrong rows for batch {len(cases[k]['input'])}")
+            assert got.shape == want[k].shape
+            np.testing.assert_allclose(got, want[k], rtol=1e-5, atol=1e-5,
+                                       err_msg=f"thread {tid} call {i}: rows of batch {len(cases[k]['input'])}")
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(work, 4) == []
     assert split.splitter.split_runs > 0
 
 

@@ -1,34 +1,26 @@
 """Dynamic batching and the predictor pool under concurrent load, every result checked."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
 from inference import Config, Predictor
 from inference.batching import DynamicBatcher, PredictorPool
 from inference.errors import ConfigError, InputError
-from tests.conftest import mlp_reference
+from tests.conftest import in_threads, mlp_reference
 
 
-def _hammer(call, model, threads: int = 12, per_thread: int = 15) -> list[str]:
-    errors: list[str] = []
-
-    def worker(tid: int) -> None:
+def _hammer(call, model, threads: int = 12, per_thread: int = 15) -> list[BaseException]:
+    def work(tid: int) -> None:
         rng = np.random.default_rng(tid)
         for i in range(per_thread):
             x = rng.normal(size=(int(rng.integers(1, 4)), 8)).astype(np.float32)
             got = call({"x": x})["y"]
-            if got.shape != (len(x), 4) or not np.allclose(got, mlp_reference(model, x), rtol=1e-5, atol=1e-6):
-                errors.append(f"thread {tid} request {i}: wrong result")
+            assert got.shape == (len(x), 4), f"thread {tid} request {i}: shape {got.shape}"
+            np.testing.assert_allclose(got, mlp_reference(model, x), rtol=1e-5, atol=1e-6,
+                                       err_msg=f"thread {tid} request {i}")
 
-    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    return errors
+    return in_threads(work, threads)
 
 
 def test_batcher_merges_and_returns_each_callers_rows(mlp_path, mlp_model):
@@ -95,17 +87,10 @@ def test_pool_replicas_share_one_load_of_the_weights():
     peer = ort.InferenceSession(proto, providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(ya, peer.run(None, {"input": xa})[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(yb, peer.run(None, {"input": xb})[0], rtol=1e-4, atol=1e-5)
-    errors = []
-
-    def worker(i: int) -> None:
+    def work(i: int) -> None:
         for j in range(4):
             x = np.random.default_rng(10 * i + j).standard_normal((1 + j % 2, 3, 64, 64)).astype(np.float32)
-            if not np.allclose(pool.run({"input": x})["logits"], peer.run(None, {"input": x})[0], rtol=1e-4, atol=1e-5):
-                errors.append((i, j))
+            np.testing.assert_allclose(pool.run({"input": x})["logits"], peer.run(None, {"input": x})[0], rtol=1e-4,
+                                       atol=1e-5)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(work, 5) == []

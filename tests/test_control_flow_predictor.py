@@ -4,13 +4,12 @@ began last, and bodies failed to find them), and through the weight release (a w
 stays, and a body's reads of values that are not weights do not trip it)."""
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from inference import Config, Predictor
 from inference.kernels._prepack import is_released
+from tests.conftest import in_threads
 
 RNG = np.random.default_rng(5)
 W = (RNG.standard_normal((64, 128)) * 0.1).astype(np.float32)  # 32 KiB: big enough to be released
@@ -50,23 +49,6 @@ def _loop_model() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def _from_threads(work, threads: int = 4) -> list:
-    errors: list = []
-
-    def worker(i: int) -> None:
-        try:
-            work(i)
-        except Exception as e:  # noqa: BLE001 - reported by the test's thread
-            errors.append(e)
-
-    runners = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in runners:
-        t.start()
-    for t in runners:
-        t.join()
-    return errors
-
-
 def test_concurrent_runs_of_an_if_model_each_see_their_own_values():
     p = Predictor(Config(model_path=_if_model()))
 
@@ -80,7 +62,7 @@ def test_concurrent_runs_of_an_if_model_each_see_their_own_values():
             np.testing.assert_allclose(out["y"], h @ W * 2 if c else -h, rtol=1e-4, atol=1e-4)
             np.testing.assert_allclose(out["z"], h @ W, rtol=1e-4, atol=1e-4)
 
-    errors = _from_threads(work)
+    errors = in_threads(work, 4)
     assert not errors, errors[0]
 
 
@@ -95,7 +77,7 @@ def test_concurrent_runs_of_a_loop_model_each_see_their_own_values():
             y = p.run({"x": x, "trips": np.array(trips, np.int64), "zero": np.zeros((2, 16), np.float32)})["y"]
             np.testing.assert_allclose(y, trips * np.maximum(x, 0), rtol=1e-5, atol=1e-5)
 
-    errors = _from_threads(work)
+    errors = in_threads(work, 4)
     assert not errors, errors[0]
 
 

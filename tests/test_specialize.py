@@ -17,6 +17,7 @@ from inference.kernels.nhwc import OP as CONV_NHWC
 from inference.onnx_export import model_to_proto
 from inference.onnx_import import load_model
 from inference.specialize import symbolic_image_inputs, with_sizes
+from tests.conftest import in_threads
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -125,22 +126,15 @@ def test_concurrent_runs_of_two_sizes_each_get_their_own_graph(mobilenet):
     name = p.get_input_names()[0]
     images = {hw: _image(2, *hw) for hw in ((40, 40), (56, 48))}
     want = {hw: p.run({name: x})["logits"] for hw, x in images.items()}
-    errors: list[str] = []
+    sizes = [hw for hw in images for _ in range(2)]  # two threads per size
 
-    def worker(hw):
+    def work(i: int) -> None:
         for _ in range(6):
-            got = p.run({name: images[hw]})["logits"]
-            if not np.allclose(got, want[hw], rtol=RTOL, atol=ATOL):
-                errors.append(f"{hw}: max difference {np.abs(got - want[hw]).max()}")
+            hw = sizes[i]
+            np.testing.assert_allclose(p.run({name: images[hw]})["logits"], want[hw], rtol=RTOL, atol=ATOL,
+                                       err_msg=str(hw))
 
-    import threading
-
-    threads = [threading.Thread(target=worker, args=(hw,)) for hw in images for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert in_threads(work, len(sizes)) == []
 
 
 @pytest.mark.parametrize("release", [True, False])

@@ -4,7 +4,6 @@ exports still write every value."""
 from __future__ import annotations
 
 import gc
-import threading
 import tracemalloc
 
 import numpy as np
@@ -16,6 +15,7 @@ from inference import Config, Predictor, zoo
 from inference.kernels._prepack import is_released
 from inference.onnx_export import model_to_proto
 from inference.weight_release import PANEL_INPUTS, values
+from tests.conftest import in_threads
 
 MODELS = {
     "mobilenet_v2": lambda: model_to_proto(zoo.mobilenet_v2(size=64)),
@@ -101,22 +101,13 @@ def test_concurrent_first_runs_of_several_batch_sizes():
     proto = MODELS["mobilenet_v2"]()
     ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     p = Predictor(Config(model_path=proto.SerializeToString()))
-    errors = []
 
-    def worker(i: int) -> None:
-        try:
-            for j in range(3):
-                feeds = _feeds(proto, 1 + (i + j) % 3, seed=10 * i + j)
-                np.testing.assert_allclose(list(p.run(feeds).values())[0], ref.run(None, feeds)[0],
-                                           rtol=1e-4, atol=1e-5)
-        except Exception as e:  # noqa: BLE001 - reported by the main thread
-            errors.append(e)
+    def work(i: int) -> None:
+        for j in range(3):
+            feeds = _feeds(proto, 1 + (i + j) % 3, seed=10 * i + j)
+            np.testing.assert_allclose(list(p.run(feeds).values())[0], ref.run(None, feeds)[0], rtol=1e-4, atol=1e-5)
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
+    errors = in_threads(work, 4)
     assert not errors, errors[0]
     assert _released(p)
 
