@@ -60,6 +60,8 @@ def _activation(e: _Emitter, n: Node, y: str, out: str) -> str:
         return out
     if act in ("Relu", "Sigmoid", "HardSwish"):
         return e.op(act, [y], out)
+    if act == "Silu":
+        return e.op("Mul", [y, e.op("Sigmoid", [y])], out)
     if act == "LeakyRelu":
         return e.op(act, [y], out, alpha=alpha)
     if act == "HardSigmoid":

@@ -14,7 +14,7 @@ from inference.ops.registry import KernelContext, lookup
 RTOL, ATOL = 1e-4, 1e-5
 ACTIVATIONS = [("", 0.0, 0.0), ("Relu", 0.0, 0.0), ("Clip", -0.5, 0.5), ("LeakyRelu", 0.1, 0.0),
                ("Sigmoid", 0.0, 0.0), ("HardSigmoid", 0.2, 0.5), ("HardSwish", 0.0, 0.0), ("Gelu", 0.0, 0.0),
-               ("GeluTanh", 0.0, 0.0)]
+               ("GeluTanh", 0.0, 0.0), ("Silu", 0.0, 0.0)]
 
 
 def _rand(rng, *shape) -> np.ndarray:

@@ -14,13 +14,15 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.vmath import gelu_row
+from inference.kernels.vmath import gelu_row, sigmoid_row
 
-NONE, RELU, CLIP, LEAKY_RELU, SIGMOID, HARD_SIGMOID, HARD_SWISH, GELU, GELU_TANH = range(9)
+NONE, RELU, CLIP, LEAKY_RELU, SIGMOID, HARD_SIGMOID, HARD_SWISH, GELU, GELU_TANH, SILU = range(10)
 
+#: ``Silu`` (x * sigmoid(x), also called Swish) is ours, like ``GeluTanh``: exporters write it as a
+#: Sigmoid and a Mul, which the fusion passes take in as one activation
 ACTIVATIONS: dict[str, int] = {
     "": NONE, "Relu": RELU, "Clip": CLIP, "LeakyRelu": LEAKY_RELU, "Sigmoid": SIGMOID,
-    "HardSigmoid": HARD_SIGMOID, "HardSwish": HARD_SWISH, "Gelu": GELU, "GeluTanh": GELU_TANH,
+    "HardSigmoid": HARD_SIGMOID, "HardSwish": HARD_SWISH, "Gelu": GELU, "GeluTanh": GELU_TANH, "Silu": SILU,
 }
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -45,10 +47,7 @@ def activate(v, code, alpha, beta):
     if code == LEAKY_RELU:
         return v if v >= 0 else v * alpha
     if code == SIGMOID:
-        if v >= 0:
-            return 1 / (1 + math.exp(-v))
-        e = math.exp(v)
-        return e / (1 + e)
+        return _sigmoid(v)
     if code == HARD_SIGMOID:  # in float32 like Clip: the float64 form vectorised into a max that drops NaN
         return min(max(np.float32(alpha * v + beta), np.float32(0.0)), np.float32(1.0))
     if code == HARD_SWISH:
@@ -57,7 +56,17 @@ def activate(v, code, alpha, beta):
         return 0.5 * v * (1 + math.erf(v * _SQRT_HALF))
     if code == GELU_TANH:
         return 0.5 * v * (1 + math.tanh(_SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
+    if code == SILU:
+        return v * _sigmoid(v)
     return v
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _sigmoid(v):
+    if v >= 0:
+        return 1 / (1 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1 + e)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -74,6 +83,8 @@ def activate_row(row, code, alpha, beta):
             row[k] = min(max(row[k], lo), hi)
     elif code == GELU:  # vectorised erf: libm's scalar erf per element was most of a Gelu epilogue
         gelu_row(row)
+    elif code == SIGMOID or code == SILU:  # vectorised exp, as Gelu's
+        sigmoid_row(row, code == SILU)
     elif code != NONE:
         for k in range(n):
             row[k] = activate(row[k], code, alpha, beta)

@@ -71,7 +71,7 @@ def reference_activation(y: np.ndarray, activation: str, alpha: float, beta: flo
     activation_code(activation)  # rejects unknown names
     if activation == "":
         return y
-    op = "Gelu" if activation == "GeluTanh" else activation
+    op = {"GeluTanh": "Gelu", "Silu": "Sigmoid"}.get(activation, activation)
     fn = lookup(op, "", 20).fn
     if op == "Clip":
         return fn(y, np.asarray(alpha, y.dtype), np.asarray(beta, y.dtype))
@@ -81,6 +81,8 @@ def reference_activation(y: np.ndarray, activation: str, alpha: float, beta: flo
         return fn(y, alpha=alpha, beta=beta)
     if activation == "GeluTanh":
         return fn(y, approximate="tanh")
+    if activation == "Silu":  # x * sigmoid(x), the Mul it was fused from
+        return y * fn(y)
     return fn(y)
 
 

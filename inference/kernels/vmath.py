@@ -1,4 +1,4 @@
-"""exp and erf over float32 rows as plain arithmetic that LLVM vectorises.
+"""exp, erf and the logistic sigmoid over float32 rows as plain arithmetic that LLVM vectorises.
 
 Why: with no vector math library installed, numba calls libm's scalar ``exp``/``erf`` once per
 element (~8-13 ns each here): a transformer's Softmax ran 17x onnxruntime's, and the Gelu of its
@@ -6,6 +6,9 @@ feed-forward layers was most of their epilogue. These are the textbook float32 f
 
 * exp: Cephes ``expf`` (Cody-Waite reduction by ln 2, a degree-6 polynomial, 2^n assembled in the
   exponent bits through an int32 scratch row); relative error < 5e-7 against float64 exp.
+* sigmoid: ``1 / (1 + e)`` or ``e / (1 + e)`` with ``e = exp(-|x|)`` (never overflows); SiLU is
+  ``x * sigmoid(x)``. libm's scalar exp had made a standalone Sigmoid 3.4 ns per element: a
+  YOLO-style CNN with SiLU activations spent 8.5 ms of its 23 there (onnxruntime: 3.5 ms in all).
 * erf: Abramowitz & Stegun 7.1.26, ``1 - (a1 t + ... + a5 t^5) exp(-x^2)`` with ``t = 1/(1 + p x)``;
   absolute error < 1.5e-7 (their bound), so Gelu agrees with the erf form within 2e-7 relative.
 """
@@ -80,3 +83,25 @@ def gelu_row(row):
             poly = ((((_A5 * t + _A4) * t + _A3) * t + _A2) * t + _A1) * t
             erf_abs = np.float32(1.0) - poly * e[k]
             seg[k] = np.float32(0.5) * x * (np.float32(1.0) + (erf_abs if x >= 0 else -erf_abs))
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath=FAST_FINITE)
+def sigmoid_row(row, times_x):
+    """``row = sigmoid(x)``, or with ``times_x`` ``x * sigmoid(x)`` (SiLU), in place, in chunks as
+    :func:`gelu_row`. Below -87 (where float32's exp leaves the normal range) sigmoid is 0, so
+    sigmoid(-inf) is 0 and SiLU(-inf) NaN, as the Sigmoid and Mul they replace give; a NaN stays NaN."""
+    n = row.size
+    e_all = np.empty(GELU_CHUNK, np.float32)
+    bits_all = np.empty(GELU_CHUNK, np.int32)
+    one = np.float32(1.0)
+    for k0 in range(0, n, GELU_CHUNK):
+        m = min(GELU_CHUNK, n - k0)
+        seg, e, bits = row[k0:k0 + m], e_all[:m], bits_all[:m]
+        for k in range(m):
+            e[k] = -abs(seg[k])
+        exp_shifted(e, np.float32(0.0), e, bits)
+        for k in range(m):
+            x = seg[k]
+            ek = np.float32(0.0) if abs(x) > np.float32(87.0) else e[k]  # this order keeps a NaN
+            s = (one if x >= 0 else ek) / (one + ek)
+            seg[k] = x * s if times_x else s

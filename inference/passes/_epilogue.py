@@ -3,7 +3,8 @@ nodes that follow it, then put it in the graph.
 
 A product (float Conv/MatMul, or int8 QConv/QMatMul) is followed, in this order and each at
 most once, by: [Add of a constant bias] [Add of a residual tensor] [activation]
-[QuantizeLinear]. Which stages a fused op can take is told by the slots it offers: a bias
+[QuantizeLinear]. The activation may be the pair ``Mul(x, Sigmoid(x))`` (SiLU, as exporters write
+it), taken in as our ``Silu``. Which stages a fused op can take is told by the slots it offers: a bias
 callback (the op decides what bias shape it can carry and where it goes), the input slot of the
 residual, and, for the int8 ops, the slots of the output scale and zero point. Why one walker:
 the rules of what may be absorbed (single reader, static equal shapes for a residual, which
@@ -18,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from inference.ir import Graph, Model, Node, TensorType
-from inference.passes._rewrite import constant_value, single_reader
+from inference.passes._rewrite import constant_value, readers, single_reader
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu")
 
@@ -62,6 +63,21 @@ def activation_params(g: Graph, node: Node, opset: int) -> tuple[str, float, flo
     return op, 0.0, 0.0
 
 
+def silu_pair(g: Graph, x: str) -> tuple[Node, Node] | None:
+    """(Sigmoid, Mul) when ``x`` is read by exactly those two, as ``Mul(x, Sigmoid(x))`` (either
+    order) and neither ``x`` nor the sigmoid is a graph output: SiLU, one activation."""
+    if x in g.output_names:
+        return None
+    found = readers(g, x)
+    if len(found) != 2:
+        return None
+    sig = next((n for n in found if n.op_type == "Sigmoid" and n.domain == ""), None)
+    mul = next((n for n in found if n.op_type == "Mul" and n.domain == ""), None)
+    if sig is None or mul is None or len(sig.outputs) != 1 or single_reader(g, sig.outputs[0]) is not mul:
+        return None
+    return (sig, mul) if sorted(mul.inputs) == sorted([x, sig.outputs[0]]) else None
+
+
 def _same_static_float(g: Graph, a: str, b: str) -> bool:
     ta, tb = g.type_of(a), g.type_of(b)
     return (isinstance(ta, TensorType) and isinstance(tb, TensorType) and ta.shape is not None
@@ -85,6 +101,15 @@ def absorb_epilogue(g: Graph, model: Model, fused: Node, slots: EpilogueSlots) -
     opset = model.opset_imports.get("", 1)
     while stage < 3:
         out = fused.outputs[0]
+        silu = silu_pair(g, out) if stage <= 1 else None
+        if silu is not None:
+            fused.attrs.update(activation="Silu", alpha=0.0, beta=0.0)
+            absorbed.extend(silu)
+            fused.outputs = list(silu[1].outputs)
+            stage = 2
+            if slots.quant_scale is None:
+                break
+            continue
         nxt = single_reader(g, out)
         if nxt is None or nxt.domain != "" or len(nxt.outputs) != 1:
             break
