@@ -16,6 +16,7 @@ Nodes that did not say (no partition id, no reply) sort after the others by node
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -34,18 +35,37 @@ def partition_reply(msg: Message, partition_id: int) -> Message:
     return Message(RecordDict({NODE: ConfigRecord({PARTITION_ID: int(partition_id)})}), reply_to=msg)
 
 
-def discover_partitions(grid: Grid, timeout: float) -> dict[int, int]:
-    """node id -> partition id of every connected node that answers within `timeout` s."""
+def discover_partitions(grid: Grid, timeout: float, attempts: int = 3) -> dict[int, int]:
+    """node id -> partition id of every connected node that answers within `timeout` s. A node whose
+    reply is missing or an error is asked again (up to `attempts` times in all, within the same
+    `timeout`): on a loaded machine a ClientApp still starting had failed the one query, and the
+    run then sampled every node by its random id, so the same seed no longer picked the same
+    partitions."""
     nodes = sorted(grid.get_node_ids())
-    queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+    deadline = time.monotonic() + timeout
     out: dict[int, int] = {}
-    for rep in grid.send_and_receive(queries, timeout=timeout):
-        rec = None if rep.has_error() else rep.content.config_records.get(NODE)
-        if rec is not None and PARTITION_ID in rec:
-            out[rep.metadata.src_node_id] = int(rec[PARTITION_ID])
-    if len(out) < len(nodes):
+    why: dict[int, str] = {}
+    pending = nodes
+    for attempt in range(attempts):
+        left = deadline - time.monotonic()
+        if not pending or left <= 0:
+            break
+        queries = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in pending]
+        for rep in grid.send_and_receive(queries, timeout=left):
+            src = rep.metadata.src_node_id
+            if rep.has_error():
+                why[src] = f"error {rep.error.code}: {rep.error.reason}"
+                continue
+            rec = rep.content.config_records.get(NODE)
+            if rec is not None and PARTITION_ID in rec:
+                out[src] = int(rec[PARTITION_ID])
+            else:
+                why[src] = "no partition id in its node config"
+        pending = [n for n in pending if n not in out]
+    if pending:
+        reasons = "; ".join(f"node {n}: {why.get(n, 'no reply')}" for n in pending[:3])
         log.warning("%d of %d nodes did not report a partition id; they are sampled after the others, "
-                    "by node id", len(nodes) - len(out), len(nodes))
+                    "by node id (%s)", len(pending), len(nodes), reasons)
     return out
 
 

@@ -82,4 +82,5 @@ def test_discovery_maps_nodes_to_partitions_and_tolerates_a_node_without_one(cap
         found = discover_partitions(grid, timeout=10.0)
     assert found == {grid.node_ids[i]: i for i in (0, 1, 3)}
     assert "1 of 4 nodes did not report a partition id" in caplog.text
+    assert "no 'partition-id' in its node config" in caplog.text  # the node's own error, asked three times
     assert NodeSampler(0, found).order(grid.get_node_ids())[-1] == grid.node_ids[2]
