@@ -84,3 +84,22 @@ def test_discovery_maps_nodes_to_partitions_and_tolerates_a_node_without_one(cap
     assert "1 of 4 nodes did not report a partition id" in caplog.text
     assert "no 'partition-id' in its node config" in caplog.text  # the node's own error, asked three times
     assert NodeSampler(0, found).order(grid.get_node_ids())[-1] == grid.node_ids[2]
+
+
+def test_discovery_asks_again_a_node_that_failed_once():
+    """A ClientApp still starting fails its first query on a loaded machine: asked again, it answers."""
+    sc = small_scenario(num_clients=4)
+    grid = InProcessGrid(make_client_app(sc), sc.num_clients)
+    late = grid.node_ids[1]
+    saved = grid.contexts[late].node_config.pop("partition-id")
+    send, asked = grid.send_and_receive, []
+
+    def send_then_recover(messages, timeout=None):
+        asked.append(sorted(m.metadata.dst_node_id for m in messages))
+        replies = send(messages, timeout=timeout)
+        grid.contexts[late].node_config["partition-id"] = saved  # ready from now on
+        return replies
+
+    grid.send_and_receive = send_then_recover
+    assert discover_partitions(grid, timeout=10.0) == {nid: i for i, nid in enumerate(grid.node_ids)}
+    assert asked == [sorted(grid.node_ids), [late]]  # only the one that failed is asked again
