@@ -285,3 +285,58 @@ def test_elementwise_and_outside_reader():
     assert g.output_names == ["mid", "y"]
     for got, w in zip(Session(model).run({"x": x}), want):
         np.testing.assert_allclose(got, w, rtol=RTOL, atol=ATOL)
+
+
+def _upsampling_net(mode: str, by: str, scales=(1.0, 1.0, 2.0, 2.0)):
+    """A YOLO-style neck: a conv chain, a Resize of its output, a Concat with an earlier map of that
+    size, a 1x1 conv. The Resize by ``scales`` or by ``sizes`` (same result)."""
+    rng = np.random.default_rng(9)
+    b = GraphBuilder("neck", opset=17)
+
+    def conv(x, cin, cout, k, stride=1):
+        w = b.const((rng.standard_normal((cout, cin, k, k)) / np.sqrt(k * k * cin)).astype(np.float32))
+        return b.op("Relu", b.op("Conv", x, w, kernel_shape=[k, k], pads=[k // 2] * 4, strides=[stride] * 2))
+
+    early = conv(b.input("x", np.float32, ["n", 32, 16, 16]), 32, 64, 3)
+    deep = conv(conv(early, 64, 64, 3, stride=2), 64, 64, 3)
+    target = [int(v) for v in np.array([1, 64, 8, 8]) * np.array(scales)]
+    if by == "scales":
+        up = b.op("Resize", deep, "", b.const(np.array(scales, np.float32)), mode=mode)
+    else:
+        sizes = b.const(np.array(target, np.int64))
+        up = b.op("Resize", deep, "", "", sizes, mode=mode)
+    out_c = 64 * int(scales[1]) + (64 if scales[2] == 2 else 0)
+    y = conv(b.op("Concat", up, early, axis=1) if scales[2] == 2 else up, out_c, 32, 1)
+    b.op("Identity", y, outputs=["y"])
+    b.output("y", np.float32, ["n", 32, target[2], target[3]])
+    return b.build()
+
+
+@pytest.mark.parametrize("mode, by", [("nearest", "scales"), ("linear", "scales"), ("nearest", "sizes")])
+def test_resize_of_the_image_runs_channels_last(mode, by, monkeypatch):
+    """One region across the upsampling (its scales or sizes permuted to NHWC's order), equal to
+    onnxruntime; the standard file still runs."""
+    monkeypatch.setattr(layout, "MIN_GEMM_MACS_PER_BOUNDARY", 1.0)  # the small net's region pays
+    model = _upsampling_net(mode, by)
+    proto = model_to_proto(model)
+    batch = 1 if by == "sizes" else 2  # sizes fix the batch too
+    x = {"x": np.random.default_rng(3).standard_normal((batch, 32, 16, 16)).astype(np.float32)}
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    p = Predictor(Config(model_path=proto))
+    g = p.model.graph
+    resize = next(n for n in g.nodes if n.op_type == "Resize")
+    assert resize.inputs[0].endswith(layout.SUFFIX)
+    assert sum(n.op_type == "Transpose" for n in g.nodes) == 2  # into the one region and out of it
+    np.testing.assert_allclose(p.run(x)["y"], want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(run_as_standard_onnx(p.model, x)[0], want, rtol=RTOL, atol=ATOL)
+
+
+def test_resize_of_the_channels_stays_nchw(monkeypatch):
+    monkeypatch.setattr(layout, "MIN_GEMM_MACS_PER_BOUNDARY", 1.0)
+    model = _upsampling_net("nearest", "scales", scales=(1.0, 2.0, 1.0, 1.0))
+    x = {"x": np.random.default_rng(4).standard_normal((2, 32, 16, 16)).astype(np.float32)}
+    want = Session(model, kinds=("reference",)).run(x)[0]
+    optimize(model)
+    resize = next(n for n in model.graph.nodes if n.op_type == "Resize")
+    assert not resize.inputs[0].endswith(layout.SUFFIX)
+    np.testing.assert_allclose(Session(model).run(x)[0], want, rtol=RTOL, atol=ATOL)

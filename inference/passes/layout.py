@@ -17,7 +17,9 @@ MobileNetV2's 3->32 stem on the NCHW tile plus the transpose after it took ~0.95
 than the NCHW tile: 0.80 against 0.56 ms, half the 64-lane tile idle at 32 outputs then, 8 x 48
 tiles now.) Also converted: elementwise ops between them (activations, same-shape
 Add/Sub/Mul/Div/Max/Min); Concat and ``edgelearn::ChannelShuffle`` along the channels (axis 3 once
-converted); and Max/Average pools, global ones included
+converted); a Resize of the height and width alone (nearest or linear, constant scales or sizes,
+permuted to NHWC's order: the standard op on the channels-last tensor; a YOLO-style neck's
+upsampling had cut its CNN into regions too small to pay); and Max/Average pools, global ones included
 (``edgelearn::MaxPoolNHWC``/``AveragePoolNHWC``, a global pool as one window over the map), when
 what they read is channels-last anyway. Nodes connected through NHWC tensors, or reading the same
 outside tensor, form one region. Transposes go only at a region's boundary: one into NHWC per
@@ -119,6 +121,34 @@ def _channel_axis(g: Graph, n: Node) -> bool:
     return int(n.attrs.get("axis", 1)) in (1, -3)
 
 
+def _resize_ok(g: Graph, n: Node) -> bool:
+    """A Resize (opset 11+) of an NCHW image's height and width only, by constant scales or sizes,
+    in a mode whose result along an axis of scale 1 is that axis as it was (nearest, linear; no
+    ``axes``, antialias or crop box): then it computes the same on the channels-last tensor with
+    its scales or sizes permuted the same way."""
+    if (n.domain, n.op_type) != ("", "Resize") or len(n.outputs) != 1 or _nchw_type(g, n.inputs[0]) is None:
+        return False
+    a = n.attrs
+    if (a.get("mode", "nearest") not in ("nearest", "linear") or a.get("axes") or a.get("antialias", 0)
+            or a.get("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize"
+            or a.get("keep_aspect_ratio_policy", "stretch") != "stretch" or _nchw_type(g, n.outputs[0]) is None):
+        return False
+    slot = _resize_slot(n)
+    v = constant_value(g, n.inputs[slot]) if slot is not None else None
+    if v is None or v.shape != (4,):
+        return False
+    x = g.type_of(n.inputs[0]).shape
+    return bool(v[1] == 1) if slot == 2 else int(v[1]) == x[1]  # the channels untouched (sizes: N may be symbolic)
+
+
+def _resize_slot(n: Node) -> int | None:
+    """Which input of a Resize says its output size: scales (2) or sizes (3); None if neither."""
+    for slot in (3, 2):
+        if len(n.inputs) > slot and n.inputs[slot]:
+            return slot
+    return None
+
+
 def _pool_ok(g: Graph, n: Node, nhwc: set[str]) -> bool:
     """A float32 2-D pool (Max/Average with one output, no Indices, or a Global one) reading one of
     the tensors ``nhwc`` (channels-last anyway). Why only those: a pool first in a region would move
@@ -138,7 +168,8 @@ def _candidates(g: Graph) -> list[Node]:
     channels-last anyway: a candidate's output, or an input some other candidate reads (shufflenet's
     average pool beside a unit's first conv, both reading the stem pool's output)."""
     others = {id(n) for n in g.nodes if not _is_pool(n)
-              and (_conv_ok(g, n) if _is_conv(n) else _channel_axis(g, n) or _elementwise_ok(g, n))}
+              and (_conv_ok(g, n) if _is_conv(n) else _channel_axis(g, n) or _elementwise_ok(g, n)
+                   or _resize_ok(g, n))}
     nhwc = {t for n in g.nodes if id(n) in others for t in _data_inputs(g, n)}
     found: list[Node] = []
     for n in g.nodes:
@@ -154,7 +185,8 @@ def _data_inputs(g: Graph, n: Node) -> list[str]:
     if _is_conv(n):
         first = 1 if _reads_nchw(g, n) else 0
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 3) and k >= first]
-    single = n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
+    single = (n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
+              or n.op_type == "Resize")
     return [n.inputs[0]] if single else list(n.inputs)
 
 
@@ -256,6 +288,11 @@ def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
         window = list(g.type_of(n.inputs[0]).shape[2:])
         return Node(_NHWC_POOL[_GLOBAL_POOL[n.op_type]], inputs, outputs, {"kernel_shape": window}, DOMAIN,
                     n.name or n.outputs[0])
+    if n.op_type == "Resize" and n.domain == "":  # its scales or sizes in NHWC's order
+        slot = _resize_slot(n)
+        permuted = twin(n.inputs[slot])
+        g.initializers.setdefault(permuted, np.ascontiguousarray(constant_value(g, n.inputs[slot])[list(TO_NHWC)]))
+        inputs[slot] = permuted
     if not _is_conv(n):
         attrs = dict(n.attrs)
         if n.op_type in ("Concat", SHUFFLE):  # along the channels: axis 3 now (Concat-1's default was 1)
