@@ -123,11 +123,62 @@ def model_from_proto(proto: onnx.ModelProto) -> Model:
         # mean them as constants (as onnxruntime treats them), not as inputs to feed.
         graph.inputs = [v for v in graph.inputs if v.name not in graph.initializers]
     graph.toposort()
+    _check_io_types(graph)
+    _check_nodes(graph, opsets)
     return Model(
         graph=graph, opset_imports=opsets, ir_version=int(proto.ir_version),
         producer_name=proto.producer_name, producer_version=proto.producer_version,
         domain=proto.domain, model_version=int(proto.model_version), doc=proto.doc_string,
         metadata={p.key: p.value for p in proto.metadata_props}, functions=list(proto.functions))
+
+
+_TENSOR_TYPES = frozenset(helper.get_all_tensor_dtypes())
+
+
+def _check_io_types(graph: Graph) -> None:
+    """The graph's inputs and outputs declare element types ONNX defines (feeds are checked
+    against them); an intermediate's undefined type is only forgotten."""
+    for v in graph.inputs + graph.outputs:
+        if isinstance(v.type, TensorType) and v.type.elem_type not in _TENSOR_TYPES:
+            raise InvalidModelError(f"graph {graph.name!r}: {v.name!r} declares element type {v.type.elem_type}, "
+                                    "which ONNX does not define")
+    for name, v in list(graph.value_info.items()):
+        if isinstance(v.type, TensorType) and v.type.elem_type not in _TENSOR_TYPES:
+            v.type = None
+
+
+def _check_nodes(graph: Graph, opsets: dict[str, int]) -> None:
+    """Every standard node has as many inputs and outputs as its op takes at the model's opset, and
+    its attributes the types the op declares, subgraphs included. Why: a node short of a required
+    input had failed deep in planning (an IndexError from the kernel chooser), an INT attribute
+    stored as a string in a pass (a ValueError), instead of saying which node is malformed."""
+    for n in graph.nodes:
+        for sub in n.subgraphs():
+            _check_nodes(sub, opsets)
+        if n.domain != "" or "" not in opsets:
+            continue
+        try:
+            s = onnx.defs.get_schema(n.op_type, opsets[""], "")
+        except onnx.defs.SchemaError:
+            continue  # an unknown op: the session names it (UnsupportedOpError)
+        where = f"graph {graph.name!r}: node {n.label()} ({n.op_type}, opset {opsets['']})"
+        for what, have, low, high in (("inputs", len(n.inputs), s.min_input, s.max_input),
+                                      ("outputs", len(n.outputs), s.min_output, s.max_output)):
+            if not low <= have <= high:
+                takes = f"{low}" if low == high else f"{low} to {high if high < 2**31 - 1 else 'any number'}"
+                raise InvalidModelError(f"{where} has {have} {what}; the op takes {takes}")
+        for name, kind in n.attr_types.items():
+            declared = s.attributes.get(name)
+            if declared is not None and int(declared.type) != kind:
+                raise InvalidModelError(f"{where}: attribute {name!r} is {_attr_type_name(kind)}, the op declares "
+                                        f"{declared.type.name}")
+
+
+def _attr_type_name(kind: int) -> str:
+    try:
+        return onnx.AttributeProto.AttributeType.Name(kind)
+    except ValueError:
+        return f"of undefined type {kind}"
 
 
 def graph_from_proto(g: onnx.GraphProto) -> Graph:

@@ -48,6 +48,38 @@ def test_dangling_input_is_invalid():
         Predictor(Config(model_path=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
 
 
+@pytest.mark.parametrize("inputs, outputs, says", [([], ["y"], "has 0 inputs; the op takes 1"),
+                                                   (["x", "x"], ["y"], "has 2 inputs; the op takes 1"),
+                                                   (["x"], ["y", "z"], "has 2 outputs; the op takes 1")])
+def test_a_node_with_the_wrong_number_of_inputs_is_invalid(inputs, outputs, says):
+    """Found by the byte-flip test: a Relu left without its input had raised IndexError in planning."""
+    graph = helper.make_graph([helper.make_node("Relu", inputs, outputs, name="act")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(InvalidModelError, match=f"node act.*Relu, opset 17.*{says}"):
+        Predictor(Config(model_path=model))
+
+
+def test_an_attribute_of_the_wrong_type_is_invalid():
+    """Found by the byte-flip test: Softmax's INT axis stored as a string had raised ValueError."""
+    node = helper.make_node("Softmax", ["x"], ["y"], name="soft")
+    node.attribute.append(helper.make_attribute("axis", "1"))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    with pytest.raises(InvalidModelError, match="node soft.*attribute 'axis' is STRING, the op declares INT"):
+        Predictor(Config(model_path=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+
+
+def test_an_input_of_an_undefined_element_type_is_invalid():
+    """Found by the byte-flip test: element type 0 had raised KeyError when a feed was made for it."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", 0, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    with pytest.raises(InvalidModelError, match="'x' declares element type 0, which ONNX does not define"):
+        Predictor(Config(model_path=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+
+
 def test_kernel_failure_names_the_node():
     node = helper.make_node("Reshape", ["x", "s"], ["y"], name="bad_reshape")
     graph = helper.make_graph(
