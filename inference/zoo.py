@@ -1,4 +1,5 @@
-"""Benchmark models built in code: MobileNetV2- and ResNet-18-style CNNs and a small transformer.
+"""Benchmark models built in code: MobileNetV2-, ResNet-18-, EfficientNet-Lite0- and YOLO-style CNNs
+and a small transformer.
 
 Why: the performance targets are stated on these shapes, and building them here (random weights,
 fixed seed) means no download and the same graph for every peer. The CNNs are opset 17 with
@@ -87,6 +88,61 @@ def mobilenet_v2(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
     return b.build()
 
 
+EFFICIENTNET_LITE0_STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
+                             (6, 112, 3, 1, 5), (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))  # (t, c, n, s, kernel)
+
+
+def efficientnet_lite0(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
+    """EfficientNet-Lite0's shape (Tan & Le 2019, the Lite variant: Relu6, no squeeze-excitation):
+    MobileNetV2's inverted residual blocks with 5x5 depthwise convolutions in three stages."""
+    b = GraphBuilder("efficientnet_lite0", opset=17)
+    w = _Weights(b, seed)
+    x = _relu6(b, w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 32, 3, 2), 32))
+    cin = 32
+    for t, c, n, s, k in EFFICIENTNET_LITE0_STAGES:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            h = x if t == 1 else _relu6(b, w.bn(w.conv(x, cin, hidden, 1), hidden))
+            h = _relu6(b, w.bn(w.conv(h, hidden, hidden, k, stride, group=hidden), hidden))
+            h = w.bn(w.conv(h, hidden, c, 1), c)
+            x = b.op("Add", x, h) if stride == 1 and cin == c else h
+            cin = c
+    x = _relu6(b, w.bn(w.conv(x, cin, 1280, 1), 1280))
+    _classifier(w, x, 1280, classes, 0.1)
+    return b.build()
+
+
+def _silu(b: GraphBuilder, x: str) -> str:
+    """SiLU as exporters write it: ``x * sigmoid(x)``."""
+    return b.op("Mul", x, b.op("Sigmoid", x))
+
+
+def yolo_style(size: int = 320, seed: int = 0) -> Model:
+    """A YOLOv5n-like detector body: SiLU after every convolution, stride-2 3x3 downsampling, CSP
+    stages (two 1x1 branches, one through a 3x3, concatenated), and a neck that upsamples the
+    deepest map (nearest Resize), concatenates it with the one before and predicts 3 x 85 channels."""
+    b = GraphBuilder("yolo_style", opset=17)
+    w = _Weights(b, seed)
+
+    def cbs(x: str, cin: int, cout: int, k: int, stride: int = 1) -> str:
+        return _silu(b, w.bn(w.conv(x, cin, cout, k, stride), cout))
+
+    x = cbs(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 16, 3, 2)
+    cin, maps = 16, []
+    for c in (32, 64, 128, 256):
+        x = cbs(x, cin, c, 3, 2)
+        a = cbs(cbs(x, c, c // 2, 1), c // 2, c // 2, 3)
+        x = cbs(b.op("Concat", a, cbs(x, c, c // 2, 1), axis=1), c, c, 1)
+        cin = c
+        maps.append(x)
+    up = b.op("Resize", x, "", b.const(np.array([1, 1, 2, 2], np.float32)), mode="nearest")
+    y = cbs(b.op("Concat", up, maps[-2], axis=1), 256 + 128, 128, 1)
+    b.op("Identity", w.conv(y, 128, 255, 1), outputs=["output"])
+    b.output("output", np.float32, [BATCH, 255, size // 16, size // 16])
+    return b.build()
+
+
 def resnet18(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
     """ResNet-18 (v1): 7x7 stem, max pool, four stages of two basic blocks."""
     b = GraphBuilder("resnet18", opset=17)
@@ -141,12 +197,15 @@ def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: 
     return b.build()
 
 
-ZOO = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "transformer": transformer_encoder}
+ZOO = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "transformer": transformer_encoder,
+       "efficientnet_lite0": efficientnet_lite0, "yolo_style": yolo_style}
 
 
 def input_shape(name: str, batch: int) -> tuple[int, ...]:
     """Shape of the single feed of a zoo model at ``batch``."""
-    return (batch, 128, 256) if name == "transformer" else (batch, 3, 224, 224)
+    if name == "transformer":
+        return (batch, 128, 256)
+    return (batch, 3, 320, 320) if name == "yolo_style" else (batch, 3, 224, 224)
 
 
 def light_model(name: str, seed: int = 0) -> onnx.ModelProto:

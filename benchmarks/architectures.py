@@ -1,0 +1,51 @@
+"""CNN shapes beyond the issue's table, as users bring them: EfficientNet-Lite0 (5x5 depthwise
+blocks) and a YOLO-style detector body (SiLU after every convolution, CSP concatenations, a nearest
+upsampling in its neck). Ours against onnxruntime in one process, blocks interleaved.
+
+Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/architectures.py [--threads 1,2]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgelearn.commands.bench import edgelearn_runner, peer_runner, time_interleaved  # noqa: E402
+from inference import zoo  # noqa: E402
+from inference.onnx_export import model_to_proto  # noqa: E402
+
+MODELS = ("efficientnet_lite0", "yolo_style")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--batch", default="1")
+    p.add_argument("--repeat", type=int, default=30)
+    args = p.parse_args()
+    print("| model | batch | threads | ours ms | onnxruntime ms | ours / onnxruntime | max abs diff |")
+    print("|---|---|---|---|---|---|---|")
+    for name in MODELS:
+        proto = model_to_proto(zoo.ZOO[name]())
+        for batch in (int(v) for v in args.batch.split(",")):
+            x = np.random.default_rng(0).standard_normal(zoo.input_shape(name, batch)).astype(np.float32)
+            feeds = {proto.graph.input[0].name: x}
+            for t in (int(v) for v in args.threads.split(",")):
+                runners = {"ours": edgelearn_runner(proto.SerializeToString(), t)[0],
+                           "onnxruntime": peer_runner("onnxruntime", proto, t)}
+                ours, peer = (r(feeds)[0] for r in runners.values())
+                diff = float(np.abs(ours - peer).max())
+                if not np.allclose(ours, peer, rtol=1e-4, atol=1e-4):
+                    raise SystemExit(f"{name}: ours differs from onnxruntime (max abs difference {diff})")
+                ms = {k: tm.median * 1e3 for k, tm in time_interleaved(runners, feeds, args.repeat, settle_s=0.3).items()}
+                print(f"| {name} | {batch} | {t} | {ms['ours']:.2f} | {ms['onnxruntime']:.2f} | "
+                      f"{ms['ours'] / ms['onnxruntime']:.2f}x | {diff:.1e} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
