@@ -1,0 +1,44 @@
+"""Nearest-neighbour Resize as a gather: each resized axis picks its input index per output index.
+
+Why: the reference resamples every axis by a float64 matrix product (one form for all modes),
+which for nearest is a dense (out x in) matrix of ones and zeros: a YOLO-style neck's 2x upsampling
+of 256x10x10 took 206 us, onnxruntime 45. Here the indices come from the reference's own
+coordinate rule (:mod:`inference.ops.resize`), so every ``coordinate_transformation_mode`` and
+``nearest_mode`` picks what it picks there, and ``numpy.take`` copies whole rows (channels-last:
+whole pixels). Also exact where the product is not: a NaN reaches only the outputs that sample it
+(the product spread it along the axis, 0 * NaN).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from inference.ir import Graph, Node
+from inference.ops.registry import register
+from inference.ops.resize import _NEAREST, _original_coords, _output_geometry, resize
+
+
+def _applies(node: Node, graph: Graph) -> bool:
+    a = node.attrs
+    return (a.get("mode", "nearest") == "nearest" and a.get("nearest_mode", "round_prefer_floor") in _NEAREST
+            and a.get("coordinate_transformation_mode", "half_pixel") != "tf_crop_and_resize")
+
+
+@register("Resize", since=11, kind="fast", applies=_applies)
+def resize_nearest(x, roi=None, scales=None, sizes=None, *, mode="nearest", coordinate_transformation_mode="half_pixel",
+                   nearest_mode="round_prefer_floor", axes=None, keep_aspect_ratio_policy="stretch", **rest):
+    rank = x.ndim
+    axes = [a % rank for a in axes] if axes else list(range(rank))
+    scales = None if scales is None or scales.size == 0 else scales.astype(np.float64).tolist()
+    sizes = None if sizes is None or sizes.size == 0 else sizes.astype(np.int64).tolist()
+    if scales is None and sizes is None:  # the reference names the problem
+        return resize(x, roi, scales, sizes, mode=mode, axes=axes, **rest)
+    out_lens, ratios, rois = _output_geometry(x.shape, axes, roi, scales, sizes, keep_aspect_ratio_policy, False)
+    y = x
+    for axis, out_len, scale, r in zip(axes, out_lens, ratios, rois):
+        in_len = x.shape[axis]
+        if out_len == in_len and scale == 1.0:
+            continue
+        coords = _original_coords(out_len, in_len, scale, coordinate_transformation_mode, r)
+        idx = np.clip(_NEAREST[nearest_mode](coords), 0, in_len - 1).astype(np.int64)
+        y = np.take(y, idx, axis=axis)
+    return np.ascontiguousarray(y) if y is not x else y.copy()
