@@ -13,7 +13,7 @@ import numpy as np
 
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row
-from inference.kernels.stencil_ir import depthwise3x3_cols
+from inference.kernels.stencil_ir import depthwise3x3_cols, depthwise5x5_cols
 from inference.kernels.tile_lanes import clamp_epilogue
 
 
@@ -78,34 +78,71 @@ def _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha
     _finish_row(flat, z[b, yo].reshape(out.size) if has_z else flat, has_z, code, alpha, beta)
 
 
-def depthwise3x3_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Depthwise 3x3, arguments as :func:`depthwise_nhwc`'s: each output pixel sums its nine taps per
-    channel in registers and is clamped there when the activation is one (none, Relu, Clip) and no
-    residual follows, one store (:func:`_depthwise3x3_row`, one output row per parallel step).
-    The kernel sees rows as flat (W*C) vectors, reshaped here: numba compiles a reshape's error
-    path (shape messages, string formatting), which made this kernel 9.5 s of a cold start."""
+#: square depthwise windows that run an IR stencil (:mod:`inference.kernels.stencil_ir`); others
+#: run :func:`depthwise_nhwc`
+STENCIL_SIZES = (3, 5)
+
+
+def depthwise_stencil_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
+    """Depthwise 3x3 or 5x5, arguments as :func:`depthwise_nhwc`'s: each output pixel sums its taps
+    per channel in registers and is clamped there when the activation is one (none, Relu, Clip)
+    and no residual follows, one store (one output row per parallel step). The kernel sees rows as
+    flat (W*C) vectors, reshaped here: numba compiles a reshape's error path (shape messages,
+    string formatting), which made this kernel 9.5 s of a cold start."""
     n, h, w, c = x.shape
     _, oh, ow, _ = y.shape
+    k = wt.shape[0]
     clamps, amin, amax = clamp_epilogue(code, alpha, beta)
     finish = has_z or not clamps  # the residual, then the activation, in a pass over the row
     if finish:
         amin, amax = np.float32(-np.inf), np.float32(np.inf)
-    _depthwise3x3(x.reshape(n, h, w * c), wt.reshape(9 * c), bias, z.reshape(z.shape[0], z.shape[1], -1), has_z, c,
-                  sh, sw, dh, dw, ph, pw, y.reshape(n, oh, ow * c), code, alpha, beta, np.zeros(w * c, np.float32),
-                  amin, amax, finish)
+    kernel = _depthwise3x3 if k == 3 else _depthwise5x5
+    kernel(x.reshape(n, h, w * c), wt.reshape(k * k * c), bias, z.reshape(z.shape[0], z.shape[1], -1), has_z, c,
+           sh, sw, dh, dw, ph, pw, y.reshape(n, oh, ow * c), code, alpha, beta, np.zeros(w * c, np.float32),
+           amin, amax, finish)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _row(x, b, iy, zero):
+    """Row ``iy`` of image ``b`` (flat), or the zero row above or below the image."""
+    return x[b, iy] if 0 <= iy < x.shape[1] else zero
 
 
 @threaded_kernel(fastmath=True)
 def _depthwise3x3(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax, finish):
     """Output row ``yo`` of image ``b`` per parallel step (``x`` (N, H, W*C), ``wt`` (9*C,), ``y``
     (N, OH, OW*C)); taps above or below the image read the ``zero`` row."""
-    n, h, oh = x.shape[0], x.shape[1], y.shape[1]
+    n, oh = x.shape[0], y.shape[1]
     for r in numba.prange(n * oh):
         b, yo = r // oh, r % oh
         iy = yo * sh - ph
-        depthwise3x3_row(x[b, iy] if 0 <= iy < h else zero, x[b, iy + dh] if 0 <= iy + dh < h else zero,
-                         x[b, iy + 2 * dh] if 0 <= iy + 2 * dh < h else zero, wt, bias, y[b, yo],
+        depthwise3x3_row(_row(x, b, iy, zero), _row(x, b, iy + dh, zero), _row(x, b, iy + 2 * dh, zero), wt, bias,
+                         y[b, yo], z[b, yo] if has_z else zero, has_z, c, sw, dw, pw, code, alpha, beta, amin, amax,
+                         finish)
+
+
+@threaded_kernel(fastmath=True)
+def _depthwise5x5(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax, finish):
+    """:func:`_depthwise3x3` over five rows (``wt`` (25*C,))."""
+    n, oh = x.shape[0], y.shape[1]
+    for r in numba.prange(n * oh):
+        b, yo = r // oh, r % oh
+        iy = yo * sh - ph
+        depthwise5x5_row(_row(x, b, iy, zero), _row(x, b, iy + dh, zero), _row(x, b, iy + 2 * dh, zero),
+                         _row(x, b, iy + 3 * dh, zero), _row(x, b, iy + 4 * dh, zero), wt, bias, y[b, yo],
                          z[b, yo] if has_z else zero, has_z, c, sw, dw, pw, code, alpha, beta, amin, amax, finish)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
+def depthwise5x5_row(r0, r1, r2, r3, r4, wt, bias, out, zrow, has_z, c, sw, dw, pw, code, alpha, beta, amin, amax,
+                     finish):
+    """:func:`depthwise3x3_row` over five input rows (the IR stencil
+    :func:`~inference.kernels.stencil_ir.depthwise5x5_cols`)."""
+    w, ow = r0.size // c, out.size // c
+    lo, hi = valid_range(pw, 0, sw, w - 4 * dw, ow)  # columns whose taps 0..4 are all inside
+    depthwise5x5_cols(r0, r1, r2, r3, r4, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
+    if finish:
+        _finish_row(out, zrow, has_z, code, alpha, beta)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
