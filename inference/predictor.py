@@ -244,15 +244,15 @@ class Predictor:
         if values is None:
             values = run_in_chunks(session.run, checked, chunk_rows)
         if self.config.release_weights and session not in self._settled:
-            self._release_weights(session, values)
+            self._release_weights(session, checked)
         outputs = dict(zip(self._output_names, values))
         self._feeds, self._outputs = checked, outputs  # the handles show the latest run
         return dict(outputs) if feeds is not None else None  # this call's own, even under concurrency
 
-    def _release_weights(self, session: Session, values: list) -> None:
+    def _release_weights(self, session: Session, feeds: Mapping[str, Any]) -> None:
         """After ``session``'s first run with rows, its packed weights are held once (the packings
-        exist only once a run made them)."""
-        if any(isinstance(v, np.ndarray) and v.size == 0 for v in values):
+        exist only once a run made them; an empty batch may have skipped the kernels)."""
+        if any(isinstance(v, np.ndarray) and v.size == 0 for v in feeds.values()):
             return
         from inference.weight_release import release_packed_weights, return_free_memory
 

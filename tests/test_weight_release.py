@@ -133,3 +133,12 @@ def test_a_path_off_the_panels_reads_the_restored_values():
     held = p.model.graph.initializers["W"]
     got = step.call(x.astype(np.float64), held, p.model.graph.initializers["B"])
     np.testing.assert_allclose(got, np.maximum(x @ w + b, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_an_empty_first_batch_leaves_the_release_to_the_next_run():
+    proto = MODELS["mobilenet_v2"]()
+    p = Predictor(Config(model_path=proto.SerializeToString()))
+    p.run(_feeds(proto, 0))  # no rows: the kernels may not have packed anything
+    assert not _released(p)
+    p.run(_feeds(proto, 1))
+    assert _released(p)
