@@ -70,22 +70,7 @@ MOBILENET_V2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2
 
 def mobilenet_v2(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
     """MobileNetV2 (width 1.0): inverted residual blocks, depthwise 3x3, Relu6 as Clip."""
-    b = GraphBuilder("mobilenet_v2", opset=17)
-    w = _Weights(b, seed)
-    x = _relu6(b, w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 32, 3, 2), 32))
-    cin = 32
-    for t, c, n, s in MOBILENET_V2_STAGES:
-        for i in range(n):
-            stride = s if i == 0 else 1
-            hidden = cin * t
-            h = x if t == 1 else _relu6(b, w.bn(w.conv(x, cin, hidden, 1), hidden))
-            h = _relu6(b, w.bn(w.conv(h, hidden, hidden, 3, stride, group=hidden), hidden))
-            h = w.bn(w.conv(h, hidden, c, 1), c)
-            x = b.op("Add", x, h) if stride == 1 and cin == c else h
-            cin = c
-    x = _relu6(b, w.bn(w.conv(x, cin, 1280, 1), 1280))
-    _classifier(w, x, 1280, classes, 0.1)
-    return b.build()
+    return _inverted_residual_net("mobilenet_v2", [stage + (3,) for stage in MOBILENET_V2_STAGES], size, classes, seed)
 
 
 EFFICIENTNET_LITE0_STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3),
@@ -95,11 +80,17 @@ EFFICIENTNET_LITE0_STAGES = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5
 def efficientnet_lite0(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
     """EfficientNet-Lite0's shape (Tan & Le 2019, the Lite variant: Relu6, no squeeze-excitation):
     MobileNetV2's inverted residual blocks with 5x5 depthwise convolutions in three stages."""
-    b = GraphBuilder("efficientnet_lite0", opset=17)
+    return _inverted_residual_net("efficientnet_lite0", EFFICIENTNET_LITE0_STAGES, size, classes, seed)
+
+
+def _inverted_residual_net(name: str, stages, size: int, classes: int, seed: int) -> Model:
+    """A 3x3/2 stem, inverted residual blocks per ``stages`` ((expansion, channels, repeats, stride,
+    depthwise kernel) each), a 1x1 to 1280 channels and the classifier; Relu6 throughout."""
+    b = GraphBuilder(name, opset=17)
     w = _Weights(b, seed)
     x = _relu6(b, w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 32, 3, 2), 32))
     cin = 32
-    for t, c, n, s, k in EFFICIENTNET_LITE0_STAGES:
+    for t, c, n, s, k in stages:
         for i in range(n):
             stride = s if i == 0 else 1
             hidden = cin * t
