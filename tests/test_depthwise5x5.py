@@ -18,6 +18,9 @@ CASES = {  # c, h, w, strides, dilations, pads, activation
     "dilated": (32, 12, 12, (1, 1), (2, 1), (4, 2, 4, 2), "Silu"),
     "narrow-map": (24, 3, 2, (1, 1), (1, 1), (2, 2, 2, 2), "HardSwish"),
     "no-pad": (48, 8, 10, (1, 2), (1, 1), (0, 0, 0, 0), "Sigmoid"),
+    "seven-wide": (64, 7, 7, (1, 1), (1, 1), (2, 2, 2, 2), "Clip"),  # end groups, no interior
+    "six-wide": (20, 6, 6, (1, 1), (1, 1), (2, 2, 2, 2), "Relu"),  # end groups overlapping
+    "wide-pads": (16, 9, 12, (1, 1), (1, 1), (2, 6, 2, 6), ""),  # borders wider than a group
 }
 ALPHA_BETA = {"Clip": (0.0, 6.0)}
 
