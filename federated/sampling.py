@@ -46,7 +46,7 @@ def discover_partitions(grid: Grid, timeout: float, attempts: int = 3) -> dict[i
     out: dict[int, int] = {}
     why: dict[int, str] = {}
     pending = nodes
-    for attempt in range(attempts):
+    for _ in range(attempts):
         left = deadline - time.monotonic()
         if not pending or left <= 0:
             break
