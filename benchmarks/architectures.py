@@ -1,6 +1,7 @@
 """CNN shapes beyond the issue's table, as users bring them: EfficientNet-Lite0 (5x5 depthwise
-blocks) and a YOLO-style detector body (SiLU after every convolution, CSP concatenations, a nearest
-upsampling in its neck). Ours against onnxruntime in one process, blocks interleaved.
+blocks), MobileNetV3-Large (HardSwish, squeeze-and-excitation gates) and a YOLO-style detector
+body (SiLU after every convolution, CSP concatenations, a nearest upsampling in its neck). Ours
+against onnxruntime in one process, blocks interleaved.
 
 Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/architectures.py [--threads 1,2]
 """
@@ -18,7 +19,7 @@ from edgelearn.commands.bench import edgelearn_runner, peer_runner, time_interle
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 
-MODELS = ("efficientnet_lite0", "yolo_style")
+MODELS = ("efficientnet_lite0", "mobilenet_v3_style", "yolo_style")
 
 
 def main() -> int:

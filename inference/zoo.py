@@ -1,5 +1,5 @@
-"""Benchmark models built in code: MobileNetV2-, ResNet-18-, EfficientNet-Lite0- and YOLO-style CNNs
-and a small transformer.
+"""Benchmark models built in code: MobileNetV2-, ResNet-18-, EfficientNet-Lite0-, MobileNetV3- and
+YOLO-style CNNs and a small transformer.
 
 Why: the performance targets are stated on these shapes, and building them here (random weights,
 fixed seed) means no download and the same graph for every peer. The CNNs are opset 17 with
@@ -104,6 +104,37 @@ def _inverted_residual_net(name: str, stages, size: int, classes: int, seed: int
     return b.build()
 
 
+#: MobileNetV3-Large's blocks (Howard et al. 2019, table 1): (kernel, expanded, out, gate, HardSwish, stride)
+MOBILENET_V3_BLOCKS = ((3, 16, 16, False, False, 1), (3, 64, 24, False, False, 2), (3, 72, 24, False, False, 1),
+                       (5, 72, 40, True, False, 2), (5, 120, 40, True, False, 1), (5, 120, 40, True, False, 1),
+                       (3, 240, 80, False, True, 2), (3, 200, 80, False, True, 1), (3, 184, 80, False, True, 1),
+                       (3, 184, 80, False, True, 1), (3, 480, 112, True, True, 1), (3, 672, 112, True, True, 1),
+                       (5, 672, 160, True, True, 2), (5, 960, 160, True, True, 1), (5, 960, 160, True, True, 1))
+
+
+def mobilenet_v3_style(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
+    """MobileNetV3-Large's shape: HardSwish in the later stages, 5x5 depthwise layers, and
+    squeeze-and-excitation gates (global pool, 1x1 to a quarter, Relu, 1x1 back, HardSigmoid,
+    a per-channel Mul of the block's map)."""
+    b = GraphBuilder("mobilenet_v3_style", opset=17)
+    w = _Weights(b, seed)
+    x = b.op("HardSwish", w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 16, 3, 2), 16))
+    cin = 16
+    for k, e, c, gate, hard_swish, s in MOBILENET_V3_BLOCKS:
+        act = (lambda v: b.op("HardSwish", v)) if hard_swish else (lambda v: b.op("Relu", v))
+        h = act(w.bn(w.conv(x, cin, e, 1), e)) if e != cin else x
+        h = act(w.bn(w.conv(h, e, e, k, s, group=e), e))
+        if gate:
+            g = b.op("Relu", w.conv(b.op("GlobalAveragePool", h), e, e // 4, 1))
+            h = b.op("Mul", h, b.op("HardSigmoid", w.conv(g, e // 4, e, 1), alpha=1 / 6, beta=0.5))
+        h = w.bn(w.conv(h, e, c, 1), c, gamma=0.5)
+        x = b.op("Add", x, h) if s == 1 and cin == c else h
+        cin = c
+    x = b.op("HardSwish", w.bn(w.conv(x, cin, 960, 1), 960))
+    _classifier(w, x, 960, classes, 0.1)
+    return b.build()
+
+
 def _silu(b: GraphBuilder, x: str) -> str:
     """SiLU as exporters write it: ``x * sigmoid(x)``."""
     return b.op("Mul", x, b.op("Sigmoid", x))
@@ -189,7 +220,7 @@ def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: 
 
 
 ZOO = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "transformer": transformer_encoder,
-       "efficientnet_lite0": efficientnet_lite0, "yolo_style": yolo_style}
+       "efficientnet_lite0": efficientnet_lite0, "yolo_style": yolo_style, "mobilenet_v3_style": mobilenet_v3_style}
 
 
 def input_shape(name: str, batch: int) -> tuple[int, ...]:

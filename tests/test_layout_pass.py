@@ -340,3 +340,27 @@ def test_resize_of_the_channels_stays_nchw(monkeypatch):
     resize = next(n for n in model.graph.nodes if n.op_type == "Resize")
     assert not resize.inputs[0].endswith(layout.SUFFIX)
     np.testing.assert_allclose(Session(model).run(x)[0], want, rtol=RTOL, atol=ATOL)
+
+
+def test_squeeze_excitation_gates_run_channels_last():
+    """MobileNetV3's per-channel gate, Mul((N, C, H, W), (N, C, 1, 1)), joins the region: the gate
+    (N, 1, 1, C) channels-last broadcasts the same way; the whole network is one region."""
+    proto = model_to_proto(zoo.mobilenet_v3_style(size=64))
+    x = {"input": np.random.default_rng(6).standard_normal((2, 3, 64, 64)).astype(np.float32)}
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    p = Predictor(Config(model_path=proto))
+    g = p.model.graph
+    gates = [n for n in g.nodes if n.op_type == "Mul"]
+    assert len(gates) == 8 and all(i.endswith(layout.SUFFIX) for n in gates for i in n.inputs)
+    assert sum(n.op_type == "Transpose" for n in g.nodes) == 1  # out of the region after the global pool
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(p.run(x)["logits"], want, rtol=RTOL, atol=ATOL * scale)
+    np.testing.assert_allclose(run_as_standard_onnx(p.model, x)[0], want, rtol=RTOL, atol=ATOL * scale)
+
+
+def test_a_gate_of_other_channels_stays_out():
+    """(N, 1, 1, 1) or (N, C', 1, 1) with C' != C is not a per-channel gate of the map."""
+    assert layout._channel_scale(("n", 8, 5, 5), ("n", 8, 1, 1))
+    assert not layout._channel_scale(("n", 8, 5, 5), ("n", 1, 1, 1))
+    assert not layout._channel_scale(("n", 8, 5, 5), ("n", 4, 1, 1))
+    assert not layout._channel_scale(("n", 8, 5, 5), ("n", 8, 5, 1))

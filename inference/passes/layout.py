@@ -16,7 +16,7 @@ MobileNetV2's 3->32 stem on the NCHW tile plus the transpose after it took ~0.95
 1.25 ms on the NCHW tile, ~0.5 read in place. (Transposing the RGB input instead ran 1.4x slower
 than the NCHW tile: 0.80 against 0.56 ms, half the 64-lane tile idle at 32 outputs then, 8 x 48
 tiles now.) Also converted: elementwise ops between them (activations, same-shape
-Add/Sub/Mul/Div/Max/Min); Concat and ``edgelearn::ChannelShuffle`` along the channels (axis 3 once
+Add/Sub/Mul/Div/Max/Min, or one operand a per-channel (N, C, 1, 1) gate); Concat and ``edgelearn::ChannelShuffle`` along the channels (axis 3 once
 converted); a Resize of the height and width alone (nearest or linear, constant scales or sizes,
 permuted to NHWC's order: the standard op on the channels-last tensor; a YOLO-style neck's
 upsampling had cut its CNN into regions too small to pay); and Max/Average pools, global ones included
@@ -104,12 +104,23 @@ def _elementwise_ok(g: Graph, n: Node) -> bool:
     if n.domain != "" or len(n.outputs) != 1 or _nchw_type(g, n.outputs[0]) is None:
         return False
     if n.op_type in _BINARY:
-        shapes = {g.type_of(i).shape if _nchw_type(g, i) else None for i in n.inputs}
-        return len(n.inputs) == 2 and None not in shapes and len(shapes) == 1
+        types = [_nchw_type(g, i) for i in n.inputs]
+        if len(n.inputs) != 2 or None in types:
+            return False
+        a, b = (t.shape for t in types)
+        return a == b or _channel_scale(a, b) or _channel_scale(b, a)
     if n.op_type not in _UNARY or _nchw_type(g, n.inputs[0]) is None:
         return False
     extra = [i for i in n.inputs[1:] if i]  # Clip's bounds: constant scalars only
     return all((v := constant_value(g, i)) is not None and v.size == 1 for i in extra)
+
+
+def _channel_scale(image: tuple, scale: tuple) -> bool:
+    """``scale`` is (N, C, 1, 1) against ``image`` (N, C, H, W): one value per channel, broadcast
+    over the map (a squeeze-and-excitation's gate). Channels-last it is (N, 1, 1, C), which
+    broadcasts the same way. Why: MobileNetV3's gated blocks had cut its network into small
+    regions that stayed NCHW (1.96x onnxruntime's time)."""
+    return scale[0] == image[0] and scale[1] == image[1] and tuple(scale[2:]) == (1, 1)
 
 
 def _channel_axis(g: Graph, n: Node) -> bool:
