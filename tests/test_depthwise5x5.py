@@ -64,7 +64,7 @@ def test_the_nchw_layer_takes_the_stencil(monkeypatch):
     choice), equal to the reference conv."""
     calls = []
     real = channels_last.depthwise_stencil_nhwc
-    monkeypatch.setattr("inference.kernels.conv.depthwise_stencil_nhwc",
+    monkeypatch.setattr(channels_last, "depthwise_stencil_nhwc",
                         lambda *a: calls.append(a[1].shape) or real(*a))
     rng = np.random.default_rng(4)
     x = rng.standard_normal((1, 64, 9, 9)).astype(np.float32)

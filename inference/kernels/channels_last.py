@@ -83,6 +83,11 @@ def _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha
 STENCIL_SIZES = (3, 5)
 
 
+def depthwise_nhwc_kernel(kh: int, kw: int):
+    """The channels-last depthwise kernel for a ``kh`` x ``kw`` window (arguments as :func:`depthwise_nhwc`'s)."""
+    return depthwise_stencil_nhwc if kh == kw and kh in STENCIL_SIZES else depthwise_nhwc
+
+
 def depthwise_stencil_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
     """Depthwise 3x3 or 5x5, arguments as :func:`depthwise_nhwc`'s: each output pixel sums its taps
     per channel in registers and is clamped there when the activation is one (none, Relu, Clip)

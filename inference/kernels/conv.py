@@ -22,7 +22,7 @@ from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._applies import constant_float32_weight
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
-from inference.kernels.channels_last import STENCIL_SIZES, depthwise_nhwc, depthwise_stencil_nhwc, valid_range
+from inference.kernels.channels_last import depthwise_nhwc_kernel, valid_range
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
 from inference.kernels.tile_plan import ConvPlan
 from inference.ops._memo import remember
@@ -233,7 +233,7 @@ def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: 
     wt = prepacked(w, "hwc", hwc) if keep else hwc(w)
     zt = np.ascontiguousarray(z.transpose(0, 2, 3, 1), dtype=np.float32) if z is not None else NO_RESIDUAL_4D
     y = np.empty((n, oh, ow, c), np.float32)
-    kernel = depthwise_stencil_nhwc if kh == kw and kh in STENCIL_SIZES else depthwise_nhwc
+    kernel = depthwise_nhwc_kernel(kh, kw)
     kernel(xt, wt, bias, zt, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 

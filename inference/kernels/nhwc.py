@@ -32,7 +32,7 @@ from inference.kernels import winograd
 from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import source
 from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activation_code, as_f32
-from inference.kernels.channels_last import STENCIL_SIZES, depthwise_nhwc, depthwise_stencil_nhwc
+from inference.kernels.channels_last import depthwise_nhwc_kernel
 from inference.kernels.conv import PACKED, handles, handles_constant
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
 from inference.kernels.rows_gemm import PreparedGemm, Rows
@@ -242,7 +242,7 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
     p = n * oh * ow
     if is_depthwise(c, w_shape, group) and not channels_first:
         (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
-        stencil = depthwise_stencil_nhwc if kh == kw and kh in STENCIL_SIZES else depthwise_nhwc
+        stencil = depthwise_nhwc_kernel(kh, kw)
 
         def depthwise(x, w, b, z):
             if order is not None:
