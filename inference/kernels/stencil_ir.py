@@ -178,9 +178,8 @@ def _stencil(k: int, context, builder, signature, args) -> None:
                           builder.icmp_signed("<", builder.sub(hi, lo), const(2 * GROUP)))
     with builder.if_else(builder.and_(narrow, builder.and_(left_ok, right_ok))) as (grouped, apart):
         with grouped:
-            group(const(0), GROUP, True)
-            a = builder.select(builder.icmp_signed(">", lo, const(GROUP)), lo, const(GROUP))
-            end = builder.sub(ow, const(GROUP))
+            group(const(0), GROUP, True)  # covers the left border: lo <= GROUP here
+            a, end = const(GROUP), builder.sub(ow, const(GROUP))
             b = builder.select(builder.icmp_signed("<", hi, end), hi, end)
             interior(a, builder.select(builder.icmp_signed("<", b, a), a, b), "g")
             group(end, GROUP, True)
