@@ -57,18 +57,21 @@ def packings(w: np.ndarray) -> dict[Hashable, Any]:
     return {tag: v for (i, tag), (ref, v) in list(_KEPT.items()) if i == id(w) and ref() is w}
 
 
+def _restore_of(w: Any) -> Callable[[], np.ndarray] | None:
+    """What restores ``w``'s values when ``w`` is a released weight's placeholder, else None."""
+    entry = _RELEASED.get(id(w))
+    return entry[1] if entry is not None and entry[0]() is w else None
+
+
 def source(w: np.ndarray) -> np.ndarray:
     """``w``'s values: ``w`` itself, or for a released weight a fresh array restored from its packing
     (for a kernel's path that reads the values rather than a packing)."""
-    entry = _RELEASED.get(id(w))
-    if entry is None or entry[0]() is not w:
-        return w
-    return entry[1]()
+    restore = _restore_of(w)
+    return w if restore is None else restore()
 
 
 def is_released(w: Any) -> bool:
-    entry = _RELEASED.get(id(w))
-    return entry is not None and entry[0]() is w
+    return _restore_of(w) is not None
 
 
 def release(w: np.ndarray, restore: Callable[[], np.ndarray]) -> np.ndarray:
