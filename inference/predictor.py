@@ -115,12 +115,16 @@ class Predictor:
         self.session = self._new_session(self.model)
         self.batch_split, self.chunk_rows, self.splitter = self._batch_plan(config, self.model, self.session)
         g = self.model.graph
-        self._inputs = {v.name: Tensor(v.name, v.type, self, True) for v in g.feed_inputs()}
-        self._output_handles = {v.name: Tensor(v.name, v.type, self, False) for v in g.outputs}
+        self._bind_handles({v.name: v.type for v in g.feed_inputs()}, {v.name: v.type for v in g.outputs})
         self._output_names = tuple(self._output_handles)
         # per input: its declared type, or None for sequences/optionals (passed through unchecked)
         self._checks = {name: (t._declared if isinstance(t._declared, (TensorType, type(None))) else False)
                         for name, t in self._inputs.items()}
+
+    def _bind_handles(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """This Predictor's tensor handles (name -> declared type), no values bound to them yet."""
+        self._inputs = {name: Tensor(name, t, self, True) for name, t in inputs.items()}
+        self._output_handles = {name: Tensor(name, t, self, False) for name, t in outputs.items()}
         self._feeds: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
 
@@ -132,9 +136,8 @@ class Predictor:
         twin = copy.copy(self)
         twin.session = self._new_session(self.model)
         twin.batch_split, twin.chunk_rows, twin.splitter = self._batch_plan(self.config, self.model, twin.session)
-        twin._inputs = {n: Tensor(n, t._declared, twin, True) for n, t in self._inputs.items()}
-        twin._output_handles = {n: Tensor(n, t._declared, twin, False) for n, t in self._output_handles.items()}
-        twin._feeds, twin._outputs = {}, {}
+        twin._bind_handles({n: t._declared for n, t in self._inputs.items()},
+                           {n: t._declared for n, t in self._output_handles.items()})
         return twin
 
     def _new_session(self, model: Model) -> Session:
@@ -258,7 +261,7 @@ class Predictor:
 
         with self._releasing:
             if session not in self._settled:
-                if release_packed_weights(session).nbytes:
+                if release_packed_weights(session):
                     return_free_memory()
                 self._settled.add(session)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -39,17 +38,10 @@ MIN_BYTES = 16 * 1024
 values = source  # a weight's values, restored when it was released (the public name)
 
 
-@dataclass
-class Released:
-    """What :func:`release_packed_weights` let go: initializer names and their bytes."""
-
-    names: list[str] = field(default_factory=list)
-    nbytes: int = 0
-
-
-def release_packed_weights(session: Session) -> Released:
+def release_packed_weights(session: Session) -> int:
     """Swap every initializer of ``session``'s graph that only packed kernels read, through their
-    panels, and that has panels kept, for a placeholder of no memory (``inference.kernels._prepack``)."""
+    panels, and that has panels kept, for a placeholder of no memory (``inference.kernels._prepack``);
+    returns the bytes let go."""
     graph = session.graph
     readers: dict[str, list[bool]] = {}
     for step in session.steps:
@@ -61,7 +53,7 @@ def release_packed_weights(session: Session) -> Released:
         for name in outer_names(node):  # read inside an If/Loop body: as it is
             if name in graph.initializers:
                 readers.setdefault(name, []).append(False)
-    done = Released()
+    released = 0
     for name, through_panels in readers.items():
         w = graph.initializers[name]
         if not all(through_panels) or w.nbytes < MIN_BYTES or is_released(w):
@@ -69,9 +61,8 @@ def release_packed_weights(session: Session) -> Released:
         restore = _restorer(w)
         if restore is not None:
             graph.initializers[name] = release(w, restore)
-            done.names.append(name)
-            done.nbytes += w.nbytes
-    return done
+            released += w.nbytes
+    return released
 
 
 def _restorer(w: np.ndarray) -> Callable[[], np.ndarray] | None:
