@@ -24,11 +24,6 @@ MODELS = ("mobilenet_v2", "resnet18", "squeezenet", "shufflenet")
 RUNTIMES = ("held once", "kept twice", "onnxruntime")
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-
-
 def child(name: str, runtime: str, batches: list[int]) -> dict:
     """In this (fresh) process: RSS growth of loading ``name`` and running it at ``batches``."""
     import numpy as np
@@ -37,6 +32,7 @@ def child(name: str, runtime: str, batches: list[int]) -> dict:
     from inference import Config, Predictor, zoo
     from inference.kernels._prepack import is_released, packings
     from inference.onnx_export import model_to_proto
+    from inference.rss import current_rss_mb
     from inference.weight_release import return_free_memory
 
     proto = model_to_proto(getattr(zoo, name)()) if name in ("mobilenet_v2", "resnet18") else zoo.light_model(name)
@@ -44,7 +40,7 @@ def child(name: str, runtime: str, batches: list[int]) -> dict:
     inp = proto.graph.input[0].name
     gc.collect()
     return_free_memory()  # what building the model freed is not counted as saved by anyone's later trim
-    before = _rss_mb()
+    before = current_rss_mb()
     if runtime == "onnxruntime":
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
@@ -57,7 +53,7 @@ def child(name: str, runtime: str, batches: list[int]) -> dict:
     grown = {}
     for b in batches:
         run({inp: np.random.default_rng(b).standard_normal(zoo.input_shape(name, b)).astype(np.float32)})
-        grown[b] = _rss_mb() - before
+        grown[b] = current_rss_mb() - before
     held = None
     if runtime != "onnxruntime":
         inits = pred.model.graph.initializers.values()

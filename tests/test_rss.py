@@ -16,3 +16,15 @@ def test_peak_rss_grows_with_a_touched_allocation():
     out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, check=True).stdout
     before, after = map(float, out.split())
     assert 10 < before < after and after >= before + 60  # VmHWM is exact to a few pages only
+
+
+def test_current_rss_follows_an_allocation_both_ways():
+    import numpy as np
+
+    from inference.rss import current_rss_mb
+
+    before = current_rss_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MB, every page touched (a fresh mapping at this size)
+    held = current_rss_mb()
+    del block
+    assert before is not None and held >= before + 60 and current_rss_mb() < held - 60
