@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgelearn.commands.bench import edgelearn_runner, peer_runner, time_interleaved  # noqa: E402
+from edgelearn.commands.bench import edgelearn_runner, max_abs_diff, peer_runner, time_interleaved  # noqa: E402
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 
@@ -38,9 +38,8 @@ def main() -> int:
             for t in (int(v) for v in args.threads.split(",")):
                 runners = {"ours": edgelearn_runner(proto.SerializeToString(), t)[0],
                            "onnxruntime": peer_runner("onnxruntime", proto, t)}
-                ours, peer = (r(feeds)[0] for r in runners.values())
-                diff = float(np.abs(ours - peer).max())
-                if not np.allclose(ours, peer, rtol=1e-4, atol=1e-4):
+                diff, ok = max_abs_diff(*(r(feeds) for r in runners.values()), rtol=1e-4, atol=1e-4)
+                if not ok:
                     raise SystemExit(f"{name}: ours differs from onnxruntime (max abs difference {diff})")
                 ms = {k: tm.median * 1e3 for k, tm in time_interleaved(runners, feeds, args.repeat, settle_s=0.3).items()}
                 print(f"| {name} | {batch} | {t} | {ms['ours']:.2f} | {ms['onnxruntime']:.2f} | "
