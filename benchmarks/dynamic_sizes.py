@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgelearn.commands.bench import edgelearn_runner, peer_runner, time_interleaved  # noqa: E402
+from edgelearn.commands.bench import edgelearn_runner, max_abs_diff, peer_runner, time_interleaved  # noqa: E402
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 
@@ -40,8 +40,8 @@ def main() -> int:
           "specialised/static | specialised/onnxruntime |")
     print("|---|---|---|---|---|---|---|---|")
     for name, build in MODELS.items():
-        static = model_to_proto(build())
-        flexible = dynamic(model_to_proto(build()))
+        static = model_to_proto(build(size=args.size))
+        flexible = dynamic(model_to_proto(build(size=args.size)))
         x = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
         feeds = {static.graph.input[0].name: x}
         for t in (int(v) for v in args.threads.split(",")):
@@ -49,10 +49,10 @@ def main() -> int:
                        "generic": edgelearn_runner(flexible.SerializeToString(), t, specialize_sizes=0)[0],
                        "static": edgelearn_runner(static.SerializeToString(), t)[0],
                        "onnxruntime": peer_runner("onnxruntime", flexible, t)}
-            outs = {k: r(feeds)[0] for k, r in runners.items()}
+            outs = {k: r(feeds) for k, r in runners.items()}
             for k, v in outs.items():
-                if not np.allclose(v, outs["onnxruntime"], rtol=1e-4, atol=1e-5):
-                    worst = np.abs(v - outs["onnxruntime"]).max()
+                worst, ok = max_abs_diff(v, outs["onnxruntime"])
+                if not ok:
                     raise SystemExit(f"{name}: {k} differs from onnxruntime (max abs difference {worst})")
             ms = {k: tm.median * 1e3 for k, tm in time_interleaved(runners, feeds, args.repeat, settle_s=0.3).items()}
             print(f"| {name} | {t} | {ms['specialised']:.2f} | {ms['generic']:.2f} | {ms['static']:.2f} | "
