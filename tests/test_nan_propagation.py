@@ -1,5 +1,5 @@
 """A NaN or inf in the input reaches the outputs the reference says it reaches, through every fused
-kernel family: the register tile's clamp epilogue (Relu, Clip, none), the depthwise stencil, the
+kernel family: the register tile's epilogue (Relu, Clip, none; Sigmoid and SiLU), the depthwise stencil, the
 fused inverted-residual block, the RGB stem read in place, Winograd, and a Gemm's epilogue; and
 through the standalone activations.
 
@@ -51,6 +51,21 @@ def _chain(size: int, layers: int):
     return b.build(), (1, 64, size, size)
 
 
+def _sigmoid_chain(size: int, layers: int, channels: int):
+    """3x3 convs with SiLU (``x * sigmoid(x)``) and Sigmoid after them in turn, which the tile
+    computes in its registers: five layers make the layout pass's region (the gathered tile; on
+    28x28 Winograd, whose activation is a pass after), one stays NCHW (the pixel-lane tile)."""
+    b = GraphBuilder("sigmoids", opset=17)
+    x = b.input("x", np.float32, [1, channels, size, size])
+    h = x
+    for i in range(layers):
+        h = _conv(b, h, channels, channels, 3)
+        h = b.op("Mul", h, b.op("Sigmoid", h)) if i % 2 == 0 else b.op("Sigmoid", h)
+    b.op("Add", _conv(b, h, channels, channels, 1), x, outputs=["y"])
+    b.output("y", np.float32, [1, channels, size, size])
+    return b.build(), (1, channels, size, size)
+
+
 def _inverted_residual():
     """MobileNetV2's block: 1x1 expansion, depthwise 3x3, 1x1 projection and the residual."""
     b = GraphBuilder("block", opset=17)
@@ -87,9 +102,23 @@ def _gemm():
     return b.build(), (4, 96)
 
 
+def _gemm_silu():
+    b = GraphBuilder("mlp_silu", opset=17)
+    x = b.input("x", np.float32, [4, 96])
+    w1 = b.const((RNG.standard_normal((96, 128)) * 0.1).astype(np.float32))
+    h = b.op("Add", b.op("MatMul", x, w1), b.const(np.zeros(128, np.float32)))
+    h = b.op("Mul", h, b.op("Sigmoid", h))
+    w2 = b.const((RNG.standard_normal((128, 32)) * 0.1).astype(np.float32))
+    b.op("Sigmoid", b.op("Gemm", h, w2, b.const(np.zeros(32, np.float32))), outputs=["y"])
+    b.output("y", np.float32, [4, 32])
+    return b.build(), (4, 96)
+
+
 MODELS = {"nchw-tile": lambda: _chain(12, 1), "chain-direct": lambda: _chain(12, 5),
           "chain-winograd": lambda: _chain(28, 5),
-          "inverted-residual": _inverted_residual, "rgb-stem": _stem, "gemm": _gemm}
+          "inverted-residual": _inverted_residual, "rgb-stem": _stem, "gemm": _gemm,
+          "sigmoid-nchw-tile": lambda: _sigmoid_chain(12, 1, 16), "sigmoid-gathered": lambda: _sigmoid_chain(12, 5, 64),
+          "sigmoid-winograd": lambda: _sigmoid_chain(28, 5, 64), "gemm-sigmoid": _gemm_silu}
 
 
 def _input(shape: tuple, with_inf: bool) -> np.ndarray:
@@ -108,9 +137,11 @@ def test_non_finite_inputs_reach_the_outputs_the_reference_says(name):
     reference = Session(model, kinds=("reference",))  # the graph as built; the Predictor optimizes a copy
     predictor = Predictor(Config(model_path=model_to_proto(model)))
     ops = [(n.op_type, n.attrs.get("algorithm")) for n in predictor.model.graph.nodes]
-    winograd = name == "chain-winograd"  # at 12x12 marked too, but run directly: too few tiles
+    winograd = name.endswith("-winograd")  # at 12x12 marked too, but run directly: too few tiles
     assert (CONV_NHWC, WINOGRAD) in ops or not winograd
-    assert any(op == CONV_NHWC for op, _ in ops) == (name != "nchw-tile" and name != "gemm")
+    assert any(op == CONV_NHWC for op, _ in ops) == (not name.endswith("nchw-tile") and not name.startswith("gemm"))
+    if "sigmoid" in name:  # the activations fused, not left standalone
+        assert not any(op in ("Sigmoid", "Mul") for op, _ in ops)
     if name == "inverted-residual":
         assert any(op == BLOCK for op, _ in ops)
     x = _input(shape, with_inf=True)

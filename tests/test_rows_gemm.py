@@ -9,7 +9,9 @@ import pytest
 
 from inference.kernels._jit import use_parallel_kernels
 from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed, fused_conv_nhwc_reference
-from inference.kernels.rows_gemm import NARROW, SLIM, WIDE, PreparedGemm, Rows, gemm_rows, padded_weight, tile_shape
+from inference.kernels.activations import SIGMOID, SILU, activate_row
+from inference.kernels.rows_gemm import (GATHERED, MATRIX, NARROW, SLIM, WIDE, PreparedGemm, Rows, gemm_rows,
+                                         padded_weight, tile_shape)
 
 INF = np.float32(np.inf)
 
@@ -175,7 +177,7 @@ def test_gathered_rows_cross_rows_and_images():
                       -INF, INF)
 
 
-@pytest.mark.parametrize("shape", [(6, 4), (8, 3), (4, 5), (8, 2)], ids=lambda s: f"{s[0]}x{s[1] * 16}")
+@pytest.mark.parametrize("shape", GATHERED, ids=lambda s: f"{s[0]}x{s[1] * 16}")
 @pytest.mark.parametrize("groups", [1, 3])
 def test_every_gathered_shape_and_groups(shape, groups):
     """Each gathered tile shape, over 3 groups whose step tables pick their own (permuted) channels,
@@ -207,6 +209,7 @@ def test_gathered_shape_follows_the_padded_work():
     assert gathered_shape(784, 28) == (8, 2)  # 32 lanes for 28 channels, not 48 or 64
     assert gathered_shape(12544, 32) == (8, 2) and gathered_shape(12544, 24) == (8, 2)  # RGB stems
     assert gathered_shape(784, 96) == (8, 3) and gathered_shape(196, 160) == (4, 5)  # ties: the earlier shape
+    assert gathered_shape(6400, 16) == (8, 1) and gathered_shape(1600, 24) == (8, 2)  # 16 lanes for 16 outputs
 
 
 def test_groups_need_a_gathered_gemm_they_divide():
@@ -282,3 +285,34 @@ def test_a_prepared_gemm_keeps_what_follows_from_its_constant_weight_per_array(g
     for w, b, keep in ((w1, b1, w1), (w1, b1, w1), (w2, b2, w2), (w1, b2, w1), (w2, b1, None), (w1, b1, w1)):
         np.testing.assert_allclose(gemm(operand, w, b, None, -INF, INF, keep_for=keep), _want(x, w, b, None, -INF, INF),
                                    rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("gathered,shape", [(False, s) for s in MATRIX] + [(True, s) for s in GATHERED],
+                         ids=lambda v: v if isinstance(v, bool) else f"{v[0]}x{v[1] * 16}")
+@pytest.mark.parametrize("code", [SIGMOID, SILU], ids=["sigmoid", "silu"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_tiles_compute_sigmoid_and_silu_as_the_pass_does(gathered, shape, code, residual):
+    """The tile's own Sigmoid and SiLU (``act``, in registers, after bias and residual) give what the
+    unactivated tile followed by the vectorised pass gives, non-finite sums included: sigmoid(-inf)
+    = 0, SiLU(-inf) = NaN, a NaN stays NaN, large sums saturate without overflow."""
+    rng = np.random.default_rng(code * 10 + shape[0])
+    p, k, m = 45, 11, 37  # partial pixel blocks and panels
+    a, w, b, z = _operands(rng, p, k, m, residual)
+    a *= 8  # sums past +-87, where exp leaves float32's normal range
+    a[3, 2], a[7, 0], a[9, 4] = np.nan, np.inf, -np.inf
+    if gathered:
+        rows = Rows(count=p, per_image=p, width=p, col_pitch=k, row_pitch=0, image_pitch=0)
+        gemm = PreparedGemm(p, k, m, shape=shape, rows=rows, koff=np.arange(k, dtype=np.int64))
+        operand = a.reshape(-1)
+    else:
+        gemm, operand = PreparedGemm(p, k, m, shape=shape), a
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = gemm(operand, w, b, z, -INF, INF)
+        want = sums.copy()
+        activate_row(want.reshape(-1), code, 0.0, 0.0)
+        got = gemm(operand, w, b, z, -INF, INF, act=code)
+    assert np.isnan(sums).any() and np.isinf(sums).any() and (np.abs(sums[np.isfinite(sums)]) > 87).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-30)

@@ -38,7 +38,7 @@ from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NONE, activate_row
 from inference.kernels.tile_ir import make_out_tile
-from inference.kernels.tile_lanes import clamp_epilogue, row_segments
+from inference.kernels.tile_lanes import row_segments, tile_epilogue
 from inference.kernels.tile_plan import ConvPlan, conv_plan, conv_weight_rows, phase_weight_rows
 from inference.ops._window import Window
 
@@ -120,15 +120,15 @@ def _fill_plane(src, h, w, s, a, b, ph, pw, wrow, o):
 # -- the GEMM with its epilogue -------------------------------------------------------------------
 @threaded_kernel()
 def fgemm(wp, steps, m, ngroups, cflat, img_stride, group_stride, koff, nimg, pbs, nflat, wrow, ow, bias, z, has_z,
-          amin, amax, y, sm, sn, nchunks, weights_outer):
+          amin, amax, y, sm, sn, nchunks, weights_outer, act):
     """The tiles of (conv group, image, pixel block, channel block), in ``nchunks`` parallel runs.
 
     Group ``g`` has ``m`` output channels, its packed weights at ``wp[g * wp.size / ngroups:]``
     and its input planes from ``cflat[g * group_stride:]``; there, pixel block ``pb`` of image
     ``img`` starts at ``img*img_stride + pb*NP``; its flat positions f (< nflat) are (oy, ox) =
     divmod(f, wrow), columns ox >= ow padding (never stored). Each tile finishes its outputs
-    itself: ``clamp(acc + bias + z, amin, amax)`` (Relu, Clip or none; other activations follow
-    in a pass of their own), stored to output (img, channel c, p) at ``y[img*sn + c*sm + p]`` (and
+    itself: ``act(acc + bias + z)`` (``act`` NONE: a clamp to [amin, amax], for Relu, Clip or
+    none; SIGMOID or SILU computed in the tile; other activations follow in a pass of their own), stored to output (img, channel c, p) at ``y[img*sn + c*sm + p]`` (and
     read from ``z`` there). ``weights_outer`` (deep layers, whose weights outgrow L2) puts the
     channel block outermost: each block's weights then stay cached while it sweeps the pixels."""
     mbs = wp.size // (ngroups * steps * MR)
@@ -151,10 +151,10 @@ def fgemm(wp, steps, m, ngroups, cflat, img_stride, group_stride, koff, nimg, pb
             w_off, c_off = (g * mbs + mb) * steps * MR, g * group_stride + img * img_stride + pb * NP
             if has_z:
                 _tile_z(wp, w_off, cflat, c_off, koff, steps, bias, c0, min(MR, m - mb * MR), amin, amax, z, y,
-                        img * sn + c0 * sm, sm, seg, ns)
+                        img * sn + c0 * sm, sm, seg, ns, act)
             else:
                 _tile(wp, w_off, cflat, c_off, koff, steps, bias, c0, min(MR, m - mb * MR), amin, amax, z, y,
-                      img * sn + c0 * sm, sm, seg, ns)
+                      img * sn + c0 * sm, sm, seg, ns, act)
 
 
 # -- packed weights -----------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def _pointwise_in_place(x_shape: tuple, m: int, group: int) -> Callable[..., Non
             calls.append((from_tail, plane, pbs, p0, i0, i1, i0 * m * npix + p0, _plane_offsets(cg, plane),
                           group * (i1 - i0) * pbs * mbs))
 
-    def gemm(x, wp, bias, zz, has_z, y, amin, amax):
+    def gemm(x, wp, bias, zz, has_z, y, amin, amax, act):
         planes = x.reshape(n, c, npix)
         tail = None
         if rem:
@@ -224,13 +224,13 @@ def _pointwise_in_place(x_shape: tuple, m: int, group: int) -> Callable[..., Non
             src = (tail if from_tail else planes)[i0:i1].reshape(-1)
             fgemm(wp, cg, mg, group, src, c * plane, cg * plane, koff, i1 - i0, pbs, min(pbs * NP, npix - p0), npix,
                   npix, bias, zz[first:] if has_z else zz, has_z, amin, amax, yf[first:], npix, m * npix,
-                  parallel_chunks(tiles), wp.size > src.size)
+                  parallel_chunks(tiles), wp.size > src.size, act)
 
     return gemm
 
 
 def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndarray, has_z: bool, y: np.ndarray,
-                    amin: np.float32, amax: np.float32, plan: ConvPlan, group: int) -> None:
+                    amin: np.float32, amax: np.float32, act: int, plan: ConvPlan, group: int) -> None:
     """The GEMM over the plan's padded (or phase) copy of ``x``. Direct plans pad all groups'
     channels in one pass and run every group in one GEMM call (shufflenet's grouped 1x1
     convolutions: one call, not one per group); phase layouts go group by group."""
@@ -255,7 +255,7 @@ def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndar
                   gemm_groups * planes, planes, plan.koff, i1 - i0, pbs, plan.nflat, plan.wrow, ow,
                   bias[g * mg:] if g else bias, zz[first:] if first and has_z else zz, has_z,
                   amin, amax, ys.reshape(-1)[g * mg * npix:] if g else ys.reshape(-1), npix, m * npix,
-                  parallel_chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size)
+                  parallel_chunks(gemm_groups * (i1 - i0) * pbs * -(-mg // MR)), wg.size > xs.size, act)
 
 
 TileConv = Callable[[np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
@@ -273,7 +273,7 @@ def prepare_tiles(x_shape: tuple, w_shape: tuple, plan: ConvPlan, group: int, co
     n, m = x_shape[0], w_shape[0]
     oh, ow = plan.oh, plan.ow
     out_shape = (n, m, oh, ow)
-    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
+    whole, amin, amax, act = tile_epilogue(code, alpha, beta)
     sub = plan.subsample
     if plan.s2d is None and plan.kh == plan.kw == 1 and plan.ph == plan.pw == 0 and plan.wrow == ow:
         gemm = _pointwise_in_place((n, x_shape[1], oh, ow), m, group)
@@ -286,8 +286,9 @@ def prepare_tiles(x_shape: tuple, w_shape: tuple, plan: ConvPlan, group: int, co
             x = x[:, :, ::sub[0], ::sub[1]][:, :, :oh, :ow]
         zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z
         wp = packed_weights(w, group, plan.weight_layout, keep_packing)
-        gemm(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, amin=amin, amax=amax)
-        if not clamps:
+        gemm(np.ascontiguousarray(x, dtype=np.float32), wp, bias, zz, z is not None, y, amin=amin, amax=amax,
+             act=act)
+        if not whole:
             activate_row(y.reshape(-1), code, alpha, beta)
         return y
 

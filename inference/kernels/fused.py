@@ -21,7 +21,7 @@ from inference.kernels._prepack import source
 from inference.kernels.activations import (NO_RESIDUAL_2D, NONE, activate_row, activation_code, as_f32,
                                            epilogue_cols)
 from inference.kernels.rows_gemm import PreparedGemm
-from inference.kernels.tile_lanes import clamp_epilogue
+from inference.kernels.tile_lanes import tile_epilogue
 from inference.ops._memo import remember
 from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
@@ -157,9 +157,9 @@ def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float
     gemm = gemms.get((p, k, n))
     if gemm is None:
         gemm = remember(gemms, (p, k, n), PreparedGemm(p, k, n))
-    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
-    y = gemm(x, w, as_f32(b, (n,)), z, amin, amax, keep_for=w)
-    if not clamps:
+    whole, amin, amax, act = tile_epilogue(code, alpha, beta)
+    y = gemm(x, w, as_f32(b, (n,)), z, amin, amax, keep_for=w, act=act)
+    if not whole:
         activate_row(y.reshape(-1), code, alpha, beta)
     return y.reshape(x.shape[:-1] + (n,))
 

@@ -31,12 +31,12 @@ from inference.ir import Node, TensorType
 from inference.kernels import winograd
 from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import source
-from inference.kernels.activations import NO_RESIDUAL_4D, activate_row, activation_code, as_f32
+from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32
 from inference.kernels.channels_last import depthwise_nhwc_kernel
 from inference.kernels.conv import PACKED, handles, handles_constant
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
 from inference.kernels.rows_gemm import PreparedGemm, Rows
-from inference.kernels.tile_lanes import clamp_epilogue
+from inference.kernels.tile_lanes import tile_epilogue
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
 from inference.ops.registry import register
@@ -254,11 +254,12 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
             return y
 
         return depthwise
-    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
+    whole, amin, amax, act = tile_epilogue(code, alpha, beta)
     k = kh * kw * (c // group)
 
-    def finish(y: np.ndarray) -> np.ndarray:
-        if not clamps:
+    def finish(y: np.ndarray, tile_activated: bool = True) -> np.ndarray:
+        """``y`` in the output's shape, activated (a pass over it unless the tile did all of it)."""
+        if not (whole and (tile_activated or act == NONE)):
             activate_row(y.reshape(-1), code, alpha, beta)
         return y.reshape(out_shape)
 
@@ -268,7 +269,7 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
 
         def pointwise(x, w, b, z):
             y = gemm(x, as_f32(w, (k, m)), as_f32(b, (m,)), None if z is None else as_f32(z, out_shape), amin, amax,
-                     w if constant_weight else None)
+                     w if constant_weight else None, act=act)
             return finish(y)
 
         return pointwise
@@ -277,7 +278,7 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
 
     def gathered(x, w, b, z):  # the patches gathered in place from the padded input
         y = gemm(patch_source(np.ascontiguousarray(x), geo), as_f32(w, (k, m)), as_f32(b, (m,)),
-                 None if z is None else as_f32(z, out_shape), amin, amax, w if constant_weight else None)
+                 None if z is None else as_f32(z, out_shape), amin, amax, w if constant_weight else None, act=act)
         return finish(y)
 
     if not (algorithm == WINOGRAD and order is None and not channels_first and group == 1
@@ -288,7 +289,9 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
     def minimal(x, w, b, z):  # Winograd's F(2x2, 3x3) on the patches in place
         y = wino(x, as_f32(w, w_shape), as_f32(b, (m,)), None if z is None else as_f32(z, out_shape), amin, amax,
                  w if constant_weight else None)
-        return gathered(x, w, b, z) if y is None else finish(y)  # None: an inf or NaN, which Winograd spreads
+        if y is None:  # an inf or NaN, which Winograd spreads
+            return gathered(x, w, b, z)
+        return finish(y, tile_activated=False)  # its output transform clamps, computes no Sigmoid or SiLU
 
     return minimal
 

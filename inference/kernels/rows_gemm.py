@@ -25,6 +25,7 @@ import numpy as np
 
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import NO_REF, prepacked
+from inference.kernels.activations import NONE
 from inference.kernels.tile_ir import LANES, make_out_tile
 
 # (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs)
@@ -39,10 +40,11 @@ _slim, _slim_z = _TILES[SLIM]
 # padded multiply-add these ran alike (12 x 32 ran 1.3-1.7x slower, its 12 row pointers spilling,
 # and never had the least work), each shape ~0.25 s more to compile with an empty cache. 8 x 32:
 # for RGB stems into 32 or 24 channels (MobileNetV2's, shufflenet's), which 8 x 48 ran a third
-# idle: 1.25-1.34x faster on them (thread time, same process, alternating)
-GATHERED = ((6, 4), (8, 3), (4, 5), (8, 2))
-_g4, _g4z, _g3, _g3z, _g5, _g5z, _g2, _g2z = (make_out_tile(*shape, residual=z, lanes="channels", gathered=True)
-                                             for shape in GATHERED for z in (False, True))
+# idle: 1.25-1.34x faster on them (thread time, same process, alternating). 8 x 16: for at most 16
+# outputs, which 8 x 32 ran half idle (12 and 16 rows ran no faster: their row pointers spill)
+GATHERED = ((6, 4), (8, 3), (4, 5), (8, 2), (8, 1))
+_g4, _g4z, _g3, _g3z, _g5, _g5z, _g2, _g2z, _g1, _g1z = (
+    make_out_tile(*shape, residual=z, lanes="channels", gathered=True) for shape in GATHERED for z in (False, True))
 
 
 def tile_shape(m: int) -> tuple[int, int]:
@@ -60,8 +62,10 @@ def tile_shape(m: int) -> tuple[int, int]:
 
 #: the gathered shapes slower per padded multiply-add than 6 x 64, by this factor: 8 x 32 does 16
 #: multiply-adds per step for the same row bookkeeping (ResNet-18's 3x3 layers with every lane
-#: busy: 0.91-1.09x 6 x 64's time at 64 channels, 1.09x at 128)
-_SLOWER = {(8, 2): 1.08}
+#: busy: 0.91-1.09x 6 x 64's time at 64 channels, 1.09x at 128), 8 x 16 8 (a YOLO-style body's
+#: 16 -> 16 3x3 on 80x80: 179 us against 261 on 8 x 32, i.e. 1.37x 8 x 32's time per padded one;
+#: 16 -> 24 still ran faster on 8 x 32: 67 against 92 us)
+_SLOWER = {(8, 2): 1.08, (8, 1): 1.48}
 
 
 def gathered_shape(p: int, m: int) -> tuple[int, int]:
@@ -233,7 +237,8 @@ class PreparedGemm:
         self._bias: tuple = (None, None)  # (the bias beside a constant weight, padded)
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
-                 amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                 amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None,
+                 act: int = NONE) -> np.ndarray:
         p, k, m, mr, groups = self.p, self.k, self.m, self.mr, self.groups
         if keep_for is not None and self._weight[0]() is keep_for:  # the constant weight of the last call
             _, wp, wkoff, steps = self._weight
@@ -259,12 +264,12 @@ class PreparedGemm:
                 tail[:self.partial * k] = a[(p - self.partial) * k:]
             kernel = _gemm_matrix.parallel if threads > 1 else _gemm_matrix.serial
             kernel(a, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, self.nv, chunks,
-                   wp.size > a.size)  # deep layers: each channel block's weights stay cached over the pixels
+                   wp.size > a.size, act)  # deep layers: each channel block's weights stay cached over the pixels
         else:
             outer = wp.size > x.size
             kernel = _gemm_gathered.parallel if threads > 1 else _gemm_gathered.serial
             kernel(x, self.geo, p, steps.koff, steps.row, steps.count, self._chunk_bounds(steps, chunks, outer), wp,
-                   bp, zz, z is not None, amin, amax, y.reshape(-1), m, outer, groups, mr, self.nv)
+                   bp, zz, z is not None, amin, amax, y.reshape(-1), m, outer, groups, mr, self.nv, act)
         return y
 
     def _padded_bias(self, bias: np.ndarray, constant: bool) -> np.ndarray:
@@ -368,17 +373,18 @@ def _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg):
 # form's users (MobileNetV2, the transformer) would pay the gathered tiles' compile time at a cold
 # start (one kernel with both compiled in 1.45 s, the matrix one alone in 0.5-0.6 s).
 @threaded_kernel()
-def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, nchunks, weights_outer):
+def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, nchunks, weights_outer, act):
     """The (pixel block, channel block) tiles of the (p, k) matrix ``a`` in ``nchunks`` parallel
     runs, its partial last block read from ``tail``; ``mr``/``nv`` pick the tile (one of :data:`MATRIX`)."""
     tiles = -(-p // mr) * (bias.size // (nv * LANES))
     for ch in numba.prange(nchunks):
         matrix_tiles(a, 0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, 0, m, mr, nv, ch * tiles // nchunks,
-                     (ch + 1) * tiles // nchunks, weights_outer)
+                     (ch + 1) * tiles // nchunks, weights_outer, act)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, t0, t1, weights_outer):
+def matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, t0, t1, weights_outer,
+                 act=NONE):
     """Tiles [t0, t1) of the product of the (p, k) matrix at ``a[a0:]`` into the (p, m) one at
     ``y[y0:]`` (``z`` read at the same offsets), the partial last block read from ``tail`` (its
     rows, zero-padded to ``mr``). One serial run: :func:`_gemm_matrix`'s body, and what a fused
@@ -395,23 +401,23 @@ def matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m,
         yo = y0 + p0 * m
         if nv == WIDE[1]:
             if has_z:
-                _wide_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+                _wide_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1, act)
             else:
-                _wide(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+                _wide(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1, act)
         elif nv == NARROW[1]:
             if has_z:
-                _narrow_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+                _narrow_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1, act)
             else:
-                _narrow(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+                _narrow(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1, act)
         elif has_z:
-            _slim_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+            _slim_z(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1, act)
         else:
-            _slim(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1)
+            _slim(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1, act)
 
 
 @threaded_kernel()
 def _gemm_gathered(x, geo, p, koff, krow, kcount, bounds, wp, bias, z, has_z, amin, amax, y, m, weights_outer,
-                   groups, mr, nv):
+                   groups, mr, nv, act):
     """The (``mr`` pixels, ``nv`` vectors) tiles of a gathered GEMM (a shape of :data:`GATHERED`),
     tiles [bounds[i], bounds[i+1]) in parallel run i: rows through :func:`_row_starts`; panel j
     (group g = j // panels per group, ``bias`` and ``wp`` padded per group) runs ``kcount[j]``
@@ -434,28 +440,33 @@ def _gemm_gathered(x, geo, p, koff, krow, kcount, bounds, wp, bias, z, has_z, am
             w0 += g * mbs * k * nl
             b0 = g * mbs * nl + m0
             _gathered_tile(x, wp, w0, koff[krow[panel]], kcount[panel], bias, b0, rows, amin, amax, z, has_z, y,
-                           p0 * m, m, seg, roff, nv)
+                           p0 * m, m, seg, roff, nv, act)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
-def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, y0, m, seg, roff, nv):
+def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, y0, m, seg, roff, nv, act):
     """The gathered tile of :data:`GATHERED` with ``nv`` vectors (4, 3, 5 or 2), with or without Z."""
     if nv == 4:
         if has_z:
-            _g4z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+            _g4z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
         else:
-            _g4(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+            _g4(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
     elif nv == 3:
         if has_z:
-            _g3z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+            _g3z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
         else:
-            _g3(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+            _g3(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
     elif nv == 5:
         if has_z:
-            _g5z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+            _g5z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
         else:
-            _g5(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+            _g5(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
+    elif nv == 2:
+        if has_z:
+            _g2z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
+        else:
+            _g2(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
     elif has_z:
-        _g2z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        _g1z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
     else:
-        _g2(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, roff)
+        _g1(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)

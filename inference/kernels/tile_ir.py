@@ -16,6 +16,9 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from inference.kernels.activations import NONE, SILU
+from inference.kernels.vmath_ir import sigmoid
+
 LANES = 16
 PREFETCH_STEPS = 16  # see :func:`_k_loop`
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -211,20 +214,23 @@ def _masked_f32(builder, name: str, args: list):
 
 def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathered: bool = False):
     """A float32 tile that finishes its own outputs: an intrinsic
-    ``tile(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns)``.
+    ``tile(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns, act)``.
 
     The sums are those of ``make_tile(mr, nv, "f32")``; then, still in registers, row r (< ``rows``)
-    gets ``+ bias[b_off + r]`` (``+ z`` at the same place as its output when ``residual``), is
-    clamped to [amin, amax] and stored straight to ``y``: for each of the ``ns`` segments
+    gets ``+ bias[b_off + r]`` (``+ z`` at the same place as its output when ``residual``), goes
+    through the activation ``act`` and is stored straight to ``y``: for each of the ``ns`` segments
     ``seg[i] = (first lane, output offset, length)``, lanes [first, first + length) go to
-    ``y[y_off + r*sm + offset + lane - first]`` as masked vector stores. Why: a separate epilogue
-    through a scratch tile cost ~120 cycles per 32 lanes, as much as the GEMM itself for short-K
-    convolutions (an RGB stem has K = 27).
+    ``y[y_off + r*sm + offset + lane - first]`` as masked vector stores. ``act`` (an activation
+    code of :mod:`~inference.kernels.activations`): NONE clamps to [amin, amax] (Relu, Clip or no
+    activation), SIGMOID and SILU compute theirs (:mod:`~inference.kernels.vmath_ir`; the bounds
+    unused). Why in the tile: a separate epilogue through a scratch tile cost ~120 cycles per 32
+    lanes, as much as the GEMM itself for short-K convolutions (an RGB stem has K = 27), and a
+    SiLU in a pass of its own read and wrote the whole output again.
 
     ``lanes="channels"`` is the channels-last variant: tile rows are pixels, read unpacked as rows
     of the (pixels, K) input (``rows_major`` steps of :func:`_k_loop`), lanes are output channels,
     and lane j of vector v gets ``+ bias[b_off + v*16 + j]`` (``bias`` readable that far: padded to
-    whole tiles). With ``gathered`` it takes an 18th argument ``roff`` (int64, ``mr`` entries) and
+    whole tiles). With ``gathered`` it takes a 19th argument ``roff`` (int64, ``mr`` entries) and
     gathers its rows through ``roff`` and ``koff`` (see :func:`_k_loop`); ``cp`` then holds the
     weights as (steps, nv*16) panels. Rows past ``rows`` are computed but not stored: their
     ``roff`` need only point inside ``wp``."""
@@ -243,12 +249,11 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
         f32 = lambda i: context.cast(builder, args[i], signature.args[i], types.float32)  # noqa: E731
         i64 = lambda i: context.cast(builder, args[i], signature.args[i], types.int64)  # noqa: E731
         accs = _k_loop(context, builder, signature, args, mr, nv, vty, _step(builder, "f32", False), channels,
-                       17 if gathered else None)
+                       18 if gathered else None)
 
         # -- epilogue, registers to memory -------------------------------------------------
         lo, hi = splat(builder, f32(9), vty), splat(builder, f32(10), vty)
-        clamp = lambda v: clamp_keeping_nan(builder, v, lo, hi)  # noqa: E731
-        rows, b_off, y_off, sm = i64(8), i64(7), i64(13), i64(14)
+        rows, b_off, y_off, sm, act = i64(8), i64(7), i64(13), i64(14), i64(17)
         vals, row_ok = [], []
         for r in range(mr):
             ok = builder.icmp_signed("<", const(r), rows)
@@ -259,43 +264,52 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
             else:
                 bidx = builder.select(ok, builder.add(b_off, const(r)), b_off)  # rows past ``rows``: a valid bias
                 bvs = [splat(builder, builder.load(builder.gep(ba.data, [bidx])), vty)] * nv
+            vals.extend(builder.fadd(accs[r * nv + v], bvs[v]) for v in range(nv))
+        times_x = splat(builder, builder.icmp_signed("==", act, const(SILU)), i1v)
+
+        def store(activate) -> None:
+            """The segment loop storing every value through ``activate`` (after the residual)."""
+            done = vals if residual else [activate(v) for v in vals]
+            i, close_segments = counted_loop(builder, const(0), i64(16), "seg")
+            q0 = builder.load(builder.gep(sga.data, [builder.mul(i, const(3))]))
+            off = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(1))]))
+            cnt = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(2))]))
+            q0v, endv = splat(builder, q0, i64v), splat(builder, builder.add(q0, cnt), i64v)
+            shift = builder.sub(off, q0)  # output offset of lane 0 of the tile row
             for v in range(nv):
-                s = builder.fadd(accs[r * nv + v], bvs[v])
-                vals.append(s if residual else clamp(s))
-        i, close_segments = counted_loop(builder, const(0), i64(16), "seg")
-        q0 = builder.load(builder.gep(sga.data, [builder.mul(i, const(3))]))
-        off = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(1))]))
-        cnt = builder.load(builder.gep(sga.data, [builder.add(builder.mul(i, const(3)), const(2))]))
-        q0v, endv = splat(builder, q0, i64v), splat(builder, builder.add(q0, cnt), i64v)
-        shift = builder.sub(off, q0)  # output offset of lane 0 of the tile row
-        for v in range(nv):
-            lanes = ir.Constant(i64v, [v * LANES + j for j in range(LANES)])
-            mask = builder.and_(builder.icmp_signed(">=", lanes, q0v), builder.icmp_signed("<", lanes, endv))
-            for r in range(mr):
-                m = builder.and_(mask, row_ok[r])
-                row_at = builder.add(y_off, builder.mul(const(r), sm))
-                at = builder.add(row_at, builder.add(shift, const(v * LANES)))
-                val = vals[r * nv + v]
-                if residual:
-                    zp = builder.bitcast(builder.gep(za.data, [at]), vty.as_pointer())
-                    val = clamp(builder.fadd(val, _masked_f32(builder, "load", [zp, ir.Constant(_I32, 4), m,
-                                                                                  ir.Constant(vty, None)])))
-                yp = builder.bitcast(builder.gep(ya.data, [at]), vty.as_pointer())
-                _masked_f32(builder, "store", [val, yp, ir.Constant(_I32, 4), m])
-        close_segments()
+                lanes = ir.Constant(i64v, [v * LANES + j for j in range(LANES)])
+                mask = builder.and_(builder.icmp_signed(">=", lanes, q0v), builder.icmp_signed("<", lanes, endv))
+                for r in range(mr):
+                    m = builder.and_(mask, row_ok[r])
+                    row_at = builder.add(y_off, builder.mul(const(r), sm))
+                    at = builder.add(row_at, builder.add(shift, const(v * LANES)))
+                    val = done[r * nv + v]
+                    if residual:
+                        zp = builder.bitcast(builder.gep(za.data, [at]), vty.as_pointer())
+                        val = activate(builder.fadd(val, _masked_f32(builder, "load", [
+                            zp, ir.Constant(_I32, 4), m, ir.Constant(vty, None)])))
+                    yp = builder.bitcast(builder.gep(ya.data, [at]), vty.as_pointer())
+                    _masked_f32(builder, "store", [val, yp, ir.Constant(_I32, 4), m])
+            close_segments()
+
+        with builder.if_else(builder.icmp_signed("==", act, const(NONE))) as (clamped, computed):
+            with clamped:
+                store(lambda v: clamp_keeping_nan(builder, v, lo, hi))
+            with computed:
+                store(lambda v: sigmoid(builder, v, times_x))
         return context.get_dummy_value()
 
     if gathered:
         @intrinsic
         def tile(typingctx, wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg,
-                 ns, roff):
+                 ns, act, roff):
             return types.void(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm,
-                              seg, ns, roff), codegen
+                              seg, ns, act, roff), codegen
     else:
         @intrinsic
         def tile(typingctx, wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg,
-                 ns):
+                 ns, act):
             return types.void(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm,
-                              seg, ns), codegen
+                              seg, ns, act), codegen
 
     return tile

@@ -25,7 +25,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from inference.kernels.activations import CLIP, NONE, RELU, activate
+from inference.kernels.activations import CLIP, NONE, RELU, SIGMOID, SILU, activate
 from inference.kernels.tile_ir import clamp_keeping_nan
 
 NL = 32  # lanes: one pixel block of the GEMM tile
@@ -193,6 +193,18 @@ def clamp_epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float
     other activations run in a pass of their own after an unclamped tile)."""
     clamps = code in (NONE, RELU, CLIP)
     return (clamps,) + clamp_range(code if clamps else NONE, np.float32(alpha), np.float32(beta))
+
+
+@functools.lru_cache(maxsize=64)
+def tile_epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float32, np.float32, int]:
+    """What the float tile of :func:`~inference.kernels.tile_ir.make_out_tile` does of the activation
+    ``code``: whether all of it, its clamp bounds and its ``act`` argument. Sigmoid and SiLU are
+    computed in the tile (its registers; no clamp), the clamps as :func:`clamp_epilogue` says; the
+    rest (Gelu, HardSwish ...) run in a pass of their own after an unclamped tile."""
+    if code in (SIGMOID, SILU):
+        inf = np.float32(np.inf)
+        return True, -inf, inf, code
+    return clamp_epilogue(code, alpha, beta) + (NONE,)
 
 
 @numba.njit(cache=True, error_model="numpy")
