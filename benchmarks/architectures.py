@@ -1,6 +1,7 @@
 """CNN shapes beyond the issue's table, as users bring them: EfficientNet-Lite0 (5x5 depthwise
-blocks), MobileNetV3-Large (HardSwish, squeeze-and-excitation gates) and a YOLO-style detector
-body (SiLU after every convolution, CSP concatenations, a nearest upsampling in its neck). Ours
+blocks), MobileNetV3-Large (HardSwish, squeeze-and-excitation gates), a YOLO-style detector
+body (SiLU after every convolution, CSP concatenations, a nearest upsampling in its neck) and a
+YOLOv8-style detector (C2f blocks with channel Splits, SPPF pools, a two-scale head). Ours
 against onnxruntime in one process, blocks interleaved.
 
 Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/architectures.py [--threads 1,2]
@@ -19,7 +20,7 @@ from edgelearn.commands.bench import edgelearn_runner, max_abs_diff, peer_runner
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 
-MODELS = ("efficientnet_lite0", "mobilenet_v3_style", "yolo_style")
+MODELS = ("efficientnet_lite0", "mobilenet_v3_style", "yolo_style", "yolov8_style")
 
 
 def main() -> int:

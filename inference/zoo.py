@@ -1,5 +1,5 @@
-"""Benchmark models built in code: MobileNetV2-, ResNet-18-, EfficientNet-Lite0-, MobileNetV3- and
-YOLO-style CNNs and a small transformer.
+"""Benchmark models built in code: MobileNetV2-, ResNet-18-, EfficientNet-Lite0-, MobileNetV3-,
+YOLO- and YOLOv8-style CNNs and a small transformer.
 
 Why: the performance targets are stated on these shapes, and building them here (random weights,
 fixed seed) means no download and the same graph for every peer. The CNNs are opset 17 with
@@ -165,6 +165,51 @@ def yolo_style(size: int = 320, seed: int = 0) -> Model:
     return b.build()
 
 
+def yolov8_style(size: int = 320, seed: int = 0) -> Model:
+    """A YOLOv8n-like detector: C2f blocks (a 1x1 whose output is Split in two along the channels,
+    3x3 bottlenecks with residual Adds on one half, everything concatenated into a 1x1), SPPF
+    (three chained 5x5 stride-1 MaxPools concatenated), an upsampling FPN neck and a decoupled head
+    per scale (box branch, class branch through a Sigmoid, concatenated: 64 + 80 channels)."""
+    b = GraphBuilder("yolov8_style", opset=17)
+    w = _Weights(b, seed)
+
+    def cbs(x: str, cin: int, cout: int, k: int, stride: int = 1) -> str:
+        return _silu(b, w.bn(w.conv(x, cin, cout, k, stride), cout))
+
+    def c2f(x: str, cin: int, cout: int, n: int, shortcut: bool = True) -> str:
+        c = cout // 2
+        halves = b.op("Split", cbs(x, cin, 2 * c, 1), b.const(np.array([c, c], np.int64)), axis=1, outputs=2)
+        parts, h = list(halves), halves[1]
+        for _ in range(n):
+            t = cbs(cbs(h, c, c, 3), c, c, 3)
+            h = b.op("Add", h, t) if shortcut else t
+            parts.append(h)
+        return cbs(b.op("Concat", *parts, axis=1), (2 + n) * c, cout, 1)
+
+    def sppf(x: str, cin: int, cout: int) -> str:
+        x = cbs(x, cin, cin // 2, 1)
+        pools = [x]
+        for _ in range(3):
+            pools.append(b.op("MaxPool", pools[-1], kernel_shape=[5, 5], strides=[1, 1], pads=[2, 2, 2, 2]))
+        return cbs(b.op("Concat", *pools, axis=1), 2 * cin, cout, 1)
+
+    def up(x: str) -> str:
+        return b.op("Resize", x, "", b.const(np.array([1, 1, 2, 2], np.float32)), mode="nearest")
+
+    x = cbs(cbs(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 16, 3, 2), 16, 32, 3, 2)
+    p3 = c2f(cbs(c2f(x, 32, 32, 1), 32, 64, 3, 2), 64, 64, 2)
+    p4 = c2f(cbs(p3, 64, 128, 3, 2), 128, 128, 2)
+    p5 = sppf(c2f(cbs(p4, 128, 256, 3, 2), 256, 256, 1), 256, 256)
+    n4 = c2f(b.op("Concat", up(p5), p4, axis=1), 384, 128, 1, shortcut=False)
+    n3 = c2f(b.op("Concat", up(n4), p3, axis=1), 192, 64, 1, shortcut=False)
+    for i, (h, c, stride) in enumerate([(n3, 64, 8), (n4, 128, 16)]):
+        box = w.conv(cbs(cbs(h, c, 64, 3), 64, 64, 3), 64, 64, 1)
+        cls = b.op("Sigmoid", w.conv(cbs(cbs(h, c, 80, 3), 80, 80, 3), 80, 80, 1))
+        b.op("Concat", box, cls, axis=1, outputs=[f"scale{stride}"])
+        b.output(f"scale{stride}", np.float32, [BATCH, 144, size // stride, size // stride])
+    return b.build()
+
+
 def resnet18(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
     """ResNet-18 (v1): 7x7 stem, max pool, four stages of two basic blocks."""
     b = GraphBuilder("resnet18", opset=17)
@@ -220,14 +265,15 @@ def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: 
 
 
 ZOO = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "transformer": transformer_encoder,
-       "efficientnet_lite0": efficientnet_lite0, "yolo_style": yolo_style, "mobilenet_v3_style": mobilenet_v3_style}
+       "efficientnet_lite0": efficientnet_lite0, "yolo_style": yolo_style, "mobilenet_v3_style": mobilenet_v3_style,
+       "yolov8_style": yolov8_style}
 
 
 def input_shape(name: str, batch: int) -> tuple[int, ...]:
     """Shape of the single feed of a zoo model at ``batch``."""
     if name == "transformer":
         return (batch, 128, 256)
-    return (batch, 3, 320, 320) if name == "yolo_style" else (batch, 3, 224, 224)
+    return (batch, 3, 320, 320) if name in ("yolo_style", "yolov8_style") else (batch, 3, 224, 224)
 
 
 def light_model(name: str, seed: int = 0) -> onnx.ModelProto:

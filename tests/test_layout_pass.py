@@ -364,3 +364,54 @@ def test_a_gate_of_other_channels_stays_out():
     assert not layout._channel_scale(("n", 8, 5, 5), ("n", 1, 1, 1))
     assert not layout._channel_scale(("n", 8, 5, 5), ("n", 4, 1, 1))
     assert not layout._channel_scale(("n", 8, 5, 5), ("n", 8, 5, 1))
+
+
+def test_yolov8_style_splits_run_channels_last():
+    """A C2f block's Split of its 1x1's output along the channels joins the region (axis 3 once
+    converted), so the YOLOv8-style network is one region: transposes only out to its two scales."""
+    proto = model_to_proto(zoo.yolov8_style(size=64))
+    x = {"input": np.random.default_rng(7).standard_normal((2, 3, 64, 64)).astype(np.float32)}
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
+    p = Predictor(Config(model_path=proto))
+    g = p.model.graph
+    splits = [n for n in g.nodes if n.op_type == "Split"]
+    assert len(splits) == 6 and all(n.attrs["axis"] == 3 and n.inputs[0].endswith(layout.SUFFIX) for n in splits)
+    assert sum(n.op_type == "Transpose" for n in g.nodes) == 2
+    got = p.run(x)
+    for name, w in zip(("scale8", "scale16"), want):
+        np.testing.assert_allclose(got[name], w, rtol=RTOL, atol=ATOL * np.abs(w).max())
+    for got_std, w in zip(run_as_standard_onnx(p.model, x), want):
+        np.testing.assert_allclose(got_std, w, rtol=RTOL, atol=ATOL * np.abs(w).max())
+
+
+def _split_net(axis: int, opset: int = 17):
+    """1x1 conv -> Split (two equal parts along ``axis``; opset 18: by num_outputs) -> a 1x1 conv each -> Add."""
+    b = GraphBuilder("split", opset=opset)
+    rng = np.random.default_rng(8)
+
+    def conv(x, cin, cout):
+        return b.op("Conv", x, b.const((rng.standard_normal((cout, cin, 1, 1)) * 0.2).astype(np.float32)))
+
+    h = conv(b.input("x", np.float32, [2, 32, 8, 8]), 32, 32)
+    if opset >= 18:
+        a, c = b.op("Split", h, axis=axis, num_outputs=2, outputs=2)
+    else:
+        a, c = b.op("Split", h, b.const(np.array([4, 4] if axis == 2 else [16, 16], np.int64)), axis=axis, outputs=2)
+    cin = 32 if axis == 2 else 16
+    b.op("Add", conv(a, cin, 16), conv(c, cin, 16), outputs=["y"])
+    b.output("y", np.float32, [2, 16, 4 if axis == 2 else 8, 8])
+    return b.build()
+
+
+@pytest.mark.parametrize("axis,opset,joins", [(1, 17, True), (-3, 18, True), (2, 17, False)],
+                         ids=["channels", "channels-num_outputs", "height"])
+def test_split_joins_along_the_channels_only(axis, opset, joins, monkeypatch):
+    monkeypatch.setattr(layout, "MIN_GEMM_MACS_PER_BOUNDARY", 1.0)  # the small net's region pays
+    model = _split_net(axis, opset)
+    x = {"x": np.random.default_rng(9).standard_normal((2, 32, 8, 8)).astype(np.float32)}
+    want = Session(model, kinds=("reference",)).run(x)[0]
+    optimize(model)
+    split = next(n for n in model.graph.nodes if n.op_type == "Split")
+    assert split.inputs[0].endswith(layout.SUFFIX) == joins
+    assert split.attrs["axis"] == (3 if joins else axis)
+    np.testing.assert_allclose(Session(model).run(x)[0], want, rtol=RTOL, atol=ATOL)
