@@ -32,9 +32,10 @@ class _Weights:
     def uniform(self, shape: tuple[int, ...], lo: float, hi: float) -> str:
         return self.b.const(self.rng.uniform(lo, hi, shape).astype(np.float32))
 
-    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1) -> str:
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1, gain: float = 1.0) -> str:
+        """``gain`` scales the weights: below 1 on a prediction head keeps its outputs O(1)."""
         fan_in = cin // group * k * k
-        w = self.normal((cout, cin // group, k, k), np.sqrt(2.0 / fan_in))
+        w = self.normal((cout, cin // group, k, k), gain * np.sqrt(2.0 / fan_in))
         p = k // 2
         return self.b.op("Conv", x, w, kernel_shape=[k, k], strides=[stride, stride], pads=[p, p, p, p],
                          group=group)
@@ -173,15 +174,15 @@ def yolov8_style(size: int = 320, seed: int = 0) -> Model:
     b = GraphBuilder("yolov8_style", opset=17)
     w = _Weights(b, seed)
 
-    def cbs(x: str, cin: int, cout: int, k: int, stride: int = 1) -> str:
-        return _silu(b, w.bn(w.conv(x, cin, cout, k, stride), cout))
+    def cbs(x: str, cin: int, cout: int, k: int, stride: int = 1, gamma: float = 1.0) -> str:
+        return _silu(b, w.bn(w.conv(x, cin, cout, k, stride), cout, gamma))
 
     def c2f(x: str, cin: int, cout: int, n: int, shortcut: bool = True) -> str:
         c = cout // 2
         halves = b.op("Split", cbs(x, cin, 2 * c, 1), b.const(np.array([c, c], np.int64)), axis=1, outputs=2)
         parts, h = list(halves), halves[1]
         for _ in range(n):
-            t = cbs(cbs(h, c, c, 3), c, c, 3)
+            t = cbs(cbs(h, c, c, 3), c, c, 3, gamma=0.5 if shortcut else 1.0)
             h = b.op("Add", h, t) if shortcut else t
             parts.append(h)
         return cbs(b.op("Concat", *parts, axis=1), (2 + n) * c, cout, 1)
@@ -203,8 +204,8 @@ def yolov8_style(size: int = 320, seed: int = 0) -> Model:
     n4 = c2f(b.op("Concat", up(p5), p4, axis=1), 384, 128, 1, shortcut=False)
     n3 = c2f(b.op("Concat", up(n4), p3, axis=1), 192, 64, 1, shortcut=False)
     for i, (h, c, stride) in enumerate([(n3, 64, 8), (n4, 128, 16)]):
-        box = w.conv(cbs(cbs(h, c, 64, 3), 64, 64, 3), 64, 64, 1)
-        cls = b.op("Sigmoid", w.conv(cbs(cbs(h, c, 80, 3), 80, 80, 3), 80, 80, 1))
+        box = w.conv(cbs(cbs(h, c, 64, 3), 64, 64, 3), 64, 64, 1, gain=0.1)
+        cls = b.op("Sigmoid", w.conv(cbs(cbs(h, c, 80, 3), 80, 80, 3), 80, 80, 1, gain=0.1))
         b.op("Concat", box, cls, axis=1, outputs=[f"scale{stride}"])
         b.output(f"scale{stride}", np.float32, [BATCH, 144, size // stride, size // stride])
     return b.build()

@@ -37,3 +37,26 @@ def test_model_order_runs_every_layer_on_one_side_then_the_next_rotating():
     assert [{k: len(v) for k, v in t.items()} for t in times] == [{"a": 2, "b": 2}] * 3
     a, b = [(i, "a") for i in range(3)], [(i, "b") for i in range(3)]
     assert calls == a + b + b + a + a + b  # warm-up round a-first, then b-first, then a-first again
+
+
+def test_our_runner_runs_a_model_of_two_outputs_once_per_call():
+    """It had run the model once per output (a comprehension over ``run(feeds)[name]``): the
+    YOLOv8-style detector with its two scales timed at twice its latency."""
+    import numpy as np
+
+    from edgelearn.commands.bench import edgelearn_runner
+    from inference.builder import GraphBuilder
+
+    b = GraphBuilder("two_outputs", opset=17)
+    x = b.input("x", np.float32, [2, 3])
+    b.op("Relu", x, outputs=["r"])
+    b.op("Neg", x, outputs=["n"])
+    b.output("r", np.float32, [2, 3])
+    b.output("n", np.float32, [2, 3])
+    runner, pred = edgelearn_runner(b.build(), 1)
+    runs, run = [], pred.run
+    pred.run = lambda feeds: runs.append(1) or run(feeds)
+    feeds = {"x": np.arange(-3, 3, dtype=np.float32).reshape(2, 3)}
+    r, n = runner(feeds)
+    assert len(runs) == 1
+    assert np.array_equal(r, np.maximum(feeds["x"], 0)) and np.array_equal(n, -feeds["x"])

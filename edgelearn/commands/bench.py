@@ -70,7 +70,12 @@ def edgelearn_runner(proto: Any, threads: int, **config: Any) -> tuple[Runner, A
 
     pred = Predictor(Config(model_path=proto, num_threads=threads, **config))
     names = pred.get_output_names()
-    return (lambda feeds: [pred.run(feeds)[n] for n in names]), pred
+
+    def run(feeds: dict) -> list:
+        outputs = pred.run(feeds)  # once: a comprehension over run(feeds)[n] ran the model once per output
+        return [outputs[n] for n in names]
+
+    return run, pred
 
 
 def peer_runner(peer: str, proto: Any, threads: int) -> Runner:
