@@ -26,6 +26,7 @@ from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
 from inference.passes.shuffle_fold import fold_channel_shuffle
+from inference.passes.split_convs import split_conv_outputs
 from inference.passes.transpose_reshape import simplify_transpose_reshape
 from inference.passes.winograd import choose_winograd, unmark_winograd
 
@@ -51,6 +52,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
     Pass("fuse_conv_epilogue", fuse_conv_epilogue, is_fusion=True),
     Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
+    Pass("split_conv_outputs", split_conv_outputs, is_fusion=True),  # before the layout: parts convert alone
     Pass("layout_nhwc", to_nhwc, is_fusion=True),  # after the fusions: converts FusedConv chains
     Pass("fold_channel_shuffle", fold_channel_shuffle, is_fusion=True),  # shuffles the layout made NHWC
     Pass("merge_concat_convs", merge_concat_convs, is_fusion=True),  # the Concats the layout made NHWC
