@@ -1,0 +1,49 @@
+"""The fast Transpose (``inference.kernels.transpose``): every permutation of ranks 1-4 equals numpy's,
+the block swaps (NCHW <-> NHWC, .T) on its own kernel, the rest through the reference op."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from inference.errors import KernelError
+from inference.kernels.transpose import BLOCK, block_swap, swap_last_two, transpose_blocks
+
+RNG = np.random.default_rng(13)
+
+
+@pytest.mark.parametrize("shape", [(5,), (BLOCK * 2 + 3, 7), (2, 3, 37), (2, 19, 4, 5), (1, 40, 3, 33), (3, 0, 4, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_every_permutation_equals_numpy(shape):
+    x = RNG.standard_normal(shape).astype(np.float32)
+    for perm in itertools.permutations(range(len(shape))):
+        got = transpose_blocks(x, perm=list(perm))
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, np.transpose(x, perm))
+    np.testing.assert_array_equal(transpose_blocks(x), x.T)
+
+
+def test_block_swaps_are_recognised():
+    assert block_swap((2, 3, 4, 5), [0, 2, 3, 1]) == (2, 3, 20)  # NCHW -> NHWC
+    assert block_swap((2, 4, 5, 3), [0, 3, 1, 2]) == (2, 20, 3)  # NHWC -> NCHW
+    assert block_swap((6, 7), [1, 0]) == (1, 6, 7)
+    assert block_swap((2, 3, 4, 5), [0, 2, 1, 3]) is None  # the heads of attention: numpy copies rows
+    assert block_swap((2, 3, 4), [0, 1, 2]) is None
+
+
+def test_both_twins_and_views():
+    x = RNG.standard_normal((3, BLOCK * 4 + 5, 40)).astype(np.float32)
+    for twin in (swap_last_two.serial, swap_last_two.parallel):
+        y = np.empty((3, 40, BLOCK * 4 + 5), np.float32)
+        twin(x, y)
+        np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 1)))
+    view = RNG.standard_normal((3, 50, 9, 40)).astype(np.float32)[:, :, 1:8, ::2]
+    np.testing.assert_array_equal(transpose_blocks(view, perm=[0, 2, 3, 1]), np.transpose(view, (0, 2, 3, 1)))
+
+
+def test_other_dtypes_and_bad_perms_go_to_the_reference():
+    x = RNG.integers(0, 9, (2, 3, 4)).astype(np.int64)
+    np.testing.assert_array_equal(transpose_blocks(x, perm=[0, 2, 1]), np.transpose(x, (0, 2, 1)))
+    with pytest.raises(KernelError, match="perm"):
+        transpose_blocks(x.astype(np.float32), perm=[0, 0, 1])
