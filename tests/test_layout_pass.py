@@ -368,11 +368,12 @@ def test_a_gate_of_other_channels_stays_out():
 
 def test_yolov8_style_splits_run_channels_last():
     """A C2f block's Split of its 1x1's output along the channels joins the region (axis 3 once
-    converted), so the YOLOv8-style network is one region: transposes only out to its two scales."""
+    converted), so the YOLOv8-style network is one region: transposes only out to its two scales.
+    (With every pass on, split_conv_outputs takes these Splits away first.)"""
     proto = model_to_proto(zoo.yolov8_style(size=64))
     x = {"input": np.random.default_rng(7).standard_normal((2, 3, 64, 64)).astype(np.float32)}
     want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)
-    p = Predictor(Config(model_path=proto))
+    p = Predictor(Config(model_path=proto, passes={"split_conv_outputs": False}))
     g = p.model.graph
     splits = [n for n in g.nodes if n.op_type == "Split"]
     assert len(splits) == 6 and all(n.attrs["axis"] == 3 and n.inputs[0].endswith(layout.SUFFIX) for n in splits)
@@ -410,7 +411,7 @@ def test_split_joins_along_the_channels_only(axis, opset, joins, monkeypatch):
     model = _split_net(axis, opset)
     x = {"x": np.random.default_rng(9).standard_normal((2, 32, 8, 8)).astype(np.float32)}
     want = Session(model, kinds=("reference",)).run(x)[0]
-    optimize(model)
+    optimize(model, switches={"split_conv_outputs": False})  # which would take the Split away
     split = next(n for n in model.graph.nodes if n.op_type == "Split")
     assert split.inputs[0].endswith(layout.SUFFIX) == joins
     assert split.attrs["axis"] == (3 if joins else axis)
