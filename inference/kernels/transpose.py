@@ -17,6 +17,7 @@ from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.ops import layout as reference
 from inference.ops._axes import normalize_axes
+from inference.ops._memo import remember
 from inference.ops.registry import register
 
 BLOCK = 16  # input rows per gathered vector
@@ -53,14 +54,47 @@ def block_swap(shape: tuple[int, ...], perm: list[int]) -> tuple[int, int, int] 
     return math.prod(shape[:k]), math.prod(shape[k:j]), math.prod(shape[j:])
 
 
-@register("Transpose", since=1, kind="fast", applies=float32_input)
-def transpose_blocks(x, *, perm=None):
-    axes = list(range(x.ndim))[::-1] if perm is None else normalize_axes(perm, x.ndim, "Transpose perm")
-    swap = block_swap(x.shape, axes) if sorted(axes) == list(range(x.ndim)) else None
-    if swap is None or x.dtype != np.float32:
-        return reference.transpose(x, perm=perm)  # and its errors
-    n, a, b = swap
-    y = np.empty(tuple(x.shape[i] for i in axes), np.float32)
+def _plan(shape: tuple[int, ...], perm) -> tuple[tuple[int, ...], tuple[int, int, int] | None] | None:
+    """(output shape, (n, a, b) of the block swap or None for a plain reshape), or None when the
+    reference should run (another permutation, or an invalid one: its error)."""
+    axes = list(range(len(shape)))[::-1] if perm is None else normalize_axes(perm, len(shape), "Transpose perm")
+    swap = block_swap(shape, axes) if sorted(axes) == list(range(len(shape))) else None
+    if swap is None:
+        return None
+    out_shape = tuple(shape[i] for i in axes)
+    return out_shape, None if 1 in swap[1:] else swap  # a or b of 1: the elements keep their order
+
+
+def _transpose(x: np.ndarray, plan) -> np.ndarray:
+    out_shape, swap = plan
+    if swap is None:
+        return np.ascontiguousarray(x).reshape(out_shape)
+    y = np.empty(out_shape, np.float32)
     if y.size:
-        swap_last_two(np.ascontiguousarray(x).reshape(n, a, b), y.reshape(n, b, a))
+        swap_last_two(np.ascontiguousarray(x).reshape(swap), y.reshape(swap[0], swap[2], swap[1]))
     return y
+
+
+def _binder(fn):
+    """Plan-time ``bind``: the permutation resolved once per input shape (a model's boundary
+    transposes run on the same shapes run after run; resolving it per call cost ~5 us)."""
+
+    def bind(*, perm=None):
+        plans: dict = {}
+
+        def run(x):
+            if x.dtype != np.float32:
+                return reference.transpose(x, perm=perm)
+            plan = plans.get(x.shape, False)
+            if plan is False:
+                plan = remember(plans, x.shape, _plan(x.shape, perm))
+            return reference.transpose(x, perm=perm) if plan is None else _transpose(x, plan)
+
+        return run
+
+    return bind
+
+
+@register("Transpose", since=1, kind="fast", applies=float32_input, bind=_binder)
+def transpose_blocks(x, *, perm=None):
+    return _binder(transpose_blocks)(perm=perm)(x)
