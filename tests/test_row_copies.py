@@ -1,0 +1,60 @@
+"""Concat along the last axis as row copies and the binary ops split over the threads
+(``inference.kernels.row_copies``), and nearest upsampling split over the threads
+(``inference.kernels.resize``): equal to numpy at one and two threads, everything else through
+the reference ops."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.errors import KernelError
+from inference.kernels._jit import kernel_threads
+from inference.kernels.resize import resize_nearest
+from inference.kernels.row_copies import _binary, concat_last_axis
+
+RNG = np.random.default_rng(14)
+
+
+def _f32(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("widths", [(16, 16, 16), (3, 0, 5), (1, 130)], ids=str)
+@pytest.mark.parametrize("lead", [(7,), (2, 9, 11)], ids=str)
+def test_concat_along_the_last_axis_equals_numpy(widths, lead, threads):
+    assert kernel_threads() == threads
+    parts = [_f32(*lead, w) for w in widths]
+    parts[0] = np.asfortranarray(parts[0])  # not C-contiguous: copied first
+    got = concat_last_axis(*parts, axis=-1)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, np.concatenate(parts, axis=-1))
+
+
+def test_concat_elsewhere_goes_to_the_reference():
+    a, b = _f32(2, 3, 4), _f32(2, 5, 4)
+    np.testing.assert_array_equal(concat_last_axis(a, b, axis=1), np.concatenate([a, b], axis=1))
+    ints = [RNG.integers(0, 9, (2, 3)), RNG.integers(0, 9, (2, 2))]
+    np.testing.assert_array_equal(concat_last_axis(*ints, axis=1), np.concatenate(ints, axis=1))
+    with pytest.raises(KernelError, match="differ outside axis"):
+        concat_last_axis(_f32(2, 3), _f32(3, 3), axis=1)
+
+
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+def test_binary_ops_equal_numpy(op, fn, threads):
+    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    a, b = _f32(3, 40, 40, 17), _f32(3, 40, 40, 17)  # past one chunk: split over the threads
+    a[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(kernel(a, b), fn(a, b))
+        np.testing.assert_array_equal(kernel(a, b[:1]), fn(a, b[:1]))  # broadcasting: numpy's
+    np.testing.assert_array_equal(kernel(a.astype(np.float64), b), fn(a.astype(np.float64), b))
+
+
+@pytest.mark.parametrize("scales", [(1, 2, 2, 1), (1, 3, 1, 1), (1, 0.5, 1.5, 1)], ids=str)
+def test_channels_last_upsampling_equals_numpy_take(scales, threads):
+    x = _f32(2, 9, 7, 33)
+    got = resize_nearest(x, None, np.array(scales, np.float32), mode="nearest", nearest_mode="floor",
+                         coordinate_transformation_mode="asymmetric")
+    rows = np.floor(np.arange(int(9 * scales[1])) / scales[1]).astype(np.int64)
+    cols = np.floor(np.arange(int(7 * scales[2])) / scales[2]).astype(np.int64)
+    np.testing.assert_array_equal(got, x[:, rows][:, :, cols])
