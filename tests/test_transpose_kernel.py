@@ -13,7 +13,8 @@ from inference.kernels.transpose import BLOCK, block_swap, swap_last_two, transp
 RNG = np.random.default_rng(13)
 
 
-@pytest.mark.parametrize("shape", [(5,), (BLOCK * 2 + 3, 7), (2, 3, 37), (2, 19, 4, 5), (1, 40, 3, 33), (2, 1, 4, 3), (3, 0, 4, 2)],
+@pytest.mark.parametrize("shape", [(5,), (BLOCK * 2 + 3, 7), (2, 3, 37), (2, 19, 4, 5), (1, 40, 3, 33), (2, 1, 4, 3),
+                                   (3, 0, 4, 2)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_every_permutation_equals_numpy(shape):
     x = RNG.standard_normal(shape).astype(np.float32)

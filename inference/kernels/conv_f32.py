@@ -128,8 +128,9 @@ def fgemm(wp, steps, m, ngroups, cflat, img_stride, group_stride, koff, nimg, pb
     ``img`` starts at ``img*img_stride + pb*NP``; its flat positions f (< nflat) are (oy, ox) =
     divmod(f, wrow), columns ox >= ow padding (never stored). Each tile finishes its outputs
     itself: ``act(acc + bias + z)`` (``act`` NONE: a clamp to [amin, amax], for Relu, Clip or
-    none; SIGMOID or SILU computed in the tile; other activations follow in a pass of their own), stored to output (img, channel c, p) at ``y[img*sn + c*sm + p]`` (and
-    read from ``z`` there). ``weights_outer`` (deep layers, whose weights outgrow L2) puts the
+    none; SIGMOID or SILU computed in the tile; other activations follow in a pass of their
+    own), stored to output (img, channel c, p) at ``y[img*sn + c*sm + p]`` (and read from ``z``
+    there). ``weights_outer`` (deep layers, whose weights outgrow L2) puts the
     channel block outermost: each block's weights then stay cached while it sweeps the pixels."""
     mbs = wp.size // (ngroups * steps * MR)
     npx = nimg * pbs

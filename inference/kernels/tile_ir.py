@@ -214,7 +214,8 @@ def _masked_f32(builder, name: str, args: list):
 
 def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathered: bool = False):
     """A float32 tile that finishes its own outputs: an intrinsic
-    ``tile(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns, act)``.
+    ``tile(wp, w_off, cp, c_off, koff, steps, bias, b_off, rows, amin, amax, z, y, y_off, sm, seg, ns,
+    act)``.
 
     The sums are those of ``make_tile(mr, nv, "f32")``; then, still in registers, row r (< ``rows``)
     gets ``+ bias[b_off + r]`` (``+ z`` at the same place as its output when ``residual``), goes
@@ -222,10 +223,12 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
     ``seg[i] = (first lane, output offset, length)``, lanes [first, first + length) go to
     ``y[y_off + r*sm + offset + lane - first]`` as masked vector stores. ``act`` (an activation
     code of :mod:`~inference.kernels.activations`): NONE clamps to [amin, amax] (Relu, Clip or no
-    activation), SIGMOID and SILU compute theirs (:mod:`~inference.kernels.vmath_ir`; the bounds
-    unused). Why in the tile: a separate epilogue through a scratch tile cost ~120 cycles per 32
-    lanes, as much as the GEMM itself for short-K convolutions (an RGB stem has K = 27), and a
-    SiLU in a pass of its own read and wrote the whole output again.
+    activation); SILU computes x * sigmoid(x) and any other code sigmoid(x), the bounds unused
+    (:mod:`~inference.kernels.vmath_ir`; callers pass only these three, see
+    :func:`~inference.kernels.tile_lanes.tile_epilogue`). Why in the tile: a separate epilogue
+    through a scratch tile cost ~120 cycles per 32 lanes, as much as the GEMM itself for short-K
+    convolutions (an RGB stem has K = 27), and a SiLU in a pass of its own read and wrote the
+    whole output again.
 
     ``lanes="channels"`` is the channels-last variant: tile rows are pixels, read unpacked as rows
     of the (pixels, K) input (``rows_major`` steps of :func:`_k_loop`), lanes are output channels,

@@ -17,9 +17,10 @@ MobileNetV2's 3->32 stem on the NCHW tile plus the transpose after it took ~0.95
 than the NCHW tile: 0.80 against 0.56 ms, half the 64-lane tile idle at 32 outputs then, 8 x 48
 tiles now.) Also converted: elementwise ops between them (activations, same-shape
 Add/Sub/Mul/Div/Max/Min, or one operand a per-channel (N, C, 1, 1) gate); Concat, Split and
-``edgelearn::ChannelShuffle`` along the channels (axis 3 once converted); a Resize of the height and width alone (nearest or linear, constant scales or sizes,
-permuted to NHWC's order: the standard op on the channels-last tensor; a YOLO-style neck's
-upsampling had cut its CNN into regions too small to pay); and Max/Average pools, global ones included
+``edgelearn::ChannelShuffle`` along the channels (axis 3 once converted); a Resize of the height
+and width alone (nearest or linear, constant scales or sizes, permuted to NHWC's order: the
+standard op on the channels-last tensor; a YOLO-style neck's upsampling had cut its CNN into
+regions too small to pay); and Max/Average pools, global ones included
 (``edgelearn::MaxPoolNHWC``/``AveragePoolNHWC``, a global pool as one window over the map), when
 what they read is channels-last anyway. Nodes connected through NHWC tensors, or reading the same
 outside tensor, form one region. Transposes go only at a region's boundary: one into NHWC per
