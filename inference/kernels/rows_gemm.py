@@ -445,7 +445,7 @@ def _gemm_gathered(x, geo, p, koff, krow, kcount, bounds, wp, bias, z, has_z, am
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
 def _gathered_tile(x, wp, w0, koff, k, bias, b0, rows, amin, amax, z, has_z, y, y0, m, seg, roff, nv, act):
-    """The gathered tile of :data:`GATHERED` with ``nv`` vectors (4, 3, 5 or 2), with or without Z."""
+    """The gathered tile of :data:`GATHERED` with ``nv`` vectors (4, 3, 5, 2 or 1), with or without Z."""
     if nv == 4:
         if has_z:
             _g4z(x, 0, wp, w0, koff, k, bias, b0, rows, amin, amax, z, y, y0, m, seg, 1, act, roff)
