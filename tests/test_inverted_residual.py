@@ -23,19 +23,20 @@ RTOL, ATOL = 1e-4, 1e-5
 CLIP6 = dict(activation="Clip", alpha=0.0, beta=6.0)
 
 
-def _block(rng, n, h, w, cin, e, m, stride, residual, depthwise_act="Clip", pads=(1, 1, 1, 1)):
-    """Inputs and attributes of one block (``e`` None: no expansion)."""
+def _block(rng, n, h, w, cin, e, m, stride, residual, depthwise_act="Clip", pads=None, k=3):
+    """Inputs and attributes of one block (``e`` None: no expansion; ``k`` the depthwise's size)."""
     c = cin if e is None else e
+    pads = pads or (k // 2,) * 4
     arrays = dict(
         x=rng.standard_normal((n, h, w, cin)).astype(np.float32),
         w1=None if e is None else (rng.standard_normal((1, 1, cin, c)) / np.sqrt(cin)).astype(np.float32),
         b1=None if e is None else rng.standard_normal(c).astype(np.float32),
-        wd=(rng.standard_normal((3, 3, 1, c)) / 3).astype(np.float32), bd=rng.standard_normal(c).astype(np.float32),
+        wd=(rng.standard_normal((k, k, 1, c)) / k).astype(np.float32), bd=rng.standard_normal(c).astype(np.float32),
         w2=(rng.standard_normal((1, 1, c, m)) / np.sqrt(c)).astype(np.float32), b2=rng.standard_normal(m).astype(np.float32))
     attrs = dict(strides=[stride, stride], pads=list(pads), expand_activation="Clip", expand_alpha=0.0,
                  expand_beta=6.0, depthwise_activation=depthwise_act, depthwise_alpha=0.0, depthwise_beta=6.0)
-    oh = (h + pads[0] + pads[2] - 3) // stride + 1
-    ow = (w + pads[1] + pads[3] - 3) // stride + 1
+    oh = (h + pads[0] + pads[2] - k) // stride + 1
+    ow = (w + pads[1] + pads[3] - k) // stride + 1
     arrays["z"] = rng.standard_normal((n, oh, ow, m)).astype(np.float32) if residual else None
     return arrays, attrs
 
@@ -52,8 +53,9 @@ BLOCKS = {  # n, h, w, cin, expanded (None: none), m, stride, residual
 
 @pytest.mark.parametrize("case", BLOCKS)
 @pytest.mark.parametrize("constant", [True, False], ids=["packed", "fast"])
-def test_kernel_matches_the_stages_apart(case, constant, threads):
-    arrays, attrs = _block(np.random.default_rng(3), *BLOCKS[case])
+@pytest.mark.parametrize("k", [3, 5], ids=["3x3", "5x5"])
+def test_kernel_matches_the_stages_apart(case, constant, k, threads):
+    arrays, attrs = _block(np.random.default_rng(3), *BLOCKS[case], k=k)
     want = ir.inverted_residual_reference(**arrays, **attrs)
     got = ir._binder(ir.inverted_residual, constant)(**attrs)(*arrays.values())
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
@@ -64,8 +66,8 @@ def test_ring_wraps_around_and_bands_of_any_height(monkeypatch, band_bytes, thre
     """Small rings: expanded rows wrap around the ring's end mid-band; one-row bands."""
     monkeypatch.setattr(ir, "BAND_BYTES", band_bytes)
     monkeypatch.setattr(ir, "MIN_BAND_PIXELS", 1)
-    for stride in (1, 2):
-        arrays, attrs = _block(np.random.default_rng(stride), 2, 17, 6, 8, 24, 8, stride, stride == 1)
+    for stride, k in ((1, 3), (2, 3), (1, 5), (2, 5)):
+        arrays, attrs = _block(np.random.default_rng(stride), 2, 17, 6, 8, 24, 8, stride, stride == 1, k=k)
         got = ir._binder(ir.inverted_residual, True)(**attrs)(*arrays.values())
         np.testing.assert_allclose(got, ir.inverted_residual_reference(**arrays, **attrs), rtol=RTOL, atol=ATOL)
 
@@ -225,6 +227,26 @@ def test_exports_as_standard_onnx(channels_last):
     want = ort.InferenceSession(model_to_proto(_net()).SerializeToString(),
                                 providers=["CPUExecutionProvider"]).run(None, _feeds())[0]
     np.testing.assert_allclose(run_as_standard_onnx(model, _feeds())[0], want, rtol=RTOL, atol=ATOL)
+
+
+def test_efficientnet_lite0_blocks_fuse_with_their_5x5_ones(monkeypatch):
+    """Its 5x5 blocks too (they had stayed three convolutions each): all of them where the width
+    rule lets them, those on maps under MIN_5X5_WIDTH apart otherwise; the same outputs either way."""
+    from inference.passes import inverted_residual as fusion
+
+    proto = model_to_proto(zoo.efficientnet_lite0(size=64))
+    x = {"input": np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)}
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    counts = {}
+    for width in (1, fusion.MIN_5X5_WIDTH):
+        monkeypatch.setattr(fusion, "MIN_5X5_WIDTH", width)
+        on = Predictor(Config(model_path=proto))
+        blocks = [n for n in on.model.graph.nodes if n.op_type == ir.OP]
+        counts[width] = sorted(on.model.graph.type_of(n.inputs[3]).shape[0] for n in blocks)
+        np.testing.assert_allclose(on.run(x)["logits"], want, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(run_as_standard_onnx(on.model, x)[0], want, rtol=RTOL, atol=ATOL)
+    assert counts[1].count(5) == 9 and len(counts[1]) == 16  # every block, 9 of them 5x5
+    assert counts[fusion.MIN_5X5_WIDTH] == [3] * 7  # at 64x64 input no 5x5 block's map is 28 wide
 
 
 def test_mobilenet_v2_blocks_all_fuse():

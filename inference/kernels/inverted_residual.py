@@ -1,24 +1,25 @@
-"""``edgelearn::InvertedResidualNHWC``: a MobileNetV2 block (1x1 expansion, depthwise 3x3, 1x1
-projection, the residual) in one kernel, a band of output rows at a time.
+"""``edgelearn::InvertedResidualNHWC``: a MobileNetV2 block (1x1 expansion, depthwise 3x3 or 5x5,
+1x1 projection, the residual) in one kernel, a band of output rows at a time.
 
 Why: apart, each layer writes its whole output and the next reads it back. The expansion's output
 is the block's largest tensor (6x its input: 112x112x96 floats, 4.8 MB, in MobileNetV2's second
 block), which leaves the 2 MB L2 of this machine's cores. Here each band of rows is expanded into a
-ring of rows that stays in cache, the depthwise stencil reads three of them per output row into a
-band buffer, and the projection reads that and writes the block's output: the expansion and the
-depthwise outputs never reach memory. Rows a band shares with the next (the stencil's halo) stay in
-the ring: each row is expanded once per parallel run. One parallel region per block, not three.
-Measured on MobileNetV2's blocks against their layers apart (the same tiles and stencil, one
-thread, thread time, interleaved): 0.84-0.96x, the second block (16 -> 96 -> 24 on 112x112) 0.84x.
+ring of rows that stays in cache, the depthwise stencil reads three (or five) of them per output
+row into a band buffer, and the projection reads that and writes the block's output: the expansion
+and the depthwise outputs never reach memory. Rows a band shares with the next (the stencil's
+halo) stay in the ring: each row is expanded once per parallel run. One parallel region per block,
+not three. Measured on MobileNetV2's blocks against their layers apart (the same tiles and
+stencil, one thread, thread time, interleaved): 0.84-0.96x, the second block (16 -> 96 -> 24 on
+112x112) 0.84x.
 
 Inputs ``(X, W1, B1, Wd, Bd, W2, B2, Z)``: ``W1``/``B1`` the expansion's (HWIO (1, 1, C, E)), empty
-names for a block without one (MobileNetV2's first); ``Wd``/``Bd`` the depthwise's (HWIO (3, 3, 1,
-E)); ``W2``/``B2`` the projection's (1, 1, E, M); ``Z`` the residual (N, OH, OW, M), optional; any
-bias may be absent. Attributes: the depthwise's ``strides`` and ``pads``; each stage's epilogue
-(``expand_activation``/``_alpha``/``_beta``, ``depthwise_...``, and FusedConv's ``activation``,
-``alpha``, ``beta`` for the projection). The pass that makes it is
-:mod:`inference.passes.inverted_residual`; the reference kernel runs the three convolutions apart
-(the oracle), as does the standard-ONNX export.
+names for a block without one (MobileNetV2's first); ``Wd``/``Bd`` the depthwise's (HWIO (k, k, 1,
+E), k 3 or 5: EfficientNet's blocks have both); ``W2``/``B2`` the projection's (1, 1, E, M); ``Z``
+the residual (N, OH, OW, M), optional; any bias may be absent. Attributes: the depthwise's
+``strides`` and ``pads``; each stage's epilogue (``expand_activation``/``_alpha``/``_beta``,
+``depthwise_...``, and FusedConv's ``activation``, ``alpha``, ``beta`` for the projection). The
+pass that makes it is :mod:`inference.passes.inverted_residual`; the reference kernel runs the
+three convolutions apart (the oracle), as does the standard-ONNX export.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activation_code
-from inference.kernels.channels_last import depthwise3x3_row
+from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
 from inference.kernels._prepack import constant_weight, source
 from inference.kernels.conv import PACKED, handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
@@ -56,16 +57,21 @@ MIN_BAND_PIXELS = 64
 APART_RATIO = 1.8
 
 
-def _window(spatial, attrs: dict, where: str):
-    return conv_window(spatial, (3, 3), {"strides": attrs.get("strides"), "pads": attrs.get("pads")}, where)
+#: the depthwise kernels a block fuses (the stencils of :mod:`~inference.kernels.channels_last`)
+KERNELS = (3, 5)
+
+
+def _window(spatial, attrs: dict, where: str, kernel: tuple[int, int] = (3, 3)):
+    return conv_window(spatial, kernel, {"strides": attrs.get("strides"), "pads": attrs.get("pads")}, where)
 
 
 def _shape(node: Node, types: list) -> list:
-    x, w2 = types[0], types[5] if len(types) > 5 else None
+    x, wd, w2 = types[0], types[3] if len(types) > 3 else None, types[5] if len(types) > 5 else None
     if not isinstance(x, TensorType) or not isinstance(w2, TensorType) or x.rank != 4 or w2.rank != 4:
         return [None]
-    if all(isinstance(d, int) for d in x.shape[1:3]):
-        out = _window(x.shape[1:3], node.attrs, f"{OP} {node.label()}").out_shape
+    kernel = tuple(wd.shape[:2]) if isinstance(wd, TensorType) and wd.rank == 4 else None
+    if all(isinstance(d, int) for d in x.shape[1:3]) and kernel and all(isinstance(d, int) for d in kernel):
+        out = _window(x.shape[1:3], node.attrs, f"{OP} {node.label()}", kernel).out_shape
     else:
         out = (None, None)
     return [TensorType(x.elem_type, (x.shape[0],) + tuple(out) + (w2.shape[3],))]
@@ -91,8 +97,8 @@ def inverted_residual_reference(x, w1=None, b1=None, wd=None, bd=None, w2=None, 
     _required(wd, w2)
     _check(x.shape, None if w1 is None else w1.shape, wd.shape, w2.shape, None if z is None else z.shape)
     e = x if w1 is None else fused_conv_nhwc_reference(x, w1, b1, **stage_epilogue(epilogues, "expand_"))
-    d = fused_conv_nhwc_reference(e, wd, bd, group=wd.shape[3], kernel_shape=[3, 3], strides=strides, pads=pads,
-                                  **stage_epilogue(epilogues, "depthwise_"))
+    d = fused_conv_nhwc_reference(e, wd, bd, group=wd.shape[3], kernel_shape=list(wd.shape[:2]), strides=strides,
+                                  pads=pads, **stage_epilogue(epilogues, "depthwise_"))
     return fused_conv_nhwc_reference(d, w2, b2, z, **stage_epilogue(epilogues, ""))
 
 
@@ -106,10 +112,11 @@ def _check(x: tuple, w1: tuple | None, wd: tuple, w2: tuple, z: tuple | None) ->
     """The stages' shapes agree (a wrong feed named, not an index out of bounds)."""
     c = x[3] if len(x) == 4 else None
     e = c if w1 is None else (w1[3] if len(w1) == 4 and w1[:3] == (1, 1, c) else None)
-    if (len(x) != 4 or e is None or wd != (3, 3, 1, e) or len(w2) != 4 or w2[:3] != (1, 1, e)
-            or (z is not None and len(z) != 4)):
+    if (len(x) != 4 or e is None or wd not in [(k, k, 1, e) for k in KERNELS] or len(w2) != 4
+            or w2[:3] != (1, 1, e) or (z is not None and len(z) != 4)):
         raise KernelError(f"{OP}: shapes do not chain: X {x} (N, H, W, C), W1 {w1} (1, 1, C, E) or absent, "
-                          f"Wd {wd} (3, 3, 1, E), W2 {w2} (1, 1, E, M), Z {z} (N, OH, OW, M) or absent")
+                          f"Wd {wd} (k, k, 1, E) for k in {KERNELS}, W2 {w2} (1, 1, E, M), Z {z} (N, OH, OW, M) "
+                          f"or absent")
 
 
 # -- the kernel -------------------------------------------------------------------------------------------
@@ -133,11 +140,13 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
             p_wp, p_koff, p_bias, z, has_z, p_lim, y, ring, ring_flat, dbuf, dbuf_flat, e_tail, p_tail, zero, nchunks):
     """The block over ``nchunks`` parallel runs of consecutive (image, band) items; ``x`` flat and as
     ``x3`` (N, H, W*C). ``dims``: n, h, w, cin,
-    c (expanded channels), m, oh, ow, sh, sw, ph, pw, band, e_mr, e_nv, p_mr, p_nv, 0, 1. Per run: ``ring``
-    (slots, W*C) holds expanded row i in slot i % slots; ``dbuf`` (band, OW*C) the band's depthwise rows."""
+    c (expanded channels), m, oh, ow, sh, sw, ph, pw, band, e_mr, e_nv, p_mr, p_nv, 0, 1, k (the
+    depthwise kernel's size, one of :data:`KERNELS`). Per run: ``ring`` (slots, W*C) holds expanded
+    row i in slot i % slots; ``dbuf`` (band, OW*C) the band's depthwise rows."""
     n, h, w, cin, c, m, oh, ow, sh, sw, ph, pw, band, e_mr, e_nv, p_mr, p_nv = (
         dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7], dims[8], dims[9], dims[10],
         dims[11], dims[12], dims[13], dims[14], dims[15], dims[16])
+    k = dims[19]
     # 0, 1 and False as values, not literals: numba compiles a callee again for literal arguments (a
     # second _product with its six tiles, a second stencil row: ~4 s more of empty-cache compile)
     zero_i, one_i = dims[17], dims[18]
@@ -152,7 +161,7 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
             o1 = min(oh, o0 + band)
             if expand:
                 i0 = max(0, o0 * sh - ph)
-                i1 = min(h, (o1 - 1) * sh - ph + 3)
+                i1 = min(h, (o1 - 1) * sh - ph + k)
                 start = done if image == b and done > i0 else i0
                 while start < i1:  # expand the rows not in the ring yet, in runs of consecutive slots
                     s0 = start % slots
@@ -163,26 +172,36 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
                 image, done = b, i1
             for yl in range(o1 - o0):
                 iy = (o0 + yl) * sh - ph
-                if expand:
-                    r0 = ring[ch, iy % slots] if 0 <= iy < h else zero
-                    r1 = ring[ch, (iy + 1) % slots] if 0 <= iy + 1 < h else zero
-                    r2 = ring[ch, (iy + 2) % slots] if 0 <= iy + 2 < h else zero
+                r0 = _input_row(ring, x3, expand, ch, b, iy, slots, h, zero)
+                r1 = _input_row(ring, x3, expand, ch, b, iy + 1, slots, h, zero)
+                r2 = _input_row(ring, x3, expand, ch, b, iy + 2, slots, h, zero)
+                if k == 3:
+                    depthwise3x3_row(r0, r1, r2, d_wt, d_bias, dbuf[ch, yl], zero, no_z, c, sw, one_i, pw, d_code,
+                                     d_alpha, d_beta, d_lim[0], d_lim[1], d_finish)
                 else:
-                    r0 = x3[b, iy] if 0 <= iy < h else zero
-                    r1 = x3[b, iy + 1] if 0 <= iy + 1 < h else zero
-                    r2 = x3[b, iy + 2] if 0 <= iy + 2 < h else zero
-                depthwise3x3_row(r0, r1, r2, d_wt, d_bias, dbuf[ch, yl], zero, no_z, c, sw, one_i, pw, d_code, d_alpha,
-                                 d_beta, d_lim[0], d_lim[1], d_finish)
+                    r3 = _input_row(ring, x3, expand, ch, b, iy + 3, slots, h, zero)
+                    r4 = _input_row(ring, x3, expand, ch, b, iy + 4, slots, h, zero)
+                    depthwise5x5_row(r0, r1, r2, r3, r4, d_wt, d_bias, dbuf[ch, yl], zero, no_z, c, sw, one_i, pw,
+                                     d_code, d_alpha, d_beta, d_lim[0], d_lim[1], d_finish)
             _product(dbuf_flat[ch], zero_i, (o1 - o0) * ow, p_tail[ch], p_koff, p_wp, p_bias, z, has_z, p_lim[0],
                      p_lim[1], y, (b * oh + o0) * ow * m, m, p_mr, p_nv)
 
 
-def _band(oh: int, ow: int, sh: int, row_bytes: int) -> int:
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _input_row(ring, x3, expand, ch, b, iy, slots, h, zero):
+    """Input row ``iy`` of the depthwise stage: the expanded row in the ring, the block's input
+    row (no expansion), or zeros outside the image."""
+    if iy < 0 or iy >= h:
+        return zero
+    return ring[ch, iy % slots] if expand else x3[b, iy]
+
+
+def _band(oh: int, ow: int, sh: int, row_bytes: int, k: int = 3) -> int:
     """Output rows per band: as many as keep the ring of expanded rows within :data:`BAND_BYTES`, but
     at least :data:`MIN_BAND_PIXELS` outputs. Why the floor: each band's projection reads all its
     weights again, and a band of one 7-pixel row ran its 6-pixel tiles half empty: MobileNetV2's
     14x14 -> 7x7 block ran 1.12x slower fused than apart that way."""
-    fits = (BAND_BYTES // row_bytes - 3 + sh) // sh
+    fits = (BAND_BYTES // row_bytes - k + sh) // sh
     return max(1, min(oh, max(fits, -(-MIN_BAND_PIXELS // ow))))
 
 
@@ -225,15 +244,17 @@ class _Stage:
 
 
 def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: tuple, attrs: dict,
-                              constant_weights: bool, where: str = OP):
-    """The call ``(x, w1, b1, wd, bd, w2, b2, z) -> y`` for these shapes, everything that follows
-    from them settled once (the window, tiles, band, dims)."""
+                              constant_weights: bool, where: str = OP, kernel: tuple[int, int] = (3, 3)):
+    """The call ``(x, w1, b1, wd, bd, w2, b2, z) -> y`` for these shapes (``kernel``: the depthwise
+    weight's), everything that follows from them settled once (the window, tiles, band, dims)."""
     n, h, w, cin = x_shape
     c = cin if w1_shape is None else w1_shape[3]
     m = w2_shape[3]
-    win = _window((h, w), attrs, where)
-    if win.kernel != (3, 3) or win.dilations != (1, 1):
-        raise KernelError(f"{where}: a 3x3 depthwise with dilation 1 only, got {win.kernel}, {win.dilations}")
+    win = _window((h, w), attrs, where, kernel)
+    k = win.kernel[0]
+    if win.kernel[1] != k or k not in KERNELS or win.dilations != (1, 1):
+        raise KernelError(f"{where}: a square depthwise of size {KERNELS} with dilation 1 only, got {win.kernel}, "
+                          f"{win.dilations}")
     (oh, ow), (sh, sw), (ph, pw) = win.out_shape, win.strides, win.pads_begin
     expand = None if w1_shape is None else _Stage(cin, c, attrs, "expand_", where)
     project = _Stage(c, m, attrs, "", where)
@@ -243,8 +264,8 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     if not clamps:  # the activation in a pass over each row
         amin, amax = np.float32(-np.inf), np.float32(np.inf)
     d_lim = np.array([amin, amax], np.float32)
-    band = _band(oh, ow, sh, w * c * 4)
-    slots = (band - 1) * sh + 3
+    band = _band(oh, ow, sh, w * c * 4, k)
+    slots = (band - 1) * sh + k
     e_mr, e_nv = (expand.mr, expand.nv) if expand else (1, 1)
     dims_base = [n, h, w, cin, c, m, oh, ow, sh, sw, ph, pw]
     no_z = np.zeros(1, np.float32)
@@ -264,7 +285,7 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
             return apart[0](x, w1, b1, wd, bd, w2, b2, z)
         bnd = _even_band(band, oh, -(-threads // n))
         nchunks = max(1, min(n * -(-oh // bnd), threads))
-        dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv, 0, 1], np.int64)
+        dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv, 0, 1, k], np.int64)
         if expand is not None:
             e_wp, e_koff = expand.weight(w1, constant_weights)
             e_bias, e_lim = expand.bias(b1, constant_weights), expand.lim
@@ -309,7 +330,7 @@ def _stages_apart(x_shape: tuple, w1_shape: tuple | None, w2_shape: tuple, win, 
     pointwise = {"strides": None, "pads": None}
     expand = None if w1_shape is None else stage(x_shape, w1_shape, conv_window((h, w), w1_shape, pointwise, OP), 1,
                                                  "expand_")
-    depthwise = stage((n, h, w, c), (3, 3, 1, c), win, c, "depthwise_")
+    depthwise = stage((n, h, w, c), tuple(win.kernel) + (1, c), win, c, "depthwise_")
     project = stage((n, oh, ow, c), w2_shape, conv_window((oh, ow), w2_shape, pointwise, OP), 1, "")
 
     def run(x, w1, b1, wd, bd, w2, b2, z):
@@ -338,8 +359,9 @@ def _binder(fn, constant_weights: bool = False):
             call = calls.get(key)
             if call is None:
                 _check(*key)
-                call = prepare_inverted_residual(x.shape, key[1], w2.shape, attrs, constant_weights)
-                expected = (x.shape[0],) + _window(x.shape[1:3], attrs, OP).out_shape + (w2.shape[3],)
+                call = prepare_inverted_residual(x.shape, key[1], w2.shape, attrs, constant_weights,
+                                                 kernel=wd.shape[:2])
+                expected = (x.shape[0],) + _window(x.shape[1:3], attrs, OP, wd.shape[:2]).out_shape + (w2.shape[3],)
                 if key[4] is not None and key[4] != expected:
                     raise KernelError(f"{OP}: residual Z has shape {key[4]}, the output {expected}")
                 call = remember(calls, key, call)

@@ -1,10 +1,11 @@
-"""Fuse MobileNetV2's inverted residual blocks (1x1 expansion, depthwise 3x3, 1x1 projection and
-its residual) into one ``edgelearn::InvertedResidualNHWC``, which runs them a band of rows at a
-time with the expanded rows in cache (:mod:`inference.kernels.inverted_residual`: why and by how much).
+"""Fuse MobileNetV2's and EfficientNet's inverted residual blocks (1x1 expansion, depthwise 3x3 or
+5x5, 1x1 projection and its residual) into one ``edgelearn::InvertedResidualNHWC``, which runs
+them a band of rows at a time with the expanded rows in cache
+(:mod:`inference.kernels.inverted_residual`: why and by how much).
 
 Fused, after the layout pass: a ``FusedConvNHWC`` 1x1 projection (group 1, stride 1, no padding,
 clamp activation, residual or not) whose input is read only by it and comes from a depthwise 3x3
-``FusedConvNHWC`` (dilation 1, no residual, any activation), whose input in turn, when it is read
+or 5x5 ``FusedConvNHWC`` (dilation 1, no residual, any activation), whose input in turn, when it is read
 only by the depthwise and comes from a 1x1 expansion (group 1, stride 1, no padding, clamp
 activation, no residual), is that expansion's; else the block has none (MobileNetV2's first).
 Channels-last float32 inputs of known height and width, no ``input_order``, NHWC inputs only.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
-from inference.kernels.inverted_residual import OP, stage_epilogue
+from inference.kernels.inverted_residual import KERNELS, OP, stage_epilogue
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window, is_depthwise
 from inference.kernels.tile_lanes import clamp_epilogue
@@ -55,16 +56,24 @@ def _pointwise(g: Graph, n: Node) -> bool:
     return win.strides == (1, 1) and win.pads_begin == (0, 0) and win.out_shape == tuple(x.shape[1:3])
 
 
+#: a block with a 5x5 depthwise fuses where its output is at least this wide. Why: EfficientNet-Lite0's
+#: 5x5 blocks fused against apart (one thread, per-node medians in the model): 28x28 outputs
+#: 0.94-0.95x, 14x14 0.94-1.04x, 7x7 (1152 channels) 1.20-1.29x slower
+MIN_5X5_WIDTH = 28
+
+
 def _depthwise(g: Graph, n: Node) -> bool:
-    """A depthwise 3x3 (dilation 1) on a float32 NHWC input of known size, no residual."""
+    """A depthwise 3x3 or 5x5 (dilation 1) on a float32 NHWC input of known size, no residual."""
     w = _weight_shape(g, n)
     x = g.type_of(n.inputs[0])
-    if not _plain(n) or w is None or w[:2] != (3, 3) or _residual(n):
+    if not _plain(n) or w is None or w[:2] not in [(k, k) for k in KERNELS] or _residual(n):
         return False
     if not isinstance(x, TensorType) or x.rank != 4 or x.elem_type != 1 or not all(isinstance(d, int)
                                                                                    for d in x.shape[1:]):
         return False
-    conv_window(x.shape[1:3], w, n.attrs, n.label())  # an impossible window is named here, not at run time
+    win = conv_window(x.shape[1:3], w, n.attrs, n.label())  # an impossible window is named here, not at run time
+    if w[0] == 5 and win.out_shape[1] < MIN_5X5_WIDTH:
+        return False
     return is_depthwise(x.shape[3], w, int(n.attrs.get("group", 1)))
 
 
@@ -84,7 +93,7 @@ def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
     attrs = {"strides": dw.attrs.get("strides"), "pads": dw.attrs.get("pads")}
     if dw.attrs.get("auto_pad", "NOTSET") != "NOTSET":  # resolved to explicit pads: the op has no auto_pad
         x = g.type_of(dw.inputs[0])
-        win = conv_window(x.shape[1:3], (3, 3), dw.attrs, dw.label())
+        win = conv_window(x.shape[1:3], _weight_shape(g, dw)[:2], dw.attrs, dw.label())
         attrs["pads"] = list(win.pads_begin) + list(win.padded_end(tuple(x.shape[1:3])))
     for stage, n in (("expand_", expand), ("depthwise_", dw), ("", project)):
         if n is not None:
@@ -134,9 +143,9 @@ def _decompose(e, n: Node) -> None:
         x = e.fresh("expanded")
         decompose_node(e, Node(CONV, [arg(0), arg(1), arg(2)], [x], stage_epilogue(n.attrs, "expand_"), DOMAIN,
                                f"{n.name}/expand"))
-    c = e.g.initializers[arg(3)].shape[3]
+    kh, kw, _, c = e.g.initializers[arg(3)].shape
     d = e.fresh("depthwise")
-    dw = {"group": c, "kernel_shape": [3, 3], **{k: n.attrs[k] for k in ("strides", "pads") if k in n.attrs}}
+    dw = {"group": c, "kernel_shape": [kh, kw], **{k: n.attrs[k] for k in ("strides", "pads") if k in n.attrs}}
     decompose_node(e, Node(CONV, [x, arg(3), arg(4)], [d], {**dw, **stage_epilogue(n.attrs, "depthwise_")}, DOMAIN,
                            f"{n.name}/depthwise"))
     decompose_node(e, Node(CONV, [d, arg(5), arg(6), arg(7)], list(n.outputs), stage_epilogue(n.attrs, ""), DOMAIN,
