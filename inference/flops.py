@@ -38,7 +38,7 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
 
 def _inverted_residual_flops(graph: Graph, node: Node, out: tuple, batch: int) -> int | None:
     """The fused block's three convolutions: expansion over the input's pixels (if it has one),
-    depthwise 3x3 and projection over the output's."""
+    depthwise (3x3 or 5x5, its weight's taps) and projection over the output's."""
     x = graph.concrete_shape(node.inputs[0], batch)
     wd = graph.concrete_shape(node.inputs[3], batch)
     if x is None or wd is None:
@@ -46,7 +46,7 @@ def _inverted_residual_flops(graph: Graph, node: Node, out: tuple, batch: int) -
     expanded = wd[3]
     pixels_in, pixels_out = math.prod(x[:3]), math.prod(out[:3])
     expansion = pixels_in * x[3] * expanded if len(node.inputs) > 1 and node.inputs[1] else 0
-    return 2 * (expansion + pixels_out * expanded * 9 + pixels_out * expanded * out[3])
+    return 2 * (expansion + pixels_out * expanded * wd[0] * wd[1] + pixels_out * expanded * out[3])
 
 
 def model_flops(model: Model, batch: int = 1) -> tuple[int, int]:

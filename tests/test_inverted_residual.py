@@ -260,12 +260,17 @@ def test_mobilenet_v2_blocks_all_fuse():
     np.testing.assert_allclose(on.run(x)["logits"], off.run(x)["logits"], rtol=RTOL, atol=ATOL)
 
 
-def test_flops_and_batch_split_see_the_fused_blocks():
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_flops_and_batch_split_see_the_fused_blocks(name, monkeypatch):
+    """The fused blocks count the FLOPs of their stages (EfficientNet's 5x5 ones 25 taps, not 9)."""
     from inference.batch_split import check_batch_split
     from inference.flops import model_flops
+    from inference.passes import inverted_residual as fusion
 
-    proto = model_to_proto(zoo.mobilenet_v2(size=64))
+    monkeypatch.setattr(fusion, "MIN_5X5_WIDTH", 1)
+    proto = model_to_proto(zoo.ZOO[name](size=64))
     on = Predictor(Config(model_path=proto)).model
     off = Predictor(Config(model_path=proto, passes={"fuse_inverted_residual": False})).model
+    assert any(n.op_type == ir.OP for n in on.graph.nodes)
     assert model_flops(on, 4) == model_flops(off, 4) and model_flops(on, 4)[1] == 0
     assert check_batch_split(on.graph).ok
