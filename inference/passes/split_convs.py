@@ -39,6 +39,8 @@ def _sizes(g: Graph, split: Node, channels: int, opset: int) -> list[int] | None
             return None
         given = None if value is None else [int(v) for v in value.reshape(-1)]
     ragged = opset >= 18 and split.attrs.get("num_outputs") is not None
+    if opset >= 18 and given is None and not ragged:  # Split-18 needs one of them: left for its kernel to name
+        return None
     try:
         sizes = split_sizes(channels, None if given is None else list(given), len(split.outputs), ragged)
     except KernelError:  # an invalid Split is left for its kernel to name
