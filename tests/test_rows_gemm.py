@@ -9,7 +9,7 @@ import pytest
 
 from inference.kernels._jit import use_parallel_kernels
 from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed, fused_conv_nhwc_reference
-from inference.kernels.activations import SIGMOID, SILU, activate_row
+from inference.kernels.activations import HARD_SWISH, SIGMOID, SILU, activate_row
 from inference.kernels.rows_gemm import (GATHERED, MATRIX, NARROW, SLIM, WIDE, PreparedGemm, Rows, gemm_rows,
                                          padded_weight, tile_shape)
 
@@ -289,12 +289,13 @@ def test_a_prepared_gemm_keeps_what_follows_from_its_constant_weight_per_array(g
 
 @pytest.mark.parametrize("gathered,shape", [(False, s) for s in MATRIX] + [(True, s) for s in GATHERED],
                          ids=lambda v: v if isinstance(v, bool) else f"{v[0]}x{v[1] * 16}")
-@pytest.mark.parametrize("code", [SIGMOID, SILU], ids=["sigmoid", "silu"])
+@pytest.mark.parametrize("code", [SIGMOID, SILU, HARD_SWISH], ids=["sigmoid", "silu", "hardswish"])
 @pytest.mark.parametrize("residual", [False, True])
-def test_tiles_compute_sigmoid_and_silu_as_the_pass_does(gathered, shape, code, residual):
-    """The tile's own Sigmoid and SiLU (``act``, in registers, after bias and residual) give what the
-    unactivated tile followed by the vectorised pass gives, non-finite sums included: sigmoid(-inf)
-    = 0, SiLU(-inf) = NaN, a NaN stays NaN, large sums saturate without overflow."""
+def test_tiles_compute_their_activations_as_the_pass_does(gathered, shape, code, residual):
+    """The tile's own Sigmoid, SiLU and HardSwish (``act``, in registers, after bias and residual)
+    give what the unactivated tile followed by the vectorised pass gives, non-finite sums included:
+    sigmoid(-inf) = 0, SiLU(-inf) = HardSwish(-inf) = NaN, a NaN stays NaN, large sums saturate
+    without overflow."""
     rng = np.random.default_rng(code * 10 + shape[0])
     p, k, m = 45, 11, 37  # partial pixel blocks and panels
     a, w, b, z = _operands(rng, p, k, m, residual)

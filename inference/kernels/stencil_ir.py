@@ -13,7 +13,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from inference.kernels.tile_ir import LANES, _masked_f32, clamp_keeping_nan, counted_loop, splat
+from inference.kernels.tile_ir import LANES, _masked_f32, counted_loop, splat
+from inference.kernels.vmath_ir import clamp_keeping_nan
 
 _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
 

@@ -16,8 +16,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from inference.kernels.activations import NONE, SILU
-from inference.kernels.vmath_ir import sigmoid
+from inference.kernels.activations import HARD_SWISH, NONE, SILU
+from inference.kernels.vmath_ir import clamp_keeping_nan, hard_swish, sigmoid
 
 LANES = 16
 PREFETCH_STEPS = 16  # see :func:`_k_loop`
@@ -38,15 +38,6 @@ def splat(builder, value, vty: ir.VectorType):
     undef = ir.Constant(vty, ir.Undefined)
     lanes0 = ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count)
     return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_I32, 0)), undef, lanes0)
-
-
-def clamp_keeping_nan(builder, v, lo, hi):
-    """``min(max(v, lo), hi)`` lane by lane with a NaN lane left NaN, as the reference's Relu and
-    Clip (numpy) and onnxruntime's fused convolutions give: ordered compares, which a NaN fails.
-    ``llvm.maxnum``/``minnum`` return the other operand for a NaN, so a NaN sum came out as ``lo``
-    (0 after a Relu, -inf with no activation). On x86 each select is one max or min instruction."""
-    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
-    return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
 
 
 def carried_loop(builder, lo, hi, name: str, initial: list):
@@ -223,8 +214,9 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
     ``seg[i] = (first lane, output offset, length)``, lanes [first, first + length) go to
     ``y[y_off + r*sm + offset + lane - first]`` as masked vector stores. ``act`` (an activation
     code of :mod:`~inference.kernels.activations`): NONE clamps to [amin, amax] (Relu, Clip or no
-    activation); SILU computes x * sigmoid(x) and any other code sigmoid(x), the bounds unused
-    (:mod:`~inference.kernels.vmath_ir`; callers pass only these three, see
+    activation); HARD_SWISH computes x * clamp(x / 6 + 1/2, 0, 1), SILU x * sigmoid(x) and any other
+    code sigmoid(x), the bounds unused (:mod:`~inference.kernels.vmath_ir`; callers pass only these
+    four, see
     :func:`~inference.kernels.tile_lanes.tile_epilogue`). Why in the tile: a separate epilogue
     through a scratch tile cost ~120 cycles per 32 lanes, as much as the GEMM itself for short-K
     convolutions (an RGB stem has K = 27), and a SiLU in a pass of its own read and wrote the
@@ -299,7 +291,11 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
             with clamped:
                 store(lambda v: clamp_keeping_nan(builder, v, lo, hi))
             with computed:
-                store(lambda v: sigmoid(builder, v, times_x))
+                with builder.if_else(builder.icmp_signed("==", act, const(HARD_SWISH))) as (hard, smooth):
+                    with hard:
+                        store(lambda v: hard_swish(builder, v))
+                    with smooth:
+                        store(lambda v: sigmoid(builder, v, times_x))
         return context.get_dummy_value()
 
     if gathered:

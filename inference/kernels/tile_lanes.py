@@ -25,8 +25,8 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from inference.kernels.activations import CLIP, NONE, RELU, SIGMOID, SILU, activate
-from inference.kernels.tile_ir import clamp_keeping_nan
+from inference.kernels.activations import CLIP, HARD_SWISH, NONE, RELU, SIGMOID, SILU, activate
+from inference.kernels.vmath_ir import clamp_keeping_nan
 
 NL = 32  # lanes: one pixel block of the GEMM tile
 _I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -198,10 +198,11 @@ def clamp_epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float
 @functools.lru_cache(maxsize=64)
 def tile_epilogue(code: int, alpha: float, beta: float) -> tuple[bool, np.float32, np.float32, int]:
     """What the float tile of :func:`~inference.kernels.tile_ir.make_out_tile` does of the activation
-    ``code``: whether all of it, its clamp bounds and its ``act`` argument. Sigmoid and SiLU are
-    computed in the tile (its registers; no clamp), the clamps as :func:`clamp_epilogue` says; the
-    rest (Gelu, HardSwish ...) run in a pass of their own after an unclamped tile."""
-    if code in (SIGMOID, SILU):
+    ``code``: whether all of it, its clamp bounds and its ``act`` argument. Sigmoid, SiLU and
+    HardSwish are computed in the tile (its registers; no clamp), the clamps as
+    :func:`clamp_epilogue` says; the rest (Gelu, HardSigmoid, LeakyRelu ...) run in a pass of their
+    own after an unclamped tile."""
+    if code in (SIGMOID, SILU, HARD_SWISH):
         inf = np.float32(np.inf)
         return True, -inf, inf, code
     return clamp_epilogue(code, alpha, beta) + (NONE,)

@@ -1,5 +1,5 @@
-"""exp and the logistic sigmoid on LLVM float32 vectors: :mod:`~inference.kernels.vmath`'s forms
-for the register tile's epilogue.
+"""exp, the logistic sigmoid, HardSwish and a NaN-keeping clamp on LLVM float32 vectors: the
+register tile's epilogue activations (:mod:`~inference.kernels.vmath`'s forms for the smooth ones).
 
 Why: a SiLU or Sigmoid after a convolution ran as a second pass over the whole output
 (``activate_row``), which at large maps meant reading and writing it again from L2 or L3: a
@@ -9,6 +9,7 @@ the epilogue the values are still in registers. The arithmetic is vmath's, opera
 """
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba.core import cgutils
 
@@ -19,6 +20,7 @@ _F32, _I32 = ir.FloatType(), ir.IntType(32)
 _EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
              5.0000001201e-1)
 _EXP_FLOOR = -87.0  # below it float32's exp leaves the normal range
+_SIXTH = float(np.float32(1.0 / 6.0))  # HardSwish's slope as activate's float32 constant
 
 
 def _vec_const(vty: ir.VectorType, value: float):
@@ -28,6 +30,24 @@ def _vec_const(vty: ir.VectorType, value: float):
 def _intrinsic(builder, name: str, vty: ir.VectorType, nargs: int):
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * nargs),
                                           f"llvm.{name}.v{vty.count}f32")
+
+
+def clamp_keeping_nan(builder, v, lo, hi):
+    """``min(max(v, lo), hi)`` lane by lane with a NaN lane left NaN, as the reference's Relu and
+    Clip (numpy) and onnxruntime's fused convolutions give: ordered compares, which a NaN fails.
+    ``llvm.maxnum``/``minnum`` return the other operand for a NaN, so a NaN sum came out as ``lo``
+    (0 after a Relu, -inf with no activation). On x86 each select is one max or min instruction."""
+    v = builder.select(builder.fcmp_ordered("<", v, lo), lo, v)
+    return builder.select(builder.fcmp_ordered(">", v, hi), hi, v)
+
+
+def hard_swish(builder, x):
+    """``x * clamp(x / 6 + 1/2, 0, 1)`` in float32 as :func:`~inference.kernels.activations.activate`
+    computes it (a multiply, then an add: no fused multiply-add), NaN kept; -inf gives NaN (-inf * 0),
+    as the reference's does."""
+    vty = x.type
+    t = builder.fadd(builder.fmul(x, _vec_const(vty, _SIXTH)), _vec_const(vty, 0.5))
+    return builder.fmul(x, clamp_keeping_nan(builder, t, ir.Constant(vty, None), _vec_const(vty, 1.0)))
 
 
 def exp_nonpositive(builder, x):
