@@ -316,4 +316,8 @@ def test_tiles_compute_their_activations_as_the_pass_does(gathered, shape, code,
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     finite = np.isfinite(want)
-    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-30)
+    # HardSwish: a fresh compile of the pass (in CI, not in another build) fused x/6 + 1/2 into one
+    # multiply-add, the tile rounds twice; near x = -3 the result is tiny and the two differ by
+    # ~4e-8 (|x| times an ulp of x/6 + 1/2)
+    atol = 3e-7 if code == HARD_SWISH else 1e-30
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=atol)

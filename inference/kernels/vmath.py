@@ -21,6 +21,11 @@ import numpy as np
 
 _LOG2E = np.float32(1.4426950408889634)
 _C1, _C2 = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 in two parts (Cody-Waite)
+#: Cephes expf's polynomial in the reduced argument, highest degree first (also the tile's, vmath_ir)
+EXP_POLY = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+            np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+#: below it float32's exp leaves the normal range: arguments clamp here, sigmoid is 0 past its negative
+EXP_FLOOR = np.float32(-87.0)
 _SQRT_HALF = np.float32(1.0 / math.sqrt(2.0))
 _P = np.float32(0.3275911)
 _A1, _A2, _A3 = np.float32(0.254829592), np.float32(-0.284496736), np.float32(1.421413741)
@@ -37,15 +42,15 @@ def exp_shifted(src, shift, dst, bits):
     arguments (``-inf - -inf`` in a fully masked row) give NaN, as exp does."""
     for k in range(src.size):
         x = src[k] - shift
-        x = np.float32(-87.0) if x < np.float32(-87.0) else x  # this order keeps a NaN
+        x = EXP_FLOOR if x < EXP_FLOOR else x  # this order keeps a NaN
         t = np.rint(x * _LOG2E)
         r = x - t * _C1 - t * _C2
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
+        p = EXP_POLY[0]
+        p = p * r + EXP_POLY[1]
+        p = p * r + EXP_POLY[2]
+        p = p * r + EXP_POLY[3]
+        p = p * r + EXP_POLY[4]
+        p = p * r + EXP_POLY[5]
         dst[k] = p * r * r + r + np.float32(1.0)
         bits[k] = (np.int32(t) + np.int32(127)) << np.int32(23)
     two_n = bits.view(np.float32)
@@ -102,6 +107,6 @@ def sigmoid_row(row, times_x):
         exp_shifted(e, np.float32(0.0), e, bits)
         for k in range(m):
             x = seg[k]
-            ek = np.float32(0.0) if abs(x) > np.float32(87.0) else e[k]  # this order keeps a NaN
+            ek = np.float32(0.0) if abs(x) > -EXP_FLOOR else e[k]  # this order keeps a NaN
             s = (one if x >= 0 else ek) / (one + ek)
             seg[k] = x * s if times_x else s

@@ -16,10 +16,7 @@ from numba.core import cgutils
 from inference.kernels import vmath
 
 _F32, _I32 = ir.FloatType(), ir.IntType(32)
-#: Cephes expf's polynomial, highest degree first (vmath.exp_shifted's)
-_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-             5.0000001201e-1)
-_EXP_FLOOR = -87.0  # below it float32's exp leaves the normal range
+_EXP_FLOOR = float(vmath.EXP_FLOOR)
 _SIXTH = float(np.float32(1.0 / 6.0))  # HardSwish's slope as activate's float32 constant
 
 
@@ -60,8 +57,8 @@ def exp_nonpositive(builder, x):
     t = builder.call(_intrinsic(builder, "rint", vty, 1), [builder.fmul(x, c(vmath._LOG2E))])
     r = builder.call(fma, [builder.fneg(t), c(vmath._C1), x])  # x - t ln2, in two parts
     r = builder.call(fma, [builder.fneg(t), c(vmath._C2), r])
-    p = c(_EXP_POLY[0])
-    for coef in _EXP_POLY[1:]:
+    p = c(vmath.EXP_POLY[0])
+    for coef in vmath.EXP_POLY[1:]:
         p = builder.call(fma, [p, r, c(coef)])
     e = builder.fadd(builder.call(fma, [builder.fmul(p, r), r, r]), c(1.0))  # p r^2 + r + 1
     ity = ir.VectorType(_I32, vty.count)
