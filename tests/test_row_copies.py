@@ -50,6 +50,18 @@ def test_binary_ops_equal_numpy(op, fn, threads):
     np.testing.assert_array_equal(kernel(a.astype(np.float64), b), fn(a.astype(np.float64), b))
 
 
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+def test_gated_binary_ops_equal_numpy(op, fn, threads):
+    """A channels-last map and its per-channel gate (N, 1, 1, C), in either order."""
+    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    x, g = _f32(2, 14, 14, 96), _f32(2, 1, 1, 96)
+    g[0, 0, 0, :2] = [np.nan, np.inf]
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(kernel(x, g), fn(x, g))
+        np.testing.assert_array_equal(kernel(g, x), fn(g, x))
+        np.testing.assert_array_equal(kernel(x, g[:, :, :, :1]), fn(x, g[:, :, :, :1]))  # not a gate: numpy's
+
+
 @pytest.mark.parametrize("scales", [(1, 2, 2, 1), (1, 3, 1, 1), (1, 0.5, 1.5, 1)], ids=str)
 def test_channels_last_upsampling_equals_numpy_take(scales, threads):
     x = _f32(2, 9, 7, 33)
