@@ -8,6 +8,7 @@ import pytest
 
 from inference import Config, Predictor, zoo
 from inference.builder import GraphBuilder
+from inference.errors import KernelError
 from inference.onnx_export import model_to_proto
 from inference.passes import optimize
 from inference.session import Session
@@ -78,3 +79,17 @@ def test_other_splits_stay(case):
     assert "split_conv_outputs" not in optimize(model)
     assert "Split" in [n.op_type for n in model.graph.nodes]
     np.testing.assert_allclose(Session(model).run(x)[0], want, rtol=RTOL, atol=ATOL)
+
+
+def test_an_invalid_split18_is_left_for_its_kernel_to_name():
+    """Both the sizes and num_outputs: the pass leaves it, and the run names the problem."""
+    b = GraphBuilder("bad_split", opset=18)
+    x = b.input("x", np.float32, [1, 4, 3, 3])
+    h = b.op("Conv", x, b.const(RNG.standard_normal((8, 4, 1, 1)).astype(np.float32)))
+    b.op("Split", h, b.const(np.array([4, 4], np.int64)), axis=1, num_outputs=2, outputs=["p", "q"])
+    b.output("p", np.float32, [1, 4, 3, 3])
+    b.output("q", np.float32, [1, 4, 3, 3])
+    model = b.build()
+    assert "split_conv_outputs" not in optimize(model)
+    with pytest.raises(KernelError, match="either the split input or the num_outputs"):
+        Session(model).run({"x": RNG.standard_normal((1, 4, 3, 3)).astype(np.float32)})

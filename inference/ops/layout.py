@@ -59,14 +59,20 @@ def split_v13(x, split=None, *, axis=0, ctx):
     return _split(x, int_list(split), axis, ctx.num_outputs)
 
 
+def check_split18(has_split: bool, num_outputs: int | None, outputs: int) -> None:
+    """Split-18 takes its sizes from exactly one of the ``split`` input and ``num_outputs``, which
+    must then count the node's outputs (also what a graph pass checks before it rewrites one)."""
+    if has_split and num_outputs is not None:
+        raise KernelError("Split: give either the split input or the num_outputs attribute, not both")
+    if not has_split and num_outputs is None:
+        raise KernelError("Split: needs the split input or the num_outputs attribute")
+    if num_outputs is not None and num_outputs != outputs:
+        raise KernelError(f"Split: num_outputs={num_outputs} but the node has {outputs} outputs")
+
+
 @register("Split", since=18)
 def split_v18(x, split=None, *, axis=0, num_outputs=None, ctx):
-    if split is not None and num_outputs is not None:
-        raise KernelError("Split: give either the split input or the num_outputs attribute, not both")
-    if split is None and num_outputs is None:
-        raise KernelError("Split: needs the split input or the num_outputs attribute")
-    if num_outputs is not None and num_outputs != ctx.num_outputs:
-        raise KernelError(f"Split: num_outputs={num_outputs} but the node has {ctx.num_outputs} outputs")
+    check_split18(split is not None, num_outputs, ctx.num_outputs)
     return _split(x, int_list(split), axis, num_outputs, ragged=True)
 
 

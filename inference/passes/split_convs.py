@@ -21,6 +21,7 @@ from inference.errors import KernelError
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.fused import DOMAIN
 from inference.ops._axes import split_sizes
+from inference.ops.layout import check_split18
 from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name, single_reader
 
 _CONVS = (("", "Conv"), (DOMAIN, "FusedConv"))
@@ -38,11 +39,12 @@ def _sizes(g: Graph, split: Node, channels: int, opset: int) -> list[int] | None
         if given_name and value is None:
             return None
         given = None if value is None else [int(v) for v in value.reshape(-1)]
-    ragged = opset >= 18 and split.attrs.get("num_outputs") is not None
-    if opset >= 18 and given is None and not ragged:  # Split-18 needs one of them: left for its kernel to name
-        return None
+    num_outputs = split.attrs.get("num_outputs") if opset >= 18 else None
     try:
-        sizes = split_sizes(channels, None if given is None else list(given), len(split.outputs), ragged)
+        if opset >= 18:
+            check_split18(given is not None, num_outputs, len(split.outputs))
+        sizes = split_sizes(channels, None if given is None else list(given), len(split.outputs),
+                            num_outputs is not None)
     except KernelError:  # an invalid Split is left for its kernel to name
         return None
     return sizes if all(s > 0 for s in sizes) else None
