@@ -109,9 +109,9 @@ def test_stages_apart_path_at_two_threads(monkeypatch, ratio, apart):
 
 
 def test_bands():
-    assert ir._band(112, 112, 2, 112 * 96 * 4) == 2  # 5 rows of 43 KB in a 256 KB ring
-    assert ir._band(7, 7, 2, 14 * 576 * 4) == 7  # at least 64 outputs: the whole 7x7 map
-    assert ir._band(40, 5, 1, 1 << 30) == 13  # no row fits the ring: still 64 outputs a band
+    assert ir._band(112, 112, 2, 112 * 96 * 4, 3) == 2  # 5 rows of 43 KB in a 256 KB ring
+    assert ir._band(7, 7, 2, 14 * 576 * 4, 3) == 7  # at least 64 outputs: the whole 7x7 map
+    assert ir._band(40, 5, 1, 1 << 30, 3) == 13  # no row fits the ring: still 64 outputs a band
     assert ir._even_band(10, 28, 2) == 7  # 3 bands of 10 -> 4 of 7: two equal runs of rows
     assert ir._even_band(14, 14, 2) == 7 and ir._even_band(7, 14, 1) == 7
 

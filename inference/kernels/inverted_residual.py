@@ -61,7 +61,7 @@ APART_RATIO = 1.8
 KERNELS = (3, 5)
 
 
-def _window(spatial, attrs: dict, where: str, kernel: tuple[int, int] = (3, 3)):
+def _window(spatial, attrs: dict, where: str, kernel: tuple[int, int]):
     return conv_window(spatial, kernel, {"strides": attrs.get("strides"), "pads": attrs.get("pads")}, where)
 
 
@@ -196,7 +196,7 @@ def _input_row(ring, x3, expand, ch, b, iy, slots, h, zero):
     return ring[ch, iy % slots] if expand else x3[b, iy]
 
 
-def _band(oh: int, ow: int, sh: int, row_bytes: int, k: int = 3) -> int:
+def _band(oh: int, ow: int, sh: int, row_bytes: int, k: int) -> int:
     """Output rows per band: as many as keep the ring of expanded rows within :data:`BAND_BYTES`, but
     at least :data:`MIN_BAND_PIXELS` outputs. Why the floor: each band's projection reads all its
     weights again, and a band of one 7-pixel row ran its 6-pixel tiles half empty: MobileNetV2's
@@ -244,7 +244,7 @@ class _Stage:
 
 
 def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: tuple, attrs: dict,
-                              constant_weights: bool, where: str = OP, kernel: tuple[int, int] = (3, 3)):
+                              constant_weights: bool, kernel: tuple[int, int], where: str = OP):
     """The call ``(x, w1, b1, wd, bd, w2, b2, z) -> y`` for these shapes (``kernel``: the depthwise
     weight's), everything that follows from them settled once (the window, tiles, band, dims)."""
     n, h, w, cin = x_shape
@@ -359,8 +359,7 @@ def _binder(fn, constant_weights: bool = False):
             call = calls.get(key)
             if call is None:
                 _check(*key)
-                call = prepare_inverted_residual(x.shape, key[1], w2.shape, attrs, constant_weights,
-                                                 kernel=wd.shape[:2])
+                call = prepare_inverted_residual(x.shape, key[1], w2.shape, attrs, constant_weights, wd.shape[:2])
                 expected = (x.shape[0],) + _window(x.shape[1:3], attrs, OP, wd.shape[:2]).out_shape + (w2.shape[3],)
                 if key[4] is not None and key[4] != expected:
                     raise KernelError(f"{OP}: residual Z has shape {key[4]}, the output {expected}")
