@@ -19,7 +19,9 @@ class Config:
     ``model_path`` takes a file path, the model's bytes, or an ``onnx.ModelProto``.
     ``optimize_graph`` / ``fusion`` switch the graph passes of ``inference.passes`` (each pass also
     has its own switch in ``passes``); ``memory_optimization`` frees every intermediate right after
-    its last reader (off: all stay alive, for debugging); ``num_threads`` caps
+    its last reader (off: all stay alive, for debugging); ``memory_arena`` (with it) places the
+    intermediates in one preallocated block at the memory plan's offsets (``inference.arena``; off:
+    numpy allocates each); ``num_threads`` caps
     the BLAS and numba thread pools together (None: leave the libraries' defaults);
     ``cpu_affinity`` pins the process to those cores (Linux), e.g. the big cores of a big.LITTLE SoC.
     ``batch_split``: with ``num_threads`` > 1, a batch of at least ``min_rows_per_thread`` rows per
@@ -49,6 +51,7 @@ class Config:
     optimize_graph: bool = True
     fusion: bool = True
     memory_optimization: bool = True
+    memory_arena: bool = True
     num_threads: int | None = None
     cpu_affinity: list[int] | None = None
     passes: dict[str, bool] = field(default_factory=dict)

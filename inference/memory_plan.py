@@ -22,6 +22,10 @@ ALIGN = 64  # bytes: cache-line aligned offsets
 IN_PLACE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Add", "Sub", "Mul", "Div", "Neg", "Exp",
                 "Log", "Sqrt", "Abs", "Erf", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Gelu",
                 "Identity", "Dropout", "BatchNormalization", "Sum", "Max", "Min"}
+#: ops whose kernels may return a view of their first input (a reshape, slice, split, broadcast):
+#: planned for an arena (``views=True``), their outputs live in that input's block
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose", "Slice",
+                      "Split", "Expand", "Cast", "CastLike", "Optional", "OptionalGetElement"})
 
 
 @dataclass
@@ -60,13 +64,27 @@ def _nbytes(graph: Graph, name: str, batch: int) -> int | None:
     return int(math.prod(dims)) * np.dtype(graph.type_of(name).dtype).itemsize
 
 
-def plan_memory(session: Session, batch: int = 1, in_place: bool = True) -> MemoryPlan:
-    """Plan the arena of ``session``'s intermediates, symbolic dims taken as ``batch``."""
+def plan_memory(session: Session, batch: int = 1, in_place: bool = True, views: bool = False) -> MemoryPlan:
+    """Plan the arena of ``session``'s intermediates, symbolic dims taken as ``batch``.
+
+    ``views``: the outputs of :data:`VIEW_OPS` take no room of their own but keep their first
+    input's block alive as long as they are read (an arena a run writes into needs this: a view
+    of a freed block would read what the next tenant wrote); a block one of whose views is a graph
+    output is left out of the arena."""
     graph = session.graph
     keep = set(graph.output_names) | set(graph.initializers) | set(graph.input_names)
     plan = MemoryPlan()
+    escaping: set[str] = set()  # blocks a graph output views
     for i, step in enumerate(session.steps):
-        for name in step.node.outputs:
+        node = step.node
+        base = node.inputs[0] if views and node.op_type in VIEW_OPS and node.inputs else ""
+        for name in node.outputs:
+            if base in plan.buffers:
+                if name in keep:
+                    escaping.add(_root(plan, base).name)
+                elif name:
+                    plan.buffers[name] = Buffer(name, 0, i, i, shares_with=base)
+                continue
             if not name or name in keep:
                 continue
             size = _nbytes(graph, name, batch)
@@ -74,9 +92,11 @@ def plan_memory(session: Session, batch: int = 1, in_place: bool = True) -> Memo
                 plan.unknown.append(name)
                 continue
             plan.buffers[name] = Buffer(name, size, i, i)
-        for name in step.node.inputs:
+        for name in node.inputs:
             if name in plan.buffers:
                 plan.buffers[name].last = i
+    if escaping:
+        plan.buffers = {n: b for n, b in plan.buffers.items() if _root(plan, n).name not in escaping}
     if in_place:
         _mark_in_place(session, plan)
     _assign_offsets(plan)

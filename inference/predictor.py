@@ -141,7 +141,12 @@ class Predictor:
         return twin
 
     def _new_session(self, model: Model) -> Session:
-        return Session(model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)
+        session = Session(model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)
+        if self.config.memory_arena:
+            from inference.arena import arenas_for
+
+            session.arenas = arenas_for(session)
+        return session
 
     def _batch_plan(self, config: Config, model: Model, session: Session
                     ) -> tuple[SplitCheck | None, int, SplitRunner | None]:

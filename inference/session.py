@@ -19,6 +19,7 @@ import numpy as np
 
 from inference.errors import EdgelearnError, InputError, KernelError, ShapeInferenceError, UnsupportedOpError
 from inference.ir import Graph, Model, Node, TensorType, outer_names
+from inference.kernels.arena_slot import arm, close_workspace, open_workspace, taken
 from inference.ops.registry import KernelContext, KernelEntry, lookup
 
 DEFAULT_KINDS = ("fast", "reference")
@@ -67,7 +68,10 @@ class Session:
         self._subsessions: dict[int, Session] = {}
         self._outer = frozenset(outer_scope)
         self.steps = self._plan()
+        self._no_slots = (None,) * len(self.steps)
         self.profiler: Profiler | None = None  # per-op timing hook (``edgelearn bench``'s trace)
+        #: where the intermediates go (``inference.arena.Arenas``); None: numpy allocates each
+        self.arenas: Any = None
 
     # -- planning ---------------------------------------------------------------------------
     def _plan(self) -> list[Step]:
@@ -120,12 +124,20 @@ class Session:
         for ctx in self._contexts:
             ctx.outer = env
         profiler = self.profiler
+        arenas = self.arenas
+        slots = arenas.acquire(feeds) if arenas is not None else None
+        if slots is not None:
+            open_workspace(arenas.workspace)
         step = None
         try:
-            for step in self.steps:
+            for step, slot in zip(self.steps, self._no_slots if slots is None else slots):
                 if profiler is not None:
                     start = time.perf_counter()
-                result = step.call(*[env[name] for name in step.inputs])
+                if slot is None:
+                    result = step.call(*[env[name] for name in step.inputs])
+                else:  # the arena's region for this output (or NOTHING); what views it unplanned is copied
+                    arm(slot)
+                    result = arenas.owned(step.call(*[env[name] for name in step.inputs]), taken())
                 if step.single and type(result) is np.ndarray:
                     local[step.outputs[0]] = result
                 else:
@@ -138,6 +150,10 @@ class Session:
             if step is None:
                 raise
             _reraise_for_step(step, env, e)
+        finally:
+            if slots is not None:
+                arm(None)
+                arenas.release(close_workspace())
         del local[""]
         try:
             return [env[n] for n in output_names or self._output_names]

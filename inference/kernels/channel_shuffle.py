@@ -19,6 +19,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.kernels.fused import DOMAIN
 from inference.ops.registry import register
 from inference.schema import FormalParam, OpSchema, register_schema
@@ -79,6 +80,6 @@ def channel_shuffle(x, *, axis=1, group):
     pre, g, cg, post = _split(x, axis, group)
     if post != 1 or x.dtype != np.float32:
         return channel_shuffle_reference(x, axis=axis, group=group)
-    y = np.empty(x.shape, np.float32)
+    y = new_output(x.shape)
     shuffle_last_axis(np.ascontiguousarray(x).reshape(pre, g * cg), g, y.reshape(pre, g * cg))
     return y

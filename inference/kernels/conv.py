@@ -22,6 +22,7 @@ from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._applies import constant_float32_weight
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
+from inference.kernels.arena_slot import new_output
 from inference.kernels.channels_last import depthwise_nhwc_kernel, valid_range
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
 from inference.kernels.tile_plan import ConvPlan
@@ -214,7 +215,7 @@ def _depthwise_flat_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np
     plan = conv_f32.plan_for((n, 1, h, wd), (1, 1, kh, kw), 1, win)
     xi = np.empty((n, c, plan.plane), np.float32)
     conv_f32.pad_phases(x, 0, c, 1, plan.ph, plan.pw, plan.wrow, xi)
-    y = np.empty((n, c, plan.oh, plan.ow), np.float32)
+    y = new_output((n, c, plan.oh, plan.ow))
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
     depthwise_flat(xi.reshape(-1), c, plan.plane, plan.koff, as_f32(w, (c, kh * kw)), bias, zz, z is not None,
                    plan.nflat, plan.wrow, y, code, alpha, beta, parallel_chunks(n * c))
@@ -297,10 +298,10 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
             return _depthwise_flat_planes(x, w, bias, z, win, code, alpha, beta)
         if kind == "channels_last":
             return _depthwise_channels_last(x, w, bias, z, win, code, alpha, beta, keep_packing)
-        y = np.empty((n, m, oh, ow), np.float32)
+        y = new_output((n, m, oh, ow))
         depthwise3x3(x, as_f32(w, (m, kh, kw)), bias, zz, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
         return y
-    y = np.empty((n, m, oh * ow), np.float32)
+    y = new_output((n, m, oh * ow))
     mg, kk = m // group, cg * kh * kw
     wm = as_f32(w, (group, mg, kk))
     pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd)
@@ -327,7 +328,7 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndar
     n, m = x.shape[0], w.shape[0]
     oh, ow = win.out_shape
     (dh, dw), (ph, pw) = win.dilations, win.pads_begin
-    y = np.empty((n, m, oh, ow), np.float32)
+    y = new_output((n, m, oh, ow))
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
     direct_conv3x3(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(w, dtype=np.float32),
                    as_f32(b, (m,)), zz, z is not None, dh, dw, ph, pw, y, code, alpha, beta)

@@ -37,6 +37,7 @@ import numpy as np
 from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NONE, activate_row
+from inference.kernels.arena_slot import new_output
 from inference.kernels.tile_ir import make_out_tile
 from inference.kernels.tile_lanes import row_segments, tile_epilogue
 from inference.kernels.tile_plan import ConvPlan, conv_plan, conv_weight_rows, phase_weight_rows
@@ -282,7 +283,7 @@ def prepare_tiles(x_shape: tuple, w_shape: tuple, plan: ConvPlan, group: int, co
         gemm = functools.partial(_gemm_on_padded, plan=plan, group=group)
 
     def run(x, w, bias, z):
-        y = np.empty(out_shape, np.float32)
+        y = new_output(out_shape)
         if sub is not None:
             x = x[:, :, ::sub[0], ::sub[1]][:, :, :oh, :ow]
         zz = np.ascontiguousarray(z, dtype=np.float32).reshape(-1) if z is not None else _NO_Z

@@ -15,6 +15,7 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row, activation_code
+from inference.kernels.arena_slot import new_output
 from inference.ops.registry import lookup, register
 
 _CHUNK = 1 << 14  # elements per parallel work item
@@ -33,7 +34,7 @@ def activate_flat(x, y, code, alpha, beta):
 
 
 def _run(x: np.ndarray, activation: str, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
-    y = np.empty(x.shape, np.float32)
+    y = new_output(x.shape)
     activate_flat(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), activation_code(activation), alpha, beta)
     return y
 

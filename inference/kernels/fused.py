@@ -20,6 +20,7 @@ from inference.kernels._applies import constant_float32_weight, float32_input
 from inference.kernels._prepack import source
 from inference.kernels.activations import (NO_RESIDUAL_2D, NONE, activate_row, activation_code, as_f32,
                                            epilogue_cols)
+from inference.kernels.arena_slot import new_output
 from inference.kernels.rows_gemm import PreparedGemm
 from inference.kernels.tile_lanes import tile_epilogue
 from inference.ops._memo import remember
@@ -131,7 +132,8 @@ def _matmul_fast(x: np.ndarray, w: np.ndarray, z: np.ndarray | None) -> bool:
 def _matmul_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float) -> np.ndarray:
     """``act(x @ w + b + z)``: BLAS for the product, one numba pass for the rest (skipped if nothing to do)."""
     k, n = w.shape
-    y = np.matmul(x.reshape(-1, k), w)
+    x2 = x.reshape(-1, k)
+    y = np.matmul(x2, w, out=new_output((x2.shape[0], n)))
     if b is not None or z is not None or code != NONE:
         zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_2D
         epilogue_cols(y, as_f32(b, (n,)), zz, z is not None, code, alpha, beta)

@@ -32,6 +32,7 @@ from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activation_code
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
 from inference.kernels._prepack import constant_weight, source
 from inference.kernels.conv import PACKED, handles
@@ -271,6 +272,7 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     no_z = np.zeros(1, np.float32)
     empty = np.zeros(1, np.float32)
     empty_koff = np.zeros(1, np.int64)
+    zero_row = np.zeros(w * c, np.float32)  # read only: the rows above and below the image
     out_shape = (n, oh, ow, m)
 
     apart: list = []  # the stages as three calls, made when first needed
@@ -292,19 +294,19 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
         else:
             e_wp, e_koff, e_bias, e_lim = empty, empty_koff, empty, project.lim
         p_wp, p_koff = project.weight(w2, constant_weights)
-        ring = np.empty((nchunks, slots if expand else 1, w * c), np.float32)
-        dbuf = np.empty((nchunks, bnd, ow * c), np.float32)
-        y = np.empty(out_shape, np.float32)
+        ring = new_scratch((nchunks, slots if expand else 1, w * c))
+        dbuf = new_scratch((nchunks, bnd, ow * c))
+        y = new_output(out_shape)
         zz = no_z if z is None else np.ascontiguousarray(z, np.float32).reshape(-1)
         kernel = _blocks.parallel if threads > 1 else _blocks.serial
         xc = np.ascontiguousarray(x, np.float32)
-        e_tail = np.empty((nchunks, max(e_mr * cin, 1)), np.float32)
-        p_tail = np.empty((nchunks, project.mr * c), np.float32)
+        e_tail = new_scratch((nchunks, max(e_mr * cin, 1)))
+        p_tail = new_scratch((nchunks, project.mr * c))
         kernel(xc.reshape(-1), xc.reshape(n, h, w * cin), dims, expand is not None, e_wp, e_koff, e_bias, e_lim,
                np.ascontiguousarray(wd, np.float32).reshape(-1), _vector(bd, c), d_code, d_alpha, d_beta, d_lim,
                not clamps, p_wp, p_koff, project.bias(b2, constant_weights), zz, z is not None, project.lim,
                y.reshape(-1), ring, ring.reshape(nchunks, -1), dbuf, dbuf.reshape(nchunks, -1), e_tail, p_tail,
-               np.zeros(w * c, np.float32), nchunks)
+               zero_row, nchunks)
         return y
 
     return run

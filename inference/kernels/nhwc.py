@@ -32,6 +32,7 @@ from inference.kernels import winograd
 from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import source
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise_nhwc_kernel
 from inference.kernels.conv import PACKED, handles, handles_constant
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
@@ -201,12 +202,12 @@ def patch_source(x: np.ndarray, geo: PatchGeometry) -> np.ndarray:
     if geo.padded is None:
         return x.reshape(-1)
     if geo.channels_first:  # an RGB stem's few planes: numpy's copy of whole rows serves
-        xp = np.empty(geo.padded, np.float32)
+        xp = new_scratch(geo.padded)
         t, b, l, r = geo.top, geo.top + x.shape[2], geo.left, geo.left + x.shape[3]
         xp[:, :, :t], xp[:, :, b:], xp[:, :, t:b, :l], xp[:, :, t:b, r:] = 0, 0, 0, 0  # the border only:
         xp[:, :, t:b, l:r] = x  # zero-filling the whole copy first cost 40 us for 3x224x224, this 30
         return xp.reshape(-1)
-    xp = np.empty(geo.padded, np.float32)
+    xp = new_scratch(geo.padded)
     pad_nhwc(x, geo.top, geo.left, xp)
     return xp.reshape(-1)
 
@@ -255,7 +256,7 @@ def prepare_conv_nhwc(x_shape: tuple, w_shape: tuple, win: Window, group: int, c
         def depthwise(x, w, b, z):
             if order is not None:
                 x = x[..., order]
-            y = np.empty(out_shape, np.float32)
+            y = new_output(out_shape)
             zz = NO_RESIDUAL_4D if z is None else as_f32(z, out_shape)
             stencil(np.ascontiguousarray(x), as_f32(source(w), (kh, kw, m)), as_f32(b, (m,)), zz, z is not None,
                     sh, sw, dh, dw, ph, pw, y, code, alpha, beta)

@@ -15,6 +15,7 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.kernels.vmath import FAST_FINITE, exp_shifted
 from inference.ops.registry import lookup, register
 
@@ -84,7 +85,7 @@ def _softmax_of_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """Softmax of float32 ``x`` flattened to 2-D at ``axis`` (0 <= axis < ndim), row by row, in
     ``x``'s shape: the last axis alone (opset 13) is ``axis = ndim - 1``."""
     x2 = np.ascontiguousarray(x).reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
-    y = np.empty_like(x2)
+    y = new_output(x2.shape)
     softmax_rows(x2, y, np.empty(x2.shape, np.int32))
     return y.reshape(x.shape)
 
@@ -110,7 +111,7 @@ def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1
         return lookup("LayerNormalization", "", 17).fn(x, scale, b, axis=axis, epsilon=epsilon,
                                                        stash_type=stash_type, ctx=ctx)
     x2 = np.ascontiguousarray(x).reshape(-1, n)
-    y = np.empty_like(x2)
+    y = new_output(x2.shape)
     bias = np.zeros(n, np.float32) if b is None else np.ascontiguousarray(b, np.float32).reshape(n)
     layer_norm_rows(x2, np.ascontiguousarray(scale, np.float32).reshape(n), bias, float(epsilon), y)
     return y.reshape(x.shape)

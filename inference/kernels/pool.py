@@ -17,6 +17,7 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.kernels.conv import phase_planes
 from inference.ops import pool as reference
 from inference.ops._memo import remember
@@ -345,7 +346,7 @@ def _pool(x: np.ndarray, op: str, kernel_shape, strides, dilations, pads, auto_p
 
 def _run_plan(x: np.ndarray, plan) -> np.ndarray:
     out_shape, geo, method, counts, is_max = plan
-    y = np.empty(x.shape[:2] + out_shape, np.float32)
+    y = new_output(x.shape[:2] + out_shape)
     if method == POOL_GLOBAL:
         n, c = x.shape[:2]
         global_pool(x.reshape(n, c, -1), y.reshape(n, c), is_max)
@@ -421,7 +422,7 @@ def average_pool(x, *, kernel_shape=None, strides=None, dilations=None, pads=Non
 
 def _global(x: np.ndarray, is_max: bool) -> np.ndarray:
     n, c = x.shape[:2]
-    y = np.empty((n, c), np.float32)
+    y = new_output((n, c))
     global_pool(np.ascontiguousarray(x).reshape(n, c, -1), y, is_max)
     return y.reshape(n, c, 1, 1)
 

@@ -18,6 +18,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.kernels.channels_last import valid_range
 from inference.kernels.fused import DOMAIN
 from inference.kernels.nhwc import TO_NCHW, TO_NHWC
@@ -209,7 +210,7 @@ def _binder(op: str):
                 if plan is None:
                     plan = remember(plans, x.shape, _plan(op, x.shape, key))
                 out_shape, geo, counts = plan
-                y = np.empty(out_shape, np.float32)
+                y = new_output(out_shape)
                 pool_nhwc(np.ascontiguousarray(x), *geo, y, POOLS[op] == "MaxPool", counts, POOLS[op] != "MaxPool")
                 return y
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from inference.ir import Graph, Node
 from inference.kernels._jit import kernel_threads, threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.ops.registry import register
 from inference.ops.resize import _NEAREST, _original_coords, _output_geometry, resize
 
@@ -72,6 +73,6 @@ def _gather_middle(x: np.ndarray, picks: dict) -> np.ndarray:
     by the parallel convolution before it."""
     rows = picks.get(1, np.arange(x.shape[1], dtype=np.int64))
     cols = picks.get(2, np.arange(x.shape[2], dtype=np.int64))
-    y = np.empty((x.shape[0], rows.size, cols.size, x.shape[3]), np.float32)
+    y = new_output((x.shape[0], rows.size, cols.size, x.shape[3]))
     gather_pixels(np.ascontiguousarray(x), rows, cols, y)
     return y

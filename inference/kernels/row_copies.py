@@ -18,6 +18,7 @@ import numpy as np
 
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.ops import layout
 from inference.ops._axes import normalize_axis
 from inference.ops.registry import lookup, register
@@ -92,7 +93,7 @@ def concat_last_axis(*inputs, axis):
     if not rows_copy:  # along an outer axis the parts are whole blocks: numpy copies those well
         return layout.concat(*inputs, axis=axis)  # and its errors
     width = sum(a.shape[-1] for a in inputs)
-    y = np.empty(inputs[0].shape[:-1] + (width,), np.float32)
+    y = new_output(inputs[0].shape[:-1] + (width,))
     rows = y.size // width if width else 0
     first = 0
     for a in inputs:
@@ -110,7 +111,7 @@ def _binary(op_type: str, code: int):
                 or a.dtype != np.float32 or b.dtype != np.float32 or max(a.size, b.size) < _CHUNK):
             return reference(a, b)
         if a.shape == b.shape:
-            y = np.empty(a.shape, np.float32)
+            y = new_output(a.shape)
             binary_flat(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), y.reshape(-1),
                         code)
             return y
@@ -119,7 +120,7 @@ def _binary(op_type: str, code: int):
             return reference(a, b)
         x, g = (b, a) if gate_first else (a, b)  # a squeeze-and-excitation gate (MobileNetV3's)
         n, h, w, c = x.shape
-        y = np.empty(x.shape, np.float32)
+        y = new_output(x.shape)
         gated_rows(np.ascontiguousarray(x).reshape(-1, c), np.ascontiguousarray(g).reshape(n, c), y.reshape(-1, c),
                    h * w, code, gate_first)
         return y

@@ -26,6 +26,7 @@ import numpy as np
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import NO_REF, prepacked
 from inference.kernels.activations import NONE
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.tile_ir import LANES, make_out_tile
 
 # (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs)
@@ -181,7 +182,7 @@ _NO_TAIL = np.zeros(1, np.float32)
 
 def _check_out(out: np.ndarray | None, p: int, m: int) -> np.ndarray:
     if out is None:
-        return np.empty((p, m), np.float32)
+        return new_output((p, m))
     if out.shape != (p, m) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"gemm_rows: out must be a C-contiguous float32 ({p}, {m}) array, got {out.dtype} "
                          f"{out.shape}{'' if out.flags.c_contiguous else ' (not C-contiguous)'}")
@@ -260,8 +261,9 @@ class PreparedGemm:
             a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
             tail = _NO_TAIL
             if self.partial:  # zero-padded to a whole tile
-                tail = np.zeros(mr * k, np.float32)
+                tail = new_scratch(mr * k)
                 tail[:self.partial * k] = a[(p - self.partial) * k:]
+                tail[self.partial * k:] = 0
             kernel = _gemm_matrix.parallel if threads > 1 else _gemm_matrix.serial
             kernel(a, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, self.nv, chunks,
                    wp.size > a.size, act)  # deep layers: each channel block's weights stay cached over the pixels

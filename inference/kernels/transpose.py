@@ -15,6 +15,7 @@ import numpy as np
 
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.ops import layout as reference
 from inference.ops._axes import normalize_axes
 from inference.ops._memo import remember
@@ -69,7 +70,7 @@ def _transpose(x: np.ndarray, plan) -> np.ndarray:
     out_shape, swap = plan
     if swap is None:
         return np.ascontiguousarray(x).reshape(out_shape)
-    y = np.empty(out_shape, np.float32)
+    y = new_output(out_shape)
     if y.size:
         swap_last_two(np.ascontiguousarray(x).reshape(swap), y.reshape(swap[0], swap[2], swap[1]))
     return y

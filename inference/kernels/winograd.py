@@ -31,6 +31,7 @@ import numpy as np
 from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import NO_REF, prepacked
+from inference.kernels.arena_slot import new_output
 from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_weight, panel_row_offsets, tile_shape
 
 POINTS = 16  # the 4x4 transformed patch
@@ -148,7 +149,7 @@ class PreparedWinograd:
             if keep_for is not None:
                 self._weight = (weakref.ref(keep_for), up)  # weak: a released weight goes
         n, oh, ow = self.dims[0], self.dims[5], self.dims[6]
-        y = np.empty((n, oh, ow, self.m), np.float32)
+        y = new_output((n, oh, ow, self.m))
         zz = self.zero if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
         threads = kernel_threads()
         kernel = _winograd.parallel if threads > 1 else _winograd.serial

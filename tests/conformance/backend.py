@@ -13,6 +13,7 @@ import onnx
 from onnx.backend.base import Backend, BackendRep
 
 from inference import Session, load_model, model_to_proto
+from inference.arena import arenas_for
 from inference.passes import optimize
 import training.gradient_op  # noqa: F401 - registers the pass expanding ONNX Gradient ops
 
@@ -29,6 +30,7 @@ class EdgelearnRep(BackendRep):
         self.exported = model_to_proto(self.model) if roundtrip else None
         optimize(self.model)  # as the Predictor does by default: every pass on
         self.session = Session(self.model)
+        self.session.arenas = arenas_for(self.session)  # as the Predictor runs it
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple:
         names = [v.name for v in self.model.graph.feed_inputs()]
@@ -37,9 +39,27 @@ class EdgelearnRep(BackendRep):
         else:
             feeds = dict(zip(names, inputs if isinstance(inputs, (list, tuple)) else [inputs]))
         outputs = self.session.run(feeds)
+        _check_rerun(self.session, feeds, outputs)
         if self.exported is not None:
             check_roundtrip(self.proto, self.exported, feeds)
         return tuple(outputs)
+
+
+def _check_rerun(session: Session, feeds: dict, outputs: list) -> None:
+    """A second run must leave the first one's outputs as they were: none of them may live in
+    memory the run writes again (the session's arena)."""
+    kept = [np.copy(o) if isinstance(o, np.ndarray) else o for o in outputs]
+    session.run(feeds)
+    for i, (before, now) in enumerate(zip(kept, outputs)):
+        if isinstance(now, np.ndarray):
+            assert _same_values(now, before), f"output {i} changed when the model ran again"
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal bit for bit (NaNs and onnx's float8 types included; objects by value)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return np.array_equal(a, b) if a.dtype.kind == "O" else a.tobytes() == b.tobytes()
 
 
 def check_roundtrip(original: onnx.ModelProto, exported: onnx.ModelProto, feeds: dict) -> None:

@@ -1,0 +1,81 @@
+"""Where a kernel's result goes: the slot a session's activation arena holds for the running step,
+else a new array.
+
+A session that runs from an arena (:mod:`inference.arena`) arms, before each step, the region the
+memory plan gave that step's output; a kernel that allocates its result with :func:`new_output`
+takes it when the sizes agree (the first such allocation of the step takes it; a kernel's scratch
+allocated this way is harmless: the region belongs to this step's output until its last reader).
+Why: numpy's allocator hands each output memory that went cold since it was last written (on the
+MobileNets, per-layer times in the model ran 1.2-1.3x the same calls repeated alone); the
+arena's few megabytes are rewritten every run.
+
+A kernel that takes the slot returns it (or a view of it) or an array of its own, never a view of
+an input; the session checks everything else. The slot is per thread: concurrent runs of other
+sessions in other threads never see it.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+_state = threading.local()
+#: armed for a step with no region: nothing takes it, and :func:`taken` says False
+NOTHING = object()
+
+
+def arm(slot: np.ndarray | object) -> None:
+    """Offer ``slot`` (an arena region shaped as the plan expects the output, or :data:`NOTHING`)
+    to the next :func:`new_output` of this thread; the step's scratch starts again from the
+    workspace's beginning."""
+    _state.slot = slot
+    _state.cursor = 0
+
+
+def open_workspace(block: np.ndarray) -> None:
+    """Serve this thread's :func:`new_scratch` from ``block`` (64-byte aligned uint8) until
+    :func:`close_workspace`."""
+    _state.workspace, _state.cursor, _state.wanted = block, 0, 0
+
+
+def close_workspace() -> int:
+    """Withdraw the workspace; the bytes one step's scratch wanted at most (to size the next)."""
+    _state.workspace = None
+    return _state.wanted
+
+
+def taken() -> bool:
+    """Whether the armed slot was taken (withdrawing it if not): call once the step returned."""
+    slot = getattr(_state, "slot", None)
+    _state.slot = None
+    return slot is None
+
+
+def new_output(shape: tuple[int, ...], dtype: type | np.dtype = np.float32) -> np.ndarray:
+    """An uninitialised array for a kernel's result: the armed slot when it holds exactly these
+    bytes, else ``np.empty``."""
+    slot = getattr(_state, "slot", None)
+    if slot is not None and slot is not NOTHING:
+        if slot.shape == shape and slot.dtype == dtype:
+            _state.slot = None
+            return slot
+        if slot.nbytes == math.prod(shape) * np.dtype(dtype).itemsize:
+            _state.slot = None
+            return slot.reshape(-1).view(dtype).reshape(shape)
+    return np.empty(shape, dtype)
+
+
+def new_scratch(shape: tuple[int, ...] | int, dtype: type | np.dtype = np.float32) -> np.ndarray:
+    """An uninitialised array a kernel uses only until it returns: from the open workspace when
+    it has room, else ``np.empty``."""
+    block = getattr(_state, "workspace", None)
+    if block is not None:
+        dtype = np.dtype(dtype)
+        nbytes = (math.prod(shape) if isinstance(shape, tuple) else shape) * dtype.itemsize
+        start = _state.cursor
+        _state.cursor = end = start + (nbytes + 63) // 64 * 64  # counted either way: the step's total
+        if end <= block.size:
+            return block[start:start + nbytes].view(dtype).reshape(shape)
+        _state.wanted = max(_state.wanted, end)
+    return np.empty(shape, dtype)

@@ -1,0 +1,256 @@
+"""Runs from the activation arena give what numpy's allocation gives, keep every output and every
+view valid, and allocate no activation memory once the arena is laid out."""
+from __future__ import annotations
+
+import threading
+import tracemalloc
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import pytest
+
+from inference import Config, Predictor, Session, load_model, zoo
+from inference.arena import arenas_for
+from inference.builder import GraphBuilder
+from inference.ir import Model
+from inference.kernels.arena_slot import new_scratch
+from inference.memory_plan import plan_memory
+from inference.onnx_export import model_to_proto
+from inference.ops.registry import register
+
+DOMAIN = "test.arena"
+
+
+@register("PassThrough", domain=DOMAIN)
+def _pass_through(x):
+    """A kernel that hands back its input as it is (not one of the ops planned as views)."""
+    return x
+
+
+@register("DoubleInScratch", domain=DOMAIN)
+def _double_in_scratch(x):
+    """A kernel that (wrongly) returns memory it took as scratch."""
+    s = new_scratch(x.shape)
+    np.multiply(x, 2, out=s)
+    return s
+
+
+def _model(build) -> Model:
+    b = GraphBuilder("arena", opset=17)
+    x = b.input("x", np.float32, ["batch", 8, 4, 4])
+    build(b, x)
+    model = b.build()
+    model.opset_imports[DOMAIN] = 1
+    return load_model(model_to_proto(model))  # as loaded: with the types shape inference gives
+
+
+def _runs_alike(model: Model, feeds_list: list[dict]) -> list[list[np.ndarray]]:
+    """Run ``model`` from an arena and without, on each feed; equal bit for bit, and the arena
+    run's outputs unchanged by the runs after it. Returns the arena runs' outputs."""
+    plain, pooled = Session(model), Session(model)
+    pooled.arenas = arenas_for(pooled)
+    assert pooled.arenas is not None
+    kept, copies = [], []
+    for feeds in feeds_list:
+        got, want = pooled.run(feeds), plain.run(feeds)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+        kept.append(got)
+        copies.append([g.copy() for g in got])
+    for got, copy in zip(kept, copies):
+        for g, c in zip(got, copy):
+            np.testing.assert_array_equal(g, c)
+    assert pooled.arenas.block.size > 0  # something ran from the arena
+    return kept
+
+
+def _feeds(batch: int, seed: int) -> dict:
+    return {"x": np.random.default_rng(seed).standard_normal((batch, 8, 4, 4)).astype(np.float32)}
+
+
+def _later_tenants(b: GraphBuilder, x: str) -> str:
+    """Two intermediates of x's size after the nodes above: they take the regions freed so far."""
+    return b.op("Neg", b.op("Sigmoid", x))
+
+
+def test_a_graph_output_viewing_an_intermediate_stays_valid():
+    def build(b, x):
+        b.op("Flatten", b.op("Relu", x), outputs=["flat"])
+        b.op("Tanh", _later_tenants(b, x), outputs=["other"])
+        b.output("flat", np.float32)
+        b.output("other", np.float32)
+
+    model = _model(build)
+    (flat, _), = _runs_alike(model, [_feeds(1, 0)])
+    np.testing.assert_array_equal(flat, np.maximum(_feeds(1, 0)["x"], 0).reshape(1, -1))
+
+
+def test_a_view_keeps_the_block_it_views_until_its_last_reader():
+    def build(b, x):
+        r = b.op("Reshape", b.op("Relu", x), b.const(np.array([1, 128], np.int64)))
+        c = b.op("Reshape", _later_tenants(b, x), b.const(np.array([1, 128], np.int64)))
+        b.op("Add", r, c, outputs=["y"])
+        b.output("y", np.float32)
+
+    model = _model(build)
+    x = _feeds(1, 1)["x"]
+    (y,), = _runs_alike(model, [_feeds(1, 1)])
+    np.testing.assert_allclose(y, (np.maximum(x, 0) - 1 / (1 + np.exp(-x))).reshape(1, 128), rtol=1e-6)
+    session = Session(model)
+    plan = plan_memory(session, views=True, in_place=False)
+    relu, reshape = session.steps[0].node.outputs[0], session.steps[1].node.outputs[0]
+    assert plan.buffers[reshape].shares_with == relu
+    assert plan.buffers[reshape].size == 0
+
+
+def test_a_block_a_graph_output_views_is_left_out_of_the_arena():
+    def build(b, x):
+        b.op("Flatten", b.op("Relu", x), outputs=["flat"])
+        b.output("flat", np.float32)
+
+    session = Session(_model(build))
+    plan = plan_memory(session, views=True, in_place=False)
+    assert session.steps[0].node.outputs[0] not in plan.buffers
+
+
+def test_a_kernel_returning_its_input_gets_a_copy_of_it():
+    def build(b, x):
+        p = b.op("PassThrough", b.op("Relu", x), domain=DOMAIN)
+        b.op("Add", p, _later_tenants(b, x), outputs=["y"])
+        b.output("y", np.float32)
+
+    x = _feeds(1, 2)["x"]
+    (y,), = _runs_alike(_model(build), [_feeds(1, 2)])
+    np.testing.assert_allclose(y, np.maximum(x, 0) - 1 / (1 + np.exp(-x)), rtol=1e-6)
+
+
+def test_a_result_in_the_workspace_gets_copied_out():
+    def build(b, x):
+        p = b.op("DoubleInScratch", x, domain=DOMAIN)
+        q = b.op("DoubleInScratch", b.op("Neg", x), domain=DOMAIN)
+        b.op("Add", p, b.op("Relu", q), outputs=["y"])
+        b.output("y", np.float32)
+
+    model = _model(build)
+    x = _feeds(1, 3)["x"]
+    _runs_alike(model, [_feeds(1, 3)] * 3)  # the first run sizes the workspace, the next ones use it
+    session = Session(model)
+    session.arenas = arenas_for(session)
+    for _ in range(3):
+        y, = session.run({"x": x})
+        np.testing.assert_allclose(y, 2 * x + np.maximum(-2 * x, 0), rtol=1e-6)
+    assert session.arenas.workspace.size >= x.nbytes
+
+
+def test_each_batch_size_gets_its_plan_and_the_block_fits_the_largest():
+    def build(b, x):
+        h = b.op("Relu", b.op("Mul", x, b.const(np.float32(0.5))))
+        b.op("Sigmoid", b.op("Add", h, b.op("Neg", x)), outputs=["y"])
+        b.output("y", np.float32)
+
+    model = _model(build)
+    _runs_alike(model, [_feeds(n, n) for n in (1, 3, 1, 5, 2)])
+    session = Session(model)
+    session.arenas = arenas_for(session)
+    for n in (1, 5):
+        session.run(_feeds(n, 0))
+    assert session.arenas.block.size >= plan_memory(session, 5, in_place=False, views=True).peak_bytes
+
+
+@pytest.mark.parametrize("name, build", [
+    ("mobilenet_v3_style", lambda: zoo.mobilenet_v3_style(size=96, classes=10)),
+    ("yolov8_style", lambda: zoo.yolov8_style(size=96)),
+    ("transformer", lambda: zoo.transformer_encoder(seq=16, dim=32, heads=2, layers=2, ffn=64)),
+])
+def test_zoo_models_give_the_same_outputs_with_and_without_the_arena(name, build):
+    proto = model_to_proto(build()).SerializeToString()
+    pooled = Predictor(Config(model_path=proto, num_threads=1))
+    plain = Predictor(Config(model_path=proto, num_threads=1, memory_arena=False))
+    assert pooled.session.arenas is not None and plain.session.arenas is None
+    feed_name = pooled.get_input_names()[0]
+    shape = [d if isinstance(d, int) else 1 for d in pooled.get_input_tensor(feed_name).shape]
+    rng = np.random.default_rng(0)
+    runs = []
+    for _ in range(2):
+        feeds = {feed_name: rng.standard_normal(shape).astype(np.float32)}
+        got, want = pooled.run(feeds), plain.run(feeds)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=f"{name} output {k}")
+        runs.append((got, {k: v.copy() for k, v in got.items()}))
+    for got, copy in runs:  # the second run left the first one's outputs alone
+        for k in copy:
+            np.testing.assert_array_equal(got[k], copy[k])
+
+
+def _traced_peak(predictor: Predictor, feeds: dict) -> int:
+    tracemalloc.start()
+    try:
+        predictor.run(feeds)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_run_from_the_arena_allocates_no_activation_memory():
+    proto = model_to_proto(zoo.mobilenet_v2(size=96, classes=10)).SerializeToString()
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 3, 96, 96)).astype(np.float32)}
+    pooled = Predictor(Config(model_path=proto, num_threads=1))
+    plain = Predictor(Config(model_path=proto, num_threads=1, memory_arena=False))
+    for p in (pooled, plain):
+        p.run(feeds)  # the arena and its workspace are laid out by now
+    with_arena, without = _traced_peak(pooled, feeds), _traced_peak(plain, feeds)
+    assert with_arena < 0.1 * without, (with_arena, without)
+    assert pooled.session.arenas.nbytes >= pooled.memory_plan(1).peak_bytes * 0.5
+
+
+def test_concurrent_runs_of_one_predictor_stay_correct():
+    proto = model_to_proto(zoo.mobilenet_v3_style(size=64, classes=10)).SerializeToString()
+    p = Predictor(Config(model_path=proto, num_threads=1))
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal((1, 3, 64, 64)).astype(np.float32) for _ in range(4)]
+    name = p.get_output_names()[0]
+    want = [p.run({"input": x})[name].copy() for x in inputs]
+    errors: list[str] = []
+
+    def worker(k: int) -> None:
+        for i in range(12):
+            j = (i + k) % len(inputs)
+            got = p.run({"input": inputs[j]})[name]
+            if not np.array_equal(got, want[j]):
+                errors.append(f"thread {k} run {i}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def _if_model() -> bytes:
+    f = onnx.TensorProto.FLOAT
+    branch = lambda op, name: onnx.helper.make_graph(  # noqa: E731
+        [onnx.helper.make_node(op, ["x"], [name])], name, [], [onnx.helper.make_tensor_value_info(name, f, [2])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+         onnx.helper.make_node("Greater", ["s", "zero"], ["c"]),
+         onnx.helper.make_node("If", ["c"], ["y"], then_branch=branch("Relu", "t"), else_branch=branch("Neg", "e"))],
+        "if", [onnx.helper.make_tensor_value_info("x", f, [2])], [onnx.helper.make_tensor_value_info("y", f, [2])],
+        [onnx.numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_the_arena_is_off_for_control_flow_and_when_asked():
+    p = Predictor(Config(model_path=_if_model()))
+    assert p.session.arenas is None  # subgraphs run outside any plan
+    np.testing.assert_array_equal(p.run({"x": np.array([1, -3], np.float32)})["y"], [-1, 3])
+
+    def relu(b, x):
+        b.op("Relu", x, outputs=["y"])
+        b.output("y", np.float32)
+
+    proto = model_to_proto(_model(relu)).SerializeToString()
+    assert Predictor(Config(model_path=proto)).session.arenas is not None
+    assert Predictor(Config(model_path=proto, memory_arena=False)).session.arenas is None
+    assert Predictor(Config(model_path=proto, memory_optimization=False)).session.arenas is None
