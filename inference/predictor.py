@@ -219,6 +219,13 @@ class Predictor:
             model = decompose_to_standard(model)
         return convert(model, config.precision, config.calibration_data), None
 
+    @property
+    def arena_bytes(self) -> int:
+        """What the activation arenas hold now (``Config.memory_arena``; block and workspace, this
+        Predictor's session and its thread-split replicas): 0 before the first run or without one."""
+        sessions = [self.session] + (self.splitter.sessions if self.splitter is not None else [])
+        return sum(s.arenas.nbytes for s in sessions if s.arenas is not None)
+
     def memory_plan(self, batch: int = 1):
         """The activation arena plan of this model (symbolic dims taken as ``batch``)."""
         from inference.memory_plan import plan_memory

@@ -57,6 +57,11 @@ class SplitRunner:
         self._lock = threading.Lock()  # one split run at a time: replicas and BLAS limit are shared
         self.split_runs = 0  # how many runs were split (the rest ran whole on the Predictor's session)
 
+    @property
+    def sessions(self) -> list[Session]:
+        """The replica sessions made so far (one per thread of a split run)."""
+        return list(self._replicas)
+
     def chunks(self, rows: int) -> int:
         """How many chunks a batch of ``rows`` runs as (1: not split)."""
         return max(1, min(self.threads, rows // self.min_rows))

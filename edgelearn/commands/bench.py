@@ -324,6 +324,9 @@ def run(args) -> int:
     print(f"peak RSS: {peak_rss_mb():.0f} MB (whole process, peers included)")
     for b in batches if pred is not None else ():
         print(f"batch {b}: {pred.memory_plan(b).report()}")
+    if pred is not None:
+        print(f"activation arena held after these runs: {pred.arena_bytes / 2**20:.2f} MiB (block and scratch; "
+              f"Config.memory_arena)")
     if args.trace and pred is not None:
         n = write_trace(pred, random_feeds(model, batches[0]), args.trace)
         print(f"per-op trace: {args.trace} ({n} ops; open in chrome://tracing or ui.perfetto.dev)")

@@ -22,7 +22,7 @@ from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._applies import constant_float32_weight
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise_nhwc_kernel, valid_range
 from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
 from inference.kernels.tile_plan import ConvPlan
@@ -213,7 +213,7 @@ def _depthwise_flat_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np
     n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
     plan = conv_f32.plan_for((n, 1, h, wd), (1, 1, kh, kw), 1, win)
-    xi = np.empty((n, c, plan.plane), np.float32)
+    xi = new_scratch((n, c, plan.plane))
     conv_f32.pad_phases(x, 0, c, 1, plan.ph, plan.pw, plan.wrow, xi)
     y = new_output((n, c, plan.oh, plan.ow))
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
@@ -305,7 +305,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     mg, kk = m // group, cg * kh * kw
     wm = as_f32(w, (group, mg, kk))
     pointwise = kh == kw == 1 and sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd)
-    cols = None if pointwise else np.empty((c * kh * kw, oh * ow), np.float32)
+    cols = None if pointwise else new_scratch((c * kh * kw, oh * ow))
     for i in range(n):
         if pointwise:
             src = x[i].reshape(c, h * wd)

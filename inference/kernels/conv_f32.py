@@ -37,7 +37,7 @@ import numpy as np
 from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NONE, activate_row
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.tile_ir import make_out_tile
 from inference.kernels.tile_lanes import row_segments, tile_epilogue
 from inference.kernels.tile_plan import ConvPlan, conv_plan, conv_weight_rows, phase_weight_rows
@@ -240,7 +240,7 @@ def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndar
     mg, npix, pbs = m // group, oh * ow, -(-plan.nflat // NP)
     gemm_groups = group if plan.s2d is None else 1
     planes = plan.groups * plan.plane  # per image and group
-    xi = np.empty((n, gemm_groups, planes), np.float32)
+    xi = new_scratch((n, gemm_groups, planes))
     per_call = max(1, min(n, IMAGE_BYTES // (xi[0].size * 4)))
     if plan.s2d is None:
         pad_phases(x, 0, x.shape[1], 1, plan.ph, plan.pw, plan.wrow, xi.reshape(n, -1, plan.plane))

@@ -15,7 +15,7 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.vmath import FAST_FINITE, exp_shifted
 from inference.ops.registry import lookup, register
 
@@ -86,7 +86,7 @@ def _softmax_of_rows(x: np.ndarray, axis: int) -> np.ndarray:
     ``x``'s shape: the last axis alone (opset 13) is ``axis = ndim - 1``."""
     x2 = np.ascontiguousarray(x).reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
     y = new_output(x2.shape)
-    softmax_rows(x2, y, np.empty(x2.shape, np.int32))
+    softmax_rows(x2, y, new_scratch(x2.shape, np.int32))
     return y.reshape(x.shape)
 
 

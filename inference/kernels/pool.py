@@ -17,7 +17,7 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.conv import phase_planes
 from inference.ops import pool as reference
 from inference.ops._memo import remember
@@ -356,7 +356,7 @@ def _run_plan(x: np.ndarray, plan) -> np.ndarray:
         pool3x3s2(x, geo[6], geo[7], y, is_max)
     elif method == POOL_ROWS:
         kh, kw, sh, sw, _, _, ph, pw = geo[:8]
-        scratch = np.empty((x.shape[0] * x.shape[1], (out_shape[1] - 1) * sw + kw), np.float32)
+        scratch = new_scratch((x.shape[0] * x.shape[1], (out_shape[1] - 1) * sw + kw))
         pool_rows(x, kh, kw, sh, sw, ph, pw, y, scratch, is_max)
     elif method == POOL_UNPADDED:
         kh, kw, sh, sw, dh, dw = geo[:6]
