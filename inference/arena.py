@@ -54,7 +54,7 @@ class BatchPlan:
     """The memory plan of one batch size, its regions as views of the block it was last laid on."""
 
     def __init__(self, session: Session, batch: int):
-        self.plan: MemoryPlan = plan_memory(session, batch, in_place=False, views=True)
+        self.plan: MemoryPlan = plan_memory(session, batch, in_place=True, views=True)
         self._parts = [_part(step.node.outputs, step.single, self.plan, session.graph, batch)
                        for step in session.steps]
         self._laid_on: np.ndarray | None = None
@@ -72,9 +72,11 @@ class BatchPlan:
 
 
 def _part(outputs: list[str], single: bool, plan: MemoryPlan, graph: Graph, batch: int) -> Any:
-    """A step's part: (offset, shape, dtype) of its region, :data:`NOTHING` or None (see ``lay_on``)."""
+    """A step's part: (offset, shape, dtype) of its region, :data:`NOTHING` or None (see ``lay_on``).
+    An elementwise step the plan runs in place gets its dying input's region: its kernels read and
+    write each element at the same place (``kernels.elementwise``, ``kernels.row_copies``)."""
     buffer = plan.buffers.get(outputs[0]) if outputs else None
-    if buffer is not None and buffer.shares_with is not None:
+    if buffer is not None and buffer.view:
         return None
     if buffer is None or not single:
         return NOTHING

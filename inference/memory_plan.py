@@ -36,6 +36,7 @@ class Buffer:
     last: int  # last step that reads it
     offset: int = -1
     shares_with: str | None = None  # in-place: the input whose memory it takes over
+    view: bool = False  # a view of ``shares_with`` (no room of its own; see ``plan_memory(views=True)``)
 
 
 @dataclass
@@ -83,7 +84,7 @@ def plan_memory(session: Session, batch: int = 1, in_place: bool = True, views: 
                 if name in keep:
                     escaping.add(_root(plan, base).name)
                 elif name:
-                    plan.buffers[name] = Buffer(name, 0, i, i, shares_with=base)
+                    plan.buffers[name] = Buffer(name, 0, i, i, shares_with=base, view=True)
                 continue
             if not name or name in keep:
                 continue
@@ -107,12 +108,13 @@ def plan_memory(session: Session, batch: int = 1, in_place: bool = True, views: 
 def _mark_in_place(session: Session, plan: MemoryPlan) -> None:
     for i, step in enumerate(session.steps):
         node = step.node
-        if node.op_type not in IN_PLACE_OPS or not node.outputs or node.outputs[0] not in plan.buffers:
+        if node.op_type not in IN_PLACE_OPS or not node.outputs or node.outputs[0] not in plan.buffers \
+                or plan.buffers[node.outputs[0]].view:
             continue
         out = plan.buffers[node.outputs[0]]
         for name in node.inputs:
             src = plan.buffers.get(name)
-            if src is not None and src.last == i and src.size == out.size and src.shares_with is None \
+            if src is not None and src.last == i and src.size == out.size and not src.view \
                     and not any(b.shares_with == name for b in plan.buffers.values()):
                 out.shares_with = name
                 break

@@ -10,7 +10,9 @@ MobileNets, per-layer times in the model ran 1.2-1.3x the same calls repeated al
 arena's few megabytes are rewritten every run.
 
 A kernel that takes the slot returns it (or a view of it) or an array of its own, never a view of
-an input; the session checks everything else. The slot is per thread: concurrent runs of other
+an input; the session checks everything else. The slot of an elementwise op (``memory_plan.
+IN_PLACE_OPS``) may be its dying input's own memory: such a kernel reads each element before it
+writes that element, and nothing else. The slot is per thread: concurrent runs of other
 sessions in other threads never see it.
 """
 from __future__ import annotations
