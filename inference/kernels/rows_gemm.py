@@ -29,14 +29,16 @@ from inference.kernels.activations import NONE
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.tile_ir import LANES, make_out_tile
 
-# (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs)
-WIDE, NARROW, SLIM = (6, 4), (12, 2), (16, 1)
-MATRIX = (WIDE, NARROW, SLIM)
+# (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs);
+# SINGLE: a product of one row (see _gemv)
+WIDE, NARROW, SLIM, SINGLE = (6, 4), (12, 2), (16, 1), (1, 4)
+MATRIX = (WIDE, NARROW, SLIM, SINGLE)
 _TILES = {shape: (make_out_tile(*shape, residual=False, lanes="channels"),
                   make_out_tile(*shape, residual=True, lanes="channels")) for shape in MATRIX}
 _wide, _wide_z = _TILES[WIDE]
 _narrow, _narrow_z = _TILES[NARROW]
 _slim, _slim_z = _TILES[SLIM]
+_single, _single_z = _TILES[SINGLE]
 # gathered rows (an implicit-GEMM convolution): (pixels, vectors) per tile, 16-24 accumulators; per
 # padded multiply-add these ran alike (12 x 32 ran 1.3-1.7x slower, its 12 row pointers spilling,
 # and never had the least work), each shape ~0.25 s more to compile with an empty cache. 8 x 32:
@@ -48,13 +50,15 @@ _g4, _g4z, _g3, _g3z, _g5, _g5z, _g2, _g2z, _g1, _g1z = (
     make_out_tile(*shape, residual=z, lanes="channels", gathered=True) for shape in GATHERED for z in (False, True))
 
 
-def tile_shape(m: int) -> tuple[int, int]:
+def tile_shape(m: int, p: int = 2) -> tuple[int, int]:
     """The tile for ``m`` output channels: 32 lanes when 64 would leave more of them idle, 16 for
     at most 16. Why 16: a 16-output layer left half of the 32-lane tile idle; on 16 pixels x 16
     lanes squeezenet's 64 -> 16 and 128 -> 16 1x1 layers ran 1.3-1.5x faster and MobileNetV2's
     32 -> 16 one 1.2-1.5x (alone, one thread, the same kernel with either tile, interleaved). Not
     wider: with no idle lanes, one vector per step ran slower than 12 x 32 (more broadcasts per
-    multiply-add)."""
+    multiply-add). One row (``p`` 1) takes :data:`SINGLE`."""
+    if p == 1:
+        return SINGLE
     if m <= LANES:
         return SLIM
     waste = lambda nv: -(-m // (nv * LANES)) * nv * LANES - m  # noqa: E731
@@ -222,7 +226,7 @@ class PreparedGemm:
         elif shape is not None and shape not in MATRIX:
             raise ValueError(f"gemm_rows: no tile of shape {shape}; have {MATRIX}")
         self.p, self.k, self.m, self.groups = p, k, m, groups
-        self.mr, self.nv = shape or (gathered_shape(p, m // groups) if koff is not None else tile_shape(m))
+        self.mr, self.nv = shape or (gathered_shape(p, m // groups) if koff is not None else tile_shape(m, p))
         self.nl = self.nv * LANES
         self.padded_m = -(-(m // groups) // self.nl) * self.nl  # per group
         self.tiles = groups * -(-p // self.mr) * (self.padded_m // self.nl)
@@ -257,6 +261,11 @@ class PreparedGemm:
         zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
         threads = kernel_threads()
         chunks = parallel_chunks(self.tiles, threads)
+        if mr == 1:  # rows one by one (the shape SINGLE, picked for one row)
+            kernel = _gemv.parallel if threads > 1 else _gemv.serial
+            kernel(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), wp, wkoff, bp, zz, z is not None, amin,
+                   amax, y.reshape(-1), m, act, min(chunks, threads))
+            return y
         if self.koff is None:
             a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
             tail = _NO_TAIL
@@ -356,6 +365,30 @@ def _row_starts(p0, rows, geo, roff):
                     oy, n = 0, n + 1
         else:
             roff[r] = roff[0]
+
+
+@threaded_kernel()
+def _gemv(a, wp, koff, bias, z, has_z, amin, amax, y, m, act, nchunks):
+    """``act(a @ W + bias + z)`` row by row of ``a`` on the 1 x 64 tile, (row, panel) items in
+    ``nchunks`` parallel runs. Why: on the 6 x 64 or 12 x 32 tile a single row (a
+    squeeze-and-excitation gate's 1x1 convolutions, a batch-1 classifier) left 5 of 6 (11 of 12)
+    rows padding, their multiply-adds the work: 672 -> 168 took 10.8 us hot against 4.6 for
+    OpenBLAS's GEMV, now 6.2. A kernel of its own, not a branch of :func:`matrix_tiles`: the fused
+    blocks inline that, and would compile this tile too."""
+    nl = SINGLE[1] * LANES
+    k = koff.size
+    panels = bias.size // nl
+    items = a.size // k * panels
+    for ch in numba.prange(nchunks):
+        seg = np.empty((1, 3), np.int64)
+        for t in range(ch * items // nchunks, (ch + 1) * items // nchunks):
+            r, pb = t // panels, t % panels
+            m0 = pb * nl
+            seg[0, 0], seg[0, 1], seg[0, 2] = 0, m0, min(nl, m - m0)
+            if has_z:
+                _single_z(a, r * k, wp, pb * k * nl, koff, k, bias, m0, 1, amin, amax, z, y, r * m, m, seg, 1, act)
+            else:
+                _single(a, r * k, wp, pb * k * nl, koff, k, bias, m0, 1, amin, amax, z, y, r * m, m, seg, 1, act)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
