@@ -10,8 +10,8 @@ import pytest
 from inference.kernels._jit import use_parallel_kernels
 from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed, fused_conv_nhwc_reference
 from inference.kernels.activations import HARD_SWISH, SIGMOID, SILU, activate_row
-from inference.kernels.rows_gemm import (GATHERED, MATRIX, NARROW, SLIM, WIDE, PreparedGemm, Rows, gemm_rows,
-                                         padded_weight, tile_shape)
+from inference.kernels.rows_gemm import (GATHERED, MATRIX, NARROW, SINGLE, SLIM, WIDE, PreparedGemm, Rows,
+                                         gemm_rows, padded_weight, tile_shape)
 
 INF = np.float32(np.inf)
 
@@ -29,7 +29,7 @@ def _want(a, w, b, z, lo, hi):
     return np.clip(y, lo, hi)
 
 
-@pytest.mark.parametrize("shape", [WIDE, NARROW, SLIM], ids=["wide", "narrow", "slim"])
+@pytest.mark.parametrize("shape", [WIDE, NARROW, SLIM, SINGLE], ids=["wide", "narrow", "slim", "single"])
 @pytest.mark.parametrize("p,k,m", [(1, 1, 1), (5, 3, 7), (6, 16, 64), (13, 27, 32), (49, 160, 200),
                                    (100, 96, 24), (197, 64, 130), (37, 20, 16)])
 @pytest.mark.parametrize("residual", [False, True])
@@ -121,6 +121,33 @@ def test_parallel_twin_matches():
         use_parallel_kernels(False)
         numba.set_num_threads(threads)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("k,m", [(672, 168), (40, 18), (1, 1)])
+def test_one_row_takes_the_one_row_tile_serial_and_parallel(k, m):
+    """A product of one row (a squeeze-and-excitation gate, a batch-1 classifier) runs on the 1 x 64
+    tile, panel by panel, and gives numpy's result (residual, clamp keeping NaN) on one thread and
+    on two."""
+    rng = np.random.default_rng(k + m)
+    a, w, b, z = _operands(rng, 1, k, m, True)
+    a[0, 0] = np.nan if k > 1 else a[0, 0]
+    gemm = PreparedGemm(1, k, m)
+    assert (gemm.mr, gemm.nv) == SINGLE
+    lo, hi = np.float32(-0.5), np.float32(2.0)
+    with np.errstate(invalid="ignore"):
+        want = _want(a, w, b, z, lo, hi)
+    got = gemm(a, w, b, z, lo, hi, keep_for=w)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert np.isnan(got).all() == (k > 1)
+    threads = numba.get_num_threads()
+    use_parallel_kernels(True)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        again = gemm(a, w, b, z, lo, hi, keep_for=w)
+    finally:
+        use_parallel_kernels(False)
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(again, got)
 
 
 @pytest.mark.parametrize("k,strides,pads", [(1, [1, 1], [0, 0, 0, 0]), (1, [2, 2], [0, 0, 0, 0]),
@@ -287,7 +314,7 @@ def test_a_prepared_gemm_keeps_what_follows_from_its_constant_weight_per_array(g
                                    rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("gathered,shape", [(False, s) for s in MATRIX] + [(True, s) for s in GATHERED],
+@pytest.mark.parametrize("gathered,shape", [(False, s) for s in MATRIX + (SINGLE,)] + [(True, s) for s in GATHERED],
                          ids=lambda v: v if isinstance(v, bool) else f"{v[0]}x{v[1] * 16}")
 @pytest.mark.parametrize("code", [SIGMOID, SILU, HARD_SWISH], ids=["sigmoid", "silu", "hardswish"])
 @pytest.mark.parametrize("residual", [False, True])

@@ -29,12 +29,12 @@ from inference.kernels.activations import NONE
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.tile_ir import LANES, make_out_tile
 
-# (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs);
-# SINGLE: a product of one row (see _gemv)
+# (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs),
+# the tiles matrix_tiles runs; SINGLE: products of one row, run by _gemv
 WIDE, NARROW, SLIM, SINGLE = (6, 4), (12, 2), (16, 1), (1, 4)
-MATRIX = (WIDE, NARROW, SLIM, SINGLE)
+MATRIX = (WIDE, NARROW, SLIM)
 _TILES = {shape: (make_out_tile(*shape, residual=False, lanes="channels"),
-                  make_out_tile(*shape, residual=True, lanes="channels")) for shape in MATRIX}
+                  make_out_tile(*shape, residual=True, lanes="channels")) for shape in MATRIX + (SINGLE,)}
 _wide, _wide_z = _TILES[WIDE]
 _narrow, _narrow_z = _TILES[NARROW]
 _slim, _slim_z = _TILES[SLIM]
@@ -223,8 +223,8 @@ class PreparedGemm:
             koff = koff.reshape(groups, k)
             if shape is not None and shape not in GATHERED:
                 raise ValueError(f"gemm_gathered: no gathered tile of shape {shape}; have {GATHERED}")
-        elif shape is not None and shape not in MATRIX:
-            raise ValueError(f"gemm_rows: no tile of shape {shape}; have {MATRIX}")
+        elif shape is not None and shape not in MATRIX + (SINGLE,):
+            raise ValueError(f"gemm_rows: no tile of shape {shape}; have {MATRIX + (SINGLE,)}")
         self.p, self.k, self.m, self.groups = p, k, m, groups
         self.mr, self.nv = shape or (gathered_shape(p, m // groups) if koff is not None else tile_shape(m, p))
         self.nl = self.nv * LANES
