@@ -143,9 +143,14 @@ class Session:
                 else:
                     _store(step, result, local)
                 if profiler is not None:
-                    profiler(step.node, step.kernel, start, time.perf_counter())
+                    try:
+                        profiler(step.node, step.kernel, start, time.perf_counter())
+                    except Exception as e:  # noqa: BLE001 - the hook's own failure, not the node's
+                        raise _HookFailed(e) from e
                 for name in step.free_after:
                     local.pop(name, None)
+        except _HookFailed as e:
+            raise e.error
         except Exception as e:  # noqa: BLE001 - name the node that failed (free while none does)
             if step is None:
                 raise
@@ -172,6 +177,14 @@ class Session:
         if not isinstance(feeds, Mapping):
             feeds = dict(zip(graph.input_names, feeds))
         return sub.run(feeds, outer=outer)
+
+
+class _HookFailed(Exception):
+    """The profiler hook raised ``error``: the run passes it on as it is, not as the node's."""
+
+    def __init__(self, error: Exception):
+        super().__init__(error)
+        self.error = error
 
 
 def _names_in(env: Mapping[str, Any] | None) -> set[str]:

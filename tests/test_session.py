@@ -81,6 +81,19 @@ def test_profiler_sees_every_step_in_order():
     assert all(ok for _, _, ok in seen) and seen[2][1] == "fast"  # Relu ran its fast kernel
 
 
+def test_a_failing_profiler_hook_is_not_reported_as_the_node_failing():
+    model, _, _ = _two_in_two_out()
+    session = Session(model)
+
+    def hook(node, kernel, start, end):
+        raise RuntimeError("the hook broke")
+
+    session.profiler = hook
+    with pytest.raises(RuntimeError, match="the hook broke") as caught:
+        session.run({"x": np.ones(4, np.float32), "y": np.ones(4, np.float32)})
+    assert not isinstance(caught.value, KernelError)
+
+
 def test_attributes_are_bound_at_plan_time():
     b = GraphBuilder("flat", opset=17)
     x = b.input("x", np.float32, [2, 3, 4])
