@@ -25,6 +25,10 @@ GEOMETRY = {  # name: (scales, sizes, axes, policy)
     "sizes": (None, [2, 3, 13, 4], None, "stretch"),
     "axes": ([2.5], None, [3], "stretch"),
     "not-larger": (None, [11, 20], [2, 3], "not_larger"),
+    # the middle two axes (a channels-last image's height and width): the one-pass gather kernel
+    "middle-2x": ([1, 2, 2, 1], None, None, "stretch"),
+    "middle-mixed": ([1, 1.5, 0.6, 1], None, None, "stretch"),
+    "middle-one-axis": ([2.5], None, [1], "stretch"),
 }
 
 
