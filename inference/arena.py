@@ -38,7 +38,7 @@ KEPT_PLANS = 16
 def arenas_for(session: Session) -> "Arenas | None":
     """The arenas of ``session``, or None for a graph with control flow (its subgraphs run outside
     any plan) or one that keeps every value alive (``free_intermediates`` off)."""
-    if not session.free_intermediates or any(any(True for _ in n.subgraphs()) for n in session.graph.nodes):
+    if not session.free_intermediates or any(n.has_subgraphs() for n in session.graph.nodes):
         return None
     return Arenas(session)
 

@@ -325,7 +325,7 @@ def _node_verdict(node: Node, g: _Graph, batch: str) -> str | None:
     """Record the kind of ``node``'s outputs; return why it breaks row independence, if it does."""
     names = [n for n in node.inputs if n]
     unknown = [n for n in names if n not in g.kind]
-    if unknown or any(True for _ in node.subgraphs()):
+    if unknown or node.has_subgraphs():
         return "control flow or values from an enclosing scope"
     if all(g.kind[n] == CONST for n in names):
         if node.op_type in RANDOM:

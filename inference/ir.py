@@ -88,6 +88,10 @@ class Node:
             elif isinstance(v, list):
                 yield from (g for g in v if isinstance(g, Graph))
 
+    def has_subgraphs(self) -> bool:
+        """Whether this node carries a graph (If, Loop, Scan): control flow, run outside any plan."""
+        return any(True for _ in self.subgraphs())
+
     def label(self) -> str:
         """How errors name this node: its name if it has one, else op type and first output."""
         return self.name or f"{self.op_type}->{self.outputs[0] if self.outputs else '?'}"

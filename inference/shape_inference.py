@@ -60,7 +60,7 @@ def _infer_node(model: Model, g: Graph, node, in_types: dict, opsets) -> dict:
     if schema.shape_rule is not None:
         outs = schema.shape_rule(node, [in_types.get(i) for i in node.inputs])
         return dict(zip(node.outputs, outs))
-    if any(True for _ in node.subgraphs()):
+    if node.has_subgraphs():
         return {}  # onnx's per-node API cannot see the subgraph's outer scope; left to run time
     onnx_schema = onnx.defs.get_schema(node.op_type, model.opset_imports.get(node.domain, 1), node.domain)
     data = {i: numpy_helper.from_array(g.initializers[i], i) for i in node.inputs

@@ -15,7 +15,7 @@ def fold_constants(model: Model) -> bool:
 
     g, changed = model.graph, False
     for node in list(g.nodes):
-        if node.op_type in NONDETERMINISTIC or node.domain != "" or any(True for _ in node.subgraphs()):
+        if node.op_type in NONDETERMINISTIC or node.domain != "" or node.has_subgraphs():
             continue
         values = [constant_value(g, i) if i else None for i in node.inputs]
         if any(i and v is None for i, v in zip(node.inputs, values)):
