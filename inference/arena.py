@@ -54,7 +54,7 @@ class BatchPlan:
     """The memory plan of one batch size, its regions as views of the block it was last laid on."""
 
     def __init__(self, session: Session, batch: int):
-        self.plan: MemoryPlan = plan_memory(session, batch, in_place=True, views=True)
+        self.plan: MemoryPlan = plan_memory(session, batch)
         self._parts = [_part(step.node.outputs, step.single, self.plan, session.graph, batch)
                        for step in session.steps]
         self._laid_on: np.ndarray | None = None

@@ -2,11 +2,10 @@
 
 Every intermediate tensor gets an offset into a single arena such that tensors alive at the same
 time never overlap. Elementwise ops may write over an input that dies at that node (in place).
-The plan's ``peak_bytes`` is the arena size; ``no_reuse_bytes`` what one buffer per tensor costs.
-A run does not allocate from such an arena: kernels allocate their outputs and the session drops
-each intermediate after its last reader (the same lifetimes), so freed blocks go to later layers
-through numpy's allocator; fixed buffers measured slower (README, "Planned activation memory").
-The plan sizes the batch chunks of :mod:`inference.chunked` and is what ``edgelearn bench`` reports.
+Outputs of view ops take no room of their own but keep the block they view alive. The plan's
+``peak_bytes`` is the arena size; ``no_reuse_bytes`` what one buffer per tensor costs. It is what
+a Predictor's runs allocate from (:mod:`inference.arena`), what sizes the batch chunks of
+:mod:`inference.chunked` and what ``edgelearn bench`` reports.
 """
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ IN_PLACE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Add", "Sub", "M
                 "Log", "Sqrt", "Abs", "Erf", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Gelu",
                 "Identity", "Dropout", "BatchNormalization", "Sum", "Max", "Min"}
 #: ops whose kernels may return a view of their first input (a reshape, slice, split, broadcast):
-#: planned for an arena (``views=True``), their outputs live in that input's block
+#: their outputs live in that input's block
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Transpose", "Slice",
                       "Split", "Expand", "Cast", "CastLike", "Optional", "OptionalGetElement"})
 
@@ -36,7 +35,7 @@ class Buffer:
     last: int  # last step that reads it
     offset: int = -1
     shares_with: str | None = None  # in-place: the input whose memory it takes over
-    view: bool = False  # a view of ``shares_with`` (no room of its own; see ``plan_memory(views=True)``)
+    view: bool = False  # a view of ``shares_with`` (no room of its own; see ``plan_memory``)
 
 
 @dataclass
@@ -65,20 +64,19 @@ def _nbytes(graph: Graph, name: str, batch: int) -> int | None:
     return int(math.prod(dims)) * np.dtype(graph.type_of(name).dtype).itemsize
 
 
-def plan_memory(session: Session, batch: int = 1, in_place: bool = True, views: bool = False) -> MemoryPlan:
+def plan_memory(session: Session, batch: int = 1, in_place: bool = True) -> MemoryPlan:
     """Plan the arena of ``session``'s intermediates, symbolic dims taken as ``batch``.
 
-    ``views``: the outputs of :data:`VIEW_OPS` take no room of their own but keep their first
-    input's block alive as long as they are read (an arena a run writes into needs this: a view
-    of a freed block would read what the next tenant wrote); a block one of whose views is a graph
-    output is left out of the arena."""
+    The outputs of :data:`VIEW_OPS` take no room of their own but keep their first input's block
+    alive as long as they are read (a view of a freed block would read what the next tenant
+    wrote); a block one of whose views is a graph output is left out of the arena."""
     graph = session.graph
     keep = set(graph.output_names) | set(graph.initializers) | set(graph.input_names)
     plan = MemoryPlan()
     escaping: set[str] = set()  # blocks a graph output views
     for i, step in enumerate(session.steps):
         node = step.node
-        base = node.inputs[0] if views and node.op_type in VIEW_OPS and node.inputs else ""
+        base = node.inputs[0] if node.op_type in VIEW_OPS and node.inputs else ""
         for name in node.outputs:
             if base in plan.buffers:
                 if name in keep:

@@ -98,7 +98,7 @@ def test_a_view_keeps_the_block_it_views_until_its_last_reader():
     (y,), = _runs_alike(model, [_feeds(1, 1)])
     np.testing.assert_allclose(y, (np.maximum(x, 0) - 1 / (1 + np.exp(-x))).reshape(1, 128), rtol=1e-6)
     session = Session(model)
-    plan = plan_memory(session, views=True)
+    plan = plan_memory(session)
     relu, reshape = session.steps[0].node.outputs[0], session.steps[1].node.outputs[0]
     assert plan.buffers[reshape].shares_with == relu and plan.buffers[reshape].view
     assert plan.buffers[reshape].size == 0
@@ -110,7 +110,7 @@ def test_a_block_a_graph_output_views_is_left_out_of_the_arena():
         b.output("flat", np.float32)
 
     session = Session(_model(build))
-    plan = plan_memory(session, views=True)
+    plan = plan_memory(session)
     assert session.steps[0].node.outputs[0] not in plan.buffers
 
 
@@ -128,7 +128,7 @@ def test_an_elementwise_op_runs_in_place_over_its_dying_input():
     slots = session.arenas.acquire({"x": x})
     session.arenas.release(0)
     sigmoid, relu = (session.steps[i].node.outputs[0] for i in (1, 2))
-    plan = plan_memory(session, views=True)
+    plan = plan_memory(session)
     assert plan.buffers[relu].shares_with == sigmoid and not plan.buffers[relu].view
     assert np.shares_memory(slots[1], slots[2])  # Relu writes over Sigmoid's output
 
@@ -174,7 +174,7 @@ def test_each_batch_size_gets_its_plan_and_the_block_fits_the_largest():
     session.arenas = arenas_for(session)
     for n in (1, 5):
         session.run(_feeds(n, 0))
-    assert session.arenas.block.size >= plan_memory(session, 5, views=True).peak_bytes
+    assert session.arenas.block.size >= plan_memory(session, 5).peak_bytes
 
 
 @pytest.mark.parametrize("name, build", [
