@@ -19,7 +19,6 @@ as before.
 """
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from typing import Any, Mapping
@@ -65,14 +64,13 @@ class BatchPlan:
         (its result is checked) or None (a view the plan placed in its input's block)."""
         if self._laid_on is not block:
             self.slots = tuple(p if not isinstance(p, tuple) else
-                               block[p[0]:p[0] + math.prod(p[1]) * p[2].itemsize].view(p[2]).reshape(p[1])
-                               for p in self._parts)
+                               block[p[0]:p[0] + p[1]].view(p[3]).reshape(p[2]) for p in self._parts)
             self._laid_on = block
         return self.slots
 
 
 def _part(outputs: list[str], single: bool, plan: MemoryPlan, graph: Graph, batch: int) -> Any:
-    """A step's part: (offset, shape, dtype) of its region, :data:`NOTHING` or None (see ``lay_on``).
+    """A step's part: (offset, bytes, shape, dtype) of its region, :data:`NOTHING` or None (see ``lay_on``).
     An elementwise step the plan runs in place gets its dying input's region: its kernels read and
     write each element at the same place (``kernels.elementwise``, ``kernels.row_copies``)."""
     buffer = plan.buffers.get(outputs[0]) if outputs else None
@@ -80,7 +78,8 @@ def _part(outputs: list[str], single: bool, plan: MemoryPlan, graph: Graph, batc
         return None
     if buffer is None or not single:
         return NOTHING
-    return buffer.offset, graph.concrete_shape(buffer.name, batch), np.dtype(graph.type_of(buffer.name).dtype)
+    return (buffer.offset, buffer.size, graph.concrete_shape(buffer.name, batch),
+            np.dtype(graph.type_of(buffer.name).dtype))
 
 
 class Arenas:
