@@ -9,8 +9,9 @@ and the next reads it back. Both sides run our own kernels on the same channels-
 the ratio is the fusion's alone. Each round runs all blocks in model order on one side, then on
 the other (which side first alternates), so each block's weights and input arrive from L3 as in a
 model, never from the other side's call just before; each cell is the median over rounds of one
-call (thread time at one thread, wall time at more). At two or more threads the fused call itself
-runs some blocks apart (``APART_RATIO``), marked "apart" here.
+call (thread time at one thread, wall time at more). At two or more threads the fused call splits
+the blocks whose weights outweigh their rows (``weight_bound``) by expanded channels instead of
+rows, marked "by channels" here (a block with no expansion runs apart, marked "apart").
 """
 from __future__ import annotations
 
@@ -72,22 +73,22 @@ def main() -> int:
             attrs = dict(strides=[stride, stride], pads=[1, 1, 1, 1], **CLIP6)
             fused = ir._binder(ir.inverted_residual_packed, True)(**attrs)
             apart = ir._stages_apart(a["x"].shape, None if e is None else a["w1"].shape, a["w2"].shape,
-                                     ir._window((h, h), attrs, "bench"), attrs, True)
+                                     ir._window((h, h), attrs, "bench", (3, 3)), attrs, True)
             args_ = list(a.values())
             np.testing.assert_allclose(fused(*args_), apart(*args_), rtol=1e-4, atol=1e-4)
-            apart_too = ir.runs_apart(args.batch * h * h, cin if e else 0, e or cin, m, threads)
-            cases.append((shape, fused, apart, args_, apart_too))
+            heavy = ir.weight_bound(args.batch * h * h, cin if e else 0, e or cin, m, threads)
+            cases.append((shape, fused, apart, args_, heavy))
         times = time_in_model_order([{"fused": lambda f=fused, a=args_: f(*a), "apart": lambda f=apart, a=args_: f(*a)}
                                      for _, fused, apart, args_, _ in cases], args.rounds, clock)
         print(f"\n{threads} thread(s), batch {args.batch}: ms per block, median of {args.rounds} rounds in model order")
         print("| block (H, C -> E -> M, stride) | apart | fused | fused / apart |")
         print("|---|---|---|---|")
         tot_f = tot_a = 0.0
-        for (shape, *_, apart_too), t in zip(cases, times):
+        for (shape, *_, heavy), t in zip(cases, times):
             h, cin, e, m, stride, res = shape
             f, a_ = float(np.median(t["fused"])), float(np.median(t["apart"]))
             tot_f, tot_a = tot_f + f, tot_a + a_
-            note = " (apart)" if apart_too else ""
+            note = (" (by channels)" if e else " (apart)") if heavy else ""
             print(f"| {h}x{h}, {cin} -> {e or '-'} -> {m}, /{stride}{' +Z' if res else ''} | {a_ * 1e3:.3f} | "
                   f"{f * 1e3:.3f}{note} | {f / a_:.2f}x |")
         print(f"| all | {tot_a * 1e3:.2f} | {tot_f * 1e3:.2f} | {tot_f / tot_a:.2f}x |")

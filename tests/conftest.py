@@ -1,6 +1,7 @@
 """Shared fixtures: small models built in code and the real models onnx ships."""
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Callable
@@ -56,15 +57,31 @@ def mlp_path(tmp_path, mlp_model):
 def squeezenet_path() -> Path:
     return LIGHT_MODELS / "light_squeezenet.onnx"
 
+@contextlib.contextmanager
+def kernel_threads(n: int):
+    """Our kernels on ``n`` threads (numba's pool, as many as it has, and the parallel twins), restored after."""
+    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
+    _jit.use_parallel_kernels(n > 1)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield numba.get_num_threads()
+    finally:
+        _jit.use_parallel_kernels(parallel)
+        numba.set_num_threads(before)
+
+
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def threads(request):
-    """The kernels' thread count for the test (numba's pool and our kernels' parallel twins), restored after."""
-    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
-    _jit.use_parallel_kernels(request.param > 1)
-    numba.set_num_threads(min(request.param, numba.config.NUMBA_NUM_THREADS))
-    yield request.param
-    _jit.use_parallel_kernels(parallel)
-    numba.set_num_threads(before)
+    """The kernels' thread count for the test, restored after."""
+    with kernel_threads(request.param):
+        yield request.param
+
+
+@pytest.fixture
+def two_threads():
+    """Our kernels on two threads for the test (where numba has them); the count numba gives."""
+    with kernel_threads(2) as n:
+        yield n
 
 
 def run_as_standard_onnx(model, feeds: dict) -> list:

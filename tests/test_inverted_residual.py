@@ -4,7 +4,6 @@ two threads, through the ring's wrap-around and the stages-apart path; the cases
 the standard-ONNX export."""
 from __future__ import annotations
 
-import numba
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from inference import Config, Predictor, zoo
 from inference.builder import GraphBuilder
 from inference.errors import KernelError
-from inference.kernels import _jit
 from inference.kernels import inverted_residual as ir
 from inference.onnx_export import model_to_proto
 from inference.passes import layout, optimize
@@ -88,23 +86,21 @@ def test_absent_biases_are_zero(threads):
         ir._binder(ir.inverted_residual, True)(**attrs)(arrays["x"], arrays["w1"], None, arrays["wd"])
 
 
-@pytest.mark.parametrize("ratio,apart", [(0.0, True), (float("inf"), False)])
-def test_stages_apart_path_at_two_threads(monkeypatch, ratio, apart):
-    """At 2 threads a block whose weights outweigh its rows runs its stages apart: same outputs."""
+@pytest.mark.parametrize("ratio,heavy", [(0.0, True), (float("inf"), False)])
+@pytest.mark.parametrize("case", ["residual", "no-expansion"])
+def test_weight_heavy_blocks_at_two_threads(monkeypatch, two_threads, ratio, heavy, case):
+    """At 2 threads a block whose weights outweigh its rows splits by expanded channels (with an
+    expansion) or runs its stages apart (without): same outputs either way."""
     monkeypatch.setattr(ir, "APART_RATIO", ratio)
-    calls = []
-    real = ir._stages_apart
-    monkeypatch.setattr(ir, "_stages_apart", lambda *a: calls.append(a) or real(*a))
-    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
-    _jit.use_parallel_kernels(True)
-    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    try:
-        arrays, attrs = _block(np.random.default_rng(9), *BLOCKS["residual"])
-        got = ir._binder(ir.inverted_residual, True)(**attrs)(*arrays.values())
-    finally:
-        _jit.use_parallel_kernels(parallel)
-        numba.set_num_threads(before)
-    assert bool(calls) == (apart and numba.config.NUMBA_NUM_THREADS > 1)
+    calls = {"apart": [], "split": []}
+    real_apart, real_split = ir._stages_apart, ir.ChannelSplit.__call__
+    monkeypatch.setattr(ir, "_stages_apart", lambda *a: calls["apart"].append(a) or real_apart(*a))
+    monkeypatch.setattr(ir.ChannelSplit, "__call__", lambda *a: calls["split"].append(a) or real_split(*a))
+    arrays, attrs = _block(np.random.default_rng(9), *BLOCKS[case])
+    got = ir._binder(ir.inverted_residual, True)(**attrs)(*arrays.values())
+    took = heavy and two_threads > 1
+    assert bool(calls["split"]) == (took and case != "no-expansion")
+    assert bool(calls["apart"]) == (took and case == "no-expansion")
     np.testing.assert_allclose(got, ir.inverted_residual_reference(**arrays, **attrs), rtol=RTOL, atol=ATOL)
 
 

@@ -34,11 +34,12 @@ from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activation_code
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
+from inference.kernels.inverted_residual_channels import ChannelSplit
 from inference.kernels._prepack import constant_weight, source
 from inference.kernels.conv import PACKED, handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
 from inference.kernels.nhwc import conv_window, fused_conv_nhwc_reference, prepare_conv_nhwc
-from inference.kernels.rows_gemm import LANES, matrix_tiles, padded_bias, padded_weight, tile_shape
+from inference.kernels.rows_gemm import LANES, matrix_product, padded_bias, padded_weight, tile_shape
 from inference.kernels.tile_lanes import clamp_epilogue
 from inference.ops._memo import remember
 from inference.ops.registry import register
@@ -50,11 +51,14 @@ _STAGE_ATTRS = {f"{stage}{k}": v for stage in STAGES[:2] for k, v in EPILOGUE_AT
 #: bytes of expanded rows a band keeps in cache (its ring); 128-512 KB ran alike on MobileNetV2's blocks
 BAND_BYTES = 256 * 1024
 MIN_BAND_PIXELS = 64
-#: at 2 or more threads, the stages run apart when the expansion and projection weights (each thread
-#: reads all of them, fused) outweigh this many times the expanded rows a thread writes: apart, the
-#: threads split each stage's tiles, weights included. MobileNetV2 at 2 threads, fused/apart: 14x14
-#: blocks of 96 -> 576 channels (ratio 2.0) 1.09-1.12x, 7x7 ones (13) 1.0-1.04x; 14x14 of 64 -> 384
-#: (1.3) 0.83-0.88x, 28x28 and larger maps 0.78-1.08x; 64 -> 384 -> 96 (1.63) 0.89-0.97x
+#: at 2 or more threads, a block whose expansion and projection weights (each thread reads all of
+#: them, split by rows) outweigh this many times the expanded rows a thread writes is split by its
+#: expanded channels instead (:func:`weight_bound`), each thread reading its share of the weights.
+#: MobileNetV2 at 2 threads, by rows against three stages apart: 14x14 blocks of 96 -> 576 channels
+#: (ratio 2.0) 1.09-1.12x, 7x7 ones (13) 1.0-1.04x; 14x14 of 64 -> 384 (1.3) 0.83-0.88x, 28x28 and
+#: larger maps 0.78-1.08x; 64 -> 384 -> 96 (1.63) 0.89-0.97x. Split by channels against apart the
+#: blocks past the ratio ran 0.82-0.89x; below it, by channels ran 1.04-2.2x the rows' time (their
+#: expanded maps no longer fit a thread's cache)
 APART_RATIO = 1.8
 
 
@@ -121,21 +125,6 @@ def _check(x: tuple, w1: tuple | None, wd: tuple, w2: tuple, z: tuple | None) ->
 
 
 # -- the kernel -------------------------------------------------------------------------------------------
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def _product(a, a0, p, tail, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv):
-    """``clamp(a[a0:] (p, k) @ W + bias + z)`` into ``y[y0:]`` (p, m): the last partial block of
-    rows copied to ``tail`` zero-padded, then every tile."""
-    k = koff.size
-    full = p // mr
-    rest = p - full * mr
-    if rest:  # element loops: a slice assignment compiles numba's shape-mismatch error path (~3 s cold)
-        first = a0 + full * mr * k
-        for i in range(tail.size):
-            tail[i] = a[first + i] if i < rest * k else 0
-    tiles = -(-p // mr) * (bias.size // (nv * LANES))
-    matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, 0, tiles, wp.size > p * k)
-
-
 @threaded_kernel()
 def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_code, d_alpha, d_beta, d_lim, d_finish,
             p_wp, p_koff, p_bias, z, has_z, p_lim, y, ring, ring_flat, dbuf, dbuf_flat, e_tail, p_tail, zero, nchunks):
@@ -167,7 +156,7 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
                 while start < i1:  # expand the rows not in the ring yet, in runs of consecutive slots
                     s0 = start % slots
                     stop = min(i1, start + slots - s0)
-                    _product(x, (b * h + start) * w * cin, (stop - start) * w, e_tail[ch], e_koff, e_wp, e_bias,
+                    matrix_product(x, (b * h + start) * w * cin, (stop - start) * w, e_tail[ch], e_koff, e_wp, e_bias,
                              zero, no_z, e_lim[0], e_lim[1], ring_flat[ch], s0 * w * c, c, e_mr, e_nv)
                     start = stop
                 image, done = b, i1
@@ -184,7 +173,7 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
                     r4 = _input_row(ring, x3, expand, ch, b, iy + 4, slots, h, zero)
                     depthwise5x5_row(r0, r1, r2, r3, r4, d_wt, d_bias, dbuf[ch, yl], zero, no_z, c, sw, one_i, pw,
                                      d_code, d_alpha, d_beta, d_lim[0], d_lim[1], d_finish)
-            _product(dbuf_flat[ch], zero_i, (o1 - o0) * ow, p_tail[ch], p_koff, p_wp, p_bias, z, has_z, p_lim[0],
+            matrix_product(dbuf_flat[ch], zero_i, (o1 - o0) * ow, p_tail[ch], p_koff, p_wp, p_bias, z, has_z, p_lim[0],
                      p_lim[1], y, (b * oh + o0) * ow * m, m, p_mr, p_nv)
 
 
@@ -276,15 +265,23 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     out_shape = (n, oh, ow, m)
 
     apart: list = []  # the stages as three calls, made when first needed
+    splits: dict = {}  # threads -> the block split among them by expanded channels
 
     def run(x, w1, b1, wd, bd, w2, b2, z):
         if n == 0:  # an empty batch: nothing to compute (the bands below divide by n)
             return np.empty(out_shape, np.float32)
         threads = kernel_threads()
-        if runs_apart(n * h * w, cin if expand else 0, c, m, threads):
-            if not apart:
-                apart.append(_stages_apart(x_shape, w1_shape, w2_shape, win, attrs, constant_weights))
-            return apart[0](x, w1, b1, wd, bd, w2, b2, z)
+        if weight_bound(n * h * w, cin if expand else 0, c, m, threads):
+            if expand is None:
+                if not apart:
+                    apart.append(_stages_apart(x_shape, w1_shape, w2_shape, win, attrs, constant_weights))
+                return apart[0](x, w1, b1, wd, bd, w2, b2, z)
+            split = splits.get(threads)
+            if split is None:
+                split = splits[threads] = ChannelSplit(x_shape, c, m, (oh, ow), k, (sh, sw), (ph, pw),
+                                                       (project.mr, project.nv), threads)
+            return split(x, w1, b1, expand.lim, wd, _vector(bd, c), d_code, d_alpha, d_beta, d_lim, not clamps, w2,
+                         _vector(b2, m), z, project.lim, constant_weights)
         bnd = _even_band(band, oh, -(-threads // n))
         nchunks = max(1, min(n * -(-oh // bnd), threads))
         dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv, 0, 1, k], np.int64)
@@ -312,9 +309,12 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
     return run
 
 
-def runs_apart(pixels: int, expand_in: int, c: int, m: int, threads: int) -> bool:
+def weight_bound(pixels: int, expand_in: int, c: int, m: int, threads: int) -> bool:
     """Whether a block over ``pixels`` input pixels (expansion from ``expand_in`` channels, 0 for
-    none, to ``c``; projection to ``m``) runs its stages apart at ``threads`` (:data:`APART_RATIO`)."""
+    none, to ``c``; projection to ``m``) has weights enough to be split otherwise than by rows at
+    ``threads`` (:data:`APART_RATIO`): by its expanded channels
+    (:class:`~inference.kernels.inverted_residual_channels.ChannelSplit`), or, with no expansion to
+    split, as its stages apart."""
     return threads > 1 and 4 * c * (m + expand_in) > APART_RATIO * (pixels / threads) * c * 4
 
 

@@ -450,6 +450,22 @@ def matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m,
             _slim(src, off, wp, w0, koff, k, bias, m0, rows, amin, amax, z, y, yo, m, seg, 1, act)
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def matrix_product(a, a0, p, tail, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv):
+    """``clamp(a[a0:] (p, k) @ W + bias + z)`` into ``y[y0:]`` (p, m) on one thread: the last partial
+    block of rows copied to ``tail`` zero-padded, then every tile of :func:`matrix_tiles`. What the
+    fused block kernels run on rows in their cache."""
+    k = koff.size
+    full = p // mr
+    rest = p - full * mr
+    if rest:  # element loops: a slice assignment compiles numba's shape-mismatch error path (~3 s cold)
+        first = a0 + full * mr * k
+        for i in range(tail.size):
+            tail[i] = a[first + i] if i < rest * k else 0
+    tiles = -(-p // mr) * (bias.size // (nv * LANES))
+    matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, 0, tiles, wp.size > p * k)
+
+
 @threaded_kernel()
 def _gemm_gathered(x, geo, p, koff, krow, kcount, bounds, wp, bias, z, has_z, amin, amax, y, m, weights_outer,
                    groups, mr, nv, act):
