@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from inference.kernels._cache_guard import guard_package
+
 
 def _load_all() -> None:
     for mod in pkgutil.iter_modules(__path__):
@@ -18,3 +20,4 @@ def _load_all() -> None:
 
 
 _load_all()
+guard_package(__name__)  # before any kernel loads its cached machine code

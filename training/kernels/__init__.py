@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from inference.kernels._cache_guard import guard_package
+
 
 def _load_all() -> None:
     for mod in pkgutil.iter_modules(__path__):
@@ -17,3 +19,4 @@ def _load_all() -> None:
 
 
 _load_all()
+guard_package(__name__)  # before any kernel loads its cached machine code
