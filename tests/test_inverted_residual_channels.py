@@ -29,13 +29,14 @@ def _split_call(arrays: dict, attrs: dict, parts: int, constant: bool = True, k:
     x, w1, w2 = arrays["x"], arrays["w1"], arrays["w2"]
     c, m = w1.shape[3], w2.shape[3]
     win = ir._window(x.shape[1:3], attrs, "test", (k, k))
-    split = ChannelSplit(x.shape, c, m, win.out_shape, k, win.strides, win.pads_begin, tile_shape(m), parts)
-    e_lim, p_lim = ir._Stage(x.shape[3], c, attrs, "expand_", "test").lim, ir._Stage(c, m, attrs, "", "test").lim
+    expansion = ir._Stage(x.shape[3], c, attrs, "expand_", "test", expansion_tile(c, parts))
+    split = ChannelSplit(x.shape, c, m, win.out_shape, k, win.strides, win.pads_begin, expansion, tile_shape(m), parts)
+    p_lim = ir._Stage(c, m, attrs, "", "test").lim
     d = ir.stage_epilogue(attrs, "depthwise_")
     code = ir.activation_code(d["activation"])
     clamps, amin, amax = ir.clamp_epilogue(code, float(d["alpha"]), float(d["beta"]))
     d_lim = np.array([amin, amax] if clamps else [-np.inf, np.inf], np.float32)
-    return split(x, w1, arrays["b1"], e_lim, arrays["wd"], ir._vector(arrays["bd"], c), code, float(d["alpha"]),
+    return split(x, w1, arrays["b1"], arrays["wd"], ir._vector(arrays["bd"], c), code, float(d["alpha"]),
                  float(d["beta"]), d_lim, not clamps, w2, ir._vector(arrays["b2"], m), arrays["z"], p_lim, constant)
 
 

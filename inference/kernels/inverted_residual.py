@@ -34,7 +34,7 @@ from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activation_code
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
-from inference.kernels.inverted_residual_channels import ChannelSplit
+from inference.kernels.inverted_residual_channels import ChannelSplit, expansion_tile
 from inference.kernels._prepack import constant_weight, source
 from inference.kernels.conv import PACKED, handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
@@ -207,7 +207,7 @@ def _even_band(band: int, oh: int, per_image: int) -> int:
 class _Stage:
     """A 1x1 stage's tile, clamp and padded bias/weight getters."""
 
-    def __init__(self, k: int, m: int, attrs: dict, stage: str, where: str):
+    def __init__(self, k: int, m: int, attrs: dict, stage: str, where: str, tile: tuple[int, int] | None = None):
         e = stage_epilogue(attrs, stage)
         clamps, amin, amax = clamp_epilogue(activation_code(e["activation"]), float(e["alpha"]), float(e["beta"]))
         if not clamps:
@@ -215,7 +215,7 @@ class _Stage:
             raise KernelError(f"{where}: the {name}'s activation {e['activation']!r} is not a clamp; {OP} fuses "
                               f"clamps (none, Relu, Clip) only")
         self.k, self.m = k, m
-        self.mr, self.nv = tile_shape(m)
+        self.mr, self.nv = tile or tile_shape(m)
         self.nl = self.nv * LANES
         self.lim = np.array([amin, amax], np.float32)
         self._bias: tuple = (None, None)
@@ -278,10 +278,12 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
                 return apart[0](x, w1, b1, wd, bd, w2, b2, z)
             split = splits.get(threads)
             if split is None:
-                split = splits[threads] = ChannelSplit(x_shape, c, m, (oh, ow), k, (sh, sw), (ph, pw),
-                                                       (project.mr, project.nv), threads)
-            return split(x, w1, b1, expand.lim, wd, _vector(bd, c), d_code, d_alpha, d_beta, d_lim, not clamps, w2,
-                         _vector(b2, m), z, project.lim, constant_weights)
+                split = splits[threads] = ChannelSplit(
+                    x_shape, c, m, (oh, ow), k, (sh, sw), (ph, pw),
+                    _Stage(cin, c, attrs, "expand_", where, expansion_tile(c, threads)), (project.mr, project.nv),
+                    threads)
+            return split(x, w1, b1, wd, _vector(bd, c), d_code, d_alpha, d_beta, d_lim, not clamps, w2, _vector(b2, m),
+                         z, project.lim, constant_weights)
         bnd = _even_band(band, oh, -(-threads // n))
         nchunks = max(1, min(n * -(-oh // bnd), threads))
         dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv, 0, 1, k], np.int64)

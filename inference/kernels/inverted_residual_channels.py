@@ -21,8 +21,7 @@ from inference.kernels._jit import parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
-from inference.kernels.rows_gemm import (LANES, MATRIX, matrix_product, padded_bias, padded_weight,
-                                         panel_row_offsets, tile_shape)
+from inference.kernels.rows_gemm import LANES, MATRIX, matrix_product, padded_weight, panel_row_offsets, tile_shape
 
 
 def part_bounds(c: int, nl: int, parts: int) -> tuple[int, ...]:
@@ -71,15 +70,18 @@ def part_offsets(bounds: tuple[int, ...], per_channel: int) -> np.ndarray:
 
 class ChannelSplit:
     """The block split into ``parts`` runs of expanded channels, for fixed shapes: ``x_shape``
-    (N, H, W, Cin) expanded to ``c`` channels, projected to ``m`` on the tile ``p_tile``, the
-    depthwise ``k`` x ``k`` with ``strides`` and begin ``pads``, ``out_shape`` (OH, OW)."""
+    (N, H, W, Cin) expanded to ``c`` channels by ``expansion`` (the block's stage object: its tile
+    ``mr``/``nv``, best :func:`expansion_tile`; its packed ``weight``, padded ``bias`` and clamp
+    ``lim``), projected to ``m`` on the tile ``p_tile``, the depthwise ``k`` x ``k`` with
+    ``strides`` and begin ``pads``, ``out_shape`` (OH, OW)."""
 
     def __init__(self, x_shape: tuple, c: int, m: int, out_shape: tuple[int, int], k: int, strides: tuple,
-                 pads: tuple, p_tile: tuple[int, int], parts: int):
+                 pads: tuple, expansion, p_tile: tuple[int, int], parts: int):
         n, h, w, cin = x_shape
         oh, ow = out_shape
         self.cin, self.c, self.m = cin, c, m
-        self.e_mr, self.e_nv = expansion_tile(c, parts)
+        self.expansion = expansion
+        self.e_mr, self.e_nv = expansion.mr, expansion.nv
         self.e_nl = self.e_nv * LANES
         self.p_mr, self.p_nv = p_tile
         self.p_nl = self.p_nv * LANES
@@ -95,19 +97,17 @@ class ChannelSplit:
         self.out_shape = (n, oh, ow, m)
         self.dims = np.array([n, h, w, cin, m, oh, ow, strides[0], strides[1], pads[0], pads[1], self.e_mr,
                               self.e_nv, self.p_mr, self.p_nv, k, 0, 1], np.int64)
-        self._e_bias: tuple = (None, None)  # (a constant expansion bias, padded)
 
-    def __call__(self, x, w1, b1, e_lim, wd, d_bias, d_code, d_alpha, d_beta, d_lim, d_finish, w2, p_bias, z, p_lim,
+    def __call__(self, x, w1, b1, wd, d_bias, d_code, d_alpha, d_beta, d_lim, d_finish, w2, p_bias, z, p_lim,
                  constant: bool) -> np.ndarray:
         """The block's output. ``w1``, ``b1``, ``wd``, ``w2`` as the node gets them (packed and split
-        here; kept with a ``constant`` weight); ``e_lim``: the expansion's clamp; ``d_*``: the
-        depthwise's bias (C,) and epilogue; ``p_bias`` (M,) and ``p_lim``: the projection's bias and
-        clamp, applied where the partials are summed."""
+        here; kept with a ``constant`` weight); ``d_*``: the depthwise's bias (C,) and epilogue;
+        ``p_bias`` (M,) and ``p_lim``: the projection's bias and clamp, applied where the partials
+        are summed."""
         n, h, w, cin = x.shape
         oh, ow, m = self.out_shape[1], self.out_shape[2], self.m
-        e_wp, e_koff = padded_weight(np.ascontiguousarray(w1, np.float32).reshape(cin, self.c), self.e_nl,
-                                     w1 if constant else None)
-        e_bias = self._expansion_bias(b1, constant)
+        e_wp, e_koff = self.expansion.weight(w1, constant)
+        e_bias, e_lim = self.expansion.bias(b1, constant), self.expansion.lim
         d_wt = depthwise_parts(wd, self.bounds, wd if constant else None)
         p_wp = projection_parts(w2, self.bounds, self.p_nl, w2 if constant else None)
         parts, widest = self.parts, self.widest
@@ -127,14 +127,6 @@ class ChannelSplit:
         _sum_parts.parallel(partial, p_bias, zz, z is not None, p_lim, y.reshape(-1), rows, m,
                             parallel_chunks(rows, self.parts))
         return y
-
-    def _expansion_bias(self, b1: np.ndarray | None, constant: bool) -> np.ndarray:
-        if constant and b1 is not None and self._e_bias[0] is b1:
-            return self._e_bias[1]
-        bp = padded_bias(b1, self.c, -(-self.c // self.e_nl) * self.e_nl)
-        if constant:
-            self._e_bias = (b1, bp)
-        return bp
 
 
 @threaded_kernel()
