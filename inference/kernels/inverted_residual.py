@@ -156,8 +156,8 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
                 while start < i1:  # expand the rows not in the ring yet, in runs of consecutive slots
                     s0 = start % slots
                     stop = min(i1, start + slots - s0)
-                    matrix_product(x, (b * h + start) * w * cin, (stop - start) * w, e_tail[ch], e_koff, e_wp, e_bias,
-                             zero, no_z, e_lim[0], e_lim[1], ring_flat[ch], s0 * w * c, c, e_mr, e_nv)
+                    matrix_product(x, (b * h + start) * w * cin, (stop - start) * w, e_tail[ch], e_koff, e_wp,
+                                   e_bias, zero, no_z, e_lim[0], e_lim[1], ring_flat[ch], s0 * w * c, c, e_mr, e_nv)
                     start = stop
                 image, done = b, i1
             for yl in range(o1 - o0):
@@ -173,8 +173,8 @@ def _blocks(x, x3, dims, expand, e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, d_co
                     r4 = _input_row(ring, x3, expand, ch, b, iy + 4, slots, h, zero)
                     depthwise5x5_row(r0, r1, r2, r3, r4, d_wt, d_bias, dbuf[ch, yl], zero, no_z, c, sw, one_i, pw,
                                      d_code, d_alpha, d_beta, d_lim[0], d_lim[1], d_finish)
-            matrix_product(dbuf_flat[ch], zero_i, (o1 - o0) * ow, p_tail[ch], p_koff, p_wp, p_bias, z, has_z, p_lim[0],
-                     p_lim[1], y, (b * oh + o0) * ow * m, m, p_mr, p_nv)
+            matrix_product(dbuf_flat[ch], zero_i, (o1 - o0) * ow, p_tail[ch], p_koff, p_wp, p_bias, z, has_z,
+                           p_lim[0], p_lim[1], y, (b * oh + o0) * ow * m, m, p_mr, p_nv)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")

@@ -35,7 +35,7 @@ def part_bounds(c: int, nl: int, parts: int) -> tuple[int, ...]:
 def expansion_tile(c: int, parts: int) -> tuple[int, int]:
     """The expansion's tile when its ``c`` channels are split in ``parts``: the one whose panels
     split most evenly (the widest part sets the time), the block's own tile on a tie. Why: 576
-    channels are 9 panels of 64 (parts of 5 and 4) but 18 of 32 (9 and 9)."""
+    channels are 9 panels of 64 (parts of 4 and 5) but 18 of 32 (9 and 9)."""
     own = tile_shape(c)
     widest = lambda tile: max(np.diff(part_bounds(c, tile[1] * LANES, parts)))  # noqa: E731
     return min((own,) + tuple(t for t in MATRIX if t != own), key=widest)
@@ -79,7 +79,7 @@ class ChannelSplit:
                  pads: tuple, expansion, p_tile: tuple[int, int], parts: int):
         n, h, w, cin = x_shape
         oh, ow = out_shape
-        self.cin, self.c, self.m = cin, c, m
+        self.m = m
         self.expansion = expansion
         self.e_mr, self.e_nv = expansion.mr, expansion.nv
         self.e_nl = self.e_nv * LANES
