@@ -11,6 +11,7 @@ import pytest
 
 from inference import Config, Predictor, zoo
 from inference.kernels import inverted_residual as ir
+from inference.kernels._prepack import is_released
 from inference.kernels.inverted_residual_channels import ChannelSplit, expansion_tile, part_bounds
 from inference.kernels.rows_gemm import NARROW, WIDE, tile_shape
 from inference.onnx_export import model_to_proto
@@ -83,14 +84,27 @@ def test_parts_are_whole_panels_split_evenly():
 
 
 def test_mobilenet_v2_at_two_threads_splits_its_deep_blocks(monkeypatch, two_threads):
+    """At batch 2 each thread takes an image (the batch split) and runs its blocks by rows, packing
+    their weights for those tiles, after which the Predictor releases the weights; at batch 1 the
+    deep blocks split by channels, their parts packed from the released weights' panels. Both
+    batches match onnxruntime."""
     if two_threads < 2:
         pytest.skip("numba has one thread here")
     calls = []
     real = ChannelSplit.__call__
     monkeypatch.setattr(ChannelSplit, "__call__", lambda *a: calls.append(a[0].out_shape) or real(*a))
     proto = model_to_proto(zoo.mobilenet_v2())
-    x = {"input": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
-    got = Predictor(Config(model_path=proto, num_threads=2)).run(x)["logits"]
+    rng = np.random.default_rng(0)
+    ort_session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    predictor = Predictor(Config(model_path=proto, num_threads=2))
+    x2 = {"input": rng.standard_normal((2, 3, 224, 224)).astype(np.float32)}
+    np.testing.assert_allclose(predictor.run(x2)["logits"], ort_session.run(None, x2)[0], rtol=RTOL, atol=ATOL)
+    assert not calls  # one image per thread: every block by rows, on one thread
+    blocks = [n for n in predictor.model.graph.nodes if n.op_type == ir.OP]
+    w1 = [predictor.model.graph.initializers.get(n.inputs[1]) for n in blocks if n.inputs[1]]
+    assert any(w is not None and is_released(w) for w in w1)
+    calls.clear()
+    x1 = {"input": x2["input"][:1].copy()}
+    got = predictor.run(x1)["logits"]
     assert {shape[1] for shape in calls} == {7, 14}  # the 14x14 blocks of 576 channels and the 7x7 ones
-    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got, ort_session.run(None, x1)[0], rtol=RTOL, atol=ATOL)
