@@ -61,11 +61,11 @@ def guard(package_dir: Path, modules: Iterable[ModuleType]) -> list[Path]:
         try:
             if marker.is_file() and marker.read_text() == stamp:
                 continue
+            directory.mkdir(parents=True, exist_ok=True)  # numba makes it when it locates the cache
             for path in directory.iterdir():
                 if path.suffix in (".nbi", ".nbc") and path.name.split(".", 1)[0] in stems:
                     path.unlink(missing_ok=True)
                     removed.append(path)
-            directory.mkdir(parents=True, exist_ok=True)
             partial = directory / f"{STAMP}.{os.getpid()}"
             partial.write_text(stamp)
             os.replace(partial, marker)  # whole or absent: a reader never sees half a stamp

@@ -88,12 +88,12 @@ class ChannelSplit:
         self.bounds = part_bounds(c, self.e_nl, parts)
         self.parts = len(self.bounds) - 1
         self.widest = int(max(np.diff(self.bounds)))
+        self.zero = np.zeros(w * self.widest, np.float32)  # read only: rows above and below the map
         self.bounds_array = np.array(self.bounds, np.int64)
         self.p_off = part_offsets(self.bounds, -(-m // self.p_nl) * self.p_nl)
         self.d_off = part_offsets(self.bounds, k * k)
         self.koff = panel_row_offsets(self.widest, self.p_nl)
         self.no_bias = np.zeros(-(-m // self.p_nl) * self.p_nl, np.float32)
-        self.zero = np.zeros(max(w, ow) * c, np.float32)  # read only: rows above and below the map
         self.out_shape = (n, oh, ow, m)
         self.dims = np.array([n, h, w, cin, m, oh, ow, strides[0], strides[1], pads[0], pads[1], self.e_mr,
                               self.e_nv, self.p_mr, self.p_nv, k, 0, 1], np.int64)
