@@ -20,6 +20,9 @@ _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
 GROUP = 4  # output pixels per pass over the channels
+WHOLE_ROW = 7  # output rows up to this wide run as one group (MobileNets' last maps are 7 wide)
+MID_ROW = 32  # rows up to this wide run in groups across the whole row, wider ones border columns apart
+CHAINS = 4  # a group of fewer than CHAINS pixels splits each pixel's sum into CHAINS // pixels chains
 
 
 @intrinsic
@@ -35,20 +38,31 @@ def depthwise3x3_cols(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, 
     :data:`GROUP` pixels at a time, each pass over all channel blocks: the block's taps load once
     per group, and the pixels' inputs (3 rows x 6 columns x C) stay in L1. Channel blocks outside,
     pixels inside (taps loaded once per row) ran 2x slower: each pass strode over three whole rows
-    and the output (128 KB at 144 channels, 56 wide), past L1. Each pixel sums its taps in one
-    chain in tap order (the reference's order: the int8 tests compare against it), but the
-    group's chains are emitted tap by tap across the pixels, and whole channel blocks load and
-    store unmasked: pixel after pixel, with masked stores between them, the chains had barely
-    overlapped (7-10 ns per 16-channel output vector in L1, now 4-6.5 ns on MobileNetV2's widths;
-    interleaving gave 1.5x, unmasked whole blocks ~1.2x more). Border columns and the clamp had
-    been numba loops over the row after the stencil (the border ones scalar)."""
-    sig = types.void(r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax)
+    and the output (128 KB at 144 channels, 56 wide), past L1. Each pixel of a group sums its taps
+    in one chain in tap order, the group's chains emitted tap by tap across the pixels, and whole
+    channel blocks load and store unmasked: pixel after pixel, with masked stores between them,
+    the chains had barely overlapped (7-10 ns per 16-channel output vector in L1, then 4-6.5 ns on
+    MobileNetV2's widths; interleaving gave 1.5x, unmasked whole blocks ~1.2x more). With no
+    dilation a group loads each input column once per row for all the taps that read it (stride
+    1 or 2). Rows up to :data:`WHOLE_ROW` and :data:`MID_ROW` wide run :func:`depthwise3x3_short`
+    and :func:`depthwise3x3_mid`; this one takes the wider rows (their callers choose)."""
+    return types.void(r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax), _codegen(3, "wide")
 
-    def codegen(context, builder, signature, args):
-        _stencil(3, context, builder, signature, args)
-        return context.get_dummy_value()
 
-    return sig, codegen
+@intrinsic
+def depthwise3x3_mid(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax):
+    """:func:`depthwise3x3_cols` for a row of ``WHOLE_ROW`` < ow <= :data:`MID_ROW` columns: groups of
+    :data:`GROUP` across the whole row, the last one ending at its end, those with border columns
+    masked (a 14- or 28-wide row has few interior groups; one at a time its border and leftover
+    columns had cost more than its interior)."""
+    return types.void(r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax), _codegen(3, "mid")
+
+
+@intrinsic
+def depthwise3x3_short(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax):
+    """:func:`depthwise3x3_cols` for a row of at most :data:`WHOLE_ROW` columns: all of them one
+    masked group, each tap loaded once per channel block."""
+    return types.void(r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax), _codegen(3, "short")
 
 
 @intrinsic
@@ -56,18 +70,36 @@ def depthwise5x5_cols(typingctx, r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, wid
     """:func:`depthwise3x3_cols` for a 5x5 window: five rows, taps (25, c) flat. Why: EfficientNet-
     and MobileNetV3-style blocks use 5x5 depthwise layers, which had run the generic numba loop at
     3.3-5x onnxruntime's time (EfficientNet-Lite0's 240-channel 28x28 layer 434 us against 90)."""
-    sig = types.void(r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax)
+    return (types.void(r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax),
+            _codegen(5, "wide"))
 
+
+@intrinsic
+def depthwise5x5_mid(typingctx, r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax):
+    """:func:`depthwise3x3_mid` for a 5x5 window."""
+    return (types.void(r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax),
+            _codegen(5, "mid"))
+
+
+@intrinsic
+def depthwise5x5_short(typingctx, r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax):
+    """:func:`depthwise3x3_short` for a 5x5 window."""
+    return (types.void(r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax),
+            _codegen(5, "short"))
+
+
+def _codegen(k: int, span: str):
     def codegen(context, builder, signature, args):
-        _stencil(5, context, builder, signature, args)
+        _stencil(k, span, context, builder, signature, args)
         return context.get_dummy_value()
+    return codegen
 
-    return sig, codegen
 
-
-def _stencil(k: int, context, builder, signature, args) -> None:
+def _stencil(k: int, span: str, context, builder, signature, args) -> None:
     """The body of a k x k stencil intrinsic: arguments the k rows, w, bias, y, lo, hi, ow, width,
-    sw, dw, pw, c, amin, amax (see :func:`depthwise3x3_cols`)."""
+    sw, dw, pw, c, amin, amax (see :func:`depthwise3x3_cols`); ``span``: the row widths it is
+    for, "short", "mid" or "wide" (:func:`depthwise3x3_short`, :func:`depthwise3x3_mid`,
+    :func:`depthwise3x3_cols`)."""
     vty = ir.VectorType(_F32, LANES)
     i1v = ir.VectorType(ir.IntType(1), LANES)
     const = lambda v: ir.Constant(_I64, v)  # noqa: E731
@@ -88,65 +120,92 @@ def _stencil(k: int, context, builder, signature, args) -> None:
             return builder.load(at(base, off), align=4)
         return _masked_f32(builder, "load", [at(base, off), align, mask, zero])
 
-    def group(x0, size: int, border: bool) -> None:
-        """Output columns x0 .. x0+size-1, every channel block: whole blocks, then the last,
-        partial one masked. ``border``: mask off the taps outside the rows."""
-        xs = [builder.add(x0, const(p)) for p in range(size)]
-        starts = [builder.sub(builder.mul(x, sw), pw) for x in xs]
-        ixs = [[builder.add(st, builder.mul(const(j), dw)) for j in range(k)] for st in starts]
-        inside = None
-        if border:
-            inside = [[splat(builder, builder.and_(builder.icmp_signed(">=", ix, const(0)),
-                                                   builder.icmp_signed("<", ix, width)), i1v) for ix in row]
-                      for row in ixs]
-        cols = {(p, j): builder.mul(ix, c) for p, row in enumerate(ixs) for j, ix in enumerate(row)}
-        if border or size == 1:
-            blocks(xs, cols, inside, f"{size}{'b' if border else ''}")
-            return
-        # stride 1, dilation 1: pixel p's tap j reads column p + j, so a row's size + k - 1 columns
-        # load once for all the group's taps (20 loads of 8 columns per 5x5 row, 12 of 6 per 3x3)
-        unit = builder.and_(builder.icmp_signed("==", sw, const(1)), builder.icmp_signed("==", dw, const(1)))
-        with builder.if_else(unit) as (shared, apart):
-            with shared:
-                first = builder.sub(x0, pw)
-                blocks(xs, {(p, j): builder.mul(builder.add(first, const(p + j)), c) for p in range(size)
-                            for j in range(k)}, None, f"{size}u", shared=True)
-            with apart:
-                blocks(xs, cols, None, f"{size}")
+    def inside(ix):
+        """All lanes true where input column ``ix`` is inside the rows."""
+        return splat(builder, builder.and_(builder.icmp_signed(">=", ix, const(0)),
+                                           builder.icmp_signed("<", ix, width)), i1v)
 
-    def blocks(xs, cols, inside, tag: str, shared: bool = False) -> None:
+    def group(x0, size: int, border: bool) -> None:
+        """Output columns x0 .. x0+size-1, every channel block. ``border``: taps outside the rows
+        masked off. With no dilation, pixel p's tap j reads column ``x0*sw - pw + p*sw + j``: each
+        column the group reads loads once per row for all the taps that read it (stride 1: 8
+        loads for a 5x5 row of four pixels rather than 20; stride 2: 11), its mask (if any)
+        made once per group."""
+        def offsets(ixs: dict) -> tuple[dict, dict | None]:
+            """Where each input column starts in a row, and (``border``) its mask; a column outside
+            the row reads, all lanes masked off, the nearest one inside. Why: a load outside the
+            row, even with every lane off, touches memory the row does not own (the arena's
+            neighbours, a page nothing has touched): measured up to 2x slower in a model."""
+            if not border:
+                return {q: builder.mul(ix, c) for q, ix in ixs.items()}, None
+            last = builder.sub(width, const(1))
+            inner = {q: builder.select(builder.icmp_signed("<", ix, const(0)), const(0),
+                                       builder.select(builder.icmp_signed(">", ix, last), last, ix)) for q, ix in ixs.items()}
+            return {q: builder.mul(ix, c) for q, ix in inner.items()}, {q: inside(ix) for q, ix in ixs.items()}
+
+        def shared(stride: int) -> None:
+            first = builder.sub(builder.mul(x0, sw), pw)
+            cols, masks = offsets({q: builder.add(first, const(q)) for q in range((size - 1) * stride + k)})
+            blocks(x0, size, cols, masks, lambda p, j: p * stride + j, f"{size}{'b' if border else ''}s{stride}")
+
+        def apart() -> None:
+            starts = [builder.sub(builder.mul(builder.add(x0, const(p)), sw), pw) for p in range(size)]
+            cols, masks = offsets({(p, j): builder.add(st, builder.mul(const(j), dw)) for p, st in enumerate(starts)
+                                   for j in range(k)})
+            blocks(x0, size, cols, masks, lambda p, j: (p, j), f"{size}{'b' if border else ''}")
+
+        unit = builder.icmp_signed("==", dw, const(1))
+        with builder.if_else(builder.and_(unit, builder.icmp_signed("==", sw, const(1)))) as (one, other):
+            with one:
+                shared(1)
+            with other:
+                with builder.if_else(builder.and_(unit, builder.icmp_signed("==", sw, const(2)))) as (two, rest):
+                    with two:
+                        shared(2)
+                    with rest:
+                        apart()
+
+    def blocks(x0, size: int, cols: dict, masks, key, tag: str) -> None:
+        """The group's whole channel blocks, then the last, partial one masked."""
         whole = builder.sdiv(c, const(LANES))
         cb, close_blocks = counted_loop(builder, const(0), whole, f"dw.block{tag}")
-        pixels(xs, cols, inside, builder.mul(cb, const(LANES)), None, shared)
+        pixels(x0, size, cols, masks, key, builder.mul(cb, const(LANES)), None)
         close_blocks()
         with builder.if_then(builder.icmp_signed("<", builder.mul(whole, const(LANES)), c)):
             c0 = builder.mul(whole, const(LANES))
             live = splat(builder, builder.sub(c, c0), ir.VectorType(_I64, LANES))
-            pixels(xs, cols, inside, c0, builder.icmp_signed("<", lane_ids, live), shared)
+            pixels(x0, size, cols, masks, key, c0, builder.icmp_signed("<", lane_ids, live))
 
-    def pixels(xs, cols, inside, c0, mask, shared: bool) -> None:
-        """One channel block (``mask``: its live lanes, None when all are) of the pixels ``xs``;
-        ``cols[(p, j)]``: where pixel p's tap j reads in a row; ``shared``: the same column for
-        every (p, j) of equal p + j, each loaded once per row."""
-        def tap_mask(p, j):
-            if inside is None:
+    def pixels(x0, size: int, cols: dict, masks, key, c0, mask) -> None:
+        """One channel block (``mask``: its live lanes, None when all are) of ``size`` pixels from
+        x0; pixel p's tap j reads row offset ``cols[key(p, j)]`` (masked by ``masks[key(p, j)]``)."""
+        def column_mask(q):
+            if masks is None:
                 return mask
-            return inside[p][j] if mask is None else builder.and_(mask, inside[p][j])
+            return masks[q] if mask is None else builder.and_(mask, masks[q])
 
         taps = [load(wd, builder.add(builder.mul(const(t), c), c0), mask) for t in range(k * k)]
-        accs = [load(bd, c0, mask)] * len(xs)  # each pixel's chain in tap order, the chains interleaved
+        # each pixel's taps in `parts` runs of consecutive taps, each its own chain in tap order (the
+        # first from the bias, the others from zero), added after: a lone border column is not one
+        # chain of k*k dependent FMAs
+        parts = max(1, CHAINS // size)
+        chains = [[load(bd, c0, mask) if q == 0 else zero for q in range(parts)] for _ in range(size)]
         for i in range(k):
             loaded: dict = {}
             for j in range(k):
-                ins = []
-                for p in range(len(xs)):
-                    key = p + j if shared else (p, j)
-                    if key not in loaded:
-                        loaded[key] = load(rows[i], builder.add(cols[(p, j)], c0), tap_mask(p, j))
-                    ins.append(loaded[key])
-                accs = [builder.call(fma, [taps[k * i + j], ins[p], accs[p]]) for p in range(len(xs))]
-        for p, x in enumerate(xs):
-            ptr, v = at(yd, builder.add(builder.mul(x, c), c0)), clamp_keeping_nan(builder, accs[p], amin, amax)
+                t = k * i + j
+                for p in range(size):
+                    q = key(p, j)
+                    if q not in loaded:
+                        loaded[q] = load(rows[i], builder.add(cols[q], c0), column_mask(q))
+                    part = t * parts // (k * k)
+                    chains[p][part] = builder.call(fma, [taps[t], loaded[q], chains[p][part]])
+        for p in range(size):
+            acc = chains[p][0]
+            for partial in chains[p][1:]:
+                acc = builder.fadd(acc, partial)
+            x = builder.add(x0, const(p))
+            ptr, v = at(yd, builder.add(builder.mul(x, c), c0)), clamp_keeping_nan(builder, acc, amin, amax)
             if mask is None:
                 builder.store(v, ptr, align=4)
             else:
@@ -156,39 +215,32 @@ def _stencil(k: int, context, builder, signature, args) -> None:
     hi = builder.select(builder.icmp_signed("<", hi, lo), lo, hi)
     hi = builder.select(builder.icmp_signed(">", hi, ow), ow, hi)
 
-    def interior(a, b, tag: str) -> None:
-        """Columns [a, b), all of whose taps are inside: groups of GROUP, then one at a time."""
-        full = builder.add(a, builder.mul(builder.sdiv(builder.sub(b, a), const(GROUP)), const(GROUP)))
-        g, close = counted_loop(builder, const(0), builder.sdiv(builder.sub(full, a), const(GROUP)), f"dw.groups{tag}")
-        group(builder.add(a, builder.mul(g, const(GROUP))), GROUP, False)
+    if span == "short":  # one group of all the row's columns, masked where a tap leaves the row
+        for size in range(1, WHOLE_ROW + 1):
+            with builder.if_then(builder.icmp_signed("==", ow, const(size))):
+                group(const(0), size, True)
+    elif span == "mid":  # groups of GROUP, the last one ending at the row's end (columns it shares
+        # with the one before are computed twice, to the same value), masked if a tap leaves the row
+        g, close = counted_loop(builder, const(0), builder.sdiv(builder.add(ow, const(GROUP - 1)), const(GROUP)),
+                                "dw.groups")
+        last = builder.sub(ow, const(GROUP))
+        x0 = builder.mul(g, const(GROUP))
+        x0 = builder.select(builder.icmp_signed(">", x0, last), last, x0)
+        clear = builder.and_(builder.icmp_signed(">=", x0, lo),
+                             builder.icmp_signed("<=", builder.add(x0, const(GROUP)), hi))
+        with builder.if_else(clear) as (interior, border):
+            with interior:
+                group(x0, GROUP, False)
+            with border:
+                group(x0, GROUP, True)
         close()
-        xo, close = counted_loop(builder, full, b, f"dw.rest{tag}")
-        group(xo, 1, False)
+    else:  # groups of GROUP interior columns, then the interior's last 0-3 columns and the border
+        # ones one at a time, masked where a tap leaves the row
+        full = builder.add(lo, builder.mul(builder.sdiv(builder.sub(hi, lo), const(GROUP)), const(GROUP)))
+        g, close = counted_loop(builder, const(0), builder.sdiv(builder.sub(full, lo), const(GROUP)), "dw.groups")
+        group(builder.add(lo, builder.mul(g, const(GROUP))), GROUP, False)
         close()
-
-    # a narrow row (under two groups of interior columns) with borders of at most GROUP columns
-    # each side: a masked group at each end, the interior between them. Why: one column at a time,
-    # a 7-wide map's four border columns of a 5x5 window had made EfficientNet's 7x7 layers ~2.7x
-    # onnxruntime's time (per-node profiles: 105-115 -> 62-82 us; the whole model within this VM's
-    # noise); on wider rows the end groups cost more than they save (14x14: 158 -> 180 us), the
-    # interior groups sharing their column loads. A column the end groups and the interior share
-    # is computed twice, to the same value.
-    left_ok = builder.icmp_signed("<=", lo, const(GROUP))
-    right_ok = builder.icmp_signed("<=", builder.sub(ow, hi), const(GROUP))
-    narrow = builder.and_(builder.icmp_signed(">=", ow, const(GROUP)),
-                          builder.icmp_signed("<", builder.sub(hi, lo), const(2 * GROUP)))
-    with builder.if_else(builder.and_(narrow, builder.and_(left_ok, right_ok))) as (grouped, apart):
-        with grouped:
-            group(const(0), GROUP, True)  # covers the left border: lo <= GROUP here
-            a, end = const(GROUP), builder.sub(ow, const(GROUP))
-            b = builder.select(builder.icmp_signed("<", hi, end), hi, end)
-            interior(a, builder.select(builder.icmp_signed("<", b, a), a, b), "g")
-            group(end, GROUP, True)
-        with apart:
-            interior(lo, hi, "")
-            xo, close = counted_loop(builder, const(0), lo, "dw.left")
-            group(xo, 1, True)
-            close()
-            xo, close = counted_loop(builder, hi, ow, "dw.right")
+        for a, b, tag in ((full, hi, "rest"), (const(0), lo, "left"), (hi, ow, "right")):
+            xo, close = counted_loop(builder, a, b, f"dw.{tag}")
             group(xo, 1, True)
             close()
