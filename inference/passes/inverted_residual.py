@@ -56,12 +56,6 @@ def _pointwise(g: Graph, n: Node) -> bool:
     return win.strides == (1, 1) and win.pads_begin == (0, 0) and win.out_shape == tuple(x.shape[1:3])
 
 
-#: a block with a 5x5 depthwise fuses where its output is at least this wide. Why: EfficientNet-Lite0's
-#: 5x5 blocks fused against apart (one thread, per-node medians in the model): 28x28 outputs
-#: 0.94-0.95x, 14x14 0.94-1.04x, 7x7 (1152 channels) 1.20-1.29x slower
-MIN_5X5_WIDTH = 28
-
-
 def _depthwise(g: Graph, n: Node) -> bool:
     """A depthwise 3x3 or 5x5 (dilation 1) on a float32 NHWC input of known size, no residual."""
     w = _weight_shape(g, n)
@@ -71,9 +65,7 @@ def _depthwise(g: Graph, n: Node) -> bool:
     if not isinstance(x, TensorType) or x.rank != 4 or x.elem_type != 1 or not all(isinstance(d, int)
                                                                                    for d in x.shape[1:]):
         return False
-    win = conv_window(x.shape[1:3], w, n.attrs, n.label())  # an impossible window is named here, not at run time
-    if w[0] == 5 and win.out_shape[1] < MIN_5X5_WIDTH:
-        return False
+    conv_window(x.shape[1:3], w, n.attrs, n.label())  # an impossible window is named here, not at run time
     return is_depthwise(x.shape[3], w, int(n.attrs.get("group", 1)))
 
 
