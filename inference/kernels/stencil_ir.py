@@ -127,10 +127,11 @@ def _stencil(k: int, span: str, context, builder, signature, args) -> None:
 
     def group(x0, size: int, border: bool) -> None:
         """Output columns x0 .. x0+size-1, every channel block. ``border``: taps outside the rows
-        masked off. With no dilation, pixel p's tap j reads column ``x0*sw - pw + p*sw + j``: each
+        masked off. One column: any stride and dilation. Several: dilation 1, stride 1 or 2 (the
+        caller's to ensure), where pixel p's tap j reads column ``x0*sw - pw + p*sw + j``, so each
         column the group reads loads once per row for all the taps that read it (stride 1: 8
-        loads for a 5x5 row of four pixels rather than 20; stride 2: 11), its mask (if any)
-        made once per group."""
+        loads for a 5x5 row of four pixels rather than 20; stride 2: 11), its mask (if any) made
+        once per group."""
         def offsets(ixs: dict) -> tuple[dict, dict | None]:
             """Where each input column starts in a row, and (``border``) its mask; a column outside
             the row reads, all lanes masked off, the nearest one inside. Why: a load outside the
@@ -148,25 +149,29 @@ def _stencil(k: int, span: str, context, builder, signature, args) -> None:
             cols, masks = offsets({q: builder.add(first, const(q)) for q in range((size - 1) * stride + k)})
             blocks(x0, size, cols, masks, lambda p, j: p * stride + j, f"{size}{'b' if border else ''}s{stride}")
 
-        def apart() -> None:
-            starts = [builder.sub(builder.mul(builder.add(x0, const(p)), sw), pw) for p in range(size)]
-            cols, masks = offsets({(p, j): builder.add(st, builder.mul(const(j), dw)) for p, st in enumerate(starts)
-                                   for j in range(k)})
-            blocks(x0, size, cols, masks, lambda p, j: (p, j), f"{size}{'b' if border else ''}")
-
-        unit = builder.icmp_signed("==", dw, const(1))
-        with builder.if_else(builder.and_(unit, builder.icmp_signed("==", sw, const(1)))) as (one, other):
+        if size == 1:
+            start = builder.sub(builder.mul(x0, sw), pw)
+            cols, masks = offsets({j: builder.add(start, builder.mul(const(j), dw)) for j in range(k)})
+            blocks(x0, 1, cols, masks, lambda p, j: j, f"1{'b' if border else ''}")
+            return
+        with builder.if_else(builder.icmp_signed("==", sw, const(1))) as (one, two):
             with one:
                 shared(1)
-            with other:
-                with builder.if_else(builder.and_(unit, builder.icmp_signed("==", sw, const(2)))) as (two, rest):
-                    with two:
-                        shared(2)
-                    with rest:
-                        apart()
+            with two:
+                shared(2)
 
     def blocks(x0, size: int, cols: dict, masks, key, tag: str) -> None:
-        """The group's whole channel blocks, then the last, partial one masked."""
+        """The group's whole channel blocks, then the last, partial one masked; a group masked
+        anyway (``masks``) runs them all in one loop with their live lanes (one copy of its code:
+        each copy costs LLVM compile time, ~0.2-0.5 s a 5x5 group)."""
+        if masks is not None:
+            cb, close_blocks = counted_loop(builder, const(0), builder.sdiv(builder.add(c, const(LANES - 1)),
+                                                                            const(LANES)), f"dw.block{tag}")
+            c0 = builder.mul(cb, const(LANES))
+            live = splat(builder, builder.sub(c, c0), ir.VectorType(_I64, LANES))
+            pixels(x0, size, cols, masks, key, c0, builder.icmp_signed("<", lane_ids, live))
+            close_blocks()
+            return
         whole = builder.sdiv(c, const(LANES))
         cb, close_blocks = counted_loop(builder, const(0), whole, f"dw.block{tag}")
         pixels(x0, size, cols, masks, key, builder.mul(cb, const(LANES)), None)
@@ -215,32 +220,59 @@ def _stencil(k: int, span: str, context, builder, signature, args) -> None:
     hi = builder.select(builder.icmp_signed("<", hi, lo), lo, hi)
     hi = builder.select(builder.icmp_signed(">", hi, ow), ow, hi)
 
-    if span == "short":  # one group of all the row's columns, masked where a tap leaves the row
-        for size in range(1, WHOLE_ROW + 1):
-            with builder.if_then(builder.icmp_signed("==", ow, const(size))):
-                group(const(0), size, True)
-    elif span == "mid":  # groups of GROUP, the last one ending at the row's end (columns it shares
-        # with the one before are computed twice, to the same value), masked if a tap leaves the row
-        g, close = counted_loop(builder, const(0), builder.sdiv(builder.add(ow, const(GROUP - 1)), const(GROUP)),
-                                "dw.groups")
-        last = builder.sub(ow, const(GROUP))
-        x0 = builder.mul(g, const(GROUP))
-        x0 = builder.select(builder.icmp_signed(">", x0, last), last, x0)
-        clear = builder.and_(builder.icmp_signed(">=", x0, lo),
-                             builder.icmp_signed("<=", builder.add(x0, const(GROUP)), hi))
-        with builder.if_else(clear) as (interior, border):
-            with interior:
-                group(x0, GROUP, False)
-            with border:
-                group(x0, GROUP, True)
+    def singles(count, column) -> None:
+        """Columns ``column(i)`` for i < ``count`` one at a time, masked (one loop: one copy of the
+        code, which LLVM takes seconds to compile per copy)."""
+        i, close = counted_loop(builder, const(0), count, "dw.singles")
+        group(column(i), 1, True)
         close()
-    else:  # groups of GROUP interior columns, then the interior's last 0-3 columns and the border
-        # ones one at a time, masked where a tap leaves the row
-        full = builder.add(lo, builder.mul(builder.sdiv(builder.sub(hi, lo), const(GROUP)), const(GROUP)))
-        g, close = counted_loop(builder, const(0), builder.sdiv(builder.sub(full, lo), const(GROUP)), "dw.groups")
-        group(builder.add(lo, builder.mul(g, const(GROUP))), GROUP, False)
-        close()
-        for a, b, tag in ((full, hi, "rest"), (const(0), lo, "left"), (hi, ow, "right")):
-            xo, close = counted_loop(builder, a, b, f"dw.{tag}")
-            group(xo, 1, True)
-            close()
+
+    # groups need dilation 1 and stride 1 or 2; any other window runs its columns one at a time
+    grouped = builder.and_(builder.icmp_signed("==", dw, const(1)),
+                           builder.or_(builder.icmp_signed("==", sw, const(1)), builder.icmp_signed("==", sw, const(2))))
+    if span == "short":  # 5-7 columns as one group, masked where a tap leaves the row
+        whole = builder.and_(grouped, builder.icmp_signed(">", ow, const(GROUP)))
+        with builder.if_else(whole) as (one_group, apart_cols):
+            with one_group:
+                for size in range(GROUP + 1, WHOLE_ROW + 1):
+                    with builder.if_then(builder.icmp_signed("==", ow, const(size))):
+                        group(const(0), size, True)
+            with apart_cols:
+                singles(ow, lambda i: i)
+        return
+    with builder.if_else(grouped) as (in_groups, apart_cols):
+        with apart_cols:
+            singles(ow, lambda i: i)
+        with in_groups:
+            if span == "mid":  # groups of GROUP, the last one ending at the row's end (columns it
+                # shares with the one before are computed twice, to the same value), masked if a
+                # tap leaves the row
+                g, close = counted_loop(builder, const(0),
+                                        builder.sdiv(builder.add(ow, const(GROUP - 1)), const(GROUP)), "dw.groups")
+                last = builder.sub(ow, const(GROUP))
+                x0 = builder.mul(g, const(GROUP))
+                x0 = builder.select(builder.icmp_signed(">", x0, last), last, x0)
+                clear = builder.and_(builder.icmp_signed(">=", x0, lo),
+                                     builder.icmp_signed("<=", builder.add(x0, const(GROUP)), hi))
+                with builder.if_else(clear) as (interior, border):
+                    with interior:
+                        group(x0, GROUP, False)
+                    with border:
+                        group(x0, GROUP, True)
+                close()
+            else:  # groups of GROUP interior columns, then the interior's last 0-3 columns and the
+                # border ones one at a time
+                full = builder.add(lo, builder.mul(builder.sdiv(builder.sub(hi, lo), const(GROUP)), const(GROUP)))
+                g, close = counted_loop(builder, const(0), builder.sdiv(builder.sub(full, lo), const(GROUP)),
+                                        "dw.groups")
+                group(builder.add(lo, builder.mul(g, const(GROUP))), GROUP, False)
+                close()
+                rest = builder.sub(hi, full)  # singles i < rest: full + i; then [0, lo); then [hi, ow)
+
+                def column(i):
+                    left = builder.sub(i, rest)
+                    right = builder.add(hi, builder.sub(left, lo))
+                    return builder.select(builder.icmp_signed("<", i, rest), builder.add(full, i),
+                                          builder.select(builder.icmp_signed("<", left, lo), left, right))
+
+                singles(builder.add(rest, builder.add(lo, builder.sub(ow, hi))), column)
