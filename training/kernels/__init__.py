@@ -6,17 +6,8 @@ module in it, which registers each kernel with ``inference.ops.registry`` and it
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from inference.kernels._cache_guard import guard_package
+from inference.submodules import import_submodules
 
-
-def _load_all() -> None:
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
-
-
-_load_all()
+import_submodules(__name__, __path__)
 guard_package(__name__)  # before any kernel loads its cached machine code
