@@ -59,7 +59,9 @@ def test_a_changed_helper_module_is_not_run_from_its_callers_cache(tmp_path):
     assert (pkg / "__pycache__" / _cache_guard.STAMP).read_text() == _cache_guard.sources_stamp(pkg)
 
 
-def test_a_cache_it_cannot_write_is_left_with_a_warning(tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing", ["write", "rename"])
+def test_a_cache_it_cannot_write_is_left_with_a_warning(tmp_path, monkeypatch, failing):
+    """The stamp's write or its rename fails: a warning, and no partial stamp file left behind."""
     pkg = _package(tmp_path)
     _run(tmp_path)
     _edit(pkg / "a.py", "x + 1", "x + 3")
@@ -67,13 +69,18 @@ def test_a_cache_it_cannot_write_is_left_with_a_warning(tmp_path, monkeypatch):
     try:
         importlib.import_module("stalepkg")  # its import stamps the cache as it stands; the next write fails
 
-        def refuse(self, *a, **k):
-            raise PermissionError(13, "Permission denied", str(self))
+        def refuse(*a, **k):
+            raise PermissionError(13, "Permission denied")
 
         _edit(pkg / "a.py", "x + 3", "x + 4")
-        monkeypatch.setattr(Path, "write_text", refuse)
+        if failing == "write":
+            monkeypatch.setattr(Path, "write_text", refuse)
+        else:
+            monkeypatch.setattr(_cache_guard.os, "replace", refuse)
         with pytest.warns(RuntimeWarning, match="could not check it against"):
             _cache_guard.guard_package("stalepkg")
+        cache = pkg / "__pycache__"
+        assert not [p.name for p in cache.iterdir() if p.name.startswith(_cache_guard.STAMP + ".")]
     finally:
         sys.path.remove(str(tmp_path))
         for name in [n for n in sys.modules if n == "stalepkg" or n.startswith("stalepkg.")]:

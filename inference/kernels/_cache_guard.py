@@ -67,8 +67,11 @@ def guard(package_dir: Path, modules: Iterable[ModuleType]) -> list[Path]:
                     path.unlink(missing_ok=True)
                     removed.append(path)
             partial = directory / f"{STAMP}.{os.getpid()}"
-            partial.write_text(stamp)
-            os.replace(partial, marker)  # whole or absent: a reader never sees half a stamp
+            try:
+                partial.write_text(stamp)
+                os.replace(partial, marker)  # whole or absent: a reader never sees half a stamp
+            finally:
+                partial.unlink(missing_ok=True)  # a failed write leaves no partial stamp behind
         except OSError as e:
             warnings.warn(f"numba cache in {directory}: could not check it against {package_dir}'s sources "
                           f"({e}); a kernel may run code cached before a helper it calls changed", RuntimeWarning,
