@@ -20,7 +20,7 @@ _I32, _I64, _F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
 GROUP = 4  # output pixels per pass over the channels
-WHOLE_ROW = 7  # output rows up to this wide run as one group (MobileNets' last maps are 7 wide)
+WHOLE_ROW = 7  # output rows of GROUP+1 .. WHOLE_ROW columns run as one group (MobileNets' last maps)
 MID_ROW = 32  # rows up to this wide run in groups across the whole row, wider ones border columns apart
 CHAINS = 4  # a group of fewer than CHAINS pixels splits each pixel's sum into CHAINS // pixels chains
 
@@ -54,14 +54,16 @@ def depthwise3x3_mid(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, d
     """:func:`depthwise3x3_cols` for a row of ``WHOLE_ROW`` < ow <= :data:`MID_ROW` columns: groups of
     :data:`GROUP` across the whole row, the last one ending at its end, those with border columns
     masked (a 14- or 28-wide row has few interior groups; one at a time its border and leftover
-    columns had cost more than its interior)."""
+    columns had cost more than its interior). Stride 1 or 2 and dilation 1; other windows one
+    column at a time."""
     return types.void(r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax), _codegen(3, "mid")
 
 
 @intrinsic
 def depthwise3x3_short(typingctx, r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax):
-    """:func:`depthwise3x3_cols` for a row of at most :data:`WHOLE_ROW` columns: all of them one
-    masked group, each tap loaded once per channel block."""
+    """:func:`depthwise3x3_cols` for a row of at most :data:`WHOLE_ROW` columns: 5 to 7 of them (stride
+    1 or 2, dilation 1) one masked group, each tap loaded once per channel block (MobileNets' 7x7
+    maps); fewer, or other windows, one column at a time."""
     return types.void(r0, r1, r2, w, bias, y, lo, hi, ow, width, sw, dw, pw, c, amin, amax), _codegen(3, "short")
 
 
@@ -89,6 +91,7 @@ def depthwise5x5_short(typingctx, r0, r1, r2, r3, r4, w, bias, y, lo, hi, ow, wi
 
 
 def _codegen(k: int, span: str):
+    """The codegen of the k x k stencil intrinsic for rows of ``span`` (:func:`_stencil`)."""
     def codegen(context, builder, signature, args):
         _stencil(k, span, context, builder, signature, args)
         return context.get_dummy_value()
@@ -140,9 +143,11 @@ def _stencil(k: int, span: str, context, builder, signature, args) -> None:
             if not border:
                 return {q: builder.mul(ix, c) for q, ix in ixs.items()}, None
             last = builder.sub(width, const(1))
-            inner = {q: builder.select(builder.icmp_signed("<", ix, const(0)), const(0),
-                                       builder.select(builder.icmp_signed(">", ix, last), last, ix)) for q, ix in ixs.items()}
-            return {q: builder.mul(ix, c) for q, ix in inner.items()}, {q: inside(ix) for q, ix in ixs.items()}
+            def nearest(ix):
+                return builder.select(builder.icmp_signed("<", ix, const(0)), const(0),
+                                      builder.select(builder.icmp_signed(">", ix, last), last, ix))
+
+            return {q: builder.mul(nearest(ix), c) for q, ix in ixs.items()}, {q: inside(ix) for q, ix in ixs.items()}
 
         def shared(stride: int) -> None:
             first = builder.sub(builder.mul(x0, sw), pw)
@@ -228,8 +233,8 @@ def _stencil(k: int, span: str, context, builder, signature, args) -> None:
         close()
 
     # groups need dilation 1 and stride 1 or 2; any other window runs its columns one at a time
-    grouped = builder.and_(builder.icmp_signed("==", dw, const(1)),
-                           builder.or_(builder.icmp_signed("==", sw, const(1)), builder.icmp_signed("==", sw, const(2))))
+    grouped = builder.and_(builder.icmp_signed("==", dw, const(1)), builder.or_(
+        builder.icmp_signed("==", sw, const(1)), builder.icmp_signed("==", sw, const(2))))
     if span == "short":  # 5-7 columns as one group, masked where a tap leaves the row
         whole = builder.and_(grouped, builder.icmp_signed(">", ow, const(GROUP)))
         with builder.if_else(whole) as (one_group, apart_cols):
