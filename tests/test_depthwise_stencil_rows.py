@@ -50,18 +50,23 @@ def test_every_row_width_matches_the_reference(k, geometry):
     assert min(checked) <= 2 and max(checked) > 32  # every row span's code
 
 
-def test_nan_in_a_short_row_reaches_only_its_windows():
-    """A 6-wide row runs as one masked group: a NaN in its first column reaches the outputs whose
-    windows hold it and no other (a masked-off tap reads zero, never the NaN)."""
-    c, k = 16, 5
+@pytest.mark.parametrize("k, dilation", [(5, 1), (3, 2)], ids=["5x5-group", "3x3-dilated-columns"])
+def test_nan_in_a_border_column_reaches_only_its_windows(k, dilation):
+    """A NaN in a 6-wide row's first column reaches the outputs whose windows hold it and no
+    other. A tap left of the row reads the row's first column with every lane masked off: with
+    dilation 2 that column is not in the window of output column 1 (taps -1, 1, 3), which must
+    stay finite."""
+    c = 16
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 6, 6, c)).astype(np.float32)
     x[0, 2, 0, 5] = np.nan
     wt = np.ascontiguousarray(np.abs(rng.standard_normal((c, 1, k, k))).astype(np.float32).transpose(HWIO))
     b = np.zeros(c, np.float32)
-    attrs = dict(group=c, kernel_shape=[k, k], pads=[2, 2, 2, 2], activation="", alpha=0.0, beta=0.0)
+    pad = (k // 2) * dilation
+    attrs = dict(group=c, kernel_shape=[k, k], pads=[pad] * 4, dilations=[dilation] * 2, activation="",
+                 alpha=0.0, beta=0.0)
     want = fused_conv_nhwc_reference(x, wt, b, **attrs)
     got = fused_conv_nhwc(x, wt, b, **attrs)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-    assert np.isnan(got[..., 5]).sum() == 15  # rows 0-4 x columns 0-2 reach input (2, 0)
+    assert np.isnan(want[..., 5]).any() and (not np.isnan(want[0, :, 1, 5]).any()) == (dilation == 2)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -159,8 +159,8 @@ def depthwise5x5_row(r0, r1, r2, r3, r4, wt, bias, out, zrow, has_z, c, sw, dw, 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 def depthwise3x3_row(r0, r1, r2, wt, bias, out, zrow, has_z, c, sw, dw, pw, code, alpha, beta, amin, amax, finish):
     """One output row ``out`` (OW*C) of a depthwise 3x3 from its three input rows (W*C each, a
-    zero row for those outside the image): the IR stencil
-    (:func:`~inference.kernels.stencil_ir.depthwise3x3_cols`) runs every column, clamped to
+    zero row for those outside the image): the IR stencil for the row's width
+    (:mod:`inference.kernels.stencil_ir`: short, mid or wide rows) runs every column, clamped to
     [amin, amax]; ``finish``: the residual ``zrow`` (if ``has_z``) and the activation in a pass
     after. Rows, not an image and a row index: a fused block (:mod:`inference.kernels.inverted_residual`)
     reads them from a ring of rows in cache. A function of its own, not the body of the ``prange``
