@@ -57,6 +57,7 @@ def mlp_path(tmp_path, mlp_model):
 def squeezenet_path() -> Path:
     return LIGHT_MODELS / "light_squeezenet.onnx"
 
+
 @contextlib.contextmanager
 def kernel_threads(n: int):
     """Our kernels on ``n`` threads (numba's pool, as many as it has, and the parallel twins), restored after."""

@@ -158,20 +158,25 @@ def _expand_depthwise_project(x, dims, bounds, e_wp, e_koff, e_bias, e_lim, d_wt
                            zero_i, cp, e_mr, e_nv)
             for oy in range(oh):
                 iy = oy * sh - ph
-                r0 = et[iy * row:(iy + 1) * row] if 0 <= iy < h else zrow
-                r1 = et[(iy + 1) * row:(iy + 2) * row] if 0 <= iy + 1 < h else zrow
-                r2 = et[(iy + 2) * row:(iy + 3) * row] if 0 <= iy + 2 < h else zrow
+                r0 = _map_row(et, iy, h, row, zrow)
+                r1 = _map_row(et, iy + 1, h, row, zrow)
+                r2 = _map_row(et, iy + 2, h, row, zrow)
                 out = dt[oy * ow * cp:(oy + 1) * ow * cp]
                 if k == 3:
                     depthwise3x3_row(r0, r1, r2, wt, db, out, zrow, no_z, cp, sw, one_i, pw, d_code, d_alpha, d_beta,
                                      d_lim[0], d_lim[1], d_finish)
                 else:
-                    r3 = et[(iy + 3) * row:(iy + 4) * row] if 0 <= iy + 3 < h else zrow
-                    r4 = et[(iy + 4) * row:(iy + 5) * row] if 0 <= iy + 4 < h else zrow
+                    r3, r4 = _map_row(et, iy + 3, h, row, zrow), _map_row(et, iy + 4, h, row, zrow)
                     depthwise5x5_row(r0, r1, r2, r3, r4, wt, db, out, zrow, no_z, cp, sw, one_i, pw, d_code, d_alpha,
                                      d_beta, d_lim[0], d_lim[1], d_finish)
             matrix_product(dt, zero_i, oh * ow, p_tail[t], kof, pwt, no_bias, zero, no_z, lo, hi, partial[t],
                            b * oh * ow * m, m, p_mr, p_nv)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _map_row(flat, iy, h, row, zero):
+    """Row ``iy`` of a map of ``h`` rows of ``row`` values held flat, or ``zero`` above and below it."""
+    return flat[iy * row:(iy + 1) * row] if 0 <= iy < h else zero
 
 
 @threaded_kernel()
