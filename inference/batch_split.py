@@ -293,6 +293,7 @@ RULES: dict[tuple[str, str], Rule] = {
     (OUR_DOMAIN, "FusedConv"): _fused(3),
     (OUR_DOMAIN, "FusedConvNHWC"): _fused(3),
     (OUR_DOMAIN, "InvertedResidualNHWC"): _fused(7),
+    (OUR_DOMAIN, "SqueezeExciteNHWC"): _per_sample,  # its weights and biases are no batch
     (OUR_DOMAIN, "MaxPoolNHWC"): _per_sample,
     (OUR_DOMAIN, "AveragePoolNHWC"): _per_sample,
     (OUR_DOMAIN, "ChannelShuffle"): _not_axis0("axis", 1),

@@ -16,6 +16,8 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
         return None
     if node.op_type == "InvertedResidualNHWC":
         return _inverted_residual_flops(graph, node, out, batch)
+    if node.op_type == "SqueezeExciteNHWC":
+        return _squeeze_excite_flops(graph, node, out, batch)
     if node.op_type in CONVOLUTIONS:
         w_index = 3 if node.op_type in ("QLinearConv", "QConv") else 1
         w = graph.concrete_shape(node.inputs[w_index], batch)
@@ -47,6 +49,16 @@ def _inverted_residual_flops(graph: Graph, node: Node, out: tuple, batch: int) -
     pixels_in, pixels_out = math.prod(x[:3]), math.prod(out[:3])
     expansion = pixels_in * x[3] * expanded if len(node.inputs) > 1 and node.inputs[1] else 0
     return 2 * (expansion + pixels_out * expanded * wd[0] * wd[1] + pixels_out * expanded * out[3])
+
+
+def _squeeze_excite_flops(graph: Graph, node: Node, out: tuple, batch: int) -> int | None:
+    """The gate as its four nodes count: the pool and the Mul an operation per output element, the
+    two one-pixel products C x R multiply-adds each per image."""
+    w1 = graph.concrete_shape(node.inputs[1], batch)
+    if w1 is None:
+        return None
+    n, c = out[0], out[3]
+    return n * c + 2 * 2 * n * c * w1[3] + math.prod(out)
 
 
 def model_flops(model: Model, batch: int = 1) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
 from inference.passes.shuffle_fold import fold_channel_shuffle
 from inference.passes.split_convs import split_conv_outputs
+from inference.passes.squeeze_excite import fuse_squeeze_excite
 from inference.passes.transpose_reshape import simplify_transpose_reshape
 from inference.passes.winograd import choose_winograd, unmark_winograd
 
@@ -57,6 +58,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fold_channel_shuffle", fold_channel_shuffle, is_fusion=True),  # shuffles the layout made NHWC
     Pass("merge_concat_convs", merge_concat_convs, is_fusion=True),  # the Concats the layout made NHWC
     Pass("fuse_inverted_residual", fuse_inverted_residual, is_fusion=True),  # MobileNetV2's blocks, made NHWC
+    Pass("fuse_squeeze_excite", fuse_squeeze_excite, is_fusion=True),  # MobileNetV3's gates, made NHWC
     # last: sees each channels-last conv as the others left it
     Pass("winograd_conv", choose_winograd, undo=unmark_winograd),
 )

@@ -19,18 +19,8 @@ from inference.kernels.inverted_residual import KERNELS, OP, stage_epilogue
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window, is_depthwise
 from inference.kernels.tile_lanes import clamp_epilogue
+from inference.passes._nhwc_match import plain_nhwc_conv, residual_input, static_weight_shape
 from inference.passes._rewrite import fuse_nodes
-
-
-def _plain(n: Node) -> bool:
-    """A FusedConvNHWC on an NHWC input without a channel order, dilation 1."""
-    a = n.attrs
-    return ((n.domain, n.op_type) == (DOMAIN, CONV) and a.get("input_layout", "NHWC") == "NHWC"
-            and a.get("input_order") is None and all(int(d) == 1 for d in a.get("dilations") or ()))
-
-
-def _residual(n: Node) -> str:
-    return n.inputs[3] if len(n.inputs) > 3 else ""
 
 
 def _clamps(n: Node) -> bool:
@@ -38,17 +28,11 @@ def _clamps(n: Node) -> bool:
                           float(n.attrs.get("beta", 0.0)))[0]
 
 
-def _weight_shape(g: Graph, n: Node) -> tuple | None:
-    t = g.type_of(n.inputs[1]) if len(n.inputs) > 1 else None
-    return tuple(t.shape) if isinstance(t, TensorType) and t.rank == 4 and all(isinstance(d, int) for d in t.shape) \
-        else None
-
-
 def _pointwise(g: Graph, n: Node) -> bool:
     """A 1x1 conv of group 1, stride 1, no padding, whose activation is a clamp."""
-    w = _weight_shape(g, n)
+    w = static_weight_shape(g, n)
     x = g.type_of(n.inputs[0])
-    if not _plain(n) or w is None or w[:2] != (1, 1) or int(n.attrs.get("group", 1)) != 1 or not _clamps(n):
+    if not plain_nhwc_conv(n) or w is None or w[:2] != (1, 1) or int(n.attrs.get("group", 1)) != 1 or not _clamps(n):
         return False
     if not isinstance(x, TensorType) or x.rank != 4 or not all(isinstance(d, int) for d in x.shape[1:]):
         return False
@@ -58,9 +42,9 @@ def _pointwise(g: Graph, n: Node) -> bool:
 
 def _depthwise(g: Graph, n: Node) -> bool:
     """A depthwise 3x3 or 5x5 (dilation 1) on a float32 NHWC input of known size, no residual."""
-    w = _weight_shape(g, n)
+    w = static_weight_shape(g, n)
     x = g.type_of(n.inputs[0])
-    if not _plain(n) or w is None or w[:2] not in [(k, k) for k in KERNELS] or _residual(n):
+    if not plain_nhwc_conv(n) or w is None or w[:2] not in [(k, k) for k in KERNELS] or residual_input(n):
         return False
     if not isinstance(x, TensorType) or x.rank != 4 or x.elem_type != 1 or not all(isinstance(d, int)
                                                                                    for d in x.shape[1:]):
@@ -85,7 +69,7 @@ def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
     attrs = {"strides": dw.attrs.get("strides"), "pads": dw.attrs.get("pads")}
     if dw.attrs.get("auto_pad", "NOTSET") != "NOTSET":  # resolved to explicit pads: the op has no auto_pad
         x = g.type_of(dw.inputs[0])
-        win = conv_window(x.shape[1:3], _weight_shape(g, dw)[:2], dw.attrs, dw.label())
+        win = conv_window(x.shape[1:3], static_weight_shape(g, dw)[:2], dw.attrs, dw.label())
         attrs["pads"] = list(win.pads_begin) + list(win.padded_end(tuple(x.shape[1:3])))
     for stage, n in (("expand_", expand), ("depthwise_", dw), ("", project)):
         if n is not None:
@@ -93,7 +77,7 @@ def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
     attrs = {k: v for k, v in attrs.items() if v is not None}
     first = expand or dw
     inputs = [first.inputs[0], expand.inputs[1] if expand else "", opt(expand, 2) if expand else "", dw.inputs[1],
-              opt(dw, 2), project.inputs[1], opt(project, 2), _residual(project)]
+              opt(dw, 2), project.inputs[1], opt(project, 2), residual_input(project)]
     while inputs and not inputs[-1]:
         inputs.pop()
     node = Node(OP, inputs, list(project.outputs), attrs, DOMAIN,
@@ -112,7 +96,7 @@ def fuse_inverted_residual(model: Model) -> bool:
         if dw is None or not _depthwise(g, dw):
             continue
         expand = _producer(g, dw.inputs[0], producers, consumers)
-        if expand is not None and (not _pointwise(g, expand) or _residual(expand)):
+        if expand is not None and (not _pointwise(g, expand) or residual_input(expand)):
             expand = None
         node = _fuse(g, project, dw, expand)
         producers[node.outputs[0]] = node

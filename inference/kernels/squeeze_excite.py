@@ -1,0 +1,239 @@
+"""``edgelearn::SqueezeExciteNHWC``: a squeeze-and-excitation gate (MobileNetV3, EfficientNet) as one op.
+
+``Y = X * gate(reduce(mean_hw(X) @ W1 + B1) @ W2 + B2)``: each image's channel means, a 1x1
+reduction with its activation, a 1x1 expansion with the gate's (HardSigmoid, Sigmoid), and X's
+channels scaled by the result. Inputs ``(X, W1, B1, W2, B2)``: X (N, H, W, C), W1 (1, 1, C, R) and
+W2 (1, 1, R, C) in HWIO, the biases (R) and (C) optional. Attributes: the reduction's epilogue
+(``reduce_activation``, ``reduce_alpha``, ``reduce_beta``) and the gate's (FusedConv's
+``activation``, ``alpha``, ``beta``). The pass that makes it is
+:mod:`inference.passes.squeeze_excite`; the reference runs the four ops apart (the oracle), as does
+the standard-ONNX export.
+
+Why one op: apart a gate is four nodes (a global pool, two one-pixel convolutions, a broadcast Mul)
+doing a few microseconds of work each behind a kernel call's Python and, at two threads, a parallel
+launch; the gate's activation even ran as a pass of its own after its tile. Here one call runs
+three parallel steps: the channel means by blocks of channels, the reduction by blocks of its
+outputs, then each block of channels' gate and its scaled map. The weights are read as they are
+stored (an HWIO 1x1 weight is a row-major (C, R) matrix), row by row, every image of the batch per
+row: a gate is read once per call, not once per image.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from inference.errors import KernelError
+from inference.ir import Graph, Node, TensorType
+from inference.kernels._jit import kernel_threads, threaded_kernel
+from inference.kernels.activations import activate_row, activation_code
+from inference.kernels.arena_slot import new_output, new_scratch
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
+from inference.kernels.nhwc import fused_conv_nhwc_reference
+from inference.kernels.pool import fold_tap
+from inference.ops._memo import remember
+from inference.ops.registry import register
+from inference.schema import FormalParam, OpSchema, register_schema
+
+OP = "SqueezeExciteNHWC"
+REDUCE = "reduce_"  # the attribute prefix of the reduction's epilogue
+_REDUCE_ATTRS = {f"{REDUCE}{k}": v for k, v in EPILOGUE_ATTRS.items()}
+#: multiply-adds (or map elements) below which a step runs on one thread: a parallel step costs a
+#: launch and a barrier, more than a few thousand multiply-adds take
+MIN_PARALLEL_WORK = 16 * 1024
+#: blocks of channels start at multiples of this many (a 64-byte line of float32)
+ALIGN = 16
+
+
+def _shape(node: Node, types: list) -> list:
+    x = types[0]
+    return [x if isinstance(x, TensorType) else None]
+
+
+register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W1"), FormalParam("B1", optional=True),
+                                         FormalParam("W2"), FormalParam("B2", optional=True)),
+                         (FormalParam("Y"),), {**_REDUCE_ATTRS, **EPILOGUE_ATTRS}, shape_rule=_shape))
+
+
+def stage_epilogue(attrs: dict, stage: str) -> dict:
+    """FusedConv's epilogue attributes of the reduction (``stage`` :data:`REDUCE`) or the gate ("")."""
+    return {k: attrs.get(f"{stage}{k}", v) for k, v in EPILOGUE_ATTRS.items()}
+
+
+def _check(x: tuple, w1: tuple, w2: tuple, b1: tuple | None, b2: tuple | None) -> None:
+    """The shapes chain (a wrong feed named, not an index out of bounds)."""
+    c = x[3] if len(x) == 4 else None
+    r = w1[3] if len(w1) == 4 else None
+    if (c is None or r is None or w1 != (1, 1, c, r) or w2 != (1, 1, r, c) or b1 not in (None, (r,))
+            or b2 not in (None, (c,))):
+        raise KernelError(f"{OP}: shapes do not chain: X {x} (N, H, W, C), W1 {w1} (1, 1, C, R), B1 {b1} (R) or "
+                          f"absent, W2 {w2} (1, 1, R, C), B2 {b2} (C) or absent")
+
+
+def _shapes(x, w1, b1, w2, b2) -> tuple:
+    return x.shape, w1.shape, w2.shape, None if b1 is None else b1.shape, None if b2 is None else b2.shape
+
+
+@register(OP, since=1, domain=DOMAIN)
+def squeeze_excite_reference(x, w1, b1=None, w2=None, b2=None, **attrs):
+    """The global average pool, the two 1x1 convolutions and the Mul, apart."""
+    if w2 is None:
+        raise KernelError(f"{OP}: the expansion weight W2 (input 3) is required")
+    _check(*_shapes(x, w1, b1, w2, b2))
+    pooled = x.mean(axis=(1, 2), keepdims=True, dtype=np.float32)
+    hidden = fused_conv_nhwc_reference(pooled, w1, b1, **stage_epilogue(attrs, REDUCE))
+    return x * fused_conv_nhwc_reference(hidden, w2, b2, **stage_epilogue(attrs, ""))
+
+
+# -- the kernel -------------------------------------------------------------------------------------------
+@threaded_kernel()
+def _squeeze_excite(x, y, w1, b1, w2, b2, scratch, n, hw, c, r, c_cuts, r_cuts, codes, params):
+    """``y = x * gate`` for ``x``/``y`` flat (N, HW, C); ``scratch`` holds the channel means and the
+    gates (N, C) and the reduction's outputs (N, R); ``c_cuts``/``r_cuts`` the blocks of channels and
+    of the reduction's outputs (one parallel run each; one block: run here, no parallel step);
+    ``codes``/``params`` the two activations and their (alpha, beta)."""
+    pooled = scratch[:n * c].reshape((n, c))
+    gate = scratch[n * c:2 * n * c].reshape((n, c))
+    hidden = scratch[2 * n * c:2 * n * c + n * r].reshape((n, r))
+    if c_cuts.size == 2:
+        _pool_block(x, pooled, n, hw, c, c_cuts[0], c_cuts[1])
+    else:
+        for i in numba.prange(c_cuts.size - 1):
+            _pool_block(x, pooled, n, hw, c, c_cuts[i], c_cuts[i + 1])
+    if r_cuts.size == 2:
+        _product_block(pooled, w1, b1, hidden, n, c, r, r_cuts[0], r_cuts[1], codes[0], params[0], params[1])
+    else:
+        for i in numba.prange(r_cuts.size - 1):
+            _product_block(pooled, w1, b1, hidden, n, c, r, r_cuts[i], r_cuts[i + 1], codes[0], params[0], params[1])
+    if c_cuts.size == 2:
+        _gate_block(x, y, hidden, w2, b2, gate, n, hw, c, r, c_cuts[0], c_cuts[1], codes[1], params[2], params[3])
+    else:
+        for i in numba.prange(c_cuts.size - 1):
+            _gate_block(x, y, hidden, w2, b2, gate, n, hw, c, r, c_cuts[i], c_cuts[i + 1], codes[1], params[2],
+                        params[3])
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _pool_block(x, pooled, n, hw, c, c0, c1):
+    """Channels [c0, c1) of each image's mean over its pixels. Every loop runs over slices from 0
+    (as :func:`~inference.kernels.pool.fold_tap`'s): indexed ``x[o + k]`` the loops stayed scalar
+    (a 28x28x120 gate took 145 us)."""
+    width = c1 - c0
+    for b in range(n):
+        acc = pooled[b, c0:c1]
+        base = b * hw * c + c0
+        for p in range(hw):
+            fold_tap(acc, x[base + p * c:base + p * c + width], width, p == 0, False)
+        for k in range(width):
+            acc[k] /= hw
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _product_block(a, w, bias, out, n, k_in, m, m0, m1, code, alpha, beta):
+    """``out[:, m0:m1] = act(a @ w[:, m0:m1] + bias)`` for ``a`` (N, K), ``w`` flat (K, M): a row of
+    weights at a time for every image (each weight read once per call)."""
+    width = m1 - m0
+    bs = bias[m0:m1]
+    for b in range(n):
+        o = out[b, m0:m1]
+        for j in range(width):
+            o[j] = bs[j]
+    for kk in range(k_in):
+        ws = w[kk * m + m0:kk * m + m1]
+        for b in range(n):
+            s = a[b, kk]
+            o = out[b, m0:m1]
+            for j in range(width):
+                o[j] += s * ws[j]
+    for b in range(n):
+        activate_row(out[b, m0:m1], code, alpha, beta)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _gate_block(x, y, hidden, w2, b2, gate, n, hw, c, r, c0, c1, code, alpha, beta):
+    """Channels [c0, c1): their gate from the reduction's outputs, then ``y = x * gate`` on them."""
+    _product_block(hidden, w2, b2, gate, n, r, c, c0, c1, code, alpha, beta)
+    width = c1 - c0
+    for b in range(n):
+        g = gate[b, c0:c1]
+        base = b * hw * c + c0
+        for p in range(hw):
+            xs = x[base + p * c:base + p * c + width]
+            ys = y[base + p * c:base + p * c + width]
+            for k in range(width):
+                ys[k] = xs[k] * g[k]
+
+
+def _cuts(size: int, work: int, threads: int) -> np.ndarray:
+    """Bounds of the blocks ``size`` channels split into: one per thread (at multiples of
+    :data:`ALIGN` where the size allows), one block when the step's ``work`` is too small to share."""
+    blocks = min(threads, max(1, work // MIN_PARALLEL_WORK), max(1, size // ALIGN))
+    cuts = [0] + [round(size * i / blocks / ALIGN) * ALIGN for i in range(1, blocks)] + [size]
+    return np.array(sorted(set(cuts)), np.int64)
+
+
+def prepare_squeeze_excite(x_shape: tuple, r: int, attrs: dict):
+    """The call ``(x, w1, b1, w2, b2) -> y`` for these shapes, its blocks and activations settled once
+    per thread count."""
+    n, h, w, c = x_shape
+    hw = h * w
+    reduce_, gate_ = stage_epilogue(attrs, REDUCE), stage_epilogue(attrs, "")
+    codes = np.array([activation_code(reduce_["activation"]), activation_code(gate_["activation"])], np.int64)
+    params = np.array([reduce_["alpha"], reduce_["beta"], gate_["alpha"], gate_["beta"]], np.float32)
+    zeros_r, zeros_c = np.zeros(r, np.float32), np.zeros(c, np.float32)
+    plans: dict[int, tuple] = {}
+
+    def run(x, w1, b1, w2, b2):
+        threads = kernel_threads()
+        cuts = plans.get(threads)
+        if cuts is None:
+            cuts = plans[threads] = (_cuts(c, n * hw * c, threads), _cuts(r, n * c * r, threads))
+        y = new_output(x_shape)
+        if y.size == 0:  # an empty batch, map or channel axis: nothing to scale
+            return y
+        kernel = _squeeze_excite.parallel if threads > 1 else _squeeze_excite.serial
+        kernel(_flat(x), y.reshape(-1), _flat(w1), zeros_r if b1 is None else _flat(b1), _flat(w2),
+               zeros_c if b2 is None else _flat(b2), new_scratch(n * (2 * c + r)), n, hw, c, r, cuts[0], cuts[1],
+               codes, params)
+        return y
+
+    return run
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """``a`` as a flat float32 view (a copy only when it is not C-contiguous float32)."""
+    if a.flags.c_contiguous and a.dtype == np.float32:
+        return a.reshape(-1)
+    return np.ascontiguousarray(a, np.float32).reshape(-1)
+
+
+def _binder(fn):
+    """The plan-time ``bind``: attributes once per node, the call once per input shapes; inputs off
+    the fast path (not float32) go to the reference kernel."""
+
+    def bind(**attrs):
+        calls: dict[tuple, object] = {}
+
+        def run(x, w1, b1=None, w2=None, b2=None):
+            if (w2 is None or x.dtype != np.float32 or w1.dtype != np.float32 or w2.dtype != np.float32
+                    or (b1 is not None and b1.dtype != np.float32) or (b2 is not None and b2.dtype != np.float32)):
+                return squeeze_excite_reference(x, w1, b1, w2, b2, **attrs)
+            key = _shapes(x, w1, b1, w2, b2)
+            call = calls.get(key)
+            if call is None:
+                _check(*key)
+                call = remember(calls, key, prepare_squeeze_excite(x.shape, w1.shape[3], attrs))
+            return call(x, w1, b1, w2, b2)
+
+        return run
+
+    return bind
+
+
+def _applies(node: Node, graph: Graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    return not isinstance(t, TensorType) or (t.elem_type == 1 and t.rank in (4, None))
+
+
+@register(OP, since=1, domain=DOMAIN, kind="fast", applies=_applies, bind=_binder)
+def squeeze_excite(x, w1, b1=None, w2=None, b2=None, **attrs):
+    return _binder(squeeze_excite)(**attrs)(x, w1, b1, w2, b2)
