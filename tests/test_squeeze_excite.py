@@ -25,8 +25,8 @@ ACTIVATIONS = {
     "none-hardsigmoid-default": dict(activation="HardSigmoid", alpha=0.2, beta=0.5),
 }
 GATES = {  # n, h, w, c, r
-    "mobilenet-28x28x72": (1, 28, 28, 72, 18),  # its channels split at two threads, its product not
-    "mobilenet-7x7x960": (1, 7, 7, 960, 240),  # both split
+    "mobilenet-28x28x72": (1, 28, 28, 72, 18),  # its pixels split at two threads, its products not
+    "mobilenet-7x7x960": (1, 7, 7, 960, 240),  # pixels and products split
     "batch-3-odd": (3, 5, 9, 40, 10),
     "batch-2-deep": (2, 14, 14, 672, 168),
     "one-pixel": (1, 1, 1, 16, 4),
@@ -77,16 +77,17 @@ def test_empty_batch():
     assert _fast(MOBILENET_V3)(*a.values()).shape == (0, 7, 7, 32)
 
 
-@pytest.mark.parametrize("size, work, threads, want", [
-    (960, 10 ** 6, 2, [0, 480, 960]),
-    (72, 56_448, 2, [0, 32, 72]),  # at a multiple of 16
-    (72, 1_296, 2, [0, 72]),  # too little work to share
-    (18, 10 ** 6, 2, [0, 18]),  # fewer channels than a block
-    (960, 10 ** 6, 1, [0, 960]),
-    (100, 10 ** 6, 3, [0, 32, 64, 100]),
+@pytest.mark.parametrize("size, work, threads, align, want", [
+    (960, 10 ** 6, 2, 16, [0, 480, 960]),
+    (72, 56_448, 2, 16, [0, 32, 72]),  # at a multiple of 16
+    (72, 1_296, 2, 16, [0, 72]),  # too little work to share
+    (18, 10 ** 6, 2, 16, [0, 18]),  # fewer channels than a block
+    (960, 10 ** 6, 1, 16, [0, 960]),
+    (100, 10 ** 6, 3, 16, [0, 32, 64, 100]),
+    (49, 47_040, 2, 1, [0, 24, 49]),  # a 7x7 map's pixels
 ])
-def test_blocks(size, work, threads, want):
-    assert se._cuts(size, work, threads).tolist() == want
+def test_blocks(size, work, threads, align, want):
+    assert se._cuts(size, work, threads, align).tolist() == want
 
 
 @pytest.mark.parametrize("bad, where", [("w2", "W2"), ("b1", "B1"), ("x", "X")])

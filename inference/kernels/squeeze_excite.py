@@ -12,10 +12,12 @@ the standard-ONNX export.
 Why one op: apart a gate is four nodes (a global pool, two one-pixel convolutions, a broadcast Mul)
 doing a few microseconds of work each behind a kernel call's Python and, at two threads, a parallel
 launch; the gate's activation even ran as a pass of its own after its tile. Here one call runs
-three parallel steps: the channel means by blocks of channels, the reduction by blocks of its
-outputs, then each block of channels' gate and its scaled map. The weights are read as they are
-stored (an HWIO 1x1 weight is a row-major (C, R) matrix), row by row, every image of the batch per
-row: a gate is read once per call, not once per image.
+four steps, each split over the threads when it has work enough: the map's sums by blocks of
+pixels, the reduction by blocks of its outputs, the gates by blocks of channels, the scaled map
+by blocks of pixels. The weights are read as they are stored (an HWIO 1x1 weight is a row-major
+(C, R) matrix), row by row, every image of the batch per row: once per call, not once per image.
+The output may take the memory of X where X dies here (``memory_plan.IN_PLACE_OPS``): every
+pixel is summed before any is written, and each is read just before it is overwritten.
 """
 from __future__ import annotations
 
@@ -86,51 +88,81 @@ def squeeze_excite_reference(x, w1, b1=None, w2=None, b2=None, **attrs):
 
 # -- the kernel -------------------------------------------------------------------------------------------
 @threaded_kernel()
-def _squeeze_excite(x, y, w1, b1, w2, b2, scratch, n, hw, c, r, c_cuts, r_cuts, codes, params):
-    """``y = x * gate`` for ``x``/``y`` flat (N, HW, C); ``scratch`` holds the channel means and the
-    gates (N, C) and the reduction's outputs (N, R); ``c_cuts``/``r_cuts`` the blocks of channels and
-    of the reduction's outputs (one parallel run each; one block: run here, no parallel step);
+def _squeeze_excite(x, y, w1, b1, w2, b2, scratch, n, hw, c, r, p_cuts, r_cuts, c_cuts, codes, params):
+    """``y = x * gate`` for ``x``/``y`` flat (N*HW pixels, C). Four steps, each over its blocks (one
+    parallel run per block; a single block runs here, no parallel step): the sums of blocks of
+    pixels ``p_cuts`` (of the N*HW) into partial sums per block, the reduction by blocks of its
+    outputs ``r_cuts``, the gates by blocks of channels ``c_cuts``, the scaled map by blocks of
+    pixels again. Pixels, not channels, for the map: a thread then reads and writes whole rows, as
+    the convolutions before and after split theirs (no cache line shared between the threads'
+    blocks of channels). ``scratch``: the
+    partial sums (blocks, N, C), the means and the gates (N, C), the reduction's outputs (N, R);
     ``codes``/``params`` the two activations and their (alpha, beta)."""
-    pooled = scratch[:n * c].reshape((n, c))
-    gate = scratch[n * c:2 * n * c].reshape((n, c))
-    hidden = scratch[2 * n * c:2 * n * c + n * r].reshape((n, r))
-    if c_cuts.size == 2:
-        _pool_block(x, pooled, n, hw, c, c_cuts[0], c_cuts[1])
+    parts = p_cuts.size - 1
+    partial = scratch[:parts * n * c].reshape((parts, n, c))
+    at = parts * n * c
+    pooled = scratch[at:at + n * c].reshape((n, c))
+    gate = scratch[at + n * c:at + 2 * n * c].reshape((n, c))
+    hidden = scratch[at + 2 * n * c:at + 2 * n * c + n * r].reshape((n, r))
+    if parts == 1:
+        _sum_pixels(x, partial[0], hw, c, p_cuts[0], p_cuts[1])
     else:
-        for i in numba.prange(c_cuts.size - 1):
-            _pool_block(x, pooled, n, hw, c, c_cuts[i], c_cuts[i + 1])
+        for i in numba.prange(parts):
+            _sum_pixels(x, partial[i], hw, c, p_cuts[i], p_cuts[i + 1])
+    _mean(partial, pooled, hw)
     if r_cuts.size == 2:
-        _product_block(pooled, w1, b1, hidden, n, c, r, r_cuts[0], r_cuts[1], codes[0], params[0], params[1])
+        _product_block(pooled, w1, b1, hidden, r_cuts[0], r_cuts[1], codes[0], params[0], params[1])
     else:
         for i in numba.prange(r_cuts.size - 1):
-            _product_block(pooled, w1, b1, hidden, n, c, r, r_cuts[i], r_cuts[i + 1], codes[0], params[0], params[1])
+            _product_block(pooled, w1, b1, hidden, r_cuts[i], r_cuts[i + 1], codes[0], params[0], params[1])
     if c_cuts.size == 2:
-        _gate_block(x, y, hidden, w2, b2, gate, n, hw, c, r, c_cuts[0], c_cuts[1], codes[1], params[2], params[3])
+        _product_block(hidden, w2, b2, gate, c_cuts[0], c_cuts[1], codes[1], params[2], params[3])
     else:
         for i in numba.prange(c_cuts.size - 1):
-            _gate_block(x, y, hidden, w2, b2, gate, n, hw, c, r, c_cuts[i], c_cuts[i + 1], codes[1], params[2],
-                        params[3])
+            _product_block(hidden, w2, b2, gate, c_cuts[i], c_cuts[i + 1], codes[1], params[2], params[3])
+    if parts == 1:
+        _scale_pixels(x, y, gate, hw, c, p_cuts[0], p_cuts[1])
+    else:
+        for i in numba.prange(parts):
+            _scale_pixels(x, y, gate, hw, c, p_cuts[i], p_cuts[i + 1])
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _pool_block(x, pooled, n, hw, c, c0, c1):
-    """Channels [c0, c1) of each image's mean over its pixels. Every loop runs over slices from 0
-    (as :func:`~inference.kernels.pool.fold_tap`'s): indexed ``x[o + k]`` the loops stayed scalar
-    (a 28x28x120 gate took 145 us)."""
-    width = c1 - c0
+def _sum_pixels(x, sums, hw, c, p0, p1):
+    """``sums[b]`` = the sum of image b's pixels among the flat pixels [p0, p1) (0 for the images
+    the block misses). Loops over slices from 0 (as :func:`~inference.kernels.pool.fold_tap`'s): a
+    loop indexed ``x[o + k]`` stayed scalar (a 28x28x120 gate took 145 us)."""
+    for b in range(sums.shape[0]):
+        row = sums[b]
+        for k in range(c):
+            row[k] = 0
+    for p in range(p0, p1):
+        fold_tap(sums[p // hw], x[p * c:(p + 1) * c], c, False, False)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _mean(partial, pooled, hw):
+    """The blocks' partial sums added up and divided by the pixels per image."""
+    n, c = pooled.shape
     for b in range(n):
-        acc = pooled[b, c0:c1]
-        base = b * hw * c + c0
-        for p in range(hw):
-            fold_tap(acc, x[base + p * c:base + p * c + width], width, p == 0, False)
-        for k in range(width):
-            acc[k] /= hw
+        out = pooled[b]
+        first = partial[0, b]
+        for k in range(c):
+            out[k] = first[k]
+        for i in range(1, partial.shape[0]):
+            more = partial[i, b]
+            for k in range(c):
+                out[k] += more[k]
+        for k in range(c):
+            out[k] /= hw
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _product_block(a, w, bias, out, n, k_in, m, m0, m1, code, alpha, beta):
-    """``out[:, m0:m1] = act(a @ w[:, m0:m1] + bias)`` for ``a`` (N, K), ``w`` flat (K, M): a row of
-    weights at a time for every image (each weight read once per call)."""
+def _product_block(a, w, bias, out, m0, m1, code, alpha, beta):
+    """``out[:, m0:m1] = act(a @ W[:, m0:m1] + bias)`` for ``a`` (N, K) and ``w`` flat (K, M), M
+    ``out``'s width: a row of weights at a time for every image (each weight read once per call)."""
+    n, k_in = a.shape
+    m = out.shape[1]
     width = m1 - m0
     bs = bias[m0:m1]
     for b in range(n):
@@ -149,25 +181,22 @@ def _product_block(a, w, bias, out, n, k_in, m, m0, m1, code, alpha, beta):
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _gate_block(x, y, hidden, w2, b2, gate, n, hw, c, r, c0, c1, code, alpha, beta):
-    """Channels [c0, c1): their gate from the reduction's outputs, then ``y = x * gate`` on them."""
-    _product_block(hidden, w2, b2, gate, n, r, c, c0, c1, code, alpha, beta)
-    width = c1 - c0
-    for b in range(n):
-        g = gate[b, c0:c1]
-        base = b * hw * c + c0
-        for p in range(hw):
-            xs = x[base + p * c:base + p * c + width]
-            ys = y[base + p * c:base + p * c + width]
-            for k in range(width):
-                ys[k] = xs[k] * g[k]
+def _scale_pixels(x, y, gate, hw, c, p0, p1):
+    """``y = x * gate`` on the flat pixels [p0, p1), each by its image's gates."""
+    for p in range(p0, p1):
+        g = gate[p // hw]
+        xs = x[p * c:(p + 1) * c]
+        ys = y[p * c:(p + 1) * c]
+        for k in range(c):
+            ys[k] = xs[k] * g[k]
 
 
-def _cuts(size: int, work: int, threads: int) -> np.ndarray:
-    """Bounds of the blocks ``size`` channels split into: one per thread (at multiples of
-    :data:`ALIGN` where the size allows), one block when the step's ``work`` is too small to share."""
-    blocks = min(threads, max(1, work // MIN_PARALLEL_WORK), max(1, size // ALIGN))
-    cuts = [0] + [round(size * i / blocks / ALIGN) * ALIGN for i in range(1, blocks)] + [size]
+def _cuts(size: int, work: int, threads: int, align: int = ALIGN) -> np.ndarray:
+    """Bounds of the blocks ``size`` items (channels, pixels) split into: one per thread (at
+    multiples of ``align`` where the size allows), one block when the step's ``work`` is too small
+    to share."""
+    blocks = min(threads, max(1, work // MIN_PARALLEL_WORK), max(1, size // align))
+    cuts = [0] + [round(size * i / blocks / align) * align for i in range(1, blocks)] + [size]
     return np.array(sorted(set(cuts)), np.int64)
 
 
@@ -184,16 +213,18 @@ def prepare_squeeze_excite(x_shape: tuple, r: int, attrs: dict):
 
     def run(x, w1, b1, w2, b2):
         threads = kernel_threads()
-        cuts = plans.get(threads)
-        if cuts is None:
-            cuts = plans[threads] = (_cuts(c, n * hw * c, threads), _cuts(r, n * c * r, threads))
+        plan = plans.get(threads)
+        if plan is None:
+            plan = plans[threads] = (_cuts(n * hw, n * hw * c, threads, 1), _cuts(r, n * c * r, threads),
+                                     _cuts(c, n * c * r, threads))
         y = new_output(x_shape)
         if y.size == 0:  # an empty batch, map or channel axis: nothing to scale
             return y
+        p_cuts, r_cuts, c_cuts = plan
         kernel = _squeeze_excite.parallel if threads > 1 else _squeeze_excite.serial
         kernel(_flat(x), y.reshape(-1), _flat(w1), zeros_r if b1 is None else _flat(b1), _flat(w2),
-               zeros_c if b2 is None else _flat(b2), new_scratch(n * (2 * c + r)), n, hw, c, r, cuts[0], cuts[1],
-               codes, params)
+               zeros_c if b2 is None else _flat(b2), new_scratch(n * ((p_cuts.size + 1) * c + r)), n, hw, c, r,
+               p_cuts, r_cuts, c_cuts, codes, params)
         return y
 
     return run
