@@ -54,6 +54,20 @@ def test_kernel_matches_the_ops_apart(case, acts, threads):
     np.testing.assert_allclose(_fast(ACTIVATIONS[acts])(*a.values()), want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("case", ["mobilenet-28x28x72", "batch-2-deep"])
+def test_in_place_over_its_input(case, threads):
+    """Given X's own memory for Y (an arena slot where X dies), the result is the same."""
+    from inference.kernels.arena_slot import arm
+
+    a = _gate(np.random.default_rng(6), *GATES[case])
+    want = se.squeeze_excite_reference(**a, **MOBILENET_V3)
+    x = a["x"]
+    arm(x)
+    got = _fast(MOBILENET_V3)(*a.values())
+    assert np.shares_memory(got, x)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
 def test_absent_biases_are_zero(threads):
     a = _gate(np.random.default_rng(1), *GATES["mobilenet-7x7x960"], biases=False)
     zeros = dict(a, b1=np.zeros(240, np.float32), b2=np.zeros(960, np.float32))
