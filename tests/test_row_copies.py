@@ -1,7 +1,7 @@
 """Concat along the last axis as row copies and the binary ops split over the threads
 (``inference.kernels.row_copies``), and nearest upsampling split over the threads
 (``inference.kernels.resize``): equal to numpy at one and two threads, everything else through
-the reference ops."""
+the reference ops; in place over an operand as the arena runs them."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +9,7 @@ import pytest
 
 from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads
+from inference.kernels.arena_slot import arm, taken
 from inference.kernels.resize import resize_nearest
 from inference.kernels.row_copies import _binary, concat_last_axis
 
@@ -60,6 +61,51 @@ def test_gated_binary_ops_equal_numpy(op, fn, threads):
         np.testing.assert_array_equal(kernel(x, g), fn(x, g))
         np.testing.assert_array_equal(kernel(g, x), fn(g, x))
         np.testing.assert_array_equal(kernel(x, g[:, :, :, :1]), fn(x, g[:, :, :, :1]))  # not a gate: numpy's
+
+
+def _in_place(call, over: np.ndarray):
+    """``call()`` with ``over``'s memory offered as its output (an in-place step of the arena)."""
+    arm(over)
+    try:
+        return call()
+    finally:
+        taken()  # withdrawn if the kernel did not take it (numpy's reference at one thread)
+
+
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("over", ["first", "second"])
+def test_binary_ops_in_place_over_either_operand(op, fn, over, threads):
+    """The output in an operand's memory (its loops then read and write one view)."""
+    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    a, b = _f32(3, 40, 40, 17), _f32(3, 40, 40, 17)
+    want = fn(a, b)
+    got = _in_place(lambda: kernel(a, b), a if over == "first" else b)
+    np.testing.assert_array_equal(got, want)
+    assert np.shares_memory(got, a if over == "first" else b) == (threads > 1)  # one thread: numpy's
+
+
+@pytest.mark.parametrize("op,fn", [("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("gate_first", [False, True])
+def test_gated_binary_ops_in_place_over_the_map(op, fn, gate_first, threads):
+    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    x, g = _f32(2, 14, 14, 96), _f32(2, 1, 1, 96)
+    want = fn(g, x) if gate_first else fn(x, g)
+    got = _in_place(lambda: kernel(g, x) if gate_first else kernel(x, g), x)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("activation, fn", [("Relu", lambda x: np.maximum(x, 0)),
+                                            ("LeakyRelu", lambda x: np.where(x >= 0, x, (0.1 * x.astype(np.float64)).astype(np.float32))),
+                                            ("Clip", lambda x: np.clip(x, np.float32(0.1), np.float32(0.5)))])
+def test_activations_in_place(activation, fn, threads):
+    """The fast activations (``inference.kernels.elementwise``) over their input's own memory."""
+    from inference.kernels.elementwise import _run
+
+    x = _f32(3, 40, 40, 17)
+    want = fn(x)
+    got = _in_place(lambda: _run(x, activation, 0.1, 0.5), x)
+    assert np.shares_memory(got, x)
+    np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("scales", [(1, 2, 2, 1), (1, 3, 1, 1), (1, 0.5, 1.5, 1)], ids=str)

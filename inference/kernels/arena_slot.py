@@ -81,3 +81,15 @@ def new_scratch(shape: tuple[int, ...] | int, dtype: type | np.dtype = np.float3
             return block[start:start + nbytes].view(dtype).reshape(shape)
         _state.wanted = max(_state.wanted, end)
     return np.empty(shape, dtype)
+
+
+def overwritten(y: np.ndarray, *operands: np.ndarray) -> int:
+    """Which of ``operands`` (1-based) the flat output ``y`` is, 0 for none: a kernel passes it on
+    so its loops read and write that operand through one view. Why: given two arrays, LLVM
+    vectorises an elementwise loop behind a check that they do not overlap, and when they do (an
+    in-place step) it runs the loop's scalar copy: a 200K-element Add 49 us in place against 22,
+    a Relu 31 against 20."""
+    for i, a in enumerate(operands):
+        if np.may_share_memory(y, a):
+            return i + 1
+    return 0

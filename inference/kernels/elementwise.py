@@ -15,27 +15,31 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row, activation_code
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, overwritten
 from inference.ops.registry import lookup, register
 
 _CHUNK = 1 << 14  # elements per parallel work item
 
 
 @threaded_kernel()
-def activate_flat(x, y, code, alpha, beta):
-    """``y = act(x)`` over flat arrays, in chunks so two threads split large tensors."""
+def activate_flat(x, y, code, alpha, beta, in_place):
+    """``y = act(x)`` over flat arrays, in chunks so two threads split large tensors; ``in_place``:
+    ``y`` is ``x``, activated where it is (no copy: see ``arena_slot.overwritten``)."""
     n = x.size
     for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
         lo, hi = c * _CHUNK, min(n, (c + 1) * _CHUNK)
-        out, src = y[lo:hi], x[lo:hi]
-        for k in range(out.size):  # an element loop: numba's ``out[:] = src`` copied 3x slower
-            out[k] = src[k]
+        out = y[lo:hi]
+        if not in_place:
+            src = x[lo:hi]
+            for k in range(out.size):  # an element loop: numba's ``out[:] = src`` copied 3x slower
+                out[k] = src[k]
         activate_row(out, code, alpha, beta)
 
 
 def _run(x: np.ndarray, activation: str, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
     y = new_output(x.shape)
-    activate_flat(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), activation_code(activation), alpha, beta)
+    xf, yf = np.ascontiguousarray(x).reshape(-1), y.reshape(-1)
+    activate_flat(xf, yf, activation_code(activation), alpha, beta, overwritten(yf, xf) == 1)
     return y
 
 

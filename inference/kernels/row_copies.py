@@ -18,7 +18,7 @@ import numpy as np
 
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, threaded_kernel
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, overwritten
 from inference.ops import layout
 from inference.ops._axes import normalize_axis
 from inference.ops.registry import lookup, register
@@ -37,44 +37,69 @@ def copy_into_columns(src, dst, first):
             d[j] = s[j]
 
 
+#: which operand the output overwrites (an in-place step of the memory plan): none, the first, the second
+APART, OVER_FIRST, OVER_SECOND = range(3)
+
+
 @threaded_kernel()
-def binary_flat(a, b, y, op):
-    """``y = a op b`` over flat arrays of one length, in chunks the threads share."""
+def binary_flat(a, b, y, op, over):
+    """``y = a op b`` over flat arrays of one length, in chunks the threads share; ``over`` says
+    which operand ``y`` is (:data:`OVER_FIRST` ...), when the plan runs the op in place."""
     n = y.size
     for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
         lo, hi = c * _CHUNK, min(n, (c + 1) * _CHUNK)
-        # views indexed from 0, the op chosen outside each loop: indexing from ``lo`` (or a branch
-        # inside) kept the loop scalar, 6x slower than numpy (58 against 10 us for 100K elements)
+        # views indexed from 0: indexing from ``lo`` kept the loop scalar, 6x slower than numpy
+        # (58 against 10 us for 100K elements)
         aa, bb, yy = a[lo:hi], b[lo:hi], y[lo:hi]
-        if op == ADD:
-            for i in range(hi - lo):
-                yy[i] = aa[i] + bb[i]
-        elif op == SUB:
-            for i in range(hi - lo):
-                yy[i] = aa[i] - bb[i]
+        if over == OVER_FIRST:  # one view read and written: see arena_slot.overwritten
+            _binary_loop(yy, bb, yy, op)
+        elif over == OVER_SECOND:
+            _binary_loop(aa, yy, yy, op)
         else:
-            for i in range(hi - lo):
-                yy[i] = aa[i] * bb[i]
+            _binary_loop(aa, bb, yy, op)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _binary_loop(aa, bb, yy, op):
+    """``yy = aa op bb``, the op chosen outside each loop (a branch inside kept it scalar)."""
+    if op == ADD:
+        for i in range(yy.size):
+            yy[i] = aa[i] + bb[i]
+    elif op == SUB:
+        for i in range(yy.size):
+            yy[i] = aa[i] - bb[i]
+    else:
+        for i in range(yy.size):
+            yy[i] = aa[i] * bb[i]
 
 
 @threaded_kernel()
-def gated_rows(x, g, y, per_image, op, gate_first):
+def gated_rows(x, g, y, per_image, op, gate_first, in_place):
     """``y[r] = x[r] op g[r // per_image]`` (``g op x`` for ``gate_first``) for the rows of ``x``
-    (N*H*W, C): a channels-last map and its per-channel gate (N, C), rows shared by the threads."""
+    (N*H*W, C): a channels-last map and its per-channel gate (N, C), rows shared by the threads;
+    ``in_place``: ``y`` is ``x``."""
     for r in numba.prange(x.shape[0]):
-        xs, gs, ys = x[r], g[r // per_image], y[r]
-        if op == MUL:
-            for k in range(ys.size):
-                ys[k] = xs[k] * gs[k]
-        elif op == ADD:
-            for k in range(ys.size):
-                ys[k] = xs[k] + gs[k]
-        elif gate_first:
-            for k in range(ys.size):
-                ys[k] = gs[k] - xs[k]
+        gs, ys = g[r // per_image], y[r]
+        if in_place:
+            _gate_loop(ys, gs, ys, op, gate_first)
         else:
-            for k in range(ys.size):
-                ys[k] = xs[k] - gs[k]
+            _gate_loop(x[r], gs, ys, op, gate_first)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _gate_loop(xs, gs, ys, op, gate_first):
+    if op == MUL:
+        for k in range(ys.size):
+            ys[k] = xs[k] * gs[k]
+    elif op == ADD:
+        for k in range(ys.size):
+            ys[k] = xs[k] + gs[k]
+    elif gate_first:
+        for k in range(ys.size):
+            ys[k] = gs[k] - xs[k]
+    else:
+        for k in range(ys.size):
+            ys[k] = xs[k] - gs[k]
 
 
 def _gate(a: np.ndarray, b: np.ndarray) -> bool:
@@ -112,8 +137,8 @@ def _binary(op_type: str, code: int):
             return reference(a, b)
         if a.shape == b.shape:
             y = new_output(a.shape)
-            binary_flat(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), y.reshape(-1),
-                        code)
+            af, bf, yf = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), y.reshape(-1)
+            binary_flat(af, bf, yf, code, overwritten(yf, af, bf))
             return y
         gate_first = _gate(b, a)
         if not (gate_first or _gate(a, b)):
@@ -121,8 +146,8 @@ def _binary(op_type: str, code: int):
         x, g = (b, a) if gate_first else (a, b)  # a squeeze-and-excitation gate (MobileNetV3's)
         n, h, w, c = x.shape
         y = new_output(x.shape)
-        gated_rows(np.ascontiguousarray(x).reshape(-1, c), np.ascontiguousarray(g).reshape(n, c), y.reshape(-1, c),
-                   h * w, code, gate_first)
+        xr, yr = np.ascontiguousarray(x).reshape(-1, c), y.reshape(-1, c)
+        gated_rows(xr, np.ascontiguousarray(g).reshape(n, c), yr, h * w, code, gate_first, overwritten(yr, xr) == 1)
         return y
 
     kernel.__name__ = kernel.__qualname__ = f"threaded_{op_type.lower()}"

@@ -28,7 +28,7 @@ from inference.errors import KernelError
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activate_row, activation_code
-from inference.kernels.arena_slot import new_output, new_scratch
+from inference.kernels.arena_slot import new_output, new_scratch, overwritten
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
 from inference.kernels.nhwc import fused_conv_nhwc_reference
 from inference.kernels.pool import fold_tap
@@ -231,7 +231,7 @@ def prepare_squeeze_excite(x_shape: tuple, r: int, attrs: dict):
         kernel = _squeeze_excite.parallel if threads > 1 else _squeeze_excite.serial
         xf = _flat(x)
         yf = y.reshape(-1)
-        kernel(xf, yf, np.may_share_memory(xf, yf), _flat(w1), zeros_r if b1 is None else _flat(b1), _flat(w2),
+        kernel(xf, yf, overwritten(yf, xf) == 1, _flat(w1), zeros_r if b1 is None else _flat(b1), _flat(w2),
                zeros_c if b2 is None else _flat(b2), new_scratch(n * ((p_cuts.size + 1) * c + r)), n, hw, c, r,
                p_cuts, r_cuts, c_cuts, codes, params)
         return y
