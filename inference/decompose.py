@@ -47,10 +47,6 @@ class _Emitter:
         return self.model.opset_imports.get("", 1)
 
 
-def _input(node: Node, i: int) -> str:
-    return node.inputs[i] if len(node.inputs) > i else ""
-
-
 def _activation(e: _Emitter, n: Node, y: str, out: str) -> str:
     """The standard op for ``n``'s ``activation``/``alpha``/``beta`` (see inference.kernels.activations)."""
     a = n.attrs
@@ -92,19 +88,19 @@ def _epilogue(e: _Emitter, n: Node, y: str, bias: str, residual: str, out: str) 
 
 def _fused_conv(e: _Emitter, n: Node) -> None:
     attrs = {k: v for k, v in n.attrs.items() if k in CONV_ATTRS and v is not None}
-    y = e.op("Conv", [n.inputs[0], n.inputs[1]] + ([_input(n, 2)] if _input(n, 2) else []), **attrs)
-    _epilogue(e, n, y, "", _input(n, 3), n.outputs[0])
+    y = e.op("Conv", [n.inputs[0], n.inputs[1]] + ([n.input_at(2)] if n.input_at(2) else []), **attrs)
+    _epilogue(e, n, y, "", n.input_at(3), n.outputs[0])
 
 
 def _fused_matmul(e: _Emitter, n: Node) -> None:
     y = e.op("MatMul", [n.inputs[0], n.inputs[1]])
-    _epilogue(e, n, y, _input(n, 2), _input(n, 3), n.outputs[0])
+    _epilogue(e, n, y, n.input_at(2), n.input_at(3), n.outputs[0])
 
 
 def _quantized(e: _Emitter, n: Node, is_conv: bool) -> None:
     """QConv/QMatMul as their QDQ meaning: dequantize, the float op, requantize (if y_scale given)."""
     x, xs, xzp, w, ws = (n.inputs[i] for i in range(5))
-    bias, residual, ys, yzp = (_input(n, i) for i in (5, 6, 7, 8))
+    bias, residual, ys, yzp = (n.input_at(i) for i in (5, 6, 7, 8))
     scale = e.g.initializers.get(ws)
     per_axis = scale is None or scale.size > 1
     trans_b = bool(n.attrs.get("transB", 0))
@@ -160,6 +156,16 @@ def decompose_node(e: _Emitter, node: Node, opset: int = 1) -> None:
                                  "no decomposition into standard ONNX is registered; save the model "
                                  "with its edgelearn ops (our runtime reads them) instead")
     fn(e, node)
+
+
+def decompose_conv_stage(e: _Emitter, n: Node, first: str, inputs: tuple[int, ...], out: str, attrs: dict,
+                         part: str) -> None:
+    """One channels-last convolution of the fused block ``n`` (a ``FusedConvNHWC`` reading ``first``
+    and ``n``'s inputs at ``inputs``, writing ``out``), emitted in turn as standard ops."""
+    from inference.kernels.nhwc import OP as CONV
+
+    conv = Node(CONV, [first] + [n.input_at(i) for i in inputs], [out], attrs, DOMAIN, f"{n.name}/{part}")
+    decompose_node(e, conv)
 
 
 def decompose_to_standard(model: Model) -> Model:

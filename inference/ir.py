@@ -92,6 +92,10 @@ class Node:
         """Whether this node carries a graph (If, Loop, Scan): control flow, run outside any plan."""
         return any(True for _ in self.subgraphs())
 
+    def input_at(self, i: int) -> str:
+        """The name of input ``i``, "" when it is omitted or past the inputs given."""
+        return self.inputs[i] if len(self.inputs) > i else ""
+
     def label(self) -> str:
         """How errors name this node: its name if it has one, else op type and first output."""
         return self.name or f"{self.op_type}->{self.outputs[0] if self.outputs else '?'}"

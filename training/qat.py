@@ -74,7 +74,7 @@ def prepare_qat(model: Model, calibration_data: CalibrationData, config: QuantCo
         new.append(Node("FakeQuantizeWeight", [w], [y], dict(weight_attrs), TRAIN_DOMAIN,
                         fresh(f"{w}_FakeQuantizeWeight")))
         t.node.inputs[1] = y
-        b = t.node.inputs[2] if len(t.node.inputs) > 2 else ""
+        b = t.node.input_at(2)
         if b in g.initializers:  # the biases post-training quantization stores as int32
             lo, hi = ranges[x]
             y = fresh(f"{b}_fakequant")

@@ -47,7 +47,7 @@ def activation_params(g: Graph, node: Node, opset: int) -> tuple[str, float, flo
             return "Clip", float(a.get("min", -math.inf)), float(a.get("max", math.inf))
         bounds = []
         for i, default in ((1, -math.inf), (2, math.inf)):
-            name = node.inputs[i] if len(node.inputs) > i else ""
+            name = node.input_at(i)
             v = constant_value(g, name) if name else np.asarray(default)
             if v is None or v.size != 1:
                 return None

@@ -16,7 +16,7 @@ def plain_nhwc_conv(n: Node) -> bool:
 
 def residual_input(n: Node) -> str:
     """A FusedConvNHWC's residual Z, "" when it has none."""
-    return n.inputs[3] if len(n.inputs) > 3 else ""
+    return n.input_at(3)
 
 
 def static_weight_shape(g: Graph, n: Node) -> tuple | None:

@@ -48,7 +48,7 @@ def _branches(g: Graph, concat: Node, producers: dict[str, Node], consumers: dic
                 or any(a.get(k) != first.attrs.get(k) for k in _SHARED)):
             return None
         w = constant_value(g, n.inputs[1])
-        bias = n.inputs[2] if len(n.inputs) > 2 else ""
+        bias = n.input_at(2)
         if w is None or w.ndim != 4 or w.dtype != np.float32 or (bias and constant_value(g, bias) is None):
             return None
     return convs

@@ -62,7 +62,7 @@ def _matmul_weight(g: Graph, node: Node) -> tuple[str, str] | None:
     a = node.attrs
     if a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 or not _float32(g, node.inputs[0], 2):
         return None
-    bias = node.inputs[2] if len(node.inputs) > 2 else ""
+    bias = node.input_at(2)
     if bias:
         c = constant_value(g, bias)
         if c is None or a.get("beta", 1.0) != 1.0 or c.dtype != np.float32 or c.shape not in (

@@ -63,9 +63,6 @@ def _producer(g: Graph, name: str, producers: dict[str, Node], consumers: dict[s
 
 
 def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
-    def opt(n: Node, i: int) -> str:
-        return n.inputs[i] if len(n.inputs) > i else ""
-
     attrs = {"strides": dw.attrs.get("strides"), "pads": dw.attrs.get("pads")}
     if dw.attrs.get("auto_pad", "NOTSET") != "NOTSET":  # resolved to explicit pads: the op has no auto_pad
         x = g.type_of(dw.inputs[0])
@@ -76,8 +73,8 @@ def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
             attrs.update({f"{stage}{k}": n.attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()})
     attrs = {k: v for k, v in attrs.items() if v is not None}
     first = expand or dw
-    inputs = [first.inputs[0], expand.inputs[1] if expand else "", opt(expand, 2) if expand else "", dw.inputs[1],
-              opt(dw, 2), project.inputs[1], opt(project, 2), residual_input(project)]
+    inputs = [first.inputs[0], expand.inputs[1] if expand else "", expand.input_at(2) if expand else "", dw.inputs[1],
+              dw.input_at(2), project.inputs[1], project.input_at(2), residual_input(project)]
     while inputs and not inputs[-1]:
         inputs.pop()
     node = Node(OP, inputs, list(project.outputs), attrs, DOMAIN,
@@ -109,23 +106,17 @@ def fuse_inverted_residual(model: Model) -> bool:
 # -- interop: the block as standard ONNX --------------------------------------------------------------------
 def _decompose(e, n: Node) -> None:
     """The (two or) three FusedConvNHWC it fused, each decomposed in turn."""
-    from inference.decompose import decompose_node
+    from inference.decompose import decompose_conv_stage
 
-    def arg(i: int) -> str:
-        return n.inputs[i] if len(n.inputs) > i else ""
-
-    x = arg(0)
-    if arg(1):
+    x = n.input_at(0)
+    if n.input_at(1):
         x = e.fresh("expanded")
-        decompose_node(e, Node(CONV, [arg(0), arg(1), arg(2)], [x], stage_epilogue(n.attrs, "expand_"), DOMAIN,
-                               f"{n.name}/expand"))
-    kh, kw, _, c = e.g.initializers[arg(3)].shape
+        decompose_conv_stage(e, n, n.input_at(0), (1, 2), x, stage_epilogue(n.attrs, "expand_"), "expand")
+    kh, kw, _, c = e.g.initializers[n.input_at(3)].shape
     d = e.fresh("depthwise")
     dw = {"group": c, "kernel_shape": [kh, kw], **{k: n.attrs[k] for k in ("strides", "pads") if k in n.attrs}}
-    decompose_node(e, Node(CONV, [x, arg(3), arg(4)], [d], {**dw, **stage_epilogue(n.attrs, "depthwise_")}, DOMAIN,
-                           f"{n.name}/depthwise"))
-    decompose_node(e, Node(CONV, [d, arg(5), arg(6), arg(7)], list(n.outputs), stage_epilogue(n.attrs, ""), DOMAIN,
-                           f"{n.name}/project"))
+    decompose_conv_stage(e, n, x, (3, 4), d, {**dw, **stage_epilogue(n.attrs, "depthwise_")}, "depthwise")
+    decompose_conv_stage(e, n, d, (5, 6, 7), n.outputs[0], stage_epilogue(n.attrs, ""), "project")
 
 
 def _register_decomposition() -> None:

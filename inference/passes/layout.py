@@ -131,7 +131,7 @@ def _channel_axis(g: Graph, n: Node) -> bool:
     the whole network stayed NCHW (1.46x onnxruntime's time)."""
     key = (n.domain, n.op_type)
     if key == ("", "Split"):
-        sizes = n.inputs[1] if len(n.inputs) > 1 else ""
+        sizes = n.input_at(1)
         if not n.inputs[0] or _nchw_type(g, n.inputs[0]) is None or (sizes and constant_value(g, sizes) is None):
             return False
         axis = int(n.attrs.get("axis", 0))  # Split's default axis is 0, Concat's has none (1 in Concat-1)
@@ -392,7 +392,7 @@ def _decompose(e, n: Node) -> None:
     w = e.const(np.ascontiguousarray(e.g.initializers[n.inputs[1]].transpose(OIHW)))
     z = e.op("Transpose", [n.inputs[3]], perm=list(TO_NCHW)) if len(n.inputs) > 3 and n.inputs[3] else ""
     y = e.fresh("nchw")
-    nchw = Node("FusedConv", [x, w, n.inputs[2] if len(n.inputs) > 2 else "", z], [y], attrs, DOMAIN, n.name)
+    nchw = Node("FusedConv", [x, w, n.input_at(2), z], [y], attrs, DOMAIN, n.name)
     decompose_node(e, nchw)
     e.op("Transpose", [y], n.outputs[0], perm=list(TO_NHWC))
 

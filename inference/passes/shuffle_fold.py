@@ -39,7 +39,7 @@ def _plan(g: Graph, shuffle: Node, consumers: dict[str, list[Node]]) -> list[tup
             if (n.domain, n.op_type) != (DOMAIN, CONV) or n.inputs[0] != t or t in n.inputs[1:]:
                 return None
             w = constant_value(g, n.inputs[1])
-            bias = n.inputs[2] if len(n.inputs) > 2 else ""
+            bias = n.input_at(2)
             if w is None or w.ndim != 4:
                 return None
             if is_depthwise(w.shape[3], w.shape, int(n.attrs.get("group", 1))) and "input_order" not in n.attrs:

@@ -34,7 +34,7 @@ def _sizes(g: Graph, split: Node, channels: int, opset: int) -> list[int] | None
             return None
         given = split.attrs.get("split")
     else:
-        given_name = split.inputs[1] if len(split.inputs) > 1 else ""
+        given_name = split.input_at(1)
         value = constant_value(g, given_name) if given_name else None
         if given_name and value is None:
             return None
@@ -58,7 +58,7 @@ def _splittable_conv(g: Graph, split: Node, producers: dict[str, Node]) -> Node 
     if not isinstance(t, TensorType) or t.rank != 4 or int(split.attrs.get("axis", 0)) not in (1, -3):
         return None
     w = constant_value(g, conv.inputs[1]) if len(conv.inputs) > 1 else None
-    bias = conv.inputs[2] if len(conv.inputs) > 2 else ""
+    bias = conv.input_at(2)
     if (w is None or w.ndim != 4 or int(conv.attrs.get("group", 1)) != 1 or (len(conv.inputs) > 3 and conv.inputs[3])
             or (bias and constant_value(g, bias) is None)):
         return None
@@ -67,7 +67,7 @@ def _splittable_conv(g: Graph, split: Node, producers: dict[str, Node]) -> Node 
 
 def _parts(g: Graph, conv: Node, split: Node, sizes: list[int]) -> list[Node]:
     w = constant_value(g, conv.inputs[1])
-    bias_name = conv.inputs[2] if len(conv.inputs) > 2 else ""
+    bias_name = conv.input_at(2)
     bias = constant_value(g, bias_name) if bias_name else None
     nodes, first = [], 0
     for i, (size, out) in enumerate(zip(sizes, split.outputs)):

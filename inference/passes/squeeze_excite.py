@@ -70,12 +70,9 @@ def _match(g: Graph, mul: Node, producers: dict[str, Node],
 
 
 def _fuse(g: Graph, mul: Node, x: str, pool: Node, reduce_: Node, expand: Node) -> Node:
-    def bias(n: Node) -> str:
-        return n.inputs[2] if len(n.inputs) > 2 else ""
-
     attrs = {f"{REDUCE}{k}": reduce_.attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()}
     attrs.update({k: expand.attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()})
-    inputs = [x, reduce_.inputs[1], bias(reduce_), expand.inputs[1], bias(expand)]
+    inputs = [x, reduce_.inputs[1], reduce_.input_at(2), expand.inputs[1], expand.input_at(2)]
     if not inputs[-1]:
         inputs.pop()
     node = Node(OP, inputs, list(mul.outputs), attrs, DOMAIN,
@@ -102,22 +99,16 @@ def fuse_squeeze_excite(model: Model) -> bool:
 # -- interop: the gate as standard ONNX ---------------------------------------------------------------------
 def _decompose(e, n: Node) -> None:
     """Transpose, GlobalAveragePool, Transpose; the two FusedConvNHWC (decomposed in turn); the Mul."""
-    from inference.decompose import decompose_node
-    from inference.kernels.nhwc import OP as CONV
+    from inference.decompose import decompose_conv_stage
     from inference.kernels.nhwc import TO_NCHW, TO_NHWC
 
-    def arg(i: int) -> str:
-        return n.inputs[i] if len(n.inputs) > i else ""
-
-    x = arg(0)
+    x = n.input_at(0)
     pooled = e.op("Transpose", [e.op("GlobalAveragePool", [e.op("Transpose", [x], perm=list(TO_NCHW))])],
                   perm=list(TO_NHWC))
     pointwise = {"kernel_shape": [1, 1], "group": 1}
     hidden, gate = e.fresh("reduced"), e.fresh("gate")
-    decompose_node(e, Node(CONV, [pooled, arg(1), arg(2)], [hidden], {**pointwise, **stage_epilogue(n.attrs, REDUCE)},
-                           DOMAIN, f"{n.name}/reduce"))
-    decompose_node(e, Node(CONV, [hidden, arg(3), arg(4)], [gate], {**pointwise, **stage_epilogue(n.attrs, "")},
-                           DOMAIN, f"{n.name}/expand"))
+    decompose_conv_stage(e, n, pooled, (1, 2), hidden, {**pointwise, **stage_epilogue(n.attrs, REDUCE)}, "reduce")
+    decompose_conv_stage(e, n, hidden, (3, 4), gate, {**pointwise, **stage_epilogue(n.attrs, "")}, "expand")
     e.op("Mul", [x, gate], n.outputs[0])
 
 

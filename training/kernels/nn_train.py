@@ -67,7 +67,7 @@ def seeded_dropout_node(node: Node, step: str, seed: int) -> Node:
     """
     if node.op_type != "Dropout" or node.domain not in ("", "ai.onnx"):
         raise KernelError(f"seeded_dropout_node: expected an ONNX Dropout node, got {node.op_type}")
-    ratio = node.inputs[1] if len(node.inputs) > 1 else ""
+    ratio = node.input_at(1)
     attrs: dict = {"seed": int(seed)}
     if "ratio" in node.attrs:  # opsets 1-11 keep the ratio as an attribute
         attrs["default_ratio"] = float(node.attrs["ratio"])
