@@ -35,6 +35,12 @@ CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides
 EPILOGUE_ATTRS = {"activation": "", "alpha": 0.0, "beta": 0.0}
 
 
+def stage_epilogue(attrs: dict, stage: str) -> dict:
+    """FusedConv's epilogue attributes of one stage of a fused block, whose attributes carry each
+    stage's under a prefix (``stage``: "expand_", "reduce_" ...; "" for the block's last)."""
+    return {k: attrs.get(f"{stage}{k}", v) for k, v in EPILOGUE_ATTRS.items()}
+
+
 # -- shape rules --------------------------------------------------------------------------------
 def _conv_shape(node: Node, types: list) -> list:
     x, w = types[0], types[1] if len(types) > 1 else None

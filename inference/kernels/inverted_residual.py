@@ -37,7 +37,7 @@ from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
 from inference.kernels.inverted_residual_channels import ChannelSplit, expansion_tile
 from inference.kernels._prepack import constant_weight, source
 from inference.kernels.conv import PACKED, handles
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
 from inference.kernels.nhwc import conv_window, fused_conv_nhwc_reference, prepare_conv_nhwc
 from inference.kernels.rows_gemm import LANES, matrix_product, padded_bias, padded_weight, tile_shape
 from inference.kernels.tile_lanes import clamp_epilogue
@@ -88,11 +88,6 @@ register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W1", opt
                                          FormalParam("B2", optional=True), FormalParam("Z", optional=True)),
                          (FormalParam("Y"),), {"strides": None, "pads": None, **_STAGE_ATTRS, **EPILOGUE_ATTRS},
                          shape_rule=_shape))
-
-
-def stage_epilogue(attrs: dict, stage: str) -> dict:
-    """FusedConv's epilogue attributes of one stage (``stage``: a prefix of :data:`STAGES`)."""
-    return {k: attrs.get(f"{stage}{k}", v) for k, v in EPILOGUE_ATTRS.items()}
 
 
 @register(OP, since=1, domain=DOMAIN)

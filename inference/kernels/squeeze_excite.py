@@ -25,11 +25,12 @@ import numba
 import numpy as np
 
 from inference.errors import KernelError
-from inference.ir import Graph, Node, TensorType
+from inference.ir import Node, TensorType
 from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activate_row, activation_code
 from inference.kernels.arena_slot import new_output, new_scratch, overwritten
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
+from inference.kernels.conv import handles
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
 from inference.kernels.nhwc import fused_conv_nhwc_reference
 from inference.kernels.pool import fold_tap
 from inference.ops._memo import remember
@@ -54,11 +55,6 @@ def _shape(node: Node, types: list) -> list:
 register_schema(OpSchema(OP, DOMAIN, 1, (FormalParam("X"), FormalParam("W1"), FormalParam("B1", optional=True),
                                          FormalParam("W2"), FormalParam("B2", optional=True)),
                          (FormalParam("Y"),), {**_REDUCE_ATTRS, **EPILOGUE_ATTRS}, shape_rule=_shape))
-
-
-def stage_epilogue(attrs: dict, stage: str) -> dict:
-    """FusedConv's epilogue attributes of the reduction (``stage`` :data:`REDUCE`) or the gate ("")."""
-    return {k: attrs.get(f"{stage}{k}", v) for k, v in EPILOGUE_ATTRS.items()}
 
 
 def _check(x: tuple, w1: tuple, w2: tuple, b1: tuple | None, b2: tuple | None) -> None:
@@ -269,11 +265,6 @@ def _binder(fn):
     return bind
 
 
-def _applies(node: Node, graph: Graph) -> bool:
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or (t.elem_type == 1 and t.rank in (4, None))
-
-
-@register(OP, since=1, domain=DOMAIN, kind="fast", applies=_applies, bind=_binder)
+@register(OP, since=1, domain=DOMAIN, kind="fast", applies=handles, bind=_binder)
 def squeeze_excite(x, w1, b1=None, w2=None, b2=None, **attrs):
     return _binder(squeeze_excite)(**attrs)(x, w1, b1, w2, b2)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.activations import activation_code
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
-from inference.kernels.inverted_residual import KERNELS, OP, stage_epilogue
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
+from inference.kernels.inverted_residual import KERNELS, OP
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window, is_depthwise
 from inference.kernels.tile_lanes import clamp_epilogue

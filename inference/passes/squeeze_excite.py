@@ -10,8 +10,10 @@ each read only by the next step, and none is a graph output; X is float32 of sta
 from __future__ import annotations
 
 from inference.ir import Graph, Model, Node, TensorType
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS
-from inference.kernels.squeeze_excite import OP, REDUCE, stage_epilogue
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
+from inference.kernels.nhwc import OP as CONV
+from inference.kernels.nhwc import TO_NCHW, TO_NHWC
+from inference.kernels.squeeze_excite import OP, REDUCE
 from inference.passes._nhwc_match import plain_nhwc_conv, residual_input, static_weight_shape
 from inference.passes._rewrite import fuse_nodes
 
@@ -53,10 +55,10 @@ def _match(g: Graph, mul: Node, producers: dict[str, Node],
         if xt is None or g.type_of(x).elem_type != 1 or expand is None or not _only_reader(g, gate, consumers):
             continue
         n, h, w, c = xt
-        if _static(g.type_of(mul.outputs[0])) != xt or not plain_nhwc_conv(expand):
+        if _static(g.type_of(mul.outputs[0])) != xt or (expand.domain, expand.op_type) != (DOMAIN, CONV):
             continue
         reduce_ = producers.get(expand.inputs[0])
-        if reduce_ is None or not _only_reader(g, expand.inputs[0], consumers) or not plain_nhwc_conv(reduce_):
+        if reduce_ is None or not _only_reader(g, expand.inputs[0], consumers):
             continue
         rw = static_weight_shape(g, reduce_)
         if rw is None or not _pointwise(g, reduce_, c, rw[3]) or not _pointwise(g, expand, rw[3], c):
@@ -100,7 +102,6 @@ def fuse_squeeze_excite(model: Model) -> bool:
 def _decompose(e, n: Node) -> None:
     """Transpose, GlobalAveragePool, Transpose; the two FusedConvNHWC (decomposed in turn); the Mul."""
     from inference.decompose import decompose_conv_stage
-    from inference.kernels.nhwc import TO_NCHW, TO_NHWC
 
     x = n.input_at(0)
     pooled = e.op("Transpose", [e.op("GlobalAveragePool", [e.op("Transpose", [x], perm=list(TO_NCHW))])],
