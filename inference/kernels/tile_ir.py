@@ -33,6 +33,26 @@ def has_vnni() -> bool:
     return bool(feats.get("avx512vnni")) and bool(feats.get("avx512f"))
 
 
+def prefetch_line(builder, at) -> None:
+    """Ask for the cache line at pointer ``at`` (a read, to be kept in every cache level)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [
+        ir.IntType(8).as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0")
+    builder.call(fn, [builder.bitcast(at, ir.IntType(8).as_pointer()), ir.Constant(_I32, 0), ir.Constant(_I32, 3),
+                      ir.Constant(_I32, 1)])
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):
+    """``prefetch(arr, i)`` in a numba kernel: :func:`prefetch_line` of ``arr[i]`` (no bounds check:
+    a prefetch past the array faults nothing)."""
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        prefetch_line(builder, builder.gep(a.data, [args[1]]))
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
 def splat(builder, value, vty: ir.VectorType):
     """``value`` (a scalar of ``vty``'s element type) in every lane of a ``vty`` vector."""
     undef = ir.Constant(vty, ir.Undefined)
@@ -172,12 +192,9 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     cols = [builder.load(builder.bitcast(builder.gep(c_base, [builder.add(vbase, const(v * LANES))]),
                                          vty.as_pointer()), align=4) for v in range(nv)]
     if row_bases or rows_major:  # weight panels: fetch PREFETCH_STEPS steps ahead
-        pf = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [
-            ir.IntType(8).as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0")
         for v in range(nv):
-            at = builder.gep(c_base, [builder.add(vbase, const(PREFETCH_STEPS * nv * LANES + v * LANES))])
-            builder.call(pf, [builder.bitcast(at, ir.IntType(8).as_pointer()), ir.Constant(_I32, 0),
-                              ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+            ahead = builder.add(vbase, const(PREFETCH_STEPS * nv * LANES + v * LANES))
+            prefetch_line(builder, builder.gep(c_base, [ahead]))
     new = []
     for r in range(mr):
         if row_bases:
