@@ -94,6 +94,15 @@ def test_gated_binary_ops_in_place_over_the_map(op, fn, gate_first, threads):
     np.testing.assert_array_equal(got, want)
 
 
+def test_overwritten_names_only_the_same_bytes():
+    """Which operand an output is: the same bytes only; a partial overlap or a copy is none."""
+    from inference.kernels.arena_slot import overwritten
+
+    a = _f32(100)
+    assert overwritten(a, a) == 1 and overwritten(a, a.copy(), a) == 2
+    assert overwritten(a[1:], a[:-1]) == 0 and overwritten(a[:50], a) == 0 and overwritten(a, a.copy()) == 0
+
+
 @pytest.mark.parametrize("activation, fn", [("Relu", lambda x: np.maximum(x, 0)),
                                             ("LeakyRelu", lambda x: np.where(x >= 0, x, (0.1 * x.astype(np.float64)).astype(np.float32))),
                                             ("Clip", lambda x: np.clip(x, np.float32(0.1), np.float32(0.5)))])
