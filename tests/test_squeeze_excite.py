@@ -1,6 +1,7 @@
-"""``fuse_squeeze_excite`` and ``edgelearn::SqueezeExciteNHWC``: MobileNetV3's gates as one node;
-the kernel against the four ops apart at one and two threads (split steps included), the gates
-that stay apart, the saved and the standard-ONNX forms, FLOPs and batch splitting."""
+"""``fuse_squeeze_excite`` and ``edgelearn::SqueezeExciteNHWC``: MobileNetV3's gates (and
+EfficientNet-B0's SiLU / Sigmoid ones) as one node; the kernel against the four ops apart at one
+and two threads (split steps included), the gates that stay apart, the saved and the
+standard-ONNX forms, FLOPs and batch splitting."""
 from __future__ import annotations
 
 import numpy as np
@@ -219,3 +220,36 @@ def test_flops_and_batch_split_see_the_fused_gates(mobilenet_v3):
     assert _count(on) == 8
     assert model_flops(on, 4) == model_flops(off, 4) and model_flops(on, 4)[1] == 0
     assert check_batch_split(on.graph).ok
+
+
+def _efficientnet_b0_like(size: int = 32):
+    """Two EfficientNet-B0 blocks: SiLU everywhere (Sigmoid and Mul, as exporters write it), gates
+    reducing to a quarter of the block's input channels with SiLU and gating with Sigmoid."""
+    from inference.builder import GraphBuilder
+    from inference.zoo import BATCH, _classifier, _silu, _Weights
+
+    b = GraphBuilder("efficientnet_b0_like", opset=17)
+    w = _Weights(b, 0)
+    x = _silu(b, w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 32, 3, 2), 32))
+    cin = 32
+    for e, c, k, stride in ((96, 24, 3, 2), (144, 40, 5, 1)):
+        h = _silu(b, w.bn(w.conv(x, cin, e, 1), e))
+        h = _silu(b, w.bn(w.conv(h, e, e, k, stride, group=e), e))
+        g = _silu(b, w.conv(b.op("GlobalAveragePool", h), e, cin // 4, 1))
+        h = b.op("Mul", h, b.op("Sigmoid", w.conv(g, cin // 4, e, 1)))
+        x, cin = w.bn(w.conv(h, e, c, 1), c), c
+    _classifier(w, x, cin, 10, 0.1)
+    return b.build()
+
+
+def test_efficientnet_gates_with_silu_and_sigmoid_fuse(threads):
+    proto = model_to_proto(_efficientnet_b0_like())
+    x = {"input": np.random.default_rng(7).standard_normal((3, 3, 32, 32)).astype(np.float32)}
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    on = Predictor(Config(model_path=proto, num_threads=threads))
+    gates = [n for n in on.model.graph.nodes if n.op_type == se.OP]
+    assert len(gates) == 2
+    assert all((n.attrs["reduce_activation"], n.attrs["activation"]) == ("Silu", "Sigmoid") for n in gates)
+    name = on.get_output_names()[0]
+    np.testing.assert_allclose(on.run(x)[name], want, rtol=RTOL, atol=1e-4)
+    np.testing.assert_allclose(run_as_standard_onnx(on.model, x)[0], want, rtol=RTOL, atol=1e-4)
