@@ -83,17 +83,21 @@ def new_scratch(shape: tuple[int, ...] | int, dtype: type | np.dtype = np.float3
     return np.empty(shape, dtype)
 
 
+#: what :func:`overwritten` returns: none of the operands, the first, the second
+APART, OVER_FIRST, OVER_SECOND = range(3)
+
+
 def overwritten(y: np.ndarray, *operands: np.ndarray) -> int:
-    """Which of ``operands`` (1-based) the flat output ``y`` is, exactly (the same bytes), 0 for
-    none: a kernel passes it on so its loops read and write that operand through one view. Why:
-    given two arrays, LLVM vectorises an elementwise loop behind a check that they do not overlap,
-    and when they do (an in-place step) it runs the loop's scalar copy: a 200K-element Add 49 us in
-    place against 22, a Relu 31 against 20. A partial overlap (no plan makes one) stays 0: the
-    scalar copy is then what keeps the result right."""
+    """Which of ``operands`` (1-based: :data:`OVER_FIRST` ...) the flat output ``y`` is, exactly
+    (the same bytes), :data:`APART` for none: a kernel passes it on so its loops read and write that
+    operand through one view. Why: given two arrays, LLVM vectorises an elementwise loop behind a
+    check that they do not overlap, and when they do (an in-place step) it runs the loop's scalar
+    copy: a 200K-element Add 49 us in place against 22, a Relu 31 against 20. A partial overlap (no
+    plan makes one) stays APART: the scalar copy is then what keeps the result right."""
     for i, a in enumerate(operands):
         if np.may_share_memory(y, a) and a.nbytes == y.nbytes and _address(a) == _address(y):
             return i + 1
-    return 0
+    return APART
 
 
 def _address(a: np.ndarray) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row, activation_code
-from inference.kernels.arena_slot import new_output, overwritten
+from inference.kernels.arena_slot import OVER_FIRST, new_output, overwritten
 from inference.ops.registry import lookup, register
 
 _CHUNK = 1 << 14  # elements per parallel work item
@@ -39,7 +39,7 @@ def activate_flat(x, y, code, alpha, beta, in_place):
 def _run(x: np.ndarray, activation: str, alpha: float = 0.0, beta: float = 0.0) -> np.ndarray:
     y = new_output(x.shape)
     xf, yf = np.ascontiguousarray(x).reshape(-1), y.reshape(-1)
-    activate_flat(xf, yf, activation_code(activation), alpha, beta, overwritten(yf, xf) == 1)
+    activate_flat(xf, yf, activation_code(activation), alpha, beta, overwritten(yf, xf) == OVER_FIRST)
     return y
 
 

@@ -41,6 +41,12 @@ def stage_epilogue(attrs: dict, stage: str) -> dict:
     return {k: attrs.get(f"{stage}{k}", v) for k, v in EPILOGUE_ATTRS.items()}
 
 
+def prefixed_epilogue(attrs: dict, stage: str) -> dict:
+    """The inverse of :func:`stage_epilogue`: a node's epilogue attributes (``attrs``, defaults for
+    those absent) under the prefix of a fused block's ``stage``."""
+    return {f"{stage}{k}": attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()}
+
+
 # -- shape rules --------------------------------------------------------------------------------
 def _conv_shape(node: Node, types: list) -> list:
     x, w = types[0], types[1] if len(types) > 1 else None

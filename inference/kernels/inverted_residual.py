@@ -37,7 +37,7 @@ from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
 from inference.kernels.inverted_residual_channels import ChannelSplit, expansion_tile
 from inference.kernels._prepack import constant_weight, source
 from inference.kernels.conv import PACKED, handles
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, prefixed_epilogue, stage_epilogue
 from inference.kernels.nhwc import conv_window, fused_conv_nhwc_reference, prepare_conv_nhwc
 from inference.kernels.rows_gemm import LANES, matrix_product, padded_bias, padded_weight, tile_shape
 from inference.kernels.tile_lanes import clamp_epilogue
@@ -47,7 +47,7 @@ from inference.schema import FormalParam, OpSchema, register_schema
 
 OP = "InvertedResidualNHWC"
 STAGES = ("expand_", "depthwise_", "")  # the attribute prefixes of each stage's epilogue
-_STAGE_ATTRS = {f"{stage}{k}": v for stage in STAGES[:2] for k, v in EPILOGUE_ATTRS.items()}
+_STAGE_ATTRS = {**prefixed_epilogue({}, STAGES[0]), **prefixed_epilogue({}, STAGES[1])}
 #: bytes of expanded rows a band keeps in cache (its ring); 128-512 KB ran alike on MobileNetV2's blocks
 BAND_BYTES = 256 * 1024
 MIN_BAND_PIXELS = 64

@@ -18,7 +18,7 @@ import numpy as np
 
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, threaded_kernel
-from inference.kernels.arena_slot import new_output, overwritten
+from inference.kernels.arena_slot import OVER_FIRST, OVER_SECOND, new_output, overwritten
 from inference.ops import layout
 from inference.ops._axes import normalize_axis
 from inference.ops.registry import lookup, register
@@ -35,10 +35,6 @@ def copy_into_columns(src, dst, first):
         d, s = dst[r, first:first + width], src[r]  # views indexed from 0: the loop vectorises
         for j in range(width):
             d[j] = s[j]
-
-
-#: which operand the output overwrites (an in-place step of the memory plan): none, the first, the second
-APART, OVER_FIRST, OVER_SECOND = range(3)
 
 
 @threaded_kernel()
@@ -147,7 +143,8 @@ def _binary(op_type: str, code: int):
         n, h, w, c = x.shape
         y = new_output(x.shape)
         xr, yr = np.ascontiguousarray(x).reshape(-1, c), y.reshape(-1, c)
-        gated_rows(xr, np.ascontiguousarray(g).reshape(n, c), yr, h * w, code, gate_first, overwritten(yr, xr) == 1)
+        in_place = overwritten(yr, xr) == OVER_FIRST
+        gated_rows(xr, np.ascontiguousarray(g).reshape(n, c), yr, h * w, code, gate_first, in_place)
         return y
 
     kernel.__name__ = kernel.__qualname__ = f"threaded_{op_type.lower()}"

@@ -28,9 +28,9 @@ from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.activations import activate_row, activation_code
-from inference.kernels.arena_slot import new_output, new_scratch, overwritten
+from inference.kernels.arena_slot import OVER_FIRST, new_output, new_scratch, overwritten
 from inference.kernels.conv import handles
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
+from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, prefixed_epilogue, stage_epilogue
 from inference.kernels.nhwc import fused_conv_nhwc_reference
 from inference.kernels.pool import fold_tap
 from inference.kernels.tile_ir import prefetch
@@ -40,7 +40,7 @@ from inference.schema import FormalParam, OpSchema, register_schema
 
 OP = "SqueezeExciteNHWC"
 REDUCE = "reduce_"  # the attribute prefix of the reduction's epilogue
-_REDUCE_ATTRS = {f"{REDUCE}{k}": v for k, v in EPILOGUE_ATTRS.items()}
+_REDUCE_ATTRS = prefixed_epilogue({}, REDUCE)
 #: multiply-adds (or map elements) below which a step runs on one thread: a parallel step costs a
 #: launch and a barrier, more than a few thousand multiply-adds take
 MIN_PARALLEL_WORK = 16 * 1024
@@ -192,7 +192,7 @@ def _product_block(a, w, bias, out, m0, m1, code, alpha, beta, pf):
 def _scale_pixels(x, y, gate, hw, c, p0, p1, in_place):
     """``y = x * gate`` on the flat pixels [p0, p1), each by its image's gates. ``in_place``: ``y``
     is ``x``'s memory, scaled through ``y`` alone (:func:`~inference.kernels.arena_slot.overwritten`:
-    why; an in-place 28x28x120 gate took 44 us in the model against 25 into other memory)."""
+    why)."""
     for p in range(p0, p1):
         g = gate[p // hw]
         ys = y[p * c:(p + 1) * c]
@@ -238,7 +238,7 @@ def prepare_squeeze_excite(x_shape: tuple, r: int, attrs: dict):
         kernel = _squeeze_excite.parallel if threads > 1 else _squeeze_excite.serial
         xf = _flat(x)
         yf = y.reshape(-1)
-        kernel(xf, yf, overwritten(yf, xf) == 1, _flat(w1), zeros_r if b1 is None else _flat(b1), _flat(w2),
+        kernel(xf, yf, overwritten(yf, xf) == OVER_FIRST, _flat(w1), zeros_r if b1 is None else _flat(b1), _flat(w2),
                zeros_c if b2 is None else _flat(b2), new_scratch(n * ((p_cuts.size + 1) * c + r)), n, hw, c, r,
                p_cuts, r_cuts, c_cuts, codes, params, PREFETCH_ROWS)
         return y

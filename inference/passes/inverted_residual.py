@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.activations import activation_code
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
+from inference.kernels.fused import DOMAIN, prefixed_epilogue, stage_epilogue
 from inference.kernels.inverted_residual import KERNELS, OP
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import conv_window, is_depthwise
@@ -70,7 +70,7 @@ def _fuse(g: Graph, project: Node, dw: Node, expand: Node | None) -> Node:
         attrs["pads"] = list(win.pads_begin) + list(win.padded_end(tuple(x.shape[1:3])))
     for stage, n in (("expand_", expand), ("depthwise_", dw), ("", project)):
         if n is not None:
-            attrs.update({f"{stage}{k}": n.attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()})
+            attrs.update(prefixed_epilogue(n.attrs, stage))
     attrs = {k: v for k, v in attrs.items() if v is not None}
     first = expand or dw
     inputs = [first.inputs[0], expand.inputs[1] if expand else "", expand.input_at(2) if expand else "", dw.inputs[1],

@@ -10,7 +10,7 @@ each read only by the next step, and none is a graph output; X is float32 of sta
 from __future__ import annotations
 
 from inference.ir import Graph, Model, Node, TensorType
-from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, stage_epilogue
+from inference.kernels.fused import DOMAIN, prefixed_epilogue, stage_epilogue
 from inference.kernels.nhwc import OP as CONV
 from inference.kernels.nhwc import TO_NCHW, TO_NHWC
 from inference.kernels.squeeze_excite import OP, REDUCE
@@ -72,8 +72,7 @@ def _match(g: Graph, mul: Node, producers: dict[str, Node],
 
 
 def _fuse(g: Graph, mul: Node, x: str, pool: Node, reduce_: Node, expand: Node) -> Node:
-    attrs = {f"{REDUCE}{k}": reduce_.attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()}
-    attrs.update({k: expand.attrs.get(k, v) for k, v in EPILOGUE_ATTRS.items()})
+    attrs = {**prefixed_epilogue(reduce_.attrs, REDUCE), **prefixed_epilogue(expand.attrs, "")}
     inputs = [x, reduce_.inputs[1], reduce_.input_at(2), expand.inputs[1], expand.input_at(2)]
     if not inputs[-1]:
         inputs.pop()
