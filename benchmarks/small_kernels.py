@@ -1,4 +1,4 @@
-"""Small-node kernels side by side: direct 3x3 conv vs the GEMM path, 2x2/2 pool vs the general one.
+"""Small-node kernels side by side: direct 3x3 conv vs the tile and im2col + BLAS, 2x2/2 pool vs the general one.
 
 Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/small_kernels.py [--quick]
 
@@ -6,11 +6,12 @@ Why: the size rule of ``inference.kernels.direct_conv.prefer_direct`` (which con
 specialised 2x2 stride-2 pool are justified by these numbers. Batch 1, one thread, 3x3 pad-1 stride-1
 convs with bias + Relu over input channels, output channels and map sizes; each cell is the min over
 ``--reps`` blocks of the calling thread's CPU time (the machine is shared: CPU time is inflated less by
-other jobs than wall time), the two variants timed in alternating blocks. ``picked`` is the one the
-runtime uses; a row where it is the slower by more than noise means the rule needs a look. The GEMM
-path is the float32 implicit-GEMM tile (``inference.kernels.conv_f32``) since it replaced im2col +
-OpenBLAS; the rule was measured against the latter and still holds within noise (the tile wins from
-about 16x32 channels on 28x28 maps up).
+other jobs than wall time), the variants timed in alternating blocks. The other paths: ``tile`` is the
+float32 implicit-GEMM tile with its weight packing kept (``inference.kernels.conv_f32``: what a
+Predictor runs for a constant weight the rule sends away from the direct kernel), ``BLAS`` im2col +
+numpy's GEMM (what a conv whose weight changes, as in training, runs). ``picked`` is the one the
+runtime uses for a constant weight; a row where it is the slower by more than noise means the rule
+needs a look.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the packages: benchmarks/inference.py is a script
 
-from inference.kernels import conv, pool  # noqa: E402
+from inference.kernels import conv, conv_f32, pool  # noqa: E402
 from inference.kernels.activations import RELU  # noqa: E402
 from inference.kernels.direct_conv import prefer_direct  # noqa: E402
 from inference.ops._window import window_geometry  # noqa: E402
@@ -41,21 +42,25 @@ def cpu_us(fns: dict[str, Callable[[], object]], reps: int, inner: int) -> dict[
 
 
 def conv_rows(sizes, args) -> None:
-    print("| C_in | C_out | map | MMAC | GEMM us | direct us | GEMM/direct | picked |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| C_in | C_out | map | MMAC | tile us | BLAS us | direct us | tile/direct | picked |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     for c, m, h in sizes:
         x = rng.standard_normal((1, c, h, h)).astype(np.float32)
         w = rng.standard_normal((m, c, 3, 3)).astype(np.float32)
         b = rng.standard_normal(m).astype(np.float32)
         win = window_geometry((h, h), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1), "NOTSET", 0, "Conv")
-        gemm = lambda: conv.conv2d(x, w, b, None, win, 1, RELU, allow_direct=False)  # noqa: E731
-        direct = lambda: conv.conv2d_direct(x, w, b, None, win, RELU, 0.0, 0.0)  # noqa: E731
-        np.testing.assert_allclose(direct(), gemm(), rtol=1e-4, atol=1e-3)
-        t = cpu_us({"gemm": gemm, "direct": direct}, args.reps, max(5, 20000 // (c * m * h * h // 1000 + 10)))
-        pick = "direct" if prefer_direct(c, m, 3, 3, 1, 1, h, h, 1) else "gemm"
-        print(f"| {c} | {m} | {h}x{h} | {c * m * 9 * h * h / 1e6:.2f} | {t['gemm']:.1f} | {t['direct']:.1f} | "
-              f"{t['gemm'] / t['direct']:.2f}x | {pick} |", flush=True)
+        tiled = conv_f32.prepare_tiles(x.shape, w.shape, conv.tile_plan(x.shape, w.shape, win, 1), 1, RELU,
+                                       keep_packing=True)
+        runs = {"tile": lambda: tiled(x, w, b, None),
+                "blas": lambda: conv.conv2d(x, w, b, None, win, 1, RELU, allow_direct=False),
+                "direct": lambda: conv.conv2d_direct(x, w, b, None, win, RELU, 0.0, 0.0)}
+        for run in ("tile", "blas"):
+            np.testing.assert_allclose(runs["direct"](), runs[run](), rtol=1e-4, atol=1e-3)
+        t = cpu_us(runs, args.reps, max(5, 20000 // (c * m * h * h // 1000 + 10)))
+        pick = "direct" if prefer_direct(c, m, 3, 3, 1, 1, h, h, 1) else "tile"
+        print(f"| {c} | {m} | {h}x{h} | {c * m * 9 * h * h / 1e6:.2f} | {t['tile']:.1f} | {t['blas']:.1f} | "
+              f"{t['direct']:.1f} | {t['tile'] / t['direct']:.2f}x | {pick} |", flush=True)
 
 
 def pool_rows(sizes, args) -> None:
@@ -82,7 +87,7 @@ def main() -> None:
     if args.quick:
         sizes = [(1, 8, 28), (1, 16, 28), (8, 16, 14), (16, 32, 14), (16, 64, 14), (3, 32, 56)]
     else:
-        sizes = list(itertools.product((1, 3, 8, 16, 32), (8, 16, 32, 64), (7, 14, 28, 56)))
+        sizes = list(itertools.product((1, 3, 8, 16, 32, 64), (8, 16, 32, 64, 128), (7, 14, 28, 56)))
     conv_rows(sizes, args)
     pool_rows([(8, 28), (16, 28), (16, 14), (32, 14), (64, 56)], args)
 

@@ -72,16 +72,80 @@ def test_direct_conv_plain_conv_without_bias():
 
 
 @pytest.mark.parametrize("shape,expected", [
-    ((1, 16, 3, 3, 1, 1, 28, 28, 1), True),
+    ((1, 16, 3, 3, 1, 1, 28, 28, 1), True),  # one input channel
+    ((1, 64, 3, 3, 1, 1, 112, 112, 1), True),
     ((16, 32, 3, 3, 1, 1, 14, 14, 1), True),
-    ((16, 64, 3, 3, 1, 1, 14, 14, 1), False),  # 64 output channels: BLAS wins
-    ((3, 32, 3, 3, 1, 1, 56, 56, 1), False),  # large map
+    ((64, 128, 3, 3, 1, 1, 14, 14, 1), True),  # 14 of 16 lanes live
+    ((128, 128, 3, 3, 1, 1, 14, 14, 1), False),  # past C_in * C_out = 8192
+    ((64, 64, 3, 3, 1, 1, 10, 10, 1), False),  # 10 of 16 lanes live
+    ((32, 16, 3, 3, 1, 1, 7, 7, 1), True),  # C_in * C_out = 512
+    ((32, 32, 3, 3, 1, 1, 7, 7, 1), False),
+    ((16, 16, 3, 3, 1, 1, 28, 28, 1), True),
+    ((32, 32, 3, 3, 1, 1, 28, 28, 1), False),  # the tile's size on wider rows
+    ((16, 16, 3, 3, 1, 1, 20, 20, 1), False),  # 20 columns: 10 of 16 lanes live in the second vector
+    ((3, 32, 3, 3, 1, 1, 56, 56, 1), True),  # an RGB input
+    ((3, 32, 3, 3, 1, 1, 112, 112, 1), False),
     ((16, 16, 3, 3, 2, 2, 14, 14, 1), False),  # strided
     ((16, 16, 3, 3, 1, 1, 14, 14, 2), False),  # grouped
     ((16, 16, 5, 5, 1, 1, 14, 14, 1), False),  # not 3x3
 ])
 def test_direct_conv_size_rule(shape, expected):
     assert direct_conv.prefer_direct(*shape) is expected
+
+
+def test_direct_conv_runs_every_3x3_when_the_weight_is_not_packed():
+    """Against im2col + BLAS (a weight that changes) the direct kernel won every measured shape."""
+    assert direct_conv.prefer_direct(64, 128, 3, 3, 1, 1, 56, 56, 1, packed=False)
+    assert not direct_conv.prefer_direct(64, 128, 3, 3, 2, 2, 28, 28, 1, packed=False)
+
+
+def _direct(x, wt, b, z, y, parts, activation="", alpha=0.0, beta=0.0, dil=1, pad=1, twin="serial"):
+    """The direct kernel's ``twin`` on NCHW ``x`` into ``y`` as :func:`conv.conv2d_direct` calls it."""
+    from inference.kernels.activations import activation_code
+    from inference.kernels.tile_lanes import clamp_epilogue
+    code = activation_code(activation)
+    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
+    zz = np.zeros((1, 1, 1, 1), np.float32) if z is None else z
+    getattr(direct_conv.direct_conv3x3, twin)(x, wt, b, zz, z is not None, dil, dil, pad, pad, y, parts, clamps,
+                                              amin, amax, code, alpha, beta)
+    return y
+
+
+@pytest.mark.parametrize("twin", ["serial", "parallel"])
+@pytest.mark.parametrize("parts", [1, 3, 7])
+@pytest.mark.parametrize("activation", ["Relu", "Sigmoid"])
+def test_direct_conv_tiles_channel_blocks_and_row_pieces(twin, parts, activation):
+    """20 output channels (blocks of 8, 8 and a partial 4), rows of 37 columns (three vectors, the
+    last 5 lanes live), an odd number of row pieces, cut into runs that split rows: each output
+    once, equal to the reference (a non-clamp activation runs over each run's own outputs)."""
+    rng = np.random.default_rng(11)
+    x, wt, b = _rand(rng, 2, 4, 9, 37), _rand(rng, 20, 4, 3, 3), _rand(rng, 20)
+    z = _rand(rng, 2, 20, 9, 37)
+    ref = lookup("FusedConv", DOMAIN, 1, "reference").fn
+    want = ref(x, wt, b, z, kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation=activation)
+    _close(_direct(x, wt, b, z, np.full_like(want, np.nan), parts, activation, twin=twin), want)
+
+
+def test_direct_conv_residual_in_place():
+    """The output written over its residual input (a plan's in-place step): a partial channel block
+    repeats its last channel, and must not store it twice (the second would add the residual again)."""
+    rng = np.random.default_rng(12)
+    x, wt, b = _rand(rng, 1, 3, 14, 14), _rand(rng, 5, 3, 3, 3), _rand(rng, 5)
+    z = _rand(rng, 1, 5, 14, 14)
+    want = lookup("FusedConv", DOMAIN, 1, "reference").fn(x, wt, b, z, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    _close(_direct(x, wt, b, z, z, 1), want)
+
+
+def test_direct_conv_nan_reaches_exactly_its_window():
+    """A NaN input pixel makes NaN exactly the outputs whose window holds it, in every channel, Relu
+    after it (the clamp keeps NaN)."""
+    rng = np.random.default_rng(13)
+    x, wt, b = _rand(rng, 1, 2, 10, 19), _rand(rng, 9, 2, 3, 3), _rand(rng, 9)
+    x[0, 1, 4, 17] = np.nan
+    y = _direct(x, wt, b, None, np.empty((1, 9, 10, 19), np.float32), 1, "Relu")
+    expected = np.zeros((10, 19), bool)
+    expected[3:6, 16:19] = True
+    assert (np.isnan(y) == expected[None, None]).all()
 
 
 # -- 2x2 stride-2 pooling ---------------------------------------------------------------------------
@@ -188,7 +252,7 @@ def test_direct_conv_and_pool_twins_agree():
                                                            activation="Relu")
     for twin in (direct_conv.direct_conv3x3.serial, direct_conv.direct_conv3x3.parallel):
         y = np.empty_like(want)
-        twin(x, wt, b, z, True, 1, 1, 1, 1, y, 1, 0.0, 0.0)
+        twin(x, wt, b, z, True, 1, 1, 1, 1, y, 2, True, np.float32(0), np.float32(np.inf), 1, 0.0, 0.0)
         _close(y, want)
     pooled = lookup("MaxPool", "", 13, "reference").fn(x, kernel_shape=[2, 2], strides=[2, 2],
                                                        ctx=KernelContext(node=None, opset=13, num_outputs=1))

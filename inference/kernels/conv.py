@@ -18,13 +18,14 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv_f32
-from inference.kernels._jit import parallel_chunks, threaded_kernel
+from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._applies import constant_float32_weight
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise_nhwc_kernel, valid_range
-from inference.kernels.direct_conv import direct_conv3x3, prefer_direct
+from inference.kernels.direct_conv import direct_conv3x3, direct_parts, prefer_direct
+from inference.kernels.tile_lanes import clamp_epilogue
 from inference.kernels.tile_plan import ConvPlan
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
@@ -283,7 +284,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndarray | N
     m, cg, kh, kw = w.shape
     oh, ow = win.out_shape
     (sh, sw), (dh, dw), (ph, pw) = win.strides, win.dilations, win.pads_begin
-    if allow_direct and prefer_direct(c, m, kh, kw, sh, sw, oh, ow, group):
+    if allow_direct and prefer_direct(c, m, kh, kw, sh, sw, oh, ow, group, packed=keep_packing):
         return conv2d_direct(x, w, b, z, win, code, alpha, beta)
     if tiles is True:  # only a constant weight's packing pays: packed per call it cost more than im2col
         tiles = tile_plan(x.shape, w.shape, win, group) if keep_packing else None
@@ -330,18 +331,20 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndar
     (dh, dw), (ph, pw) = win.dilations, win.pads_begin
     y = new_output((n, m, oh, ow))
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
+    clamps, amin, amax = clamp_epilogue(code, alpha, beta)
     direct_conv3x3(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(w, dtype=np.float32),
-                   as_f32(b, (m,)), zz, z is not None, dh, dw, ph, pw, y, code, alpha, beta)
+                   as_f32(b, (m,)), zz, z is not None, dh, dw, ph, pw, y, direct_parts(n, m, oh, ow, kernel_threads()),
+                   clamps, amin, amax, code, alpha, beta)
     return y
 
 
-def _plan(x: np.ndarray, w: np.ndarray, group: int, kernel_shape, dims: tuple
+def _plan(x: np.ndarray, w: np.ndarray, group: int, kernel_shape, dims: tuple, packed: bool
           ) -> tuple[Window, bool, ConvPlan | None]:
-    """The window of a (shapes, attributes) case, whether it runs the direct kernel, and the
-    tile's plan if the tile runs it."""
+    """The window of a (shapes, attributes) case, whether it runs the direct kernel (``packed``: a
+    constant weight, whose alternative is the tile), and the tile's plan if the tile runs it."""
     win = _window(x.shape[2:], tuple(kernel_shape or w.shape[2:]), *dims)
     (kh, kw), (sh, sw), (oh, ow) = win.kernel, win.strides, win.out_shape
-    direct = prefer_direct(x.shape[1], w.shape[0], kh, kw, sh, sw, oh, ow, group)
+    direct = prefer_direct(x.shape[1], w.shape[0], kh, kw, sh, sw, oh, ow, group, packed)
     return win, direct, None if direct else tile_plan(x.shape, w.shape, win, group)
 
 
@@ -382,7 +385,7 @@ def conv_binder(fn, constant_weights: bool = False):
                 return fn(x, w, b, z, **attrs) if z is not None else fn(x, w, b, **attrs)
             plan = plans.get((x.shape, w.shape))
             if plan is None:
-                win, direct, tiles = _plan(x, w, group, kernel_shape, dims)
+                win, direct, tiles = _plan(x, w, group, kernel_shape, dims, constant_weights)
                 prepared = None
                 if tiles is not None and constant_weights:  # the tile with the weight's packing kept
                     prepared = conv_f32.prepare_tiles(x.shape, w.shape, tiles, group, code, alpha, beta, True)
