@@ -81,17 +81,15 @@ def direct3x3_tiles(typingctx, pad, w, bias, z, y, has_z, pbase, ybase, c, ps, w
 
         ci, accs, close_ci = carried_loop(builder, const(0), c, "direct.cin", initial)
         plane = builder.mul(ci, ps)
-        loaded = [[builder.load(at(pd, builder.add(builder.add(src, plane), off)), align=4) for off in taps]
-                  for src in srcs]
-        wci = builder.mul(ci, const(9))
+        wci = [builder.add(wrow, builder.mul(ci, const(9))) for wrow in wrows]
         updated = list(accs)
-        for mi in range(CHANNELS):
-            wrow = builder.add(wrows[mi], wci)
-            for tap in range(9):
-                wv = splat(builder, scalar(wd, builder.add(wrow, const(tap))), vty)
+        for tap, off in enumerate(taps):  # tap by tap: ITEMS input vectors live beside the accumulators
+            loaded = [builder.load(at(pd, builder.add(builder.add(src, plane), off)), align=4) for src in srcs]
+            for mi in range(CHANNELS):
+                wv = splat(builder, scalar(wd, builder.add(wci[mi], const(tap))), vty)
                 for p in range(ITEMS):
                     q = mi * ITEMS + p
-                    updated[q] = builder.call(fma, [loaded[p][tap], wv, updated[q]])
+                    updated[q] = builder.call(fma, [loaded[p], wv, updated[q]])
         close_ci(updated)
 
         for p in range(ITEMS):
