@@ -1,8 +1,9 @@
 """CNN shapes beyond the issue's table, as users bring them: EfficientNet-Lite0 (5x5 depthwise
 blocks), MobileNetV3-Large (HardSwish, squeeze-and-excitation gates), a YOLO-style detector
 body (SiLU after every convolution, CSP concatenations, a nearest upsampling in its neck) and a
-YOLOv8-style detector (C2f blocks with channel Splits, SPPF pools, a two-scale head). Ours
-against onnxruntime in one process, blocks interleaved.
+YOLOv8-style detector (C2f blocks with channel Splits, SPPF pools, a two-scale head), and at the
+small end MLPerf Tiny's CIFAR-10 ResNet-8 (32x32 maps, 16-64 channels). Ours against onnxruntime
+in one process, blocks interleaved.
 
 Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/architectures.py [--threads 1,2]
 """
@@ -20,7 +21,7 @@ from edgelearn.commands.bench import edgelearn_runner, max_abs_diff, peer_runner
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 
-MODELS = ("efficientnet_lite0", "mobilenet_v3_style", "yolo_style", "yolov8_style")
+MODELS = ("efficientnet_lite0", "mobilenet_v3_style", "yolo_style", "yolov8_style", "resnet8_cifar")
 
 
 def main() -> int:
@@ -28,10 +29,11 @@ def main() -> int:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--batch", default="1")
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated, of: " + ", ".join(MODELS))
     args = p.parse_args()
     print("| model | batch | threads | ours ms | onnxruntime ms | ours / onnxruntime | max abs diff |")
     print("|---|---|---|---|---|---|---|")
-    for name in MODELS:
+    for name in args.models.split(","):
         proto = model_to_proto(zoo.ZOO[name]())
         for batch in (int(v) for v in args.batch.split(",")):
             x = np.random.default_rng(0).standard_normal(zoo.input_shape(name, batch)).astype(np.float32)

@@ -230,6 +230,25 @@ def resnet18(size: int = 224, classes: int = 1000, seed: int = 0) -> Model:
     return b.build()
 
 
+def resnet8_cifar(size: int = 32, classes: int = 10, seed: int = 0) -> Model:
+    """MLPerf Tiny's image-classification model (github.com/mlcommons/tiny, EEMBC's CIFAR-10
+    ResNet v1): a 3x3 stem to 16 channels and three stages of one basic block (16, 32, 64
+    channels; the last two stride 2 with a 1x1 stride-2 shortcut, no BatchNorm on it), pooled over
+    the whole 8x8 map, a linear layer to 10 classes. Why in the zoo: the small-map, few-channel
+    end of what runs on edge devices, where fixed per-node costs weigh most."""
+    b = GraphBuilder("resnet8_cifar", opset=17)
+    w = _Weights(b, seed)
+    x = b.op("Relu", w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, 16, 3), 16))
+    cin = 16
+    for c in (16, 32, 64):
+        stride = 1 if c == cin else 2
+        h = w.bn(w.conv(b.op("Relu", w.bn(w.conv(x, cin, c, 3, stride), c)), c, c, 3), c, gamma=0.3)
+        x = b.op("Relu", b.op("Add", h, x if stride == 1 else w.conv(x, cin, c, 1, stride)))
+        cin = c
+    _classifier(w, x, 64, classes, 0.3)
+    return b.build()
+
+
 def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: int = 4, ffn: int = 1024,
                         seed: int = 0) -> Model:
     """Post-norm transformer encoder: MatMul attention, Softmax, LayerNormalization, Gelu FFN."""
@@ -267,13 +286,15 @@ def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: 
 
 ZOO = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "transformer": transformer_encoder,
        "efficientnet_lite0": efficientnet_lite0, "yolo_style": yolo_style, "mobilenet_v3_style": mobilenet_v3_style,
-       "yolov8_style": yolov8_style}
+       "yolov8_style": yolov8_style, "resnet8_cifar": resnet8_cifar}
 
 
 def input_shape(name: str, batch: int) -> tuple[int, ...]:
     """Shape of the single feed of a zoo model at ``batch``."""
     if name == "transformer":
         return (batch, 128, 256)
+    if name == "resnet8_cifar":
+        return (batch, 3, 32, 32)
     return (batch, 3, 320, 320) if name in ("yolo_style", "yolov8_style") else (batch, 3, 224, 224)
 
 

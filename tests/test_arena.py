@@ -180,6 +180,7 @@ def test_each_batch_size_gets_its_plan_and_the_block_fits_the_largest():
 @pytest.mark.parametrize("name, build", [
     ("mobilenet_v3_style", lambda: zoo.mobilenet_v3_style(size=96, classes=10)),
     ("yolov8_style", lambda: zoo.yolov8_style(size=96)),
+    ("resnet8_cifar", zoo.resnet8_cifar),
     ("transformer", lambda: zoo.transformer_encoder(seq=16, dim=32, heads=2, layers=2, ffn=64)),
 ])
 def test_zoo_models_give_the_same_outputs_with_and_without_the_arena(name, build):

@@ -148,6 +148,25 @@ def test_direct_conv_nan_reaches_exactly_its_window():
     assert (np.isnan(y) == expected[None, None]).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("layout", [True, False], ids=["nhwc", "nchw"])
+def test_resnet8_cifar_equals_onnxruntime(threads, layout):
+    """MLPerf Tiny's ResNet-8 at batch 2: channels-last, and left NCHW, where its 3x3 stride-1
+    layers but the 64-channel one run the direct kernel (the 3-channel stem, 16 channels on 32x32,
+    32 on 16x16)."""
+    ort = pytest.importorskip("onnxruntime")
+    from inference import Config, Predictor, zoo
+    from inference.onnx_export import model_to_proto
+    proto = model_to_proto(zoo.resnet8_cifar())
+    onnx_checker = pytest.importorskip("onnx").checker
+    onnx_checker.check_model(proto)
+    x = np.random.default_rng(14).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    p = Predictor(Config(model_path=proto.SerializeToString(), num_threads=threads, passes={"layout_nhwc": layout}))
+    assert any(s.node.op_type == "FusedConvNHWC" for s in p.session.steps) == layout
+    np.testing.assert_allclose(p.run({"input": x})["logits"], want, rtol=RTOL, atol=ATOL)
+
+
 # -- 2x2 stride-2 pooling ---------------------------------------------------------------------------
 POOL_CASES = [  # (shape, attrs)
     ((1, 16, 28, 28), {}),
