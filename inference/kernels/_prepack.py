@@ -53,8 +53,11 @@ def _keep(w: np.ndarray, tag: Hashable, value: Any) -> None:
 
 
 def packings(w: np.ndarray) -> dict[Hashable, Any]:
-    """What is kept for ``w``, by tag."""
-    return {tag: v for (i, tag), (ref, v) in list(_KEPT.items()) if i == id(w) and ref() is w}
+    """What is kept for ``w``, by tag. From a copy of the table: ``list(_KEPT.items())`` iterated
+    it, and an entry's weak-reference callback (a collection while the list grew) or another
+    thread's packing could change its size meanwhile (seen once in the suite: RuntimeError from a
+    two-thread Predictor's first run); the copy is made in one C call under the GIL."""
+    return {tag: v for (i, tag), (ref, v) in _KEPT.copy().items() if i == id(w) and ref() is w}
 
 
 def _restore_of(w: Any) -> Callable[[], np.ndarray] | None:
