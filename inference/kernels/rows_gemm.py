@@ -262,12 +262,10 @@ class PreparedGemm:
         bp = self._padded_bias(bias, keep_for is not None)
         y = _check_out(out, p, m)
         zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
-        if mr == 1:  # rows one by one (the shape SINGLE, picked for one row): bound by reading the weight
-            threads = threads_for(p * k * m // groups, MIN_PARALLEL_WEIGHT)
-        else:
-            threads = threads_for(p * k * m // groups)
+        # one row (the shape SINGLE) is bound by reading the weight: it splits from a smaller size
+        threads = threads_for(p * k * m // groups, MIN_PARALLEL_WEIGHT if mr == 1 else None)
         chunks = parallel_chunks(self.tiles, threads)
-        if mr == 1:
+        if mr == 1:  # rows one by one (the shape SINGLE, picked for one row)
             kernel = _gemv.parallel if threads > 1 else _gemv.serial
             kernel(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), wp, wkoff, bp, zz, z is not None, amin,
                    amax, y.reshape(-1), m, act, min(chunks, threads))
