@@ -58,16 +58,6 @@ def squeezenet_path() -> Path:
     return LIGHT_MODELS / "light_squeezenet.onnx"
 
 
-@pytest.fixture(autouse=True)
-def _parallel_twins_at_any_size():
-    """Threaded kernels split work of any size (not only what pays on the machine), so the tests'
-    small shapes run the parallel twins at two threads; ``test_small_work_runs_on_one_thread``
-    checks the size rule itself."""
-    _jit.split_any_size(True)
-    yield
-    _jit.split_any_size(False)
-
-
 @contextlib.contextmanager
 def kernel_threads(n: int):
     """Our kernels on ``n`` threads (numba's pool, as many as it has, and the parallel twins), restored after."""

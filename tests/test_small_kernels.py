@@ -167,19 +167,6 @@ def test_resnet8_cifar_equals_onnxruntime(threads, layout):
     np.testing.assert_allclose(p.run({"input": x})["logits"], want, rtol=RTOL, atol=ATOL)
 
 
-def test_small_work_runs_on_one_thread(two_threads):
-    """Below the measured sizes a threaded kernel's serial twin runs even with two threads: the
-    direct conv, the GEMM's products, one row's product and the pools each pick by their size."""
-    from inference.kernels import _jit, rows_gemm
-    _jit.split_any_size(False)
-    assert _jit.threads_for(_jit.MIN_PARALLEL_MACS - 1) == 1
-    assert _jit.threads_for(_jit.MIN_PARALLEL_MACS) == two_threads
-    assert _jit.threads_for(rows_gemm.MIN_PARALLEL_WEIGHT, rows_gemm.MIN_PARALLEL_WEIGHT) == two_threads
-    assert _jit.sized(pool.pool2x2s2, pool.MIN_PARALLEL_TAPS - 1, pool.MIN_PARALLEL_TAPS) is pool.pool2x2s2.serial
-    want = pool.pool2x2s2.parallel if two_threads > 1 else pool.pool2x2s2.serial
-    assert _jit.sized(pool.pool2x2s2, pool.MIN_PARALLEL_TAPS, pool.MIN_PARALLEL_TAPS) is want
-
-
 # -- 2x2 stride-2 pooling ---------------------------------------------------------------------------
 POOL_CASES = [  # (shape, attrs)
     ((1, 16, 28, 28), {}),

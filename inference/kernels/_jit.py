@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator
 import numba
 from numba.np.ufunc import parallel as _numba_parallel
 
-_POLICY = {"parallel": False, "any_size": False}
+_POLICY = {"parallel": False}
 _LOCAL = threading.local()  # ``serial``: this thread runs the serial twins only
 
 
@@ -62,33 +62,6 @@ def kernel_threads() -> int:
     if _POLICY["parallel"] and not getattr(_LOCAL, "serial", False):
         return numba_threads()
     return 1
-
-
-#: multiply-adds below which a product runs on one thread even when the pool has more: a parallel
-#: run's fork and join (~2-5 us here, more while the other worker wakes) cost what the second core
-#: saves. Measured at 2 threads, the direct 3x3 kernel alone: 113K-442K multiply-adds ran
-#: 1.1-1.4x *slower* threaded, 903K 0.95x, 2.4M 0.65-0.78x; the MNIST CNN's Predictor run 52
-#: against 42 us with every kernel serial.
-MIN_PARALLEL_MACS = 1_000_000
-
-
-def split_any_size(enabled: bool) -> None:
-    """Let :func:`threads_for` thread work of any size: the tests' small shapes then run the
-    parallel twins they check."""
-    _POLICY["any_size"] = bool(enabled)
-
-
-def threads_for(macs: int, minimum: int | None = None) -> int:
-    """:func:`kernel_threads`, or 1 for a product of fewer than ``minimum`` multiply-adds (default
-    :data:`MIN_PARALLEL_MACS`)."""
-    if macs >= (MIN_PARALLEL_MACS if minimum is None else minimum) or _POLICY["any_size"]:
-        return kernel_threads()
-    return 1
-
-
-def sized(kernel: Callable, work: int, minimum: int | None = None) -> Callable:
-    """The twin of a :func:`threaded_kernel` that :func:`threads_for` picks for ``work``."""
-    return kernel.parallel if threads_for(work, minimum) > 1 else kernel.serial  # type: ignore[attr-defined]
 
 
 def numba_threads() -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from inference.ir import Graph, Node, TensorType
 from inference.kernels import conv_f32
-from inference.kernels._jit import parallel_chunks, threaded_kernel, threads_for
+from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._applies import constant_float32_weight
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32, epilogue_rows
@@ -332,10 +332,9 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, z: np.ndar
     y = new_output((n, m, oh, ow))
     zz = as_f32(z, y.shape) if z is not None else NO_RESIDUAL_4D
     clamps, amin, amax = clamp_epilogue(code, alpha, beta)
-    threads = threads_for(n * m * w.shape[1] * 9 * oh * ow)
-    kernel = direct_conv3x3.parallel if threads > 1 else direct_conv3x3.serial
-    kernel(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(w, dtype=np.float32), as_f32(b, (m,)), zz,
-           z is not None, dh, dw, ph, pw, y, direct_parts(n, m, oh, ow, threads), clamps, amin, amax, code, alpha, beta)
+    direct_conv3x3(np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(w, dtype=np.float32),
+                   as_f32(b, (m,)), zz, z is not None, dh, dw, ph, pw, y, direct_parts(n, m, oh, ow, kernel_threads()),
+                   clamps, amin, amax, code, alpha, beta)
     return y
 
 

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from inference.ir import Graph, Node, TensorType
-from inference.kernels._jit import sized, threaded_kernel
+from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.conv import phase_planes
 from inference.ops import pool as reference
@@ -25,10 +25,6 @@ from inference.ops._window import window_geometry
 from inference.ops.registry import register
 
 POOL_2X2, POOL_UNPADDED, POOL_PADDED, POOL_ROWS, POOL_GLOBAL, POOL_3X3S2 = range(6)  # the kernel a plan runs
-# window taps (outputs x window size) from which a pool runs threaded: alone at 2 threads, the 2x2
-# pool of 16x28x28 ran 1.9 us serial against 2.4 threaded, 64x56x56 15.1 against 8.7; the
-# channels-last 3x3/2 on 14x14x128 (41K taps) 3.1 against 3.0, 28x28x64 (97K) 6.2 against 4.5
-MIN_PARALLEL_TAPS = 48 * 1024
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
@@ -355,7 +351,7 @@ def _run_plan(x: np.ndarray, plan) -> np.ndarray:
         n, c = x.shape[:2]
         global_pool(x.reshape(n, c, -1), y.reshape(n, c), is_max)
     elif method == POOL_2X2:
-        sized(pool2x2s2, y.size * 4, MIN_PARALLEL_TAPS)(x, y, is_max)
+        pool2x2s2(x, y, is_max)
     elif method == POOL_3X3S2:
         pool3x3s2(x, geo[6], geo[7], y, is_max)
     elif method == POOL_ROWS:

@@ -17,12 +17,12 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.ir import Graph, Node, TensorType
-from inference.kernels._jit import sized, threaded_kernel
+from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
 from inference.kernels.channels_last import valid_range
 from inference.kernels.fused import DOMAIN
 from inference.kernels.nhwc import TO_NCHW, TO_NHWC
-from inference.kernels.pool import MIN_PARALLEL_TAPS, fold_tap, max_nan
+from inference.kernels.pool import fold_tap, max_nan
 from inference.kernels.pool_ir import max_cols
 from inference.ops import pool as reference
 from inference.ops._memo import remember
@@ -211,8 +211,7 @@ def _binder(op: str):
                     plan = remember(plans, x.shape, _plan(op, x.shape, key))
                 out_shape, geo, counts = plan
                 y = new_output(out_shape)
-                sized(pool_nhwc, y.size * geo[0] * geo[1], MIN_PARALLEL_TAPS)(
-                    np.ascontiguousarray(x), *geo, y, POOLS[op] == "MaxPool", counts, POOLS[op] != "MaxPool")
+                pool_nhwc(np.ascontiguousarray(x), *geo, y, POOLS[op] == "MaxPool", counts, POOLS[op] != "MaxPool")
                 return y
 
             return run

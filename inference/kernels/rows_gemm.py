@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from inference.kernels._jit import parallel_chunks, threaded_kernel, threads_for
+from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import NO_REF, prepacked
 from inference.kernels.activations import NONE
 from inference.kernels.arena_slot import new_output, new_scratch
@@ -32,9 +32,6 @@ from inference.kernels.tile_ir import LANES, make_out_tile
 # (pixels per tile, 16-lane vectors per tile): 24 accumulators (SLIM: 16, for at most 16 outputs),
 # the tiles matrix_tiles runs; SINGLE: products of one row, run by _gemv
 WIDE, NARROW, SLIM, SINGLE = (6, 4), (12, 2), (16, 1), (1, 4)
-# one row's product reads its weight once: from this many multiply-adds two threads reading halves
-# beat one (alone, 2 threads: 66K 0.83x, 230K 1.36x, 960K 1.46x the serial speed)
-MIN_PARALLEL_WEIGHT = 128 * 1024
 MATRIX = (WIDE, NARROW, SLIM)
 _TILES = {shape: (make_out_tile(*shape, residual=False, lanes="channels"),
                   make_out_tile(*shape, residual=True, lanes="channels")) for shape in MATRIX + (SINGLE,)}
@@ -262,8 +259,7 @@ class PreparedGemm:
         bp = self._padded_bias(bias, keep_for is not None)
         y = _check_out(out, p, m)
         zz = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
-        # one row (the shape SINGLE) is bound by reading the weight: it splits from a smaller size
-        threads = threads_for(p * k * m // groups, MIN_PARALLEL_WEIGHT if mr == 1 else None)
+        threads = kernel_threads()
         chunks = parallel_chunks(self.tiles, threads)
         if mr == 1:  # rows one by one (the shape SINGLE, picked for one row)
             kernel = _gemv.parallel if threads > 1 else _gemv.serial
