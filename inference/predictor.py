@@ -11,10 +11,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from inference.batch_split import SplitCheck, check_batch_split
-from inference.chunked import auto_chunk_rows, run_in_chunks
+from inference.chunked import auto_chunk_rows, batch_rows, run_in_chunks
 from inference.config import Config
 from inference.errors import InputError
 from inference.ir import Model, TensorType
+from inference.kernels._jit import serial_kernels
 from inference.onnx_import import load_model
 from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
 from inference.specialize import share_equal_weights, sizes_of, symbolic_image_inputs, with_sizes
@@ -91,6 +92,7 @@ class Predictor:
         self._specialising = threading.Lock()
         self._settled: weakref.WeakSet[Session] = weakref.WeakSet()  # sessions whose weights were released
         self._releasing = threading.Lock()
+        self._serial_rows = 0  # batches up to this many rows run serial kernels (inference.thread_policy)
         if config.optimize_graph and (self.preoptimized is None or config.reoptimize):
             from inference.passes import optimize
 
@@ -111,7 +113,12 @@ class Predictor:
             from inference.thread_policy import prefers_numba_pool
             from inference.threads import set_num_threads
 
-            set_num_threads(config.num_threads, numba_pool=prefers_numba_pool(self.model.graph))
+            numba_pool = prefers_numba_pool(self.model.graph)
+            set_num_threads(config.num_threads, numba_pool=numba_pool)
+            if numba_pool and config.num_threads > 1:
+                from inference.thread_policy import serial_rows
+
+                self._serial_rows = serial_rows(self.model.graph)
         self.session = self._new_session(self.model)
         self.batch_split, self.chunk_rows, self.splitter = self._batch_plan(config, self.model, self.session)
         g = self.model.graph
@@ -254,10 +261,14 @@ class Predictor:
         session, chunk_rows, splitter = self.session, self.chunk_rows, self.splitter
         if self._generic is not None:
             session, chunk_rows, splitter = self._specialise(sizes_of(checked, self._image_inputs))
-        split = splitter is not None and session.profiler is None  # a traced run stays whole
-        values = splitter.run(checked) if split else None
-        if values is None:
-            values = run_in_chunks(session.run, checked, chunk_rows)
+        if 0 < batch_rows(checked) <= self._serial_rows:  # too small a run to thread its kernels
+            with serial_kernels():
+                values = run_in_chunks(session.run, checked, chunk_rows)
+        else:
+            split = splitter is not None and session.profiler is None  # a traced run stays whole
+            values = splitter.run(checked) if split else None
+            if values is None:
+                values = run_in_chunks(session.run, checked, chunk_rows)
         if self.config.release_weights and session not in self._settled:
             self._release_weights(session, checked)
         outputs = dict(zip(self._output_names, values))

@@ -16,6 +16,14 @@ from inference.ir import Graph, Node
 from inference.kernels.fused import matmul_weight_constant
 
 BLAS_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul"})
+#: FLOPs of a whole run below which its numba kernels run serial however many threads there are.
+#: Why: each threaded kernel call pays a fork and join (~2-5 us here), about what the second core
+#: saves on a layer of ~1M multiply-adds or less, and a small model is all such layers. Measured at
+#: 2 threads (one process, alternating): the MNIST CNN (2.1 MFLOP) 50.5 us threaded against 42-44
+#: serial; MLPerf Tiny's ResNet-8 (25 MFLOP) 198-205 threaded against 240-327 serial (noisy). A
+#: per-layer rule instead (serial below 1M multiply-adds) made shufflenet 1.43x slower: its small
+#: layers went serial between threaded ones, which then ran slower still.
+MIN_THREADED_FLOPS = 8_000_000
 
 
 def runs_on_blas(graph: Graph, node: Node) -> bool:
@@ -44,3 +52,15 @@ def numba_share(graph: Graph) -> float:
 def prefers_numba_pool(graph: Graph) -> bool:
     """Run numba's pool threaded and BLAS serial when numba computes most of the FLOPs."""
     return numba_share(graph) >= 0.5
+
+
+def serial_rows(graph: Graph) -> int:
+    """The batch sizes up to which a run of ``graph`` stays below :data:`MIN_THREADED_FLOPS` (its
+    kernels then run serial); 0 when no batch does or its shapes are not all known."""
+    total = 0
+    for node in graph.nodes:
+        f = node_flops(graph, node)
+        if f is None:
+            return 0
+        total += f
+    return MIN_THREADED_FLOPS // total if total else 0

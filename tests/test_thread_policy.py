@@ -84,3 +84,37 @@ def test_predictor_sets_one_busy_pool():
     finally:
         Predictor(Config(model_path=cnn, num_threads=1))
     assert _blas_threads() == 1 and not _jit._POLICY["parallel"]
+
+
+def _mnist_cnn() -> bytes:
+    """The MNIST CNN of ``benchmarks/overhead.py`` (conv 1->16, pool, conv 16->32, pool, linear): 2.1 MFLOP."""
+    from inference.builder import GraphBuilder
+
+    b = GraphBuilder("mnist_cnn", opset=17)
+    rng = np.random.default_rng(0)
+    x = b.input("input", np.float32, ["N", 1, 28, 28])
+    for cin, cout in ((1, 16), (16, 32)):
+        w = b.const(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32))
+        x = b.op("MaxPool", b.op("Relu", b.op("Conv", x, w, pads=[1, 1, 1, 1])), kernel_shape=[2, 2], strides=[2, 2])
+    y = b.op("MatMul", b.op("Flatten", x, axis=1), b.const(rng.standard_normal((32 * 49, 10)).astype(np.float32)))
+    b.op("Identity", y, outputs=["logits"])
+    b.output("logits", np.float32, ["N", 10])
+    return model_to_proto(b.build()).SerializeToString()
+
+
+def test_a_small_run_keeps_its_kernels_serial(two_threads):
+    """Below MIN_THREADED_FLOPS a whole run's kernels run serial at any thread count (a batch-1
+    MNIST CNN); larger batches of it, and larger models, thread theirs."""
+    from inference.thread_policy import MIN_THREADED_FLOPS, serial_rows
+
+    p = Predictor(Config(model_path=_mnist_cnn(), num_threads=2))
+    flops = sum(node_flops(p.model.graph, n) for n in p.model.graph.nodes)
+    assert p._serial_rows == serial_rows(p.model.graph) == MIN_THREADED_FLOPS // flops >= 1
+    seen = []
+    p.session.profiler = lambda node, kernel, start, end: seen.append(_jit.kernel_threads())
+    x = np.random.default_rng(1).standard_normal((p._serial_rows + 1, 1, 28, 28)).astype(np.float32)
+    small, large = p.run({"input": x[:1]})["logits"], p.run({"input": x})["logits"]
+    steps = len(p.session.steps)
+    assert seen[:steps] == [1] * steps and seen[steps:] == [two_threads] * steps
+    np.testing.assert_allclose(small, large[:1], rtol=1e-5, atol=1e-5)
+    assert serial_rows(zoo.resnet8_cifar().graph) == 0  # 25 MFLOP: threaded from batch 1
