@@ -261,14 +261,13 @@ class Predictor:
         session, chunk_rows, splitter = self.session, self.chunk_rows, self.splitter
         if self._generic is not None:
             session, chunk_rows, splitter = self._specialise(sizes_of(checked, self._image_inputs))
-        if 0 < batch_rows(checked) <= self._serial_rows:  # too small a run to thread its kernels
+        split = splitter is not None and session.profiler is None  # a traced run stays whole
+        values = splitter.run(checked) if split else None
+        if values is None and 0 < batch_rows(checked) <= self._serial_rows:  # too small to thread its kernels
             with serial_kernels():
                 values = run_in_chunks(session.run, checked, chunk_rows)
-        else:
-            split = splitter is not None and session.profiler is None  # a traced run stays whole
-            values = splitter.run(checked) if split else None
-            if values is None:
-                values = run_in_chunks(session.run, checked, chunk_rows)
+        elif values is None:
+            values = run_in_chunks(session.run, checked, chunk_rows)
         if self.config.release_weights and session not in self._settled:
             self._release_weights(session, checked)
         outputs = dict(zip(self._output_names, values))
