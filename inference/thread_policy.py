@@ -20,7 +20,7 @@ BLAS_OPS = frozenset({"MatMul", "Gemm", "FusedMatMul"})
 #: Why: each threaded kernel call pays a fork and join (~2-5 us here), about what the second core
 #: saves on a layer of ~1M multiply-adds or less, and a small model is all such layers. Measured at
 #: 2 threads (one process, alternating): the MNIST CNN (2.1 MFLOP) 50.5 us threaded against 42-44
-#: serial; MLPerf Tiny's ResNet-8 (25 MFLOP) 198-205 threaded against 240-327 serial (noisy). A
+#: serial; MLPerf Tiny's ResNet-8 (25 MFLOP) 202-305 threaded against 240-327 serial (one noisy A/B). A
 #: per-layer rule instead (serial below 1M multiply-adds) made shufflenet 1.43x slower: its small
 #: layers went serial between threaded ones, which then ran slower still.
 MIN_THREADED_FLOPS = 8_000_000
