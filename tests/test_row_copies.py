@@ -100,6 +100,7 @@ def test_overwritten_names_only_the_same_bytes():
 
     a = _f32(100)
     assert overwritten(a, a) == 1 and overwritten(a, a.copy(), a) == 2
+    assert overwritten(a.reshape(10, 10), a) == 1  # the same bytes seen in another shape
     assert overwritten(a[1:], a[:-1]) == 0 and overwritten(a[:50], a) == 0 and overwritten(a, a.copy()) == 0
 
 

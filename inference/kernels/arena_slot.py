@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import threading
 
+import numba
 import numpy as np
 
 _state = threading.local()
@@ -95,10 +96,14 @@ def overwritten(y: np.ndarray, *operands: np.ndarray) -> int:
     copy: a 200K-element Add 49 us in place against 22, a Relu 31 against 20. A partial overlap (no
     plan makes one) stays APART: the scalar copy is then what keeps the result right."""
     for i, a in enumerate(operands):
-        if np.may_share_memory(y, a) and a.nbytes == y.nbytes and _address(a) == _address(y):
+        if a.nbytes == y.nbytes and np.may_share_memory(y, a) and _same_start(y, a):
             return i + 1
     return APART
 
 
-def _address(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
+@numba.njit(cache=True, nogil=True)
+def _same_start(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` begin at the same address. Why compiled: numpy offers the address
+    through ``__array_interface__`` or ``ctypes``, each building objects (~0.75 us a call, twice
+    per in-place step: 1.5 of a standalone Relu's ~4 us of Python); this call takes ~0.15 us."""
+    return a.ctypes.data == b.ctypes.data
