@@ -95,8 +95,9 @@ def clone(model: Model) -> Model:
 
 
 def prepare(model: Model) -> Model:
-    """A clone with the float graph simplified first: constants folded, BatchNorm folded into Conv
-    (one weight to quantize instead of a Conv and a float BN), MatMul+Add as Gemm, Pad into Conv."""
+    """A clone with the float graph simplified first: constants folded, MatMul+Add as Gemm,
+    BatchNorm folded into the Conv or Gemm before it (one weight to quantize instead of a layer and
+    a float BN), Pad into Conv."""
     from inference.passes.constant_folding import fold_constants
     from inference.passes.conv_bn import fold_conv_batchnorm
     from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
@@ -106,7 +107,7 @@ def prepare(model: Model) -> Model:
 
     m = clone(model)
     infer_shapes(m)
-    for p in (fold_constants, eliminate_identity, eliminate_dead_nodes, fold_conv_batchnorm, fuse_matmul_add,
+    for p in (fold_constants, eliminate_identity, eliminate_dead_nodes, fuse_matmul_add, fold_conv_batchnorm,
               fold_pad_into_conv, eliminate_dead_nodes):
         p(m)
     return m

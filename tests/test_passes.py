@@ -105,3 +105,72 @@ def test_unknown_pass_name_is_refused(mlp_model):
 
     with pytest.raises(ConfigError, match="unknown passes"):
         optimize(mlp_model, switches={"fold_everything": True})
+
+
+def _dense_bn_model(kind: str, training_mode: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
+    """A linear layer (5 inputs, 6 outputs, 4 rows) then an inference-mode BatchNormalization and Relu, as
+    exporters write them: ``kind`` picks the layer (and its attributes)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(len(kind))
+    n, k, m = 4, 5, 6
+
+    def const(name, a):
+        return numpy_helper.from_array(np.asarray(a, np.float32), name)
+
+    inits = [const("scale", rng.uniform(0.5, 1.5, m)), const("shift", rng.normal(size=m)),
+             const("mean", rng.normal(size=m)), const("var", rng.uniform(0.5, 1.5, m))]
+    x_shape = [k, n] if kind == "gemm_trans_a" else [n, k]
+    nodes = []
+    if kind.startswith("matmul"):
+        inits.append(const("w", rng.normal(size=(k, m))))
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["mm"]))
+        if kind == "matmul_add":
+            inits.append(const("b", rng.normal(size=m)))
+            nodes.append(helper.make_node("Add", ["mm", "b"], ["lin"]))
+        else:
+            nodes[-1].output[0] = "lin"
+    else:
+        c_shape = {"gemm": (1, m), "gemm_trans_a": (m,), "gemm_full_c": (n, m), "gemm_no_c": None}[kind]
+        inputs = ["x", "w"] + (["c"] if c_shape else [])
+        inits.append(const("w", rng.normal(size=(m, k))))
+        if c_shape:
+            inits.append(const("c", rng.normal(size=c_shape)))
+        nodes.append(helper.make_node("Gemm", inputs, ["lin"], alpha=0.5, beta=2.0, transB=1,
+                                      transA=int(kind == "gemm_trans_a")))
+    bn_outputs = ["bn"] if not training_mode else ["bn", "running_mean", "running_var"]
+    nodes.append(helper.make_node("BatchNormalization", ["lin", "scale", "shift", "mean", "var"], bn_outputs,
+                                  epsilon=1e-3, **({"training_mode": 1} if training_mode else {})))
+    nodes.append(helper.make_node("Relu", ["bn"], ["y"]))
+    graph = helper.make_graph(nodes, kind, [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    return proto, rng.normal(size=x_shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["matmul", "matmul_add", "gemm", "gemm_trans_a", "gemm_full_c", "gemm_no_c"])
+def test_batchnorm_folds_into_the_linear_layer_before_it(kind):
+    """Gemm (alpha, beta, transA, transB, C of any broadcast shape or none) and a 2-D MatMul (with
+    or without its Add) absorb the BatchNormalization after them: outputs as onnxruntime's, and
+    the optimized graph exports to a model onnx checks."""
+    ort = pytest.importorskip("onnxruntime")
+    proto, x = _dense_bn_model(kind)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    model = load_model(proto)
+    assert "fold_conv_batchnorm" in optimize(model)
+    assert "BatchNormalization" not in model.graph.op_histogram()
+    np.testing.assert_allclose(_run(model, x), want, rtol=1e-5, atol=1e-5)
+    onnx.checker.check_model(model_to_proto(model), full_check=True)
+
+
+def test_batchnorm_in_training_mode_or_after_a_fed_weight_stays():
+    """Only an inference-mode BatchNormalization after a constant weight folds."""
+    from inference.passes.conv_bn import fold_conv_batchnorm
+
+    training = load_model(_dense_bn_model("gemm", training_mode=1)[0])
+    assert not fold_conv_batchnorm(training)
+    proto, _ = _dense_bn_model("gemm")
+    proto.graph.input.append(onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, [6, 5]))
+    fed = load_model(proto)  # an initializer that is also an input: a feed may replace it
+    assert not fold_conv_batchnorm(fed)
+    assert fed.graph.op_histogram().get("BatchNormalization") == 1

@@ -48,8 +48,8 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
     Pass("simplify_transpose_reshape", simplify_transpose_reshape),
     Pass("fuse_channel_shuffle", fuse_channel_shuffle, is_fusion=True),
+    Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),  # before: a Dense layer's BatchNorm folds into its Gemm
     Pass("fold_conv_batchnorm", fold_conv_batchnorm, is_fusion=True),
-    Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
     Pass("fuse_conv_epilogue", fuse_conv_epilogue, is_fusion=True),
     Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
