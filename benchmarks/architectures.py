@@ -21,7 +21,8 @@ from edgelearn.commands.bench import edgelearn_runner, max_abs_diff, peer_runner
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 
-MODELS = ("efficientnet_lite0", "mobilenet_v3_style", "yolo_style", "yolov8_style", "resnet8_cifar")
+MODELS = ("efficientnet_lite0", "mobilenet_v3_style", "yolo_style", "yolov8_style", "resnet8_cifar", "ds_cnn_kws",
+          "mobilenet_v1_vww", "fc_autoencoder")
 
 
 def main() -> int:

@@ -249,6 +249,61 @@ def resnet8_cifar(size: int = 32, classes: int = 10, seed: int = 0) -> Model:
     return b.build()
 
 
+def ds_cnn_kws(classes: int = 12, seed: int = 0) -> Model:
+    """MLPerf Tiny's keyword-spotting DS-CNN (github.com/mlcommons/tiny, ``keyword_spotting``):
+    49 x 10 MFCC frames, a 10x4/2 convolution to 64 channels ("same" padding, uneven), four
+    depthwise-separable blocks (3x3 depthwise, 1x1 to 64, BatchNorm and Relu after each), an
+    average pool over the whole 25x5 map and a linear layer to 12 words. Input (N, 1, 49, 10)."""
+    b = GraphBuilder("ds_cnn_kws", opset=17)
+    w = _Weights(b, seed)
+    x = b.input("input", np.float32, [BATCH, 1, 49, 10])
+    stem = w.normal((64, 1, 10, 4), np.sqrt(2.0 / 40))
+    x = b.op("Relu", w.bn(b.op("Conv", x, stem, kernel_shape=[10, 4], strides=[2, 2], pads=[4, 1, 5, 1]), 64))
+    for _ in range(4):
+        x = b.op("Relu", w.bn(w.conv(x, 64, 64, 3, group=64), 64))
+        x = b.op("Relu", w.bn(w.conv(x, 64, 64, 1), 64))
+    y = w.linear(b.op("Flatten", b.op("AveragePool", x, kernel_shape=[25, 5]), axis=1), 64, classes, 0.3)
+    b.op("Identity", y, outputs=["logits"])
+    b.output("logits", np.float32, [BATCH, classes])
+    return b.build()
+
+
+def mobilenet_v1_vww(size: int = 96, width: float = 0.25, classes: int = 2, seed: int = 0) -> Model:
+    """MLPerf Tiny's visual-wake-words model: MobileNetV1 at width 0.25 on 96x96 RGB (a 3x3/2
+    stem to 8 channels, 13 depthwise-separable blocks to 256 channels, Relu6 as Clip), pooled,
+    a linear layer to person / no person."""
+    b = GraphBuilder("mobilenet_v1_vww", opset=17)
+    w = _Weights(b, seed)
+    cin = int(32 * width)
+    x = _relu6(b, w.bn(w.conv(b.input("input", np.float32, [BATCH, 3, size, size]), 3, cin, 3, 2), cin))
+    for c, stride in ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), *[(512, 1)] * 5, (1024, 2),
+                      (1024, 1)):
+        c = int(c * width)
+        x = _relu6(b, w.bn(w.conv(x, cin, cin, 3, stride, group=cin), cin))
+        x = _relu6(b, w.bn(w.conv(x, cin, c, 1), c))
+        cin = c
+    _classifier(w, x, cin, classes, 0.3)
+    return b.build()
+
+
+def fc_autoencoder(features: int = 640, hidden: int = 128, code: int = 8, seed: int = 0) -> Model:
+    """MLPerf Tiny's anomaly-detection autoencoder (ToyADMOS machine sounds): 640 log-mel
+    features through four 128-unit layers to an 8-unit code and four 128-unit layers back, each
+    linear layer followed by BatchNormalization and Relu, a last linear layer to 640. Input (N, 640).
+    Why in the zoo: nothing but small matrix products, where a runtime's fixed cost per node is
+    most of a batch-1 run."""
+    b = GraphBuilder("fc_autoencoder", opset=17)
+    w = _Weights(b, seed)
+    x = b.input("input", np.float32, [BATCH, features])
+    width = features
+    for units in (hidden,) * 4 + (code,) + (hidden,) * 4:
+        x = b.op("Relu", w.bn(w.linear(x, width, units), units))
+        width = units
+    b.op("Identity", w.linear(x, width, features), outputs=["reconstruction"])
+    b.output("reconstruction", np.float32, [BATCH, features])
+    return b.build()
+
+
 def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: int = 4, ffn: int = 1024,
                         seed: int = 0) -> Model:
     """Post-norm transformer encoder: MatMul attention, Softmax, LayerNormalization, Gelu FFN."""
@@ -286,7 +341,8 @@ def transformer_encoder(seq: int = 128, dim: int = 256, heads: int = 4, layers: 
 
 ZOO = {"mobilenet_v2": mobilenet_v2, "resnet18": resnet18, "transformer": transformer_encoder,
        "efficientnet_lite0": efficientnet_lite0, "yolo_style": yolo_style, "mobilenet_v3_style": mobilenet_v3_style,
-       "yolov8_style": yolov8_style, "resnet8_cifar": resnet8_cifar}
+       "yolov8_style": yolov8_style, "resnet8_cifar": resnet8_cifar, "ds_cnn_kws": ds_cnn_kws,
+       "mobilenet_v1_vww": mobilenet_v1_vww, "fc_autoencoder": fc_autoencoder}
 
 
 def input_shape(name: str, batch: int) -> tuple[int, ...]:
@@ -295,6 +351,12 @@ def input_shape(name: str, batch: int) -> tuple[int, ...]:
         return (batch, 128, 256)
     if name == "resnet8_cifar":
         return (batch, 3, 32, 32)
+    if name == "ds_cnn_kws":
+        return (batch, 1, 49, 10)
+    if name == "mobilenet_v1_vww":
+        return (batch, 3, 96, 96)
+    if name == "fc_autoencoder":
+        return (batch, 640)
     return (batch, 3, 320, 320) if name in ("yolo_style", "yolov8_style") else (batch, 3, 224, 224)
 
 
