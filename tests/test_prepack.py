@@ -55,3 +55,25 @@ def test_a_released_weight_keeps_its_packings_and_gives_its_values_back():
     del held
     gc.collect()
     assert key not in _prepack._RELEASED  # the record goes with the placeholder
+
+
+def test_last_weights_keeps_what_was_derived_while_the_same_arrays_come_back():
+    """A prepared call's memo of its constant weights' arguments (``_prepack.LastWeights``): kept for
+    the very same arrays (None in the same places), derived again for any other, equal or not."""
+    memo, calls = _prepack.LastWeights(), []
+    w, b = np.ones(4, np.float32), np.zeros(2, np.float32)
+
+    def derive(tag):
+        return lambda: calls.append(tag) or tag
+
+    assert memo.get((w, None, b), derive("first")) == "first"
+    assert memo.get((w, None, b), derive("again")) == "first"  # the same objects: kept
+    assert memo.get((w.copy(), None, b), derive("copy")) == "copy"  # equal values, another array
+    assert memo.get((w, b, None), derive("moved")) == "moved"  # None elsewhere
+    assert memo.get((w, b), derive("fewer")) == "fewer"
+    assert calls == ["first", "copy", "moved", "fewer"]
+    v = np.ones(4, np.float32)
+    memo.get((v,), derive("v"))
+    del v
+    gc.collect()
+    assert memo.get((np.ones(4, np.float32),), derive("new")) == "new"  # a dead array's memo never answers

@@ -23,7 +23,21 @@ import threading
 import numba
 import numpy as np
 
-_state = threading.local()
+
+
+class _State(threading.local):
+    """A thread's armed slot and open workspace. Defaults on the class: reading an attribute this
+    thread never set from a bare ``threading.local`` costs ~0.28 us (a caught AttributeError); a
+    kernel asks twice per call, in every thread that runs without an arena."""
+
+    slot: "np.ndarray | object | None" = None
+    workspace: "np.ndarray | None" = None
+    cursor = 0
+    wanted = 0
+
+
+_state = _State()
+_F32 = np.dtype(np.float32)
 #: armed for a step with no region: nothing takes it, and :func:`taken` says False
 NOTHING = object()
 
@@ -50,7 +64,7 @@ def close_workspace() -> int:
 
 def taken() -> bool:
     """Whether the armed slot was taken (withdrawing it if not): call once the step returned."""
-    slot = getattr(_state, "slot", None)
+    slot = _state.slot
     _state.slot = None
     return slot is None
 
@@ -58,7 +72,7 @@ def taken() -> bool:
 def new_output(shape: tuple[int, ...], dtype: type | np.dtype = np.float32) -> np.ndarray:
     """An uninitialised array for a kernel's result: the armed slot when it holds exactly these
     bytes, else ``np.empty``."""
-    slot = getattr(_state, "slot", None)
+    slot = _state.slot
     if slot is not None and slot is not NOTHING:
         if slot.shape == shape and slot.dtype == dtype:
             _state.slot = None
@@ -72,14 +86,14 @@ def new_output(shape: tuple[int, ...], dtype: type | np.dtype = np.float32) -> n
 def new_scratch(shape: tuple[int, ...] | int, dtype: type | np.dtype = np.float32) -> np.ndarray:
     """An uninitialised array a kernel uses only until it returns: from the open workspace when
     it has room, else ``np.empty``."""
-    block = getattr(_state, "workspace", None)
+    block = _state.workspace
     if block is not None:
-        dtype = np.dtype(dtype)
+        dtype = _F32 if dtype is np.float32 else np.dtype(dtype)
         nbytes = (math.prod(shape) if isinstance(shape, tuple) else shape) * dtype.itemsize
         start = _state.cursor
         _state.cursor = end = start + (nbytes + 63) // 64 * 64  # counted either way: the step's total
-        if end <= block.size:
-            return block[start:start + nbytes].view(dtype).reshape(shape)
+        if end <= block.size:  # one constructor (its base is the block's owner, as a slice's would be):
+            return np.ndarray(shape, dtype, block, start)  # a slice, view and reshape took ~1 us, this 0.2
         _state.wanted = max(_state.wanted, end)
     return np.empty(shape, dtype)
 

@@ -10,6 +10,7 @@ the reference ops (the oracle) and a fast kernel.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from inference.ops.conv import conv as reference_conv
 from inference.ops.matmul import matmul as reference_matmul
 from inference.ops.registry import lookup, register
 from inference.schema import FormalParam, OpSchema, register_schema
+
+_F32 = np.dtype(np.float32)
 
 DOMAIN = "edgelearn"
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
@@ -137,6 +140,8 @@ def fused_conv(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, **co
 
 
 def _matmul_fast(x: np.ndarray, w: np.ndarray, z: np.ndarray | None) -> bool:
+    if z is None and x.dtype is _F32 and w.dtype is _F32:  # the common case, in a third of the time
+        return w.ndim == 2 and x.ndim >= 1
     return x.dtype == np.float32 and w.dtype == np.float32 and w.ndim == 2 and x.ndim >= 1 and (
         z is None or z.shape == x.shape[:-1] + (w.shape[1],))
 
@@ -158,43 +163,49 @@ def matmul_weight_constant(node: Node, graph) -> bool:
     return float32_input(node, graph) and constant_float32_weight(node, graph, 2) is not None
 
 
-def _matmul_tile_run(x: np.ndarray, w: np.ndarray, b, z, code: int, alpha: float, beta: float,
-                     gemms: dict) -> np.ndarray:
-    """``act(x @ w + b + z)`` on the channels-last tile (:mod:`inference.kernels.rows_gemm`): bias,
-    residual and a clamp in registers, other activations in one pass after. Why not BLAS: the same
-    speed on one thread (the transformer's products: 0.97-1.05x OpenBLAS with its epilogue pass,
-    ``benchmarks/rows_gemm.py``), and then the whole model runs on numba's pool: at 2 threads the
-    epilogues, LayerNorms and Softmaxes had stayed serial beside threaded BLAS. ``gemms``: a bound
-    node's memo of prepared GEMMs by input shape."""
-    k, n = w.shape
-    p = x.size // k
-    gemm = gemms.get((p, k, n))
-    if gemm is None:
-        gemm = remember(gemms, (p, k, n), PreparedGemm(p, k, n))
+def _matmul_tile_call(x_shape: tuple, w_shape: tuple, code: int, alpha: float, beta: float):
+    """The call ``(x, w, b, z) -> act(x @ w + b + z)`` for these shapes on the channels-last tile
+    (:mod:`inference.kernels.rows_gemm`): bias, residual and a clamp in registers, other activations
+    in one pass after. Why not BLAS: the same speed on one thread (the transformer's products:
+    0.97-1.05x OpenBLAS with its epilogue pass, ``benchmarks/rows_gemm.py``), and then the whole
+    model runs on numba's pool: at 2 threads the epilogues, LayerNorms and Softmaxes had stayed
+    serial beside threaded BLAS. Prepared once per input shape: a batch-1 Dense layer's product
+    (128 x 128: ~1 us) had paid ~3 us of Python per call deriving these."""
+    k, n = w_shape
+    gemm = PreparedGemm(math.prod(x_shape) // k, k, n)
     whole, amin, amax, act = tile_epilogue(code, alpha, beta)
-    y = gemm(x, w, as_f32(b, (n,)), z, amin, amax, keep_for=w, act=act)
-    if not whole:
-        activate_row(y.reshape(-1), code, alpha, beta)
-    return y.reshape(x.shape[:-1] + (n,))
+    out_shape = x_shape[:-1] + (n,)
+
+    def call(x, w, b, z):
+        y = gemm(x, w, as_f32(b, (n,)), z, amin, amax, keep_for=w, act=act)
+        if not whole:
+            activate_row(y.reshape(-1), code, alpha, beta)
+        return y.reshape(out_shape)
+
+    return call
 
 
 def _matmul_binder(fn, packed: bool = False):
     """Plan-time ``bind`` of the fast FusedMatMul: the activation resolved once per node. At batch 1
     the per-call attribute work and the epilogue's temporaries cost more than the 1x1568 @ 1568x10
     product of an MNIST classifier (10.9 us against 4.5 us for the matmul alone, measured).
-    ``packed``: the packed kind (:func:`matmul_weight_constant`), on our tile, its GEMMs prepared
-    once per input shape."""
+    ``packed``: the packed kind (:func:`matmul_weight_constant`), on our tile, its calls prepared
+    once per input shapes (:func:`_matmul_tile_call`)."""
 
     def bind(*, activation="", alpha=0.0, beta=0.0):
         code, alpha, beta = activation_code(activation), float(alpha), float(beta)
         attrs = dict(activation=activation, alpha=alpha, beta=beta)
-        gemms: dict = {}
-        product = functools.partial(_matmul_tile_run, gemms=gemms) if packed else _matmul_run
+        calls: dict = {}
 
         def run(x, w, b=None, z=None):
             if not _matmul_fast(x, w, z):
                 return fused_matmul_reference(x, source(w), b, z, **attrs)
-            return product(x, w, b, z, code, alpha, beta)
+            if not packed:
+                return _matmul_run(x, w, b, z, code, alpha, beta)
+            call = calls.get((x.shape, w.shape))
+            if call is None:
+                call = remember(calls, (x.shape, w.shape), _matmul_tile_call(x.shape, w.shape, code, alpha, beta))
+            return call(x, w, b, z)
 
         return run
 

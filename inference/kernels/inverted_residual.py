@@ -35,7 +35,7 @@ from inference.kernels.activations import activation_code
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise3x3_row, depthwise5x5_row
 from inference.kernels.inverted_residual_channels import ChannelSplit, expansion_tile
-from inference.kernels._prepack import constant_weight, source
+from inference.kernels._prepack import LastWeights, constant_weight, source
 from inference.kernels.conv import PACKED, handles
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, prefixed_epilogue, stage_epilogue
 from inference.kernels.nhwc import conv_window, fused_conv_nhwc_reference, prepare_conv_nhwc
@@ -261,6 +261,27 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
 
     apart: list = []  # the stages as three calls, made when first needed
     splits: dict = {}  # threads -> the block split among them by expanded channels
+    bands: dict = {}  # threads -> band_plan(threads)
+    last = LastWeights()  # constant weights: their kernel arguments, derived once
+
+    def band_plan(threads: int) -> tuple:
+        """The parallel runs, the dims table and the scratch shapes at ``threads`` threads."""
+        bnd = _even_band(band, oh, -(-threads // n))
+        nchunks = max(1, min(n * -(-oh // bnd), threads))
+        dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv, 0, 1, k], np.int64)
+        return (nchunks, dims, (nchunks, slots if expand else 1, w * c), (nchunks, bnd, ow * c),
+                (nchunks, max(e_mr * cin, 1)), (nchunks, project.mr * c))
+
+    def weights(w1, b1, wd, bd, w2, b2) -> tuple:
+        """The kernel's weight arguments: the 1x1 stages' panels and padded biases, the depthwise flat."""
+        if expand is not None:
+            e_wp, e_koff = expand.weight(w1, constant_weights)
+            e_bias, e_lim = expand.bias(b1, constant_weights), expand.lim
+        else:
+            e_wp, e_koff, e_bias, e_lim = empty, empty_koff, empty, project.lim
+        p_wp, p_koff = project.weight(w2, constant_weights)
+        return (e_wp, e_koff, e_bias, e_lim, np.ascontiguousarray(wd, np.float32).reshape(-1), _vector(bd, c),
+                p_wp, p_koff, project.bias(b2, constant_weights))
 
     def run(x, w1, b1, wd, bd, w2, b2, z):
         if n == 0:  # an empty batch: nothing to compute (the bands below divide by n)
@@ -279,28 +300,23 @@ def prepare_inverted_residual(x_shape: tuple, w1_shape: tuple | None, w2_shape: 
                     threads)
             return split(x, w1, b1, wd, _vector(bd, c), d_code, d_alpha, d_beta, d_lim, not clamps, w2, _vector(b2, m),
                          z, project.lim, constant_weights)
-        bnd = _even_band(band, oh, -(-threads // n))
-        nchunks = max(1, min(n * -(-oh // bnd), threads))
-        dims = np.array(dims_base + [bnd, e_mr, e_nv, project.mr, project.nv, 0, 1, k], np.int64)
-        if expand is not None:
-            e_wp, e_koff = expand.weight(w1, constant_weights)
-            e_bias, e_lim = expand.bias(b1, constant_weights), expand.lim
-        else:
-            e_wp, e_koff, e_bias, e_lim = empty, empty_koff, empty, project.lim
-        p_wp, p_koff = project.weight(w2, constant_weights)
-        ring = new_scratch((nchunks, slots if expand else 1, w * c))
-        dbuf = new_scratch((nchunks, bnd, ow * c))
+        plan = bands.get(threads)
+        if plan is None:
+            plan = bands[threads] = band_plan(threads)
+        nchunks, dims, ring_shape, dbuf_shape, e_tail_shape, p_tail_shape = plan
+        e_wp, e_koff, e_bias, e_lim, d_wt, d_bias, p_wp, p_koff, p_bias = (
+            last.get((w1, b1, wd, bd, w2, b2), lambda: weights(w1, b1, wd, bd, w2, b2)) if constant_weights
+            else weights(w1, b1, wd, bd, w2, b2))
+        ring = new_scratch(ring_shape)
+        dbuf = new_scratch(dbuf_shape)
         y = new_output(out_shape)
         zz = no_z if z is None else np.ascontiguousarray(z, np.float32).reshape(-1)
         kernel = _blocks.parallel if threads > 1 else _blocks.serial
         xc = np.ascontiguousarray(x, np.float32)
-        e_tail = new_scratch((nchunks, max(e_mr * cin, 1)))
-        p_tail = new_scratch((nchunks, project.mr * c))
         kernel(xc.reshape(-1), xc.reshape(n, h, w * cin), dims, expand is not None, e_wp, e_koff, e_bias, e_lim,
-               np.ascontiguousarray(wd, np.float32).reshape(-1), _vector(bd, c), d_code, d_alpha, d_beta, d_lim,
-               not clamps, p_wp, p_koff, project.bias(b2, constant_weights), zz, z is not None, project.lim,
-               y.reshape(-1), ring, ring.reshape(nchunks, -1), dbuf, dbuf.reshape(nchunks, -1), e_tail, p_tail,
-               zero_row, nchunks)
+               d_wt, d_bias, d_code, d_alpha, d_beta, d_lim, not clamps, p_wp, p_koff, p_bias, zz, z is not None,
+               project.lim, y.reshape(-1), ring, ring.reshape(nchunks, -1), dbuf, dbuf.reshape(nchunks, -1),
+               new_scratch(e_tail_shape), new_scratch(p_tail_shape), zero_row, nchunks)
         return y
 
     return run
