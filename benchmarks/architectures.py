@@ -2,8 +2,10 @@
 blocks), MobileNetV3-Large (HardSwish, squeeze-and-excitation gates), a YOLO-style detector
 body (SiLU after every convolution, CSP concatenations, a nearest upsampling in its neck) and a
 YOLOv8-style detector (C2f blocks with channel Splits, SPPF pools, a two-scale head), and at the
-small end MLPerf Tiny's CIFAR-10 ResNet-8 (32x32 maps, 16-64 channels). Ours against onnxruntime
-in one process, blocks interleaved.
+small end MLPerf Tiny's four models: the CIFAR-10 ResNet-8 (32x32 maps, 16-64 channels), the
+keyword-spotting DS-CNN (49x10 MFCC frames, 64 channels), the visual-wake-words MobileNetV1 (width
+0.25, 96x96) and the anomaly-detection autoencoder (640 -> 8 -> 640 Dense layers with
+BatchNormalization). Ours against onnxruntime in one process, blocks interleaved.
 
 Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/architectures.py [--threads 1,2]
 """
