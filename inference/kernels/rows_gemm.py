@@ -271,8 +271,7 @@ class PreparedGemm:
             tail = _NO_TAIL
             if self.partial:  # zero-padded to a whole tile
                 tail = new_scratch(mr * k)
-                tail[:self.partial * k] = a[(p - self.partial) * k:]
-                tail[self.partial * k:] = 0
+                copy_tail(a, (p - self.partial) * k, self.partial * k, tail)
             kernel = _gemm_matrix.parallel if threads > 1 else _gemm_matrix.serial
             kernel(a, tail, p, wkoff, wp, bp, zz, z is not None, amin, amax, y.reshape(-1), m, mr, self.nv, chunks,
                    wp.size > a.size, act)  # deep layers: each channel block's weights stay cached over the pixels
@@ -407,6 +406,16 @@ def _tile_at(t, pbs, mbs, weights_outer, mr, nl, k, m, seg):
 # Two kernels, not one with a flag: numba compiles every branch of a function, and the matrix
 # form's users (MobileNetV2, the transformer) would pay the gathered tiles' compile time at a cold
 # start (one kernel with both compiled in 1.45 s, the matrix one alone in 0.5-0.6 s).
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def copy_tail(a, first, count, tail):
+    """``tail`` = ``a[first:first + count]`` then zeros: a partial last block of rows padded to a
+    whole tile. Element loops: a slice assignment compiled numba's shape-mismatch error path (~3 s
+    cold). In numba, not numpy, also where Python calls it: a kernel replay
+    (:mod:`inference.kernel_replay`) repeats only numba calls."""
+    for i in range(tail.size):
+        tail[i] = a[first + i] if i < count else 0
+
+
 @threaded_kernel()
 def _gemm_matrix(a, tail, p, koff, wp, bias, z, has_z, amin, amax, y, m, mr, nv, nchunks, weights_outer, act):
     """The (pixel block, channel block) tiles of the (p, k) matrix ``a`` in ``nchunks`` parallel
@@ -458,10 +467,8 @@ def matrix_product(a, a0, p, tail, koff, wp, bias, z, has_z, amin, amax, y, y0, 
     k = koff.size
     full = p // mr
     rest = p - full * mr
-    if rest:  # element loops: a slice assignment compiles numba's shape-mismatch error path (~3 s cold)
-        first = a0 + full * mr * k
-        for i in range(tail.size):
-            tail[i] = a[first + i] if i < rest * k else 0
+    if rest:
+        copy_tail(a, a0 + full * mr * k, rest * k, tail)
     tiles = -(-p // mr) * (bias.size // (nv * LANES))
     matrix_tiles(a, a0, tail, p, koff, wp, bias, z, has_z, amin, amax, y, y0, m, mr, nv, 0, tiles, wp.size > p * k)
 
