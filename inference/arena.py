@@ -124,6 +124,15 @@ class Arenas:
             self.workspace, self._scratch_owner = _aligned(scratch_wanted)
         self._lock.release()
 
+    def hold(self) -> bool:
+        """Take the block and workspace for a run that lays out no plan (a kernel replay, whose
+        calls hold their regions already); False when another run holds them."""
+        return self._lock.acquire(blocking=False)
+
+    def let_go(self) -> None:
+        """End a :meth:`hold`."""
+        self._lock.release()
+
     def owned(self, result: Any, took_slot: bool) -> Any:
         """``result``, copied where it views the workspace, or the block without having taken the
         step's slot (a region the plan gave another value)."""

@@ -44,6 +44,9 @@ class Config:
     activations and the packings only its sizes pick (ResNet-18: ~6 MB a size after the first). ``release_weights``: after a graph's first run, each weight its packed kernels
     hold in their own layout is dropped, kept once (``inference.weight_release``); the model's
     initializer then reads as zeros, ``inference.weight_release.values`` gives its values.
+    ``kernel_replay`` (with the arena): from the third run of an input shape on, the run is a replay
+    of the compiled kernel calls recorded for that shape, without the per-step Python, where a check
+    on random inputs shows the recording is the whole computation (``inference.kernel_replay``).
     """
 
     model_path: Union[str, os.PathLike, bytes, onnx.ModelProto, None] = None
@@ -63,6 +66,7 @@ class Config:
     chunk_rows: int | None = None
     specialize_sizes: int = 4
     release_weights: bool = True
+    kernel_replay: bool = True
 
     def validate(self) -> None:
         if self.model_path is None:

@@ -153,6 +153,10 @@ class Predictor:
             from inference.arena import arenas_for
 
             session.arenas = arenas_for(session)
+            if self.config.kernel_replay and session.arenas is not None:
+                from inference.kernel_replay import KernelReplays
+
+                session.replays = KernelReplays(session)
         return session
 
     def _batch_plan(self, config: Config, model: Model, session: Session

@@ -72,6 +72,8 @@ class Session:
         self.profiler: Profiler | None = None  # per-op timing hook (``edgelearn bench``'s trace)
         #: where the intermediates go (``inference.arena.Arenas``); None: numpy allocates each
         self.arenas: Any = None
+        #: recorded kernel calls to replay (``inference.kernel_replay.KernelReplays``); None: never
+        self.replays: Any = None
 
     # -- planning ---------------------------------------------------------------------------
     def _plan(self) -> list[Step]:
@@ -116,7 +118,18 @@ class Session:
     # -- running ----------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None,
             outer: Mapping[str, Any] | None = None) -> list[Any]:
-        """Run the plan on ``feeds`` and return the requested outputs (default: all, in order)."""
+        """Run the plan on ``feeds`` and return the requested outputs (default: all, in order):
+        by replay of its recorded kernel calls where :attr:`replays` has them for these feeds."""
+        replays = self.replays
+        if replays is not None and output_names is None and outer is None and self.profiler is None:
+            outputs = replays.run(feeds)
+            if outputs is not None:
+                return outputs
+        return self.execute(feeds, output_names, outer)
+
+    def execute(self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None,
+                outer: Mapping[str, Any] | None = None) -> list[Any]:
+        """Run the plan step by step (what :meth:`run` does unless it replays)."""
         local: dict[str, Any] = dict(self.graph.initializers)
         local.update(feeds)
         local[""] = None  # an omitted optional input; named outputs never write it

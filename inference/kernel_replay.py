@@ -1,0 +1,183 @@
+"""Replay a session's compiled kernel calls for inputs of a shape it has run: a run without its Python.
+
+A session step costs ~3-6 us of Python around its kernel (the step loop, the bound kernel's shape
+checks, its arguments and scratch, numba's dispatch), nothing to ResNet-18 but most of a small
+model's run: MLPerf Tiny's autoencoder spent 38 of its 55 us there, ResNet-8 75 of 226. Once the
+arena (:mod:`inference.arena`) gives every intermediate, scratch buffer and packed weight a fixed
+place for a given input shape, a run is the same list of numba calls on the same arrays each time:
+this records that list once (like a CUDA graph's capture) and then makes only those calls.
+
+A capture is only kept when it is shown to be the whole computation: a run is recorded on the
+caller's inputs copied into buffers of the replay's own, then a run on random inputs of the same
+shapes is made both ways, normally and by replay, and the outputs must be bitwise equal. Work done
+outside numba (a numpy copy into a padded buffer, a BLAS product, a value-dependent branch in
+Python) is not replayed, so such a graph fails the check and runs normally from then on. One such
+branch random inputs never take is known: a Winograd convolution falls back to the direct one when
+its input holds an inf or a NaN (which Winograd would spread to the neighbours). A graph with one
+is replayed only while its outputs (all float) come out finite; a replay with an inf or a NaN in
+them runs again normally. Only float feeds are captured (random probes of token ids or masks could
+be out of range).
+
+A replay holds the session's arena for its run; a run that finds it busy (another thread's) runs
+normally. A replay whose arena was laid out anew (a larger batch grew it) is dropped and captured
+again. Outputs are copies: the replay's own buffers are rewritten by its next run.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any, Mapping
+
+import numpy as np
+from numba.core.registry import CPUDispatcher
+
+from inference.kernels._jit import kernel_threads
+from inference.kernels.nhwc import WINOGRAD
+
+#: runs of a signature made normally before it is captured (the first runs pack and release weights)
+CAPTURE_AFTER = 2
+#: replays a session keeps (each holds a copy of its feeds and its outputs), the oldest dropped
+KEPT_REPLAYS = 4
+#: signatures a session counts or remembers as refused, the oldest forgotten
+KEPT_SIGNATURES = 64
+_REFUSED = "refused"
+
+_recording = threading.local()
+_install_lock = threading.Lock()
+_installed = [0]  # recorders active in any thread
+_dispatch = CPUDispatcher.__call__  # numba's own (C) call: what a replay makes
+
+
+def _recording_call(self, *args, **kwargs):
+    calls = getattr(_recording, "calls", None)
+    if calls is not None:
+        calls.append((self, args, kwargs))
+    return _dispatch(self, *args, **kwargs)
+
+
+class _Recorder:
+    """Within the block, this thread's calls of numba dispatchers from Python are appended to
+    ``calls``. The hook is installed on numba's dispatcher class while any thread records."""
+
+    def __enter__(self) -> list:
+        with _install_lock:
+            if _installed[0] == 0:
+                CPUDispatcher.__call__ = _recording_call
+            _installed[0] += 1
+        _recording.calls = []
+        return _recording.calls
+
+    def __exit__(self, *exc) -> None:
+        _recording.calls = None
+        with _install_lock:
+            _installed[0] -= 1
+            if _installed[0] == 0:
+                CPUDispatcher.__call__ = _dispatch
+
+
+class Replay:
+    """One signature's recorded calls, the feed buffers they read and the output arrays they write."""
+
+    def __init__(self, feeds: dict[str, np.ndarray], calls: list, outputs: list, block: Any, workspace: Any):
+        self.feeds, self.calls, self.outputs = feeds, calls, outputs
+        self.block, self.workspace = block, workspace
+
+    def run(self, arenas: Any, feeds: Mapping[str, Any]) -> list | None:
+        """The outputs for ``feeds`` (copies), or None when the arena is busy."""
+        if not arenas.hold():
+            return None
+        try:
+            for name, buffer in self.feeds.items():
+                np.copyto(buffer, feeds[name])
+            for dispatcher, args, kwargs in self.calls:
+                _dispatch(dispatcher, *args, **kwargs)
+            return [np.array(o, copy=True) if isinstance(o, np.ndarray) else o for o in self.outputs]
+        finally:
+            arenas.let_go()
+
+
+class KernelReplays:
+    """A session's replays by feed signature (names, shapes, dtypes, kernel threads)."""
+
+    def __init__(self, session: Any):
+        self._session = session
+        self._entries: OrderedDict[tuple, Any] = OrderedDict()  # signature -> runs seen, a Replay or _REFUSED
+        self._lock = threading.Lock()
+        #: a Winograd step's Python fallback (an inf or a NaN in its input) is not recorded: such a
+        #: graph's replays must come out finite, or the run is made again normally
+        self._finite_only = any(s.node.attrs.get("algorithm") == WINOGRAD for s in session.steps)
+
+    def run(self, feeds: Mapping[str, Any]) -> list | None:
+        """The session's outputs for ``feeds`` by replay, or None: run it normally."""
+        if not feeds:
+            return None
+        key = _signature(feeds)
+        if key is None:
+            return None
+        entry = self._entries.get(key, 0)
+        if isinstance(entry, Replay):
+            arenas = self._session.arenas
+            if entry.block is arenas.block and entry.workspace is arenas.workspace:
+                outputs = entry.run(arenas, feeds)
+                if outputs is not None and self._finite_only and not all(np.isfinite(o).all() for o in outputs):
+                    return None  # a Winograd step may have fallen back: run normally
+                return outputs
+            entry = 0  # the arena was laid out anew: capture again
+        if entry is _REFUSED:
+            return None
+        if entry < CAPTURE_AFTER:
+            self._keep(key, entry + 1)
+            return None
+        return self._capture(key, feeds)
+
+    def _keep(self, key: tuple, entry: Any) -> None:
+        """Set ``key``'s entry (as the newest), forgetting the oldest signatures and replays past
+        :data:`KEPT_SIGNATURES` and :data:`KEPT_REPLAYS`."""
+        with self._lock:  # runs in other threads count and capture too
+            entries = self._entries
+            entries.pop(key, None)
+            entries[key] = entry
+            replays = [k for k, v in entries.items() if isinstance(v, Replay)]
+            for k in replays[:max(0, len(replays) - KEPT_REPLAYS)]:
+                del entries[k]
+            while len(entries) > KEPT_SIGNATURES:
+                entries.popitem(last=False)
+
+    def _capture(self, key: tuple, feeds: Mapping[str, Any]) -> list | None:
+        session, arenas = self._session, self._session.arenas
+        buffers = {name: np.array(value, copy=True) for name, value in feeds.items()}
+        with _Recorder() as calls:
+            outputs = session.execute(buffers)
+        result = [np.array(o, copy=True) if isinstance(o, np.ndarray) else o for o in outputs]
+        replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace)
+        rng = np.random.default_rng(len(calls))
+        probe = {name: rng.standard_normal(b.shape).astype(b.dtype) for name, b in buffers.items()}
+        try:
+            want = session.execute(probe)
+            got = replay.run(arenas, probe)
+        except Exception:  # noqa: BLE001 - a model that rejects random inputs is simply not replayed
+            self._keep(key, _REFUSED)
+            return result
+        if got is None:  # another thread held the arena: try again on a later run
+            return result
+        same = len(got) == len(want) and all(_identical(a, b) for a, b in zip(got, want))
+        if self._finite_only and not all(isinstance(o, np.ndarray) and o.dtype.kind == "f" for o in got):
+            same = False  # a non-float output could not show a Winograd step's fallback
+        self._keep(key, replay if same else _REFUSED)
+        return result
+
+
+def _signature(feeds: Mapping[str, Any]) -> tuple | None:
+    """What a replay is recorded for; None when a feed is not a float array."""
+    parts = []
+    for name, value in feeds.items():
+        if type(value) is not np.ndarray or value.dtype.kind != "f":
+            return None
+        parts.append((name, value.shape, value.dtype.str))
+    return tuple(parts), kernel_threads()
+
+
+def _identical(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    return False

@@ -1,0 +1,185 @@
+"""A Predictor's replay of its recorded kernel calls (``inference.kernel_replay``): the same outputs
+as its step-by-step runs, bit for bit, or no replay at all."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from inference import Config, Predictor, zoo
+from inference.kernel_replay import CAPTURE_AFTER, KEPT_REPLAYS, Replay
+from inference.onnx_export import model_to_proto
+
+
+def _predictor(proto: onnx.ModelProto, replay: bool = True, threads: int = 1, **config) -> Predictor:
+    return Predictor(Config(model_path=proto.SerializeToString(), num_threads=threads, kernel_replay=replay, **config))
+
+
+def _states(p: Predictor) -> list:
+    return [type(v).__name__ if isinstance(v, Replay) else v for v in p.session.replays._entries.values()]
+
+
+def _count_steps(p: Predictor) -> list[int]:
+    """A counter of the session's step calls (a replay makes none)."""
+    count = [0]
+    for step in p.session.steps:
+        call = step.call
+
+        def counted(*args, _call=call):
+            count[0] += 1
+            return _call(*args)
+
+        step.call = counted
+    return count
+
+
+@pytest.fixture(scope="module")
+def ds_cnn() -> onnx.ModelProto:
+    return model_to_proto(zoo.ds_cnn_kws())
+
+
+def _inputs(seed: int, shape: tuple, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_replay_equals_the_step_by_step_run(ds_cnn, threads):
+    """From the third run of a shape on, no step runs in Python, and every output equals a
+    Predictor's without replay bit for bit (new inputs each run, batch 1 and 3)."""
+    p, plain = _predictor(ds_cnn, threads=threads), _predictor(ds_cnn, replay=False, threads=threads)
+    count = _count_steps(p)
+    for batch in (1, 3):
+        for i, x in enumerate(_inputs(batch, (batch, 1, 49, 10), CAPTURE_AFTER + 4)):
+            before = count[0]
+            got, want = p.run({"input": x})["logits"], plain.run({"input": x})["logits"]
+            assert np.array_equal(got, want)
+            if i > CAPTURE_AFTER:  # captured on run CAPTURE_AFTER (0-based), replayed after
+                assert count[0] == before
+    assert _states(p).count("Replay") == 2
+
+
+def test_replayed_outputs_are_the_callers_own(ds_cnn):
+    """Each run returns fresh arrays: a later replay does not rewrite an earlier run's outputs."""
+    p = _predictor(ds_cnn)
+    xs = _inputs(7, (1, 1, 49, 10), CAPTURE_AFTER + 3)
+    outs = [p.run({"input": x})["logits"] for x in xs]
+    kept = [o.copy() for o in outs]
+    p.run({"input": xs[0] * 2})
+    assert all(np.array_equal(o, k) for o, k in zip(outs, kept))
+    assert not np.shares_memory(outs[-1], outs[-2])
+
+
+def _graph(nodes, inits, x_shape, opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_a_graph_with_work_outside_numba_is_not_replayed():
+    """Sin runs as numpy (no compiled kernel): a replay would skip it, so the check on random inputs
+    refuses the capture and every run stays step by step, right."""
+    w = np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32)
+    proto = _graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Sin", ["h"], ["s"]),
+                    helper.make_node("MatMul", ["s", "w"], ["y"])], {"w": w}, [1, 8])
+    p = _predictor(proto)
+    count = _count_steps(p)
+    for x in _inputs(1, (1, 8), CAPTURE_AFTER + 3):
+        before = count[0]
+        np.testing.assert_allclose(p.run({"x": x})["y"], np.sin(x @ w) @ w, rtol=1e-5, atol=1e-5)
+        assert count[0] > before
+    assert _states(p) == ["refused"]
+
+
+def test_winograd_replay_runs_again_when_its_outputs_are_not_finite(monkeypatch):
+    """A Winograd convolution falls back in Python on an inf or a NaN: a replayed run whose outputs
+    are not all finite is made again step by step, so a NaN reaches exactly the outputs it does
+    without replay (the direct convolution's 5x5 neighbourhood after two 3x3 layers)."""
+    from inference.passes import layout
+
+    monkeypatch.setattr(layout, "MIN_GEMM_MACS_PER_BOUNDARY", 0.0)  # a toy graph: channels-last anyway
+    rng = np.random.default_rng(2)
+    w1, w2 = ((rng.standard_normal((64, 64, 3, 3)) / 24).astype(np.float32) for _ in range(2))
+    proto = _graph([helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Relu", ["c1"], ["r1"]),
+                    helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+                    helper.make_node("Add", ["c2", "x"], ["y"])], {"w1": w1, "w2": w2}, [1, 64, 28, 28])
+    p, plain = _predictor(proto), _predictor(proto, replay=False)
+    assert sum(s.node.attrs.get("algorithm") == "winograd" for s in p.session.steps) == 2
+    for x in _inputs(3, (1, 64, 28, 28), CAPTURE_AFTER + 2):
+        assert np.array_equal(p.run({"x": x})["y"], plain.run({"x": x})["y"])
+    assert _states(p) == ["Replay"]
+    x[0, 5, 10, 10] = np.nan
+    got, want = p.run({"x": x})["y"], plain.run({"x": x})["y"]
+    assert np.isnan(want).sum() == 25 * 64
+    assert np.array_equal(got, want, equal_nan=True)
+
+
+def test_replays_from_many_threads(ds_cnn):
+    """Concurrent runs of one Predictor: one holds the arena and replays, the others run step by
+    step; every result is checked."""
+    p = _predictor(ds_cnn)
+    xs = _inputs(11, (1, 1, 49, 10), 24)
+    plain = _predictor(ds_cnn, replay=False)
+    want = [plain.run({"input": x})["logits"] for x in xs]
+    for x in xs[:CAPTURE_AFTER + 1]:
+        p.run({"input": x})
+    errors: list = []
+
+    def worker(offset: int) -> None:
+        for i in range(offset, len(xs), 4):
+            if not np.array_equal(p.run({"input": xs[i]})["logits"], want[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert _states(p) == ["Replay"]
+
+
+def test_a_grown_arena_drops_its_replays_and_captures_again(ds_cnn):
+    """A larger batch lays the arena out anew; the smaller batch's replay (over the old block) is
+    dropped and captured again on the new one, outputs right throughout."""
+    p, plain = _predictor(ds_cnn), _predictor(ds_cnn, replay=False)
+    small, large = _inputs(4, (1, 1, 49, 10), 8), _inputs(5, (6, 1, 49, 10), 1)
+    for x in small[:CAPTURE_AFTER + 1]:
+        p.run({"input": x})
+    block = p.session.arenas.block
+    assert np.array_equal(p.run({"input": large[0]})["logits"], plain.run({"input": large[0]})["logits"])
+    assert p.session.arenas.block is not block
+    for x in small[CAPTURE_AFTER + 1:]:
+        assert np.array_equal(p.run({"input": x})["logits"], plain.run({"input": x})["logits"])
+    replay = next(v for v in p.session.replays._entries.values() if isinstance(v, Replay))
+    assert replay.block is p.session.arenas.block
+
+
+def test_kept_replays_are_bounded(ds_cnn):
+    p = _predictor(ds_cnn, batch_split=False)
+    for batch in range(KEPT_REPLAYS + 2, 0, -1):  # largest first: the arena never grows after
+        for x in _inputs(batch, (batch, 1, 49, 10), CAPTURE_AFTER + 1):
+            p.run({"input": x})
+    assert _states(p).count("Replay") == KEPT_REPLAYS
+
+
+def test_a_profiled_run_is_made_step_by_step(ds_cnn):
+    """A profiler (``edgelearn bench``'s per-op trace) sees every node: no replay under it."""
+    p = _predictor(ds_cnn)
+    xs = _inputs(6, (1, 1, 49, 10), CAPTURE_AFTER + 2)
+    for x in xs:
+        p.run({"input": x})
+    seen = []
+    p.session.profiler = lambda node, kernel, start, end: seen.append(node.op_type)
+    p.run({"input": xs[0]})
+    assert len(seen) == len(p.session.steps)
+
+
+def test_no_replay_when_switched_off(ds_cnn):
+    p = _predictor(ds_cnn, replay=False)
+    assert p.session.replays is None
