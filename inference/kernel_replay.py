@@ -46,6 +46,7 @@ _recording = threading.local()
 _install_lock = threading.Lock()
 _installed = [0]  # recorders active in any thread
 _dispatch = CPUDispatcher.__call__  # numba's own (C) call: what a replay makes
+_OWN_CALL = "__call__" in vars(CPUDispatcher)  # else inherited: restored by deleting the hook
 
 
 def _recording_call(self, *args, **kwargs):
@@ -72,7 +73,10 @@ class _Recorder:
         with _install_lock:
             _installed[0] -= 1
             if _installed[0] == 0:
-                CPUDispatcher.__call__ = _dispatch
+                if _OWN_CALL:
+                    CPUDispatcher.__call__ = _dispatch
+                else:
+                    del CPUDispatcher.__call__  # the C slot inherited again, as before
 
 
 class Replay:

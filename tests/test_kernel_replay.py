@@ -183,3 +183,15 @@ def test_a_profiled_run_is_made_step_by_step(ds_cnn):
 def test_no_replay_when_switched_off(ds_cnn):
     p = _predictor(ds_cnn, replay=False)
     assert p.session.replays is None
+
+
+def test_the_recording_hook_is_gone_after_a_capture(ds_cnn):
+    """The hook that records numba calls is on numba's dispatcher class only while a capture runs:
+    afterwards every dispatcher call is numba's own again (no Python in between)."""
+    from numba.core.registry import CPUDispatcher
+
+    p = _predictor(ds_cnn)
+    for x in _inputs(8, (1, 1, 49, 10), CAPTURE_AFTER + 1):
+        p.run({"input": x})
+    assert _states(p) == ["Replay"]
+    assert "__call__" not in vars(CPUDispatcher)
