@@ -122,7 +122,11 @@ class KernelReplays:
         if isinstance(entry, Replay):
             arenas = self._session.arenas
             if entry.block is arenas.block and entry.workspace is arenas.workspace:
-                outputs = entry.run(arenas, feeds)
+                try:
+                    outputs = entry.run(arenas, feeds)
+                except Exception:  # noqa: BLE001 - never expected; the step-by-step run names any real error
+                    self._keep(key, _REFUSED)
+                    return None
                 if outputs is not None and self._finite_only and not all(np.isfinite(o).all() for o in outputs):
                     return None  # a Winograd step may have fallen back: run normally
                 return outputs
