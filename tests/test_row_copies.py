@@ -69,19 +69,20 @@ def _in_place(call, over: np.ndarray):
     try:
         return call()
     finally:
-        taken()  # withdrawn if the kernel did not take it (numpy's reference at one thread)
+        taken()  # withdrawn if the kernel did not take it
 
 
 @pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
 @pytest.mark.parametrize("over", ["first", "second"])
 def test_binary_ops_in_place_over_either_operand(op, fn, over, threads):
-    """The output in an operand's memory (its loops then read and write one view)."""
+    """The output in an operand's memory (its loops then read and write one view), at one thread
+    too (numba's loops there as well: a kernel replay repeats only numba calls)."""
     kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
     a, b = _f32(3, 40, 40, 17), _f32(3, 40, 40, 17)
     want = fn(a, b)
     got = _in_place(lambda: kernel(a, b), a if over == "first" else b)
     np.testing.assert_array_equal(got, want)
-    assert np.shares_memory(got, a if over == "first" else b) == (threads > 1)  # one thread: numpy's
+    assert np.shares_memory(got, a if over == "first" else b)
 
 
 @pytest.mark.parametrize("op,fn", [("Sub", np.subtract), ("Mul", np.multiply)])
