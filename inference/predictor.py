@@ -17,9 +17,15 @@ from inference.errors import InputError
 from inference.ir import Model, TensorType
 from inference.kernels._jit import serial_kernels
 from inference.onnx_import import load_model
+from inference.ops._memo import remember
 from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
 from inference.specialize import share_equal_weights, sizes_of, symbolic_image_inputs, with_sizes
 from inference.split_runner import SplitRunner, auto_min_rows
+
+
+def _NO_SESSION() -> None:
+    """A weak reference to no session: what the last settled one starts as."""
+    return None
 
 
 class Tensor:
@@ -91,6 +97,7 @@ class Predictor:
         self._sizes: tuple | None = None  # the sizes the current graph is specialised to
         self._specialising = threading.Lock()
         self._settled: weakref.WeakSet[Session] = weakref.WeakSet()  # sessions whose weights were released
+        self._last_settled: weakref.ref = _NO_SESSION
         self._releasing = threading.Lock()
         self._serial_rows = 0  # batches up to this many rows run serial kernels (inference.thread_policy)
         if config.optimize_graph and (self.preoptimized is None or config.reoptimize):
@@ -127,6 +134,7 @@ class Predictor:
         # per input: its declared type, or None for sequences/optionals (passed through unchecked)
         self._checks = {name: (t._declared if isinstance(t._declared, (TensorType, type(None))) else False)
                         for name, t in self._inputs.items()}
+        self._passed: dict[tuple, bool] = {}  # feed (name, shape, dtype) tuples that passed the checks
 
     def _bind_handles(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
         """This Predictor's tensor handles (name -> declared type), no values bound to them yet."""
@@ -272,7 +280,7 @@ class Predictor:
                 values = run_in_chunks(session.run, checked, chunk_rows)
         elif values is None:
             values = run_in_chunks(session.run, checked, chunk_rows)
-        if self.config.release_weights and session not in self._settled:
+        if self.config.release_weights and session is not self._last_settled() and session not in self._settled:
             self._release_weights(session, checked)
         outputs = dict(zip(self._output_names, values))
         self._feeds, self._outputs = checked, outputs  # the handles show the latest run
@@ -290,9 +298,20 @@ class Predictor:
                 if release_packed_weights(session):
                     return_free_memory()
                 self._settled.add(session)
+            self._last_settled = weakref.ref(session)  # the next run's check: one identity test
 
     def _checked(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        """The feeds checked against the declared inputs (run per call: kept to dict lookups)."""
+        """The feeds checked against the declared inputs (run per call: kept to dict lookups).
+        Arrays of names, shapes and dtypes that passed before pass again on one set lookup."""
+        key = tuple((name, value.shape, value.dtype) for name, value in feeds.items() if type(value) is np.ndarray)
+        if len(key) == len(feeds) and key in self._passed:
+            return dict(feeds)
+        out = self._check_all(feeds)
+        if len(key) == len(feeds):
+            remember(self._passed, key, True)
+        return out
+
+    def _check_all(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         checks = self._checks
         if len(feeds) != len(checks) or any(k not in checks for k in feeds):
             unknown = [k for k in feeds if k not in checks]

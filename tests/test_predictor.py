@@ -53,6 +53,9 @@ def test_wrong_dtype_is_named(mlp_path):
 
 def test_wrong_shape_is_named(mlp_path):
     predictor = Predictor(Config(model_path=str(mlp_path)))
+    predictor.run({"x": np.ones((2, 8), np.float32)})  # a shape that passed is remembered; others still checked
+    with pytest.raises(InputError, match=r"input 'x' expects dtype float32, got float64"):
+        predictor.run({"x": np.ones((2, 8))})
     with pytest.raises(InputError, match=r"input 'x' expects dim 1 = 8"):
         predictor.run({"x": np.ones((2, 9), np.float32)})
     with pytest.raises(InputError, match=r"expects rank 2"):
