@@ -9,7 +9,8 @@ this records that list once (like a CUDA graph's capture) and then makes only th
 
 A capture is only kept when it is shown to be the whole computation: a run is recorded on the
 caller's inputs copied into buffers of the replay's own, then a run on random inputs of the same
-shapes is made both ways, normally and by replay, and the outputs must be bitwise equal. Work done
+shapes is made both ways, by replay first (every buffer then holds what the recorded run left)
+and then normally, and the outputs must be bitwise equal. Work done
 outside numba (a numpy copy into a padded buffer, a BLAS product, a value-dependent branch in
 Python) is not replayed, so such a graph fails the check and runs normally from then on. One such
 branch random inputs never take is known: a Winograd convolution falls back to the direct one when
@@ -162,9 +163,9 @@ class KernelReplays:
         replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace)
         rng = np.random.default_rng(len(calls))
         probe = {name: rng.standard_normal(b.shape).astype(b.dtype) for name, b in buffers.items()}
-        try:
-            want = session.execute(probe)
-            got = replay.run(arenas, probe)
+        try:  # the replay first: every buffer then holds what the recorded run left, from other
+            got = replay.run(arenas, probe)  # inputs, so work the record skipped shows (the normal
+            want = session.execute(probe)  # run first would have left the probe's own values there)
         except Exception:  # noqa: BLE001 - a model that rejects random inputs is simply not replayed
             self._keep(key, _REFUSED)
             return result

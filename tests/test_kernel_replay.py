@@ -195,3 +195,35 @@ def test_the_recording_hook_is_gone_after_a_capture(ds_cnn):
         p.run({"input": x})
     assert _states(p) == ["Replay"]
     assert "__call__" not in vars(CPUDispatcher)
+
+
+def _doubled_relu(x):
+    """A test kernel: numpy doubles ``x`` into a fixed scratch region (work a replay skips), then a
+    numba kernel takes the Relu of that region into the output."""
+    from inference.kernels.activations import activation_code
+    from inference.kernels.arena_slot import new_output, new_scratch
+    from inference.kernels.elementwise import activate_flat
+
+    doubled = new_scratch(x.shape)
+    np.multiply(x, np.float32(2), out=doubled)
+    y = new_output(x.shape)
+    activate_flat(doubled.reshape(-1), y.reshape(-1), activation_code("Relu"), 0.0, 0.0, False)
+    return y
+
+
+def test_numpy_work_into_a_fixed_buffer_is_caught_by_the_check():
+    """The random-input check replays before it runs step by step: had the step-by-step run come
+    first, it would have left the probe's own doubled values in the scratch region the replay then
+    reads, and a recording missing the numpy work would have passed."""
+    from inference.ops.registry import lookup, register
+
+    if lookup("DoubledRelu", "test.replay", 1) is None:
+        register("DoubledRelu", since=1, domain="test.replay")(_doubled_relu)
+    graph = helper.make_graph([helper.make_node("DoubledRelu", ["x"], ["y"], domain="test.replay")], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 50])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 50])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("test.replay", 1)])
+    p = _predictor(proto)
+    for x in _inputs(9, (2, 50), CAPTURE_AFTER + 3):
+        np.testing.assert_array_equal(p.run({"x": x})["y"], np.maximum(2 * x, 0))
+    assert _states(p) == ["refused"]
