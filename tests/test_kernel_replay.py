@@ -49,10 +49,10 @@ def _inputs(seed: int, shape: tuple, n: int) -> list[np.ndarray]:
 @pytest.mark.parametrize("threads", [1, 2])
 def test_replay_equals_the_step_by_step_run(ds_cnn, threads):
     """From the third run of a shape on, no step runs in Python, and every output equals a
-    Predictor's without replay bit for bit (new inputs each run, batch 1 and 3)."""
+    Predictor's without replay bit for bit (new inputs each run, batch 3 and 1)."""
     p, plain = _predictor(ds_cnn, threads=threads), _predictor(ds_cnn, replay=False, threads=threads)
     count = _count_steps(p)
-    for batch in (1, 3):
+    for batch in (3, 1):  # the larger first: the arena never grows after, both replays stay
         for i, x in enumerate(_inputs(batch, (batch, 1, 49, 10), CAPTURE_AFTER + 4)):
             before = count[0]
             got, want = p.run({"input": x})["logits"], plain.run({"input": x})["logits"]
@@ -146,14 +146,21 @@ def test_replays_from_many_threads(ds_cnn):
 
 def test_a_grown_arena_drops_its_replays_and_captures_again(ds_cnn):
     """A larger batch lays the arena out anew; the smaller batch's replay (over the old block) is
-    dropped and captured again on the new one, outputs right throughout."""
+    dropped at the next run, freeing the old block, and captured again on the new one, outputs
+    right throughout."""
+    import gc
+    import weakref
+
     p, plain = _predictor(ds_cnn), _predictor(ds_cnn, replay=False)
     small, large = _inputs(4, (1, 1, 49, 10), 8), _inputs(5, (6, 1, 49, 10), 1)
     for x in small[:CAPTURE_AFTER + 1]:
         p.run({"input": x})
-    block = p.session.arenas.block
+    old_block = weakref.ref(p.session.arenas._owner)
     assert np.array_equal(p.run({"input": large[0]})["logits"], plain.run({"input": large[0]})["logits"])
-    assert p.session.arenas.block is not block
+    assert p.session.arenas._owner is not old_block()
+    p.run({"input": small[0]})  # the next run drops the replay recorded on the old block ...
+    gc.collect()
+    assert old_block() is None  # ... and with it the old block's memory
     for x in small[CAPTURE_AFTER + 1:]:
         assert np.array_equal(p.run({"input": x})["logits"], plain.run({"input": x})["logits"])
     replay = next(v for v in p.session.replays._entries.values() if isinstance(v, Replay))
