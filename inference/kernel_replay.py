@@ -34,6 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
+from inference.flops import node_flops
 from inference.kernels._jit import kernel_threads
 from inference.kernels.nhwc import WINOGRAD
 
@@ -43,6 +44,10 @@ CAPTURE_AFTER = 2
 KEPT_REPLAYS = 4
 #: signatures a session counts or remembers as refused, the oldest forgotten
 KEPT_SIGNATURES = 64
+#: runs of more FLOPs are not captured: ~0.1 s here, whose few ms of Python are under 1% of it,
+#: while a capture costs about three runs once and keeps a copy of the feeds and outputs (batch 32
+#: of ResNet-18 is 116 GFLOP; batch 1 of every model in the zoo is under 4)
+MAX_REPLAY_FLOPS = 10_000_000_000
 _REFUSED = "refused"
 
 _recording = threading.local()
@@ -115,6 +120,8 @@ class KernelReplays:
         #: a Winograd step's Python fallback (an inf or a NaN in its input) is not recorded: such a
         #: graph's replays must come out finite, or the run is made again normally
         self._finite_only = any(s.node.attrs.get("algorithm") == WINOGRAD for s in session.steps)
+        flops = [node_flops(session.graph, s.node) for s in session.steps]
+        self._row_flops = None if None in flops else sum(flops)  # per batch row; None: shapes unknown
 
     def run(self, feeds: Mapping[str, Any]) -> list | None:
         """The session's outputs for ``feeds`` by replay, or None: run it normally."""
@@ -142,6 +149,9 @@ class KernelReplays:
             return None
         if entry < CAPTURE_AFTER:
             self._keep(key, entry + 1)
+            return None
+        if self._row_flops is not None and _rows(feeds) * self._row_flops > MAX_REPLAY_FLOPS:
+            self._keep(key, _REFUSED)  # too long a run for its Python to matter
             return None
         return self._capture(key, feeds)
 
@@ -215,6 +225,12 @@ def _signature(feeds: Mapping[str, Any]) -> tuple | None:
             return None
         parts.append((name, value.shape, value.dtype.str))
     return tuple(parts), kernel_threads()
+
+
+def _rows(feeds: Mapping[str, Any]) -> int:
+    """The batch size of ``feeds``: the first feed's first dimension (1 for a scalar)."""
+    first = next(iter(feeds.values()))
+    return first.shape[0] if first.ndim else 1
 
 
 def _identical(a: Any, b: Any) -> bool:

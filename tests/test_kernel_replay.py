@@ -234,3 +234,22 @@ def test_numpy_work_into_a_fixed_buffer_is_caught_by_the_check():
     for x in _inputs(9, (2, 50), CAPTURE_AFTER + 3):
         np.testing.assert_array_equal(p.run({"x": x})["y"], np.maximum(2 * x, 0))
     assert _states(p) == ["refused"]
+
+
+def test_a_long_run_is_not_captured(ds_cnn, monkeypatch):
+    """Past :data:`MAX_REPLAY_FLOPS` a run's Python is a sliver of it while a capture costs about
+    three runs: such batches keep running step by step (here the limit set below DS-CNN's batch 2)."""
+    from inference import kernel_replay
+
+    p = _predictor(ds_cnn)
+    row = p.session.replays._row_flops
+    assert 4_000_000 < row < 6_000_000  # DS-CNN: ~5 MFLOP a row
+    monkeypatch.setattr(kernel_replay, "MAX_REPLAY_FLOPS", int(1.5 * row))
+    count = _count_steps(p)
+    for x in _inputs(11, (2, 1, 49, 10), CAPTURE_AFTER + 2) + _inputs(10, (1, 1, 49, 10), CAPTURE_AFTER + 2):
+        p.run({"input": x})  # batch 2 first: the arena never grows after
+    assert _states(p) == ["refused", "Replay"]
+    x = _inputs(12, (2, 1, 49, 10), 1)[0]
+    before = count[0]
+    p.run({"input": x})
+    assert count[0] == before + len(p.session.steps)
