@@ -24,7 +24,6 @@ import numba
 import numpy as np
 
 
-
 class _State(threading.local):
     """A thread's armed slot and open workspace. Defaults on the class: reading an attribute this
     thread never set from a bare ``threading.local`` costs ~0.28 us (a caught AttributeError); a

@@ -33,10 +33,10 @@ from inference.kernels._jit import threaded_kernel
 from inference.kernels._prepack import source
 from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, activation_code, as_f32
 from inference.kernels.arena_slot import new_output, new_scratch
-from inference.kernels.memcpy_ir import copy_run
 from inference.kernels.channels_last import depthwise_nhwc_kernel
 from inference.kernels.conv import PACKED, handles, handles_constant
 from inference.kernels.fused import DOMAIN, EPILOGUE_ATTRS, fused_conv_reference
+from inference.kernels.memcpy_ir import copy_run
 from inference.kernels.rows_gemm import PreparedGemm, Rows
 from inference.kernels.tile_lanes import tile_epilogue
 from inference.ops._memo import remember
