@@ -1,5 +1,6 @@
 """Benchmark models built in code: MobileNetV2-, ResNet-18-, EfficientNet-Lite0-, MobileNetV3-,
-YOLO- and YOLOv8-style CNNs and a small transformer.
+YOLO- and YOLOv8-style CNNs, a small transformer, and MLPerf Tiny's four models (ResNet-8, the
+DS-CNN keyword spotter, MobileNetV1-0.25 for visual wake words, the Dense autoencoder).
 
 Why: the performance targets are stated on these shapes, and building them here (random weights,
 fixed seed) means no download and the same graph for every peer. The CNNs are opset 17 with
