@@ -155,6 +155,18 @@ class KernelReplays:
             return None
         return self._capture(key, feeds)
 
+    def report(self) -> str:
+        """Each input signature seen and how its runs go: replayed, step by step (refused by the
+        check or too long a run), or step by step until its capture."""
+        parts = []
+        for (feeds, threads), entry in list(self._entries.items()):
+            shapes = ", ".join(f"{name} {list(shape)}" for name, shape, _ in feeds)
+            state = ("replayed" if isinstance(entry, Replay) else
+                     "step by step (work outside numba, or a run past MAX_REPLAY_FLOPS)" if entry is _REFUSED else
+                     f"step by step, {entry} of {CAPTURE_AFTER} runs before its capture")
+            parts.append(f"{shapes} at {threads} thread(s): {state}")
+        return "; ".join(parts) or "no runs yet"
+
     def _drop_stale(self, arenas: Any) -> None:
         """Forget the replays recorded on a block or workspace the arena has since replaced: they
         would capture again on their next run anyway, and meanwhile they kept the old memory alive

@@ -245,6 +245,12 @@ class Predictor:
         sessions = [self.session] + (self.splitter.sessions if self.splitter is not None else [])
         return sum(s.arenas.nbytes for s in sessions if s.arenas is not None)
 
+    def replay_report(self) -> str:
+        """How this Predictor's runs go per input shape: replayed or step by step, and why
+        (``inference.kernel_replay``); "off" without replay (``Config.kernel_replay`` or no arena)."""
+        replays = self.session.replays
+        return "off" if replays is None else replays.report()
+
     def memory_plan(self, batch: int = 1):
         """The activation arena plan of this model (symbolic dims taken as ``batch``)."""
         from inference.memory_plan import plan_memory

@@ -93,6 +93,7 @@ def test_a_graph_with_work_outside_numba_is_not_replayed():
         np.testing.assert_allclose(p.run({"x": x})["y"], np.sin(x @ w) @ w, rtol=1e-5, atol=1e-5)
         assert count[0] > before
     assert _states(p) == ["refused"]
+    assert p.replay_report() == "x [1, 8] at 1 thread(s): step by step (work outside numba, or a run past MAX_REPLAY_FLOPS)"
 
 
 def test_winograd_replay_runs_again_when_its_outputs_are_not_finite(monkeypatch):
@@ -253,3 +254,17 @@ def test_a_long_run_is_not_captured(ds_cnn, monkeypatch):
     before = count[0]
     p.run({"input": x})
     assert count[0] == before + len(p.session.steps)
+
+
+def test_the_report_says_how_each_shape_runs(ds_cnn):
+    """``Predictor.replay_report()`` (printed by ``edgelearn bench``): per input shape, replayed or
+    step by step and why."""
+    p = _predictor(ds_cnn)
+    assert p.replay_report() == "no runs yet"
+    xs = _inputs(13, (1, 1, 49, 10), CAPTURE_AFTER + 1)
+    p.run({"input": xs[0]})
+    assert p.replay_report() == f"input [1, 1, 49, 10] at 1 thread(s): step by step, 1 of {CAPTURE_AFTER} runs before its capture"
+    for x in xs[1:]:
+        p.run({"input": x})
+    assert p.replay_report() == "input [1, 1, 49, 10] at 1 thread(s): replayed"
+    assert _predictor(ds_cnn, replay=False).replay_report() == "off"

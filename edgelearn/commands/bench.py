@@ -327,6 +327,7 @@ def run(args) -> int:
     if pred is not None:
         print(f"activation arena held after these runs: {pred.arena_bytes / 2**20:.2f} MiB (block and scratch; "
               f"Config.memory_arena)")
+        print(f"kernel replay (the last runner): {pred.replay_report()}")
     if args.trace and pred is not None:
         n = write_trace(pred, random_feeds(model, batches[0]), args.trace)
         print(f"per-op trace: {args.trace} ({n} ops; open in chrome://tracing or ui.perfetto.dev)")
