@@ -34,6 +34,7 @@ from typing import Any, Mapping
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
+from inference.chunked import batch_rows
 from inference.flops import node_flops
 from inference.kernels._jit import kernel_threads
 from inference.kernels.nhwc import WINOGRAD
@@ -104,7 +105,7 @@ class Replay:
                 np.copyto(buffer, feeds[name])
             for call, args, kwargs in self.calls:
                 call(*args, **kwargs)
-            return [np.array(o, copy=True) if isinstance(o, np.ndarray) else o for o in self.outputs]
+            return _copies(self.outputs)
         finally:
             arenas.let_go()
 
@@ -150,7 +151,7 @@ class KernelReplays:
         if entry < CAPTURE_AFTER:
             self._keep(key, entry + 1)
             return None
-        if self._row_flops is not None and _rows(feeds) * self._row_flops > MAX_REPLAY_FLOPS:
+        if self._row_flops is not None and max(1, batch_rows(feeds)) * self._row_flops > MAX_REPLAY_FLOPS:
             self._keep(key, _REFUSED)  # too long a run for its Python to matter
             return None
         return self._capture(key, feeds)
@@ -196,7 +197,7 @@ class KernelReplays:
         buffers = {name: np.array(value, copy=True) for name, value in feeds.items()}
         with _Recorder() as calls:
             outputs = session.execute(buffers)
-        result = [np.array(o, copy=True) if isinstance(o, np.ndarray) else o for o in outputs]
+        result = _copies(outputs)
         replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace)
         rng = np.random.default_rng(len(calls))
         probe = {name: rng.standard_normal(b.shape).astype(b.dtype) for name, b in buffers.items()}
@@ -239,10 +240,9 @@ def _signature(feeds: Mapping[str, Any]) -> tuple | None:
     return tuple(parts), kernel_threads()
 
 
-def _rows(feeds: Mapping[str, Any]) -> int:
-    """The batch size of ``feeds``: the first feed's first dimension (1 for a scalar)."""
-    first = next(iter(feeds.values()))
-    return first.shape[0] if first.ndim else 1
+def _copies(outputs: list) -> list:
+    """The caller's own outputs: each array copied (the recorded ones are rewritten by later runs)."""
+    return [np.array(o, copy=True) if isinstance(o, np.ndarray) else o for o in outputs]
 
 
 def _identical(a: Any, b: Any) -> bool:
