@@ -59,15 +59,15 @@ def _fold_linear(g: Graph, node: Node, factor: np.ndarray, shift: np.ndarray) ->
     w = constant_value(g, node.inputs[1]) if len(node.inputs) > 1 else None
     c_name = node.inputs[2] if node.op_type == "Gemm" and len(node.inputs) > 2 else ""
     c = constant_value(g, c_name) if c_name else None
-    if (w is None or w.ndim != 2 or w.dtype.kind != "f" or (c_name and c is None) or not isinstance(a, TensorType)
-            or a.rank != 2 or w.shape[1 - int(node.attrs.get("transB", 0))] != factor.size):
-        return False
     attrs = node.attrs if node.op_type == "Gemm" else {}
-    columns = factor * float(attrs.get("alpha", 1.0))
     trans_b = int(attrs.get("transB", 0))
+    if (w is None or w.ndim != 2 or w.dtype.kind != "f" or (c_name and c is None) or not isinstance(a, TensorType)
+            or a.rank != 2 or w.shape[1 - trans_b] != factor.size):
+        return False
+    columns = factor * float(attrs.get("alpha", 1.0))
     new_w = w.astype(np.float64) * (columns[:, None] if trans_b else columns[None, :])
     old_c = 0.0 if c is None else float(attrs.get("beta", 1.0)) * c.astype(np.float64)
-    new_c = np.broadcast_to(old_c, np.broadcast_shapes(np.shape(old_c), (factor.size,))) * factor + shift
+    new_c = old_c * factor + shift  # broadcast as Gemm broadcasts C: (M,), (1, M), (N, M), (N, 1) or none
     node.op_type = "Gemm"
     node.attrs = {"transA": int(attrs.get("transA", 0)), "transB": trans_b}
     node.inputs = [node.inputs[0], *_folded(g, node, new_w.astype(w.dtype), new_c.astype(w.dtype))]
