@@ -18,7 +18,7 @@ from inference.ir import Model, TensorType
 from inference.kernels._jit import serial_kernels
 from inference.onnx_import import load_model
 from inference.ops._memo import remember
-from inference.session import CONSTANT_WEIGHT_KINDS, Session, check_feed
+from inference.session import CONSTANT_WEIGHT_KINDS, REPLAY_KINDS, Session, check_feed
 from inference.specialize import share_equal_weights, sizes_of, symbolic_image_inputs, with_sizes
 from inference.split_runner import SplitRunner, auto_min_rows
 
@@ -156,12 +156,14 @@ class Predictor:
         return twin
 
     def _new_session(self, model: Model) -> Session:
-        session = Session(model, kinds=CONSTANT_WEIGHT_KINDS, free_intermediates=self.config.memory_optimization)
+        replay = self.config.kernel_replay and self.config.memory_arena
+        session = Session(model, kinds=REPLAY_KINDS if replay else CONSTANT_WEIGHT_KINDS,
+                          free_intermediates=self.config.memory_optimization)
         if self.config.memory_arena:
             from inference.arena import arenas_for
 
             session.arenas = arenas_for(session)
-            if self.config.kernel_replay and session.arenas is not None:
+            if replay and session.arenas is not None:
                 from inference.kernel_replay import KernelReplays
 
                 session.replays = KernelReplays(session)

@@ -19,6 +19,7 @@ import numpy as np
 
 from inference.errors import EdgelearnError, InputError, KernelError, ShapeInferenceError, UnsupportedOpError
 from inference.ir import Graph, Model, Node, TensorType, outer_names
+from inference.kernels.activation_matmul import REPLAYABLE
 from inference.kernels.arena_slot import arm, close_workspace, open_workspace, taken
 from inference.ops.registry import KernelContext, KernelEntry, lookup
 
@@ -26,6 +27,10 @@ DEFAULT_KINDS = ("fast", "reference")
 #: for sessions whose initializers never change (a Predictor's): "sparse" and "packed" kernels pack
 #: their weight once, so they must not serve graphs whose arrays training rewrites in place between runs
 CONSTANT_WEIGHT_KINDS = ("sparse", "packed") + DEFAULT_KINDS
+#: for sessions that also replay their kernel calls (a Predictor's with ``Config.kernel_replay``):
+#: :data:`~inference.kernels.activation_matmul.REPLAYABLE` kernels do in numba what numpy does as
+#: fast, so that a replay can repeat it
+REPLAY_KINDS = ("sparse", "packed", REPLAYABLE) + DEFAULT_KINDS
 
 #: called after each step as ``(node, kernel, start, end)``, times from ``time.perf_counter``
 Profiler = Callable[[Node, "KernelEntry", float, float], None]

@@ -62,6 +62,23 @@ def test_replay_equals_the_step_by_step_run(ds_cnn, threads):
     assert _states(p).count("Replay") == 2
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_attention_replays(threads):
+    """A transformer encoder replays too: its products of two activations, its heads' (0, 2, 1, 3)
+    transposes and its scale (a Mul by a one-element constant) are numba calls; outputs as a
+    step-by-step run's on the same kernels, bit for bit (without replay the products are numpy's)."""
+    proto = model_to_proto(zoo.transformer_encoder(seq=16, dim=32, heads=2, layers=2, ffn=64))
+    p, plain = _predictor(proto, threads=threads), _predictor(proto, threads=threads)
+    plain.session.replays = None  # step by step, on the replaying kernels
+    count = _count_steps(p)
+    for i, x in enumerate(_inputs(5, (2, 16, 32), CAPTURE_AFTER + 3)):
+        before = count[0]
+        assert np.array_equal(p.run({"input": x})["output"], plain.run({"input": x})["output"])
+        if i > CAPTURE_AFTER:
+            assert count[0] == before
+    assert _states(p) == ["Replay"]
+
+
 def test_replayed_outputs_are_the_callers_own(ds_cnn):
     """Each run returns fresh arrays: a later replay does not rewrite an earlier run's outputs."""
     p = _predictor(ds_cnn)

@@ -63,6 +63,32 @@ def test_gated_binary_ops_equal_numpy(op, fn, threads):
         np.testing.assert_array_equal(kernel(x, g[:, :, :, :1]), fn(x, g[:, :, :, :1]))  # not a gate: numpy's
 
 
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+def test_binary_ops_with_a_one_element_operand_equal_numpy(op, fn, threads):
+    """A tensor and a one-element one (attention's scale), in either order, of rank 0 to the
+    tensor's; a one-element operand of higher rank (the output grows) goes to numpy."""
+    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    a = _f32(3, 40, 40, 17)  # past one chunk: split over the threads
+    a[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
+    ones = (np.array(0.125, np.float32), _f32(1), _f32(1, 1, 1, 1), np.array([np.inf], np.float32), _f32(1, 1, 1, 1, 1))
+    with np.errstate(invalid="ignore"):
+        for s in ones:
+            for got, want in ((kernel(a, s), fn(a, s)), (kernel(s, a), fn(s, a))):
+                assert got.shape == want.shape and got.dtype == np.float32
+                np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("op,fn", [("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("scalar_first", [False, True])
+def test_one_element_operand_in_place_over_the_tensor(op, fn, scalar_first, threads):
+    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    a, s = _f32(3, 40, 40, 17), _f32(1)
+    want = fn(s, a) if scalar_first else fn(a, s)
+    got = _in_place(lambda: kernel(s, a) if scalar_first else kernel(a, s), a)
+    np.testing.assert_array_equal(got, want)
+    assert np.shares_memory(got, a)
+
+
 def _in_place(call, over: np.ndarray):
     """``call()`` with ``over``'s memory offered as its output (an in-place step of the arena)."""
     arm(over)

@@ -1,5 +1,6 @@
 """The fast Transpose (``inference.kernels.transpose``): every permutation of ranks 1-4 equals numpy's,
-the block swaps (NCHW <-> NHWC, .T) on its own kernel, the rest through the reference op."""
+the block swaps (NCHW <-> NHWC, .T, attention's heads) on their own kernels, the rest through the
+reference op."""
 from __future__ import annotations
 
 import itertools
@@ -8,13 +9,13 @@ import numpy as np
 import pytest
 
 from inference.errors import KernelError
-from inference.kernels.transpose import BLOCK, block_swap, swap_last_two, transpose_blocks
+from inference.kernels.transpose import BLOCK, block_swap, swap_last_two, swap_middle, transpose_blocks
 
 RNG = np.random.default_rng(13)
 
 
 @pytest.mark.parametrize("shape", [(5,), (BLOCK * 2 + 3, 7), (2, 3, 37), (2, 19, 4, 5), (1, 40, 3, 33), (2, 1, 4, 3),
-                                   (3, 0, 4, 2)],
+                                   (3, 0, 4, 2), (2, 3, 4, 5, 2)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_every_permutation_equals_numpy(shape):
     x = RNG.standard_normal(shape).astype(np.float32)
@@ -26,10 +27,12 @@ def test_every_permutation_equals_numpy(shape):
 
 
 def test_block_swaps_are_recognised():
-    assert block_swap((2, 3, 4, 5), [0, 2, 3, 1]) == (2, 3, 20)  # NCHW -> NHWC
-    assert block_swap((2, 4, 5, 3), [0, 3, 1, 2]) == (2, 20, 3)  # NHWC -> NCHW
-    assert block_swap((6, 7), [1, 0]) == (1, 6, 7)
-    assert block_swap((2, 3, 4, 5), [0, 2, 1, 3]) is None  # the heads of attention: numpy copies rows
+    assert block_swap((2, 3, 4, 5), [0, 2, 3, 1]) == (2, 3, 20, 1)  # NCHW -> NHWC
+    assert block_swap((2, 4, 5, 3), [0, 3, 1, 2]) == (2, 20, 3, 1)  # NHWC -> NCHW
+    assert block_swap((6, 7), [1, 0]) == (1, 6, 7, 1)
+    assert block_swap((2, 3, 4, 5), [0, 2, 1, 3]) == (2, 3, 4, 5)  # attention's heads: rows of 5 move
+    assert block_swap((2, 3, 4, 5, 6), [1, 0, 2, 3, 4]) == (1, 2, 3, 120)
+    assert block_swap((2, 3, 4, 5), [0, 3, 2, 1]) is None  # a reversal: not two blocks
     assert block_swap((2, 3, 4), [0, 1, 2]) is None
 
 
@@ -39,6 +42,11 @@ def test_both_twins_and_views():
         y = np.empty((3, 40, BLOCK * 4 + 5), np.float32)
         twin(x, y)
         np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 1)))
+    x = RNG.standard_normal((2, 7, 5, 33)).astype(np.float32)
+    for twin in (swap_middle.serial, swap_middle.parallel):
+        y = np.empty((2, 5, 7, 33), np.float32)
+        twin(x.reshape(-1), y.reshape(-1), 2, 7, 5, 33)
+        np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 1, 3)))
     view = RNG.standard_normal((3, 50, 9, 40)).astype(np.float32)[:, :, 1:8, ::2]
     np.testing.assert_array_equal(transpose_blocks(view, perm=[0, 2, 3, 1]), np.transpose(view, (0, 2, 3, 1)))
 

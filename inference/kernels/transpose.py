@@ -1,10 +1,14 @@
-"""Transposes that swap two blocks of trailing axes (NCHW <-> NHWC, a matrix's .T) for float32.
+"""Transposes that swap two adjacent blocks of axes (NCHW <-> NHWC, a matrix's .T, attention's heads)
+for float32.
 
 Why: the layout pass leaves a Transpose at each channels-last region's boundary, and numpy copies
 (N, HW, C) -> (N, C, HW) one element at a time through its strided loop: a YOLOv8-style head's
 40x40x144 output took 126 us to go back to NCHW (onnxruntime's reorder: 40). Here each output row
 takes 16 input rows at a time, a gathered vector load per 16 outputs (LLVM vectorises the fixed
-16-long inner loop): 48 us alone. Other permutations and dtypes go to the reference op.
+16-long inner loop): 48 us alone. Where the swapped blocks keep trailing axes after them (attention's
+(0, 2, 1, 3) head split and merge), whole rows of those move as ``memcpy`` runs: numpy's copy is
+as fast there, but a kernel replay (:mod:`inference.kernel_replay`) repeats only numba calls.
+Other permutations and dtypes go to the reference op.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import numpy as np
 
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.memcpy_ir import copy_run
 from inference.kernels.arena_slot import new_output
 from inference.ops import layout as reference
 from inference.ops._axes import normalize_axes
@@ -42,28 +47,40 @@ def swap_last_two(x, y):
                     y[i, q, p] = x[i, p, q]
 
 
-def block_swap(shape: tuple[int, ...], perm: list[int]) -> tuple[int, int, int] | None:
-    """(n, a, b) when ``perm`` keeps a leading run of axes and swaps the two runs after it, so that
-    the transpose is (n, a, b) -> (n, b, a); None otherwise (or when nothing moves)."""
+@threaded_kernel()
+def swap_middle(x, y, n, a, b, c):
+    """``y (n, b, a, c)[i, q, p] = x (n, a, b, c)[i, p, q]`` (both flat), rows of ``c`` as ``memcpy``
+    runs, in parallel over the output's (i, q)."""
+    for t in numba.prange(n * b):
+        i, q = t // b, t % b
+        for p in range(a):
+            copy_run(y, ((i * b + q) * a + p) * c, x, ((i * a + p) * b + q) * c, c)
+
+
+def block_swap(shape: tuple[int, ...], perm: list[int]) -> tuple[int, int, int, int] | None:
+    """(n, a, b, c) when ``perm`` keeps a leading run of axes (n elements), swaps the two runs
+    after it (a and b) and keeps the trailing run (c), so that the transpose is
+    (n, a, b, c) -> (n, b, a, c); None otherwise (or when nothing moves)."""
     r = len(perm)
     k = next((i for i in range(r) if perm[i] != i), r)
     if k >= r - 1:
         return None
-    j = perm[k]  # the second run [j, r) comes first, then the first run [k, j)
-    if perm[k:] != list(range(j, r)) + list(range(k, j)):
+    e = next(i for i in range(r, 0, -1) if perm[i - 1] != i - 1)  # the kept trailing run is [e, r)
+    j = perm[k]  # the second run [j, e) comes first, then the first run [k, j)
+    if perm[k:e] != list(range(j, e)) + list(range(k, j)):
         return None
-    return math.prod(shape[:k]), math.prod(shape[k:j]), math.prod(shape[j:])
+    return math.prod(shape[:k]), math.prod(shape[k:j]), math.prod(shape[j:e]), math.prod(shape[e:])
 
 
-def _plan(shape: tuple[int, ...], perm) -> tuple[tuple[int, ...], tuple[int, int, int] | None] | None:
-    """(output shape, (n, a, b) of the block swap or None for a plain reshape), or None when the
+def _plan(shape: tuple[int, ...], perm) -> tuple[tuple[int, ...], tuple[int, int, int, int] | None] | None:
+    """(output shape, (n, a, b, c) of the block swap or None for a plain reshape), or None when the
     reference should run (another permutation, or an invalid one: its error)."""
     axes = list(range(len(shape)))[::-1] if perm is None else normalize_axes(perm, len(shape), "Transpose perm")
     swap = block_swap(shape, axes) if sorted(axes) == list(range(len(shape))) else None
     if swap is None:
         return None
     out_shape = tuple(shape[i] for i in axes)
-    return out_shape, None if 1 in swap[1:] else swap  # a or b of 1: the elements keep their order
+    return out_shape, None if 1 in swap[1:3] else swap  # a or b of 1: the elements keep their order
 
 
 def _transpose(x: np.ndarray, plan) -> np.ndarray:
@@ -72,7 +89,11 @@ def _transpose(x: np.ndarray, plan) -> np.ndarray:
         return np.ascontiguousarray(x).reshape(out_shape)
     y = new_output(out_shape)
     if y.size:
-        swap_last_two(np.ascontiguousarray(x).reshape(swap), y.reshape(swap[0], swap[2], swap[1]))
+        n, a, b, c = swap
+        if c == 1:
+            swap_last_two(np.ascontiguousarray(x).reshape(n, a, b), y.reshape(n, b, a))
+        else:
+            swap_middle(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), n, a, b, c)
     return y
 
 

@@ -1,0 +1,211 @@
+"""MatMul of two float32 activations (attention's ``Q @ K^T`` and ``P @ V``) on our matrix tile.
+
+Why not numpy's BLAS, which is as fast on these shapes: it is a call numba's kernel replay
+(:mod:`inference.kernel_replay`) cannot repeat, so one such product kept a whole transformer
+running step by step, ~18% of its batch-1 run in Python. Here each matrix of ``B`` is packed into
+:func:`~inference.kernels.rows_gemm.padded_weight`'s panels inside the kernel (a 64 x 128 one is
+32 KB, ~1 us), then every tile of every product runs in one parallel region.
+
+Handles ``A (..., P, K) @ B (..., K, N)`` with equal batch axes, and ``A (..., K) @ B (K, N)``; a
+broadcast batch, a 1-D operand, another dtype or an empty product go to the reference op. Products
+of fewer rows than a tile (a decoder's one query) skip the packing (:func:`_few_rows`).
+
+Registered as kind :data:`REPLAYABLE`, which only replaying sessions ask for: against OpenBLAS on
+one thread (``/tmp`` script, 1 thread, min of 5): attention's 4 x (128 x 64 @ 64 x 128) 41-43 us
+against 42-43, 4 x (128 x 128 @ 128 x 64) 41 against 43, but batch 32's 128 products 1.15x, small
+ones ~2.5 us more (its Python), (1 x 4096) @ (4096 x 4096) 1.2x. Training's sessions keep BLAS.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from inference.kernels._applies import float32_input
+from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
+from inference.kernels.arena_slot import new_output, new_scratch
+from inference.kernels.rows_gemm import LANES, copy_tail, matrix_product, matrix_tiles, panel_row_offsets, tile_shape
+from inference.ops._memo import remember
+from inference.ops.matmul import matmul as reference_matmul
+from inference.ops.registry import register
+
+#: the kernel kind of numba twins of numpy work, worth their cost where a replay skips the Python
+#: around them (``inference.session.REPLAY_KINDS``)
+REPLAYABLE = "replayable"
+_UNBOUNDED = (np.float32(-np.inf), np.float32(np.inf))
+_NO_Z = np.zeros(1, np.float32)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _pack(b, b0, k, n, nl, wp, w0, pb0, pb1):
+    """Panels [pb0, pb1) of ``b[b0:]`` (k, n) into ``wp[w0:]`` as panels of ``nl`` columns, each
+    (k, nl), n zero-padded. Rows through views indexed from 0: flat indices kept LLVM from
+    vectorising the copy (4 x 64 x 128 in 20 us against these 4)."""
+    zero = np.float32(0.0)
+    for pb in range(pb0, pb1):
+        c0 = pb * nl
+        cols = min(nl, n - c0)
+        for r in range(k):
+            src = b[b0 + r * n + c0:b0 + r * n + c0 + cols]
+            dst = wp[w0 + (pb * k + r) * nl:w0 + (pb * k + r + 1) * nl]
+            for j in range(cols):
+                dst[j] = src[j]
+            for j in range(cols, nl):
+                dst[j] = zero
+
+
+@threaded_kernel()
+def _products(a, b, y, items, p, k, n, koff, bias, mr, nv, nchunks, wp, tails):
+    """``y[i] = a[i] @ b[i]`` for the ``items`` products of ``a`` (items, p, k) and ``b`` (items, k, n),
+    all flat, in ``nchunks`` parallel runs. ``wp``/``tails``: scratch for a packed ``b[i]`` and a
+    zero-padded partial row block, one of each per run (per call when the runs share a product)."""
+    nl = nv * LANES
+    panels = bias.size // nl
+    packed = panels * k * nl
+    lo, hi = _UNBOUNDED
+    if items >= nchunks:  # whole products per run: each packs its b[i] and multiplies it while cached
+        for ch in numba.prange(nchunks):
+            w, tail = wp[ch * packed:(ch + 1) * packed], tails[ch * mr * k:(ch + 1) * mr * k]
+            for i in range(ch * items // nchunks, (ch + 1) * items // nchunks):
+                _pack(b, i * k * n, k, n, nl, w, 0, 0, panels)
+                matrix_product(a, i * p * k, p, tail, koff, w, bias, _NO_Z, False, lo, hi, y, i * p * n, n, mr, nv)
+    else:  # fewer products than runs: each packed once by all, then its tiles shared
+        per_item = -(-p // mr) * panels
+        full, rest = p // mr, p % mr
+        w, tail = wp[:packed], tails[:mr * k]
+        for i in range(items):
+            for ch in numba.prange(nchunks):
+                _pack(b, i * k * n, k, n, nl, w, 0, ch * panels // nchunks, (ch + 1) * panels // nchunks)
+            if rest:
+                copy_tail(a, i * p * k + full * mr * k, rest * k, tail)
+            for ch in numba.prange(nchunks):
+                matrix_tiles(a, i * p * k, tail, p, koff, w, bias, _NO_Z, False, lo, hi, y, i * p * n, n, mr, nv,
+                             ch * per_item // nchunks, (ch + 1) * per_item // nchunks, False)
+
+
+#: columns per unit of :func:`_few_rows` (its rows' sums, at most ``mr`` x this, stay in L1)
+ROW_BLOCK = 512
+
+
+@threaded_kernel()
+def _few_rows(a, b, y, items, p, k, n, nchunks):
+    """The products of fewer rows than a tile (a decoder's one query) without packing: ``b[i]``'s
+    rows are read once, each scaled into every row's sums, in units of (product, column block)."""
+    blocks = -(-n // ROW_BLOCK)
+    units = items * blocks
+    for ch in numba.prange(nchunks):
+        for u in range(ch * units // nchunks, (ch + 1) * units // nchunks):
+            i, j0 = u // blocks, (u % blocks) * ROW_BLOCK
+            cols = min(ROW_BLOCK, n - j0)
+            for r in range(p):
+                acc = y[(i * p + r) * n + j0:(i * p + r) * n + j0 + cols]
+                for j in range(cols):
+                    acc[j] = 0
+            kk = 0
+            while kk < k:  # four of b's rows per pass over the sums: a load and store of each per 4 FMAs
+                four = min(4, k - kk)
+                for r in range(p):
+                    base = (i * p + r) * k + kk
+                    acc = y[(i * p + r) * n + j0:(i * p + r) * n + j0 + cols]
+                    if four == 4:
+                        a0, a1, a2, a3 = a[base], a[base + 1], a[base + 2], a[base + 3]
+                        o = (i * k + kk) * n + j0
+                        r0, r1, r2, r3 = (b[o:o + cols], b[o + n:o + n + cols], b[o + 2 * n:o + 2 * n + cols],
+                                          b[o + 3 * n:o + 3 * n + cols])
+                        for j in range(cols):
+                            acc[j] += (a0 * r0[j] + a1 * r1[j]) + (a2 * r2[j] + a3 * r3[j])
+                    else:
+                        for q in range(four):
+                            av = a[base + q]
+                            row = b[(i * k + kk + q) * n + j0:(i * k + kk + q) * n + j0 + cols]
+                            for j in range(cols):
+                                acc[j] += av * row[j]
+                kk += four
+
+
+class _Plan:
+    """What a product of these operand shapes needs, settled once: items, rows, the tile, the
+    panels' row offsets and their zero bias, the split over threads."""
+
+    __slots__ = ("items", "p", "k", "n", "out_shape", "mr", "nv", "koff", "bias", "_split")
+
+    def __init__(self, a_shape: tuple, b_shape: tuple):
+        self.k, self.n = b_shape[-2], b_shape[-1]
+        if len(b_shape) == 2:
+            self.items, self.p = 1, math.prod(a_shape[:-1])
+        else:
+            self.items, self.p = math.prod(a_shape[:-2]), a_shape[-2]
+        self.out_shape = a_shape[:-1] + (self.n,)
+        self.mr, self.nv = tile_shape(self.n)  # matrix tiles only (p = 2)
+        nl = self.nv * LANES
+        self.koff = panel_row_offsets(self.k, nl)
+        self.bias = np.zeros(-(-self.n // nl) * nl, np.float32)
+        self._split: dict = {}  # threads -> (runs, scratch floats for packed panels, for tails)
+
+    def split(self, threads: int) -> tuple[int, int, int]:
+        """(parallel runs, packed-panel scratch, tail scratch) at ``threads``: whole products per run
+        when there are at least as many as threads, else every product's tiles shared."""
+        got = self._split.get(threads)
+        if got is None:
+            packed = self.bias.size * self.k
+            if self.p < self.mr:
+                runs = parallel_chunks(self.items * -(-self.n // ROW_BLOCK), threads)
+                got = (runs, 0, 0)
+            elif self.items >= threads:
+                runs = min(self.items, 4 * threads) if threads > 1 else 1
+                got = (runs, runs * packed, runs * self.mr * self.k)
+            else:
+                runs = parallel_chunks(-(-self.p // self.mr) * (self.bias.size // (self.nv * LANES)), threads)
+                got = (runs, packed, self.mr * self.k) if runs > self.items else (self.items, self.items * packed,
+                                                                                  self.items * self.mr * self.k)
+            got = remember(self._split, threads, got)
+        return got
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        y = new_output(self.out_shape)
+        threads = kernel_threads()
+        runs, packed, tails = self.split(threads)
+        af, bf, yf = np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), y.reshape(-1)
+        if self.p < self.mr:
+            kernel = _few_rows.parallel if threads > 1 else _few_rows.serial
+            kernel(af, bf, yf, self.items, self.p, self.k, self.n, runs)
+        else:
+            kernel = _products.parallel if threads > 1 else _products.serial
+            kernel(af, bf, yf, self.items, self.p, self.k, self.n, self.koff, self.bias, self.mr, self.nv, runs,
+                   new_scratch(packed), new_scratch(tails))
+        return y
+
+
+def _plan(a_shape: tuple, b_shape: tuple) -> _Plan | None:
+    """The plan for these shapes, or None where the reference op runs (its broadcasting, its errors)."""
+    if len(a_shape) < 2 or len(b_shape) < 2 or a_shape[-1] != b_shape[-2] or 0 in a_shape or 0 in b_shape:
+        return None
+    if len(b_shape) > 2 and a_shape[:-2] != b_shape[:-2]:
+        return None
+    return _Plan(a_shape, b_shape)
+
+
+def _binder(fn):
+    """Plan-time ``bind``: a plan per operand shapes (the same ones run after run)."""
+
+    def bind():
+        plans: dict = {}
+
+        def run(a, b):
+            if a.dtype != np.float32 or b.dtype != np.float32:
+                return reference_matmul(a, b)
+            key = (a.shape, b.shape)
+            plan = plans.get(key, False)
+            if plan is False:
+                plan = remember(plans, key, _plan(a.shape, b.shape))
+            return reference_matmul(a, b) if plan is None else plan(a, b)
+
+        return run
+
+    return bind
+
+
+@register("MatMul", since=1, kind=REPLAYABLE, applies=float32_input, bind=_binder)
+def activation_matmul(a, b):
+    return _binder(activation_matmul)()(a, b)
