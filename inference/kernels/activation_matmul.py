@@ -25,7 +25,7 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels.arena_slot import new_output, new_scratch
-from inference.kernels.rows_gemm import LANES, copy_tail, matrix_product, matrix_tiles, panel_row_offsets, tile_shape
+from inference.kernels.rows_gemm import LANES, matrix_product, panel_row_offsets, tile_shape
 from inference.ops._memo import remember
 from inference.ops.matmul import matmul as reference_matmul
 from inference.ops.registry import register
@@ -58,8 +58,10 @@ def _pack(b, b0, k, n, nl, wp, w0, pb0, pb1):
 @threaded_kernel()
 def _products(a, b, y, items, p, k, n, koff, bias, mr, nv, nchunks, wp, tails):
     """``y[i] = a[i] @ b[i]`` for the ``items`` products of ``a`` (items, p, k) and ``b`` (items, k, n),
-    all flat, in ``nchunks`` parallel runs. ``wp``/``tails``: scratch for a packed ``b[i]`` and a
-    zero-padded partial row block, one of each per run (per call when the runs share a product)."""
+    all flat, in ``nchunks`` parallel runs. ``wp``: scratch for a packed ``b[i]`` per run (one in
+    all when the runs share a product); ``tails``: a zero-padded partial row block's per run. Both
+    forms multiply through :func:`~inference.kernels.rows_gemm.matrix_product`, compiled once (its
+    tiles inlined at a second call site had added their compile time again)."""
     nl = nv * LANES
     panels = bias.size // nl
     packed = panels * k * nl
@@ -70,18 +72,17 @@ def _products(a, b, y, items, p, k, n, koff, bias, mr, nv, nchunks, wp, tails):
             for i in range(ch * items // nchunks, (ch + 1) * items // nchunks):
                 _pack(b, i * k * n, k, n, nl, w, 0, 0, panels)
                 matrix_product(a, i * p * k, p, tail, koff, w, bias, _NO_Z, False, lo, hi, y, i * p * n, n, mr, nv)
-    else:  # fewer products than runs: each packed once by all, then its tiles shared
-        per_item = -(-p // mr) * panels
-        full, rest = p // mr, p % mr
-        w, tail = wp[:packed], tails[:mr * k]
+    else:  # fewer products than runs: each packed by all runs, then its row blocks shared
+        w = wp[:packed]
+        blocks = -(-p // mr)
         for i in range(items):
             for ch in numba.prange(nchunks):
                 _pack(b, i * k * n, k, n, nl, w, 0, ch * panels // nchunks, (ch + 1) * panels // nchunks)
-            if rest:
-                copy_tail(a, i * p * k + full * mr * k, rest * k, tail)
             for ch in numba.prange(nchunks):
-                matrix_tiles(a, i * p * k, tail, p, koff, w, bias, _NO_Z, False, lo, hi, y, i * p * n, n, mr, nv,
-                             ch * per_item // nchunks, (ch + 1) * per_item // nchunks, False)
+                r0, r1 = ch * blocks // nchunks * mr, min(p, (ch + 1) * blocks // nchunks * mr)
+                if r1 > r0:
+                    matrix_product(a, (i * p + r0) * k, r1 - r0, tails[ch * mr * k:(ch + 1) * mr * k], koff, w,
+                                   bias, _NO_Z, False, lo, hi, y, (i * p + r0) * n, n, mr, nv)
 
 
 #: columns per unit of :func:`_few_rows` (its rows' sums, at most ``mr`` x this, stay in L1)
@@ -155,10 +156,9 @@ class _Plan:
             elif self.items >= threads:
                 runs = min(self.items, 4 * threads) if threads > 1 else 1
                 got = (runs, runs * packed, runs * self.mr * self.k)
-            else:
-                runs = parallel_chunks(-(-self.p // self.mr) * (self.bias.size // (self.nv * LANES)), threads)
-                got = (runs, packed, self.mr * self.k) if runs > self.items else (self.items, self.items * packed,
-                                                                                  self.items * self.mr * self.k)
+            else:  # row blocks shared: a few per thread, or the products one per run if no more
+                runs = max(self.items, parallel_chunks(-(-self.p // self.mr), threads))
+                got = (runs, packed if runs > self.items else runs * packed, runs * self.mr * self.k)
             got = remember(self._split, threads, got)
         return got
 
