@@ -11,9 +11,9 @@ broadcast batch, a 1-D operand, another dtype or an empty product go to the refe
 of fewer rows than a tile (a decoder's one query) skip the packing (:func:`_few_rows`).
 
 Registered as kind :data:`REPLAYABLE`, which only replaying sessions ask for: against OpenBLAS on
-one thread (``/tmp`` script, 1 thread, min of 5): attention's 4 x (128 x 64 @ 64 x 128) 41-43 us
-against 42-43, 4 x (128 x 128 @ 128 x 64) 41 against 43, but batch 32's 128 products 1.15x, small
-ones ~2.5 us more (its Python), (1 x 4096) @ (4096 x 4096) 1.2x. Training's sessions keep BLAS.
+one thread (``/tmp`` script, min of 5) attention's 4 x (128 x 64 @ 64 x 128) in 41.5 us against
+40.8 and batch 32's 128 of them in 1501 against 1487, but small products ~2.5 us slower (the
+Python around the call) and (1 x 4096) @ (4096 x 4096) 1.22x. Training's sessions keep BLAS.
 """
 from __future__ import annotations
 
@@ -60,8 +60,8 @@ def _products(a, b, y, items, p, k, n, koff, bias, mr, nv, nchunks, wp, tails):
     """``y[i] = a[i] @ b[i]`` for the ``items`` products of ``a`` (items, p, k) and ``b`` (items, k, n),
     all flat, in ``nchunks`` parallel runs. ``wp``: scratch for a packed ``b[i]`` per run (one in
     all when the runs share a product); ``tails``: a zero-padded partial row block's per run. Both
-    forms multiply through :func:`~inference.kernels.rows_gemm.matrix_product`, compiled once (its
-    tiles inlined at a second call site had added their compile time again)."""
+    forms multiply through :func:`~inference.kernels.rows_gemm.matrix_product`: one compiled
+    function, not a second inlined copy of the tiles."""
     nl = nv * LANES
     panels = bias.size // nl
     packed = panels * k * nl
@@ -146,7 +146,7 @@ class _Plan:
 
     def split(self, threads: int) -> tuple[int, int, int]:
         """(parallel runs, packed-panel scratch, tail scratch) at ``threads``: whole products per run
-        when there are at least as many as threads, else every product's tiles shared."""
+        when there are at least as many as threads, else each product's row blocks shared."""
         got = self._split.get(threads)
         if got is None:
             packed = self.bias.size * self.k

@@ -19,8 +19,8 @@ import numpy as np
 
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.memcpy_ir import copy_run
 from inference.kernels.arena_slot import new_output
+from inference.kernels.memcpy_ir import copy_run
 from inference.ops import layout as reference
 from inference.ops._axes import normalize_axes
 from inference.ops._memo import remember
