@@ -23,6 +23,14 @@ A replay holds the session's arena for its run; a run that finds it busy (anothe
 normally. When the arena is laid out anew (a larger batch grew it) the replays recorded on the old
 block are dropped at the next run, to be captured again. Outputs are copies: the replay's own
 buffers are rewritten by its next run.
+
+Which replays a session keeps (:data:`KEPT_REPLAYS`) goes by use, not by age: a capture costs
+about three runs and a replay saves a tenth to a half of one, so inputs of varying shape (a
+transformer's sequence lengths) must not take turns evicting each other's replays before any is
+used. Each signature counts its runs (a replay its replayed ones); once the session keeps its
+maximum, a signature is captured only when it has run more often than the least-used replay,
+which then goes back to counting. Every :data:`AGE_EVERY` runs all counts halve, so a workload
+that moves on to other shapes takes the replays with it.
 """
 from __future__ import annotations
 
@@ -41,10 +49,12 @@ from inference.kernels.nhwc import WINOGRAD
 
 #: runs of a signature made normally before it is captured (the first runs pack and release weights)
 CAPTURE_AFTER = 2
-#: replays a session keeps (each holds a copy of its feeds and its outputs), the oldest dropped
+#: replays a session keeps (each holds a copy of its feeds and its outputs), the least used dropped
 KEPT_REPLAYS = 4
-#: signatures a session counts or remembers as refused, the oldest forgotten
+#: signatures a session counts or remembers as refused, the longest unseen forgotten (not replays)
 KEPT_SIGNATURES = 64
+#: runs of a session after which every signature's count and replay's use halve
+AGE_EVERY = 1024
 #: runs of more FLOPs are not captured: ~0.1 s here, whose few ms of Python are under 1% of it,
 #: while a capture costs about three runs once and keeps a copy of the feeds and outputs (batch 32
 #: of ResNet-18 is 116 GFLOP; batch 1 of every model in the zoo is under 4)
@@ -91,8 +101,10 @@ class _Recorder:
 class Replay:
     """One signature's recorded calls, the feed buffers they read and the output arrays they write."""
 
-    def __init__(self, feeds: dict[str, np.ndarray], calls: list, outputs: list, block: Any, workspace: Any):
+    def __init__(self, feeds: dict[str, np.ndarray], calls: list, outputs: list, block: Any, workspace: Any,
+                 uses: int = 0):
         self.feeds, self.outputs = feeds, outputs
+        self.uses = uses  # the signature's runs, replayed or not (halved every AGE_EVERY runs of the session)
         self.calls = [(_compiled(d, args, kwargs), args, kwargs) for d, args, kwargs in calls]
         self.block, self.workspace = block, workspace
 
@@ -117,6 +129,7 @@ class KernelReplays:
         self._session = session
         self._entries: OrderedDict[tuple, Any] = OrderedDict()  # signature -> runs seen, a Replay or _REFUSED
         self._lock = threading.Lock()
+        self._runs = 0  # runs asked of this session's replays (their counts age by it)
         self._laid = (None, None)  # the arena's block and workspace the replays were last checked against
         #: a Winograd step's Python fallback (an inf or a NaN in its input) is not recorded: such a
         #: graph's replays must come out finite, or the run is made again normally
@@ -131,12 +144,16 @@ class KernelReplays:
         key = _signature(feeds)
         if key is None:
             return None
+        self._runs += 1
+        if self._runs % AGE_EVERY == 0:
+            self._age()
         arenas = self._session.arenas
         if arenas.block is not self._laid[0] or arenas.workspace is not self._laid[1]:
             self._drop_stale(arenas)
         entry = self._entries.get(key, 0)
         if isinstance(entry, Replay):
             if entry.block is arenas.block and entry.workspace is arenas.workspace:
+                entry.uses += 1
                 try:
                     outputs = entry.run(arenas, feeds)
                 except Exception:  # noqa: BLE001 - never expected; the step-by-step run names any real error
@@ -154,17 +171,22 @@ class KernelReplays:
         if self._row_flops is not None and max(1, batch_rows(feeds)) * self._row_flops > MAX_REPLAY_FLOPS:
             self._keep(key, _REFUSED)  # too long a run for its Python to matter
             return None
-        return self._capture(key, feeds)
+        if not self._admits(entry):
+            self._keep(key, entry + 1)
+            return None
+        return self._capture(key, feeds, entry + 1)
 
     def report(self) -> str:
-        """Each input signature seen and how its runs go: replayed, step by step (refused by the
-        check or too long a run), or step by step until its capture."""
+        """Each input signature seen and how its runs go: replayed (its runs), step by step (refused
+        by the check or too long a run), step by step until its capture, or while more-used
+        replays fill the session's :data:`KEPT_REPLAYS`."""
         parts = []
         for (feeds, threads), entry in list(self._entries.items()):
             shapes = ", ".join(f"{name} {list(shape)}" for name, shape, _ in feeds)
-            state = ("replayed" if isinstance(entry, Replay) else
+            state = (f"replayed ({entry.uses} runs)" if isinstance(entry, Replay) else
                      "step by step (work outside numba, or a run past MAX_REPLAY_FLOPS)" if entry is _REFUSED else
-                     f"step by step, {entry} of {CAPTURE_AFTER} runs before its capture")
+                     f"step by step, {entry} of {CAPTURE_AFTER} runs before its capture" if entry < CAPTURE_AFTER else
+                     f"step by step, {entry} runs: the {KEPT_REPLAYS} replays kept are of shapes run more")
             parts.append(f"{shapes} at {threads} thread(s): {state}")
         return "; ".join(parts) or "no runs yet"
 
@@ -179,26 +201,45 @@ class KernelReplays:
                     self._entries[key] = 0
             self._laid = (arenas.block, arenas.workspace)
 
+    def _admits(self, count: int) -> bool:
+        """Whether a signature run ``count`` times may be captured: while the session keeps fewer
+        than :data:`KEPT_REPLAYS`, or when it ran more often than the least-used replay."""
+        with self._lock:
+            uses = [v.uses for v in self._entries.values() if isinstance(v, Replay)]
+        return len(uses) < KEPT_REPLAYS or count > min(uses)
+
+    def _age(self) -> None:
+        """Halve every count and use (counts not below :data:`CAPTURE_AFTER`)."""
+        with self._lock:
+            for key, entry in list(self._entries.items()):
+                if isinstance(entry, Replay):
+                    entry.uses //= 2
+                elif type(entry) is int and entry > CAPTURE_AFTER:
+                    self._entries[key] = max(CAPTURE_AFTER, entry // 2)
+
     def _keep(self, key: tuple, entry: Any) -> None:
-        """Set ``key``'s entry (as the newest), forgetting the oldest signatures and replays past
-        :data:`KEPT_SIGNATURES` and :data:`KEPT_REPLAYS`."""
+        """Set ``key``'s entry (as the newest); past :data:`KEPT_REPLAYS` the least-used replays go
+        back to counting (their uses), past :data:`KEPT_SIGNATURES` the longest-unseen signatures
+        that are not replays are forgotten."""
         with self._lock:  # runs in other threads count and capture too
             entries = self._entries
             entries.pop(key, None)
             entries[key] = entry
-            replays = [k for k, v in entries.items() if isinstance(v, Replay)]
-            for k in replays[:max(0, len(replays) - KEPT_REPLAYS)]:
-                del entries[k]
+            replays = sorted((v.uses, i, k) for i, (k, v) in enumerate(entries.items()) if isinstance(v, Replay))
+            for uses, _, k in replays[:max(0, len(replays) - KEPT_REPLAYS)]:
+                entries[k] = uses
             while len(entries) > KEPT_SIGNATURES:
-                entries.popitem(last=False)
+                del entries[next(k for k, v in entries.items() if not isinstance(v, Replay))]
 
-    def _capture(self, key: tuple, feeds: Mapping[str, Any]) -> list | None:
+    def _capture(self, key: tuple, feeds: Mapping[str, Any], count: int) -> list | None:
+        """Record this run (``count``: the signature's runs with it), check the record on random
+        inputs and keep it as ``key``'s replay if it passed; the run's outputs either way."""
         session, arenas = self._session, self._session.arenas
         buffers = {name: np.array(value, copy=True) for name, value in feeds.items()}
         with _Recorder() as calls:
             outputs = session.execute(buffers)
         result = _copies(outputs)
-        replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace)
+        replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace, count)
         rng = np.random.default_rng(len(calls))
         probe = {name: rng.standard_normal(b.shape).astype(b.dtype) for name, b in buffers.items()}
         try:  # the replay first: every buffer then holds what the recorded run left, from other

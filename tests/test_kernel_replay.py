@@ -10,7 +10,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from inference import Config, Predictor, zoo
-from inference.kernel_replay import CAPTURE_AFTER, KEPT_REPLAYS, Replay
+from inference import kernel_replay
+from inference.kernel_replay import CAPTURE_AFTER, KEPT_REPLAYS, Replay, _signature
 from inference.onnx_export import model_to_proto
 
 
@@ -193,6 +194,70 @@ def test_kept_replays_are_bounded(ds_cnn):
     assert _states(p).count("Replay") == KEPT_REPLAYS
 
 
+def _captures(p: Predictor) -> list[int]:
+    """A counter of the session's captures."""
+    replays, count = p.session.replays, [0]
+    capture = replays._capture
+
+    def counted(*args):
+        count[0] += 1
+        return capture(*args)
+
+    replays._capture = counted
+    return count
+
+
+def _replayed(p: Predictor, batch: int) -> bool:
+    key = _signature({"input": np.zeros((batch, 1, 49, 10), np.float32)})
+    return isinstance(p.session.replays._entries.get(key), Replay)
+
+
+def test_shapes_in_turn_do_not_evict_each_others_replays(ds_cnn):
+    """More input shapes in turn than a session keeps replays of (a transformer's sequence
+    lengths, say): the first ones captured keep their replays and the rest run step by step, not
+    a capture every third run evicting a replay before its next use; outputs right throughout."""
+    p, plain = _predictor(ds_cnn, batch_split=False), _predictor(ds_cnn, replay=False)
+    captures = _captures(p)
+    batches = list(range(KEPT_REPLAYS + 2, 0, -1))  # the largest first: the arena never grows after
+    xs = {b: _inputs(b, (b, 1, 49, 10), 1)[0] for b in batches}
+    for _ in range(CAPTURE_AFTER + 6):
+        for b in batches:
+            assert np.array_equal(p.run({"input": xs[b]})["logits"], plain.run({"input": xs[b]})["logits"])
+    assert captures[0] == KEPT_REPLAYS
+    assert [_replayed(p, b) for b in batches] == [True] * KEPT_REPLAYS + [False] * 2
+    assert "replays kept are of shapes run more" in p.replay_report()
+
+
+def test_a_used_replay_outlives_shapes_seen_less(ds_cnn):
+    p = _predictor(ds_cnn, batch_split=False)
+    rare = list(range(KEPT_REPLAYS + 4, 1, -1))
+    p.run({"input": _inputs(1, (rare[0], 1, 49, 10), 1)[0]})  # the arena at its largest first
+    for x in _inputs(2, (1, 1, 49, 10), CAPTURE_AFTER + 10):
+        p.run({"input": x})
+    for b in rare:  # each captured when a slot is free, then counted: never more used than batch 1
+        for x in _inputs(b, (b, 1, 49, 10), CAPTURE_AFTER + 2):
+            p.run({"input": x})
+    assert _replayed(p, 1)
+    assert _states(p).count("Replay") == KEPT_REPLAYS
+
+
+def test_replays_follow_a_workload_that_moves_on(ds_cnn, monkeypatch):
+    """Counts halve every AGE_EVERY runs: once the shapes in use change, the old shapes' replays
+    give way to the new ones."""
+    monkeypatch.setattr(kernel_replay, "AGE_EVERY", 16)
+    p = _predictor(ds_cnn, batch_split=False)
+    old, new = list(range(9, 9 - KEPT_REPLAYS, -1)), list(range(KEPT_REPLAYS, 0, -1))
+    xs = {b: _inputs(b, (b, 1, 49, 10), 1)[0] for b in old + new}
+    for _ in range(30):
+        for b in old:
+            p.run({"input": xs[b]})
+    assert all(_replayed(p, b) for b in old)
+    for _ in range(40):
+        for b in new:
+            p.run({"input": xs[b]})
+    assert all(_replayed(p, b) for b in new) and not any(_replayed(p, b) for b in old)
+
+
 def test_a_profiled_run_is_made_step_by_step(ds_cnn):
     """A profiler (``edgelearn bench``'s per-op trace) sees every node: no replay under it."""
     p = _predictor(ds_cnn)
@@ -283,5 +348,5 @@ def test_the_report_says_how_each_shape_runs(ds_cnn):
     assert p.replay_report() == f"input [1, 1, 49, 10] at 1 thread(s): step by step, 1 of {CAPTURE_AFTER} runs before its capture"
     for x in xs[1:]:
         p.run({"input": x})
-    assert p.replay_report() == "input [1, 1, 49, 10] at 1 thread(s): replayed"
+    assert p.replay_report() == f"input [1, 1, 49, 10] at 1 thread(s): replayed ({CAPTURE_AFTER + 1} runs)"
     assert _predictor(ds_cnn, replay=False).replay_report() == "off"
