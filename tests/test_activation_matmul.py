@@ -84,6 +84,8 @@ def test_what_the_tile_does_not_take_is_numpys():
     np.testing.assert_array_equal(activation_matmul(*ints), ints[0] @ ints[1])
     x64 = _f32(3, 4).astype(np.float64)
     assert activation_matmul(x64, _f32(4, 2)).dtype == np.float64
+    assert _plan((8, 1100), (1100, 1024)) is None  # 4.3 MB of panels: BLAS packs it in blocks
+    assert _plan((2, 1100), (1100, 1024)) is not None  # fewer rows than a tile: nothing packed
     empty = activation_matmul(_f32(2, 0, 4), _f32(2, 4, 3))
     assert empty.shape == (2, 0, 3)
     with pytest.raises((KernelError, ValueError)):

@@ -7,8 +7,9 @@ running step by step, ~18% of its batch-1 run in Python. Here each matrix of ``B
 32 KB, ~1 us), then every tile of every product runs in one parallel region.
 
 Handles ``A (..., P, K) @ B (..., K, N)`` with equal batch axes, and ``A (..., K) @ B (K, N)``; a
-broadcast batch, a 1-D operand, another dtype or an empty product go to the reference op. Products
-of fewer rows than a tile (a decoder's one query) skip the packing (:func:`_few_rows`).
+broadcast batch, a 1-D operand, another dtype, an empty product or a second operand past
+:data:`MAX_PACKED_BYTES` go to the reference op. Products of fewer rows than a tile (a decoder's
+one query) skip the packing (:func:`_few_rows`).
 
 Registered as kind :data:`REPLAYABLE`, which only replaying sessions ask for: against OpenBLAS on
 one thread (``/tmp`` script, min of 5) attention's 4 x (128 x 64 @ 64 x 128) in 41.5 us against
@@ -33,6 +34,11 @@ from inference.ops.registry import register
 #: the kernel kind of numba twins of numpy work, worth their cost where a replay skips the Python
 #: around them (``inference.session.REPLAY_KINDS``)
 REPLAYABLE = "replayable"
+#: a second operand whose panels would take more than this goes to numpy: each parallel run packs
+#: a whole matrix into the arena's workspace, which keeps its largest size (attention's K^T of 512
+#: tokens x 64 is 128 KB), while OpenBLAS packs cache-sized blocks; a product that large runs long
+#: enough for its Python not to matter
+MAX_PACKED_BYTES = 4 << 20
 _UNBOUNDED = (np.float32(-np.inf), np.float32(np.inf))
 _NO_Z = np.zeros(1, np.float32)
 
@@ -183,7 +189,8 @@ def _plan(a_shape: tuple, b_shape: tuple) -> _Plan | None:
         return None
     if len(b_shape) > 2 and a_shape[:-2] != b_shape[:-2]:
         return None
-    return _Plan(a_shape, b_shape)
+    plan = _Plan(a_shape, b_shape)
+    return None if plan.p >= plan.mr and plan.bias.size * plan.k * 4 > MAX_PACKED_BYTES else plan
 
 
 def _binder(fn):
