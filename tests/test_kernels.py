@@ -148,6 +148,27 @@ def test_softmax(shape):
     _close(fast(x, axis=-1), ref(x, axis=-1))
 
 
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 128, 1000])
+def test_softmax_rows_of_any_length_with_nan_and_inf(n, threads):
+    """The vector row (``kernels.softmax_ir``): whole vectors and a masked tail, against float64;
+    a row with a NaN, a +inf, all -inf or one -inf comes out as the reference's (NaN rows, and
+    0 where only that element was -inf)."""
+    x = _rand(np.random.default_rng(n), 6, n, scale=8.0)
+    x[1, n // 2] = np.nan
+    x[2, n - 1] = np.inf
+    x[3] = -np.inf
+    x[4, 0] = -np.inf
+    fast, ref = _pair("Softmax", 13)
+    got = fast(x, axis=-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(x.astype(np.float64) - x.max(axis=-1, keepdims=True))
+        want = e / e.sum(axis=-1, keepdims=True)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref(x, axis=-1)))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("shape,axis", [((1, 1000, 1, 1), 1), ((2, 3, 4, 5), 2), ((3, 7), -1), ((2, 3, 4), 0),
                                         ((5, 6), -2)])
 def test_softmax_before_opset_13_flattens_at_axis(shape, axis):
@@ -250,8 +271,8 @@ def test_numba_thread_count_follows_set_num_threads():
 
 
 def test_vectorised_exp_matches_float64_exp():
-    """Softmax's exp (``vmath.exp_shifted``): float32 Cephes form, checked against float64 exp over
-    the whole range softmax feeds it (x - max <= 0), down to where it clamps at exp(-87)."""
+    """The vectorised exp (``vmath.exp_shifted``, Gelu's and Sigmoid's): float32 Cephes form, checked
+    against float64 exp over its arguments' range (x <= 0), down to where it clamps at exp(-87)."""
     from inference.kernels.vmath import exp_shifted
 
     x = np.concatenate([np.linspace(-87.0, 0.0, 200_001), -np.abs(np.random.default_rng(7).standard_normal(10_001))])

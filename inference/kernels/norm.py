@@ -2,8 +2,10 @@
 
 Why: the reference computes max, exp, sum, divide (or mean, variance, scale) as separate numpy
 passes with full-size temporaries; a row of a transformer's attention or hidden state fits in
-cache, so doing every stage per row reads the tensor from memory once. Statistics accumulate in
-float64 like the reference's ``stash_type`` float path within rounding.
+cache, so doing every stage per row reads the tensor from memory once. LayerNormalization's
+statistics accumulate in float64 like the reference's ``stash_type`` float path within rounding;
+Softmax's row is 16-lane vectors written in LLVM IR (:mod:`~inference.kernels.softmax_ir`), its
+sum in float32 lanes.
 """
 from __future__ import annotations
 
@@ -15,30 +17,18 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.arena_slot import new_output, new_scratch
-from inference.kernels.vmath import FAST_FINITE, exp_shifted
+from inference.kernels.arena_slot import new_output
+from inference.kernels.softmax_ir import softmax_row
+from inference.kernels.vmath import FAST_FINITE
 from inference.ops.registry import lookup, register
 
 
-@threaded_kernel(fastmath=FAST_FINITE)
-def softmax_rows(x, y, bits):
-    """Row-wise softmax of ``x`` (R, N) into ``y`` (``bits``: int32 scratch like ``x``), a row per
-    parallel step (:func:`_softmax_row`)."""
-    for i in numba.prange(x.shape[0]):
-        _softmax_row(x[i], y[i], bits[i])
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=FAST_FINITE)
-def _softmax_row(row, out, bits):
-    """exp is :func:`~inference.kernels.vmath.exp_shifted` (libm's scalar exp ran 17x
-    onnxruntime's Softmax). A function of its own, not the ``prange`` body: numba's parallel
-    lowering leaves such bodies scalar (measured on the depthwise stencils: 3x per thread)."""
-    m = row[0]
-    for k in range(1, row.size):
-        m = max(m, row[k])
-    inv = np.float32(1.0 / exp_shifted(row, m, out, bits))
-    for k in range(row.size):
-        out[k] = out[k] * inv
+@threaded_kernel()
+def softmax_rows(x, y, rows, n):
+    """Row-wise softmax of the flat ``x`` (``rows`` x ``n``) into ``y``, a row per parallel step on
+    16-lane vectors (:func:`~inference.kernels.softmax_ir.softmax_row`)."""
+    for i in numba.prange(rows):
+        softmax_row(x, i * n, y, i * n, n)
 
 
 @threaded_kernel(fastmath=FAST_FINITE)
@@ -84,10 +74,11 @@ def softmax(x, *, axis=-1):
 def _softmax_of_rows(x: np.ndarray, axis: int) -> np.ndarray:
     """Softmax of float32 ``x`` flattened to 2-D at ``axis`` (0 <= axis < ndim), row by row, in
     ``x``'s shape: the last axis alone (opset 13) is ``axis = ndim - 1``."""
-    x2 = np.ascontiguousarray(x).reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
-    y = new_output(x2.shape)
-    softmax_rows(x2, y, new_scratch(x2.shape, np.int32))
-    return y.reshape(x.shape)
+    rows, n = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
+    y = new_output(x.shape)
+    if y.size:
+        softmax_rows(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), rows, n)
+    return y
 
 
 @register("Softmax", since=1, kind="fast", applies=float32_input)
