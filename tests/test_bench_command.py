@@ -45,6 +45,9 @@ def test_reports_latency_peers_memory_and_trace(cnn_path, tmp_path, capsys):
         plan = re.search(rf"^batch {batch}: planned activation memory ([\d.]+) MiB vs ([\d.]+) MiB", out, re.MULTILINE)
         assert plan and 0 < float(plan.group(1)) <= float(plan.group(2))
     assert re.search(r"^peak RSS: \d+ MB", out, re.MULTILINE)
+    # the last runner (batch 4) replays its runs from the third on; the report says so
+    assert re.search(r"^kernel replay \(the last runner\): x \[4, 3, 16, 16\] at 1 thread\(s\): replayed \(\d+ runs\)",
+                     out, re.MULTILINE), out
     events = json.loads(trace.read_text())["traceEvents"]
     assert events and all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
     assert {"Conv", "MaxPool", "Gemm"} <= {e["name"].split("_")[0] for e in events}  # the model's nodes, by name
