@@ -18,28 +18,11 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from inference.kernels.tile_ir import LANES, _masked_f32, splat
 from inference.kernels.vmath_ir import exp_nonpositive
 
-LANES = 16
 _F32, _I64, _I32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
 _VTY = ir.VectorType(_F32, LANES)
-_MASK = ir.VectorType(ir.IntType(1), LANES)
-
-
-def _splat(builder, value):
-    vec = builder.insert_element(ir.Constant(_VTY, None), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(vec, ir.Constant(_VTY, None), ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
-
-
-def _masked(builder, name: str, args: list):
-    module = builder.module
-    ptr = ir.PointerType(_VTY)
-    if name == "load":
-        fnty = ir.FunctionType(_VTY, [ptr, _I32, _MASK, _VTY])
-    else:
-        fnty = ir.FunctionType(ir.VoidType(), [_VTY, ptr, _I32, _MASK])
-    fn = cgutils.get_or_insert_function(module, fnty, f"llvm.masked.{name}.v16f32.p0v16f32")
-    return builder.call(fn, args)
 
 
 def _vector_at(builder, base, index):
@@ -72,7 +55,7 @@ def softmax_row(typingctx, x, x0, y, y0, n):
         full = builder.and_(nv, ir.Constant(_I64, -LANES))
         rest = builder.trunc(builder.sub(nv, full), _I32)
         lane_ids = ir.Constant(ir.VectorType(_I32, LANES), list(range(LANES)))
-        tail = builder.icmp_signed("<", lane_ids, _splat_int(builder, rest))
+        tail = builder.icmp_signed("<", lane_ids, splat(builder, rest, lane_ids.type))
         align = ir.Constant(_I32, 4)
         neg_inf = ir.Constant(_VTY, [float("-inf")] * LANES)
         zeros = ir.Constant(_VTY, [0.0] * LANES)
@@ -89,14 +72,14 @@ def softmax_row(typingctx, x, x0, y, y0, n):
             ptr = _vector_at(builder, base, i)
             if mask is None:
                 return builder.load(ptr, align=4)
-            return _masked(builder, "load", [ptr, align, mask, passthru])
+            return _masked_f32(builder, "load", [ptr, align, mask, passthru])
 
         def store(value, base, i, mask):
             ptr = _vector_at(builder, base, i)
             if mask is None:
                 builder.store(value, ptr, align=4)
             else:
-                _masked(builder, "store", [value, ptr, align, mask])
+                _masked_f32(builder, "store", [value, ptr, align, mask])
 
         top = cgutils.alloca_once_value(builder, neg_inf)
 
@@ -107,7 +90,7 @@ def softmax_row(typingctx, x, x0, y, y0, n):
         chunks(find_max)
         m = _lanes(builder, lambda a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a), builder.load(top),
                    ir.Constant(_F32, float("-inf")))
-        shift = _splat(builder, m)
+        shift = splat(builder, m, _VTY)
         total = cgutils.alloca_once_value(builder, zeros)
 
         def exponentiate(i, mask):
@@ -119,7 +102,7 @@ def softmax_row(typingctx, x, x0, y, y0, n):
 
         chunks(exponentiate)
         s = _lanes(builder, builder.fadd, builder.load(total), ir.Constant(_F32, 0.0))
-        inv = _splat(builder, builder.fdiv(ir.Constant(_F32, 1.0), s))
+        inv = splat(builder, builder.fdiv(ir.Constant(_F32, 1.0), s), _VTY)
 
         def scale(i, mask):
             store(builder.fmul(load(py, i, mask, zeros), inv), py, i, mask)
@@ -128,9 +111,3 @@ def softmax_row(typingctx, x, x0, y, y0, n):
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _splat_int(builder, value):
-    ity = ir.VectorType(_I32, LANES)
-    vec = builder.insert_element(ir.Constant(ity, None), value, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(vec, ir.Constant(ity, None), ir.Constant(ity, [0] * LANES))
