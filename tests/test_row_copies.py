@@ -14,6 +14,7 @@ from inference.kernels.resize import resize_nearest
 from inference.kernels.row_copies import _binary, concat_last_axis
 
 RNG = np.random.default_rng(14)
+OPS = ["Add", "Sub", "Mul", "Div"]  # row_copies' codes, in order
 
 
 def _f32(*shape):
@@ -40,21 +41,22 @@ def test_concat_elsewhere_goes_to_the_reference():
         concat_last_axis(_f32(2, 3), _f32(3, 3), axis=1)
 
 
-@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
 def test_binary_ops_equal_numpy(op, fn, threads):
-    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    kernel = _binary(op, OPS.index(op))
     a, b = _f32(3, 40, 40, 17), _f32(3, 40, 40, 17)  # past one chunk: split over the threads
     a[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
-    with np.errstate(invalid="ignore"):
+    b[0, 0, 1, :3] = [0.0, -0.0, np.inf]  # a Div by zero: inf or NaN as numpy's
+    with np.errstate(invalid="ignore", divide="ignore"):
         np.testing.assert_array_equal(kernel(a, b), fn(a, b))
         np.testing.assert_array_equal(kernel(a, b[:1]), fn(a, b[:1]))  # broadcasting: numpy's
-    np.testing.assert_array_equal(kernel(a.astype(np.float64), b), fn(a.astype(np.float64), b))
+        np.testing.assert_array_equal(kernel(a.astype(np.float64), b), fn(a.astype(np.float64), b))
 
 
-@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
 def test_gated_binary_ops_equal_numpy(op, fn, threads):
     """A channels-last map and its per-channel gate (N, 1, 1, C), in either order."""
-    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    kernel = _binary(op, OPS.index(op))
     x, g = _f32(2, 14, 14, 96), _f32(2, 1, 1, 96)
     g[0, 0, 0, :2] = [np.nan, np.inf]
     with np.errstate(invalid="ignore"):
@@ -63,25 +65,25 @@ def test_gated_binary_ops_equal_numpy(op, fn, threads):
         np.testing.assert_array_equal(kernel(x, g[:, :, :, :1]), fn(x, g[:, :, :, :1]))  # not a gate: numpy's
 
 
-@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
 def test_binary_ops_with_a_one_element_operand_equal_numpy(op, fn, threads):
     """A tensor and a one-element one (attention's scale), in either order, of rank 0 to the
     tensor's; a one-element operand of higher rank (the output grows) goes to numpy."""
-    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    kernel = _binary(op, OPS.index(op))
     a = _f32(3, 40, 40, 17)  # past one chunk: split over the threads
     a[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]
     ones = (np.array(0.125, np.float32), _f32(1), _f32(1, 1, 1, 1), np.array([np.inf], np.float32), _f32(1, 1, 1, 1, 1))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         for s in ones:
             for got, want in ((kernel(a, s), fn(a, s)), (kernel(s, a), fn(s, a))):
                 assert got.shape == want.shape and got.dtype == np.float32
                 np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("op,fn", [("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("op,fn", [("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
 @pytest.mark.parametrize("scalar_first", [False, True])
 def test_one_element_operand_in_place_over_the_tensor(op, fn, scalar_first, threads):
-    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    kernel = _binary(op, OPS.index(op))
     a, s = _f32(3, 40, 40, 17), _f32(1)
     want = fn(s, a) if scalar_first else fn(a, s)
     got = _in_place(lambda: kernel(s, a) if scalar_first else kernel(a, s), a)
@@ -98,12 +100,12 @@ def _in_place(call, over: np.ndarray):
         taken()  # withdrawn if the kernel did not take it
 
 
-@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
 @pytest.mark.parametrize("over", ["first", "second"])
 def test_binary_ops_in_place_over_either_operand(op, fn, over, threads):
     """The output in an operand's memory (its loops then read and write one view), at one thread
     too (numba's loops there as well: a kernel replay repeats only numba calls)."""
-    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    kernel = _binary(op, OPS.index(op))
     a, b = _f32(3, 40, 40, 17), _f32(3, 40, 40, 17)
     want = fn(a, b)
     got = _in_place(lambda: kernel(a, b), a if over == "first" else b)
@@ -111,10 +113,10 @@ def test_binary_ops_in_place_over_either_operand(op, fn, over, threads):
     assert np.shares_memory(got, a if over == "first" else b)
 
 
-@pytest.mark.parametrize("op,fn", [("Sub", np.subtract), ("Mul", np.multiply)])
+@pytest.mark.parametrize("op,fn", [("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
 @pytest.mark.parametrize("gate_first", [False, True])
 def test_gated_binary_ops_in_place_over_the_map(op, fn, gate_first, threads):
-    kernel = _binary(op, ["Add", "Sub", "Mul"].index(op))
+    kernel = _binary(op, OPS.index(op))
     x, g = _f32(2, 14, 14, 96), _f32(2, 1, 1, 96)
     want = fn(g, x) if gate_first else fn(x, g)
     got = _in_place(lambda: kernel(g, x) if gate_first else kernel(x, g), x)

@@ -1,5 +1,5 @@
-"""Concat along the last axis as numba row copies, and Add, Sub and Mul of same-shape operands, of
-a channels-last map and its per-channel gate, or of a tensor and a one-element one (attention's
+"""Concat along the last axis as numba row copies, and Add, Sub, Mul and Div of same-shape operands,
+of a channels-last map and its per-channel gate, or of a tensor and a one-element one (attention's
 scale), split over the threads when more than one runs.
 
 Why Concat: numpy copies each part's short rows (a channels-last map's pixels) through its strided
@@ -27,7 +27,7 @@ from inference.ops._axes import normalize_axis
 from inference.ops.registry import lookup, register
 
 _CHUNK = 1 << 14  # elements per parallel work item of a binary op
-ADD, SUB, MUL = range(3)
+ADD, SUB, MUL, DIV = range(4)
 
 
 @threaded_kernel()
@@ -75,12 +75,18 @@ def scalar_flat(a, s, y, op, scalar_first, in_place):
         elif op == MUL:
             for i in range(yy.size):
                 yy[i] = aa[i] * v
-        elif scalar_first:
+        elif op == SUB and scalar_first:
             for i in range(yy.size):
                 yy[i] = v - aa[i]
-        else:
+        elif op == SUB:
             for i in range(yy.size):
                 yy[i] = aa[i] - v
+        elif scalar_first:
+            for i in range(yy.size):
+                yy[i] = v / aa[i]
+        else:
+            for i in range(yy.size):
+                yy[i] = aa[i] / v
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
@@ -92,9 +98,12 @@ def _binary_loop(aa, bb, yy, op):
     elif op == SUB:
         for i in range(yy.size):
             yy[i] = aa[i] - bb[i]
-    else:
+    elif op == MUL:
         for i in range(yy.size):
             yy[i] = aa[i] * bb[i]
+    else:
+        for i in range(yy.size):
+            yy[i] = aa[i] / bb[i]
 
 
 @threaded_kernel()
@@ -118,12 +127,18 @@ def _gate_loop(xs, gs, ys, op, gate_first):
     elif op == ADD:
         for k in range(ys.size):
             ys[k] = xs[k] + gs[k]
-    elif gate_first:
+    elif op == SUB and gate_first:
         for k in range(ys.size):
             ys[k] = gs[k] - xs[k]
-    else:
+    elif op == SUB:
         for k in range(ys.size):
             ys[k] = xs[k] - gs[k]
+    elif gate_first:
+        for k in range(ys.size):
+            ys[k] = gs[k] / xs[k]
+    else:
+        for k in range(ys.size):
+            ys[k] = xs[k] / gs[k]
 
 
 def _gate(a: np.ndarray, b: np.ndarray) -> bool:
@@ -185,5 +200,5 @@ def _binary(op_type: str, code: int):
     return kernel
 
 
-for _op, _code in (("Add", ADD), ("Sub", SUB), ("Mul", MUL)):
+for _op, _code in (("Add", ADD), ("Sub", SUB), ("Mul", MUL), ("Div", DIV)):
     register(_op, since=7, kind="fast", applies=float32_input)(_binary(_op, _code))
