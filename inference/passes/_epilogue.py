@@ -4,7 +4,8 @@ nodes that follow it, then put it in the graph.
 A product (float Conv/MatMul, or int8 QConv/QMatMul) is followed, in this order and each at
 most once, by: [Add of a constant bias] [Add of a residual tensor] [activation]
 [QuantizeLinear]. The activation may be the pair ``Mul(x, Sigmoid(x))`` (SiLU, as exporters write
-it), taken in as our ``Silu``. Which stages a fused op can take is told by the slots it offers: a bias
+it), taken in as our ``Silu``, or the five nodes of GELU's erf form (:func:`gelu_erf_chain`), as
+``Gelu``. Which stages a fused op can take is told by the slots it offers: a bias
 callback (the op decides what bias shape it can carry and where it goes), the input slot of the
 residual, and, for the int8 ops, the slots of the output scale and zero point. Why one walker:
 the rules of what may be absorbed (single reader, static equal shapes for a residual, which
@@ -78,6 +79,52 @@ def silu_pair(g: Graph, x: str) -> tuple[Node, Node] | None:
     return (sig, mul) if sorted(mul.inputs) == sorted([x, sig.outputs[0]]) else None
 
 
+def _scalar_is(g: Graph, name: str, value: float, rtol: float = 0.0) -> bool:
+    v = constant_value(g, name)
+    return v is not None and v.size == 1 and v.dtype.kind == "f" and abs(float(v.reshape(())) - value) <= rtol * abs(value)
+
+
+def _other(node: Node, x: str) -> str | None:
+    """The input of the two-input ``node`` that is not ``x`` (None if ``x`` is not one of them)."""
+    if len(node.inputs) != 2 or x not in node.inputs or node.inputs[0] == node.inputs[1]:
+        return None
+    return node.inputs[1] if node.inputs[0] == x else node.inputs[0]
+
+
+def _plain(g: Graph, node: Node | None, op: str) -> bool:
+    return node is not None and node.op_type == op and node.domain == "" and len(node.outputs) == 1
+
+
+def gelu_erf_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
+    """(its nodes in order, its output) when ``x`` is read only by the erf form of GELU as
+    exporters write it, ``x * 0.5 * (1 + erf(x / sqrt 2))``: torch.onnx's ``Mul(Mul(x, Add(Erf(Div(x,
+    sqrt 2)), 1)), 0.5)``, or with ``Mul(x, 0.5)`` taken first (Hugging Face's BERT), the division
+    also as a Mul by 1/sqrt 2, the operands of each commutative op in either order. Every value in
+    between read once and no graph output: one activation."""
+    found = readers(g, x)
+    if x in g.output_names or len(found) != 2:
+        return None
+    scale = next((n for n in found if (_plain(g, n, "Div") and n.inputs[0] == x and _scalar_is(g, n.inputs[1], math.sqrt(2.0), 1e-6))
+                  or (_plain(g, n, "Mul") and _scalar_is(g, _other(n, x) or "", math.sqrt(0.5), 1e-6))), None)
+    if scale is None:
+        return None
+    mul = next(n for n in found if n is not scale)
+    erf = single_reader(g, scale.outputs[0])
+    add = single_reader(g, erf.outputs[0]) if _plain(g, erf, "Erf") else None
+    if not _plain(g, add, "Add") or not _scalar_is(g, _other(add, erf.outputs[0]) or "", 1.0) or not _plain(g, mul, "Mul"):
+        return None
+    one_plus = add.outputs[0]
+    if _other(mul, x) == one_plus:  # torch.onnx: x * (1 + erf), then * 0.5
+        last = single_reader(g, mul.outputs[0])
+        if _plain(g, last, "Mul") and _scalar_is(g, _other(last, mul.outputs[0]) or "", 0.5):
+            return [scale, erf, add, mul, last], last.outputs[0]
+    elif _scalar_is(g, _other(mul, x) or "", 0.5):  # (x * 0.5) * (1 + erf)
+        last = single_reader(g, mul.outputs[0])
+        if _plain(g, last, "Mul") and _other(last, mul.outputs[0]) == one_plus and single_reader(g, one_plus) is last:
+            return [scale, erf, add, mul, last], last.outputs[0]
+    return None
+
+
 def _same_static_float(g: Graph, a: str, b: str) -> bool:
     ta, tb = g.type_of(a), g.type_of(b)
     return (isinstance(ta, TensorType) and isinstance(tb, TensorType) and ta.shape is not None
@@ -102,10 +149,12 @@ def absorb_epilogue(g: Graph, model: Model, fused: Node, slots: EpilogueSlots) -
     while stage < 3:
         out = fused.outputs[0]
         silu = silu_pair(g, out) if stage <= 1 else None
-        if silu is not None:
-            fused.attrs.update(activation="Silu", alpha=0.0, beta=0.0)
-            absorbed.extend(silu)
-            fused.outputs = list(silu[1].outputs)
+        gelu = gelu_erf_chain(g, out) if stage <= 1 and silu is None else None
+        if silu is not None or gelu is not None:
+            fused.attrs.update(activation="Silu" if silu is not None else "Gelu", alpha=0.0, beta=0.0)
+            nodes = list(silu) if silu is not None else gelu[0]
+            absorbed.extend(nodes)
+            fused.outputs = list(nodes[-1].outputs)
             stage = 2
             if slots.quant_scale is None:
                 break
