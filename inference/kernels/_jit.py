@@ -20,7 +20,7 @@ stalled another Python thread for 1.6 s; with a fresh cache entry, for at most 5
 Every kernel of ours compiles with ``error_model="numpy"`` (these twins and each ``numba.njit``):
 a float division by zero gives inf or NaN as numpy's does, where numba's default checks each
 divisor to raise ZeroDivisionError. That check, one branch per element, kept loops with a division
-scalar: Gelu's vectorised erf (``vmath.gelu_row``) ran 4 ns per element with it, 0.5 without.
+scalar: Gelu's vectorised erf (``vmath.erf_row``) ran 4 ns per element with it, 0.5 without.
 """
 from __future__ import annotations
 

@@ -14,9 +14,11 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.vmath import gelu_row, sigmoid_row
+from inference.kernels.vmath import erf_row, sigmoid_row
 
 NONE, RELU, CLIP, LEAKY_RELU, SIGMOID, HARD_SIGMOID, HARD_SWISH, GELU, GELU_TANH, SILU = range(10)
+#: not an activation a fused op may name: the standalone Erf op's code for :func:`activate_row`
+ERF = 10
 
 #: ``Silu`` (x * sigmoid(x), also called Swish) is ours, like ``GeluTanh``: exporters write it as a
 #: Sigmoid and a Mul, which the fusion passes take in as one activation
@@ -82,7 +84,9 @@ def activate_row(row, code, alpha, beta):
         for k in range(n):
             row[k] = min(max(row[k], lo), hi)
     elif code == GELU:  # vectorised erf: libm's scalar erf per element was most of a Gelu epilogue
-        gelu_row(row)
+        erf_row(row, True)
+    elif code == ERF:
+        erf_row(row, False)
     elif code == SIGMOID or code == SILU:  # vectorised exp, as Gelu's
         sigmoid_row(row, code == SILU)
     elif code != NONE:
