@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from inference import Config, Predictor, load_model
+from inference import Config, Predictor, load_model, model_to_proto
 from inference.passes import optimize
 
 ort = pytest.importorskip("onnxruntime")
@@ -62,6 +62,7 @@ def test_the_erf_form_fuses_into_the_dense_layer(form):
     assert not {"Erf", "Div", "Mul", "Add"} & set(ops), ops
     fused = [n for n in model.graph.nodes if n.op_type == "FusedMatMul" and n.attrs.get("activation") == "Gelu"]
     assert len(fused) == 1
+    onnx.checker.check_model(model_to_proto(model), full_check=True)  # what edgelearn optimize saves
     _compare(proto)
 
 
