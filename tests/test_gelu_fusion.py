@@ -16,9 +16,9 @@ from inference.passes import optimize
 ort = pytest.importorskip("onnxruntime")
 
 
-def _gelu_model(form: str, root2: float = math.sqrt(2.0), tap: bool = False) -> onnx.ModelProto:
-    """x (3, 16) -> MatMul + Add -> GELU written as ``form`` -> MatMul -> y. ``tap``: the Erf's output
-    is also a graph output (then nothing may fuse)."""
+def _gelu_model(form: str, root2: float = math.sqrt(2.0), tap: str = "") -> onnx.ModelProto:
+    """x (3, 16) -> MatMul + Add -> GELU written as ``form`` -> MatMul -> y. ``tap``: a value in the
+    chain that is also a graph output (then nothing may fuse)."""
     rng = np.random.default_rng(len(form))
     inits = {"w1": rng.standard_normal((16, 32)) / 4, "b1": rng.standard_normal(32) / 4,
              "w2": rng.standard_normal((32, 8)) / 6, "root2": np.array(root2), "half": np.array(0.5),
@@ -39,7 +39,7 @@ def _gelu_model(form: str, root2: float = math.sqrt(2.0), tap: bool = False) -> 
     nodes.append(helper.make_node("MatMul", ["g", "w2"], ["y"]))
     outputs = [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)]
     if tap:
-        outputs.append(helper.make_tensor_value_info("t2", onnx.TensorProto.FLOAT, None))
+        outputs.append(helper.make_tensor_value_info(tap, onnx.TensorProto.FLOAT, None))
     graph = helper.make_graph(nodes, form, [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3, 16])],
                               outputs, [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -66,9 +66,10 @@ def test_the_erf_form_fuses_into_the_dense_layer(form):
     _compare(proto)
 
 
-@pytest.mark.parametrize("case", ["another constant", "a value read elsewhere"])
+@pytest.mark.parametrize("case", ["another constant", "t2", "t3", "t4"])
 def test_anything_else_is_left_alone(case):
-    proto = _gelu_model("torch", root2=math.sqrt(3.0)) if case == "another constant" else _gelu_model("torch", tap=True)
+    """A different constant, or a value of the chain also read elsewhere (a graph output)."""
+    proto = _gelu_model("torch", root2=math.sqrt(3.0)) if case == "another constant" else _gelu_model("torch", tap=case)
     model = load_model(proto)
     optimize(model)
     assert "Erf" in model.graph.op_histogram()

@@ -114,7 +114,7 @@ def gelu_erf_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
     if not _plain(g, add, "Add") or not _scalar_is(g, _other(add, erf.outputs[0]) or "", 1.0) or not _plain(g, mul, "Mul"):
         return None
     one_plus = add.outputs[0]
-    if _other(mul, x) == one_plus:  # torch.onnx: x * (1 + erf), then * 0.5
+    if _other(mul, x) == one_plus and single_reader(g, one_plus) is mul:  # torch.onnx: x * (1 + erf), then * 0.5
         last = single_reader(g, mul.outputs[0])
         if _plain(g, last, "Mul") and _scalar_is(g, _other(last, mul.outputs[0]) or "", 0.5):
             return [scale, erf, add, mul, last], last.outputs[0]
