@@ -8,7 +8,8 @@ import pytest
 
 from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads
-from inference.kernels.activation_matmul import _pack, _plan, activation_matmul
+from inference.kernels.activation_matmul import _plan, activation_matmul
+from inference.kernels.rows_gemm import pack_panels
 
 RNG = np.random.default_rng(21)
 
@@ -51,7 +52,7 @@ def test_views_and_non_finite_values(threads):
 def test_packing_pads_the_last_panel_with_zeros():
     b = _f32(3, 5, 20)
     wp = np.full(2 * 5 * 16 + 7, 9.0, np.float32)
-    _pack(b.reshape(-1), 1 * 5 * 20, 5, 20, 16, wp, 7, 0, 2)
+    pack_panels(b.reshape(-1), 1 * 5 * 20, 5, 20, 20, 16, wp, 7, 0, 2)
     panels = wp[7:].reshape(2, 5, 16)
     np.testing.assert_array_equal(panels[0], b[1, :, :16])
     np.testing.assert_array_equal(panels[1, :, :4], b[1, :, 16:])

@@ -3,7 +3,8 @@
 Why not numpy's BLAS, which is as fast on these shapes: it is a call numba's kernel replay
 (:mod:`inference.kernel_replay`) cannot repeat, so one such product kept a whole transformer
 running step by step, ~18% of its batch-1 run in Python. Here each matrix of ``B`` is packed into
-:func:`~inference.kernels.rows_gemm.padded_weight`'s panels inside the kernel (a 64 x 128 one is
+:func:`~inference.kernels.rows_gemm.padded_weight`'s panels inside the kernel (its
+:func:`~inference.kernels.rows_gemm.pack_panels`) (a 64 x 128 one is
 32 KB, ~1 us), then every tile of every product runs in one parallel region.
 
 Handles ``A (..., P, K) @ B (..., K, N)`` with equal batch axes, and ``A (..., K) @ B (K, N)``; a
@@ -26,7 +27,7 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
 from inference.kernels.arena_slot import new_output, new_scratch
-from inference.kernels.rows_gemm import LANES, matrix_product, panel_row_offsets, tile_shape
+from inference.kernels.rows_gemm import LANES, matrix_product, pack_panels, panel_row_offsets, tile_shape
 from inference.ops._memo import remember
 from inference.ops.matmul import matmul as reference_matmul
 from inference.ops.registry import register
@@ -41,24 +42,6 @@ REPLAYABLE = "replayable"
 MAX_PACKED_BYTES = 4 << 20
 _UNBOUNDED = (np.float32(-np.inf), np.float32(np.inf))
 _NO_Z = np.zeros(1, np.float32)
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def _pack(b, b0, k, n, nl, wp, w0, pb0, pb1):
-    """Panels [pb0, pb1) of ``b[b0:]`` (k, n) into ``wp[w0:]`` as panels of ``nl`` columns, each
-    (k, nl), n zero-padded. Rows through views indexed from 0: flat indices kept LLVM from
-    vectorising the copy (4 x 64 x 128 in 20 us against these 4)."""
-    zero = np.float32(0.0)
-    for pb in range(pb0, pb1):
-        c0 = pb * nl
-        cols = min(nl, n - c0)
-        for r in range(k):
-            src = b[b0 + r * n + c0:b0 + r * n + c0 + cols]
-            dst = wp[w0 + (pb * k + r) * nl:w0 + (pb * k + r + 1) * nl]
-            for j in range(cols):
-                dst[j] = src[j]
-            for j in range(cols, nl):
-                dst[j] = zero
 
 
 @threaded_kernel()
@@ -76,14 +59,14 @@ def _products(a, b, y, items, p, k, n, koff, bias, mr, nv, nchunks, wp, tails):
         for ch in numba.prange(nchunks):
             w, tail = wp[ch * packed:(ch + 1) * packed], tails[ch * mr * k:(ch + 1) * mr * k]
             for i in range(ch * items // nchunks, (ch + 1) * items // nchunks):
-                _pack(b, i * k * n, k, n, nl, w, 0, 0, panels)
+                pack_panels(b, i * k * n, k, n, n, nl, w, 0, 0, panels)
                 matrix_product(a, i * p * k, p, tail, koff, w, bias, _NO_Z, False, lo, hi, y, i * p * n, n, mr, nv)
     else:  # fewer products than runs: each packed by all runs, then its row blocks shared
         w = wp[:packed]
         blocks = -(-p // mr)
         for i in range(items):
             for ch in numba.prange(nchunks):
-                _pack(b, i * k * n, k, n, nl, w, 0, ch * panels // nchunks, (ch + 1) * panels // nchunks)
+                pack_panels(b, i * k * n, k, n, n, nl, w, 0, ch * panels // nchunks, (ch + 1) * panels // nchunks)
             for ch in numba.prange(nchunks):
                 r0, r1 = ch * blocks // nchunks * mr, min(p, (ch + 1) * blocks // nchunks * mr)
                 if r1 > r0:

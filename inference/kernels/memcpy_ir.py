@@ -1,4 +1,5 @@
-"""One contiguous run of array elements copied by LLVM's ``memcpy`` inside a numba kernel.
+"""One contiguous run of array elements copied by LLVM's ``memcpy`` inside a numba kernel, and the
+flat element pointer such intrinsics start from.
 
 Why: numba compiles ``dst[a:b] = src[c:d]`` and the equivalent element loop into a loop that LLVM
 guards against the two views overlapping and vectorises poorly: padding an RGB stem's 3x224x224
@@ -11,6 +12,14 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 
+def flat_pointer(context, builder, signature, args, array_at: int, index_at: int):
+    """In an intrinsic's codegen: the pointer to element ``args[index_at]`` (any integer) of the
+    C-contiguous array ``args[array_at]``, indexed flat."""
+    data = context.make_array(signature.args[array_at])(context, builder, args[array_at]).data
+    index = context.cast(builder, args[index_at], signature.args[index_at], types.int64)
+    return builder.gep(data, [index])
+
+
 @intrinsic
 def copy_run(typingctx, dst, d0, src, s0, count):
     """``dst[d0:d0 + count] = src[s0:s0 + count]`` for C-contiguous arrays of one dtype that do not
@@ -20,11 +29,10 @@ def copy_run(typingctx, dst, d0, src, s0, count):
     sig = types.void(dst, d0, src, s0, count)
 
     def codegen(context, builder, signature, args):
-        da = context.make_array(signature.args[0])(context, builder, args[0])
-        sa = context.make_array(signature.args[2])(context, builder, args[2])
-        d0v, s0v, n = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (1, 3, 4))
+        n = context.cast(builder, args[4], signature.args[4], types.int64)
         itemsize = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
-        cgutils.raw_memcpy(builder, builder.gep(da.data, [d0v]), builder.gep(sa.data, [s0v]), n, itemsize)
+        cgutils.raw_memcpy(builder, flat_pointer(context, builder, signature, args, 0, 1),
+                           flat_pointer(context, builder, signature, args, 2, 3), n, itemsize)
         return context.get_dummy_value()
 
     return sig, codegen

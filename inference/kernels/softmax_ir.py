@@ -18,6 +18,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from inference.kernels.memcpy_ir import flat_pointer
 from inference.kernels.tile_ir import LANES, _masked_f32, splat
 from inference.kernels.vmath_ir import exp_nonpositive
 
@@ -48,10 +49,9 @@ def softmax_row(typingctx, x, x0, y, y0, n):
     sig = types.void(x, x0, y, y0, n)
 
     def codegen(context, builder, signature, args):
-        xa = context.make_array(signature.args[0])(context, builder, args[0])
-        ya = context.make_array(signature.args[2])(context, builder, args[2])
-        x0v, y0v, nv = (context.cast(builder, args[i], signature.args[i], types.int64) for i in (1, 3, 4))
-        px, py = builder.gep(xa.data, [x0v]), builder.gep(ya.data, [y0v])
+        px = flat_pointer(context, builder, signature, args, 0, 1)
+        py = flat_pointer(context, builder, signature, args, 2, 3)
+        nv = context.cast(builder, args[4], signature.args[4], types.int64)
         full = builder.and_(nv, ir.Constant(_I64, -LANES))
         rest = builder.trunc(builder.sub(nv, full), _I32)
         lane_ids = ir.Constant(ir.VectorType(_I32, LANES), list(range(LANES)))
