@@ -12,6 +12,19 @@ from tests.conftest import LIGHT_MODELS
 MODELS = ["light_resnet50", "light_squeezenet", "light_inception_v2", "light_shufflenet"]
 
 
+def _load(model_name: str):
+    """A light model without its closing Softmax: with their constant 0.02 weights the logits
+    reach ~7e9 (float32 spacing 512), so which of them tie at the maximum, and with it the whole
+    softmax, depends on summation order (BLAS's kernel choice flipped it). The logits compare
+    within rtol 1e-4 whatever the order."""
+    proto = onnx.load(str(LIGHT_MODELS / f"{model_name}.onnx"))
+    last = proto.graph.node[-1]
+    assert last.op_type == "Softmax" and proto.graph.output[0].name == last.output[0]
+    proto.graph.output[0].name = last.input[0]
+    proto.graph.node.remove(last)
+    return load_model(proto)
+
+
 def _run(model, x):
     name = model.graph.feed_inputs()[0].name
     return Session(model).run({name: x})[0]
@@ -21,7 +34,7 @@ def _run(model, x):
 def baselines():
     out = {}
     for m in MODELS:
-        model = load_model(str(LIGHT_MODELS / f"{m}.onnx"))
+        model = _load(m)
         shape = model.graph.feed_inputs()[0].type.shape
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         out[m] = (x, _run(model, x))
@@ -31,7 +44,7 @@ def baselines():
 @pytest.mark.parametrize("pass_name", [p.name for p in PIPELINE])
 @pytest.mark.parametrize("model_name", MODELS)
 def test_single_pass_keeps_outputs(baselines, model_name, pass_name):
-    model = load_model(str(LIGHT_MODELS / f"{model_name}.onnx"))
+    model = _load(model_name)
     optimize(model, switches={p.name: p.name == pass_name for p in PIPELINE})
     x, expected = baselines[model_name]
     np.testing.assert_allclose(_run(model, x), expected, rtol=1e-4, atol=1e-5)
@@ -39,7 +52,7 @@ def test_single_pass_keeps_outputs(baselines, model_name, pass_name):
 
 @pytest.mark.parametrize("model_name", MODELS)
 def test_full_pipeline_shrinks_graph_and_exports(baselines, model_name):
-    model = load_model(str(LIGHT_MODELS / f"{model_name}.onnx"))
+    model = _load(model_name)
     before = model.graph.op_histogram()
     applied = optimize(model)
     after = model.graph.op_histogram()
