@@ -187,3 +187,36 @@ def test_batchnorm_in_training_mode_or_after_a_fed_weight_stays():
     fed = load_model(proto)  # an initializer that is also an input: a feed may replace it
     assert not fold_conv_batchnorm(fed)
     assert fed.graph.op_histogram().get("BatchNormalization") == 1
+
+
+def _shape_model(batch) -> onnx.ModelProto:
+    """x (batch, 3, 4) -> Reshape to (Shape(x)[0], 12) -> Mul by Cast(Shape(x)[1:], float) summed."""
+    from onnx import helper, numpy_helper
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Shape", ["x"], ["tail"], start=1),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0), helper.make_node("Unsqueeze", ["n", "zero1"], ["n1"]),
+             helper.make_node("Concat", ["n1", "twelve"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["r"]), helper.make_node("Cast", ["tail"], ["tf"], to=1),
+             helper.make_node("ReduceSum", ["tf"], ["k"], keepdims=0), helper.make_node("Mul", ["r", "k"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array([0], np.int64), "zero1"),
+             numpy_helper.from_array(np.array([12], np.int64), "twelve")]
+    graph = helper.make_graph(nodes, "shapes", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [batch, 3, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("batch", [2, "N"])
+def test_shapes_of_static_tensors_fold(batch):
+    """Shape of a tensor whose shape is fully known folds (and the arithmetic after it); with a
+    symbolic batch dim it stays a run-time op. Outputs unchanged either way."""
+    from inference.passes.constant_folding import fold_constants
+
+    model = load_model(_shape_model(batch))
+    assert fold_constants(model) == (batch == 2)
+    hist = model.graph.op_histogram()
+    if batch == 2:
+        assert hist == {"Reshape": 1, "Mul": 1}
+    else:
+        assert hist.get("Shape") == 2
+    x = np.random.default_rng(4).standard_normal((2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(_run(model, x), x.reshape(2, 12) * 7, rtol=1e-6)

@@ -1,8 +1,17 @@
 """Evaluate at load time every node whose inputs are all constants (ConstantOfShape weights,
-shape arithmetic, Constant nodes) and keep the results as initializers."""
+shape arithmetic, Constant nodes) and keep the results as initializers.
+
+``Shape`` and ``Size`` of a tensor whose inferred shape is fully static count as constants too:
+PyTorch's exporter computes reshape targets and the attention scale from ``Shape`` at run time
+(a 2-layer ``nn.TransformerEncoder`` at opset 14 carries 4 Shape nodes feeding ~30 Slice, Concat,
+Cast, Sqrt and Div nodes), all of it fixed once the input's shape is. The Predictor refuses feeds
+of another shape than the declared one, so the fold holds for every run it makes.
+"""
 from __future__ import annotations
 
-from inference.ir import Model, Node
+import numpy as np
+
+from inference.ir import Graph, Model, Node, TensorType
 from inference.passes._rewrite import constant_value, drop_unused_initializers
 
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -18,6 +27,8 @@ def fold_constants(model: Model) -> bool:
         if node.op_type in NONDETERMINISTIC or node.domain != "" or node.has_subgraphs():
             continue
         values = [constant_value(g, i) if i else None for i in node.inputs]
+        if node.op_type in ("Shape", "Size") and values[0] is None:
+            values[0] = _shape_stand_in(g, node.inputs[0])
         if any(i and v is None for i, v in zip(node.inputs, values)):
             continue
         try:
@@ -37,6 +48,15 @@ def fold_constants(model: Model) -> bool:
         _keep_outputs_produced(model)
         drop_unused_initializers(g)
     return changed
+
+
+def _shape_stand_in(g: Graph, name: str) -> np.ndarray | None:
+    """An array of ``name``'s static shape and dtype (no memory: every element one zero), or None
+    where a dim is symbolic or unknown."""
+    t = g.type_of(name)
+    if not isinstance(t, TensorType) or t.shape is None or not all(isinstance(d, int) and d >= 0 for d in t.shape):
+        return None
+    return np.broadcast_to(np.zeros((), t.dtype), t.shape)
 
 
 def _keep_outputs_produced(model: Model) -> None:
