@@ -284,6 +284,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("", "DequantizeLinear"): _qdq,
     **{("", op): _not_axis0("axis", _softmax_default) for op in ("Softmax", "LogSoftmax", "Hardmax")},
     ("", "LayerNormalization"): _not_axis0("axis", -1),
+    (OUR_DOMAIN, "LayerNormalization"): _not_axis0("axis", -1),
     ("", "LpNormalization"): _not_axis0("axis", -1),
     ("", "Concat"): _not_axis0("axis", 0),
     ("", "Split"): _not_axis0("axis", 0),

@@ -18,6 +18,7 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
+from inference.kernels.fused import DOMAIN
 from inference.kernels.softmax_ir import softmax_row
 from inference.kernels.vmath import FAST_FINITE
 from inference.ops.registry import lookup, register
@@ -94,13 +95,21 @@ def _layer_norm_applies(node: Node, graph: Graph) -> bool:
     return len([o for o in node.outputs if o]) == 1 and _last_axis_float32(node, graph)
 
 
+@register("LayerNormalization", since=1, domain=DOMAIN)
+def layer_normalization_reference(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1, ctx):
+    """Our domain's LayerNormalization, which ``passes.layer_norm`` makes of an opset < 17 graph's
+    written-out form, is the standard op."""
+    return lookup("LayerNormalization", "", 17).fn(x, scale, b, axis=axis, epsilon=epsilon,
+                                                   stash_type=stash_type, ctx=ctx)
+
+
+@register("LayerNormalization", since=1, domain=DOMAIN, kind="fast", applies=_layer_norm_applies)
 @register("LayerNormalization", since=17, kind="fast", applies=_layer_norm_applies)
 def layer_normalization(x, scale, b=None, *, axis=-1, epsilon=1e-5, stash_type=1, ctx):
     n = x.shape[-1] if x.ndim else 0
     if (x.dtype != np.float32 or ctx.num_outputs > 1 or x.ndim == 0 or axis not in (-1, x.ndim - 1)
             or scale.size != n or (b is not None and b.size != n)):
-        return lookup("LayerNormalization", "", 17).fn(x, scale, b, axis=axis, epsilon=epsilon,
-                                                       stash_type=stash_type, ctx=ctx)
+        return layer_normalization_reference(x, scale, b, axis=axis, epsilon=epsilon, stash_type=stash_type, ctx=ctx)
     x2 = np.ascontiguousarray(x).reshape(-1, n)
     y = new_output(x2.shape)
     bias = np.zeros(n, np.float32) if b is None else np.ascontiguousarray(b, np.float32).reshape(n)

@@ -21,6 +21,7 @@ from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
 from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
 from inference.passes.inverted_residual import fuse_inverted_residual
+from inference.passes.layer_norm import fuse_layer_norm
 from inference.passes.layout import to_nhwc
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
@@ -48,6 +49,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
     Pass("simplify_transpose_reshape", simplify_transpose_reshape),
     Pass("fuse_channel_shuffle", fuse_channel_shuffle, is_fusion=True),
+    Pass("fuse_layer_norm", fuse_layer_norm, is_fusion=True),  # opset < 17's written-out LayerNorm
     Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),  # before: a Dense layer's BatchNorm folds into its Gemm
     Pass("fold_conv_batchnorm", fold_conv_batchnorm, is_fusion=True),
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
