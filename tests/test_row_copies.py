@@ -11,7 +11,7 @@ from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads
 from inference.kernels.arena_slot import arm, taken
 from inference.kernels.resize import resize_nearest
-from inference.kernels.row_copies import _binary, concat_last_axis
+from inference.kernels.row_copies import _binary, _gate, concat_last_axis
 
 RNG = np.random.default_rng(14)
 OPS = ["Add", "Sub", "Mul", "Div"]  # row_copies' codes, in order
@@ -63,6 +63,24 @@ def test_gated_binary_ops_equal_numpy(op, fn, threads):
         np.testing.assert_array_equal(kernel(x, g), fn(x, g))
         np.testing.assert_array_equal(kernel(g, x), fn(g, x))
         np.testing.assert_array_equal(kernel(x, g[:, :, :, :1]), fn(x, g[:, :, :, :1]))  # not a gate: numpy's
+
+
+@pytest.mark.parametrize("shapes", [((4, 16, 16), (4, 1, 16)), ((2, 5, 24), (24,)), ((2, 3, 7, 9, 16), (2, 1, 1, 1, 16)),
+                                    ((3, 8, 8), (1, 8))], ids=str)
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Div", np.divide)])
+def test_operands_broadcast_over_middle_axes_equal_numpy(op, fn, shapes, threads):
+    """An attention mask (B, 1, L) over scores (B, L, L), a bias over (N, L, C), a gate over
+    several middle axes, either order, with NaN and inf in the broadcast operand; rows too short
+    to loop over (a trailing axis of 1) go to numpy."""
+    kernel = _binary(op, OPS.index(op))
+    x, g = _f32(*shapes[0]), _f32(*shapes[1])
+    assert _gate(x, g) is not None  # the rows kernel's case, not numpy's
+    g.reshape(-1)[:2] = [np.nan, -np.inf]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.testing.assert_array_equal(kernel(x, g), fn(x, g))
+        np.testing.assert_array_equal(kernel(g, x), fn(g, x))
+        short = _f32(*shapes[0][:-1], 1)
+        np.testing.assert_array_equal(kernel(x, short), fn(x, short))
 
 
 @pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])

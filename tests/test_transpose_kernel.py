@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from inference.errors import KernelError
-from inference.kernels.transpose import BLOCK, block_swap, swap_last_two, swap_middle, transpose_blocks
+from inference.kernels.transpose import BLOCK, _plan, block_swap, swap_last_two, swap_middle, transpose_blocks
 
 RNG = np.random.default_rng(13)
 
@@ -56,3 +56,13 @@ def test_other_dtypes_and_bad_perms_go_to_the_reference():
     np.testing.assert_array_equal(transpose_blocks(x, perm=[0, 2, 1]), np.transpose(x, (0, 2, 1)))
     with pytest.raises(KernelError, match="perm"):
         transpose_blocks(x.astype(np.float32), perm=[0, 0, 1])
+
+
+@pytest.mark.parametrize("shape, perm", [((128, 1, 3, 1, 16), (2, 1, 4, 0, 3)), ((4, 1, 8), (1, 0, 2)),
+                                         ((1, 5, 1, 6), (3, 2, 0, 1)), ((2, 1, 3), (2, 0, 1))], ids=str)
+def test_axes_of_one_are_dropped_before_planning(shape, perm, threads):
+    """PyTorch's attention moves axes of length 1 about ((L, 1, 3, 1, D) -> (3, 1, L, 1, D)): a
+    block swap once they are dropped, a reshape when nothing else moves; as numpy's transpose."""
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    assert _plan(shape, list(perm)) is not None
+    np.testing.assert_array_equal(transpose_blocks(x, perm=list(perm)), np.transpose(x, perm))

@@ -16,6 +16,8 @@ the plan says (100K in place: 5.5 us).
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -109,8 +111,8 @@ def _binary_loop(aa, bb, yy, op):
 @threaded_kernel()
 def gated_rows(x, g, y, per_image, op, gate_first, in_place):
     """``y[r] = x[r] op g[r // per_image]`` (``g op x`` for ``gate_first``) for the rows of ``x``
-    (N*H*W, C): a channels-last map and its per-channel gate (N, C), rows shared by the threads;
-    ``in_place``: ``y`` is ``x``."""
+    (outer * per_image, inner) and of its gate ``g`` (outer, inner) (:func:`_gate`), rows shared
+    by the threads; ``in_place``: ``y`` is ``x``."""
     for r in numba.prange(x.shape[0]):
         gs, ys = g[r // per_image], y[r]
         if in_place:
@@ -141,9 +143,27 @@ def _gate_loop(xs, gs, ys, op, gate_first):
             ys[k] = xs[k] / gs[k]
 
 
-def _gate(a: np.ndarray, b: np.ndarray) -> bool:
-    """``b`` is a per-channel gate of the channels-last map ``a``: (N, 1, 1, C) against (N, H, W, C)."""
-    return a.ndim == 4 and b.shape == (a.shape[0], 1, 1, a.shape[3])
+#: a gate's rows shorter than this go to numpy (one call of the row loop per few elements)
+MIN_GATE_ROW = 8
+
+
+def _gate(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int] | None:
+    """(outer, mid, inner) when ``b`` broadcasts over a middle run of ``a``'s axes alone, ``a`` viewed
+    as (outer, mid, inner) and ``b`` as (outer, 1, inner): a channels-last map's per-channel gate
+    (N, 1, 1, C), a bias (C,) over (N, L, C), an attention mask (B, 1, L) over scores (B, L, L)."""
+    if b.ndim > a.ndim or b.size >= a.size:
+        return None
+    x, g = a.shape, (1,) * (a.ndim - b.ndim) + b.shape
+    i = 0
+    while i < len(x) and g[i] == x[i]:
+        i += 1
+    j = i
+    while j < len(x) and g[j] == 1:
+        j += 1
+    inner = math.prod(x[j:])
+    if x[j:] != g[j:] or inner < MIN_GATE_ROW:
+        return None
+    return math.prod(x[:i]), math.prod(x[i:j]), inner
 
 
 @register("Concat", since=4, kind="fast", applies=float32_input)
@@ -185,15 +205,17 @@ def _binary(op_type: str, code: int):
             xf, yf = np.ascontiguousarray(x).reshape(-1), y.reshape(-1)
             scalar_flat(xf, s.reshape(1), yf, code, scalar_first, overwritten(yf, xf) == OVER_FIRST)
             return y
-        gate_first = _gate(b, a)
-        if not (gate_first or _gate(a, b)):
+        split = _gate(b, a)
+        gate_first = split is not None
+        split = split or _gate(a, b)
+        if split is None:
             return reference(a, b)
-        x, g = (b, a) if gate_first else (a, b)  # a squeeze-and-excitation gate (MobileNetV3's)
-        n, h, w, c = x.shape
+        x, g = (b, a) if gate_first else (a, b)
+        outer, mid, inner = split
         y = new_output(x.shape)
-        xr, yr = np.ascontiguousarray(x).reshape(-1, c), y.reshape(-1, c)
+        xr, yr = np.ascontiguousarray(x).reshape(-1, inner), y.reshape(-1, inner)
         in_place = overwritten(yr, xr) == OVER_FIRST
-        gated_rows(xr, np.ascontiguousarray(g).reshape(n, c), yr, h * w, code, gate_first, in_place)
+        gated_rows(xr, np.ascontiguousarray(g).reshape(outer, inner), yr, mid, code, gate_first, in_place)
         return y
 
     kernel.__name__ = kernel.__qualname__ = f"threaded_{op_type.lower()}"

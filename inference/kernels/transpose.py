@@ -76,11 +76,18 @@ def _plan(shape: tuple[int, ...], perm) -> tuple[tuple[int, ...], tuple[int, int
     """(output shape, (n, a, b, c) of the block swap or None for a plain reshape), or None when the
     reference should run (another permutation, or an invalid one: its error)."""
     axes = list(range(len(shape)))[::-1] if perm is None else normalize_axes(perm, len(shape), "Transpose perm")
-    swap = block_swap(shape, axes) if sorted(axes) == list(range(len(shape))) else None
-    if swap is None:
+    if sorted(axes) != list(range(len(shape))):
         return None
     out_shape = tuple(shape[i] for i in axes)
-    return out_shape, None if 1 in swap[1:3] else swap  # a or b of 1: the elements keep their order
+    # axes of length 1 move nothing: PyTorch's attention moves them about ((128, 1, 3, 256) -> (3, 1, 128, 256))
+    kept = [i for i, d in enumerate(shape) if d != 1]
+    moved = [kept.index(i) for i in axes if shape[i] != 1]
+    if moved == sorted(moved):
+        return out_shape, None  # the elements keep their order
+    swap = block_swap(tuple(shape[i] for i in kept), moved)
+    if swap is None:
+        return None
+    return out_shape, swap
 
 
 def _transpose(x: np.ndarray, plan) -> np.ndarray:

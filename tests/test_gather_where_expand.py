@@ -1,0 +1,92 @@
+"""Gather, Where and Expand of float32 in numba (``inference.kernels.gather``, ``.broadcast``), the
+ops of token embeddings, PyTorch's q/k/v split and its attention masks: equal to numpy at one and
+two threads, anything else through the reference ops and their errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference.errors import KernelError
+from inference.kernels.broadcast import MAX_ELEMENTS, expand_float32, where_float32
+from inference.kernels.gather import gather_float32, gather_rows
+
+RNG = np.random.default_rng(21)
+
+
+def _f32(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape, axis, indices", [
+    ((50, 16), 0, np.array([[3, 7, 49], [0, -1, -50]])),  # token ids, negative ones from the end
+    ((3, 8, 1, 32), 0, np.array(1)),  # a scalar index: PyTorch's q/k/v split
+    ((4, 6, 5), 1, np.array([5, 0, 0, 2], np.int32)),
+    ((4, 6, 5), -1, np.array([4, 1])),  # the last axis: rows of one element
+    ((4, 0, 5), 2, np.array([1])),  # an empty tensor
+], ids=str)
+def test_gather_equals_numpy_take(shape, axis, indices, threads):
+    data = _f32(*shape)
+    got = gather_float32(data, indices, axis=axis)
+    np.testing.assert_array_equal(got, np.take(data, indices, axis=axis))
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+
+
+def test_gather_index_out_of_range_is_the_reference_error():
+    with pytest.raises(KernelError, match="Gather index out of range"):
+        gather_float32(_f32(5, 4), np.array([0, 5]), axis=0)
+    with pytest.raises(KernelError, match="Gather index out of range"):
+        gather_float32(_f32(5, 4), np.array([-6]), axis=0)
+
+
+def test_gather_rows_checks_indices_itself():
+    """A replay calls the numba kernel alone: a bad index raises there, never reads past the data."""
+    out = np.empty((1, 2, 4), np.float32)
+    with pytest.raises(IndexError):
+        gather_rows(_f32(1, 5, 4), np.array([1, 5]), out)
+
+
+def test_gather_of_other_dtypes_goes_to_the_reference():
+    data = RNG.integers(0, 9, (5, 3))
+    np.testing.assert_array_equal(gather_float32(data, np.array([4, 0]), axis=0), data[[4, 0]])
+
+
+@pytest.mark.parametrize("shapes", [
+    ((2, 16), (), ()),  # PyTorch's Where(mask, -inf, 0)
+    ((2, 1, 16), (), (2, 4, 16)),  # masked_fill of scores
+    ((16,), (16,), (1,)),
+    ((), (3, 5), (3, 5)),  # a rank-0 condition
+    ((4,), (), ()),  # rank 1 output
+], ids=str)
+def test_where_equals_numpy(shapes, threads):
+    c = RNG.random(shapes[0]) > 0.5
+    x, y = _f32(*shapes[1]), _f32(*shapes[2])
+    x.reshape(-1)[:1] = -np.inf
+    y.reshape(-1)[:1] = np.nan
+    got = where_float32(c, x, y)
+    np.testing.assert_array_equal(got, np.where(c, x, y))
+    assert got.dtype == np.float32
+
+
+def test_where_elsewhere_goes_to_numpy():
+    c = RNG.random((3, 4)) > 0.5
+    ints = RNG.integers(0, 9, (3, 4))
+    np.testing.assert_array_equal(where_float32(c, ints, ints * 2), np.where(c, ints, ints * 2))
+    big = _f32(MAX_ELEMENTS + 1)
+    np.testing.assert_array_equal(where_float32(np.array(True), big, big * 0), big)
+    with pytest.raises(ValueError, match="could not be broadcast"):  # the reference's (the session names the node)
+        where_float32(c, _f32(3, 5), _f32(3, 4))
+
+
+@pytest.mark.parametrize("shape, target", [((1, 1, 1, 16), (1, 4, 1, 16)), ((3, 1), (2, 3, 5)), ((), (2, 2)),
+                                           ((5,), (1,)), ((2, 1, 3), (2, 4, 3))], ids=str)
+def test_expand_equals_numpy(shape, target, threads):
+    x = _f32(*shape)
+    got = expand_float32(x, np.array(target, np.int64))
+    want = x * np.ones(target, np.float32)
+    np.testing.assert_array_equal(got, want)
+    assert got.flags.c_contiguous and got.flags.writeable
+
+
+def test_expand_errors_as_the_reference():
+    with pytest.raises(KernelError, match="not broadcast-compatible"):
+        expand_float32(_f32(3, 4), np.array([2, 3], np.int64))
