@@ -16,8 +16,13 @@ Python) is not replayed, so such a graph fails the check and runs normally from 
 branch random inputs never take is known: a Winograd convolution falls back to the direct one when
 its input holds an inf or a NaN (which Winograd would spread to the neighbours). A graph with one
 is replayed only while its outputs (all float) come out finite; a replay with an inf or a NaN in
-them runs again normally. Only float feeds are captured (random probes of token ids or masks could
-be out of range).
+them runs again normally.
+
+Integer and bool feeds (token ids, attention masks) cannot be probed with random values, which
+could be out of range: their probe is the recorded values shuffled, so every value stays one the
+model accepted. A feed whose shuffle changes nothing (one value throughout: an all-ones mask, a
+length scalar) could not show work done on it outside numba, so the replay is pinned to it: runs
+with other values there go step by step.
 
 A replay holds the session's arena for its run; a run that finds it busy (another thread's) runs
 normally. When the arena is laid out anew (a larger batch grew it) the replays recorded on the old
@@ -102,14 +107,18 @@ class Replay:
     """One signature's recorded calls, the feed buffers they read and the output arrays they write."""
 
     def __init__(self, feeds: dict[str, np.ndarray], calls: list, outputs: list, block: Any, workspace: Any,
-                 uses: int = 0):
+                 uses: int = 0, pinned: dict[str, np.ndarray] | None = None):
         self.feeds, self.outputs = feeds, outputs
+        self.pinned = pinned or {}  # feeds the probe could not vary: replayed only for these values
         self.uses = uses  # the signature's runs, replayed or not (halved every AGE_EVERY runs of the session)
         self.calls = [(_compiled(d, args, kwargs), args, kwargs) for d, args, kwargs in calls]
         self.block, self.workspace = block, workspace
 
     def run(self, arenas: Any, feeds: Mapping[str, Any]) -> list | None:
-        """The outputs for ``feeds`` (copies), or None when the arena is busy."""
+        """The outputs for ``feeds`` (copies), or None when the arena is busy or a pinned feed
+        differs from the recorded one."""
+        if any(not np.array_equal(feeds[name], value) for name, value in self.pinned.items()):
+            return None
         if not arenas.hold():
             return None
         try:
@@ -183,7 +192,7 @@ class KernelReplays:
         parts = []
         for (feeds, threads), entry in list(self._entries.items()):
             shapes = ", ".join(f"{name} {list(shape)}" for name, shape, _ in feeds)
-            state = (f"replayed ({entry.uses} runs)" if isinstance(entry, Replay) else
+            state = (f"replayed ({entry.uses} runs{_pinned_note(entry)})" if isinstance(entry, Replay) else
                      "step by step (work outside numba, or a run past MAX_REPLAY_FLOPS)" if entry is _REFUSED else
                      f"step by step, {entry} of {CAPTURE_AFTER} runs before its capture" if entry < CAPTURE_AFTER else
                      f"step by step, {entry} runs: the {KEPT_REPLAYS} replays kept are of shapes run more")
@@ -239,9 +248,10 @@ class KernelReplays:
         with _Recorder() as calls:
             outputs = session.execute(buffers)
         result = _copies(outputs)
-        replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace, count)
         rng = np.random.default_rng(len(calls))
-        probe = {name: rng.standard_normal(b.shape).astype(b.dtype) for name, b in buffers.items()}
+        probe = {name: _probe(rng, b) for name, b in buffers.items()}
+        pinned = {name: b.copy() for name, b in buffers.items() if np.array_equal(probe[name], b)}
+        replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace, count, pinned)
         try:  # the replay first: every buffer then holds what the recorded run left, from other
             got = replay.run(arenas, probe)  # inputs, so work the record skipped shows (the normal
             want = session.execute(probe)  # run first would have left the probe's own values there)
@@ -272,13 +282,27 @@ def _compiled(dispatcher: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _signature(feeds: Mapping[str, Any]) -> tuple | None:
-    """What a replay is recorded for; None when a feed is not a float array."""
+    """What a replay is recorded for; None when a feed is not a numeric or bool array."""
     parts = []
     for name, value in feeds.items():
-        if type(value) is not np.ndarray or value.dtype.kind != "f":
+        if type(value) is not np.ndarray or value.dtype.kind not in "fiub":
             return None
         parts.append((name, value.shape, value.dtype.str))
     return tuple(parts), kernel_threads()
+
+
+def _pinned_note(replay: Replay) -> str:
+    if not replay.pinned:
+        return ""
+    return f"; only for the recorded {', '.join(replay.pinned)}: one value throughout, which no probe varies"
+
+
+def _probe(rng: np.random.Generator, recorded: np.ndarray) -> np.ndarray:
+    """Other inputs of ``recorded``'s shape for the capture's check: random normals for a float
+    feed, the recorded values shuffled for an integer or bool one (ids and masks stay valid)."""
+    if recorded.dtype.kind == "f":
+        return rng.standard_normal(recorded.shape).astype(recorded.dtype)
+    return rng.permutation(recorded.ravel()).reshape(recorded.shape)
 
 
 def _copies(outputs: list) -> list:

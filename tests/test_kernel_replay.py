@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from inference import Config, Predictor, zoo
 from inference import kernel_replay
+from inference.errors import KernelError
 from inference.kernel_replay import CAPTURE_AFTER, KEPT_REPLAYS, Replay, _signature
 from inference.onnx_export import model_to_proto
 
@@ -350,3 +351,81 @@ def test_the_report_says_how_each_shape_runs(ds_cnn):
         p.run({"input": x})
     assert p.replay_report() == f"input [1, 1, 49, 10] at 1 thread(s): replayed ({CAPTURE_AFTER + 1} runs)"
     assert _predictor(ds_cnn, replay=False).replay_report() == "off"
+
+
+def _embedding_model() -> onnx.ModelProto:
+    """Token ids (2, 8) int64 -> an embedding Gather -> MatMul -> masked by a bool (2, 8, 1) mask."""
+    rng = np.random.default_rng(8)
+    inits = {"table": rng.standard_normal((50, 16)).astype(np.float32),
+             "w": rng.standard_normal((16, 16)).astype(np.float32), "zero": np.zeros((), np.float32)}
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]), helper.make_node("MatMul", ["e", "w"], ["h"]),
+             helper.make_node("Where", ["mask", "zero", "h"], ["y"])]
+    graph = helper.make_graph(nodes, "embed", [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [2, 8]),
+                                               helper.make_tensor_value_info("mask", onnx.TensorProto.BOOL, [2, 8, 1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _token_feeds(rng: np.random.Generator, same_id: bool = False) -> dict[str, np.ndarray]:
+    ids = np.full((2, 8), 7) if same_id else rng.integers(0, 50, (2, 8))
+    return {"ids": ids.astype(np.int64), "mask": rng.random((2, 8, 1)) < 0.3}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_token_ids_and_masks_replay(threads):
+    """Integer and bool feeds are captured too (probed with their recorded values shuffled): new ids
+    and masks every run, no step called after the capture, outputs as step by step's."""
+    proto = _embedding_model()
+    p, plain = _predictor(proto, threads=threads), _predictor(proto, threads=threads)
+    plain.session.replays = None
+    count = _count_steps(p)
+    rng = np.random.default_rng(threads)
+    for i in range(CAPTURE_AFTER + 4):
+        feeds, before = _token_feeds(rng), count[0]
+        assert np.array_equal(p.run(feeds)["y"], plain.run(feeds)["y"])
+        if i > CAPTURE_AFTER:
+            assert count[0] == before
+    assert _states(p) == ["Replay"]
+
+
+def test_a_bad_token_id_after_the_capture_is_named():
+    """A replay never reads past the embedding table: the kernel's own check stops it, and the run
+    made again step by step raises the reference's error; good ids still run right after."""
+    proto = _embedding_model()
+    p = _predictor(proto)
+    rng = np.random.default_rng(5)
+    for _ in range(CAPTURE_AFTER + 1):
+        p.run(_token_feeds(rng))
+    assert _states(p) == ["Replay"]
+    bad = _token_feeds(rng)
+    bad["ids"][1, 3] = 50
+    with pytest.raises(KernelError, match=r"node Gather->e .*Gather index out of range"):
+        p.run(bad)
+    good = _token_feeds(rng)
+    want = _predictor(proto, replay=False).run(good)["y"]
+    np.testing.assert_array_equal(p.run(good)["y"], want)
+
+
+def test_a_feed_of_one_value_pins_the_replay():
+    """Ids of one value throughout cannot be varied by the probe's shuffle, so the replay is kept
+    for that value alone: other ids run step by step, right, and the report says so."""
+    proto = _embedding_model()
+    p, plain = _predictor(proto), _predictor(proto, replay=False)
+    count = _count_steps(p)
+    rng = np.random.default_rng(6)
+    for _ in range(CAPTURE_AFTER + 1):
+        p.run(_token_feeds(rng, same_id=True))
+    assert "only for the recorded ids" in p.replay_report()
+    before = count[0]
+    p.run(_token_feeds(rng, same_id=True))
+    assert count[0] == before
+    feeds = _token_feeds(rng)
+    assert np.array_equal(p.run(feeds)["y"], plain.run(feeds)["y"])
+    assert count[0] > before
+
+
+def test_feeds_of_other_kinds_are_not_captured():
+    assert _signature({"x": np.zeros(3, np.float32), "ids": np.zeros(3, np.int64), "m": np.zeros(3, bool)})
+    assert _signature({"x": np.zeros(3, np.float32), "s": np.array(["a"])}) is None
+    assert _signature({"x": [np.zeros(3, np.float32)]}) is None
