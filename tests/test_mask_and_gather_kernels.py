@@ -1,6 +1,6 @@
-"""Gather, Where and Expand of float32 in numba (``inference.kernels.gather``, ``.broadcast``), the
-ops of token embeddings, PyTorch's q/k/v split and its attention masks: equal to numpy at one and
-two threads, anything else through the reference ops and their errors."""
+"""Gather, Where, Expand and Cast to float32 in numba (``inference.kernels.gather``, ``.broadcast``,
+``.cast``), the ops of token embeddings, PyTorch's q/k/v split and attention masks: equal to
+numpy at one and two threads, anything else through the reference ops and their errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +8,7 @@ import pytest
 
 from inference.errors import KernelError
 from inference.kernels.broadcast import MAX_ELEMENTS, expand_float32, where_float32
+from inference.kernels.cast import cast_to_float32
 from inference.kernels.gather import gather_float32, gather_rows
 
 RNG = np.random.default_rng(21)
@@ -90,3 +91,24 @@ def test_expand_equals_numpy(shape, target, threads):
 def test_expand_errors_as_the_reference():
     with pytest.raises(KernelError, match="not broadcast-compatible"):
         expand_float32(_f32(3, 4), np.array([2, 3], np.int64))
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.uint8, np.int32, np.int64, np.uint64, np.float64])
+def test_cast_to_float32_equals_numpy(dtype):
+    """Hugging Face's int64 attention mask, bool masks, ids; values past float32's 24-bit mantissa
+    round to nearest even as numpy's; float64's inf, NaN and overflow as numpy's."""
+    if dtype == np.float64:
+        x = np.array([0.1, -2.5, np.inf, -np.inf, np.nan, 1e300, -1e-300, 16777217.0])
+    elif dtype == np.bool_:
+        x = RNG.random((2, 1, 1, 9)) < 0.5
+    else:
+        info = np.iinfo(dtype)
+        x = np.array([info.min, info.max, 0, 1, 16777217 % (int(info.max) + 1)], dtype)
+    with np.errstate(over="ignore"):
+        np.testing.assert_array_equal(cast_to_float32(x, to=1), x.astype(np.float32))
+
+
+def test_other_casts_go_to_the_reference():
+    x = _f32(3)
+    np.testing.assert_array_equal(cast_to_float32(x, to=7), x.astype(np.int64))
+    assert cast_to_float32(x, to=1) is x  # float32 to float32: the input itself
