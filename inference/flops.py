@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
-from inference.ir import Graph, Model, Node
+from typing import Iterable
+
+from inference.ir import Graph, Model, Node, TensorType
 
 #: every op that is a convolution, ONNX's and ours (FusedConv, FusedConvNHWC, int8 QConv)
 CONVOLUTIONS = ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "FusedConv", "FusedConvNHWC", "QConv")
@@ -36,6 +38,23 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
         k = a[0] if node.op_type == "Gemm" and node.attrs.get("transA", 0) else a[-1]
         return 2 * math.prod(out) * k
     return math.prod(out)
+
+
+def row_flops(graph: Graph, nodes: Iterable[Node] | None = None) -> int | None:
+    """FLOPs of a run of ``nodes`` (default: the graph's) per batch row; None when a shape is unknown
+    or a fed input has a symbolic dim past its leading axis (a sequence length: the count then
+    grows with more than the batch, and taking that dim as 1 undercounts a real run by far)."""
+    for v in graph.feed_inputs():
+        if isinstance(v.type, TensorType) and v.type.shape is not None \
+                and any(not isinstance(d, int) for d in v.type.shape[1:]):
+            return None
+    total = 0
+    for node in graph.nodes if nodes is None else nodes:
+        f = node_flops(graph, node)
+        if f is None:
+            return None
+        total += f
+    return total
 
 
 def _inverted_residual_flops(graph: Graph, node: Node, out: tuple, batch: int) -> int | None:

@@ -48,7 +48,7 @@ import numpy as np
 from numba.core.registry import CPUDispatcher
 
 from inference.chunked import batch_rows
-from inference.flops import node_flops
+from inference.flops import row_flops
 from inference.kernels._jit import kernel_threads
 from inference.kernels.nhwc import WINOGRAD
 
@@ -143,8 +143,7 @@ class KernelReplays:
         #: a Winograd step's Python fallback (an inf or a NaN in its input) is not recorded: such a
         #: graph's replays must come out finite, or the run is made again normally
         self._finite_only = any(s.node.attrs.get("algorithm") == WINOGRAD for s in session.steps)
-        flops = [node_flops(session.graph, s.node) for s in session.steps]
-        self._row_flops = None if None in flops else sum(flops)  # per batch row; None: shapes unknown
+        self._row_flops = row_flops(session.graph, [s.node for s in session.steps])  # None: not known
 
     def run(self, feeds: Mapping[str, Any]) -> list | None:
         """The session's outputs for ``feeds`` by replay, or None: run it normally."""

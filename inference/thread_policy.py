@@ -11,7 +11,7 @@ of two activations; a graph of products of fed matrices is BLAS work and keeps t
 """
 from __future__ import annotations
 
-from inference.flops import node_flops
+from inference.flops import node_flops, row_flops
 from inference.ir import Graph, Node
 from inference.kernels.fused import matmul_weight_constant
 
@@ -56,11 +56,8 @@ def prefers_numba_pool(graph: Graph) -> bool:
 
 def serial_rows(graph: Graph) -> int:
     """The batch sizes up to which a run of ``graph`` stays below :data:`MIN_THREADED_FLOPS` (its
-    kernels then run serial); 0 when no batch does or its shapes are not all known."""
-    total = 0
-    for node in graph.nodes:
-        f = node_flops(graph, node)
-        if f is None:
-            return 0
-        total += f
+    kernels then run serial); 0 when no batch does, or its FLOPs per row are not known (shapes not
+    all inferred, or a symbolic sequence length: a BERT export with dynamic axes ran its batch 1 of
+    128 tokens serial, its count taken at one token)."""
+    total = row_flops(graph)
     return MIN_THREADED_FLOPS // total if total else 0

@@ -118,3 +118,19 @@ def test_a_small_run_keeps_its_kernels_serial(two_threads):
     assert seen[:steps] == [1] * steps and seen[steps:] == [two_threads] * steps
     np.testing.assert_allclose(small, large[:1], rtol=1e-5, atol=1e-5)
     assert serial_rows(zoo.resnet8_cifar().graph) == 0  # 25 MFLOP: threaded from batch 1
+
+
+def test_a_symbolic_sequence_length_leaves_the_run_threaded():
+    """With a symbolic dim past the batch axis (a dynamic sequence length) the FLOPs per row are
+    unknown: taken at one token, a small transformer looked small enough to run serial at every
+    batch (a BERT export's batch 1 of 128 tokens ran on one core of two)."""
+    from inference.flops import row_flops
+    from inference.thread_policy import serial_rows
+
+    proto = model_to_proto(zoo.transformer_encoder(seq=8, dim=16, heads=2, layers=1, ffn=32))
+    fixed = Predictor(Config(model_path=proto.SerializeToString(), num_threads=2))
+    assert row_flops(fixed.model.graph) and serial_rows(fixed.model.graph) >= 1  # 8 tokens: small
+    proto.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "sequence"
+    dynamic = Predictor(Config(model_path=proto.SerializeToString(), num_threads=2))
+    assert row_flops(dynamic.model.graph) is None
+    assert serial_rows(dynamic.model.graph) == dynamic._serial_rows == 0
