@@ -118,3 +118,16 @@ def in_threads(work: Callable[[int], None], threads: int) -> list[BaseException]
     for t in runners:
         t.join()
     return errors
+
+
+def count_step_calls(predictor) -> list[int]:
+    """A counter (``[n]``) of the calls of ``predictor``'s session steps from now on: a run made by
+    kernel replay makes none."""
+    count = [0]
+    for step in predictor.session.steps:
+        def counted(*args, _call=step.call):
+            count[0] += 1
+            return _call(*args)
+
+        step.call = counted
+    return count

@@ -14,6 +14,7 @@ from inference import kernel_replay
 from inference.errors import KernelError
 from inference.kernel_replay import CAPTURE_AFTER, KEPT_REPLAYS, Replay, _signature
 from inference.onnx_export import model_to_proto
+from tests.conftest import count_step_calls
 
 
 def _predictor(proto: onnx.ModelProto, replay: bool = True, threads: int = 1, **config) -> Predictor:
@@ -22,20 +23,6 @@ def _predictor(proto: onnx.ModelProto, replay: bool = True, threads: int = 1, **
 
 def _states(p: Predictor) -> list:
     return [type(v).__name__ if isinstance(v, Replay) else v for v in p.session.replays._entries.values()]
-
-
-def _count_steps(p: Predictor) -> list[int]:
-    """A counter of the session's step calls (a replay makes none)."""
-    count = [0]
-    for step in p.session.steps:
-        call = step.call
-
-        def counted(*args, _call=call):
-            count[0] += 1
-            return _call(*args)
-
-        step.call = counted
-    return count
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +40,7 @@ def test_replay_equals_the_step_by_step_run(ds_cnn, threads):
     """From the third run of a shape on, no step runs in Python, and every output equals a
     Predictor's without replay bit for bit (new inputs each run, batch 3 and 1)."""
     p, plain = _predictor(ds_cnn, threads=threads), _predictor(ds_cnn, replay=False, threads=threads)
-    count = _count_steps(p)
+    count = count_step_calls(p)
     for batch in (3, 1):  # the larger first: the arena never grows after, both replays stay
         for i, x in enumerate(_inputs(batch, (batch, 1, 49, 10), CAPTURE_AFTER + 4)):
             before = count[0]
@@ -72,7 +59,7 @@ def test_attention_replays(threads):
     proto = model_to_proto(zoo.transformer_encoder(seq=16, dim=32, heads=2, layers=2, ffn=64))
     p, plain = _predictor(proto, threads=threads), _predictor(proto, threads=threads)
     plain.session.replays = None  # step by step, on the replaying kernels
-    count = _count_steps(p)
+    count = count_step_calls(p)
     for i, x in enumerate(_inputs(5, (2, 16, 32), CAPTURE_AFTER + 3)):
         before = count[0]
         assert np.array_equal(p.run({"input": x})["output"], plain.run({"input": x})["output"])
@@ -106,7 +93,7 @@ def test_a_graph_with_work_outside_numba_is_not_replayed():
     proto = _graph([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Sin", ["h"], ["s"]),
                     helper.make_node("MatMul", ["s", "w"], ["y"])], {"w": w}, [1, 8])
     p = _predictor(proto)
-    count = _count_steps(p)
+    count = count_step_calls(p)
     for x in _inputs(1, (1, 8), CAPTURE_AFTER + 3):
         before = count[0]
         np.testing.assert_allclose(p.run({"x": x})["y"], np.sin(x @ w) @ w, rtol=1e-5, atol=1e-5)
@@ -329,7 +316,7 @@ def test_a_long_run_is_not_captured(ds_cnn, monkeypatch):
     row = p.session.replays._row_flops
     assert 4_000_000 < row < 6_000_000  # DS-CNN: ~5 MFLOP a row
     monkeypatch.setattr(kernel_replay, "MAX_REPLAY_FLOPS", int(1.5 * row))
-    count = _count_steps(p)
+    count = count_step_calls(p)
     for x in _inputs(11, (2, 1, 49, 10), CAPTURE_AFTER + 2) + _inputs(10, (1, 1, 49, 10), CAPTURE_AFTER + 2):
         p.run({"input": x})  # batch 2 first: the arena never grows after
     assert _states(p) == ["refused", "Replay"]
@@ -379,7 +366,7 @@ def test_token_ids_and_masks_replay(threads):
     proto = _embedding_model()
     p, plain = _predictor(proto, threads=threads), _predictor(proto, threads=threads)
     plain.session.replays = None
-    count = _count_steps(p)
+    count = count_step_calls(p)
     rng = np.random.default_rng(threads)
     for i in range(CAPTURE_AFTER + 4):
         feeds, before = _token_feeds(rng), count[0]
@@ -412,7 +399,7 @@ def test_a_feed_of_one_value_pins_the_replay():
     for that value alone: other ids run step by step, right, and the report says so."""
     proto = _embedding_model()
     p, plain = _predictor(proto), _predictor(proto, replay=False)
-    count = _count_steps(p)
+    count = count_step_calls(p)
     rng = np.random.default_rng(6)
     for _ in range(CAPTURE_AFTER + 1):
         p.run(_token_feeds(rng, same_id=True))

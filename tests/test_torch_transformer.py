@@ -14,6 +14,7 @@ import pytest
 from inference import Config, Predictor
 from inference.kernel_replay import CAPTURE_AFTER
 from inference.onnx_export import model_to_proto
+from tests.conftest import count_step_calls
 
 torch = pytest.importorskip("torch")
 from benchmarks.torch_models import Bert, Encoder, Size, bert_feeds, encoder_feeds, export, run_torch  # noqa: E402
@@ -34,17 +35,6 @@ def _export(module, opset: int) -> bytes:
 
 def _feeds(rng: np.random.Generator, padded: bool = True) -> dict[str, np.ndarray]:
     return encoder_feeds(rng, BATCH, SEQ, SIZE, padded)
-
-
-def _count_steps(p: Predictor) -> list[int]:
-    count = [0]
-    for step in p.session.steps:
-        def counted(*args, _call=step.call):
-            count[0] += 1
-            return _call(*args)
-
-        step.call = counted
-    return count
 
 
 @pytest.mark.parametrize("opset", [14, 17])
@@ -73,7 +63,7 @@ def test_export_with_a_mask_replays(encoder, threads):
     data = _export(encoder, 14)
     p, plain = (Predictor(Config(model_path=data, num_threads=threads)) for _ in range(2))
     plain.session.replays = None
-    count = _count_steps(p)
+    count = count_step_calls(p)
     rng = np.random.default_rng(threads)
     for i in range(CAPTURE_AFTER + 4):
         feeds = _feeds(rng)
@@ -90,7 +80,7 @@ def test_a_mask_without_padding_pins_the_replay(encoder):
     """Captured on masks with no padding (one value throughout, which no shuffle can vary), the
     replay holds for that mask alone: a padded one runs step by step, with torch's outputs."""
     p = Predictor(Config(model_path=_export(encoder, 14), num_threads=1))
-    count = _count_steps(p)
+    count = count_step_calls(p)
     rng = np.random.default_rng(3)
     for _ in range(CAPTURE_AFTER + 2):
         p.run(_feeds(rng, padded=False))
