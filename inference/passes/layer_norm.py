@@ -21,7 +21,8 @@ import numpy as np
 
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.fused import DOMAIN
-from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name, readers, single_reader
+from inference.passes._rewrite import (constant_value, drop_unused_initializers, fresh_name, fuse_nodes, readers,
+                                      single_reader)
 
 #: the first opset whose default domain has LayerNormalization
 STANDARD_SINCE = 17
@@ -43,10 +44,7 @@ def fuse_layer_norm(model: Model) -> bool:
         standard = model.opset_imports.get("", 1) >= STANDARD_SINCE
         fused = Node("LayerNormalization", [x, gamma] + ([beta] if beta else []), list(chain[-1].outputs),
                      {"axis": axis, "epsilon": epsilon}, "" if standard else DOMAIN, chain[-1].name or chain[-1].outputs[0])
-        g.nodes[g.nodes.index(chain[-1])] = fused
-        for n in chain[:-1]:
-            g.nodes.remove(n)
-            g.value_info.pop(n.outputs[0], None)
+        fuse_nodes(g, chain[-1], fused, chain[:-1])
         if not standard:
             model.opset_imports.setdefault(DOMAIN, 1)
         changed = True
