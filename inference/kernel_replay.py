@@ -20,9 +20,12 @@ them runs again normally.
 
 Integer and bool feeds (token ids, attention masks) cannot be probed with random values, which
 could be out of range: their probe is the recorded values shuffled, so every value stays one the
-model accepted. A feed whose shuffle changes nothing (one value throughout: an all-ones mask, a
-length scalar) could not show work done on it outside numba, so the replay is pinned to it: runs
-with other values there go step by step.
+model accepted. A feed of one value throughout (an all-ones mask, a length scalar), which no
+shuffle changes, could not show work done on it outside numba, so the replay is pinned to it:
+another value there is captured anew when it varies (the padded masks after an unpadded one),
+else it runs step by step. A replay that raises (a kernel's own check stopped a bad input: a token
+id past the embedding table) runs again step by step, which names the error and keeps the replay;
+if that run succeeds the record is broken and the signature runs step by step from then on.
 
 A replay holds the session's arena for its run; a run that finds it busy (another thread's) runs
 normally. When the arena is laid out anew (a larger batch grew it) the replays recorded on the old
@@ -114,11 +117,13 @@ class Replay:
         self.calls = [(_compiled(d, args, kwargs), args, kwargs) for d, args, kwargs in calls]
         self.block, self.workspace = block, workspace
 
+    def holds(self, feeds: Mapping[str, Any]) -> bool:
+        """Whether the record holds for ``feeds``: every pinned feed has its recorded value."""
+        return all(np.array_equal(feeds[name], value) for name, value in self.pinned.items())
+
     def run(self, arenas: Any, feeds: Mapping[str, Any]) -> list | None:
-        """The outputs for ``feeds`` (copies), or None when the arena is busy or a pinned feed
-        differs from the recorded one."""
-        if any(not np.array_equal(feeds[name], value) for name, value in self.pinned.items()):
-            return None
+        """The outputs for ``feeds`` (copies; the caller checked :meth:`holds`), or None when the
+        arena is busy."""
         if not arenas.hold():
             return None
         try:
@@ -162,11 +167,15 @@ class KernelReplays:
         if isinstance(entry, Replay):
             if entry.block is arenas.block and entry.workspace is arenas.workspace:
                 entry.uses += 1
+                if not entry.holds(feeds):  # a pinned feed's other value
+                    varied = any(_varies(feeds[name]) for name in entry.pinned)
+                    return self._capture(key, feeds, entry.uses) if varied else None
                 try:
                     outputs = entry.run(arenas, feeds)
-                except Exception:  # noqa: BLE001 - never expected; the step-by-step run names any real error
-                    self._keep(key, _REFUSED)
-                    return None
+                except Exception:  # noqa: BLE001 - a bad input a kernel's own check stopped, or a broken record
+                    outputs = self._session.execute(feeds)  # a bad input's error, named; the replay stays
+                    self._keep(key, _REFUSED)  # ran step by step where the replay raised: a broken record
+                    return outputs
                 if outputs is not None and self._finite_only and not all(np.isfinite(o).all() for o in outputs):
                     return None  # a Winograd step may have fallen back: run normally
                 return outputs
@@ -298,10 +307,17 @@ def _pinned_note(replay: Replay) -> str:
 
 def _probe(rng: np.random.Generator, recorded: np.ndarray) -> np.ndarray:
     """Other inputs of ``recorded``'s shape for the capture's check: random normals for a float
-    feed, the recorded values shuffled for an integer or bool one (ids and masks stay valid)."""
+    feed, the recorded values shuffled for an integer or bool one (ids and masks stay valid), or
+    rolled by one where the shuffle left them as they were (which only values all equal survive)."""
     if recorded.dtype.kind == "f":
         return rng.standard_normal(recorded.shape).astype(recorded.dtype)
-    return rng.permutation(recorded.ravel()).reshape(recorded.shape)
+    shuffled = rng.permutation(recorded.ravel()).reshape(recorded.shape)
+    return np.roll(recorded, 1) if np.array_equal(shuffled, recorded) else shuffled
+
+
+def _varies(value: np.ndarray) -> bool:
+    """Whether ``value`` holds two different values, so that its probe differs from it."""
+    return value.size > 1 and bool(np.any(value.ravel() != value.ravel()[0]))
 
 
 def _copies(outputs: list) -> list:

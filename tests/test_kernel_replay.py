@@ -377,10 +377,11 @@ def test_token_ids_and_masks_replay(threads):
 
 
 def test_a_bad_token_id_after_the_capture_is_named():
-    """A replay never reads past the embedding table: the kernel's own check stops it, and the run
-    made again step by step raises the reference's error; good ids still run right after."""
+    """A replay never reads past the embedding table: the kernel's own check stops it, the run made
+    again step by step raises the reference's error, and the replay stays for the good ids after."""
     proto = _embedding_model()
     p = _predictor(proto)
+    count = count_step_calls(p)
     rng = np.random.default_rng(5)
     for _ in range(CAPTURE_AFTER + 1):
         p.run(_token_feeds(rng))
@@ -389,14 +390,36 @@ def test_a_bad_token_id_after_the_capture_is_named():
     bad["ids"][1, 3] = 50
     with pytest.raises(KernelError, match=r"node Gather->e .*Gather index out of range"):
         p.run(bad)
-    good = _token_feeds(rng)
+    assert _states(p) == ["Replay"]
+    good, before = _token_feeds(rng), count[0]
     want = _predictor(proto, replay=False).run(good)["y"]
     np.testing.assert_array_equal(p.run(good)["y"], want)
+    assert count[0] == before
 
 
-def test_a_feed_of_one_value_pins_the_replay():
+def test_a_broken_record_goes_step_by_step(monkeypatch):
+    """A replay that raises where the step-by-step run succeeds is a broken record: that run's
+    outputs come from the steps, and the signature is refused."""
+    proto = _embedding_model()
+    p = _predictor(proto)
+    rng = np.random.default_rng(7)
+    for _ in range(CAPTURE_AFTER + 1):
+        p.run(_token_feeds(rng))
+
+    def broken(self, arenas, feeds):
+        raise RuntimeError("a broken record")
+
+    monkeypatch.setattr(Replay, "run", broken)
+    feeds = _token_feeds(rng)
+    np.testing.assert_array_equal(p.run(feeds)["y"], _predictor(proto, replay=False).run(feeds)["y"])
+    assert _states(p) == ["refused"]
+
+
+@pytest.mark.parametrize("later", ["varied", "another single value"])
+def test_a_feed_of_one_value_pins_the_replay(later):
     """Ids of one value throughout cannot be varied by the probe's shuffle, so the replay is kept
-    for that value alone: other ids run step by step, right, and the report says so."""
+    for that value alone (the report says so). Ids that vary are captured anew, and replay from
+    then on whatever they hold; another single value runs step by step against the pinned record."""
     proto = _embedding_model()
     p, plain = _predictor(proto), _predictor(proto, replay=False)
     count = count_step_calls(p)
@@ -407,9 +430,17 @@ def test_a_feed_of_one_value_pins_the_replay():
     before = count[0]
     p.run(_token_feeds(rng, same_id=True))
     assert count[0] == before
-    feeds = _token_feeds(rng)
-    assert np.array_equal(p.run(feeds)["y"], plain.run(feeds)["y"])
-    assert count[0] > before
+    for i in range(3):
+        feeds = _token_feeds(rng, same_id=later != "varied")
+        if later != "varied":
+            feeds["ids"][:] = 3
+        before = count[0]
+        assert np.array_equal(p.run(feeds)["y"], plain.run(feeds)["y"])
+        stepped = count[0] > before
+        # varied ids: the first run is the new capture's (its steps), the rest replays
+        assert stepped == (i == 0 if later == "varied" else True)
+    pinned = "only for the recorded ids" in p.replay_report()
+    assert pinned == (later != "varied") and _states(p) == ["Replay"]
 
 
 def test_feeds_of_other_kinds_are_not_captured():
