@@ -5,7 +5,7 @@ A product (float Conv/MatMul, or int8 QConv/QMatMul) is followed, in this order 
 most once, by: [Add of a constant bias] [Add of a residual tensor] [activation]
 [QuantizeLinear]. The activation may be the pair ``Mul(x, Sigmoid(x))`` (SiLU, as exporters write
 it), taken in as our ``Silu``, or the five nodes of GELU's erf form (:func:`gelu_erf_chain`), as
-``Gelu``. Which stages a fused op can take is told by the slots it offers: a bias
+``Gelu``, or the nine or ten of its tanh approximation (:func:`gelu_tanh_chain`), as ``GeluTanh``. Which stages a fused op can take is told by the slots it offers: a bias
 callback (the op decides what bias shape it can carry and where it goes), the input slot of the
 residual, and, for the int8 ops, the slots of the output scale and zero point. Why one walker:
 the rules of what may be absorbed (single reader, static equal shapes for a residual, which
@@ -96,7 +96,7 @@ def _plain(g: Graph, node: Node | None, op: str) -> bool:
 
 
 def gelu_erf_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
-    """(its nodes in order, its output) when ``x`` is read only by the erf form of GELU as
+    """(its nodes in order, ``"Gelu"``) when ``x`` is read only by the erf form of GELU as
     exporters write it, ``x * 0.5 * (1 + erf(x / sqrt 2))``: torch.onnx's ``Mul(Mul(x, Add(Erf(Div(x,
     sqrt 2)), 1)), 0.5)``, or with ``Mul(x, 0.5)`` taken first (Hugging Face's BERT), the division
     also as a Mul by 1/sqrt 2, the operands of each commutative op in either order. Every value in
@@ -108,20 +108,67 @@ def gelu_erf_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
                   or (_plain(g, n, "Mul") and _scalar_is(g, _other(n, x) or "", math.sqrt(0.5), 1e-6))), None)
     if scale is None:
         return None
-    mul = next(n for n in found if n is not scale)
     erf = single_reader(g, scale.outputs[0])
     add = single_reader(g, erf.outputs[0]) if _plain(g, erf, "Erf") else None
-    if not _plain(g, add, "Add") or not _scalar_is(g, _other(add, erf.outputs[0]) or "", 1.0) or not _plain(g, mul, "Mul"):
+    if not _plain(g, add, "Add") or not _scalar_is(g, _other(add, erf.outputs[0]) or "", 1.0):
         return None
-    one_plus = add.outputs[0]
-    if _other(mul, x) == one_plus and single_reader(g, one_plus) is mul:  # torch.onnx: x * (1 + erf), then * 0.5
-        last = single_reader(g, mul.outputs[0])
-        if _plain(g, last, "Mul") and _scalar_is(g, _other(last, mul.outputs[0]) or "", 0.5):
-            return [scale, erf, add, mul, last], last.outputs[0]
-    elif _scalar_is(g, _other(mul, x) or "", 0.5):  # (x * 0.5) * (1 + erf)
-        last = single_reader(g, mul.outputs[0])
-        if _plain(g, last, "Mul") and _other(last, mul.outputs[0]) == one_plus and single_reader(g, one_plus) is last:
-            return [scale, erf, add, mul, last], last.outputs[0]
+    mul = next(n for n in found if n is not scale)
+    last = _half_x_times(g, x, mul, add.outputs[0])
+    return None if last is None else ([scale, erf, add, mul, last], "Gelu")
+
+
+def gelu_tanh_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
+    """(its nodes in order, ``"GeluTanh"``) when ``x`` is read only by GELU's tanh approximation as
+    exporters write it, ``x * 0.5 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`` (GPT-2's, and
+    PyTorch's ``gelu(approximate="tanh")``): the cube as ``Pow(x, 3)`` or ``Mul(x, Mul(x, x))``, the
+    half taken last or first as for :func:`gelu_erf_chain`, commutative operands either way. Every
+    value in between read once and no graph output: one activation."""
+    found = readers(g, x)
+    if x in g.output_names:
+        return None
+    cube = next((n for n in found if _plain(g, n, "Pow") and n.inputs[0] == x and _scalar_is(g, n.inputs[1], 3.0)), None)
+    powers = [cube]
+    if cube is None:
+        square = next((n for n in found if _plain(g, n, "Mul") and n.inputs == [x, x]), None)
+        cube = None if square is None else single_reader(g, square.outputs[0])
+        if not _plain(g, cube, "Mul") or _other(cube, square.outputs[0]) != x:
+            return None
+        powers = [square, cube]
+    scaled = _next_with_constant(g, cube, "Mul", 0.044715)
+    inner = single_reader(g, scaled.outputs[0]) if scaled is not None else None
+    if not _plain(g, inner, "Add") or _other(inner, scaled.outputs[0]) != x:
+        return None
+    arg = _next_with_constant(g, inner, "Mul", math.sqrt(2.0 / math.pi))
+    tanh = single_reader(g, arg.outputs[0]) if arg is not None else None
+    add = _next_with_constant(g, tanh, "Add", 1.0) if _plain(g, tanh, "Tanh") else None
+    rest = [n for n in found if n not in powers and n is not inner]
+    if add is None or len(rest) != 1:
+        return None
+    last = _half_x_times(g, x, rest[0], add.outputs[0])
+    return None if last is None else (powers + [scaled, inner, arg, tanh, add, rest[0], last], "GeluTanh")
+
+
+def _next_with_constant(g: Graph, node: Node, op: str, value: float) -> Node | None:
+    """The single reader of ``node``'s output if it is ``op`` with a one-element constant ~``value``."""
+    nxt = single_reader(g, node.outputs[0])
+    if _plain(g, nxt, op) and _scalar_is(g, _other(nxt, node.outputs[0]) or "", value, 1e-5):
+        return nxt
+    return None
+
+
+def _half_x_times(g: Graph, x: str, mul: Node, one_plus: str) -> Node | None:
+    """The node that ends ``x * 0.5 * one_plus`` from ``mul``, a reader of ``x``: torch.onnx's
+    ``Mul(Mul(x, one_plus), 0.5)`` or Hugging Face's ``Mul(Mul(x, 0.5), one_plus)``, ``one_plus``
+    read by it alone."""
+    if not _plain(g, mul, "Mul"):
+        return None
+    last = single_reader(g, mul.outputs[0])
+    if not _plain(g, last, "Mul") or single_reader(g, one_plus) not in (mul, last):
+        return None
+    if _other(mul, x) == one_plus and _scalar_is(g, _other(last, mul.outputs[0]) or "", 0.5):
+        return last
+    if _scalar_is(g, _other(mul, x) or "", 0.5) and _other(last, mul.outputs[0]) == one_plus:
+        return last
     return None
 
 
@@ -149,9 +196,9 @@ def absorb_epilogue(g: Graph, model: Model, fused: Node, slots: EpilogueSlots) -
     while stage < 3:
         out = fused.outputs[0]
         silu = silu_pair(g, out) if stage <= 1 else None
-        gelu = gelu_erf_chain(g, out) if stage <= 1 and silu is None else None
+        gelu = (gelu_erf_chain(g, out) or gelu_tanh_chain(g, out)) if stage <= 1 and silu is None else None
         if silu is not None or gelu is not None:
-            fused.attrs.update(activation="Silu" if silu is not None else "Gelu", alpha=0.0, beta=0.0)
+            fused.attrs.update(activation="Silu" if silu is not None else gelu[1], alpha=0.0, beta=0.0)
             nodes = list(silu) if silu is not None else gelu[0]
             absorbed.extend(nodes)
             fused.outputs = list(nodes[-1].outputs)
