@@ -176,3 +176,36 @@ def test_channels_last_upsampling_equals_numpy_take(scales, threads):
     rows = np.floor(np.arange(int(9 * scales[1])) / scales[1]).astype(np.int64)
     cols = np.floor(np.arange(int(7 * scales[2])) / scales[2]).astype(np.int64)
     np.testing.assert_array_equal(got, x[:, rows][:, :, cols])
+
+
+def _ctx(outputs: int):
+    from inference.ops.registry import KernelContext
+
+    return KernelContext(node=None, opset=18, num_outputs=outputs)
+
+
+@pytest.mark.parametrize("axis, sizes", [(2, [4, 4, 2]), (-1, [1, 9]), (1, [2, 4]), (0, [1, 1]), (1, [6, 0])])
+def test_split_equals_numpy(axis, sizes, threads):
+    """PyTorch's q/k/v split runs along the last axis: strided parts copied out by rows in numba
+    (opset 13's split input and 18's num_outputs), outermost ones as views; as numpy's split."""
+    from inference.kernels.row_copies import split_13, split_18
+
+    x = _f32(2, 6, 10)
+    want = np.split(x, np.cumsum(sizes)[:-1], axis=axis)
+    for got in (split_13(x, np.array(sizes), axis=axis, ctx=_ctx(len(sizes))),
+                split_18(x, np.array(sizes), axis=axis, ctx=_ctx(len(sizes)))):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.flags.c_contiguous
+            np.testing.assert_array_equal(g, w)
+    even = split_18(x[:, :, :9], axis=-1, num_outputs=3, ctx=_ctx(3))
+    np.testing.assert_array_equal(np.concatenate(even, axis=-1), x[:, :, :9])
+
+
+def test_split_errors_as_the_reference():
+    from inference.kernels.row_copies import split_13, split_18
+
+    with pytest.raises(KernelError):
+        split_13(_f32(2, 6), np.array([2, 2]), axis=1, ctx=_ctx(2))
+    with pytest.raises(KernelError, match="either the split input or the num_outputs"):
+        split_18(_f32(2, 6), np.array([3, 3]), axis=1, num_outputs=2, ctx=_ctx(2))

@@ -1,5 +1,6 @@
-"""Concat along the last axis as numba row copies, and Add, Sub, Mul and Div of same-shape operands,
-of a channels-last map and its per-channel gate, or of a tensor and a one-element one (attention's
+"""Concat along the last axis and Split's strided parts as numba row copies, and Add, Sub, Mul and
+Div of same-shape operands, of a tensor and an operand broadcast over a middle run of its axes (a
+per-channel gate, a bias, an attention mask), or of a tensor and a one-element one (attention's
 scale), split over the threads when more than one runs.
 
 Why Concat: numpy copies each part's short rows (a channels-last map's pixels) through its strided
@@ -25,7 +26,7 @@ from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import OVER_FIRST, OVER_SECOND, new_output, overwritten
 from inference.ops import layout
-from inference.ops._axes import normalize_axis
+from inference.ops._axes import int_list, normalize_axis
 from inference.ops.registry import lookup, register
 
 _CHUNK = 1 << 14  # elements per parallel work item of a binary op
@@ -38,6 +39,16 @@ def copy_into_columns(src, dst, first):
     rows, width = src.shape
     for r in numba.prange(rows):
         d, s = dst[r, first:first + width], src[r]  # views indexed from 0: the loop vectorises
+        for j in range(width):
+            d[j] = s[j]
+
+
+@threaded_kernel()
+def copy_from_columns(src, dst, first):
+    """``dst[r] = src[r, first:first + w]`` for each row r of ``dst`` (rows, w)."""
+    rows, width = dst.shape
+    for r in numba.prange(rows):
+        d, s = dst[r], src[r, first:first + width]
         for j in range(width):
             d[j] = s[j]
 
@@ -193,6 +204,40 @@ def concat_last_axis(*inputs, axis):
             copy_into_columns(np.ascontiguousarray(a).reshape(rows, -1), y.reshape(rows, width), first)
         first += a.shape[-1]
     return y
+
+
+def _split_rows(x: np.ndarray, axis: int, sizes: list[int]) -> tuple:
+    """The parts of float32 ``x`` along ``axis``: views where a part is one contiguous block (the
+    outermost axis), else copied out by rows in numba. PyTorch's q/k/v split of a fused projection
+    runs along the last axis; the reference copies every part in numpy, which a kernel replay
+    (repeating only numba calls) cannot repeat."""
+    x = np.ascontiguousarray(x)
+    rows, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
+    src = x.reshape(rows, -1)
+    parts, first = [], 0
+    for p in np.split(x, np.cumsum(sizes)[:-1], axis=axis):
+        if not p.flags.c_contiguous and p.size:
+            y = np.empty(p.shape, np.float32)
+            copy_from_columns(src, y.reshape(rows, -1), first * inner)
+            p = y
+        parts.append(p)
+        first += p.shape[axis]
+    return tuple(parts)
+
+
+@register("Split", since=13, kind="fast", applies=float32_input)
+def split_13(x, split=None, *, axis=0, ctx):
+    if x.dtype != np.float32 or x.ndim == 0:
+        return layout.split_v13(x, split, axis=axis, ctx=ctx)
+    return _split_rows(x, *layout.split_plan(x, int_list(split), axis, ctx.num_outputs))
+
+
+@register("Split", since=18, kind="fast", applies=float32_input)
+def split_18(x, split=None, *, axis=0, num_outputs=None, ctx):
+    if x.dtype != np.float32 or x.ndim == 0:
+        return layout.split_v18(x, split, axis=axis, num_outputs=num_outputs, ctx=ctx)
+    layout.check_split18(split is not None, num_outputs, ctx.num_outputs)
+    return _split_rows(x, *layout.split_plan(x, int_list(split), axis, num_outputs, ragged=True))
 
 
 def _binary(op_type: str, code: int):

@@ -38,9 +38,15 @@ def concat(*inputs, axis):
         raise KernelError(f"Concat: shapes {shapes} differ outside axis {axis}") from exc
 
 
-def _split(x, split, axis, parts, ragged=False):
+def split_plan(x, split, axis, parts, ragged=False) -> tuple[int, list[int]]:
+    """(the axis, the parts' lengths) of a Split of ``x``: what the kernels of every opset share."""
     axis = normalize_axis(axis, x.ndim, "Split axis")
-    return split_along(x, split_sizes(x.shape[axis], split, parts, ragged), axis)
+    return axis, split_sizes(x.shape[axis], split, parts, ragged)
+
+
+def _split(x, split, axis, parts, ragged=False):
+    axis, sizes = split_plan(x, split, axis, parts, ragged)
+    return split_along(x, sizes, axis)
 
 
 @register("Split", since=1)
