@@ -6,7 +6,7 @@ The models of ``benchmarks/torch_models.py`` (width 256, 4 heads, FFN 1024, 2 la
 random weights) as ``torch.onnx.export`` writes them: ``nn.TransformerEncoder`` with a bool
 key-padding mask at opset 14 (LayerNorm written out in primitive ops) and 17, and a Hugging
 Face-style BERT (int64 ids and mask) at opset 14 with fixed and with dynamic batch and sequence
-axes. Each cell times both runtimes in interleaved blocks in this one process (onnxruntime with
+axes, and a GPT-2-style decoder (causal mask, tanh GELU) at opset 14. Each cell times both runtimes in interleaved blocks in this one process (onnxruntime with
 its default graph optimization, same intra-op threads), plus our Predictor without kernel replay,
 and checks our outputs against torch's (rtol 1e-4, atol 1e-5).
 """
@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.torch_models import Bert, Encoder, bert_feeds, encoder_feeds, export, run_torch  # noqa: E402
+from benchmarks.torch_models import Bert, Encoder, Gpt, bert_feeds, encoder_feeds, export, gpt_feeds, run_torch  # noqa: E402
 from edgelearn.commands.bench import edgelearn_runner, max_abs_diff, peer_runner, time_interleaved  # noqa: E402
 
 SETTLE_S = 0.3  # as benchmarks/inference.py: each block after 0.3 s of the same runtime's runs
@@ -33,6 +33,7 @@ CASES = {  # name: (module class, feeds maker, opset, dynamic axes)
     "encoder, opset 17": (Encoder, encoder_feeds, 17, False),
     "bert, opset 14": (Bert, bert_feeds, 14, False),
     "bert, opset 14, dynamic axes": (Bert, bert_feeds, 14, True),
+    "gpt-2 style, opset 14": (Gpt, gpt_feeds, 14, False),
 }
 
 

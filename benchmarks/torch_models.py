@@ -7,6 +7,9 @@ the library.
 - :class:`Bert`: BERT written as Hugging Face's: word, position and token-type embeddings, int64
   ``input_ids`` and ``attention_mask``, the mask added as ``(1 - mask.float()) * finfo.min``,
   separate q/k/v projections.
+- :class:`Gpt`: a GPT-2-style decoder as nanoGPT writes it: pre-norm, one fused q/k/v projection
+  split along its last axis, a causal mask sliced from a registered lower-triangular buffer and
+  applied with ``masked_fill(-inf)``, GELU's tanh approximation.
 """
 from __future__ import annotations
 
@@ -79,6 +82,42 @@ class _BertLayer(torch.nn.Module):
         return self.norm2(x + self.down(torch.nn.functional.gelu(self.up(x))))
 
 
+class Gpt(torch.nn.Module):
+    def __init__(self, size: Size = Size()):
+        super().__init__()
+        self.token = torch.nn.Embedding(size.vocab, size.dim)
+        self.position = torch.nn.Embedding(size.max_positions, size.dim)
+        self.blocks = torch.nn.ModuleList(_GptBlock(size) for _ in range(size.layers))
+        self.norm = torch.nn.LayerNorm(size.dim)
+
+    def forward(self, input_ids):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        x = self.token(input_ids) + self.position(positions)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+class _GptBlock(torch.nn.Module):
+    def __init__(self, size: Size):
+        super().__init__()
+        self.heads, self.dim = size.heads, size.dim
+        self.norm1, self.norm2 = torch.nn.LayerNorm(size.dim), torch.nn.LayerNorm(size.dim)
+        self.qkv, self.proj = torch.nn.Linear(size.dim, 3 * size.dim), torch.nn.Linear(size.dim, size.dim)
+        self.up, self.down = torch.nn.Linear(size.dim, size.ffn), torch.nn.Linear(size.ffn, size.dim)
+        causal = torch.tril(torch.ones(size.max_positions, size.max_positions))
+        self.register_buffer("causal", causal.view(1, 1, size.max_positions, size.max_positions))
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(self.dim, dim=2)
+        q, k, v = (z.view(b, t, self.heads, c // self.heads).transpose(1, 2) for z in (q, k, v))
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(c // self.heads))
+        scores = scores.masked_fill(self.causal[:, :, :t, :t] == 0, float("-inf"))
+        x = x + self.proj((scores.softmax(-1) @ v).transpose(1, 2).contiguous().view(b, t, c))
+        return x + self.down(torch.nn.functional.gelu(self.up(self.norm2(x)), approximate="tanh"))
+
+
 def encoder_feeds(rng: np.random.Generator, batch: int, seq: int, size: Size = Size(),
                   padded: bool = True) -> dict[str, np.ndarray]:
     """Random activations and a key-padding mask (True: padding) leaving each row a real token."""
@@ -95,6 +134,10 @@ def bert_feeds(rng: np.random.Generator, batch: int, seq: int, size: Size = Size
     for row, length in zip(mask, rng.integers(1, seq + 1, batch)):
         row[length:] = 0
     return {"input_ids": rng.integers(0, size.vocab, (batch, seq)).astype(np.int64), "attention_mask": mask}
+
+
+def gpt_feeds(rng: np.random.Generator, batch: int, seq: int, size: Size = Size()) -> dict[str, np.ndarray]:
+    return {"input_ids": rng.integers(0, size.vocab, (batch, seq)).astype(np.int64)}
 
 
 def export(module: torch.nn.Module, feeds: dict[str, np.ndarray], opset: int, dynamic: bool = False) -> bytes:

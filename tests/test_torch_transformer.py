@@ -3,7 +3,9 @@
 reshape targets and attention scale are computed from ``Shape`` at run time, its q/k/v split is a
 Gather, and it takes a bool key-padding mask. A BERT written as Hugging Face's: int64 token ids
 and attention mask, embeddings, the mask as ``(1 - mask.float()) * finfo.min``, batch and sequence
-axes left dynamic. All of it must fold, fuse and replay, with torch's outputs."""
+axes left dynamic. A GPT-2-style decoder: a fused q/k/v projection split along its last axis, a
+causal mask, GELU's tanh approximation. All of it must fold, fuse and replay, with torch's
+outputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +19,8 @@ from inference.onnx_export import model_to_proto
 from tests.conftest import count_step_calls
 
 torch = pytest.importorskip("torch")
-from benchmarks.torch_models import Bert, Encoder, Size, bert_feeds, encoder_feeds, export, run_torch  # noqa: E402
+from benchmarks.torch_models import (Bert, Encoder, Gpt, Size, bert_feeds, encoder_feeds, export,  # noqa: E402
+                                     gpt_feeds, run_torch)
 
 SIZE = Size(dim=32, heads=2, ffn=64, layers=2, vocab=100, max_positions=64)
 BATCH, SEQ = 2, 16
@@ -108,3 +111,21 @@ def test_hugging_face_style_bert_with_dynamic_axes():
             feeds = bert_feeds(rng, BATCH, seq, SIZE)
             np.testing.assert_allclose(p.run(feeds)["y"], run_torch(bert, feeds), rtol=1e-4, atol=1e-5)
     assert p.replay_report().count("replayed") == 2, p.replay_report()
+
+
+def test_gpt2_style_decoder():
+    """The tanh GELU fuses into its dense layer, the causal mask and the q/k/v Split replay, and the
+    outputs are torch's (new ids every run)."""
+    torch.manual_seed(2)
+    gpt = Gpt(SIZE).eval()
+    p = Predictor(Config(model_path=export(gpt, gpt_feeds(np.random.default_rng(0), BATCH, SEQ, SIZE), 14), num_threads=1))
+    hist = p.model.graph.op_histogram()
+    assert "Tanh" not in hist and "Pow" not in hist and hist.get("edgelearn::LayerNormalization") == 1 + 2 * SIZE.layers
+    assert [n.attrs.get("activation") for n in p.model.graph.nodes if n.op_type == "FusedMatMul"].count("GeluTanh") == SIZE.layers
+    count = count_step_calls(p)
+    rng = np.random.default_rng(1)
+    for i in range(CAPTURE_AFTER + 3):
+        feeds, before = gpt_feeds(rng, BATCH, SEQ, SIZE), count[0]
+        np.testing.assert_allclose(p.run(feeds)["y"], run_torch(gpt, feeds), rtol=1e-4, atol=1e-5)
+        if i > CAPTURE_AFTER:
+            assert count[0] == before
