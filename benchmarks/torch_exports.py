@@ -58,12 +58,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--quick", action="store_true", help="fewer timed runs")
+    ap.add_argument("--only", default="", help="the cases whose name contains this (e.g. gpt)")
     args = ap.parse_args()
     repeat = 15 if args.quick else 60
     print(f"batch {BATCH}, {SEQ} tokens; medians of interleaved blocks, ms")
     print("| model | threads | ours | ours without replay | onnxruntime | ours/ort | replay | max diff vs torch |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in CASES:
+    for name in (n for n in CASES if args.only in n):
         for threads in (int(t) for t in args.threads.split(",")):
             print(_cell(name, threads, repeat), flush=True)
 

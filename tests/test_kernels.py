@@ -323,6 +323,23 @@ def test_fast_erf_matches_math_erf(threads):
     np.testing.assert_allclose(fast(x[:1000].reshape(10, 100)), ref(x[:1000].reshape(10, 100)), rtol=1e-6, atol=5e-7)
 
 
+def test_vectorised_gelu_tanh_matches_the_tanh_form(threads):
+    """GELU's tanh approximation as x * sigmoid(2u) (``vmath.gelu_tanh_row``; the Gelu op with
+    approximate="tanh" and the GeluTanh epilogue): within 2e-6 relative (and 1e-7 absolute near 0)
+    of 0.5 x (1 + tanh u) in float64, inf -> inf, -inf and NaN -> NaN, -0 and tiny values kept."""
+    fast, _ = _pair("Gelu", 20)
+    x = np.concatenate([np.linspace(-12.0, 12.0, 120_001), [0.0, -0.0, 1e-30, -1e-30, 50.0, -50.0, 1e20, -1e20],
+                        [np.inf, -np.inf, np.nan]]).astype(np.float32)
+    got = fast(x, approximate="tanh")
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = 0.5 * x64 * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x64 + 0.044715 * x64 ** 3)))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = np.isfinite(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=2e-6, atol=1e-7)
+    assert got[-3] == np.inf and np.signbit(got[120_002])
+
+
 def test_vectorised_gelu_matches_the_erf_form():
     from inference.kernels.vmath import erf_row
 
