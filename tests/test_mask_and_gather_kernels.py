@@ -54,6 +54,7 @@ def test_gather_of_other_dtypes_goes_to_the_reference():
 @pytest.mark.parametrize("shapes", [
     ((2, 16), (), ()),  # PyTorch's Where(mask, -inf, 0)
     ((2, 1, 16), (), (2, 4, 16)),  # masked_fill of scores
+    ((1, 1, 256, 256), (), (1, 4, 256, 256)),  # a causal mask over GPT-2's scores: 262K elements
     ((16,), (16,), (1,)),
     ((), (3, 5), (3, 5)),  # a rank-0 condition
     ((4,), (), ()),  # rank 1 output
@@ -72,8 +73,8 @@ def test_where_elsewhere_goes_to_numpy():
     c = RNG.random((3, 4)) > 0.5
     ints = RNG.integers(0, 9, (3, 4))
     np.testing.assert_array_equal(where_float32(c, ints, ints * 2), np.where(c, ints, ints * 2))
-    big = _f32(MAX_ELEMENTS + 1)
-    np.testing.assert_array_equal(where_float32(np.array(True), big, big * 0), big)
+    empty = _f32(0, 3)
+    assert where_float32(np.ones((0, 3), bool), empty, empty).shape == (0, 3)
     with pytest.raises(ValueError, match="could not be broadcast"):  # the reference's (the session names the node)
         where_float32(c, _f32(3, 5), _f32(3, 4))
 
@@ -86,6 +87,12 @@ def test_expand_equals_numpy(shape, target, threads):
     want = x * np.ones(target, np.float32)
     np.testing.assert_array_equal(got, want)
     assert got.flags.c_contiguous and got.flags.writeable
+
+
+def test_a_large_expand_goes_to_numpy():
+    x = _f32(1, 128)
+    got = expand_float32(x, np.array([MAX_ELEMENTS // 128 + 1, 128], np.int64))
+    np.testing.assert_array_equal(got, np.broadcast_to(x, got.shape))
 
 
 def test_expand_errors_as_the_reference():

@@ -19,7 +19,10 @@ from inference.ops import binary, shape_ops
 from inference.ops._axes import int_list
 from inference.ops.registry import register
 
-#: outputs larger than this go to numpy: the strided row loop is slower than numpy's on big tensors
+#: Expand's outputs larger than this go to numpy, whose copy of a broadcast view is 2-3x faster than
+#: our strided row loop on large ones (8 x 4 x 128 x 128 from one 128-row: 97 us against 33). Where
+#: has no limit: against numpy's ``where`` the loop is faster at every size measured (a causal mask
+#: over 4 x 512 x 512 scores: 358 us against 606)
 MAX_ELEMENTS = 1 << 16
 
 
@@ -62,7 +65,7 @@ def where_float32(condition, x, y):
         shape = np.broadcast_shapes(condition.shape, x.shape, y.shape)
     except ValueError:
         return binary.where(condition, x, y)  # its error
-    if not 0 < np.prod(shape, dtype=np.int64) <= MAX_ELEMENTS:
+    if not np.prod(shape, dtype=np.int64):
         return binary.where(condition, x, y)
     out = new_output(shape)
     where_rows(*_at_least_2d(out, condition, x, y))
