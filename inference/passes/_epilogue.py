@@ -5,9 +5,10 @@ A product (float Conv/MatMul, or int8 QConv/QMatMul) is followed, in this order 
 most once, by: [Add of a constant bias] [Add of a residual tensor] [activation]
 [QuantizeLinear]. The activation may be the pair ``Mul(x, Sigmoid(x))`` (SiLU, as exporters write
 it), taken in as our ``Silu``, or the five nodes of GELU's erf form (:func:`gelu_erf_chain`), as
-``Gelu``, or the nine or ten of its tanh approximation (:func:`gelu_tanh_chain`), as ``GeluTanh``. Which stages a fused op can take is told by the slots it offers: a bias
-callback (the op decides what bias shape it can carry and where it goes), the input slot of the
-residual, and, for the int8 ops, the slots of the output scale and zero point. Why one walker:
+``Gelu``, or the nine or ten of its tanh approximation (:func:`gelu_tanh_chain`), as ``GeluTanh``.
+Which stages a fused op can take is told by the slots it offers: a bias callback (the op decides
+what bias shape it can carry and where it goes), the input slot of the residual, and, for the
+int8 ops, the slots of the output scale and zero point. Why one walker:
 the rules of what may be absorbed (single reader, static equal shapes for a residual, which
 activations fuse) are the same for float and int8, and must stay the same.
 """
@@ -141,7 +142,7 @@ def gelu_tanh_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
     arg = _next_with_constant(g, inner, "Mul", math.sqrt(2.0 / math.pi))
     tanh = single_reader(g, arg.outputs[0]) if arg is not None else None
     add = _next_with_constant(g, tanh, "Add", 1.0) if _plain(g, tanh, "Tanh") else None
-    rest = [n for n in found if n not in powers and n is not inner]
+    rest = [n for n in found if all(n is not p for p in powers + [inner])]
     if add is None or len(rest) != 1:
         return None
     last = _half_x_times(g, x, rest[0], add.outputs[0])
