@@ -324,7 +324,7 @@ def test_fast_erf_matches_math_erf(threads):
 
 
 def test_vectorised_gelu_tanh_matches_the_tanh_form(threads):
-    """GELU's tanh approximation as x * sigmoid(2u) (``vmath.gelu_tanh_row``; the Gelu op with
+    """GELU's tanh approximation as x * sigmoid(2u) (``vmath.sigmoid_row``; the Gelu op with
     approximate="tanh" and the GeluTanh epilogue): within 2e-6 relative (and 1e-7 absolute near 0)
     of 0.5 x (1 + tanh u) in float64, inf -> inf, -inf and NaN -> NaN, -0 and tiny values kept."""
     fast, _ = _pair("Gelu", 20)

@@ -14,7 +14,7 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.vmath import erf_row, gelu_tanh_row, sigmoid_row
+from inference.kernels.vmath import erf_row, sigmoid_row
 
 NONE, RELU, CLIP, LEAKY_RELU, SIGMOID, HARD_SIGMOID, HARD_SWISH, GELU, GELU_TANH, SILU = range(10)
 #: not an activation a fused op may name: the standalone Erf op's code for :func:`activate_row`
@@ -90,7 +90,7 @@ def activate_row(row, code, alpha, beta):
     elif code == SIGMOID or code == SILU:  # vectorised exp, as Gelu's
         sigmoid_row(row, code == SILU)
     elif code == GELU_TANH:
-        gelu_tanh_row(row)
+        sigmoid_row(row, True, True)
     elif code != NONE:
         for k in range(n):
             row[k] = activate(row[k], code, alpha, beta)

@@ -114,39 +114,25 @@ def _erf_series(z):
     return z * (_S0 + z2 * (_S1 + z2 * (_S2 + z2 * (_S3 + z2 * (_S4 + z2 * _S5)))))
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath=FAST_FINITE)
-def sigmoid_row(row, times_x):
-    """``row = sigmoid(x)``, or with ``times_x`` ``x * sigmoid(x)`` (SiLU), in place, in chunks as
-    :func:`erf_row`. Below -87 (where float32's exp leaves the normal range) sigmoid is 0, so
-    sigmoid(-inf) is 0 and SiLU(-inf) NaN, as the Sigmoid and Mul they replace give; a NaN stays NaN."""
-    n = row.size
-    e_all = np.empty(GELU_CHUNK, np.float32)
-    bits_all = np.empty(GELU_CHUNK, np.int32)
-    one = np.float32(1.0)
-    for k0 in range(0, n, GELU_CHUNK):
-        m = min(GELU_CHUNK, n - k0)
-        seg, e, bits = row[k0:k0 + m], e_all[:m], bits_all[:m]
-        for k in range(m):
-            e[k] = -abs(seg[k])
-        exp_shifted(e, np.float32(0.0), e, bits)
-        for k in range(m):
-            x = seg[k]
-            ek = np.float32(0.0) if abs(x) > -EXP_FLOOR else e[k]  # this order keeps a NaN
-            s = (one if x >= 0 else ek) / (one + ek)
-            seg[k] = x * s if times_x else s
-
-
 _TWO_ROOT_2_OVER_PI = np.float32(2.0 * math.sqrt(2.0 / math.pi))
 _CUBIC = np.float32(0.044715)
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always", fastmath=FAST_FINITE)
+def _sigmoid_argument(x, gelu_tanh):
+    """``x``, or for GELU's tanh approximation 2u, u = sqrt(2/pi) (x + 0.044715 x^3): 0.5 (1 + tanh u)
+    is sigmoid(2u), so that GELU is ``x * sigmoid(2u)``."""
+    return _TWO_ROOT_2_OVER_PI * (x + _CUBIC * x * x * x) if gelu_tanh else x
+
+
 @numba.njit(cache=True, error_model="numpy", fastmath=FAST_FINITE)
-def gelu_tanh_row(row):
-    """GELU's tanh approximation ``0.5 x (1 + tanh(u))``, u = sqrt(2/pi) (x + 0.044715 x^3), in place,
-    as ``x * sigmoid(2u)`` (the same function: 0.5 (1 + tanh u) = sigmoid(2u)) with :func:`sigmoid_row`'s
-    vectorised exp, in chunks as :func:`erf_row`. libm's scalar tanh per element had taken ~14 ns
-    (GPT-2's 128 x 1024 activations: 1.8 ms of a 2.1 ms layer). inf -> inf, -inf -> NaN (-inf * 0,
-    as the written-out form gives), a NaN stays NaN."""
+def sigmoid_row(row, times_x, gelu_tanh=False):
+    """``row = sigmoid(x)``, or with ``times_x`` ``x * sigmoid(x)`` (SiLU), or with ``gelu_tanh``
+    too GELU's tanh approximation ``x * sigmoid(2u)`` (see :func:`_sigmoid_argument`), in place, in
+    chunks as :func:`erf_row`. Below -87 (where float32's exp leaves the normal range) sigmoid is 0,
+    so sigmoid(-inf) is 0 and SiLU(-inf) NaN, as the Sigmoid and Mul they replace give; a NaN stays
+    NaN. Why GELU here: libm's scalar tanh per element had taken ~14 ns (GPT-2's 128 x 1024
+    activations: 1.8 ms of a 2.1 ms layer)."""
     n = row.size
     e_all = np.empty(GELU_CHUNK, np.float32)
     bits_all = np.empty(GELU_CHUNK, np.int32)
@@ -155,11 +141,11 @@ def gelu_tanh_row(row):
         m = min(GELU_CHUNK, n - k0)
         seg, e, bits = row[k0:k0 + m], e_all[:m], bits_all[:m]
         for k in range(m):
-            x = seg[k]
-            e[k] = -abs(_TWO_ROOT_2_OVER_PI * (x + _CUBIC * x * x * x))
+            e[k] = -abs(_sigmoid_argument(seg[k], gelu_tanh))
         exp_shifted(e, np.float32(0.0), e, bits)
         for k in range(m):
             x = seg[k]
-            u = _TWO_ROOT_2_OVER_PI * (x + _CUBIC * x * x * x)
+            u = _sigmoid_argument(x, gelu_tanh)
             ek = np.float32(0.0) if abs(u) > -EXP_FLOOR else e[k]  # this order keeps a NaN
-            seg[k] = x * ((one if u >= 0 else ek) / (one + ek))
+            s = (one if u >= 0 else ek) / (one + ek)
+            seg[k] = x * s if times_x else s
