@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from inference.ir import Graph, Model, Node, TensorType
-from inference.passes._rewrite import constant_value, readers, single_reader
+from inference.passes._rewrite import (constant_value, is_plain, next_plain, other_input, readers, scalar_is,
+                                      single_reader)
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Gelu")
 
@@ -80,22 +81,6 @@ def silu_pair(g: Graph, x: str) -> tuple[Node, Node] | None:
     return (sig, mul) if sorted(mul.inputs) == sorted([x, sig.outputs[0]]) else None
 
 
-def _scalar_is(g: Graph, name: str, value: float, rtol: float = 0.0) -> bool:
-    v = constant_value(g, name)
-    return v is not None and v.size == 1 and v.dtype.kind == "f" and abs(float(v.reshape(())) - value) <= rtol * abs(value)
-
-
-def _other(node: Node, x: str) -> str | None:
-    """The input of the two-input ``node`` that is not ``x`` (None if ``x`` is not one of them)."""
-    if len(node.inputs) != 2 or x not in node.inputs or node.inputs[0] == node.inputs[1]:
-        return None
-    return node.inputs[1] if node.inputs[0] == x else node.inputs[0]
-
-
-def _plain(g: Graph, node: Node | None, op: str) -> bool:
-    return node is not None and node.op_type == op and node.domain == "" and len(node.outputs) == 1
-
-
 def gelu_erf_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
     """(its nodes in order, ``"Gelu"``) when ``x`` is read only by the erf form of GELU as
     exporters write it, ``x * 0.5 * (1 + erf(x / sqrt 2))``: torch.onnx's ``Mul(Mul(x, Add(Erf(Div(x,
@@ -105,13 +90,13 @@ def gelu_erf_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
     found = readers(g, x)
     if x in g.output_names or len(found) != 2:
         return None
-    scale = next((n for n in found if (_plain(g, n, "Div") and n.inputs[0] == x and _scalar_is(g, n.inputs[1], math.sqrt(2.0), 1e-6))
-                  or (_plain(g, n, "Mul") and _scalar_is(g, _other(n, x) or "", math.sqrt(0.5), 1e-6))), None)
+    scale = next((n for n in found if (is_plain(n, "Div") and n.inputs[0] == x and scalar_is(g, n.inputs[1], math.sqrt(2.0), 1e-6))
+                  or (is_plain(n, "Mul") and scalar_is(g, other_input(n, x) or "", math.sqrt(0.5), 1e-6))), None)
     if scale is None:
         return None
     erf = single_reader(g, scale.outputs[0])
-    add = single_reader(g, erf.outputs[0]) if _plain(g, erf, "Erf") else None
-    if not _plain(g, add, "Add") or not _scalar_is(g, _other(add, erf.outputs[0]) or "", 1.0):
+    add = single_reader(g, erf.outputs[0]) if is_plain(erf, "Erf") else None
+    if not is_plain(add, "Add") or not scalar_is(g, other_input(add, erf.outputs[0]) or "", 1.0):
         return None
     mul = next(n for n in found if n is not scale)
     last = _half_x_times(g, x, mul, add.outputs[0])
@@ -127,21 +112,21 @@ def gelu_tanh_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
     found = readers(g, x)
     if x in g.output_names:
         return None
-    cube = next((n for n in found if _plain(g, n, "Pow") and n.inputs[0] == x and _scalar_is(g, n.inputs[1], 3.0)), None)
+    cube = next((n for n in found if is_plain(n, "Pow") and n.inputs[0] == x and scalar_is(g, n.inputs[1], 3.0)), None)
     powers = [cube]
     if cube is None:
-        square = next((n for n in found if _plain(g, n, "Mul") and n.inputs == [x, x]), None)
+        square = next((n for n in found if is_plain(n, "Mul") and n.inputs == [x, x]), None)
         cube = None if square is None else single_reader(g, square.outputs[0])
-        if not _plain(g, cube, "Mul") or _other(cube, square.outputs[0]) != x:
+        if not is_plain(cube, "Mul") or other_input(cube, square.outputs[0]) != x:
             return None
         powers = [square, cube]
     scaled = _next_with_constant(g, cube, "Mul", 0.044715)
     inner = single_reader(g, scaled.outputs[0]) if scaled is not None else None
-    if not _plain(g, inner, "Add") or _other(inner, scaled.outputs[0]) != x:
+    if not is_plain(inner, "Add") or other_input(inner, scaled.outputs[0]) != x:
         return None
     arg = _next_with_constant(g, inner, "Mul", math.sqrt(2.0 / math.pi))
     tanh = single_reader(g, arg.outputs[0]) if arg is not None else None
-    add = _next_with_constant(g, tanh, "Add", 1.0) if _plain(g, tanh, "Tanh") else None
+    add = _next_with_constant(g, tanh, "Add", 1.0) if is_plain(tanh, "Tanh") else None
     rest = [n for n in found if all(n is not p for p in powers + [inner])]
     if add is None or len(rest) != 1:
         return None
@@ -151,24 +136,22 @@ def gelu_tanh_chain(g: Graph, x: str) -> tuple[list[Node], str] | None:
 
 def _next_with_constant(g: Graph, node: Node, op: str, value: float) -> Node | None:
     """The single reader of ``node``'s output if it is ``op`` with a one-element constant ~``value``."""
-    nxt = single_reader(g, node.outputs[0])
-    if _plain(g, nxt, op) and _scalar_is(g, _other(nxt, node.outputs[0]) or "", value, 1e-5):
-        return nxt
-    return None
+    nxt = next_plain(g, node, op)
+    return nxt if nxt is not None and scalar_is(g, other_input(nxt, node.outputs[0]) or "", value, 1e-5) else None
 
 
 def _half_x_times(g: Graph, x: str, mul: Node, one_plus: str) -> Node | None:
     """The node that ends ``x * 0.5 * one_plus`` from ``mul``, a reader of ``x``: torch.onnx's
     ``Mul(Mul(x, one_plus), 0.5)`` or Hugging Face's ``Mul(Mul(x, 0.5), one_plus)``, ``one_plus``
     read by it alone."""
-    if not _plain(g, mul, "Mul"):
+    if not is_plain(mul, "Mul"):
         return None
     last = single_reader(g, mul.outputs[0])
-    if not _plain(g, last, "Mul") or single_reader(g, one_plus) not in (mul, last):
+    if not is_plain(last, "Mul") or single_reader(g, one_plus) not in (mul, last):
         return None
-    if _other(mul, x) == one_plus and _scalar_is(g, _other(last, mul.outputs[0]) or "", 0.5):
+    if other_input(mul, x) == one_plus and scalar_is(g, other_input(last, mul.outputs[0]) or "", 0.5):
         return last
-    if _scalar_is(g, _other(mul, x) or "", 0.5) and _other(last, mul.outputs[0]) == one_plus:
+    if scalar_is(g, other_input(mul, x) or "", 0.5) and other_input(last, mul.outputs[0]) == one_plus:
         return last
     return None
 

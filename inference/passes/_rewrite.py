@@ -59,6 +59,31 @@ def single_reader(graph: Graph, name: str) -> Node | None:
     return found[0] if len(found) == 1 else None
 
 
+def other_input(node: Node, x: str) -> str | None:
+    """The input of the two-input ``node`` that is not ``x`` (None if ``x`` is not one of them, or
+    is both)."""
+    if len(node.inputs) != 2 or x not in node.inputs or node.inputs[0] == node.inputs[1]:
+        return None
+    return node.inputs[1] if node.inputs[0] == x else node.inputs[0]
+
+
+def is_plain(node: Node | None, op: str) -> bool:
+    """``node`` is ``op`` of the default domain with one output."""
+    return node is not None and node.op_type == op and node.domain == "" and len(node.outputs) == 1
+
+
+def next_plain(graph: Graph, node: Node, op: str) -> Node | None:
+    """The single reader of ``node``'s output if it is a plain ``op`` (:func:`is_plain`)."""
+    nxt = single_reader(graph, node.outputs[0])
+    return nxt if is_plain(nxt, op) else None
+
+
+def scalar_is(graph: Graph, name: str, value: float, rtol: float = 0.0) -> bool:
+    """``name`` is a one-element float constant within ``rtol`` of ``value``."""
+    v = constant_value(graph, name)
+    return v is not None and v.size == 1 and v.dtype.kind == "f" and abs(float(v.reshape(())) - value) <= rtol * abs(value)
+
+
 def drop_unused_initializers(graph: Graph) -> None:
     used = {i for n in graph.nodes for i in n.inputs} | set(graph.output_names) | set(graph.input_names)
     used |= {i for n in graph.nodes for sub in n.subgraphs() for i in _all_reads(sub)}

@@ -21,8 +21,8 @@ import numpy as np
 
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.fused import DOMAIN
-from inference.passes._rewrite import (constant_value, drop_unused_initializers, fresh_name, fuse_nodes, readers,
-                                      single_reader)
+from inference.passes._rewrite import (constant_value, drop_unused_initializers, fresh_name, fuse_nodes, next_plain,
+                                      other_input, readers, single_reader)
 
 #: the first opset whose default domain has LayerNormalization
 STANDARD_SINCE = 17
@@ -71,28 +71,28 @@ def _match(g: Graph, mean: Node) -> tuple[int, float, str | None, str | None, li
     div = next((n for n in uses if n.op_type == "Div"), None)
     if square is None or div is None or not _squares(g, square, d):
         return None
-    var = _only(g, square, "ReduceMean")
+    var = next_plain(g, square, "ReduceMean")
     if var is None or _trailing_axes(g, var, rank) != axes:
         return None
-    add = _only(g, var, "Add")
-    eps_name = None if add is None else _other(add, var.outputs[0])
+    add = next_plain(g, var, "Add")
+    eps_name = None if add is None else other_input(add, var.outputs[0])
     eps = None if eps_name is None else constant_value(g, eps_name)
     if eps is None or eps.size != 1:
         return None
-    sqrt = _only(g, add, "Sqrt")
-    if sqrt is None or _only(g, sqrt, "Div") is not div or div.inputs != [d, sqrt.outputs[0]]:
+    sqrt = next_plain(g, add, "Sqrt")
+    if sqrt is None or next_plain(g, sqrt, "Div") is not div or div.inputs != [d, sqrt.outputs[0]]:
         return None
     chain = [mean, sub, square, var, add, sqrt, div]
     shape = _normalized_shape(g, x, -len(axes)) if rank is not None else None
     gamma = beta = None
-    mul = _only(g, div, "Mul")
-    if mul is not None and _affine(g, _other(mul, div.outputs[0]), shape):
-        gamma = _other(mul, div.outputs[0])
+    mul = next_plain(g, div, "Mul")
+    if mul is not None and _affine(g, other_input(mul, div.outputs[0]), shape):
+        gamma = other_input(mul, div.outputs[0])
         chain.append(mul)
     last = chain[-1]
-    plus = _only(g, last, "Add")
-    if plus is not None and _affine(g, _other(plus, last.outputs[0]), shape):
-        beta = _other(plus, last.outputs[0])
+    plus = next_plain(g, last, "Add")
+    if plus is not None and _affine(g, other_input(plus, last.outputs[0]), shape):
+        beta = other_input(plus, last.outputs[0])
         chain.append(plus)
     if gamma is None and shape is None:
         return None  # a unit scale needs the normalized shape
@@ -142,19 +142,6 @@ def _shaped(g: Graph, name: str | None, shape: tuple[int, ...] | None) -> str | 
     copy = fresh_name(g, f"{name}__normalized")
     g.initializers[copy] = g.initializers[name].reshape(shape)
     return copy
-
-
-def _only(g: Graph, node: Node, op_type: str) -> Node | None:
-    """The single reader of ``node``'s output if it is an ``op_type`` of the default domain."""
-    nxt = single_reader(g, node.outputs[0])
-    return nxt if nxt is not None and nxt.op_type == op_type and nxt.domain == "" else None
-
-
-def _other(node: Node, name: str) -> str | None:
-    """The other input of a binary ``node`` that reads ``name`` once."""
-    if len(node.inputs) != 2 or node.inputs.count(name) != 1:
-        return None
-    return node.inputs[1] if node.inputs[0] == name else node.inputs[0]
 
 
 def _rank(g: Graph, name: str) -> int | None:
