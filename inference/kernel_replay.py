@@ -44,14 +44,13 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Mapping
 
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
-from inference.chunked import batch_rows
-from inference.flops import row_flops
 from inference.kernels._jit import kernel_threads
 from inference.kernels.nhwc import WINOGRAD
 
@@ -63,10 +62,11 @@ KEPT_REPLAYS = 4
 KEPT_SIGNATURES = 64
 #: runs of a session after which every signature's count and replay's use halve
 AGE_EVERY = 1024
-#: runs of more FLOPs are not captured: ~0.1 s here, whose few ms of Python are under 1% of it,
-#: while a capture costs about three runs once and keeps a copy of the feeds and outputs (batch 32
-#: of ResNet-18 is 116 GFLOP; batch 1 of every model in the zoo is under 4)
-MAX_REPLAY_FLOPS = 10_000_000_000
+#: a recorded run that took longer is not kept: its Python (~3-6 us a step) is a sliver of it, while
+#: checking the record costs two more runs and keeping it a copy of the feeds and outputs (batch 32
+#: of ResNet-18 takes ~0.5 s here; batch 1 of every model in the zoo under 0.02). Timed, not counted
+#: from shapes: a sequence length left symbolic gives no count before the run
+MAX_REPLAY_SECONDS = 0.1
 _REFUSED = "refused"
 
 _recording = threading.local()
@@ -148,7 +148,6 @@ class KernelReplays:
         #: a Winograd step's Python fallback (an inf or a NaN in its input) is not recorded: such a
         #: graph's replays must come out finite, or the run is made again normally
         self._finite_only = any(s.node.attrs.get("algorithm") == WINOGRAD for s in session.steps)
-        self._row_flops = row_flops(session.graph, [s.node for s in session.steps])  # None: not known
 
     def run(self, feeds: Mapping[str, Any]) -> list | None:
         """The session's outputs for ``feeds`` by replay, or None: run it normally."""
@@ -185,9 +184,6 @@ class KernelReplays:
         if entry < CAPTURE_AFTER:
             self._keep(key, entry + 1)
             return None
-        if self._row_flops is not None and max(1, batch_rows(feeds)) * self._row_flops > MAX_REPLAY_FLOPS:
-            self._keep(key, _REFUSED)  # too long a run for its Python to matter
-            return None
         if not self._admits(entry):
             self._keep(key, entry + 1)
             return None
@@ -201,7 +197,7 @@ class KernelReplays:
         for (feeds, threads), entry in list(self._entries.items()):
             shapes = ", ".join(f"{name} {list(shape)}" for name, shape, _ in feeds)
             state = (f"replayed ({entry.uses} runs{_pinned_note(entry)})" if isinstance(entry, Replay) else
-                     "step by step (work outside numba, or a run past MAX_REPLAY_FLOPS)" if entry is _REFUSED else
+                     "step by step (work outside numba, or a run past MAX_REPLAY_SECONDS)" if entry is _REFUSED else
                      f"step by step, {entry} of {CAPTURE_AFTER} runs before its capture" if entry < CAPTURE_AFTER else
                      f"step by step, {entry} runs: the {KEPT_REPLAYS} replays kept are of shapes run more")
             parts.append(f"{shapes} at {threads} thread(s): {state}")
@@ -253,9 +249,13 @@ class KernelReplays:
         inputs and keep it as ``key``'s replay if it passed; the run's outputs either way."""
         session, arenas = self._session, self._session.arenas
         buffers = {name: np.array(value, copy=True) for name, value in feeds.items()}
+        started = time.perf_counter()
         with _Recorder() as calls:
             outputs = session.execute(buffers)
         result = _copies(outputs)
+        if time.perf_counter() - started > MAX_REPLAY_SECONDS:
+            self._keep(key, _REFUSED)  # too long a run for its Python to matter: not checked, not kept
+            return result
         rng = np.random.default_rng(len(calls))
         probe = {name: _probe(rng, b) for name, b in buffers.items()}
         pinned = {name: b.copy() for name, b in buffers.items() if np.array_equal(probe[name], b)}

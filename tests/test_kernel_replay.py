@@ -99,7 +99,7 @@ def test_a_graph_with_work_outside_numba_is_not_replayed():
         np.testing.assert_allclose(p.run({"x": x})["y"], np.sin(x @ w) @ w, rtol=1e-5, atol=1e-5)
         assert count[0] > before
     assert _states(p) == ["refused"]
-    assert p.replay_report() == "x [1, 8] at 1 thread(s): step by step (work outside numba, or a run past MAX_REPLAY_FLOPS)"
+    assert p.replay_report() == "x [1, 8] at 1 thread(s): step by step (work outside numba, or a run past MAX_REPLAY_SECONDS)"
 
 
 def test_winograd_replay_runs_again_when_its_outputs_are_not_finite(monkeypatch):
@@ -308,22 +308,43 @@ def test_numpy_work_into_a_fixed_buffer_is_caught_by_the_check():
 
 
 def test_a_long_run_is_not_captured(ds_cnn, monkeypatch):
-    """Past :data:`MAX_REPLAY_FLOPS` a run's Python is a sliver of it while a capture costs about
-    three runs: such batches keep running step by step (here the limit set below DS-CNN's batch 2)."""
+    """A recorded run past :data:`MAX_REPLAY_SECONDS` is not checked or kept: its Python is a sliver
+    of it while the check costs two more runs. Such a shape keeps running step by step; a later
+    shape under the limit is replayed (the limit set to 0 for batch 2, then lifted for batch 1)."""
     from inference import kernel_replay
 
     p = _predictor(ds_cnn)
-    row = p.session.replays._row_flops
-    assert 4_000_000 < row < 6_000_000  # DS-CNN: ~5 MFLOP a row
-    monkeypatch.setattr(kernel_replay, "MAX_REPLAY_FLOPS", int(1.5 * row))
     count = count_step_calls(p)
-    for x in _inputs(11, (2, 1, 49, 10), CAPTURE_AFTER + 2) + _inputs(10, (1, 1, 49, 10), CAPTURE_AFTER + 2):
+    monkeypatch.setattr(kernel_replay, "MAX_REPLAY_SECONDS", 0.0)
+    for x in _inputs(11, (2, 1, 49, 10), CAPTURE_AFTER + 2):
         p.run({"input": x})  # batch 2 first: the arena never grows after
+    monkeypatch.setattr(kernel_replay, "MAX_REPLAY_SECONDS", 60.0)
+    for x in _inputs(10, (1, 1, 49, 10), CAPTURE_AFTER + 2):
+        p.run({"input": x})
     assert _states(p) == ["refused", "Replay"]
     x = _inputs(12, (2, 1, 49, 10), 1)[0]
     before = count[0]
     p.run({"input": x})
     assert count[0] == before + len(p.session.steps)
+
+
+def test_a_symbolic_sequence_length_is_limited_by_its_run(monkeypatch):
+    """A sequence length left symbolic gives no FLOP count before the run; the limit is the recorded
+    run's own time, so a long sequence is refused there while a short one replays."""
+    from inference import kernel_replay
+
+    w = np.random.default_rng(3).standard_normal((8, 8)).astype(np.float32)
+    proto = _graph([helper.make_node("MatMul", ["x", "w"], ["y"])], {"w": w}, [1, "seq", 8])
+    p = _predictor(proto)
+    monkeypatch.setattr(kernel_replay, "MAX_REPLAY_SECONDS", 0.0)
+    for x in _inputs(14, (1, 64, 8), CAPTURE_AFTER + 2):
+        np.testing.assert_allclose(p.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(kernel_replay, "MAX_REPLAY_SECONDS", 60.0)
+    for x in _inputs(15, (1, 4, 8), CAPTURE_AFTER + 2):
+        np.testing.assert_allclose(p.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
+    assert _states(p) == ["refused", "Replay"]
+    assert "x [1, 64, 8] at 1 thread(s): step by step (work outside numba, or a run past MAX_REPLAY_SECONDS)" \
+        in p.replay_report()
 
 
 def test_the_report_says_how_each_shape_runs(ds_cnn):
