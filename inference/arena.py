@@ -16,6 +16,13 @@ next tenant wrote it, and graph outputs never live in the block.
 The block and the workspace are the session's, sized by the largest batch seen; the plans (a few
 slots each) are kept per batch size. A run that finds them in use by another thread allocates
 as before.
+
+A graph whose symbolic dims are not all the batch (a transformer exported with a dynamic
+sequence length; sizes computed at run time) cannot be planned from its inferred shapes: those
+dims, taken as the batch, planned a 128-token BERT's activations at one token, so no step's
+output fitted its region and every run allocated as without an arena. Its plans are kept per
+input shapes instead, each made from the shapes of a run of them: the first run of new shapes
+allocates and notes every array's shape (:meth:`Arenas.wants_shapes`), the next is planned.
 """
 from __future__ import annotations
 
@@ -25,10 +32,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from inference.ir import Graph
+from inference.ir import Graph, TensorType
 from inference.kernels.arena_slot import NOTHING
-from inference.memory_plan import ALIGN, MemoryPlan, plan_memory
-from inference.session import Session
+from inference.memory_plan import ALIGN, MemoryPlan, plan_memory, value_layout
+from inference.session import Session, ValueShapes
 
 #: plans kept, by batch size (each a few hundred bytes per step; planning one took 0.1-0.5 ms)
 KEPT_PLANS = 16
@@ -42,6 +49,22 @@ def arenas_for(session: Session) -> "Arenas | None":
     return Arenas(session)
 
 
+def sized_by_run(session: Session) -> bool:
+    """Whether the inferred shapes cannot size ``session``'s arena: a step's output has a symbolic
+    dim other than a feed's batch dim, so taking every symbolic dim as the batch would size it
+    wrongly. (An output of no known shape is left to numpy either way.)"""
+    graph = session.graph
+    batch_dims = {v.type.shape[0] for v in graph.feed_inputs()
+                  if isinstance(v.type, TensorType) and v.type.shape and not isinstance(v.type.shape[0], int)}
+    for step in session.steps:
+        for name in step.outputs:
+            t = graph.type_of(name)
+            if isinstance(t, TensorType) and t.shape is not None and any(
+                    not isinstance(d, int) and d not in batch_dims for d in t.shape):
+                return True
+    return False
+
+
 def _aligned(nbytes: int) -> tuple[np.ndarray, np.ndarray]:
     """A 64-byte aligned uint8 block of ``nbytes`` and the array owning it (what views' ``base`` is)."""
     owner = np.empty(nbytes + ALIGN, np.uint8)
@@ -50,11 +73,12 @@ def _aligned(nbytes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class BatchPlan:
-    """The memory plan of one batch size, its regions as views of the block it was last laid on."""
+    """The memory plan of one batch size (or of the shapes a run made, ``seen``), its regions as
+    views of the block it was last laid on."""
 
-    def __init__(self, session: Session, batch: int):
-        self.plan: MemoryPlan = plan_memory(session, batch)
-        self._parts = [_part(step.node.outputs, step.single, self.plan, session.graph, batch)
+    def __init__(self, session: Session, batch: int, seen: ValueShapes | None = None):
+        self.plan: MemoryPlan = plan_memory(session, batch, seen=seen)
+        self._parts = [_part(step.node.outputs, step.single, self.plan, session.graph, batch, seen)
                        for step in session.steps]
         self._laid_on: np.ndarray | None = None
         self.slots: tuple = ()
@@ -69,7 +93,8 @@ class BatchPlan:
         return self.slots
 
 
-def _part(outputs: list[str], single: bool, plan: MemoryPlan, graph: Graph, batch: int) -> Any:
+def _part(outputs: list[str], single: bool, plan: MemoryPlan, graph: Graph, batch: int,
+          seen: ValueShapes | None) -> Any:
     """A step's part: (offset, bytes, shape, dtype) of its region, :data:`NOTHING` or None (see ``lay_on``).
     An elementwise step the plan runs in place gets its dying input's region: its kernels read and
     write each element at the same place (``kernels.elementwise``, ``kernels.row_copies``)."""
@@ -78,8 +103,8 @@ def _part(outputs: list[str], single: bool, plan: MemoryPlan, graph: Graph, batc
         return None
     if buffer is None or not single:
         return NOTHING
-    return (buffer.offset, buffer.size, graph.concrete_shape(buffer.name, batch),
-            np.dtype(graph.type_of(buffer.name).dtype))
+    shape, dtype = value_layout(graph, buffer.name, batch, seen)
+    return buffer.offset, buffer.size, shape, dtype
 
 
 class Arenas:
@@ -90,7 +115,9 @@ class Arenas:
         self._session = session
         self._batched = [v.name for v in session.graph.feed_inputs()
                          if getattr(v.type, "shape", None) and isinstance(v.type.shape[0], str)]
-        self._plans: OrderedDict[int, BatchPlan] = OrderedDict()
+        self._sized_by_run = sized_by_run(session)
+        self._seen: OrderedDict[tuple, ValueShapes] = OrderedDict()  # a run's shapes, until planned
+        self._plans: OrderedDict[Any, BatchPlan] = OrderedDict()
         self.block, self._owner = _aligned(0)
         self.workspace, self._scratch_owner = _aligned(0)
         self._lock = threading.Lock()
@@ -107,8 +134,15 @@ class Arenas:
             return None
         try:
             batch = self._batch(feeds)
-            plan = self._plans.pop(batch, None) or BatchPlan(self._session, batch)
-            self._plans[batch] = plan
+            key = self._shapes_key(feeds) if self._sized_by_run else batch
+            plan = self._plans.pop(key, None)
+            if plan is None:
+                seen = self._seen.pop(key, None) if self._sized_by_run else None
+                if self._sized_by_run and seen is None:  # no run of these shapes yet: this one notes them
+                    self._lock.release()
+                    return None
+                plan = BatchPlan(self._session, batch, seen)
+            self._plans[key] = plan
             while len(self._plans) > KEPT_PLANS:
                 self._plans.popitem(last=False)
             if plan.plan.peak_bytes > self.block.size:
@@ -117,6 +151,21 @@ class Arenas:
         except BaseException:
             self._lock.release()
             raise
+
+    def wants_shapes(self, feeds: Mapping[str, Any]) -> bool:
+        """Whether a run of ``feeds`` should note its arrays' shapes for :meth:`learn_shapes`: the
+        graph is planned from a run's shapes and these feeds' have no plan yet."""
+        if not self._sized_by_run:
+            return False
+        key = self._shapes_key(feeds)
+        return key not in self._plans and key not in self._seen
+
+    def learn_shapes(self, feeds: Mapping[str, Any], seen: ValueShapes) -> None:
+        """Keep the shapes a run of ``feeds`` made, to plan their next run."""
+        with self._lock:
+            self._seen[self._shapes_key(feeds)] = seen
+            while len(self._seen) > KEPT_PLANS:
+                self._seen.popitem(last=False)
 
     def release(self, scratch_wanted: int) -> None:
         """End the run; the workspace grows to what its largest step asked for."""
@@ -144,6 +193,10 @@ class Arenas:
         if isinstance(result, (tuple, list)):
             return type(result)(self.owned(r, False) for r in result)
         return result
+
+    @staticmethod
+    def _shapes_key(feeds: Mapping[str, Any]) -> tuple:
+        return tuple((name, getattr(value, "shape", None)) for name, value in feeds.items())
 
     def _batch(self, feeds: Mapping[str, Any]) -> int:
         for name in self._batched:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inference.ir import Graph
-from inference.session import Session
+from inference.session import Session, ValueShapes
 
 ALIGN = 64  # bytes: cache-line aligned offsets
 IN_PLACE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Add", "Sub", "Mul", "Div", "Neg", "Exp",
@@ -58,15 +58,21 @@ class MemoryPlan:
                 f"in place, {len(self.unknown)} of unknown size)")
 
 
-def _nbytes(graph: Graph, name: str, batch: int) -> int | None:
+def value_layout(graph: Graph, name: str, batch: int, seen: ValueShapes | None = None
+                 ) -> tuple[tuple[int, ...], np.dtype] | None:
+    """The shape and dtype ``name`` is planned at: as a run made it (``seen``, when given), else its
+    inferred shape with every symbolic dim taken as ``batch``; None when not known."""
+    if seen is not None:
+        return seen.get(name)
     dims = graph.concrete_shape(name, batch)
-    if dims is None:
-        return None
-    return int(math.prod(dims)) * np.dtype(graph.type_of(name).dtype).itemsize
+    return None if dims is None else (dims, np.dtype(graph.type_of(name).dtype))
 
 
-def plan_memory(session: Session, batch: int = 1, in_place: bool = True) -> MemoryPlan:
-    """Plan the arena of ``session``'s intermediates, symbolic dims taken as ``batch``.
+def plan_memory(session: Session, batch: int = 1, in_place: bool = True, seen: ValueShapes | None = None
+                ) -> MemoryPlan:
+    """Plan the arena of ``session``'s intermediates, symbolic dims taken as ``batch``, or at the
+    shapes a run made (``seen``: :meth:`Session.value_shapes`; for graphs whose symbolic dims are
+    not all the batch, a sequence length or a size computed at run time).
 
     The outputs of :data:`VIEW_OPS` take no room of their own but keep their first input's block
     alive as long as they are read (a view of a freed block would read what the next tenant
@@ -87,11 +93,11 @@ def plan_memory(session: Session, batch: int = 1, in_place: bool = True) -> Memo
                 continue
             if not name or name in keep:
                 continue
-            size = _nbytes(graph, name, batch)
-            if size is None:
+            layout = value_layout(graph, name, batch, seen)
+            if layout is None:
                 plan.unknown.append(name)
                 continue
-            plan.buffers[name] = Buffer(name, size, i, i)
+            plan.buffers[name] = Buffer(name, int(math.prod(layout[0])) * layout[1].itemsize, i, i)
         for name in node.inputs:
             if name in plan.buffers:
                 plan.buffers[name].last = i

@@ -253,11 +253,18 @@ class Predictor:
         replays = self.session.replays
         return "off" if replays is None else replays.report()
 
-    def memory_plan(self, batch: int = 1):
-        """The activation arena plan of this model (symbolic dims taken as ``batch``)."""
+    def memory_plan(self, batch: int = 1, feeds: Mapping[str, Any] | None = None):
+        """The activation arena plan of this model: symbolic dims taken as ``batch``, or at the
+        shapes a run on ``feeds`` makes (made here; what a graph with a symbolic sequence length
+        or a size computed at run time needs: ``inference.arena.sized_by_run``)."""
         from inference.memory_plan import plan_memory
 
-        return plan_memory(self.session, batch=batch)
+        if feeds is None:
+            return plan_memory(self.session, batch=batch)
+        checked = self._checked(feeds)
+        session = self.session if self._generic is None else self._specialise(
+            sizes_of(checked, self._image_inputs))[0]
+        return plan_memory(session, seen=session.value_shapes(checked))
 
     def get_input_names(self) -> list[str]:
         return list(self._inputs)

@@ -34,6 +34,8 @@ REPLAY_KINDS = ("sparse", "packed", REPLAYABLE) + DEFAULT_KINDS
 
 #: called after each step as ``(node, kernel, start, end)``, times from ``time.perf_counter``
 Profiler = Callable[[Node, "KernelEntry", float, float], None]
+#: each array a run produced, by name: its shape and dtype (what an arena is planned at)
+ValueShapes = dict[str, tuple[tuple[int, ...], np.dtype]]
 
 
 @dataclass
@@ -133,8 +135,10 @@ class Session:
         return self.execute(feeds, output_names, outer)
 
     def execute(self, feeds: Mapping[str, Any], output_names: Sequence[str] | None = None,
-                outer: Mapping[str, Any] | None = None) -> list[Any]:
-        """Run the plan step by step (what :meth:`run` does unless it replays)."""
+                outer: Mapping[str, Any] | None = None, seen: ValueShapes | None = None) -> list[Any]:
+        """Run the plan step by step (what :meth:`run` does unless it replays); each array's shape
+        and dtype go into ``seen`` when given (and when the arena asks for them: see
+        :meth:`inference.arena.Arenas.wants_shapes`)."""
         local: dict[str, Any] = dict(self.graph.initializers)
         local.update(feeds)
         local[""] = None  # an omitted optional input; named outputs never write it
@@ -146,6 +150,11 @@ class Session:
         slots = arenas.acquire(feeds) if arenas is not None else None
         if slots is not None:
             open_workspace(arenas.workspace)
+        learn = slots is None and arenas is not None and arenas.wants_shapes(feeds)
+        if learn and seen is None:
+            seen = {}  # this run's shapes plan the arena for the next run of these feeds' shapes
+        if seen is not None:
+            profiler = _shape_recorder(local, seen, profiler)
         step = None
         try:
             for step, slot in zip(self.steps, self._no_slots if slots is None else slots):
@@ -177,12 +186,20 @@ class Session:
             if slots is not None:
                 arm(None)
                 arenas.release(close_workspace())
+        if learn:
+            arenas.learn_shapes(feeds, seen)
         del local[""]
         try:
             return [env[n] for n in output_names or self._output_names]
         except KeyError:
             missing = [n for n in output_names or self._output_names if n not in env]
             raise InputError(f"outputs {missing} were not produced by graph {self.graph.name!r}") from None
+
+    def value_shapes(self, feeds: Mapping[str, Any]) -> ValueShapes:
+        """The shape and dtype of every array a run on ``feeds`` produces (a run made for it)."""
+        seen: ValueShapes = {}
+        self.execute(feeds, seen=seen)
+        return seen
 
     def _run_subgraph(self, graph: Graph, feeds: Mapping[str, Any] | Sequence[Any],
                       outer: Mapping[str, Any] | None = None) -> list[Any]:
@@ -195,6 +212,22 @@ class Session:
         if not isinstance(feeds, Mapping):
             feeds = dict(zip(graph.input_names, feeds))
         return sub.run(feeds, outer=outer)
+
+
+def _shape_recorder(local: dict, seen: ValueShapes, then: Profiler | None) -> Profiler:
+    """A profiler hook that notes the shape and dtype of each array a step stored in ``local``
+    (before ``then``, the run's own profiler, if any). A hook, not a test in the run loop: the
+    loop stays as it was for every run that records nothing."""
+
+    def record(node: Node, kernel: KernelEntry, start: float, end: float) -> None:
+        for name in node.outputs:
+            value = local.get(name) if name else None
+            if type(value) is np.ndarray:
+                seen[name] = (value.shape, value.dtype)
+        if then is not None:
+            then(node, kernel, start, end)
+
+    return record
 
 
 class _HookFailed(Exception):

@@ -274,3 +274,54 @@ def test_the_arena_is_off_for_control_flow_and_when_asked():
     assert Predictor(Config(model_path=proto)).session.arenas is not None
     assert Predictor(Config(model_path=proto, memory_arena=False)).session.arenas is None
     assert Predictor(Config(model_path=proto, memory_optimization=False)).session.arenas is None
+
+
+def _sequence_model() -> bytes:
+    """x (1, seq, 32) -> a two-layer MLP with a residual: every intermediate's size is a symbolic
+    sequence length's, which the inferred shapes cannot give."""
+    rng = np.random.default_rng(0)
+    b = GraphBuilder("seq", opset=17)
+    x = b.input("x", np.float32, [1, "seq", 32])
+    h = b.op("Relu", b.op("MatMul", x, b.const(rng.standard_normal((32, 128)).astype(np.float32))))
+    h = b.op("MatMul", h, b.const(rng.standard_normal((128, 32)).astype(np.float32)))
+    b.op("Tanh", b.op("Add", h, x), outputs=["y"])
+    b.output("y", np.float32)
+    return model_to_proto(b.build()).SerializeToString()
+
+
+def _sequence_feeds(seq: int, seed: int) -> dict:
+    return {"x": np.random.default_rng(seed).standard_normal((1, seq, 32)).astype(np.float32)}
+
+
+def test_a_symbolic_sequence_length_is_planned_from_a_run_of_it():
+    """Taken as the batch, the sequence dim planned every region at one token: nothing fitted and
+    every run allocated. Now the first run of a length notes its shapes, the next is planned from
+    them, and runs of other lengths keep theirs."""
+    from inference.arena import sized_by_run
+
+    model = load_model(_sequence_model())
+    session = Session(model)
+    session.arenas = arenas_for(session)
+    assert sized_by_run(session)
+    feeds = _sequence_feeds(100, 0)
+    session.run(feeds)
+    assert session.arenas.block.size == 0  # the first run of a length: numpy's, shapes noted
+    session.run(feeds)
+    planned = plan_memory(session, seen=session.value_shapes(feeds))
+    assert not planned.unknown and planned.peak_bytes >= 100 * 128 * 4
+    assert session.arenas.block.size == planned.peak_bytes
+    _runs_alike(model, [_sequence_feeds(n, n) for n in (7, 7, 100, 7, 100, 100, 3)])
+
+
+def test_a_run_of_a_planned_sequence_length_allocates_no_activation_memory():
+    pooled, plain = (Predictor(Config(model_path=_sequence_model(), num_threads=1, kernel_replay=False,
+                                      memory_arena=arena)) for arena in (True, False))
+    feeds = _sequence_feeds(256, 1)
+    for p in (pooled, plain):
+        p.run(feeds)
+        p.run(feeds)  # planned by now
+    with_arena, without = _traced_peak(pooled, feeds), _traced_peak(plain, feeds)
+    assert with_arena < 0.3 * without, (with_arena, without)
+    np.testing.assert_array_equal(pooled.run(feeds)["y"], plain.run(feeds)["y"])
+    plan = pooled.memory_plan(feeds=feeds)
+    assert plan.peak_bytes >= 256 * 128 * 4 and pooled.memory_plan(1).peak_bytes < plan.peak_bytes / 100

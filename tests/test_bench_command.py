@@ -66,6 +66,55 @@ def test_cold_start_is_reported_with_and_without_a_warm_cache(cnn_path, capsys):
     assert 50 < rss <= whole + 50  # Python, numpy and numba at least; about this process's own at most
 
 
+@pytest.fixture(scope="module")
+def sequence_path(tmp_path_factory):
+    """A token model as exported with dynamic axes: int64 ids of (batch, sequence) into an embedding."""
+    rng = np.random.default_rng(1)
+    b = GraphBuilder("tokens", opset=17)
+    ids = b.input("ids", np.int64, ["batch", "sequence"])
+    h = b.op("Gather", b.const(rng.standard_normal((4, 16)).astype(np.float32)), ids)
+    b.op("MatMul", h, b.const(rng.standard_normal((16, 8)).astype(np.float32)), outputs=["y"])
+    b.output("y", np.float32, ["batch", "sequence", 8])
+    path = tmp_path_factory.mktemp("bench") / "tokens.onnx"
+    save_model(b.build(), str(path))
+    return str(path)
+
+
+def test_a_symbolic_sequence_length_is_benchmarked_at_the_size_given(sequence_path, capsys):
+    assert main(["bench", sequence_path, "--batch", "2", "--dim", "sequence=48", "--repeat", "3",
+                 "--no-cold-start"]) == 0
+    out = capsys.readouterr().out
+    assert "inputs at batch 2: ids [2, 48]" in out
+    assert re.search(r"^\s+2\s+1 onnxruntime .*\dx\s+[\d.e+-]+ ok$", out, re.MULTILINE), out
+    plan = re.search(r"^batch 2: planned activation memory ([\d.]+) MiB", out, re.MULTILINE)
+    assert plan and float(plan.group(1)) * 2**20 >= 2 * 48 * 16 * 4  # the embedded tokens, at 48 of them
+    assert "ids [2, 48] at 1 thread(s): replayed" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "input 'ids' axis 1 is symbolic (sequence) and not the batch axis: give its size with --dim sequence=N"),
+    (["--dim", "sequence=8,length=3"], "--dim length: no fed input has such a symbolic dim"),
+    (["--dim", "batch=4,sequence=8"], "--dim batch: that is the batch axis of input 'ids'; give it with --batch"),
+    (["--dim", "sequence"], "--dim takes name=size pairs with positive sizes, got 'sequence'"),
+])
+def test_symbolic_dims_must_be_sized_by_name(sequence_path, capsys, argv, message):
+    assert main(["bench", sequence_path, *argv, "--no-cold-start"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unnamed_dim_is_sized_as_input_and_axis(tmp_path, capsys):
+    b = GraphBuilder("unnamed", opset=17)
+    x = b.input("x", np.float32, [1, None])
+    b.op("Relu", x, outputs=["y"])
+    b.output("y", np.float32)
+    path = str(tmp_path / "unnamed.onnx")
+    save_model(b.build(), path)
+    assert main(["bench", path, "--compare", "", "--no-cold-start"]) == 2
+    assert "give its size with --dim x:1=N" in capsys.readouterr().err
+    assert main(["bench", path, "--compare", "", "--dim", "x:1=5", "--repeat", "2", "--no-cold-start"]) == 0
+    assert "inputs at batch 1: x [1, 5]" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--compare", "tensorflow"], "--compare: unknown peer 'tensorflow'"),
     (["--batch", "0"], "--batch needs positive integers"),

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,6 +30,8 @@ Runner = Callable[[dict], list]
 def add_arguments(p) -> None:
     p.add_argument("model")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes for the symbolic batch dim")
+    p.add_argument("--dim", default="", help="sizes of the other symbolic dims, by name or as INPUT:AXIS: "
+                   "sequence=128[,input_ids:1=128]")
     p.add_argument("--threads", default="1", help="comma-separated thread counts (BLAS + numba + peers)")
     p.add_argument("--compare", default="onnxruntime", help=f"comma-separated peers from {PEERS}, or ''")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per runtime")
@@ -47,17 +49,61 @@ def _csv_ints(text: str, what: str) -> list[int]:
     return values
 
 
+def parse_dims(text: str) -> dict[str, int]:
+    """``--dim``'s ``name=size`` pairs (a name is a dim's symbol or ``INPUT:AXIS``)."""
+    dims = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, size = part.rpartition("=")
+        if not name or not size.strip().isdigit() or int(size) < 1:
+            raise ConfigError(f"--dim takes name=size pairs with positive sizes, got {part!r}")
+        dims[name.strip()] = int(size)
+    return dims
+
+
 # -- feeds and runners ----------------------------------------------------------------------------
-def random_feeds(model: Any, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random feeds for an IR model: symbolic dims become ``batch``; float inputs are standard normal."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
+def feed_shapes(model: Any, batch: int, dims: Mapping[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+    """Each fed input's shape: a symbolic leading dim (and any dim of its name) is ``batch``, another
+    symbolic dim takes its size from ``dims`` by its name or as ``INPUT:AXIS``. Why no default: a
+    sequence length taken as the batch's 1 benchmarks a one-token model."""
+    dims = dict(dims or {})
+    used, shapes = set(), {}
     for v in model.graph.feed_inputs():
-        shape = [d if isinstance(d, int) else batch for d in v.type.shape]
-        dtype = v.type.dtype
-        feeds[v.name] = (rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
-                         else rng.integers(0, 2, shape).astype(dtype))
-    return feeds
+        if v.type.shape is None:
+            raise ConfigError(f"input {v.name!r} has no shape in the model: its feeds cannot be made up")
+        batch_name = v.type.shape[0] if v.type.shape and not isinstance(v.type.shape[0], int) else None
+        shape = []
+        for axis, d in enumerate(v.type.shape):
+            keys = [k for k in (d if isinstance(d, str) else None, f"{v.name}:{axis}") if k in dims]
+            if isinstance(d, int):
+                shape.append(d)
+            elif axis == 0 or (d is not None and d == batch_name):
+                if keys:
+                    raise ConfigError(f"--dim {keys[0]}: that is the batch axis of input {v.name!r}; "
+                                      "give it with --batch")
+                shape.append(batch)
+            elif keys:
+                shape.append(dims[keys[0]])
+                used.add(keys[0])
+            else:
+                named = f"--dim {d}=N" if d else f"--dim {v.name}:{axis}=N"
+                raise ConfigError(f"input {v.name!r} axis {axis} is symbolic ({d or 'unnamed'}) and not the "
+                                  f"batch axis: give its size with {named}")
+        shapes[v.name] = tuple(shape)
+    unused = sorted(set(dims) - used)
+    if unused:
+        raise ConfigError(f"--dim {', '.join(unused)}: no fed input has such a symbolic dim")
+    return shapes
+
+
+def random_feeds(model: Any, batch: int, seed: int = 0, dims: Mapping[str, int] | None = None
+                 ) -> dict[str, np.ndarray]:
+    """Random feeds of :func:`feed_shapes`: float inputs standard normal, integer and bool ones 0 or 1
+    (a valid token id and mask value for any vocabulary)."""
+    rng = np.random.default_rng(seed)
+    types = {v.name: v.type.dtype for v in model.graph.feed_inputs()}
+    return {name: (rng.standard_normal(shape).astype(types[name]) if types[name].kind == "f"
+                   else rng.integers(0, 2, shape).astype(types[name]))
+            for name, shape in feed_shapes(model, batch, dims).items()}
 
 
 def has_symbolic_batch(model: Any) -> bool:
@@ -176,9 +222,9 @@ for name in filter(None, os.environ.get("EDGELEARN_ABSENT_MODULES", "").split(",
 t0 = time.perf_counter()
 import numpy as np
 from inference import Config, Predictor
-from edgelearn.commands.bench import random_feeds
+from edgelearn.commands.bench import parse_dims, random_feeds
 pred = Predictor(Config(model_path=sys.argv[1], num_threads=1))
-pred.run(random_feeds(pred.model, 1))
+pred.run(random_feeds(pred.model, 1, dims=parse_dims(sys.argv[2])))
 seconds = time.perf_counter() - t0
 from inference.rss import peak_rss_mb
 print(seconds, peak_rss_mb())
@@ -222,11 +268,11 @@ def non_core_modules() -> list[str]:
                   and not any(_canonical(d) in core for d in dists))
 
 
-def cold_start(model_path: str, numba_cache_dir: str | None = None, absent: Sequence[str] = ()
+def cold_start(model_path: str, numba_cache_dir: str | None = None, absent: Sequence[str] = (), dims: str = ""
                ) -> tuple[float, float]:
     """Seconds for import + load + first inference in a fresh interpreter, and that process's peak
     RSS in MB; ``numba_cache_dir`` points numba at another cache (an empty one: the cold-cache
-    compile time); modules in ``absent`` cannot be imported there."""
+    compile time); modules in ``absent`` cannot be imported there; ``dims``: as ``--dim``."""
     env = dict(os.environ)
     # Python's bytecode cache is on by default, as on a user's machine (pip installs .pyc too); a
     # sandbox that turns it off would time our modules' compilation from source (~0.1 s) every start
@@ -236,19 +282,19 @@ def cold_start(model_path: str, numba_cache_dir: str | None = None, absent: Sequ
         env["NUMBA_CACHE_DIR"] = numba_cache_dir
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", _COLD_SCRIPT, model_path], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _COLD_SCRIPT, model_path, dims], env=env, capture_output=True,
                          text=True, check=True)
     seconds, rss = out.stdout.strip().splitlines()[-1].split()
     return float(seconds), float(rss)
 
 
-def cold_starts(model_path: str) -> ColdStart:
-    """The three cold starts of :class:`ColdStart`."""
-    cold_start(model_path)  # fill the default caches first (numba's, Python's bytecode), so "warm" is warm
-    warm, _ = cold_start(model_path)
-    warm_core, rss = cold_start(model_path, absent=non_core_modules())
+def cold_starts(model_path: str, dims: str = "") -> ColdStart:
+    """The three cold starts of :class:`ColdStart` (``dims``: as ``--dim``)."""
+    cold_start(model_path, dims=dims)  # fill the default caches first (numba's, Python's bytecode): "warm" is warm
+    warm, _ = cold_start(model_path, dims=dims)
+    warm_core, rss = cold_start(model_path, absent=non_core_modules(), dims=dims)
     with tempfile.TemporaryDirectory() as empty:
-        cold, _ = cold_start(model_path, empty)
+        cold, _ = cold_start(model_path, empty, dims=dims)
     return ColdStart(warm, warm_core, cold, rss)
 
 
@@ -284,6 +330,7 @@ def run(args) -> int:
     from inference.onnx_import import load_model
 
     batches, threads = _csv_ints(args.batch, "batch"), _csv_ints(args.threads, "threads")
+    dims = parse_dims(args.dim)
     peers = [p for p in args.compare.split(",") if p]
     for p in peers:
         if p not in PEERS:
@@ -298,8 +345,10 @@ def run(args) -> int:
     if not has_symbolic_batch(model) and batches != [1]:
         print(f"note: {args.model} has a fixed batch dim; running batch 1 only")
         batches = [1]
+    shapes = feed_shapes(model, batches[0], dims)  # an unsized symbolic dim stops here, named
     print(f"model: {args.model}   OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}   "
           f"load average: {os.getloadavg()[0]:.1f}")
+    print(f"inputs at batch {batches[0]}: " + ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items()))
     print(f"{'batch':>5} {'thr':>3} {'runtime':<12} {'median ms':>10} {'p90 ms':>9} {'items/s':>9} "
           f"{'vs ours':>8}  max|diff|")
     pred = None
@@ -308,7 +357,7 @@ def run(args) -> int:
             ours, pred = edgelearn_runner(proto, t)
             runners = {"edgelearn": ours}
             runners.update({p: peer_runner(p, proto, t) for p in peers})
-            feeds = random_feeds(model, b)
+            feeds = random_feeds(model, b, dims=dims)
             outs = {name: fn(feeds) for name, fn in runners.items()}
             slow = {"reference": max(1, min(3, args.repeat))}
             timings = time_interleaved(runners, feeds, args.repeat, warmup=1, repeats=slow)
@@ -323,14 +372,14 @@ def run(args) -> int:
                       f"{b / tm.median:>9.1f} {tm.median / base:>7.2f}x  {diff}")
     print(f"peak RSS: {peak_rss_mb():.0f} MB (whole process, peers included)")
     for b in batches if pred is not None else ():
-        print(f"batch {b}: {pred.memory_plan(b).report()}")
+        print(f"batch {b}: {pred.memory_plan(b, random_feeds(model, b, dims=dims)).report()}")
     if pred is not None:
         print(f"activation arena held after these runs: {pred.arena_bytes / 2**20:.2f} MiB (block and scratch; "
               f"Config.memory_arena)")
         print(f"kernel replay (the last runner): {pred.replay_report()}")
     if args.trace and pred is not None:
-        n = write_trace(pred, random_feeds(model, batches[0]), args.trace)
+        n = write_trace(pred, random_feeds(model, batches[0], dims=dims), args.trace)
         print(f"per-op trace: {args.trace} ({n} ops; open in chrome://tracing or ui.perfetto.dev)")
     if not args.no_cold_start:
-        print(f"cold start (import + load + first run, 1 thread): {describe(cold_starts(args.model))}")
+        print(f"cold start (import + load + first run, 1 thread): {describe(cold_starts(args.model, args.dim))}")
     return 0
