@@ -37,7 +37,8 @@ from inference.kernels.arena_slot import NOTHING
 from inference.memory_plan import ALIGN, MemoryPlan, plan_memory, value_layout
 from inference.session import Session, ValueShapes
 
-#: plans kept, by batch size (each a few hundred bytes per step; planning one took 0.1-0.5 ms)
+#: plans kept, by batch size or (``sized_by_run``) input shapes (each a few hundred bytes per step;
+#: planning one took 0.1-0.5 ms); as many runs' shapes are kept until planned
 KEPT_PLANS = 16
 
 

@@ -70,8 +70,8 @@ def test_gated_binary_ops_equal_numpy(op, fn, threads):
 @pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Div", np.divide)])
 def test_operands_broadcast_over_middle_axes_equal_numpy(op, fn, shapes, threads):
     """An attention mask (B, 1, L) over scores (B, L, L), a bias over (N, L, C), a gate over
-    several middle axes, either order, with NaN and inf in the broadcast operand; rows too short
-    to loop over (a trailing axis of 1) go to numpy."""
+    several middle axes, either order, with NaN and inf in the broadcast operand; rows of one
+    element too (a trailing axis of 1: small tensors loop over them)."""
     kernel = _binary(op, OPS.index(op))
     x, g = _f32(*shapes[0]), _f32(*shapes[1])
     assert _gate(x, g) is not None  # the rows kernel's case, not numpy's
@@ -81,6 +81,17 @@ def test_operands_broadcast_over_middle_axes_equal_numpy(op, fn, shapes, threads
         np.testing.assert_array_equal(kernel(g, x), fn(g, x))
         short = _f32(*shapes[0][:-1], 1)
         np.testing.assert_array_equal(kernel(x, short), fn(x, short))
+
+
+def test_short_rows_loop_on_small_tensors_and_go_to_numpy_on_large_ones(threads):
+    """A mask over a 7-token sequence's scores is the rows kernel's (a replay then covers it); a
+    large map under a gate of 4 channels is numpy's (a loop per 4 elements is slower there)."""
+    kernel = _binary("Add", OPS.index("Add"))
+    for shapes, rows_kernel in ((((1, 4, 7, 7), (1, 1, 1, 7)), True), (((1, 128, 128, 4), (1, 1, 1, 4)), False)):
+        x, g = _f32(*shapes[0]), _f32(*shapes[1])
+        assert (_gate(x, g) is not None) == rows_kernel
+        np.testing.assert_array_equal(kernel(x, g), x + g)
+        np.testing.assert_array_equal(kernel(g, x), g + x)
 
 
 @pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])

@@ -98,7 +98,8 @@ def test_a_mask_without_padding_pins_the_replay_until_one_pads(encoder):
 
 def test_hugging_face_style_bert_with_dynamic_axes():
     """Token ids and an int64 mask, two sequence lengths in turn: every LayerNorm fused, both
-    shapes replayed, torch's outputs (new ids and padding every run)."""
+    shapes replayed, torch's outputs (new ids and padding every run). The short one has fewer
+    than 8 tokens: its mask Add over rows of 5 scores had run in numpy, never replayed."""
     torch.manual_seed(1)
     bert = Bert(SIZE).eval()
     data = export(bert, bert_feeds(np.random.default_rng(0), BATCH, SEQ, SIZE), 14, dynamic=True)
@@ -107,7 +108,7 @@ def test_hugging_face_style_bert_with_dynamic_axes():
     assert hist.get("edgelearn::LayerNormalization") == 1 + 2 * SIZE.layers and "ReduceMean" not in hist
     rng = np.random.default_rng(1)
     for _ in range(CAPTURE_AFTER + 2):
-        for seq in (SEQ, SEQ // 2):
+        for seq in (SEQ, 5):
             feeds = bert_feeds(rng, BATCH, seq, SIZE)
             np.testing.assert_allclose(p.run(feeds)["y"], run_torch(bert, feeds), rtol=1e-4, atol=1e-5)
     assert p.replay_report().count("replayed") == 2, p.replay_report()
