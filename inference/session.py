@@ -22,6 +22,7 @@ from inference.ir import Graph, Model, Node, TensorType, outer_names
 from inference.kernels.activation_matmul import REPLAYABLE
 from inference.kernels.arena_slot import arm, close_workspace, open_workspace, taken
 from inference.ops.registry import KernelContext, KernelEntry, lookup
+from inference.shape_values import plan_shape_values
 
 DEFAULT_KINDS = ("fast", "reference")
 #: for sessions whose initializers never change (a Predictor's): "sparse" and "packed" kernels pack
@@ -76,6 +77,12 @@ class Session:
         self._outer = frozenset(outer_scope)
         self.steps = self._plan()
         self._no_slots = (None,) * len(self.steps)
+        #: the steps computing values from the feeds' shapes alone, kept per feed shapes
+        #: (``inference.shape_values``); None: there are none, a subgraph's session, or one whose
+        #: initializers may change between runs (training's: only kinds that pack a weight once
+        #: promise they do not, :data:`CONSTANT_WEIGHT_KINDS`)
+        constant = "packed" in self.kinds
+        self.shape_values = plan_shape_values(self.graph, self.steps) if constant and not self._outer else None
         self.profiler: Profiler | None = None  # per-op timing hook (``edgelearn bench``'s trace)
         #: where the intermediates go (``inference.arena.Arenas``); None: numpy allocates each
         self.arenas: Any = None
@@ -153,11 +160,20 @@ class Session:
         learn = slots is None and arenas is not None and arenas.wants_shapes(feeds)
         if learn and seen is None:
             seen = {}  # this run's shapes plan the arena for the next run of these feeds' shapes
-        if seen is not None:
-            profiler = _shape_recorder(local, seen, profiler)
+        steps, shape_values, computed = self.steps, self.shape_values, None
+        if shape_values is not None and outer is None:
+            known = shape_values.lookup(feeds)
+            if known is not None:  # start with the shape arithmetic's values, skip its steps
+                local.update(known)
+                steps = shape_values.kept_steps
+                slots = slots if slots is None else tuple(slots[i] for i in shape_values.kept_index)
+            else:
+                computed = {}  # this run's values of it, kept for the next run of these shapes
+        if seen is not None or computed is not None:
+            profiler = _recorder(local, seen, computed, shape_values, profiler)
         step = None
         try:
-            for step, slot in zip(self.steps, self._no_slots if slots is None else slots):
+            for step, slot in zip(steps, self._no_slots if slots is None else slots):
                 if profiler is not None:
                     start = time.perf_counter()
                 if slot is None:
@@ -188,6 +204,8 @@ class Session:
                 arenas.release(close_workspace())
         if learn:
             arenas.learn_shapes(feeds, seen)
+        if computed is not None:
+            shape_values.keep(feeds, computed)
         del local[""]
         try:
             return [env[n] for n in output_names or self._output_names]
@@ -214,16 +232,22 @@ class Session:
         return sub.run(feeds, outer=outer)
 
 
-def _shape_recorder(local: dict, seen: ValueShapes, then: Profiler | None) -> Profiler:
-    """A profiler hook that notes the shape and dtype of each array a step stored in ``local``
-    (before ``then``, the run's own profiler, if any). A hook, not a test in the run loop: the
-    loop stays as it was for every run that records nothing."""
+def _recorder(local: dict, seen: ValueShapes | None, computed: dict | None, shape_values: Any,
+              then: Profiler | None) -> Profiler:
+    """A profiler hook that notes, as each step stored its outputs in ``local``, each array's shape
+    and dtype in ``seen`` and the values of ``shape_values``' steps in ``computed`` (either may be
+    None), then calls ``then``, the run's own profiler, if any. A hook, not a test in the run loop:
+    the loop stays as it was for every run that records nothing."""
+    names = shape_values.names if computed is not None else frozenset()
 
     def record(node: Node, kernel: KernelEntry, start: float, end: float) -> None:
         for name in node.outputs:
             value = local.get(name) if name else None
             if type(value) is np.ndarray:
-                seen[name] = (value.shape, value.dtype)
+                if seen is not None:
+                    seen[name] = (value.shape, value.dtype)
+                if name in names:
+                    computed[name] = value
         if then is not None:
             then(node, kernel, start, end)
 
