@@ -36,6 +36,7 @@ from inference.ir import Graph, TensorType
 from inference.kernels.arena_slot import NOTHING
 from inference.memory_plan import ALIGN, MemoryPlan, plan_memory, value_layout
 from inference.session import Session, ValueShapes
+from inference.shape_values import feed_signature
 
 #: plans kept, by batch size or (``sized_by_run``) input shapes (each a few hundred bytes per step;
 #: planning one took 0.1-0.5 ms); as many runs' shapes are kept until planned
@@ -135,11 +136,11 @@ class Arenas:
             return None
         try:
             batch = self._batch(feeds)
-            key = self._shapes_key(feeds) if self._sized_by_run else batch
+            key = feed_signature(feeds) if self._sized_by_run else batch
             plan = self._plans.pop(key, None)
             if plan is None:
                 seen = self._seen.pop(key, None) if self._sized_by_run else None
-                if self._sized_by_run and seen is None:  # no run of these shapes yet: this one notes them
+                if self._sized_by_run and seen is None:  # no run of these shapes yet (or feeds not arrays)
                     self._lock.release()
                     return None
                 plan = BatchPlan(self._session, batch, seen)
@@ -156,15 +157,13 @@ class Arenas:
     def wants_shapes(self, feeds: Mapping[str, Any]) -> bool:
         """Whether a run of ``feeds`` should note its arrays' shapes for :meth:`learn_shapes`: the
         graph is planned from a run's shapes and these feeds' have no plan yet."""
-        if not self._sized_by_run:
-            return False
-        key = self._shapes_key(feeds)
-        return key not in self._plans and key not in self._seen
+        key = feed_signature(feeds) if self._sized_by_run else None
+        return key is not None and key not in self._plans and key not in self._seen
 
     def learn_shapes(self, feeds: Mapping[str, Any], seen: ValueShapes) -> None:
         """Keep the shapes a run of ``feeds`` made, to plan their next run."""
         with self._lock:
-            self._seen[self._shapes_key(feeds)] = seen
+            self._seen[feed_signature(feeds)] = seen
             while len(self._seen) > KEPT_PLANS:
                 self._seen.popitem(last=False)
 
@@ -194,10 +193,6 @@ class Arenas:
         if isinstance(result, (tuple, list)):
             return type(result)(self.owned(r, False) for r in result)
         return result
-
-    @staticmethod
-    def _shapes_key(feeds: Mapping[str, Any]) -> tuple:
-        return tuple((name, getattr(value, "shape", None)) for name, value in feeds.items())
 
     def _batch(self, feeds: Mapping[str, Any]) -> int:
         for name in self._batched:

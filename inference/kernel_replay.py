@@ -53,6 +53,7 @@ from numba.core.registry import CPUDispatcher
 
 from inference.kernels._jit import kernel_threads
 from inference.kernels.nhwc import WINOGRAD
+from inference.shape_values import feed_signature
 
 #: runs of a signature made normally before it is captured (the first runs pack and release weights)
 CAPTURE_AFTER = 2
@@ -290,13 +291,10 @@ def _compiled(dispatcher: Any, args: tuple, kwargs: dict) -> Any:
 
 
 def _signature(feeds: Mapping[str, Any]) -> tuple | None:
-    """What a replay is recorded for; None when a feed is not a numeric or bool array."""
-    parts = []
-    for name, value in feeds.items():
-        if type(value) is not np.ndarray or value.dtype.kind not in "fiub":
-            return None
-        parts.append((name, value.shape, value.dtype.str))
-    return tuple(parts), kernel_threads()
+    """What a replay is recorded for: the feeds' signature and the kernel threads; None when a
+    feed is not a numeric or bool array."""
+    signature = feed_signature(feeds, kinds="fiub")
+    return None if signature is None else (signature, kernel_threads())
 
 
 def _pinned_note(replay: Replay) -> str:

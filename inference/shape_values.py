@@ -64,7 +64,7 @@ class ShapeValues:
 
     def lookup(self, feeds: Mapping[str, Any]) -> dict[str, Any] | None:
         """The values for these feeds' shapes, if a run of them kept them."""
-        key = _key(feeds)
+        key = feed_signature(feeds)
         with self._lock:
             values = self._values.get(key) if key is not None else None
             if values is not None:
@@ -73,7 +73,7 @@ class ShapeValues:
 
     def keep(self, feeds: Mapping[str, Any], values: dict[str, Any]) -> None:
         """Keep the values a whole run of ``feeds`` computed (copies: later runs only read them)."""
-        key = _key(feeds)
+        key = feed_signature(feeds)
         if key is None or set(values) != self.names:
             return
         with self._lock:
@@ -116,10 +116,13 @@ def _small(graph: Any, name: str) -> bool:
             and all(isinstance(d, int) and d <= MAX_ELEMENTS for d in t.shape))
 
 
-def _key(feeds: Mapping[str, Any]) -> tuple | None:
+def feed_signature(feeds: Mapping[str, Any], kinds: str = "") -> tuple | None:
+    """``(name, shape, dtype)`` of each feed, what the values (and a session's arena plans and
+    kernel replays) are kept by; None when a feed is not an ndarray, or (``kinds``: dtype kinds
+    allowed) not one of those kinds."""
     parts = []
     for name, value in feeds.items():
-        if type(value) is not np.ndarray:
+        if type(value) is not np.ndarray or (kinds and value.dtype.kind not in kinds):
             return None
         parts.append((name, value.shape, value.dtype.str))
     return tuple(parts)

@@ -81,9 +81,9 @@ def feed_shapes(model: Any, batch: int, dims: Mapping[str, int] | None = None) -
                     raise ConfigError(f"--dim {keys[0]}: that is the batch axis of input {v.name!r}; "
                                       "give it with --batch")
                 shape.append(batch)
-            elif keys:
+            elif keys:  # by symbol first, then as INPUT:AXIS
                 shape.append(dims[keys[0]])
-                used.add(keys[0])
+                used.update(keys)
             else:
                 named = f"--dim {d}=N" if d else f"--dim {v.name}:{axis}=N"
                 raise ConfigError(f"input {v.name!r} axis {axis} is symbolic ({d or 'unnamed'}) and not the "
