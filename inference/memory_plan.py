@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from inference.ir import Graph
+from inference.ir import Graph, Node
+from inference.kernels.transpose import copies as transpose_copies
 from inference.session import Session, ValueShapes
 
 ALIGN = 64  # bytes: cache-line aligned offsets
@@ -68,6 +69,19 @@ def value_layout(graph: Graph, name: str, batch: int, seen: ValueShapes | None =
     return None if dims is None else (dims, np.dtype(graph.type_of(name).dtype))
 
 
+def views_input(graph: Graph, node: Node, batch: int = 1, seen: ValueShapes | None = None) -> bool:
+    """Whether ``node``'s output is planned as a view of its first input (:data:`VIEW_OPS`), except
+    a Transpose whose kernel writes a new array for the planned input (a block swap: attention's
+    heads, a layout boundary), which gets a region of its own: planned as a view, its output was
+    allocated by numpy on every run (and held by every kernel replay: 0.5 MB each for a BERT)."""
+    if node.op_type not in VIEW_OPS or not node.inputs:
+        return False
+    if node.op_type != "Transpose":
+        return True
+    layout = value_layout(graph, node.inputs[0], batch, seen)
+    return layout is None or not transpose_copies(layout[0], layout[1], node.attrs.get("perm"))
+
+
 def plan_memory(session: Session, batch: int = 1, in_place: bool = True, seen: ValueShapes | None = None
                 ) -> MemoryPlan:
     """Plan the arena of ``session``'s intermediates, symbolic dims taken as ``batch``, or at the
@@ -83,7 +97,7 @@ def plan_memory(session: Session, batch: int = 1, in_place: bool = True, seen: V
     escaping: set[str] = set()  # blocks a graph output views
     for i, step in enumerate(session.steps):
         node = step.node
-        base = node.inputs[0] if node.op_type in VIEW_OPS and node.inputs else ""
+        base = node.inputs[0] if views_input(graph, node, batch, seen) else ""
         for name in node.outputs:
             if base in plan.buffers:
                 if name in keep:

@@ -325,3 +325,22 @@ def test_a_run_of_a_planned_sequence_length_allocates_no_activation_memory():
     np.testing.assert_array_equal(pooled.run(feeds)["y"], plain.run(feeds)["y"])
     plan = pooled.memory_plan(feeds=feeds)
     assert plan.peak_bytes >= 256 * 128 * 4 and pooled.memory_plan(1).peak_bytes < plan.peak_bytes / 100
+
+
+@pytest.mark.parametrize("heads, planned_as_view", [(4, False), (1, True)])
+def test_a_transpose_that_copies_gets_a_region_and_one_that_reshapes_stays_a_view(heads, planned_as_view):
+    """Attention's (0, 2, 1, 3) over (B, L, H, D) swaps blocks: the kernel writes a new array, which
+    the plan now places (as a view it had been allocated by numpy every run). With one head the
+    same permutation moves nothing (a reshape): a view of its input, as before."""
+    b = GraphBuilder("heads", opset=17)
+    x = b.input("x", np.float32, ["batch", 8, heads, 16])
+    t = b.op("Transpose", b.op("Mul", x, b.const(np.float32(2))), perm=[0, 2, 1, 3])
+    b.op("Relu", t, outputs=["y"])
+    b.output("y", np.float32)
+    model = load_model(model_to_proto(b.build()))
+    session = Session(model)
+    out = next(s.node.outputs[0] for s in session.steps if s.node.op_type == "Transpose")
+    assert plan_memory(session).buffers[out].view == planned_as_view
+    feeds = {"x": np.random.default_rng(5).standard_normal((2, 8, heads, 16)).astype(np.float32)}
+    (y,), = _runs_alike(model, [feeds])
+    np.testing.assert_array_equal(y, np.maximum(2 * feeds["x"], 0).transpose(0, 2, 1, 3))

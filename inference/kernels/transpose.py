@@ -17,6 +17,7 @@ import math
 import numba
 import numpy as np
 
+from inference.errors import EdgelearnError
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
@@ -88,6 +89,19 @@ def _plan(shape: tuple[int, ...], perm) -> tuple[tuple[int, ...], tuple[int, int
     if swap is None:
         return None
     return out_shape, swap
+
+
+def copies(shape: tuple[int, ...], dtype: np.dtype, perm) -> bool:
+    """Whether this kernel writes a new array for such an input (a block swap) rather than a view of
+    it (a plain reshape, or numpy's transpose for another permutation or dtype): the memory plan
+    gives the former a region of its own (``memory_plan.views_input``)."""
+    if np.dtype(dtype) != np.float32:
+        return False
+    try:
+        plan = _plan(tuple(shape), perm)
+    except EdgelearnError:  # an invalid permutation: the run names it
+        return False
+    return plan is not None and plan[1] is not None
 
 
 def _transpose(x: np.ndarray, plan) -> np.ndarray:
