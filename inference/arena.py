@@ -39,8 +39,11 @@ from inference.session import Session, ValueShapes
 from inference.shape_values import feed_signature
 
 #: plans kept, by batch size or (``sized_by_run``) input shapes (each a few hundred bytes per step;
-#: planning one took 0.1-0.5 ms); as many runs' shapes are kept until planned
-KEPT_PLANS = 16
+#: planning one took 0.1-0.5 ms); as many runs' shapes are kept until planned. As many as kernel
+#: replays kept (``kernel_replay.KEPT_REPLAYS``): with 16, a sequence length whose plan was dropped
+#: before its third run had been captured without the arena (BERT with lengths drawn from 8-128:
+#: ~1.6 MB of numpy arrays held per replay; a capture now waits for a plan)
+KEPT_PLANS = 64
 
 
 def arenas_for(session: Session) -> "Arenas | None":

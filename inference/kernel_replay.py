@@ -57,10 +57,13 @@ from inference.shape_values import feed_signature
 
 #: runs of a signature made normally before it is captured (the first runs pack and release weights)
 CAPTURE_AFTER = 2
-#: replays a session keeps (each holds a copy of its feeds and its outputs), the least used dropped
-KEPT_REPLAYS = 4
+#: replays a session keeps, the least used dropped: enough for a server's sequence lengths (a BERT
+#: fed lengths drawn from 8-128 ran 1.7x onnxruntime a request keeping 4, 1.15x keeping 64; each held
+#: ~70 KB); and at most KEPT_REPLAY_BYTES of the copies of feeds and outputs they hold
+KEPT_REPLAYS = 64
+KEPT_REPLAY_BYTES = 64 * 2**20
 #: signatures a session counts or remembers as refused, the longest unseen forgotten (not replays)
-KEPT_SIGNATURES = 64
+KEPT_SIGNATURES = 4 * KEPT_REPLAYS
 #: runs of a session after which every signature's count and replay's use halve
 AGE_EVERY = 1024
 #: a recorded run that took longer is not kept: its Python (~3-6 us a step) is a sliver of it, while
@@ -69,6 +72,8 @@ AGE_EVERY = 1024
 #: from shapes: a sequence length left symbolic gives no count before the run
 MAX_REPLAY_SECONDS = 0.1
 _REFUSED = "refused"
+#: what the report says of a refused signature
+REFUSED_NOTE = "step by step (work outside numba, a run past MAX_REPLAY_SECONDS or a record past KEPT_REPLAY_BYTES)"
 
 _recording = threading.local()
 _install_lock = threading.Lock()
@@ -117,6 +122,8 @@ class Replay:
         self.uses = uses  # the signature's runs, replayed or not (halved every AGE_EVERY runs of the session)
         self.calls = [(_compiled(d, args, kwargs), args, kwargs) for d, args, kwargs in calls]
         self.block, self.workspace = block, workspace
+        #: what it holds of its own: the copies of the feeds and the outputs
+        self.nbytes = sum(a.nbytes for a in list(feeds.values()) + outputs if isinstance(a, np.ndarray))
 
     def holds(self, feeds: Mapping[str, Any]) -> bool:
         """Whether the record holds for ``feeds``: every pinned feed has its recorded value."""
@@ -198,7 +205,7 @@ class KernelReplays:
         for (feeds, threads), entry in list(self._entries.items()):
             shapes = ", ".join(f"{name} {list(shape)}" for name, shape, _ in feeds)
             state = (f"replayed ({entry.uses} runs{_pinned_note(entry)})" if isinstance(entry, Replay) else
-                     "step by step (work outside numba, or a run past MAX_REPLAY_SECONDS)" if entry is _REFUSED else
+                     REFUSED_NOTE if entry is _REFUSED else
                      f"step by step, {entry} of {CAPTURE_AFTER} runs before its capture" if entry < CAPTURE_AFTER else
                      f"step by step, {entry} runs: the {KEPT_REPLAYS} replays kept are of shapes run more")
             parts.append(f"{shapes} at {threads} thread(s): {state}")
@@ -217,10 +224,12 @@ class KernelReplays:
 
     def _admits(self, count: int) -> bool:
         """Whether a signature run ``count`` times may be captured: while the session keeps fewer
-        than :data:`KEPT_REPLAYS`, or when it ran more often than the least-used replay."""
+        than :data:`KEPT_REPLAYS` holding less than :data:`KEPT_REPLAY_BYTES`, or when it ran more
+        often than the least-used replay."""
         with self._lock:
-            uses = [v.uses for v in self._entries.values() if isinstance(v, Replay)]
-        return len(uses) < KEPT_REPLAYS or count > min(uses)
+            replays = [v for v in self._entries.values() if isinstance(v, Replay)]
+        full = len(replays) >= KEPT_REPLAYS or sum(r.nbytes for r in replays) >= KEPT_REPLAY_BYTES
+        return not full or count > min(r.uses for r in replays)
 
     def _age(self) -> None:
         """Halve every count and use (counts not below :data:`CAPTURE_AFTER`)."""
@@ -232,15 +241,19 @@ class KernelReplays:
                     self._entries[key] = max(CAPTURE_AFTER, entry // 2)
 
     def _keep(self, key: tuple, entry: Any) -> None:
-        """Set ``key``'s entry (as the newest); past :data:`KEPT_REPLAYS` the least-used replays go
-        back to counting (their uses), past :data:`KEPT_SIGNATURES` the longest-unseen signatures
-        that are not replays are forgotten."""
+        """Set ``key``'s entry (as the newest); past :data:`KEPT_REPLAYS` or
+        :data:`KEPT_REPLAY_BYTES` the least-used replays go back to counting (their uses), past
+        :data:`KEPT_SIGNATURES` the longest-unseen signatures that are not replays are forgotten."""
         with self._lock:  # runs in other threads count and capture too
             entries = self._entries
             entries.pop(key, None)
             entries[key] = entry
             replays = sorted((v.uses, i, k) for i, (k, v) in enumerate(entries.items()) if isinstance(v, Replay))
-            for uses, _, k in replays[:max(0, len(replays) - KEPT_REPLAYS)]:
+            held = sum(entries[k].nbytes for _, _, k in replays)
+            for n, (uses, _, k) in enumerate(replays):
+                if len(replays) - n <= KEPT_REPLAYS and held <= KEPT_REPLAY_BYTES:
+                    break
+                held -= entries[k].nbytes
                 entries[k] = uses
             while len(entries) > KEPT_SIGNATURES:
                 del entries[next(k for k, v in entries.items() if not isinstance(v, Replay))]
@@ -249,6 +262,8 @@ class KernelReplays:
         """Record this run (``count``: the signature's runs with it), check the record on random
         inputs and keep it as ``key``'s replay if it passed; the run's outputs either way."""
         session, arenas = self._session, self._session.arenas
+        if arenas.wants_shapes(feeds):  # no plan for these shapes (yet, or no longer): a run now would
+            return None  # record numpy's arrays, and the replay would hold them; this run notes the shapes
         buffers = {name: np.array(value, copy=True) for name, value in feeds.items()}
         started = time.perf_counter()
         with _Recorder() as calls:
@@ -272,7 +287,7 @@ class KernelReplays:
         same = len(got) == len(want) and all(_identical(a, b) for a, b in zip(got, want))
         if self._finite_only and not all(isinstance(o, np.ndarray) and o.dtype.kind == "f" for o in got):
             same = False  # a non-float output could not show a Winograd step's fallback
-        self._keep(key, replay if same else _REFUSED)
+        self._keep(key, replay if same and replay.nbytes <= KEPT_REPLAY_BYTES else _REFUSED)
         return result
 
 

@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 from inference import Config, Predictor, zoo
 from inference import kernel_replay
 from inference.errors import KernelError
-from inference.kernel_replay import CAPTURE_AFTER, KEPT_REPLAYS, Replay, _signature
+from inference.kernel_replay import CAPTURE_AFTER, Replay, _signature
 from inference.onnx_export import model_to_proto
 from tests.conftest import count_step_calls
 
@@ -99,7 +99,7 @@ def test_a_graph_with_work_outside_numba_is_not_replayed():
         np.testing.assert_allclose(p.run({"x": x})["y"], np.sin(x @ w) @ w, rtol=1e-5, atol=1e-5)
         assert count[0] > before
     assert _states(p) == ["refused"]
-    assert p.replay_report() == "x [1, 8] at 1 thread(s): step by step (work outside numba, or a run past MAX_REPLAY_SECONDS)"
+    assert p.replay_report() == f"x [1, 8] at 1 thread(s): {kernel_replay.REFUSED_NOTE}"
 
 
 def test_winograd_replay_runs_again_when_its_outputs_are_not_finite(monkeypatch):
@@ -174,12 +174,19 @@ def test_a_grown_arena_drops_its_replays_and_captures_again(ds_cnn):
     assert replay.block is p.session.arenas.block
 
 
-def test_kept_replays_are_bounded(ds_cnn):
+@pytest.fixture
+def kept(monkeypatch) -> int:
+    """A session's replays bounded at 4 (the default's 64 batch sizes would take long here)."""
+    monkeypatch.setattr(kernel_replay, "KEPT_REPLAYS", 4)
+    return 4
+
+
+def test_kept_replays_are_bounded(ds_cnn, kept):
     p = _predictor(ds_cnn, batch_split=False)
-    for batch in range(KEPT_REPLAYS + 2, 0, -1):  # largest first: the arena never grows after
+    for batch in range(kept + 2, 0, -1):  # largest first: the arena never grows after
         for x in _inputs(batch, (batch, 1, 49, 10), CAPTURE_AFTER + 1):
             p.run({"input": x})
-    assert _states(p).count("Replay") == KEPT_REPLAYS
+    assert _states(p).count("Replay") == kept
 
 
 def _captures(p: Predictor) -> list[int]:
@@ -200,25 +207,25 @@ def _replayed(p: Predictor, batch: int) -> bool:
     return isinstance(p.session.replays._entries.get(key), Replay)
 
 
-def test_shapes_in_turn_do_not_evict_each_others_replays(ds_cnn):
+def test_shapes_in_turn_do_not_evict_each_others_replays(ds_cnn, kept):
     """More input shapes in turn than a session keeps replays of (a transformer's sequence
     lengths, say): the first ones captured keep their replays and the rest run step by step, not
     a capture every third run evicting a replay before its next use; outputs right throughout."""
     p, plain = _predictor(ds_cnn, batch_split=False), _predictor(ds_cnn, replay=False)
     captures = _captures(p)
-    batches = list(range(KEPT_REPLAYS + 2, 0, -1))  # the largest first: the arena never grows after
+    batches = list(range(kept + 2, 0, -1))  # the largest first: the arena never grows after
     xs = {b: _inputs(b, (b, 1, 49, 10), 1)[0] for b in batches}
     for _ in range(CAPTURE_AFTER + 6):
         for b in batches:
             assert np.array_equal(p.run({"input": xs[b]})["logits"], plain.run({"input": xs[b]})["logits"])
-    assert captures[0] == KEPT_REPLAYS
-    assert [_replayed(p, b) for b in batches] == [True] * KEPT_REPLAYS + [False] * 2
+    assert captures[0] == kept
+    assert [_replayed(p, b) for b in batches] == [True] * kept + [False] * 2
     assert "replays kept are of shapes run more" in p.replay_report()
 
 
-def test_a_used_replay_outlives_shapes_seen_less(ds_cnn):
+def test_a_used_replay_outlives_shapes_seen_less(ds_cnn, kept):
     p = _predictor(ds_cnn, batch_split=False)
-    rare = list(range(KEPT_REPLAYS + 4, 1, -1))
+    rare = list(range(kept + 4, 1, -1))
     p.run({"input": _inputs(1, (rare[0], 1, 49, 10), 1)[0]})  # the arena at its largest first
     for x in _inputs(2, (1, 1, 49, 10), CAPTURE_AFTER + 10):
         p.run({"input": x})
@@ -226,15 +233,15 @@ def test_a_used_replay_outlives_shapes_seen_less(ds_cnn):
         for x in _inputs(b, (b, 1, 49, 10), CAPTURE_AFTER + 2):
             p.run({"input": x})
     assert _replayed(p, 1)
-    assert _states(p).count("Replay") == KEPT_REPLAYS
+    assert _states(p).count("Replay") == kept
 
 
-def test_replays_follow_a_workload_that_moves_on(ds_cnn, monkeypatch):
+def test_replays_follow_a_workload_that_moves_on(ds_cnn, monkeypatch, kept):
     """Counts halve every AGE_EVERY runs: once the shapes in use change, the old shapes' replays
     give way to the new ones."""
     monkeypatch.setattr(kernel_replay, "AGE_EVERY", 16)
     p = _predictor(ds_cnn, batch_split=False)
-    old, new = list(range(9, 9 - KEPT_REPLAYS, -1)), list(range(KEPT_REPLAYS, 0, -1))
+    old, new = list(range(9, 9 - kept, -1)), list(range(kept, 0, -1))
     xs = {b: _inputs(b, (b, 1, 49, 10), 1)[0] for b in old + new}
     for _ in range(30):
         for b in old:
@@ -343,8 +350,7 @@ def test_a_symbolic_sequence_length_is_limited_by_its_run(monkeypatch):
     for x in _inputs(15, (1, 4, 8), CAPTURE_AFTER + 2):
         np.testing.assert_allclose(p.run({"x": x})["y"], x @ w, rtol=1e-5, atol=1e-5)
     assert _states(p) == ["refused", "Replay"]
-    assert "x [1, 64, 8] at 1 thread(s): step by step (work outside numba, or a run past MAX_REPLAY_SECONDS)" \
-        in p.replay_report()
+    assert f"x [1, 64, 8] at 1 thread(s): {kernel_replay.REFUSED_NOTE}" in p.replay_report()
 
 
 def test_the_report_says_how_each_shape_runs(ds_cnn):
@@ -468,3 +474,26 @@ def test_feeds_of_other_kinds_are_not_captured():
     assert _signature({"x": np.zeros(3, np.float32), "ids": np.zeros(3, np.int64), "m": np.zeros(3, bool)})
     assert _signature({"x": np.zeros(3, np.float32), "s": np.array(["a"])}) is None
     assert _signature({"x": [np.zeros(3, np.float32)]}) is None
+
+
+def test_replays_are_bounded_by_the_bytes_they_hold(ds_cnn, monkeypatch):
+    """Each replay holds copies of its feeds and outputs: past KEPT_REPLAY_BYTES the least-used go
+    back to counting, however many the count bound allows."""
+    p = _predictor(ds_cnn, batch_split=False)
+    for batch in (6, 5, 4, 3):  # largest first: the arena never grows after
+        for x in _inputs(batch, (batch, 1, 49, 10), CAPTURE_AFTER + 1 + batch):
+            p.run({"input": x})
+    replays = [v for v in p.session.replays._entries.values() if isinstance(v, Replay)]
+    assert len(replays) == 4 and all(r.nbytes >= r.feeds["input"].nbytes for r in replays)
+    budget = sum(sorted(r.nbytes for r in replays)[-2:])  # room for the two most used (batches 6, 5)
+    monkeypatch.setattr(kernel_replay, "KEPT_REPLAY_BYTES", budget)
+    for x in _inputs(2, (2, 1, 49, 10), CAPTURE_AFTER + 1):
+        p.run({"input": x})
+    assert [_replayed(p, b) for b in (6, 5, 4, 3, 2)] == [True, True, False, False, False]
+    # a record larger than the whole budget is refused, not captured again run after run
+    monkeypatch.setattr(kernel_replay, "KEPT_REPLAY_BYTES", 1)
+    q = _predictor(ds_cnn, batch_split=False)
+    captures = _captures(q)
+    for x in _inputs(3, (1, 1, 49, 10), CAPTURE_AFTER + 4):
+        q.run({"input": x})
+    assert captures[0] == 1 and _states(q) == ["refused"]
