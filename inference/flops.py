@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 from inference.ir import Graph, Model, Node, TensorType
 
@@ -39,16 +38,16 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
     return math.prod(out)
 
 
-def row_flops(graph: Graph, nodes: Iterable[Node] | None = None) -> int | None:
-    """FLOPs of a run of ``nodes`` (default: the graph's) per batch row; None when a shape is unknown
-    or a fed input has a symbolic dim past its leading axis (a sequence length: the count then
-    grows with more than the batch, and taking that dim as 1 undercounts a real run by far)."""
+def row_flops(graph: Graph) -> int | None:
+    """FLOPs of a run of ``graph`` per batch row; None when a shape is unknown or a fed input has a
+    symbolic dim past its leading axis (a sequence length: the count then grows with more than the
+    batch, and taking that dim as 1 undercounts a real run by far)."""
     for v in graph.feed_inputs():
         if isinstance(v.type, TensorType) and v.type.shape is not None \
                 and any(not isinstance(d, int) for d in v.type.shape[1:]):
             return None
     total = 0
-    for node in graph.nodes if nodes is None else nodes:
+    for node in graph.nodes:
         f = node_flops(graph, node)
         if f is None:
             return None

@@ -120,14 +120,23 @@ def in_threads(work: Callable[[int], None], threads: int) -> list[BaseException]
     return errors
 
 
-def count_step_calls(predictor) -> list[int]:
-    """A counter (``[n]``) of the calls of ``predictor``'s session steps from now on: a run made by
-    kernel replay makes none."""
-    count = [0]
-    for step in predictor.session.steps:
-        def counted(*args, _call=step.call):
-            count[0] += 1
+def on_each_step_call(session, note) -> None:
+    """Call ``note(step)`` at every call of ``session``'s steps from now on (a run made by kernel
+    replay makes none)."""
+    for step in session.steps:
+        def noted(*args, _call=step.call, _step=step):
+            note(_step)
             return _call(*args)
 
-        step.call = counted
+        step.call = noted
+
+
+def count_step_calls(predictor) -> list[int]:
+    """A counter (``[n]``) of the calls of ``predictor``'s session steps from now on."""
+    count = [0]
+
+    def note(step) -> None:
+        count[0] += 1
+
+    on_each_step_call(predictor.session, note)
     return count
