@@ -22,6 +22,7 @@ from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
 from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
 from inference.passes.inverted_residual import fuse_inverted_residual
 from inference.passes.layer_norm import fuse_layer_norm
+from inference.passes.lift_1d import lift_1d_to_2d
 from inference.passes.layout import to_nhwc
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
@@ -53,6 +54,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),  # before: a Dense layer's BatchNorm folds into its Gemm
     Pass("fold_conv_batchnorm", fold_conv_batchnorm, is_fusion=True),
     Pass("fold_pad_into_conv", fold_pad_into_conv, is_fusion=True),
+    Pass("lift_1d_to_2d", lift_1d_to_2d),  # after BatchNorm and Pad fold into the 1-D convs; before their epilogues
     Pass("fuse_conv_epilogue", fuse_conv_epilogue, is_fusion=True),
     Pass("fuse_matmul_epilogue", fuse_matmul_epilogue, is_fusion=True),
     Pass("split_conv_outputs", split_conv_outputs, is_fusion=True),  # before the layout: parts convert alone
