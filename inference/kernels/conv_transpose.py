@@ -1,0 +1,70 @@
+"""Fast 1-D and 2-D float32 ConvTranspose: the reference's tap products, then one scatter pass.
+
+Why: segmentation decoders (UNet's up-path) and autoencoders upsample with ConvTranspose. The
+reference does the products as one matmul (kept here: BLAS does it well) and then scatters each
+kernel tap with a strided numpy add into a zeroed, padded array, crops it and adds the bias: a
+UNet's 32 -> 16 channel 2x2/2 layer on 32x32 maps (batch 2) took ~400 us that way. Here one
+numba pass per output plane writes the bias, adds every tap's contributions inside the crop and
+never makes the uncropped array; the plane goes to the step's arena slot.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from inference.ir import Graph, Node
+from inference.kernels._applies import float32_input
+from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
+from inference.ops.conv_transpose import conv_transpose, tap_products, transpose_geometry
+from inference.ops.registry import register
+
+
+def _applies(node: Node, graph: Graph) -> bool:
+    t = graph.type_of(node.inputs[0])
+    return float32_input(node, graph) and (t is None or getattr(t, "rank", None) in (3, 4, None))
+
+
+@register("ConvTranspose", since=1, kind="fast", applies=_applies)
+def conv_transpose_fast(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                        output_padding=None, output_shape=None, pads=None, strides=None):
+    attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
+                 output_padding=output_padding, output_shape=output_shape, pads=pads, strides=strides)
+    if x.ndim not in (3, 4) or x.dtype != np.float32 or w.dtype != np.float32 or (b is not None and b.dtype != np.float32):
+        return conv_transpose(x, w, b, **attrs)
+    kernel, strides, dilations, begin, out_shape, _ = transpose_geometry(x, w, **attrs)
+    y = new_output((x.shape[0], w.shape[1] * group) + tuple(out_shape))
+    if x.ndim == 3:  # a row of height 1
+        x, w = x[:, :, None, :], w[:, :, None, :]
+        kernel, strides, dilations, begin = (1, *kernel), (1, *strides), (1, *dilations), (0, *begin)
+    contrib = np.ascontiguousarray(tap_products(x, w, group, kernel), dtype=np.float32)
+    m = contrib.shape[1]
+    bias = np.zeros(m, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32).reshape(m)
+    planes = y.reshape(contrib.shape[:2] + (1 if y.ndim == 3 else y.shape[2], y.shape[-1]))
+    scatter_taps(contrib, bias, strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1], planes)
+    return y
+
+
+@threaded_kernel()
+def scatter_taps(contrib, bias, sh, sw, dh, dw, ph, pw, y):
+    """``y[n, m]`` = bias[m] + each tap's products at ``(i*sh + ki*dh - ph, j*sw + kj*dw - pw)``
+    where that falls inside ``y``; an output plane per parallel step (no two steps write one)."""
+    n, m, kh, kw, h, w = contrib.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for t in numba.prange(n * m):
+        i_n, i_m = t // m, t % m
+        plane = y[i_n, i_m]
+        plane[:, :] = bias[i_m]
+        for ki in range(kh):
+            for kj in range(kw):
+                src = contrib[i_n, i_m, ki, kj]
+                off = kj * dw - pw
+                j0 = max(0, (-off + sw - 1) // sw)  # first j with j*sw + off >= 0
+                j1 = min(w, (ow - 1 - off) // sw + 1) if ow - 1 - off >= 0 else 0
+                for i in range(h):
+                    oy = i * sh + ki * dh - ph
+                    if oy < 0 or oy >= oh:
+                        continue
+                    row, s = plane[oy], src[i]
+                    for j in range(j0, j1):
+                        row[j * sw + off] += s[j]
