@@ -11,7 +11,7 @@ from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads
 from inference.kernels.arena_slot import arm, taken
 from inference.kernels.resize import resize_nearest
-from inference.kernels.row_copies import _binary, _gate, concat_last_axis
+from inference.kernels.row_copies import _binary, _gate, concat_rows
 
 RNG = np.random.default_rng(14)
 OPS = ["Add", "Sub", "Mul", "Div"]  # row_copies' codes, in order
@@ -27,18 +27,25 @@ def test_concat_along_the_last_axis_equals_numpy(widths, lead, threads):
     assert kernel_threads() == threads
     parts = [_f32(*lead, w) for w in widths]
     parts[0] = np.asfortranarray(parts[0])  # not C-contiguous: copied first
-    got = concat_last_axis(*parts, axis=-1)
+    got = concat_rows(*parts, axis=-1)
     assert got.dtype == np.float32 and got.flags.c_contiguous
     np.testing.assert_array_equal(got, np.concatenate(parts, axis=-1))
 
 
-def test_concat_elsewhere_goes_to_the_reference():
-    a, b = _f32(2, 3, 4), _f32(2, 5, 4)
-    np.testing.assert_array_equal(concat_last_axis(a, b, axis=1), np.concatenate([a, b], axis=1))
+@pytest.mark.parametrize("axis", [0, 1, 2, -3])
+def test_concat_along_outer_axes_equals_numpy(axis, threads):
+    sizes = (1, 16, 0, 3)
+    parts = [_f32(*[s if i == axis % 3 else d for i, d in enumerate((2, 5, 4))]) for s in sizes]
+    got = concat_rows(*parts, axis=axis)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, np.concatenate(parts, axis=axis))
+
+
+def test_concat_of_other_types_goes_to_the_reference():
     ints = [RNG.integers(0, 9, (2, 3)), RNG.integers(0, 9, (2, 2))]
-    np.testing.assert_array_equal(concat_last_axis(*ints, axis=1), np.concatenate(ints, axis=1))
+    np.testing.assert_array_equal(concat_rows(*ints, axis=1), np.concatenate(ints, axis=1))
     with pytest.raises(KernelError, match="differ outside axis"):
-        concat_last_axis(_f32(2, 3), _f32(3, 3), axis=1)
+        concat_rows(_f32(2, 3), _f32(3, 3), axis=1)
 
 
 @pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])

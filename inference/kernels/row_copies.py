@@ -1,11 +1,13 @@
-"""Concat along the last axis and Split's strided parts as numba row copies, and Add, Sub, Mul and
+"""Concat (along any axis) and Split's strided parts as numba row copies, and Add, Sub, Mul and
 Div of same-shape operands, of a tensor and an operand broadcast over a middle run of its axes (a
 per-channel gate, a bias, an attention mask), or of a tensor and a one-element one (attention's
 scale), split over the threads when more than one runs.
 
 Why Concat: numpy copies each part's short rows (a channels-last map's pixels) through its strided
 loop, ~13 ns a row: three 16-channel 80x80 maps concatenated in 87 us, 40 as row copies here, 37
-at two threads (numpy: 78). Why the binary ops: at one thread numpy's ufunc is one pass and as
+at two threads (numpy: 78); along an outer axis numpy copies whole blocks as fast, but a kernel
+replay repeats only numba calls (a ViT's class token, concatenated before its patches, had kept
+the whole model step by step). Why the binary ops: at one thread numpy's ufunc is one pass and as
 fast as anything, but at two these ops ran slower than at one (YOLOv8-style at 320x320, per-node
 sums: Add 79 -> 93 us, Concat 358 -> 586): what they read was just written by a parallel kernel,
 half of it in the other core's cache, and one thread pulled it all across while the other
@@ -192,23 +194,29 @@ def _gate(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int] | None:
 
 
 @register("Concat", since=4, kind="fast", applies=float32_input)
-def concat_last_axis(*inputs, axis):
+def concat_rows(*inputs, axis):
+    """Each part's rows (everything from ``axis`` inward) copied into its columns of the output
+    viewed as (outer rows, total width): on the last axis a channels-last map's pixels, on an
+    outer one whole blocks (a ViT's class token before its patches), in numba either way so that a
+    kernel replay repeats it."""
     rows_copy = len(inputs) > 1
     if rows_copy:
         x = inputs[0]
         axis = normalize_axis(axis, x.ndim, "Concat axis")
-        rows_copy = (x.ndim >= 2 and axis == x.ndim - 1
-                     and all(a.dtype == np.float32 and a.shape[:-1] == x.shape[:-1] for a in inputs))
-    if not rows_copy:  # along an outer axis the parts are whole blocks: numpy copies those well
+        rows_copy = x.ndim >= 1 and all(a.dtype == np.float32 and a.ndim == x.ndim and a.shape[:axis] == x.shape[:axis]
+                                        and a.shape[axis + 1:] == x.shape[axis + 1:] for a in inputs)
+    if not rows_copy:
         return layout.concat(*inputs, axis=axis)  # and its errors
-    width = sum(a.shape[-1] for a in inputs)
-    y = new_output(inputs[0].shape[:-1] + (width,))
-    rows = y.size // width if width else 0
+    shape = list(inputs[0].shape)
+    shape[axis] = sum(a.shape[axis] for a in inputs)
+    y = new_output(tuple(shape))
+    rows = math.prod(shape[:axis])
+    width = y.size // rows if rows else 0
     first = 0
     for a in inputs:
-        if a.shape[-1] and rows:
+        if a.size:
             copy_into_columns(np.ascontiguousarray(a).reshape(rows, -1), y.reshape(rows, width), first)
-        first += a.shape[-1]
+        first += a.size // rows if rows else 0
     return y
 
 
