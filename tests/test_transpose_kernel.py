@@ -1,6 +1,6 @@
-"""The fast Transpose (``inference.kernels.transpose``): every permutation of ranks 1-4 equals numpy's,
-the block swaps (NCHW <-> NHWC, .T, attention's heads) on their own kernels, the rest through the
-reference op."""
+"""The fast Transpose (``inference.kernels.transpose``): every permutation of ranks 1-5 equals numpy's,
+the block swaps (NCHW <-> NHWC, .T, attention's heads) on their own kernels, every other
+permutation a gather of rows, other dtypes through the reference op."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from inference.errors import KernelError
-from inference.kernels.transpose import BLOCK, _plan, block_swap, swap_last_two, swap_middle, transpose_blocks
+from inference.kernels.transpose import (BLOCK, _plan, block_swap, copies, gather_plan, gather_rows, swap_last_two,
+                                        swap_middle, transpose_blocks)
 
 RNG = np.random.default_rng(13)
 
@@ -49,6 +50,24 @@ def test_both_twins_and_views():
         np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 1, 3)))
     view = RNG.standard_normal((3, 50, 9, 40)).astype(np.float32)[:, :, 1:8, ::2]
     np.testing.assert_array_equal(transpose_blocks(view, perm=[0, 2, 3, 1]), np.transpose(view, (0, 2, 3, 1)))
+
+
+def test_other_permutations_gather_rows(threads):
+    """timm's q/k/v split, (B, N, 3, H, D) -> (3, B, H, N, D): runs of D copied; a reversal: strided
+    loads; both written by the kernel (replayable), into a region of their own in the plan."""
+    for shape, perm, run in (((2, 9, 3, 4, 8), [2, 0, 3, 1, 4], 8), ((3, 4, 5), [2, 1, 0], 1),
+                             ((2, 3, 4, 5), [1, 3, 0, 2], 1)):
+        plan = _plan(shape, perm)
+        assert len(plan[1]) == 3 and plan[1][2] == run and copies(shape, np.float32, perm)
+        x = RNG.standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(transpose_blocks(x, perm=perm), np.transpose(x, perm))
+    dims, strides, run = gather_plan((2, 9, 3, 4, 8), [2, 0, 3, 1, 4])
+    assert dims.tolist() == [3, 2, 4, 9] and strides.tolist() == [32, 864, 8, 96] and run == 8
+    x = RNG.standard_normal((2, 9, 3, 4, 8)).astype(np.float32)
+    for twin in (gather_rows.serial, gather_rows.parallel):
+        y = np.empty(x.size, np.float32)
+        twin(x.reshape(-1), y, dims, strides, run)
+        np.testing.assert_array_equal(y.reshape(3, 2, 4, 9, 8), np.transpose(x, (2, 0, 3, 1, 4)))
 
 
 def test_other_dtypes_and_bad_perms_go_to_the_reference():

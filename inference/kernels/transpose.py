@@ -8,7 +8,8 @@ takes 16 input rows at a time, a gathered vector load per 16 outputs (LLVM vecto
 16-long inner loop): 48 us alone. Where the swapped blocks keep trailing axes after them (attention's
 (0, 2, 1, 3) head split and merge), whole rows of those move as ``memcpy`` runs: numpy's copy is
 as fast there, but a kernel replay (:mod:`inference.kernel_replay`) repeats only numba calls.
-Other permutations and dtypes go to the reference op.
+Every other permutation (timm's and PyTorch's ``qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)``)
+is a gather of rows (:func:`gather_rows`), for the same reason. Other dtypes go to the reference op.
 """
 from __future__ import annotations
 
@@ -58,6 +59,53 @@ def swap_middle(x, y, n, a, b, c):
             copy_run(y, ((i * b + q) * a + p) * c, x, ((i * a + p) * b + q) * c, c)
 
 
+@threaded_kernel()
+def gather_rows(x, y, dims, strides, run):
+    """``y`` (flat, C order over ``dims`` then runs of ``run``) gathered from flat ``x``: output
+    index (i_0, .., i_k) starts at ``sum(i_j * strides[j])`` in ``x``; the last axis's runs are
+    ``memcpy``'s (``run`` > 1) or strided loads, a row of it per parallel step."""
+    r = dims.size
+    inner, step = dims[r - 1], strides[r - 1]
+    rows = y.size // (inner * run)
+    for t in numba.prange(rows):
+        src = _row_start(np.int64(t), dims, strides)  # a prange index may be unsigned: keep int64 math
+        out = np.int64(t) * inner * run
+        if run == 1:
+            for j in range(inner):
+                y[out + j] = x[src + j * step]
+        else:
+            for j in range(inner):
+                copy_run(y, out + j * run, x, src + j * step, run)
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_start(row, dims, strides):
+    """Where output row ``row`` (C order over ``dims[:-1]``) starts in the input."""
+    src = 0
+    for k in range(dims.size - 2, -1, -1):
+        src += (row % dims[k]) * strides[k]
+        row //= dims[k]
+    return src
+
+
+def gather_plan(shape: tuple[int, ...], perm: list[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(dims, input strides, run) of :func:`gather_rows` for ``perm`` of ``shape`` (no axis of
+    length 1, not the identity): output axes adjacent in the input merge, and the input's last
+    axis, when it stays last, becomes the contiguous run."""
+    groups: list[list[int]] = []
+    for axis in perm:
+        if groups and groups[-1][-1] + 1 == axis:
+            groups[-1].append(axis)
+        else:
+            groups.append([axis])
+    stride = [math.prod(shape[a + 1:]) for a in range(len(shape))]
+    run = 1
+    if groups[-1][-1] == len(shape) - 1:
+        run = math.prod(shape[a] for a in groups.pop())
+    dims = np.array([math.prod(shape[a] for a in g) for g in groups], np.int64)
+    return dims, np.array([stride[g[-1]] for g in groups], np.int64), run
+
+
 def block_swap(shape: tuple[int, ...], perm: list[int]) -> tuple[int, int, int, int] | None:
     """(n, a, b, c) when ``perm`` keeps a leading run of axes (n elements), swaps the two runs
     after it (a and b) and keeps the trailing run (c), so that the transpose is
@@ -74,8 +122,9 @@ def block_swap(shape: tuple[int, ...], perm: list[int]) -> tuple[int, int, int, 
 
 
 def _plan(shape: tuple[int, ...], perm) -> tuple[tuple[int, ...], tuple[int, int, int, int] | None] | None:
-    """(output shape, (n, a, b, c) of the block swap or None for a plain reshape), or None when the
-    reference should run (another permutation, or an invalid one: its error)."""
+    """(output shape, (n, a, b, c) of a block swap, a :func:`gather_plan` for another permutation,
+    or None for a plain reshape), or None when the reference should run (an invalid permutation:
+    its error)."""
     axes = list(range(len(shape)))[::-1] if perm is None else normalize_axes(perm, len(shape), "Transpose perm")
     if sorted(axes) != list(range(len(shape))):
         return None
@@ -85,16 +134,15 @@ def _plan(shape: tuple[int, ...], perm) -> tuple[tuple[int, ...], tuple[int, int
     moved = [kept.index(i) for i in axes if shape[i] != 1]
     if moved == sorted(moved):
         return out_shape, None  # the elements keep their order
-    swap = block_swap(tuple(shape[i] for i in kept), moved)
-    if swap is None:
-        return None
-    return out_shape, swap
+    shape_kept = tuple(shape[i] for i in kept)
+    swap = block_swap(shape_kept, moved)
+    return out_shape, (swap if swap is not None else gather_plan(shape_kept, moved))
 
 
 def copies(shape: tuple[int, ...], dtype: np.dtype, perm) -> bool:
-    """Whether this kernel writes a new array for such an input (a block swap) rather than a view of
-    it (a plain reshape, or numpy's transpose for another permutation or dtype): the memory plan
-    gives the former a region of its own (``memory_plan.views_input``)."""
+    """Whether this kernel writes a new array for such an input (a block swap or gather) rather than
+    a view of it (a plain reshape, or numpy's transpose for another dtype): the memory plan gives
+    the former a region of its own (``memory_plan.views_input``)."""
     if np.dtype(dtype) != np.float32:
         return False
     try:
@@ -109,7 +157,10 @@ def _transpose(x: np.ndarray, plan) -> np.ndarray:
     if swap is None:
         return np.ascontiguousarray(x).reshape(out_shape)
     y = new_output(out_shape)
-    if y.size:
+    if y.size and len(swap) == 3:
+        dims, strides, run = swap
+        gather_rows(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), dims, strides, run)
+    elif y.size:
         n, a, b, c = swap
         if c == 1:
             swap_last_two(np.ascontiguousarray(x).reshape(n, a, b), y.reshape(n, b, a))
