@@ -10,7 +10,7 @@ import pytest
 from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads
 from inference.kernels.arena_slot import arm, taken
-from inference.kernels.resize import resize_nearest
+from inference.kernels.resize import resize_fast
 from inference.kernels.row_copies import _binary, _gate, concat_rows
 
 RNG = np.random.default_rng(14)
@@ -189,7 +189,7 @@ def test_activations_in_place(activation, fn, threads):
 @pytest.mark.parametrize("scales", [(1, 2, 2, 1), (1, 3, 1, 1), (1, 0.5, 1.5, 1)], ids=str)
 def test_channels_last_upsampling_equals_numpy_take(scales, threads):
     x = _f32(2, 9, 7, 33)
-    got = resize_nearest(x, None, np.array(scales, np.float32), mode="nearest", nearest_mode="floor",
+    got = resize_fast(x, None, np.array(scales, np.float32), mode="nearest", nearest_mode="floor",
                          coordinate_transformation_mode="asymmetric")
     rows = np.floor(np.arange(int(9 * scales[1])) / scales[1]).astype(np.int64)
     cols = np.floor(np.arange(int(7 * scales[2])) / scales[2]).astype(np.int64)
