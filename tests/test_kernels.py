@@ -169,6 +169,30 @@ def test_softmax_rows_of_any_length_with_nan_and_inf(n, threads):
     np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("shape,axis", [((2, 5, 3, 7), 1), ((2, 3, 600), 1), ((4, 3, 2), 0), ((2, 19, 3, 1), -3)])
+def test_softmax_over_a_middle_axis(shape, axis, threads):
+    """A segmentation head's softmax over the classes (axis 1 of NCHW), against float64: columns
+    of any width, a NaN only in its own column, an all -inf column NaN as in the reference, a
+    masked entry an exact 0."""
+    x = _rand(np.random.default_rng(len(shape)), *shape, scale=8.0)
+    flat = np.moveaxis(x, axis, -1)  # a view: (columns..., r)
+    flat[0, 0] = -np.inf
+    flat[-1, -1] = np.nan
+    if flat.shape[-2] > 1:
+        flat[..., 1, 0] = -np.inf
+    fast, ref = _pair("Softmax", 13)
+    got = fast(x, axis=axis)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x.astype(np.float64) - x.max(axis=axis, keepdims=True))
+        want = e / e.sum(axis=axis, keepdims=True)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref(x, axis=axis)))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = ~np.isnan(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-7)
+    assert not ((got != 0) & (np.abs(got) < np.finfo(np.float32).tiny)).any()
+    assert np.all(got[want == 0] == 0)
+
+
 @pytest.mark.parametrize("mask", [np.finfo(np.float32).min, -np.inf, -1e4])
 def test_masked_softmax_rows_are_exact_zeros(mask, threads):
     """Attention padding (Hugging Face's finfo.min, -inf, -1e4): the masked lanes come out 0, as

@@ -21,7 +21,7 @@ from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
 from inference.kernels.fused import DOMAIN
 from inference.kernels.softmax_ir import softmax_row
-from inference.kernels.vmath import FAST_FINITE
+from inference.kernels.vmath import EXP_FLOOR, FAST_FINITE, exp_shifted
 from inference.ops.registry import lookup, register
 
 
@@ -66,11 +66,62 @@ def _last_axis_float32(node: Node, graph: Graph) -> bool:
     return t.elem_type == 1 and (t.rank is None or axis in (-1, t.rank - 1))
 
 
-@register("Softmax", since=13, kind="fast", applies=_last_axis_float32)
+_TINY = np.float32(np.finfo(np.float32).tiny)
+
+
+@threaded_kernel(fastmath=FAST_FINITE)
+def softmax_columns(x, y, chunk):
+    """Softmax of ``x`` (outer, r, inner) over its middle axis into ``y``: per ``chunk`` columns of
+    an outer row, their maxima, the shifted exponentials with their sums, then the scaling (a
+    segmentation head's per-pixel softmax over classes, axis 1 of NCHW)."""
+    outer, r, inner = x.shape
+    chunks = -(-inner // chunk)
+    for t in numba.prange(outer * chunks):
+        o, lo = t // chunks, (t % chunks) * chunk
+        w = min(chunk, inner - lo)
+        top = np.full(w, -np.inf, np.float32)
+        total = np.zeros(w, np.float32)
+        bits = np.empty(w, np.int32)
+        shifted = np.empty(w, np.float32)
+        for j in range(r):
+            row = x[o, j, lo:lo + w]
+            for k in range(w):
+                v = row[k]
+                top[k] = v if v > top[k] or v != v else top[k]  # NaN kept: the column's outputs NaN
+        for j in range(r):
+            src, dst = x[o, j, lo:lo + w], y[o, j, lo:lo + w]
+            for k in range(w):
+                dst[k] = src[k] - top[k]
+            for k in range(w):
+                shifted[k] = dst[k]
+            exp_shifted(dst, np.float32(0.0), dst, bits)
+            for k in range(w):
+                if shifted[k] < EXP_FLOOR:  # exp's floor is exp(-87), not 0: a masked entry is 0, as numpy's
+                    dst[k] = np.float32(0.0)
+                total[k] += dst[k]
+        for k in range(w):
+            total[k] = np.float32(1.0) / total[k]
+        for j in range(r):
+            dst = y[o, j, lo:lo + w]
+            for k in range(w):
+                v = dst[k] * total[k]
+                if v < _TINY:  # not subnormal (each product with one costs a microcode assist)
+                    v = np.float32(0.0)
+                dst[k] = v
+
+
+@register("Softmax", since=13, kind="fast", applies=float32_input)
 def softmax(x, *, axis=-1):
-    if x.dtype != np.float32 or x.ndim == 0 or axis not in (-1, x.ndim - 1):
+    if x.dtype != np.float32 or x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         return lookup("Softmax", "", 13).fn(x, axis=axis)
-    return _softmax_of_rows(x, x.ndim - 1)
+    axis %= x.ndim
+    if axis == x.ndim - 1:
+        return _softmax_of_rows(x, axis)
+    y = new_output(x.shape)
+    if y.size:
+        shape = (math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:]))
+        softmax_columns(np.ascontiguousarray(x).reshape(shape), y.reshape(shape), 256)
+    return y
 
 
 def _softmax_of_rows(x: np.ndarray, axis: int) -> np.ndarray:
