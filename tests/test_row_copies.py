@@ -11,7 +11,7 @@ from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads
 from inference.kernels.arena_slot import arm, taken
 from inference.kernels.resize import resize_fast
-from inference.kernels.row_copies import _binary, _gate, concat_rows
+from inference.kernels.row_copies import _binary, _channels, _gate, concat_rows
 
 RNG = np.random.default_rng(14)
 OPS = ["Add", "Sub", "Mul", "Div"]  # row_copies' codes, in order
@@ -88,6 +88,23 @@ def test_operands_broadcast_over_middle_axes_equal_numpy(op, fn, shapes, threads
         np.testing.assert_array_equal(kernel(g, x), fn(g, x))
         short = _f32(*shapes[0][:-1], 1)
         np.testing.assert_array_equal(kernel(x, short), fn(x, short))
+
+
+@pytest.mark.parametrize("shapes", [((2, 16, 9, 9), (16, 1, 1)), ((2, 16, 9, 9), (1, 16, 1, 1)), ((3, 6, 50), (6, 1)),
+                                    ((2, 4, 3, 5), (4, 3, 1))], ids=str)
+@pytest.mark.parametrize("op,fn", [("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", np.divide)])
+def test_per_channel_operands_of_nchw_maps_equal_numpy(op, fn, shapes, threads):
+    """An NCHW map by per-channel values (torch's GroupNorm affine: (C, 1, 1)), either order, with
+    NaN and inf, and in place; rows kernel, not numpy's broadcast."""
+    kernel = _binary(op, OPS.index(op))
+    x, g = _f32(*shapes[0]), _f32(*shapes[1])
+    assert _gate(x, g) is None and _channels(x, g) is not None
+    g.reshape(-1)[:2] = [np.nan, -np.inf]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.testing.assert_array_equal(kernel(x, g), fn(x, g))
+        np.testing.assert_array_equal(kernel(g, x), fn(g, x))
+        want = fn(x, g)
+        np.testing.assert_array_equal(_in_place(lambda: kernel(x, g), x), want)
 
 
 def test_short_rows_loop_on_small_tensors_and_go_to_numpy_on_large_ones(threads):

@@ -142,6 +142,19 @@ def gated_rows(x, g, y, per_image, op, gate_first, in_place):
             _gate_loop(x[r], gs, ys, op, gate_first)
 
 
+@threaded_kernel()
+def channel_rows(x, g, y, channels, op, gate_first, in_place):
+    """``y[r] = x[r] op g[r % channels]`` (``g op x`` for ``gate_first``): each row of ``x``
+    (outer * channels, inner) by its channel's one value (:func:`_channels`), rows shared by the
+    threads; ``in_place``: ``y`` is ``x``."""
+    for r in numba.prange(x.shape[0]):
+        ys, v = y[r], g[r % channels]
+        if in_place:
+            _scalar_loop(ys, v, ys, op, gate_first)
+        else:
+            _scalar_loop(x[r], v, ys, op, gate_first)
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
 def _gate_loop(xs, gs, ys, op, gate_first):
     if op == MUL:
@@ -191,6 +204,24 @@ def _gate(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int] | None:
     if x[j:] != g[j:] or (inner < MIN_GATE_ROW and a.size > SHORT_GATE_MAX):
         return None
     return math.prod(x[:i]), math.prod(x[i:j]), inner
+
+
+def _channels(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int] | None:
+    """(outer, channels, inner) when ``b`` holds one value per index of a middle run of ``a``'s axes
+    and broadcasts over the rest: an NCHW map's per-channel scale or shift (1, C, 1, 1) or (C, 1, 1),
+    as torch's GroupNorm export applies its affine after the InstanceNormalization."""
+    if b.ndim > a.ndim or b.size >= a.size:
+        return None
+    x, g = a.shape, (1,) * (a.ndim - b.ndim) + b.shape
+    i = 0
+    while i < len(x) and g[i] == 1:
+        i += 1
+    j = i
+    while j < len(x) and g[j] == x[j] and g[j] != 1:
+        j += 1
+    if j == i or any(d != 1 for d in g[j:]):
+        return None
+    return math.prod(x[:i]), math.prod(x[i:j]), math.prod(x[j:])
 
 
 @register("Concat", since=4, kind="fast", applies=float32_input)
@@ -276,7 +307,7 @@ def _binary(op_type: str, code: int):
         gate_first = split is not None
         split = split or _gate(a, b)
         if split is None:
-            return reference(a, b)
+            return _per_channel(a, b, code, reference)
         x, g = (b, a) if gate_first else (a, b)
         outer, mid, inner = split
         y = new_output(x.shape)
@@ -287,6 +318,23 @@ def _binary(op_type: str, code: int):
 
     kernel.__name__ = kernel.__qualname__ = f"threaded_{op_type.lower()}"
     return kernel
+
+
+def _per_channel(a: np.ndarray, b: np.ndarray, code: int, reference):
+    """``a op b`` where one operand is the other's per-channel values (:func:`_channels`), else the
+    reference's broadcast."""
+    split = _channels(b, a)
+    gate_first = split is not None
+    split = split or _channels(a, b)
+    if split is None:
+        return reference(a, b)
+    x, g = (b, a) if gate_first else (a, b)
+    outer, channels, inner = split
+    y = new_output(x.shape)
+    xr, yr = np.ascontiguousarray(x).reshape(-1, inner), y.reshape(-1, inner)
+    in_place = overwritten(yr, xr) == OVER_FIRST
+    channel_rows(xr, np.ascontiguousarray(g).reshape(-1), yr, channels, code, gate_first, in_place)
+    return y
 
 
 for _op, _code in (("Add", ADD), ("Sub", SUB), ("Mul", MUL), ("Div", DIV)):
