@@ -1,0 +1,36 @@
+"""Speech, sensor, segmentation and ViT models as PyTorch exports them (``benchmarks/torch_families.py``):
+torch's outputs at the exported batch and another, every op that does the work on a fast kernel,
+and every family but the UNet replayed (each had a numpy step that kept it step by step: the
+recurrent ops, 1-D convolutions, a class-token Concat, a 5-D permute, a ReduceMean). The UNet's
+ConvTranspose multiplies with numpy's BLAS, which a replay cannot repeat: it runs step by step,
+its other numpy steps (linear Resize, InstanceNormalization, a middle-axis Softmax, a per-channel
+affine) now numba."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference import Config, Predictor
+
+pytestmark = pytest.mark.slow  # six torch exports, each run six times
+torch = pytest.importorskip("torch")
+from benchmarks.torch_families import FAMILIES, build, export, run_torch, sample  # noqa: E402
+
+#: per family, the ops that do its work, which must run on fast kernels
+WORK = {"lstm": {"LSTM"}, "gru": {"GRU", "ReduceMean"}, "conv1d": {"FusedConv", "FusedConvNHWC", "MaxPool", "MaxPoolNHWC"},
+        "unet": {"ConvTranspose", "Resize", "InstanceNormalization", "Softmax"}, "vit": {"Softmax", "LayerNormalization"},
+        "causal": {"Transpose", "Softmax"}}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_family_runs_fast_and_replays(name):
+    module = build(name)
+    p = Predictor(Config(model_path=export(module, sample(name, 2)), num_threads=1))
+    for batch in (2, 1, 2, 2, 2, 2):
+        x = sample(name, batch, seed=batch)
+        np.testing.assert_allclose(p.run({"x": x})["y"], run_torch(module, x), rtol=1e-4, atol=1e-5)
+    kinds = {s.node.op_type: s.kernel.kind for s in p.session.steps if s.node.op_type in WORK[name]}
+    assert kinds and "reference" not in kinds.values(), kinds
+    # a replay is kept only when a run on random inputs matched the step-by-step run: all the work in numba
+    replayed = f"x [2, {', '.join(map(str, FAMILIES[name][1][1:]))}] at 1 thread(s): replayed" in p.replay_report()
+    assert replayed == (name != "unet"), p.replay_report()
