@@ -38,7 +38,7 @@ from inference.kernels.activations import NONE
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.rows_gemm import LANES, SINGLE, WIDE, matrix_product, panel_row_offsets
 from inference.kernels.tile_ir import make_out_tile
-from inference.kernels.vmath import EXP_FLOOR, FAST_FINITE, exp_shifted
+from inference.kernels.vmath import EXP_FLOOR, FAST_FINITE, exp_shifted, tanh_row
 from inference.ops._memo import remember
 from inference.ops.registry import register
 from inference.ops.rnn import gru, lstm, rnn
@@ -66,9 +66,6 @@ _LO, _HI = np.float32(-np.inf), np.float32(np.inf)
 _NO_Z = np.zeros(1, np.float32)
 _NO_LENS = np.zeros(1, np.int32)
 _NO_STATE = np.zeros(1, np.float32)
-_TANH_SMALL = np.float32(0.625)  # below it Cephes tanhf's odd polynomial, above 1 - 2 / (exp(2x) + 1)
-_T1, _T2, _T3, _T4, _T5 = (np.float32(-5.70498872745e-3), np.float32(2.06390887954e-2), np.float32(-5.37397155531e-2),
-                           np.float32(1.33314422036e-1), np.float32(-3.33332819422e-1))
 
 
 def _padded(m: int) -> int:
@@ -92,27 +89,6 @@ def _sigmoid(row, e, bits):
         x = row[k]
         ek = np.float32(0.0) if abs(x) > -EXP_FLOOR else ee[k]  # this order keeps a NaN
         row[k] = (one if x >= 0 else ek) / (one + ek)
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always", fastmath=FAST_FINITE)
-def _tanh(row, e, bits):
-    """``row = tanh(row)`` in place: Cephes ``tanhf`` (an odd polynomial below 0.625, where
-    ``1 - 2 / (exp(2x) + 1)`` would cancel; that form above, from exp(-2|x|) so it never
-    overflows), both sides computed and one selected so that the loop vectorises. Why not libm's:
-    its scalar tanh took ~14 ns an element (``vmath``'s note), several times a cell's product."""
-    n = row.size
-    ee, bb = e[:n], bits[:n]
-    for k in range(n):
-        ee[k] = np.float32(-2.0) * abs(row[k])
-    exp_shifted(ee, np.float32(0.0), ee, bb)
-    one = np.float32(1.0)
-    for k in range(n):
-        x = row[k]
-        s = x * x
-        small = ((((_T1 * s + _T2) * s + _T3) * s + _T4) * s + _T5) * s * x + x
-        big = (one - ee[k]) / (one + ee[k])
-        big = big if x >= 0 else -big
-        row[k] = small if abs(x) < _TANH_SMALL else big  # a NaN takes ``big``: NaN
 
 
 # -- layout of the weights ----------------------------------------------------------------------
@@ -286,14 +262,14 @@ def _lstm_direction(rev, seq, batch, hidden, xw, t_rows, b_rows, rp, koff, rbias
                 pre[3 * hd + k] = g[3 * hd + k] + xr[3 * hd + k]
             _sigmoid(pre[:hd], e, bits)
             _sigmoid(pre[2 * hd:3 * hd], e, bits)
-            _tanh(pre[3 * hd:], e, bits)
+            tanh_row(pre[3 * hd:], e, bits)
             for k in range(hd):
                 cn = pre[2 * hd + k] * cb[k] + pre[k] * pre[3 * hd + k]
                 cb[k] = cn
                 cell[k] = cn
                 pre[hd + k] = g[hd + k] + xr[hd + k] + po[k] * cn
             _sigmoid(pre[hd:2 * hd], e, bits)
-            _tanh(cell, e, bits)
+            tanh_row(cell, e, bits)
             yo = y0 + t * y_t + b * y_b
             for k in range(hd):
                 v = pre[hd + k] * cell[k]
@@ -328,7 +304,7 @@ def _gru_direction(rev, lbr, seq, batch, hidden, xw, t_rows, b_rows, rp1, rp2, k
             if lbr:
                 for k in range(hd):
                     pre[2 * hd + k] = xr[2 * hd + k] + pre[hd + k] * g[2 * hd + k]
-                _tanh(pre[2 * hd:], e, bits)
+                tanh_row(pre[2 * hd:], e, bits)
                 yo = y0 + t * y_t + b * y_b
                 for k in range(hd):
                     z = pre[k]
@@ -352,7 +328,7 @@ def _gru_direction(rev, lbr, seq, batch, hidden, xw, t_rows, b_rows, rp1, rp2, k
             cand = pre[2 * hd:]
             for k in range(hd):
                 cand[k] = xr[k] + gates2[b * hd + k]
-            _tanh(cand, e, bits)
+            tanh_row(cand, e, bits)
             yo = y0 + t * y_t + b * y_b
             for k in range(hd):
                 z = zs[b * hd + k]
@@ -377,7 +353,7 @@ def _rnn_direction(rev, seq, batch, hidden, xw, t_rows, b_rows, rp, koff, rbias,
             g = gates[b * hd:(b + 1) * hd]
             for k in range(hd):
                 g[k] += xr[k]
-            _tanh(g, e, bits)
+            tanh_row(g, e, bits)
             yo = y0 + t * y_t + b * y_b
             hb = h[b * hd:(b + 1) * hd]
             for k in range(hd):
