@@ -46,7 +46,10 @@ def main() -> int:
                     raise SystemExit(f"{name}: ours differs from torch (max abs difference {diffs['ours']})")
                 ms = {k: tm.median * 1e3 for k, tm in time_interleaved(runners, {"x": x}, args.repeat,
                                                                      settle_s=0.3).items()}
-                how = pred.replay_report().split(": ", 1)[-1].split(" (")[0]
+                report = pred.replay_report()  # one input shape per Predictor here
+                how = ("replayed" if "replayed" in report and "step by step" not in report else
+                       "step by step" if "step by step" in report else report)
+                how += ", batch split over threads" if "batch part" in report else ""
                 print(f"| {name} | {batch} | {t} | {ms['ours']:.3f} | {ms['onnxruntime']:.3f} | "
                       f"{ms['ours'] / ms['onnxruntime']:.2f}x | {diffs['ours']:.1e} | {diffs['onnxruntime']:.1e} | "
                       f"{how} |", flush=True)

@@ -72,6 +72,8 @@ AGE_EVERY = 1024
 #: from shapes: a sequence length left symbolic gives no count before the run
 MAX_REPLAY_SECONDS = 0.1
 _REFUSED = "refused"
+#: the report of a session that has not run
+NO_RUNS = "no runs yet"
 #: what the report says of a refused signature
 REFUSED_NOTE = "step by step (work outside numba, a run past MAX_REPLAY_SECONDS or a record past KEPT_REPLAY_BYTES)"
 
@@ -209,7 +211,7 @@ class KernelReplays:
                      f"step by step, {entry} of {CAPTURE_AFTER} runs before its capture" if entry < CAPTURE_AFTER else
                      f"step by step, {entry} runs: the {KEPT_REPLAYS} replays kept are of shapes run more")
             parts.append(f"{shapes} at {threads} thread(s): {state}")
-        return "; ".join(parts) or "no runs yet"
+        return "; ".join(parts) or NO_RUNS
 
     def _drop_stale(self, arenas: Any) -> None:
         """Forget the replays recorded on a block or workspace the arena has since replaced: they

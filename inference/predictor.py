@@ -249,9 +249,19 @@ class Predictor:
 
     def replay_report(self) -> str:
         """How this Predictor's runs go per input shape: replayed or step by step, and why
-        (``inference.kernel_replay``); "off" without replay (``Config.kernel_replay`` or no arena)."""
+        (``inference.kernel_replay``); "off" without replay (``Config.kernel_replay`` or no arena).
+        A batch split over threads runs its parts on replica sessions: each one's report follows."""
         replays = self.session.replays
-        return "off" if replays is None else replays.report()
+        if replays is None:
+            return "off"
+        from inference.kernel_replay import NO_RUNS
+
+        own = replays.report()
+        parts = [own] if own != NO_RUNS or self.splitter is None else []
+        for i, replica in enumerate(self.splitter.sessions if self.splitter is not None else []):
+            if replica.replays is not None and replica.replays.report() != NO_RUNS:
+                parts.append(f"batch part {i} (thread {i}): {replica.replays.report()}")
+        return "; ".join(parts) or NO_RUNS
 
     def memory_plan(self, batch: int = 1, feeds: Mapping[str, Any] | None = None):
         """The activation arena plan of this model: symbolic dims taken as ``batch``, or at the

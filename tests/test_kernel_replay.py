@@ -367,6 +367,19 @@ def test_the_report_says_how_each_shape_runs(ds_cnn):
     assert _predictor(ds_cnn, replay=False).replay_report() == "off"
 
 
+def test_the_report_covers_a_batch_split_over_threads(ds_cnn):
+    """At two threads a large batch runs as one part per thread, each on a replica session with
+    replays of its own: the report says how those parts run, not "no runs yet"."""
+    p = _predictor(ds_cnn, threads=2)
+    for x in _inputs(14, (8, 1, 49, 10), CAPTURE_AFTER + 2):
+        p.run({"input": x})
+    assert p.splitter is not None and len(p.splitter.sessions) == 2
+    report = p.replay_report()
+    for i in range(2):
+        assert f"batch part {i} (thread {i}): input [4, 1, 49, 10] at 1 thread(s): replayed" in report, report
+    assert "no runs yet" not in report
+
+
 def _embedding_model() -> onnx.ModelProto:
     """Token ids (2, 8) int64 -> an embedding Gather -> MatMul -> masked by a bool (2, 8, 1) mask."""
     rng = np.random.default_rng(8)
