@@ -29,6 +29,11 @@ def node_flops(graph: Graph, node: Node, batch: int = 1) -> int | None:
             x = graph.concrete_shape(node.inputs[0], batch)
             return None if x is None else 2 * math.prod(x) * math.prod(w[1:])
         return 2 * math.prod(out) * macs_per_out
+    if node.op_type in ("LSTM", "GRU", "RNN"):  # per step, row and direction: gates x (input + hidden) products
+        x, w, r = (graph.concrete_shape(node.input_at(i), batch) for i in range(3))
+        if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
+            return None
+        return 2 * x[0] * x[1] * w[0] * w[1] * (w[2] + r[2])
     if node.op_type in ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul", "QMatMul"):
         a = graph.concrete_shape(node.inputs[0], batch)
         if a is None:

@@ -58,7 +58,8 @@ CASES = [(op, direction, lens, init, bias, batch)
 
 
 @pytest.mark.parametrize("op, direction, lens, init, bias, batch", CASES)
-def test_same_as_the_reference(op, direction, lens, init, bias, batch):
+def test_same_as_the_reference(op, direction, lens, init, bias, batch, threads):
+    """At two threads a one-direction batch recurs in two parts, a thread each."""
     dirs = 2 if direction == "bidirectional" else 1
     args = _inputs(op, dirs, batch, 0, lens, init, bias, peep=op == "LSTM" and bias)
     attrs = {"direction": direction, "hidden_size": HIDDEN}
@@ -78,13 +79,13 @@ def test_gru_reset_forms(lbr, direction, batch):
 
 @pytest.mark.parametrize("op", list(GATES))
 @pytest.mark.parametrize("batch", [2, 9])  # 9: the recurrent product's blocks of 4 rows and a tail
-def test_layout_1_and_larger_batches(op, batch):
+def test_layout_1_and_larger_batches(op, batch, threads):
     args = _inputs(op, 2, batch, 1, True, True, True, op == "LSTM")
     attrs = {"direction": "bidirectional", "layout": 1}
     _close(_bound(op, "fast", attrs)(*args), REFERENCE[op](*args, **attrs))
 
 
-def test_sequence_lens_semantics():
+def test_sequence_lens_semantics(threads):
     """Past a sequence's length Y is zero and Y_h is the state at its last step (its first for
     the reverse direction); a length 0 keeps the initial state."""
     args = _inputs("LSTM", 2, 3, 0, False, True, True, True)
@@ -173,7 +174,7 @@ def test_torch_export_matches_onnxruntime_on_the_fast_kernel(name):
 
 
 @pytest.mark.parametrize("op", list(GATES))
-def test_wider_than_one_panel(op):
+def test_wider_than_one_panel(op, threads):
     """Hidden and input sizes past the 64 columns of one weight panel (a keyword spotter's 118)."""
     g, hidden, k_in, batch, dirs = GATES[op], 70, 80, 5, 2
     f = lambda *shape: (RNG.standard_normal(shape) * 0.3).astype(np.float32)  # noqa: E731
@@ -183,3 +184,18 @@ def test_wider_than_one_panel(op):
         args += [f(dirs, batch, hidden), f(dirs, 3 * hidden)]
     attrs = {"direction": "bidirectional", "hidden_size": hidden}
     _close(_bound(op, "packed", attrs)(*args), REFERENCE[op](*args, **attrs), atol=5e-6)
+
+
+def test_batch_parts_give_each_thread_work(two_threads):
+    from inference.kernels.recurrent import batch_parts
+    assert batch_parts(1, 8) == 2 and batch_parts(1, 1) == 1  # one direction: its batch in two halves
+    assert batch_parts(2, 8) == 1  # two directions already fill two threads
+
+
+def test_flops_count_the_products_of_every_step():
+    """So that the thread policy threads a recurrent model by its work (it had counted one FLOP
+    an output element: a batch-8 LSTM ran serial at two threads)."""
+    from inference.flops import node_flops
+    model = load_model(_node_model("LSTM", {}))
+    g = model.graph
+    assert node_flops(g, g.nodes[0]) == 2 * SEQ * 2 * 1 * 4 * HIDDEN * (INPUT + HIDDEN)

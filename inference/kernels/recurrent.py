@@ -32,7 +32,7 @@ import numpy as np
 
 from inference.ir import Graph, Node
 from inference.kernels._applies import float32_input
-from inference.kernels._jit import threaded_kernel
+from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels._prepack import LastWeights, constant_weight
 from inference.kernels.activations import NONE
 from inference.kernels.arena_slot import new_output, new_scratch
@@ -188,12 +188,6 @@ def _recurrent(h, batch, rp, koff, bias, out, m, seg):
                 _rows2(h, r0 * k, rp, w0, koff, k, bias, m0, 2, _LO, _HI, _NO_Z, out, r0 * m, m, seg, 1, NONE)
             else:
                 _rows1(h, r0 * k, rp, w0, koff, k, bias, m0, 1, _LO, _HI, _NO_Z, out, r0 * m, m, seg, 1, NONE)
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _project(x, rows, k_in, wp, koff_in, xbias, xw, m, tail):
-    """``xw (rows, m) = x (rows, k_in) @ W^T + xbias``: the input side of every step at once."""
-    matrix_product(x, 0, rows, tail, koff_in, wp, xbias, _NO_Z, False, _LO, _HI, xw, 0, m, WIDE[0], WIDE[1])
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
@@ -362,62 +356,91 @@ def _rnn_direction(rev, seq, batch, hidden, xw, t_rows, b_rows, rp, koff, rbias,
 
 
 @threaded_kernel()
-def _run(op, lbr, reverse, x, seq, batch, k_in, hidden, dirs, t_rows, b_rows, wp, koff_in, xbias, rp1, rp2, koff,
-         rbias, peep, lens, has_lens, h0, has_h0, c0, has_c0, s_d, s_b, y, y_t, y_d, y_b, yh, yc, scratch, bits):
-    """Every direction of one node, a direction per parallel step: the input projection of all
-    steps, the initial states, the time loop, the final states. ``scratch`` holds each
-    direction's working rows (:func:`_scratch_floats`), ``bits`` its int32 exp rows."""
+def _run(op, lbr, reverse, x, seq, batch, k_in, hidden, dirs, parts, t_rows, b_rows, wp, koff_in, xbias, rp1, rp2,
+         koff, rbias, peep, lens, has_lens, h0, has_h0, c0, has_c0, s_d, s_b, y, y_t, y_d, y_b, yh, yc, scratch, bits):
+    """Every direction of one node in ``parts`` per direction, a (direction, part) per parallel
+    step: first the input projection of all steps (its rows in parts), then the recurrence (the
+    batch in parts: its rows recur independently; a unidirectional LSTM at batch 8 had run on
+    one of two threads), each part from its initial states through the time loop to its final
+    states. ``scratch`` holds each direction's projection and each part's tail and working rows
+    (:func:`_scratch_floats`), ``bits`` each part's int32 exp rows."""
     m = (4 if op == _LSTM else 3 if op == _GRU else 1) * hidden
     m1 = 2 * hidden if op == _GRU and not lbr else m
     rows = seq * batch
     pm, p1, p2 = xbias.size // dirs, rbias.size // dirs, rp2.size // (dirs * hidden)
-    per = scratch.size // dirs
+    per_dir, per_part = _scratch_floats(op, lbr, seq, batch, k_in, hidden, parts)
     zero_bias = np.zeros(max(p2, NL), np.float32)
-    for d in numba.prange(dirs):
-        sc = scratch[d * per:(d + 1) * per]
-        xw, sc = sc[:rows * m], sc[rows * m:]
-        gts, sc = sc[:batch * m1], sc[batch * m1:]
-        h, sc = sc[:batch * hidden], sc[batch * hidden:]
-        c, sc = sc[:batch * hidden], sc[batch * hidden:]
-        gates2, sc = sc[:batch * hidden], sc[batch * hidden:]
-        zs, sc = sc[:batch * hidden], sc[batch * hidden:]
-        rh, sc = sc[:batch * hidden], sc[batch * hidden:]
+    part_rows = dirs * per_dir  # where the parts' working rows start
+    for t in numba.prange(dirs * parts):  # the projection: a part of the rows per parallel step
+        d, part = t // parts, t % parts
+        r0, r1 = part * rows // parts, (part + 1) * rows // parts
+        tail = scratch[part_rows + t * per_part:part_rows + t * per_part + _tail_floats(k_in, hidden)]
+        matrix_product(x, r0 * k_in, r1 - r0, tail, koff_in, wp[d * pm * k_in:(d + 1) * pm * k_in],
+                       xbias[d * pm:(d + 1) * pm], _NO_Z, False, _LO, _HI, scratch[d * per_dir:(d + 1) * per_dir],
+                       r0 * m, m, WIDE[0], WIDE[1])
+    for t in numba.prange(dirs * parts):
+        d, part = t // parts, t % parts
+        b0, b1 = part * batch // parts, (part + 1) * batch // parts
+        nb = b1 - b0
+        if nb == 0:
+            continue
+        sc = scratch[part_rows + t * per_part + _tail_floats(k_in, hidden):part_rows + (t + 1) * per_part]
+        gts, sc = sc[:nb * m1], sc[nb * m1:]
+        h, sc = sc[:nb * hidden], sc[nb * hidden:]
+        c, sc = sc[:nb * hidden], sc[nb * hidden:]
+        gates2, sc = sc[:nb * hidden], sc[nb * hidden:]
+        zs, sc = sc[:nb * hidden], sc[nb * hidden:]
+        rh, sc = sc[:nb * hidden], sc[nb * hidden:]
         pre, sc = sc[:m], sc[m:]
         cell, sc = sc[:hidden], sc[hidden:]
-        e, sc = sc[:m], sc[m:]
-        tail = sc[:WIDE[0] * max(k_in, hidden)]
-        bt = bits[d * m:(d + 1) * m]
+        e = sc[:m]
+        bt = bits[t * m:(t + 1) * m]
         seg = np.empty((1, 3), np.int64)
-        _project(x, rows, k_in, wp[d * pm * k_in:(d + 1) * pm * k_in], koff_in, xbias[d * pm:(d + 1) * pm], xw,
-                 m, tail)
+        xw = scratch[d * per_dir + b0 * b_rows * m:d * per_dir + rows * m]  # the part's first row at 0
+        part_lens = lens[b0:] if has_lens else lens
         rev = reverse or d == 1
-        y0 = d * y_d
-        _start(seq, batch, hidden, lens, has_lens, h0, has_h0, s_b, d * s_d, h, y, y0, y_t, y_b)
+        y0, s0 = d * y_d + b0 * y_b, d * s_d + b0 * s_b
+        _start(seq, nb, hidden, part_lens, has_lens, h0, has_h0, s_b, s0, h, y, y0, y_t, y_b)
         r1 = rp1[d * p1 * hidden:(d + 1) * p1 * hidden]
         rb = rbias[d * p1:(d + 1) * p1]
         if op == _LSTM:
-            for b in range(batch):
+            for b in range(nb):
                 for k in range(hidden):
-                    c[b * hidden + k] = c0[d * s_d + b * s_b + k] if has_c0 else 0
-            _lstm_direction(rev, seq, batch, hidden, xw, t_rows, b_rows, r1, koff, rb,
-                            peep[d * 3 * hidden:(d + 1) * 3 * hidden], lens, has_lens, h, c, y, y0, y_t, y_b, gts,
-                            pre, cell, seg, e, bt)
-            _finish(batch, hidden, c, yc, s_b, d * s_d)
+                    c[b * hidden + k] = c0[s0 + b * s_b + k] if has_c0 else 0
+            _lstm_direction(rev, seq, nb, hidden, xw, t_rows, b_rows, r1, koff, rb,
+                            peep[d * 3 * hidden:(d + 1) * 3 * hidden], part_lens, has_lens, h, c, y, y0, y_t, y_b,
+                            gts, pre, cell, seg, e, bt)
+            _finish(nb, hidden, c, yc, s_b, s0)
         elif op == _GRU:
-            _gru_direction(rev, lbr, seq, batch, hidden, xw, t_rows, b_rows, r1,
-                           rp2[d * p2 * hidden:(d + 1) * p2 * hidden], koff, rb, zero_bias, lens, has_lens, h, y,
+            _gru_direction(rev, lbr, seq, nb, hidden, xw, t_rows, b_rows, r1,
+                           rp2[d * p2 * hidden:(d + 1) * p2 * hidden], koff, rb, zero_bias, part_lens, has_lens, h, y,
                            y0, y_t, y_b, gts, gates2, zs, rh, pre, seg, e, bt)
         else:
-            _rnn_direction(rev, seq, batch, hidden, xw, t_rows, b_rows, r1, koff, rb, lens, has_lens, h, y, y0,
+            _rnn_direction(rev, seq, nb, hidden, xw, t_rows, b_rows, r1, koff, rb, part_lens, has_lens, h, y, y0,
                            y_t, y_b, gts, seg, e, bt)
-        _finish(batch, hidden, h, yh, s_b, d * s_d)
+        _finish(nb, hidden, h, yh, s_b, s0)
 
 
-def _scratch_floats(op: int, lbr: int, seq: int, batch: int, k_in: int, hidden: int) -> int:
-    """Floats of one direction's working rows in :func:`_run` (its slicing, in order)."""
-    m = _GATES[op] * hidden
+@numba.njit(cache=True, nogil=True)
+def _scratch_floats(op, lbr, seq, batch, k_in, hidden, parts):
+    """Floats of (one direction's projection and tail, one batch part's working rows) in
+    :func:`_run` (its slicing, in order)."""
+    m = (4 if op == _LSTM else 3 if op == _GRU else 1) * hidden
     m1 = 2 * hidden if op == _GRU and not lbr else m
-    return seq * batch * m + batch * m1 + 5 * batch * hidden + 2 * m + hidden + WIDE[0] * max(k_in, hidden)
+    rows = -(-batch // parts)  # a part's most rows
+    return seq * batch * m, _tail_floats(k_in, hidden) + rows * m1 + 5 * rows * hidden + 2 * m + hidden
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tail_floats(k_in, hidden):
+    """The projection's zero-padded last block of rows (``rows_gemm.matrix_product``'s tail)."""
+    return WIDE[0] * max(k_in, hidden)
+
+
+def batch_parts(dirs: int, batch: int) -> int:
+    """Parts a direction's batch recurs in: enough that every kernel thread has a (direction, part)."""
+    threads = kernel_threads()
+    return max(1, min(batch, threads // dirs)) if threads > dirs else 1
 
 
 # -- plan-time choice and binding ---------------------------------------------------------------
@@ -505,11 +528,12 @@ class _Cell:
         peep = _NO_STATE if P is None else _flat(P)
         if op == _LSTM and P is None:
             peep = self._zero_peepholes(dirs * 3 * hidden)
-        per = _scratch_floats(op, self.lbr, seq, batch, k_in, hidden)
-        scratch = new_scratch(dirs * per)
-        bits = new_scratch(dirs * _GATES[op] * hidden, np.int32)
-        _run(op, self.lbr, self.reverse, _flat(X), seq, batch, k_in, hidden, dirs, t_rows, b_rows, w.wp, koffs[0],
-             w.xbias, w.rp1, w.rp2, koffs[1], w.rbias, peep, lens, sequence_lens is not None,
+        parts = batch_parts(dirs, batch)
+        per_dir, per_part = _scratch_floats(op, self.lbr, seq, batch, k_in, hidden, parts)
+        scratch = new_scratch(dirs * (per_dir + parts * per_part))
+        bits = new_scratch(dirs * parts * _GATES[op] * hidden, np.int32)
+        _run(op, self.lbr, self.reverse, _flat(X), seq, batch, k_in, hidden, dirs, parts, t_rows, b_rows, w.wp,
+             koffs[0], w.xbias, w.rp1, w.rp2, koffs[1], w.rbias, peep, lens, sequence_lens is not None,
              _NO_STATE if initial_h is None else _flat(initial_h), initial_h is not None,
              _NO_STATE if initial_c is None else _flat(initial_c), initial_c is not None, s_d, s_b,
              y.reshape(-1), y_t, y_d, y_b, yh.reshape(-1), yc.reshape(-1), scratch, bits)
