@@ -25,6 +25,7 @@ from inference.kernels.activations import NO_RESIDUAL_4D, NONE, activate_row, ac
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.channels_last import depthwise_nhwc_kernel, valid_range
 from inference.kernels.direct_conv import direct_conv3x3, direct_parts, prefer_direct
+from inference.kernels.patchify import PatchifyConv, is_patchify
 from inference.kernels.tile_lanes import clamp_epilogue
 from inference.kernels.tile_plan import ConvPlan
 from inference.ops._memo import remember
@@ -387,12 +388,15 @@ def conv_binder(fn, constant_weights: bool = False):
             if plan is None:
                 win, direct, tiles = _plan(x, w, group, kernel_shape, dims, constant_weights)
                 prepared = None
-                if tiles is not None and constant_weights:  # the tile with the weight's packing kept
+                if constant_weights and is_patchify(win.kernel, win.strides, win.dilations,
+                                                    tuple(win.pads_begin) + tuple(win.pads_end), group):
+                    direct, prepared = False, PatchifyConv(x.shape, w.shape, win.out_shape, code, alpha, beta)
+                elif tiles is not None and constant_weights:  # the tile with the weight's packing kept
                     prepared = conv_f32.prepare_tiles(x.shape, w.shape, tiles, group, code, alpha, beta, True)
                 plan = remember(plans, (x.shape, w.shape), (win, direct, tiles, prepared))
             if plan[1]:  # the direct kernel: skips conv2d's dispatch, ~1 us of a 10 us batch-1 conv
                 return conv2d_direct(x, w, b, z, plan[0], code, alpha, beta)
-            if plan[3] is not None:
+            if plan[3] is not None and (z is None or not isinstance(plan[3], PatchifyConv)):
                 return plan[3](x, w, as_f32(b, (w.shape[0],)), z)
             # the plan already ruled the direct kernel out and chose for the tile: conv2d need not ask again
             return conv2d(x, w, b, z, plan[0], group, code, alpha, beta, allow_direct=False,
