@@ -34,3 +34,15 @@ def test_family_runs_fast_and_replays(name):
     # a replay is kept only when a run on random inputs matched the step-by-step run: all the work in numba
     replayed = f"x [2, {', '.join(map(str, FAMILIES[name][1][1:]))}] at 1 thread(s): replayed" in p.replay_report()
     assert replayed == (name != "unet"), p.replay_report()
+
+
+def test_a_vit_with_unknown_head_shapes_still_counts_its_flops():
+    """Shape inference loses the head splits' shapes (reshape targets computed at run time); those
+    ops move data and count 0 FLOPs, so the total is known and batch 1 runs serial at two threads
+    (threaded it took twice as long)."""
+    from inference.flops import row_flops
+    from inference.thread_policy import MIN_THREADED_FLOPS, serial_rows
+    p = Predictor(Config(model_path=export(build("vit"), sample("vit", 2)), num_threads=2))
+    g = p.model.graph
+    assert any(g.concrete_shape(n.outputs[0]) is None for n in g.nodes if n.op_type == "Reshape")
+    assert 0 < row_flops(g) < MIN_THREADED_FLOPS and serial_rows(g) >= 1
