@@ -4,7 +4,6 @@ up and down, scales or sizes, NCHW or channels-last, 1-D to 3-D; and torch's exp
 upsampling, GroupNorm and InstanceNorm2d run on them and match onnxruntime."""
 from __future__ import annotations
 
-import io
 import warnings
 
 import numpy as np
@@ -98,15 +97,7 @@ def test_instance_norm_matches_the_reference(shape, epsilon):
 
 # -- torch exports, end to end ---------------------------------------------------------------------
 torch = pytest.importorskip("torch")
-
-
-def _export(module, shape) -> onnx.ModelProto:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), torch.randn(*shape), buf, input_names=["x"], output_names=["y"],
-                          opset_version=17, dynamo=False)
-    return onnx.load_from_string(buf.getvalue())
+from benchmarks.resize_norm import export as _export  # noqa: E402
 
 
 def _run_both(model: onnx.ModelProto, shape):

@@ -60,7 +60,7 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, threaded_kernel
 from inference.kernels.arena_slot import OVER_FIRST, new_output, overwritten
-from inference.kernels.vmath import EXP_POLY, tanh_row
+from inference.kernels.vmath import LN2_HI, LN2_LO, exp_reduced, tanh_row
 from inference.ops.activation import SELU_ALPHA, SELU_GAMMA
 from inference.ops.registry import lookup, register
 
@@ -79,8 +79,6 @@ _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 _INF = np.float32(np.inf)
 _NAN = np.float32(np.nan)
-_LOG2E = np.float32(1.4426950408889634)
-_C1, _C2 = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 in two parts (Cody-Waite)
 #: exp's argument clamped here: below, exp rounds to 0 (2^-150); above, to inf; n stays in [-150, 128]
 _EXP_LO, _EXP_HI = np.float32(-104.0), np.float32(89.0)
 _MIN_NORMAL = np.float32(1.17549435e-38)
@@ -103,15 +101,8 @@ def _exp_parts(arg, q, b1, b2):
         x = arg[k]
         x = _EXP_LO if x < _EXP_LO else x  # this order keeps a NaN
         x = _EXP_HI if x > _EXP_HI else x
-        t = np.rint(x * _LOG2E)
-        r = x - t * _C1 - t * _C2
-        p = EXP_POLY[0]
-        p = p * r + EXP_POLY[1]
-        p = p * r + EXP_POLY[2]
-        p = p * r + EXP_POLY[3]
-        p = p * r + EXP_POLY[4]
-        p = p * r + EXP_POLY[5]
-        q[k] = p * r * r + r
+        t, e_r = exp_reduced(x)
+        q[k] = e_r
         n = np.int32(t)
         half = n >> np.int32(1)
         b1[k] = (half + np.int32(127)) << np.int32(23)
@@ -163,8 +154,8 @@ def _log_of(x, f, e):
     p = p * f + _LOG_POLY[6]
     p = p * f + _LOG_POLY[7]
     p = p * f + _LOG_POLY[8]
-    y = p * f * z + ef * _C2 - np.float32(0.5) * z
-    r = f + y + ef * _C1
+    y = p * f * z + ef * LN2_LO - np.float32(0.5) * z
+    r = f + y + ef * LN2_HI
     special = -_INF if x == _ZERO else (_INF if x == _INF else _NAN)  # 0, inf; negative or NaN
     return r if (x > _ZERO and x < _INF) else special
 

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 _LOG2E = np.float32(1.4426950408889634)
-_C1, _C2 = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 in two parts (Cody-Waite)
+LN2_HI, LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)  # ln 2 in two parts (Cody-Waite)
 #: Cephes expf's polynomial in the reduced argument, highest degree first (also the tile's, vmath_ir)
 EXP_POLY = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
             np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
@@ -40,6 +40,21 @@ _S0, _S1, _S2, _S3, _S4, _S5 = (np.float32(2.0 / math.sqrt(math.pi) * (-1) ** k 
 FAST_FINITE = {"reassoc", "contract", "arcp", "nsz", "afn"}
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def exp_reduced(x):
+    """(n, e^r - 1) for ``x`` = n ln 2 + r, |r| <= ln 2 / 2: Cephes expf's range reduction (ln 2
+    in two parts) and polynomial, which every exp here builds on (the caller scales by 2^n)."""
+    t = np.rint(x * _LOG2E)
+    r = x - t * LN2_HI - t * LN2_LO
+    p = EXP_POLY[0]
+    p = p * r + EXP_POLY[1]
+    p = p * r + EXP_POLY[2]
+    p = p * r + EXP_POLY[3]
+    p = p * r + EXP_POLY[4]
+    p = p * r + EXP_POLY[5]
+    return t, p * r * r + r
+
+
 @numba.njit(cache=True, error_model="numpy", inline="always", fastmath=FAST_FINITE)
 def exp_shifted(src, shift, dst, bits):
     """``dst[k] = exp(src[k] - shift)`` for arguments <= 0 (below -87 they clamp to exp(-87), a
@@ -48,15 +63,8 @@ def exp_shifted(src, shift, dst, bits):
     for k in range(src.size):
         x = src[k] - shift
         x = EXP_FLOOR if x < EXP_FLOOR else x  # this order keeps a NaN
-        t = np.rint(x * _LOG2E)
-        r = x - t * _C1 - t * _C2
-        p = EXP_POLY[0]
-        p = p * r + EXP_POLY[1]
-        p = p * r + EXP_POLY[2]
-        p = p * r + EXP_POLY[3]
-        p = p * r + EXP_POLY[4]
-        p = p * r + EXP_POLY[5]
-        dst[k] = p * r * r + r + np.float32(1.0)
+        t, q = exp_reduced(x)
+        dst[k] = q + np.float32(1.0)
         bits[k] = (np.int32(t) + np.int32(127)) << np.int32(23)
     two_n = bits.view(np.float32)
     s = 0.0

@@ -65,8 +65,8 @@ def exp_nonpositive(builder, x):
     fma = _intrinsic(builder, "fma", vty, 3)
     x = builder.select(builder.fcmp_ordered("<", x, c(_EXP_FLOOR)), c(_EXP_ZERO), x)  # ordered: a NaN keeps
     t = builder.call(_intrinsic(builder, "rint", vty, 1), [builder.fmul(x, c(vmath._LOG2E))])
-    r = builder.call(fma, [builder.fneg(t), c(vmath._C1), x])  # x - t ln2, in two parts
-    r = builder.call(fma, [builder.fneg(t), c(vmath._C2), r])
+    r = builder.call(fma, [builder.fneg(t), c(vmath.LN2_HI), x])  # x - t ln2, in two parts
+    r = builder.call(fma, [builder.fneg(t), c(vmath.LN2_LO), r])
     p = c(vmath.EXP_POLY[0])
     for coef in vmath.EXP_POLY[1:]:
         p = builder.call(fma, [p, r, c(coef)])
