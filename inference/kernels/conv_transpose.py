@@ -15,7 +15,7 @@ import numpy as np
 from inference.ir import Graph, Node
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.ops.conv_transpose import conv_transpose, tap_products, transpose_geometry
 from inference.ops.registry import register
 
@@ -30,14 +30,15 @@ def conv_transpose_fast(x, w, b=None, *, auto_pad="NOTSET", dilations=None, grou
                         output_padding=None, output_shape=None, pads=None, strides=None):
     attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape,
                  output_padding=output_padding, output_shape=output_shape, pads=pads, strides=strides)
-    if x.ndim not in (3, 4) or x.dtype != np.float32 or w.dtype != np.float32 or (b is not None and b.dtype != np.float32):
+    if x.ndim not in (3, 4) or any(a is not None and a.dtype != np.float32 for a in (x, w, b)):
         return conv_transpose(x, w, b, **attrs)
     kernel, strides, dilations, begin, out_shape, _ = transpose_geometry(x, w, **attrs)
     y = new_output((x.shape[0], w.shape[1] * group) + tuple(out_shape))
     if x.ndim == 3:  # a row of height 1
         x, w = x[:, :, None, :], w[:, :, None, :]
         kernel, strides, dilations, begin = (1, *kernel), (1, *strides), (1, *dilations), (0, *begin)
-    contrib = np.ascontiguousarray(tap_products(x, w, group, kernel), dtype=np.float32)
+    taps = new_scratch((x.shape[0], y.shape[1]) + tuple(kernel) + x.shape[2:])  # the workspace's: no heap per run
+    contrib = tap_products(x, w, group, kernel, out=taps)
     m = contrib.shape[1]
     bias = np.zeros(m, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32).reshape(m)
     planes = y.reshape(contrib.shape[:2] + (1 if y.ndim == 3 else y.shape[2], y.shape[-1]))

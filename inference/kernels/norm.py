@@ -18,7 +18,7 @@ import numpy as np
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.arena_slot import new_output
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.fused import DOMAIN
 from inference.kernels.softmax_ir import softmax_row
 from inference.kernels.vmath import EXP_FLOOR, FAST_FINITE, exp_shifted
@@ -70,19 +70,22 @@ _TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 @threaded_kernel(fastmath=FAST_FINITE)
-def softmax_columns(x, y, chunk):
-    """Softmax of ``x`` (outer, r, inner) over its middle axis into ``y``: per ``chunk`` columns of
+def softmax_columns(x, y, scratch):
+    """Softmax of ``x`` (outer, r, inner) over its middle axis into ``y``: per chunk of columns of
     an outer row, their maxima, the shifted exponentials with their sums, then the scaling (a
-    segmentation head's per-pixel softmax over classes, axis 1 of NCHW)."""
+    segmentation head's per-pixel softmax over classes, axis 1 of NCHW). ``scratch`` (outer *
+    chunks, 4, chunk): each chunk's rows (maxima, sums, shifted arguments, exp's int32 bits)."""
     outer, r, inner = x.shape
+    chunk = scratch.shape[2]
     chunks = -(-inner // chunk)
     for t in numba.prange(outer * chunks):
         o, lo = t // chunks, (t % chunks) * chunk
         w = min(chunk, inner - lo)
-        top = np.full(w, -np.inf, np.float32)
-        total = np.zeros(w, np.float32)
-        bits = np.empty(w, np.int32)
-        shifted = np.empty(w, np.float32)
+        sc = scratch[t]
+        top, total, shifted, bits = sc[0, :w], sc[1, :w], sc[2, :w], sc[3, :w].view(np.int32)
+        for k in range(w):
+            top[k] = -np.inf
+            total[k] = 0.0
         for j in range(r):
             row = x[o, j, lo:lo + w]
             for k in range(w):
@@ -120,7 +123,9 @@ def softmax(x, *, axis=-1):
     y = new_output(x.shape)
     if y.size:
         shape = (math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:]))
-        softmax_columns(np.ascontiguousarray(x).reshape(shape), y.reshape(shape), 256)
+        chunk = min(256, shape[2])
+        scratch = new_scratch((shape[0] * -(-shape[2] // chunk), 4, chunk))  # the step's workspace: no heap
+        softmax_columns(np.ascontiguousarray(x).reshape(shape), y.reshape(shape), scratch)
     return y
 
 
@@ -221,6 +226,7 @@ def instance_normalization(x, scale, b, *, epsilon=1e-5):
     y = new_output(x.shape)
     if y.size:
         planes = (x.shape[0] * x.shape[1], -1)
-        instance_norm_planes(np.ascontiguousarray(x).reshape(planes), np.ascontiguousarray(scale, np.float32).reshape(-1),
+        instance_norm_planes(np.ascontiguousarray(x).reshape(planes),
+                             np.ascontiguousarray(scale, np.float32).reshape(-1),
                              np.ascontiguousarray(b, np.float32).reshape(-1), float(epsilon), y.reshape(planes))
     return y

@@ -59,7 +59,7 @@ import numpy as np
 
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, threaded_kernel
-from inference.kernels.arena_slot import OVER_FIRST, new_output, overwritten
+from inference.kernels.arena_slot import OVER_FIRST, new_output, new_scratch, overwritten
 from inference.kernels.vmath import LN2_HI, LN2_LO, exp_reduced, tanh_row
 from inference.ops.activation import SELU_ALPHA, SELU_GAMMA
 from inference.ops.registry import lookup, register
@@ -266,15 +266,16 @@ def _math_block(src, dst, code, alpha, gamma, e, e2, e3, b1, b2):
 
 
 @threaded_kernel(fastmath=_FMA)
-def unary_flat(x, y, code, alpha, gamma, in_place):
+def unary_flat(x, y, code, alpha, gamma, in_place, scratch):
     """``y = op(x)`` over flat float32 arrays, in chunks of :data:`_CHUNK` elements (two threads
     split large tensors), each in blocks of :data:`_BLOCK` (its scratch stays in L1); ``in_place``:
-    ``y`` is ``x`` (see ``arena_slot.overwritten``), passed as one array."""
+    ``y`` is ``x`` (see ``arena_slot.overwritten``), passed as one array. ``scratch`` (chunks, 5,
+    rows): each chunk's three float32 and two int32 rows (:func:`_scratch`)."""
     n = x.size
-    rows = _BLOCK if code >= _FIRST_SCRATCH else 0
     for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
-        e, e2, e3 = np.empty(rows, np.float32), np.empty(rows, np.float32), np.empty(rows, np.float32)
-        b1, b2 = np.empty(rows, np.int32), np.empty(rows, np.int32)
+        sc = scratch[c]
+        e, e2, e3 = sc[0], sc[1], sc[2]
+        b1, b2 = sc[3].view(np.int32), sc[4].view(np.int32)
         hi = min(n, (c + 1) * _CHUNK)
         for lo in range(c * _CHUNK, hi, _BLOCK):
             m = min(_BLOCK, hi - lo)
@@ -305,8 +306,14 @@ def run(x: np.ndarray, code: int, alpha: float = 0.0, gamma: float = 0.0) -> np.
         with np.errstate(all="ignore"):
             return _NUMPY_UFUNC[code](x, out=y)
     xf, yf = np.ascontiguousarray(x).reshape(-1), y.reshape(-1)
-    unary_flat(xf, yf, code, alpha, gamma, overwritten(yf, xf) == OVER_FIRST)
+    unary_flat(xf, yf, code, alpha, gamma, overwritten(yf, xf) == OVER_FIRST, _scratch(x.size, code))
     return y
+
+
+def _scratch(n: int, code: int) -> np.ndarray:
+    """:func:`unary_flat`'s rows from the step's workspace (an arena's run allocates nothing; numba's
+    ``np.empty`` per chunk had taken ~40 KB of heap a call)."""
+    return new_scratch(((n + _CHUNK - 1) // _CHUNK, 5, _BLOCK if code >= _FIRST_SCRATCH else 0))
 
 
 # -- registration --------------------------------------------------------------------------------

@@ -71,11 +71,17 @@ def transpose_geometry(x, w, auto_pad="NOTSET", dilations=None, group=1, kernel_
     return kernel, strides, dilations, begin, out_shape, output_padding
 
 
-def tap_products(x: np.ndarray, w: np.ndarray, group: int, kernel: tuple) -> np.ndarray:
-    """Every input pixel times every kernel tap, one matmul per group: (N, M, *kernel, *in).
-    Both operands contiguous: numpy's matmul takes a transposed stack off BLAS (10-20x slower)."""
+def tap_products(x: np.ndarray, w: np.ndarray, group: int, kernel: tuple, out: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Every input pixel times every kernel tap, one matmul per group: (N, M, *kernel, *in), into
+    ``out`` (of that many elements, C-contiguous) if given. Both operands contiguous: numpy's
+    matmul takes a transposed stack off BLAS (10-20x slower)."""
     n, c = x.shape[:2]
     mg, taps = w.shape[1], math.prod(kernel)
     xs = np.ascontiguousarray(x).reshape(n, group, c // group, -1)
     ws = np.ascontiguousarray(w.reshape(group, c // group, mg * taps).transpose(0, 2, 1))
-    return np.matmul(ws, xs).reshape((n, group * mg) + tuple(kernel) + x.shape[2:])
+    shape = (n, group * mg) + tuple(kernel) + x.shape[2:]
+    if out is None:
+        return np.matmul(ws, xs).reshape(shape)
+    np.matmul(ws, xs, out=out.reshape(n, group, mg * taps, xs.shape[-1]))
+    return out.reshape(shape)
