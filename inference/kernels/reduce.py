@@ -3,7 +3,7 @@
 Why: a model that pools with a Reduce (a recurrent encoder's mean over time, a transformer's mean
 over tokens, a squeeze-and-excitation written as ReduceMean) ran it in numpy, and a kernel replay
 (:mod:`inference.kernel_replay`) repeats only numba calls: one such step kept a whole model step by
-step (a bidirectional GRU classifier, 0.14 ms a run against onnxruntime's 0.14 replayed without it).
+step (a bidirectional GRU classifier averaged over time, ``benchmarks/torch_families.py``).
 The reduced axes, merged, are the middle of (outer, r, inner): each outer row sums (or takes the
 extreme of) r rows of ``inner`` contiguous values. Sums accumulate in float64 (numpy's float32 sum
 is pairwise: as close); max and min keep a NaN as numpy does. Axes that are not one run after
