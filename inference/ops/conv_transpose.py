@@ -74,8 +74,7 @@ def transpose_geometry(x, w, auto_pad="NOTSET", dilations=None, group=1, kernel_
 def tap_products(x: np.ndarray, w: np.ndarray, group: int, kernel: tuple, out: np.ndarray | None = None
                  ) -> np.ndarray:
     """Every input pixel times every kernel tap, one matmul per group: (N, M, *kernel, *in), into
-    ``out`` (of that many elements, C-contiguous) if given. Both operands contiguous: numpy's
-    matmul takes a transposed stack off BLAS (10-20x slower)."""
+    ``out`` (of that many elements, C-contiguous) if given."""
     n, c = x.shape[:2]
     mg, taps = w.shape[1], math.prod(kernel)
     xs = np.ascontiguousarray(x).reshape(n, group, c // group, -1)
