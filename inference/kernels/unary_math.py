@@ -31,17 +31,17 @@ expm1 1.3e-7, softplus 1.7e-7, celu 1.4e-7, pow(x, 3) 1.2e-7 (two float32 produc
 subnormal results within one subnormal step. Sqrt, Abs, Neg, Reciprocal, Softsign, Floor, Ceil,
 Round and Pow by 2, 1, 0, -1, 0.5 are bitwise numpy's (``tests/test_unary_math.py``).
 
-Speed against numpy's ufuncs (``benchmarks/unary_math.py``, one thread, 64K / 1M elements, us):
-Exp 25.7 / 410 vs 29.5 / 468, Softplus 86 / 1370 vs 117 / 1837 (numpy's four ufuncs), Elu 31 /
-488 vs 252 / 6890 (``np.where`` + expm1), Sqrt 12 / 187 vs 23 / 362, Abs 5.8 / 103 vs 5.1 / 86
-(3.7 / 72 in place). Tanh (40 / 650 vs 24 / 374) and Log (46 / 740 vs 24 / 385) stay behind
-numpy's AVX-512 ufuncs, so above :data:`NUMPY_ABOVE` elements per thread those two run numpy's
-ufunc into the arena's slot (such a model is not replayed; at that size a step's Python is a
-sliver of it); below, a replay saves more than the kernel loses (1K elements: ~0.5 us a call).
-Abs, Neg, Floor, Ceil, Round (one instruction an element, memory-bound) run 8.9 vs 5.6 us at 64K
-and 115-140 vs 88-97 at 1M against a fresh numpy output: the ~2.5 us of the call's Python (which
-a replay removes) and a loop ~1.2x numpy's into a fresh array; in place (the plan's usual case
-for them) 3.7 / 72 against numpy's 5.1 / 86. Kept for the replay they enable.
+Speed against numpy's ufuncs (``benchmarks/unary_math.py --threads 1``, a quiet machine, median
+us at 64K / 1M elements, each call with its Python): Exp 33 / 503 vs 28 / 491 (onnxruntime's
+exp is faster still: 20 / 231), Softplus 87 / 1674 vs 108 / 1653 (numpy's four ufuncs), Elu 39 /
+791 vs 223 / 4257 (``np.where`` + expm1), Sqrt 15 / 201 vs 23 / 366, Abs 9.1 / 114 vs 5.2 / 89
+(into a fresh array; in place, the plan's usual case for it, 3.7 / 72 against numpy's 5.1 / 86,
+measured by the kernel's author under load). At 1K elements every op is ~3-4 us a call against
+numpy's 0.5-0.8: the call's Python, which a replay removes. Tanh and Log stay behind numpy's
+AVX-512 ufuncs per element (~1.7x and ~1.9x), so above :data:`NUMPY_ABOVE` elements per thread
+those two run numpy's ufunc into the arena's slot (Tanh 27 / 388 vs 24 / 381; such a model is not
+replayed, and at that size a step's Python is a sliver of it); below, a replay saves more than
+the kernel loses. Abs, Neg, Floor, Ceil, Round are kept for the replay they enable.
 
 Pow: only an exponent of one element (any numeric dtype) that leaves the output shape to x; the
 exponent 2 is x * x, 3 x * x * x, 1 a copy, 0 ones, -1 a reciprocal, 0.5 a square root (as
