@@ -38,7 +38,7 @@ from inference.kernels.activations import NONE
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.rows_gemm import LANES, SINGLE, WIDE, matrix_product, panel_row_offsets
 from inference.kernels.tile_ir import make_out_tile
-from inference.kernels.vmath import EXP_FLOOR, FAST_FINITE, exp_shifted, tanh_row
+from inference.kernels.vmath import FAST_FINITE, sigmoid_segment, tanh_row
 from inference.ops._memo import remember
 from inference.ops.registry import register
 from inference.ops.rnn import gru, lstm, rnn
@@ -73,23 +73,6 @@ def _padded(m: int) -> int:
 
 
 # -- element math -------------------------------------------------------------------------------
-
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always", fastmath=FAST_FINITE)
-def _sigmoid(row, e, bits):
-    """``row = sigmoid(row)`` in place as :func:`~inference.kernels.vmath.sigmoid_row` computes it
-    (``e``, ``bits``: float32 and int32 scratch of at least the row's length), without its scratch
-    allocation per call: a cell calls this a few times per step."""
-    n = row.size
-    ee, bb = e[:n], bits[:n]
-    for k in range(n):
-        ee[k] = -abs(row[k])
-    exp_shifted(ee, np.float32(0.0), ee, bb)
-    one = np.float32(1.0)
-    for k in range(n):
-        x = row[k]
-        ek = np.float32(0.0) if abs(x) > -EXP_FLOOR else ee[k]  # this order keeps a NaN
-        row[k] = (one if x >= 0 else ek) / (one + ek)
-
 
 # -- layout of the weights ----------------------------------------------------------------------
 
@@ -254,15 +237,15 @@ def _lstm_direction(rev, seq, batch, hidden, xw, t_rows, b_rows, rp, koff, rbias
                 pre[k] = g[k] + xr[k] + pi[k] * cb[k]
                 pre[2 * hd + k] = g[2 * hd + k] + xr[2 * hd + k] + pf[k] * cb[k]
                 pre[3 * hd + k] = g[3 * hd + k] + xr[3 * hd + k]
-            _sigmoid(pre[:hd], e, bits)
-            _sigmoid(pre[2 * hd:3 * hd], e, bits)
+            sigmoid_segment(pre[:hd], e[:hd], bits[:hd])
+            sigmoid_segment(pre[2 * hd:3 * hd], e[:hd], bits[:hd])
             tanh_row(pre[3 * hd:], e, bits)
             for k in range(hd):
                 cn = pre[2 * hd + k] * cb[k] + pre[k] * pre[3 * hd + k]
                 cb[k] = cn
                 cell[k] = cn
                 pre[hd + k] = g[hd + k] + xr[hd + k] + po[k] * cn
-            _sigmoid(pre[hd:2 * hd], e, bits)
+            sigmoid_segment(pre[hd:2 * hd], e[:hd], bits[:hd])
             tanh_row(cell, e, bits)
             yo = y0 + t * y_t + b * y_b
             for k in range(hd):
@@ -294,7 +277,7 @@ def _gru_direction(rev, lbr, seq, batch, hidden, xw, t_rows, b_rows, rp1, rp2, k
             hb = h[b * hd:(b + 1) * hd]
             for k in range(2 * hd):
                 pre[k] = g[k] + xr[k]
-            _sigmoid(pre[:2 * hd], e, bits)
+            sigmoid_segment(pre[:2 * hd], e[:2 * hd], bits[:2 * hd])
             if lbr:
                 for k in range(hd):
                     pre[2 * hd + k] = xr[2 * hd + k] + pre[hd + k] * g[2 * hd + k]

@@ -174,16 +174,23 @@ def sigmoid_row(row, times_x, gelu_tanh=False):
     n = row.size
     e_all = np.empty(GELU_CHUNK, np.float32)
     bits_all = np.empty(GELU_CHUNK, np.int32)
-    one = np.float32(1.0)
     for k0 in range(0, n, GELU_CHUNK):
         m = min(GELU_CHUNK, n - k0)
-        seg, e, bits = row[k0:k0 + m], e_all[:m], bits_all[:m]
-        for k in range(m):
-            e[k] = -abs(_sigmoid_argument(seg[k], gelu_tanh))
-        exp_shifted(e, np.float32(0.0), e, bits)
-        for k in range(m):
-            x = seg[k]
-            u = _sigmoid_argument(x, gelu_tanh)
-            ek = np.float32(0.0) if abs(u) > -EXP_FLOOR else e[k]  # this order keeps a NaN
-            s = (one if u >= 0 else ek) / (one + ek)
-            seg[k] = x * s if times_x else s
+        sigmoid_segment(row[k0:k0 + m], e_all[:m], bits_all[:m], times_x, gelu_tanh)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always", fastmath=FAST_FINITE)
+def sigmoid_segment(seg, e, bits, times_x=False, gelu_tanh=False):
+    """:func:`sigmoid_row` of one segment in place, ``e`` and ``bits`` its float32 and int32 scratch
+    of the segment's length (a caller with scratch of its own, the recurrent cells' gates, calls
+    this directly: no allocation per call)."""
+    one = np.float32(1.0)
+    for k in range(seg.size):
+        e[k] = -abs(_sigmoid_argument(seg[k], gelu_tanh))
+    exp_shifted(e, np.float32(0.0), e, bits)
+    for k in range(seg.size):
+        x = seg[k]
+        u = _sigmoid_argument(x, gelu_tanh)
+        ek = np.float32(0.0) if abs(u) > -EXP_FLOOR else e[k]  # this order keeps a NaN
+        s = (one if u >= 0 else ek) / (one + ek)
+        seg[k] = x * s if times_x else s
