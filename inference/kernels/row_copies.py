@@ -303,38 +303,36 @@ def _binary(op_type: str, code: int):
             xf, yf = np.ascontiguousarray(x).reshape(-1), y.reshape(-1)
             scalar_flat(xf, s.reshape(1), yf, code, scalar_first, overwritten(yf, xf) == OVER_FIRST)
             return y
-        split = _gate(b, a)
-        gate_first = split is not None
-        split = split or _gate(a, b)
-        if split is None:
-            return _per_channel(a, b, code, reference)
-        x, g = (b, a) if gate_first else (a, b)
-        outer, mid, inner = split
-        y = new_output(x.shape)
-        xr, yr = np.ascontiguousarray(x).reshape(-1, inner), y.reshape(-1, inner)
-        in_place = overwritten(yr, xr) == OVER_FIRST
-        gated_rows(xr, np.ascontiguousarray(g).reshape(outer, inner), yr, mid, code, gate_first, in_place)
-        return y
+        y = _broadcast_rows(a, b, code)
+        return reference(a, b) if y is None else y
 
     kernel.__name__ = kernel.__qualname__ = f"threaded_{op_type.lower()}"
     return kernel
 
 
-def _per_channel(a: np.ndarray, b: np.ndarray, code: int, reference):
-    """``a op b`` where one operand is the other's per-channel values (:func:`_channels`), else the
-    reference's broadcast."""
-    split = _channels(b, a)
-    gate_first = split is not None
-    split = split or _channels(a, b)
-    if split is None:
-        return reference(a, b)
-    x, g = (b, a) if gate_first else (a, b)
-    outer, channels, inner = split
-    y = new_output(x.shape)
-    xr, yr = np.ascontiguousarray(x).reshape(-1, inner), y.reshape(-1, inner)
-    in_place = overwritten(yr, xr) == OVER_FIRST
-    channel_rows(xr, np.ascontiguousarray(g).reshape(-1), yr, channels, code, gate_first, in_place)
-    return y
+#: the broadcasts run as rows: (the split's finder, its rows kernel, whether the broadcast operand
+#: is (outer, inner) rows (a gate over a middle run) rather than one value per channel)
+_BROADCASTS = ((_gate, gated_rows, True), (_channels, channel_rows, False))
+
+
+def _broadcast_rows(a: np.ndarray, b: np.ndarray, code: int) -> np.ndarray | None:
+    """``a op b`` where one operand broadcasts over the other as a gate over a middle run of its
+    axes (:func:`_gate`) or as per-channel values (:func:`_channels`), either order, into the
+    step's slot (in place where planned); None when neither applies (numpy's broadcast then)."""
+    for find, rows_kernel, gate_rows in _BROADCASTS:
+        split = find(b, a)
+        gate_first = split is not None
+        split = split or find(a, b)
+        if split is None:
+            continue
+        x, g = (b, a) if gate_first else (a, b)
+        outer, mid, inner = split
+        y = new_output(x.shape)
+        xr, yr = np.ascontiguousarray(x).reshape(-1, inner), y.reshape(-1, inner)
+        g = np.ascontiguousarray(g).reshape((outer, inner) if gate_rows else (mid,))
+        rows_kernel(xr, g, yr, mid, code, gate_first, overwritten(yr, xr) == OVER_FIRST)
+        return y
+    return None
 
 
 for _op, _code in (("Add", ADD), ("Sub", SUB), ("Mul", MUL), ("Div", DIV)):
