@@ -14,6 +14,10 @@ PyTorch is a test and benchmark peer, never imported by the library.
   them, learned positions, two pre-norm encoder layers).
 - ``causal``: timm/nanoGPT-style attention: one q/k/v projection viewed as (B, N, 3, H, D),
   permuted (2, 0, 3, 1, 4) and fed to ``scaled_dot_product_attention(is_causal=True)``.
+- ``yolo``: a YOLOv8-style detector (C2f blocks, whose ``chunk`` exports as Slices on a size
+  computed from ``Shape``; SPPF; nearest upsampling; a DFL box head).
+- ``deeplab``: a DeepLabV3-style segmenter (dilated ASPP, an expanded image-pooling branch,
+  bilinear logits at the input's size).
 """
 from __future__ import annotations
 
@@ -95,6 +99,71 @@ class CausalAttention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(b, n, c))
 
 
+def conv_bn_silu(cin: int, cout: int, k: int = 1, stride: int = 1, dilation: int = 1) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2 * dilation, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(cout), nn.SiLU())
+
+
+class C2f(nn.Module):
+    """YOLOv8's block: a 1x1, its output chunked in two along the channels, two 3x3s with a
+    residual on one half, all three concatenated into a 1x1."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.cv1, self.cv2 = conv_bn_silu(c, c), conv_bn_silu(c + c // 2, c)
+        self.m = nn.Sequential(conv_bn_silu(c // 2, c // 2, 3), conv_bn_silu(c // 2, c // 2, 3))
+
+    def forward(self, x):
+        a, b = self.cv1(x).chunk(2, 1)
+        return self.cv2(torch.cat([a, b, self.m(b) + b], 1))
+
+
+class Yolo(nn.Module):
+    """A YOLOv8-style detector at 160x160: C2f backbone, SPPF (three 5x5/1 max pools), a nearest 2x
+    upsampling into a neck Concat, and a head whose box logits go through the DFL's softmax over 16
+    bins (a 4-D view, transpose and weighted sum) beside sigmoid class scores."""
+
+    def __init__(self, classes: int = 20):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_bn_silu(3, 16, 3, 2), conv_bn_silu(16, 32, 3, 2), C2f(32),
+                                      conv_bn_silu(32, 64, 3, 2), C2f(64))
+        self.down = conv_bn_silu(64, 128, 3, 2)
+        self.sppf_in, self.sppf_out = conv_bn_silu(128, 64), conv_bn_silu(256, 128)
+        self.pool, self.up = nn.MaxPool2d(5, 1, 2), nn.Upsample(scale_factor=2, mode="nearest")
+        self.neck, self.head = conv_bn_silu(192, 64), nn.Conv2d(64, 64 + classes, 1)
+        self.register_buffer("bins", torch.arange(16, dtype=torch.float32).view(1, 16, 1, 1))
+
+    def forward(self, x):
+        f = self.backbone(x)
+        a = self.sppf_in(self.down(f))
+        b = self.pool(a)
+        c = self.pool(b)
+        y = self.sppf_out(torch.cat([a, b, c, self.pool(c)], 1))
+        h = self.head(self.neck(torch.cat([self.up(y), f], 1)))
+        box, cls = h.view(h.shape[0], h.shape[1], -1).split([64, h.shape[1] - 64], 1)
+        box = box.view(h.shape[0], 4, 16, -1).transpose(2, 1).softmax(1)
+        return torch.cat([(box * self.bins).sum(1), cls.sigmoid()], 1)
+
+
+class DeepLab(nn.Module):
+    """A DeepLabV3-style segmenter at 128x128: a stride-8 backbone, ASPP (1x1, 3x3 dilated 2 and 4,
+    an image-pooling branch expanded back over the map), and bilinear logits resized to the input."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.backbone = nn.Sequential(conv_bn_silu(3, 16, 3, 2), conv_bn_silu(16, 32, 3, 2), conv_bn_silu(32, 64, 3, 2))
+        self.branches = nn.ModuleList([conv_bn_silu(64, 32), conv_bn_silu(64, 32, 3, dilation=2),
+                                       conv_bn_silu(64, 32, 3, dilation=4)])
+        self.image = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(64, 32, 1), nn.ReLU())
+        self.project, self.classify = conv_bn_silu(128, 32), nn.Conv2d(32, classes, 1)
+
+    def forward(self, x):
+        f = self.backbone(x)
+        pooled = self.image(f).expand(-1, -1, f.shape[2], f.shape[3])
+        y = self.classify(self.project(torch.cat([b(f) for b in self.branches] + [pooled], 1)))
+        return nn.functional.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+
 #: name: (module factory, input shape at batch 2)
 FAMILIES = {
     "lstm": (LstmClassifier, (2, 20, 40)),
@@ -103,6 +172,8 @@ FAMILIES = {
     "unet": (UNet, (2, 3, 64, 64)),
     "vit": (Vit, (2, 3, 32, 32)),
     "causal": (CausalAttention, (2, 9, 32)),
+    "yolo": (Yolo, (2, 3, 160, 160)),
+    "deeplab": (DeepLab, (2, 3, 128, 128)),
 }
 
 

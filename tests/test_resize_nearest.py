@@ -61,3 +61,19 @@ def test_a_nan_reaches_only_what_samples_it():
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     assert np.isnan(got).sum() == 4  # the one pixel's 2x2 copies
     np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+
+
+def test_an_nchw_upsampling_is_replayed():
+    """Height and width of an NCHW image resize in numba too (as planes of one-value pixels), so a
+    model with a nearest upsampling outside a channels-last region (a YOLO neck with a dynamic
+    batch had one) is replayed: numpy's takes had kept it step by step."""
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 10, 8])],
+                              [helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    p = Predictor(Config(model_path=model, num_threads=1))
+    for seed in range(5):
+        x = np.random.default_rng(seed).standard_normal((2, 3, 5, 4)).astype(np.float32)
+        np.testing.assert_array_equal(p.run({"x": x})["y"], x.repeat(2, axis=2).repeat(2, axis=3))
+    assert "replayed" in p.replay_report(), p.replay_report()

@@ -1,7 +1,8 @@
 """Speech, sensor, segmentation and ViT models as PyTorch exports them (``benchmarks/torch_families.py``):
 torch's outputs at the exported batch and another, every op that does the work on a fast kernel,
 and every family but the UNet replayed (each had a numpy step that kept it step by step: the
-recurrent ops, 1-D convolutions, a class-token Concat, a 5-D permute, a ReduceMean). The UNet's
+recurrent ops, 1-D convolutions, a class-token Concat, a 5-D permute, a ReduceMean; the YOLO's
+channel Slices and NCHW nearest Resize). The UNet's
 ConvTranspose multiplies with numpy's BLAS, which a replay cannot repeat: it runs step by step,
 its other numpy steps (linear Resize, InstanceNormalization, a middle-axis Softmax, a per-channel
 affine) now numba."""
@@ -12,14 +13,16 @@ import pytest
 
 from inference import Config, Predictor
 
-pytestmark = pytest.mark.slow  # six torch exports, each run six times
+pytestmark = pytest.mark.slow  # eight torch exports, each run six times
 torch = pytest.importorskip("torch")
 from benchmarks.torch_families import FAMILIES, build, export, run_torch, sample  # noqa: E402
 
 #: per family, the ops that do its work, which must run on fast kernels
 WORK = {"lstm": {"LSTM"}, "gru": {"GRU", "ReduceMean"}, "conv1d": {"FusedConv", "FusedConvNHWC", "MaxPool", "MaxPoolNHWC"},
         "unet": {"ConvTranspose", "Resize", "InstanceNormalization", "Softmax"}, "vit": {"Softmax", "LayerNormalization"},
-        "causal": {"Transpose", "Softmax"}}
+        "causal": {"Transpose", "Softmax"},
+        "yolo": {"FusedConvNHWC", "Slice", "Split", "Concat", "MaxPoolNHWC", "Resize", "Softmax", "ReduceSum", "Sigmoid"},
+        "deeplab": {"FusedConvNHWC", "Expand", "Resize", "AveragePoolNHWC"}}
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -46,3 +49,17 @@ def test_a_vit_with_unknown_head_shapes_still_counts_its_flops():
     g = p.model.graph
     assert any(g.concrete_shape(n.outputs[0]) is None for n in g.nodes if n.op_type == "Reshape")
     assert 0 < row_flops(g) < MIN_THREADED_FLOPS and serial_rows(g) >= 1
+
+
+def test_a_yolo_under_a_dynamic_batch_runs_channels_last_with_its_chunks_folded():
+    """``chunk`` exports as ``Shape -> Gather(1) -> Add -> Div -> Mul -> Slice``: the channel count
+    it gathers is static under a dynamic batch, so the arithmetic folds, the Slices' outputs get
+    static shapes, the next block's ``Shape`` folds in turn, and the whole backbone is one
+    channels-last region (it had stayed NCHW: 1.9x onnxruntime's time)."""
+    p = Predictor(Config(model_path=export(build("yolo"), sample("yolo", 2)), num_threads=1))
+    ops = [n.op_type for n in p.model.graph.nodes]
+    assert "FusedConv" not in ops and "Conv" not in ops and ops.count("FusedConvNHWC") == 16, ops
+    g = p.model.graph
+    chunks = [n for n in g.nodes if n.op_type == "Slice" and g.type_of(n.inputs[0]).rank == 4]
+    assert len(chunks) == 4 and all(int(g.initializers[n.inputs[3]][0]) == 3 for n in chunks)
+    assert ops.count("Shape") == 1  # the head's batch, which stays symbolic

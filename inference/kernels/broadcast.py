@@ -1,5 +1,6 @@
-"""Where and Expand of float32 in numba, over numpy's broadcast views: the attention-mask arithmetic
-of PyTorch exports (``Where(mask, -inf, 0)``, then ``Expand`` to the heads).
+"""Where, Expand and ConstantOfShape of float32 in numba, over numpy's broadcast views: the
+attention-mask arithmetic of PyTorch exports (``Where(mask, -inf, 0)``, then ``Expand`` to the
+heads), and the zero states of their recurrent layers.
 
 These tensors are small (a (batch, seq) mask) and numpy's loops are as fast, but a kernel replay
 (:mod:`inference.kernel_replay`) repeats only numba calls: a transformer taking an attention mask
@@ -15,7 +16,7 @@ from inference.errors import KernelError
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels.arena_slot import new_output
-from inference.ops import binary, shape_ops
+from inference.ops import binary, generators, shape_ops
 from inference.ops._axes import int_list
 from inference.ops.registry import register
 
@@ -84,4 +85,31 @@ def expand_float32(x, shape):
         return shape_ops.expand(x, shape)
     out = new_output(out_shape)
     copy_rows(*_at_least_2d(out, x))
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def fill_flat(y, value):
+    """``y[:] = value`` for a flat array."""
+    for i in range(y.size):
+        y[i] = value
+
+
+def _float32_fill(node: Node, graph: Graph) -> bool:
+    value = node.attrs.get("value")
+    return value is None or getattr(value, "dtype", None) == np.float32
+
+
+@register("ConstantOfShape", since=9, kind="fast", applies=_float32_fill)
+def constant_of_shape_float32(shape, *, value=None):
+    """A float32 fill in numba. Why: PyTorch exports an LSTM's zero initial state under a dynamic
+    batch as ``ConstantOfShape`` of a computed shape, run each time; numpy's fill kept a CRNN from
+    being replayed."""
+    if value is not None and (getattr(value, "dtype", None) != np.float32 or value.size != 1):
+        return generators.constant_of_shape(shape, value=value)
+    dims = int_list(shape)
+    if any(d < 0 for d in dims):
+        return generators.constant_of_shape(shape, value=value)  # its error
+    out = new_output(tuple(dims))
+    fill_flat(out.reshape(-1), np.float32(0.0 if value is None else value.reshape(-1)[0]))
     return out

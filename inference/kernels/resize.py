@@ -75,6 +75,11 @@ def resize_fast(x, roi=None, scales=None, sizes=None, *, mode="nearest", coordin
         picks[axis] = np.clip(_NEAREST[nearest_mode](coords), 0, in_len - 1).astype(np.int64)
     if x.ndim == 4 and x.dtype == np.float32 and set(picks) <= {1, 2} and picks:
         return _gather_middle(x, picks)
+    if x.ndim == 4 and x.dtype == np.float32 and set(picks) <= {2, 3} and picks:  # NCHW: planes of pixels of 1
+        n, c, h, w = x.shape
+        planes = np.ascontiguousarray(x).reshape(n * c, h, w, 1)
+        y = _gather_middle(planes, {axis - 1: idx for axis, idx in picks.items()})
+        return y.reshape(n, c, y.shape[1], y.shape[2])
     y = x
     for axis, idx in picks.items():
         y = np.take(y, idx, axis=axis)

@@ -26,17 +26,23 @@ def onnx_slice(start: int, end: int, step: int, dim: int) -> slice:
     return slice(start, None if end < 0 else end, step)
 
 
-def _slice(x: np.ndarray, starts, ends, axes=None, steps=None) -> np.ndarray:
+def slice_index(shape: tuple[int, ...], starts, ends, axes=None, steps=None) -> tuple[slice, ...]:
+    """The Python index of ONNX's Slice on a tensor of ``shape`` (lists of ints; axes and steps
+    optional), its inputs checked."""
     if len(starts) != len(ends):
         raise KernelError(f"Slice: {len(starts)} starts but {len(ends)} ends")
-    axes = list(range(len(starts))) if axes is None else normalize_axes(axes, x.ndim, "Slice axes")
+    axes = list(range(len(starts))) if axes is None else normalize_axes(axes, len(shape), "Slice axes")
     steps = [1] * len(starts) if steps is None else steps
     if not len(axes) == len(steps) == len(starts):
         raise KernelError("Slice: starts, ends, axes and steps must have the same length")
-    index = [slice(None)] * x.ndim
+    index = [slice(None)] * len(shape)
     for a, s, e, st in zip(axes, starts, ends, steps):
-        index[a] = onnx_slice(s, e, st, x.shape[a])
-    return np.ascontiguousarray(x[tuple(index)])
+        index[a] = onnx_slice(s, e, st, shape[a])
+    return tuple(index)
+
+
+def _slice(x: np.ndarray, starts, ends, axes=None, steps=None) -> np.ndarray:
+    return np.ascontiguousarray(x[slice_index(x.shape, starts, ends, axes, steps)])
 
 
 @register("Slice", since=1)

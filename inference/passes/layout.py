@@ -16,7 +16,7 @@ MobileNetV2's 3->32 stem on the NCHW tile plus the transpose after it took ~0.95
 1.25 ms on the NCHW tile, ~0.5 read in place. (Transposing the RGB input instead ran 1.4x slower
 than the NCHW tile: 0.80 against 0.56 ms, half the 64-lane tile idle at 32 outputs then, 8 x 48
 tiles now.) Also converted: elementwise ops between them (activations, same-shape
-Add/Sub/Mul/Div/Max/Min, or one operand a per-channel (N, C, 1, 1) gate); Concat, Split and
+Add/Sub/Mul/Div/Max/Min, or one operand a per-channel (N, C, 1, 1) gate); Concat, Split, Slice and
 ``edgelearn::ChannelShuffle`` along the channels (axis 3 once converted); a Resize of the height
 and width alone (nearest or linear, constant scales or sizes, permuted to NHWC's order: the
 standard op on the channels-last tensor; a YOLO-style neck's upsampling had cut its CNN into
@@ -130,6 +130,8 @@ def _channel_axis(g: Graph, n: Node) -> bool:
     along the channels; standing outside, it cut every block out of the channels-last region and
     the whole network stayed NCHW (1.46x onnxruntime's time)."""
     key = (n.domain, n.op_type)
+    if key == ("", "Slice"):
+        return _channel_slice(g, n)
     if key == ("", "Split"):
         sizes = n.input_at(1)
         if not n.inputs[0] or _nchw_type(g, n.inputs[0]) is None or (sizes and constant_value(g, sizes) is None):
@@ -142,6 +144,17 @@ def _channel_axis(g: Graph, n: Node) -> bool:
     else:
         return False
     return axis in (1, -3) and all(o and _nchw_type(g, o) is not None for o in n.outputs)
+
+
+def _channel_slice(g: Graph, n: Node) -> bool:
+    """A Slice (opset 10+) of the channels alone of an NCHW tensor, by constant starts, ends and
+    steps. Why: PyTorch exports ``chunk`` as such Slices once the channel count is known (a
+    YOLOv8-style C2f block under a dynamic batch), which cut each block out of the region."""
+    if len(n.inputs) < 4 or len(n.outputs) != 1 or _nchw_type(g, n.inputs[0]) is None or _nchw_type(g, n.outputs[0]) is None:
+        return False
+    axes = constant_value(g, n.inputs[3])
+    bounds = [constant_value(g, i) for i in n.inputs[1:3] + n.inputs[4:5] if i]
+    return axes is not None and axes.size == 1 and int(axes.reshape(-1)[0]) in (1, -3) and None not in bounds
 
 
 def _resize_ok(g: Graph, n: Node) -> bool:
@@ -209,7 +222,7 @@ def _data_inputs(g: Graph, n: Node) -> list[str]:
         first = 1 if _reads_nchw(g, n) else 0
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 3) and k >= first]
     single = (n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
-              or n.op_type in ("Resize", "Split"))
+              or n.op_type in ("Resize", "Split", "Slice"))
     return [n.inputs[0]] if single else list(n.inputs)
 
 
@@ -316,6 +329,9 @@ def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
         permuted = twin(n.inputs[slot])
         g.initializers.setdefault(permuted, np.ascontiguousarray(constant_value(g, n.inputs[slot])[list(TO_NHWC)]))
         inputs[slot] = permuted
+    if n.op_type == "Slice" and n.domain == "":  # along the channels: axis 3 now
+        inputs[3] = twin(n.inputs[3])
+        g.initializers.setdefault(inputs[3], np.array([3], np.int64))
     if not _is_conv(n):
         attrs = dict(n.attrs)
         if n.op_type in ("Concat", "Split", SHUFFLE):  # along the channels: axis 3 now (Concat-1's default was 1)
