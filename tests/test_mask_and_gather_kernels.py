@@ -119,3 +119,21 @@ def test_other_casts_go_to_the_reference():
     x = _f32(3)
     np.testing.assert_array_equal(cast_to_float32(x, to=7), x.astype(np.int64))
     assert cast_to_float32(x, to=1) is x  # float32 to float32: the input itself
+
+
+@pytest.mark.parametrize("value", [None, np.array([0.0], np.float32), np.array([-2.5], np.float32)])
+def test_constant_of_shape_fills_float32_in_numba(value):
+    from inference.kernels.broadcast import constant_of_shape_float32
+    from inference.ops.generators import constant_of_shape
+    shape = np.array([2, 3, 64], np.int64)
+    got, want = constant_of_shape_float32(shape, value=value), constant_of_shape(shape, value=value)
+    assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_constant_of_shape_of_other_values_goes_to_the_reference():
+    from inference.kernels.broadcast import constant_of_shape_float32
+    got = constant_of_shape_float32(np.array([2, 2], np.int64), value=np.array([7], np.int64))
+    assert got.dtype == np.int64 and got.tolist() == [[7, 7], [7, 7]]
+    with pytest.raises(KernelError, match="negative dim"):
+        constant_of_shape_float32(np.array([2, -1], np.int64))
