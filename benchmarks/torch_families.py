@@ -18,6 +18,8 @@ PyTorch is a test and benchmark peer, never imported by the library.
   computed from ``Shape``; SPPF; nearest upsampling; a DFL box head).
 - ``deeplab``: a DeepLabV3-style segmenter (dilated ASPP, an expanded image-pooling branch,
   bilinear logits at the input's size).
+- ``convnext``: a ConvNeXt (7x7 depthwise convs, each block's MLP channels-last by explicit
+  permutes, a patchify stem).
 """
 from __future__ import annotations
 
@@ -164,6 +166,47 @@ class DeepLab(nn.Module):
         return nn.functional.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
+class ChannelsLastNorm(nn.Module):
+    """ConvNeXt's LayerNorm over the channels of an NCHW map: permute, LayerNorm, permute back."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(c, eps=1e-6)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """A 7x7 depthwise conv, then channels-last by an explicit permute: LayerNorm, Linear 4x, GELU,
+    Linear back, a per-channel layer scale, permuted back for the residual Add."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm, self.up, self.down = nn.LayerNorm(c, eps=1e-6), nn.Linear(c, 4 * c), nn.Linear(4 * c, c)
+        self.scale = nn.Parameter(torch.full((c,), 0.5))
+
+    def forward(self, x):
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        return x + (self.down(nn.functional.gelu(self.up(y))) * self.scale).permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    """A two-stage ConvNeXt at 64x64: a 4x4/4 patch stem, two blocks of 48 channels, a 2x2/2
+    downsampling, two blocks of 96, mean-pooled into a Dense head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 48, 4, 4), ChannelsLastNorm(48))
+        self.stages = nn.Sequential(ConvNeXtBlock(48), ConvNeXtBlock(48), ChannelsLastNorm(48), nn.Conv2d(48, 96, 2, 2),
+                                    ConvNeXtBlock(96), ConvNeXtBlock(96))
+        self.head = nn.Linear(96, 10)
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)).mean((2, 3)))
+
+
 #: name: (module factory, input shape at batch 2)
 FAMILIES = {
     "lstm": (LstmClassifier, (2, 20, 40)),
@@ -174,6 +217,7 @@ FAMILIES = {
     "causal": (CausalAttention, (2, 9, 32)),
     "yolo": (Yolo, (2, 3, 160, 160)),
     "deeplab": (DeepLab, (2, 3, 128, 128)),
+    "convnext": (ConvNeXt, (2, 3, 64, 64)),
 }
 
 

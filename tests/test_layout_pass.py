@@ -417,3 +417,39 @@ def test_split_joins_along_the_channels_only(axis, opset, joins, monkeypatch):
     assert split.inputs[0].endswith(layout.SUFFIX) == joins
     assert split.attrs["axis"] == (3 if joins else axis)
     np.testing.assert_allclose(Session(model).run(x)[0], want, rtol=RTOL, atol=ATOL)
+
+
+def _permuting_block() -> GraphBuilder:
+    """A depthwise conv whose output a user permutes to NHWC (a graph output there, and a Relu on
+    it), and permutes back for a residual Add: ConvNeXt's pattern, one graph output on each side."""
+    rng = np.random.default_rng(9)
+    b = GraphBuilder("permutes", opset=17)
+    x = b.input("x", np.float32, ["N", 32, 10, 10])
+    d = b.op("Conv", x, b.const((rng.standard_normal((32, 1, 3, 3)) * 0.3).astype(np.float32)), group=32, pads=[1] * 4)
+    nhwc = b.op("Transpose", d, perm=[0, 2, 3, 1])
+    b.op("Relu", nhwc, outputs=["side"])
+    back = b.op("Transpose", b.op("Relu", nhwc), perm=[0, 3, 1, 2])
+    b.op("Add", x, back, outputs=["y"])
+    b.output("side", np.float32)
+    b.output("y", np.float32)
+    return b
+
+
+def test_user_permutes_become_identities_in_a_region(monkeypatch):
+    """An exit permute (NCHW -> NHWC) of a region tensor is an Identity of its twin; an entry one
+    (NHWC -> NCHW) into the region makes the twin of its output: no data moved for either, and the
+    outputs on both sides equal onnxruntime's. A Relu on the exit's NHWC tensor stays outside (its
+    rank-4 shape would pass for NCHW)."""
+    monkeypatch.setattr(layout, "MIN_DEPTHWISE_PER_BOUNDARY", 1e-3)  # this small a region pays
+    proto = model_to_proto(_permuting_block().build())
+    model = load_model(proto)
+    optimize(model)
+    g = model.graph
+    perms = [tuple(n.attrs["perm"]) for n in g.nodes if n.op_type == "Transpose"]
+    assert perms.count((0, 2, 3, 1)) == 1 and perms.count((0, 3, 1, 2)) == 1, perms  # the region's in and out only
+    assert any(n.op_type == OP for n in g.nodes)
+    x = np.random.default_rng(1).standard_normal((2, 32, 10, 10)).astype(np.float32)
+    got = Predictor(Config(model_path=proto, num_threads=1)).run({"x": x})
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got["side"], want[0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got["y"], want[1], rtol=RTOL, atol=ATOL)

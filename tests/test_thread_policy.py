@@ -134,3 +134,14 @@ def test_a_symbolic_sequence_length_leaves_the_run_threaded():
     dynamic = Predictor(Config(model_path=proto.SerializeToString(), num_threads=2))
     assert row_flops(dynamic.model.graph) is None
     assert serial_rows(dynamic.model.graph) == dynamic._serial_rows == 0
+
+
+def test_ops_that_move_data_count_no_flops_even_without_shapes():
+    """A Reshape or Transpose whose output shape inference lost still counts 0 FLOPs, so one lost
+    shape does not make a whole model's total unknown (a ViT's had, and its batch 1 ran threaded);
+    an op that computes with an unknown shape stays unknown."""
+    from inference.ir import Graph, Node
+    g = Graph()
+    assert node_flops(g, Node("Reshape", ["x", "s"], ["r"])) == 0
+    assert node_flops(g, Node("Transpose", ["x"], ["t"], {"perm": [1, 0]})) == 0
+    assert node_flops(g, Node("Relu", ["x"], ["y"])) is None

@@ -14,7 +14,8 @@ import numpy as np
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.activations import activate_row
 from inference.kernels.stencil_ir import (MID_ROW, WHOLE_ROW, depthwise3x3_cols, depthwise3x3_mid, depthwise3x3_short,
-                                         depthwise5x5_cols, depthwise5x5_mid, depthwise5x5_short)
+                                         depthwise5x5_cols, depthwise5x5_mid, depthwise5x5_short, depthwise7x7_cols,
+                                         depthwise7x7_mid, depthwise7x7_short)
 from inference.kernels.tile_lanes import clamp_epilogue
 
 
@@ -81,7 +82,7 @@ def _depthwise_row(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha
 
 #: square depthwise windows that run an IR stencil (:mod:`inference.kernels.stencil_ir`); others
 #: run :func:`depthwise_nhwc`
-STENCIL_SIZES = (3, 5)
+STENCIL_SIZES = (3, 5, 7)
 
 
 def depthwise_nhwc_kernel(kh: int, kw: int):
@@ -90,7 +91,7 @@ def depthwise_nhwc_kernel(kh: int, kw: int):
 
 
 def depthwise_stencil_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, code, alpha, beta):
-    """Depthwise 3x3 or 5x5, arguments as :func:`depthwise_nhwc`'s: each output pixel sums its taps
+    """Depthwise 3x3, 5x5 or 7x7, arguments as :func:`depthwise_nhwc`'s: each output pixel sums its taps
     per channel in registers and is clamped there when the activation is one (none, Relu, Clip)
     and no residual follows, one store (one output row per parallel step). The kernel sees rows as
     flat (W*C) vectors, reshaped here: numba compiles a reshape's error path (shape messages,
@@ -102,7 +103,7 @@ def depthwise_stencil_nhwc(x, wt, bias, z, has_z, sh, sw, dh, dw, ph, pw, y, cod
     finish = has_z or not clamps  # the residual, then the activation, in a pass over the row
     if finish:
         amin, amax = np.float32(-np.inf), np.float32(np.inf)
-    kernel = _depthwise3x3 if k == 3 else _depthwise5x5
+    kernel = _depthwise3x3 if k == 3 else _depthwise5x5 if k == 5 else _depthwise7x7
     kernel(x.reshape(n, h, w * c), wt.reshape(k * k * c), bias, z.reshape(z.shape[0], z.shape[1], -1), has_z, c,
            sh, sw, dh, dw, ph, pw, y.reshape(n, oh, ow * c), code, alpha, beta, np.zeros(w * c, np.float32),
            amin, amax, finish)
@@ -156,6 +157,36 @@ def depthwise5x5_row(r0, r1, r2, r3, r4, wt, bias, out, zrow, has_z, c, sw, dw, 
         _finish_row(out, zrow, has_z, code, alpha, beta)
 
 
+@threaded_kernel(fastmath=True)
+def _depthwise7x7(x, wt, bias, z, has_z, c, sh, sw, dh, dw, ph, pw, y, code, alpha, beta, zero, amin, amax, finish):
+    """:func:`_depthwise3x3` over seven rows (``wt`` (49*C,))."""
+    n, oh = x.shape[0], y.shape[1]
+    for r in numba.prange(n * oh):
+        b, yo = r // oh, r % oh
+        iy = yo * sh - ph
+        depthwise7x7_row(_row(x, b, iy, zero), _row(x, b, iy + dh, zero), _row(x, b, iy + 2 * dh, zero),
+                         _row(x, b, iy + 3 * dh, zero), _row(x, b, iy + 4 * dh, zero), _row(x, b, iy + 5 * dh, zero),
+                         _row(x, b, iy + 6 * dh, zero), wt, bias, y[b, yo], z[b, yo] if has_z else zero, has_z, c,
+                         sw, dw, pw, code, alpha, beta, amin, amax, finish)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
+def depthwise7x7_row(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, zrow, has_z, c, sw, dw, pw, code, alpha, beta, amin,
+                     amax, finish):
+    """:func:`depthwise3x3_row` over seven input rows (the IR stencil
+    :func:`~inference.kernels.stencil_ir.depthwise7x7_cols`)."""
+    w, ow = r0.size // c, out.size // c
+    lo, hi = valid_range(pw, 0, sw, w - 6 * dw, ow)  # columns whose taps 0..6 are all inside
+    if ow <= WHOLE_ROW:
+        _short7x7(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
+    elif ow <= MID_ROW:
+        _mid7x7(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
+    else:
+        depthwise7x7_cols(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
+    if finish:
+        _finish_row(out, zrow, has_z, code, alpha, beta)
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=True)
 def depthwise3x3_row(r0, r1, r2, wt, bias, out, zrow, has_z, c, sw, dw, pw, code, alpha, beta, amin, amax, finish):
     """One output row ``out`` (OW*C) of a depthwise 3x3 from its three input rows (W*C each, a
@@ -198,3 +229,13 @@ def _short5x5(r0, r1, r2, r3, r4, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, a
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _mid5x5(r0, r1, r2, r3, r4, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax):
     depthwise5x5_mid(r0, r1, r2, r3, r4, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _short7x7(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax):
+    depthwise7x7_short(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _mid7x7(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax):
+    depthwise7x7_mid(r0, r1, r2, r3, r4, r5, r6, wt, bias, out, lo, hi, ow, w, sw, dw, pw, c, amin, amax)

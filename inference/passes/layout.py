@@ -61,6 +61,7 @@ MIN_DEPTHWISE_PER_BOUNDARY = 1.0
 MIN_GEMM_MACS_PER_BOUNDARY = 1200.0
 MIN_KXK_CHANNELS = 16
 SUFFIX = "__nhwc"
+BOUNDARY = "layout/"  # the names of the transposes at a region's boundary begin so
 
 _UNARY = FUSABLE_ACTIVATIONS + ("Tanh", "Elu", "Softplus", "Identity")
 _BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min")
@@ -195,6 +196,24 @@ def _pool_ok(g: Graph, n: Node, nhwc: set[str]) -> bool:
             and _nchw_type(g, n.outputs[0]) is not None)
 
 
+def _permute(g: Graph, n: Node) -> str | None:
+    """"exit" for a Transpose of a static NCHW image to NHWC, "entry" for one of an NHWC tensor to
+    a static NCHW image; None for anything else. Why: ConvNeXt-style blocks write their channels-last
+    part themselves (``x.permute(0, 2, 3, 1)`` -> LayerNorm -> Linear layers -> ``permute(0, 3, 1, 2)``
+    -> residual Add), and a region's NHWC tensor *is* what an exit makes: in a region an exit is an
+    Identity of the twin and an entry the twin of its input, no data moved. Standing outside, each
+    had cut its block's depthwise convolution off into a region of its own that did not pay, and
+    added its own transpose to the ones the region would have needed."""
+    if n.domain != "" or n.op_type != "Transpose" or len(n.outputs) != 1 or n.name.startswith(BOUNDARY):
+        return None  # a region's own boundary (an earlier run's) stays: the pass converts once
+    perm = tuple(n.attrs.get("perm", ()))
+    if perm == TO_NHWC and _nchw_type(g, n.inputs[0]) is not None:
+        return "exit"
+    if perm == TO_NCHW and _nchw_type(g, n.outputs[0]) is not None:
+        return "entry"
+    return None
+
+
 def _is_pool(n: Node) -> bool:
     return n.domain == "" and (n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL)
 
@@ -205,7 +224,7 @@ def _candidates(g: Graph) -> list[Node]:
     average pool beside a unit's first conv, both reading the stem pool's output)."""
     others = {id(n) for n in g.nodes if not _is_pool(n)
               and (_conv_ok(g, n) if _is_conv(n) else _channel_axis(g, n) or _elementwise_ok(g, n)
-                   or _resize_ok(g, n))}
+                   or _resize_ok(g, n) or _permute(g, n) is not None)}
     nhwc = {t for n in g.nodes if id(n) in others for t in _data_inputs(g, n)}
     found: list[Node] = []
     for n in g.nodes:
@@ -221,6 +240,8 @@ def _data_inputs(g: Graph, n: Node) -> list[str]:
     if _is_conv(n):
         first = 1 if _reads_nchw(g, n) else 0
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 3) and k >= first]
+    if n.op_type == "Transpose":  # a permute (:func:`_permute`): an entry reads a tensor NHWC already
+        return [n.inputs[0]] if _permute(g, n) == "exit" else []
     single = (n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
               or n.op_type in ("Resize", "Split", "Slice"))
     return [n.inputs[0]] if single else list(n.inputs)
@@ -247,7 +268,7 @@ def find_regions(g: Graph) -> list[list[Node]]:
     """Maximal groups of convertible nodes linked by tensors they pass or outside tensors they share."""
     cands = _candidates(g)
     uf = _Regions(cands)
-    producer = {t: n for n in cands for t in n.outputs}
+    producer = {t: n for n in cands if _permute(g, n) != "exit" for t in n.outputs}  # an exit's is not NCHW
     first_reader: dict[str, Node] = {}
     for n in cands:
         for t in _data_inputs(g, n):
@@ -270,7 +291,7 @@ def _numel(g: Graph, name: str) -> int:
 def _boundaries(g: Graph, region: list[Node], consumers: dict[str, list[Node]]) -> tuple[list[str], list[str]]:
     """(outside tensors the region reads as images, region tensors read outside it or output)."""
     ids = {id(n) for n in region}
-    produced = list(dict.fromkeys(t for n in region for t in n.outputs))
+    produced = list(dict.fromkeys(t for n in region if _permute(g, n) != "exit" for t in n.outputs))
     ins = list(dict.fromkeys(t for n in region for t in _data_inputs(g, n) if t not in produced))
     outs = [t for t in produced if t in g.output_names
             or any(id(r) not in ids or t not in _data_inputs(g, r) for r in consumers.get(t, []))]
@@ -314,6 +335,11 @@ class _Names:
 
 
 def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
+    permute = _permute(g, n)
+    if permute == "exit":  # the twin is the NHWC tensor it makes
+        return Node("Identity", [twin(n.inputs[0])], list(n.outputs), {}, "", n.name)
+    if permute == "entry":  # what it reads is the twin of what it makes
+        return Node("Identity", list(n.inputs), [twin(n.outputs[0])], {}, "", n.name)
     rename = {i: twin(i) for i in _data_inputs(g, n)}
     inputs = [rename.get(i, i) for i in n.inputs]
     outputs = [twin(t) for t in n.outputs]
@@ -349,7 +375,7 @@ def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
 
 
 def _transpose(src: str, dst: str, perm: tuple[int, ...]) -> Node:
-    return Node("Transpose", [src], [dst], {"perm": list(perm)}, "", f"layout/{dst}")
+    return Node("Transpose", [src], [dst], {"perm": list(perm)}, "", f"{BOUNDARY}{dst}")
 
 
 def _rewrite(model: Model, regions: list[list[Node]], consumers: dict[str, list[Node]]) -> None:
@@ -368,7 +394,7 @@ def _rewrite(model: Model, regions: list[list[Node]], consumers: dict[str, list[
             before.setdefault(id(first), []).append(_transpose(t, twin(t), TO_NHWC))
             g.value_info[twin(t)] = _nhwc_value(g, t, twin(t))
         for n in region:
-            for t in n.outputs:
+            for t in (n.outputs if _permute(g, n) != "exit" else ()):  # an exit's output keeps its name and type
                 g.value_info[twin(t)] = _nhwc_value(g, t, twin(t))
                 if t in outs:
                     after.setdefault(id(n), []).append(_transpose(twin(t), t, TO_NCHW))
