@@ -54,6 +54,22 @@ def test_a_nan_wins_as_in_numpy(op):
         np.testing.assert_array_equal(fast(x, np.array(axes)), ref(x, np.array(axes)))
 
 
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("length", [1, 15, 16, 17, 1000])
+def test_a_contiguous_run_takes_its_extreme_and_nans_anywhere(op, length):
+    """The last axis's runs go 16 lanes at a time then the tail: NaNs in the first value, the lanes
+    and the tail, and the extreme in each of them, as numpy."""
+    fast, ref = _kernels(op, 18)
+    x = RNG.standard_normal((6, length)).astype(np.float32)
+    x[1, 0] = np.nan
+    x[2, length // 2] = np.nan
+    x[3, -1] = np.nan
+    x[4, -1] = 9.0 if op == "ReduceMax" else -9.0  # the extreme in the tail
+    x[5, 0] = 9.0 if op == "ReduceMax" else -9.0  # and in the first value
+    for keep in (0, 1):
+        np.testing.assert_array_equal(fast(x, np.array([1]), keepdims=keep), ref(x, np.array([1]), keepdims=keep))
+
+
 def test_what_it_does_not_take_goes_to_the_reference():
     fast, ref = _kernels("ReduceSum", 13)
     x = RNG.standard_normal((2, 3, 4)).astype(np.float32)

@@ -51,6 +51,8 @@ def reduce_rows(x, code, y):
                         acc[k] += row[k]
                 for k in range(hi - lo):
                     y[o, lo + k] = acc[k] * scale
+        elif inner == 1:  # a contiguous run (PointNet's max over its points)
+            y[o, 0] = _extreme_run(x[o, :, 0], code == MAX)
         else:
             out = y[o, lo:hi]
             first = x[o, 0, lo:hi]
@@ -63,6 +65,32 @@ def reduce_rows(x, code, y):
                     if (v > m if code == MAX else v < m) or v != v:
                         if m == m:  # a NaN, once there, stays
                             out[k] = v
+
+
+@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _extreme_run(row, largest):
+    """The max (``largest``) or min of a contiguous run, NaN if it holds one. Why 16 running
+    extremes and a NaN flag: the one-value loop, a compare and NaN test per element, ran
+    scalar (PointNet's max of 256 channels over 1024 points: 550 us, numpy 39; this, 89)."""
+    acc = np.empty(16, np.float32)
+    for lane in range(16):
+        acc[lane] = row[0]
+    nan = False
+    j = 0
+    while j + 16 <= row.size:
+        for lane in range(16):
+            v, a = row[j + lane], acc[lane]
+            acc[lane] = v if (v > a if largest else v < a) else a
+            nan |= v != v
+        j += 16
+    m = acc[0]
+    for lane in range(1, 16):
+        m = acc[lane] if (acc[lane] > m if largest else acc[lane] < m) else m
+    for k in range(j, row.size):
+        v = row[k]
+        m = v if (v > m if largest else v < m) else m
+        nan |= v != v
+    return np.float32(np.nan) if nan else m
 
 
 def _run_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, int, int] | None:
