@@ -165,3 +165,25 @@ def test_torch_conv1d_keyword_spotter():
     _check(p.run({"audio": x}), [want])
     assert all(s.kernel.kind != "reference" for s in p.session.steps
                if s.node.op_type.split("NHWC")[0] in WINDOWED | {"GlobalAveragePool", "AveragePool"})
+
+
+def test_a_pointwise_and_a_dilated_depthwise_layer_on_200_steps_are_replayed():
+    """A TCN's layers on a 200-step map (not a multiple of the tile's 64 pixels; small enough that
+    the depthwise layer runs channels-last around the NHWC stencil): the pointwise conv's last,
+    partial pixel block and the depthwise layer's transposes are numba copies into the workspace,
+    so the model is replayed (numpy's copies had kept it step by step)."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), n)
+             for n, s in (("w1", (64, 40, 1)), ("b1", (64,)), ("w2", (64, 1, 3)), ("b2", (64,)))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["d"], group=64, dilations=[2], pads=[2, 2]),
+             helper.make_node("Add", ["d", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "tcn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 40, 200])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64, 200])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    p = Predictor(Config(model_path=proto.SerializeToString(), num_threads=1))
+    s = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    for seed in range(5):
+        x = np.random.default_rng(seed).standard_normal((2, 40, 200)).astype(np.float32)
+        np.testing.assert_allclose(p.run({"x": x})["y"], s.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    assert "x [2, 40, 200] at 1 thread(s): replayed" in p.replay_report(), p.replay_report()

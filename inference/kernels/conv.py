@@ -28,6 +28,7 @@ from inference.kernels.direct_conv import direct_conv3x3, direct_parts, prefer_d
 from inference.kernels.patchify import PatchifyConv, is_patchify
 from inference.kernels.tile_lanes import clamp_epilogue
 from inference.kernels.tile_plan import ConvPlan
+from inference.kernels.transpose import swap_last_two
 from inference.ops._memo import remember
 from inference.ops._window import Window, window_geometry
 from inference.ops.conv import conv as reference_conv
@@ -227,18 +228,29 @@ def _depthwise_flat_planes(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np
 def _depthwise_channels_last(x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, win: Window,
                              code: int, alpha: float, beta: float, keep: bool = False) -> np.ndarray:
     """The channels-last depthwise kernels on NCHW tensors: transposed in, run, transposed back
-    (``keep``: ``w`` is constant, its (kh, kw, C) form is kept from call to call)."""
-    n, c = x.shape[:2]
+    (``keep``: ``w`` is constant, its (kh, kw, C) form is kept from call to call). The transposes
+    are numba's, into the step's workspace: numpy's had kept every model with such a layer from
+    being replayed (a TCN's depthwise Conv1d layers)."""
+    n, c, h, wd = x.shape
     kh, kw = w.shape[2:]
     (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
-    xt = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    xt = _channels_last(x, new_scratch((n, h, wd, c)))
     hwc = lambda v: np.ascontiguousarray(as_f32(v, (c, kh, kw)).transpose(1, 2, 0))  # noqa: E731
     wt = prepacked(w, "hwc", hwc) if keep else hwc(w)
-    zt = np.ascontiguousarray(z.transpose(0, 2, 3, 1), dtype=np.float32) if z is not None else NO_RESIDUAL_4D
-    y = np.empty((n, oh, ow, c), np.float32)
+    zt = _channels_last(as_f32(z, (n, c, oh, ow)), new_scratch((n, oh, ow, c))) if z is not None else NO_RESIDUAL_4D
+    y = new_scratch((n, oh, ow, c))
     kernel = depthwise_nhwc_kernel(kh, kw)
     kernel(xt, wt, bias, zt, z is not None, sh, sw, dh, dw, ph, pw, y, code, alpha, beta)
-    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+    out = new_output((n, c, oh, ow))
+    swap_last_two(y.reshape(n, oh * ow, c), out.reshape(n, c, oh * ow))
+    return out
+
+
+def _channels_last(x: np.ndarray, into: np.ndarray) -> np.ndarray:
+    """NCHW ``x`` written channels-last ``into`` (N, H, W, C)."""
+    n, c, h, w = x.shape
+    swap_last_two(np.ascontiguousarray(x, dtype=np.float32).reshape(n, c, h * w), into.reshape(n, h * w, c))
+    return into
 
 
 def _geometry(x: np.ndarray, w: np.ndarray, auto_pad, dilations, kernel_shape, pads, strides) -> Window:

@@ -219,8 +219,8 @@ def _pointwise_in_place(x_shape: tuple, m: int, group: int) -> Callable[..., Non
         planes = x.reshape(n, c, npix)
         tail = None
         if rem:
-            tail = np.zeros((n, c, NP), np.float32)
-            tail[:, :, :rem] = planes[:, :, full * NP:]
+            tail = new_scratch((n, c, NP))
+            _copy_tail(planes, full * NP, tail)
         yf = y.reshape(-1)
         for from_tail, plane, pbs, p0, i0, i1, first, koff, tiles in calls:
             src = (tail if from_tail else planes)[i0:i1].reshape(-1)
@@ -229,6 +229,22 @@ def _pointwise_in_place(x_shape: tuple, m: int, group: int) -> Callable[..., Non
                   parallel_chunks(tiles), wp.size > src.size, act)
 
     return gemm
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _copy_tail(planes, first, tail):
+    """``tail[i, k]`` = ``planes[i, k, first:]`` then zeros (N, C, NP). In numba: numpy's copy, a
+    step outside the kernels, kept every model with such a layer from being replayed (a 1-D
+    keyword or TCN model's 200-step maps)."""
+    n, c, npix = planes.shape
+    rem = npix - first
+    for i in range(n):
+        for k in range(c):
+            src, dst = planes[i, k], tail[i, k]
+            for j in range(rem):
+                dst[j] = src[first + j]
+            for j in range(rem, dst.size):
+                dst[j] = 0.0
 
 
 def _gemm_on_padded(x: np.ndarray, wp: np.ndarray, bias: np.ndarray, zz: np.ndarray, has_z: bool, y: np.ndarray,
