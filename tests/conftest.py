@@ -10,8 +10,11 @@ import numba
 import numpy as np
 import onnx
 import pytest
+from onnx import helper, numpy_helper
 
+from inference import Config, Predictor
 from inference.builder import GraphBuilder
+from inference.kernel_replay import CAPTURE_AFTER
 from inference.kernels import _jit
 
 LIGHT_MODELS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -140,3 +143,41 @@ def count_step_calls(predictor) -> list[int]:
 
     on_each_step_call(predictor.session, note)
     return count
+
+
+def fast_step_replays_as_onnxruntime(nodes: list, make_feeds: Callable[[np.random.Generator], dict[str, np.ndarray]],
+                                     outputs: dict[str, int], inits: dict[str, np.ndarray], ops: tuple[str, ...],
+                                     opset: int = 17, threads: int = 1, rtol: float = 1e-5,
+                                     atol: float = 1e-6) -> Predictor:
+    """A model of ``nodes`` (feeds from ``make_feeds``, ``outputs``: name -> ONNX elem type):
+    every step of the op types ``ops`` (each present) takes a fast kernel, CAPTURE_AFTER + 3 runs on
+    new feeds match onnxruntime (floats within ``rtol``/``atol``, other types exactly), and the
+    runs are replayed."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    first = make_feeds(rng)
+    graph = helper.make_graph(
+        nodes, "_".join(ops).lower(),
+        [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in first.items()],
+        [helper.make_tensor_value_info(k, t, None) for k, t in outputs.items()],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    proto = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
+                                              strict_mode=True)  # the outputs' shapes, which the checker wants
+    onnx.checker.check_model(proto)
+    p = Predictor(Config(model_path=proto.SerializeToString(), num_threads=threads))
+    kinds = {(s.node.op_type, s.kernel.kind) for s in p.session.steps if s.node.op_type in ops}
+    assert kinds == {(op, "fast") for op in ops}, [(s.node.op_type, s.kernel.kind) for s in p.session.steps]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    for feeds in [first] + [make_feeds(rng) for _ in range(CAPTURE_AFTER + 2)]:
+        got, want = p.run(feeds), sess.run(list(outputs), feeds)
+        for name, w in zip(outputs, want):
+            assert got[name].dtype == w.dtype and got[name].shape == w.shape, name
+            if w.dtype.kind == "f":
+                np.testing.assert_allclose(got[name], w, rtol=rtol, atol=atol, err_msg=name)
+            else:
+                np.testing.assert_array_equal(got[name], w, err_msg=name)
+    assert "replayed" in p.replay_report(), p.replay_report()
+    return p

@@ -6,11 +6,13 @@ passes with full-size temporaries; a row of a transformer's attention or hidden 
 cache, so doing every stage per row reads the tensor from memory once. LayerNormalization's and
 InstanceNormalization's statistics accumulate in float64 like the reference within rounding;
 Softmax's row is 16-lane vectors written in LLVM IR (:mod:`~inference.kernels.softmax_ir`), its
-sum in float32 lanes.
+sum in float32 lanes. LogSoftmax (:mod:`~inference.kernels.log_softmax`) runs through the same
+axis dispatch (:func:`over_axis`) and, over a middle axis, the same columns kernel.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numba
 import numpy as np
@@ -70,11 +72,13 @@ _TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 @threaded_kernel(fastmath=FAST_FINITE)
-def softmax_columns(x, y, scratch):
+def softmax_columns(x, y, scratch, log):
     """Softmax of ``x`` (outer, r, inner) over its middle axis into ``y``: per chunk of columns of
     an outer row, their maxima, the shifted exponentials with their sums, then the scaling (a
-    segmentation head's per-pixel softmax over classes, axis 1 of NCHW). ``scratch`` (outer *
-    chunks, 4, chunk): each chunk's rows (maxima, sums, shifted arguments, exp's int32 bits)."""
+    segmentation head's per-pixel softmax over classes, axis 1 of NCHW); with ``log`` the
+    log-softmax ``(x - max) - log(sum)`` instead of the scaling (:mod:`~inference.kernels.
+    log_softmax`). ``scratch`` (outer * chunks, 4, chunk): each chunk's rows (maxima, sums,
+    shifted arguments, exp's int32 bits)."""
     outer, r, inner = x.shape
     chunk = scratch.shape[2]
     chunks = -(-inner // chunk)
@@ -102,40 +106,67 @@ def softmax_columns(x, y, scratch):
                 if shifted[k] < EXP_FLOOR:  # exp's floor is exp(-87), not 0: a masked entry is 0, as numpy's
                     dst[k] = np.float32(0.0)
                 total[k] += dst[k]
-        for k in range(w):
-            total[k] = np.float32(1.0) / total[k]
-        for j in range(r):
-            dst = y[o, j, lo:lo + w]
+        if log:
             for k in range(w):
-                v = dst[k] * total[k]
-                if v < _TINY:  # not subnormal (each product with one costs a microcode assist)
-                    v = np.float32(0.0)
-                dst[k] = v
+                total[k] = np.log(total[k])
+            for j in range(r):
+                minus_log_sum(x[o, j, lo:lo + w], top, total, y[o, j, lo:lo + w])
+        else:
+            for k in range(w):
+                total[k] = np.float32(1.0) / total[k]
+            for j in range(r):
+                dst = y[o, j, lo:lo + w]
+                for k in range(w):
+                    v = dst[k] * total[k]
+                    if v < _TINY:  # not subnormal (each product with one costs a microcode assist)
+                        v = np.float32(0.0)
+                    dst[k] = v
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)
+def minus_log_sum(src, top, log_sum, dst):
+    """``dst = (src - top) - log_sum`` elementwise, in this order: reassociated (fast-math) as
+    ``src - (top + log_sum)`` it rounds ``log_sum`` to ``top``'s ulp (measured: every output of a
+    row near 1e4 was 9.8e-5 off). ``fastmath=False`` stated, not left out: a function without the
+    option inherits its first caller's fast-math flags when that call compiles it (numba's
+    ``inherit_if_not_set``), and its cache keeps them."""
+    for k in range(dst.size):
+        dst[k] = (src[k] - top[k]) - log_sum[k]
 
 
 @register("Softmax", since=13, kind="fast", applies=float32_input)
 def softmax(x, *, axis=-1):
     if x.dtype != np.float32 or x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         return lookup("Softmax", "", 13).fn(x, axis=axis)
-    axis %= x.ndim
+    return over_axis(x, axis % x.ndim, softmax_rows)
+
+
+#: a kernel of rows: ``(x, y, rows, n)``, ``x`` and ``y`` flat float32 arrays of ``rows`` x ``n``
+RowsKernel = Callable[[np.ndarray, np.ndarray, int, int], None]
+
+
+def over_axis(x: np.ndarray, axis: int, rows_kernel: RowsKernel, log: bool = False) -> np.ndarray:
+    """Softmax (``log``: log-softmax) of float32 ``x`` over ``axis`` (0 <= axis < ndim), in ``x``'s
+    shape: the last axis by ``rows_kernel`` (:func:`of_rows`), another by :func:`softmax_columns`."""
     if axis == x.ndim - 1:
-        return _softmax_of_rows(x, axis)
+        return of_rows(x, axis, rows_kernel)
     y = new_output(x.shape)
     if y.size:
         shape = (math.prod(x.shape[:axis]), x.shape[axis], math.prod(x.shape[axis + 1:]))
         chunk = min(256, shape[2])
         scratch = new_scratch((shape[0] * -(-shape[2] // chunk), 4, chunk))  # the step's workspace: no heap
-        softmax_columns(np.ascontiguousarray(x).reshape(shape), y.reshape(shape), scratch)
+        softmax_columns(np.ascontiguousarray(x).reshape(shape), y.reshape(shape), scratch, log)
     return y
 
 
-def _softmax_of_rows(x: np.ndarray, axis: int) -> np.ndarray:
-    """Softmax of float32 ``x`` flattened to 2-D at ``axis`` (0 <= axis < ndim), row by row, in
-    ``x``'s shape: the last axis alone (opset 13) is ``axis = ndim - 1``."""
+def of_rows(x: np.ndarray, axis: int, rows_kernel: RowsKernel = softmax_rows) -> np.ndarray:
+    """Float32 ``x`` flattened to 2-D at ``axis`` (0 <= axis < ndim), each row through
+    ``rows_kernel`` (softmax's, or log-softmax's), in ``x``'s shape: the last axis alone (opset
+    13) is ``axis = ndim - 1``."""
     rows, n = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
     y = new_output(x.shape)
     if y.size:
-        softmax_rows(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), rows, n)
+        rows_kernel(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), rows, n)
     return y
 
 
@@ -145,7 +176,7 @@ def softmax_flattened(x, *, axis=1):
     head in squeezenet and shufflenet, opset 9: the reference took 0.13 ms of numpy for it)."""
     if x.dtype != np.float32 or x.ndim == 0 or not -x.ndim <= axis < x.ndim:
         return lookup("Softmax", "", 1).fn(x, axis=axis)
-    return _softmax_of_rows(x, axis % x.ndim)
+    return of_rows(x, axis % x.ndim)
 
 
 def _layer_norm_applies(node: Node, graph: Graph) -> bool:

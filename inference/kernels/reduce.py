@@ -20,6 +20,7 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
+from inference.kernels.arg_reduce import extreme_into
 from inference.ops.reduce import _REDUCTIONS, _normalize_axes
 from inference.ops.registry import lookup, register
 
@@ -51,8 +52,6 @@ def reduce_rows(x, code, y):
                         acc[k] += row[k]
                 for k in range(hi - lo):
                     y[o, lo + k] = acc[k] * scale
-        elif inner == 1:  # a contiguous run (PointNet's max over its points)
-            y[o, 0] = _extreme_run(x[o, :, 0], code == MAX)
         else:
             out = y[o, lo:hi]
             first = x[o, 0, lo:hi]
@@ -67,30 +66,15 @@ def reduce_rows(x, code, y):
                             out[k] = v
 
 
-@numba.njit(cache=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def _extreme_run(row, largest):
-    """The max (``largest``) or min of a contiguous run, NaN if it holds one. Why 16 running
-    extremes and a NaN flag: the one-value loop, a compare and NaN test per element, ran
-    scalar (PointNet's max of 256 channels over 1024 points: 550 us, numpy 39; this, 89)."""
-    acc = np.empty(16, np.float32)
-    for lane in range(16):
-        acc[lane] = row[0]
-    nan = False
-    j = 0
-    while j + 16 <= row.size:
-        for lane in range(16):
-            v, a = row[j + lane], acc[lane]
-            acc[lane] = v if (v > a if largest else v < a) else a
-            nan |= v != v
-        j += 16
-    m = acc[0]
-    for lane in range(1, 16):
-        m = acc[lane] if (acc[lane] > m if largest else acc[lane] < m) else m
-    for k in range(j, row.size):
-        v = row[k]
-        m = v if (v > m if largest else v < m) else m
-        nan |= v != v
-    return np.float32(np.nan) if nan else m
+@threaded_kernel()
+def extreme_rows(x, largest, y):
+    """``y[i]`` = the max (``largest``) or min of the contiguous row ``x[i]``, NaN if it holds one,
+    a row per parallel step. Why apart from :func:`reduce_rows`: a run per row is ArgMax's keyed
+    pass (:func:`~inference.kernels.arg_reduce.extreme_into`, integer compares that vectorise);
+    the one-value loop, a float compare and NaN test per element, ran scalar (PointNet's max of
+    256 channels over 1024 points: 550 us, numpy 39)."""
+    for i in numba.prange(x.shape[0]):
+        extreme_into(x[i], largest, y[i:i + 1])
 
 
 def _run_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -122,7 +106,10 @@ def _reduce(op: str, data, axes, keepdims: int, noop: int, reference):
         tuple(d for a, d in enumerate(data.shape) if a not in norm)
     y = new_output(shape)
     outer, r, inner = plan
-    reduce_rows(np.ascontiguousarray(data).reshape(outer, r, inner), _CODES[op], y.reshape(outer, inner))
+    if inner == 1 and _CODES[op] in (MAX, MIN):  # a contiguous run per output (PointNet's max over its points)
+        extreme_rows(np.ascontiguousarray(data).reshape(outer, r), _CODES[op] == MAX, y.reshape(outer))
+    else:
+        reduce_rows(np.ascontiguousarray(data).reshape(outer, r, inner), _CODES[op], y.reshape(outer, inner))
     return y
 
 
