@@ -20,6 +20,9 @@ PyTorch is a test and benchmark peer, never imported by the library.
   bilinear logits at the input's size).
 - ``convnext``: a ConvNeXt (7x7 depthwise convs, each block's MLP channels-last by explicit
   permutes, a patchify stem).
+- ``crnn``: a CRNN text recogniser (convs to one row, a bidirectional LSTM, LogSoftmax).
+- ``tcn``: a Conv-TasNet-style separator (PReLU, GroupNorm, dilated depthwise Conv1d).
+- ``pointnet``: PointNet's classifier (per-point 1x1 Conv1d layers, a max over the points).
 """
 from __future__ import annotations
 
@@ -207,6 +210,55 @@ class ConvNeXt(nn.Module):
         return self.head(self.stages(self.stem(x)).mean((2, 3)))
 
 
+class Crnn(nn.Module):
+    """A CRNN text recogniser on 32x100 grey crops: convs and pools down to one row, its columns
+    as time steps into a bidirectional LSTM, per-step class log-probabilities (a CTC head)."""
+
+    def __init__(self, classes: int = 37):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(1, 32, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, 1, 1),
+                                   nn.ReLU(), nn.MaxPool2d((2, 1)), nn.Conv2d(64, 64, 3, 1, 1), nn.BatchNorm2d(64),
+                                   nn.ReLU(), nn.MaxPool2d((8, 1)))
+        self.rnn, self.head = nn.LSTM(64, 64, bidirectional=True, batch_first=True), nn.Linear(128, classes)
+
+    def forward(self, x):
+        return self.head(self.rnn(self.convs(x).squeeze(2).permute(0, 2, 1))[0]).log_softmax(-1)
+
+
+class Tcn(nn.Module):
+    """A Conv-TasNet-style temporal conv net on 40 features x 200 frames: blocks of a pointwise conv,
+    PReLU, a one-group GroupNorm, a dilated depthwise conv (1, 2, 4, 8), PReLU, GroupNorm, a
+    pointwise conv back, with residuals; a sigmoid mask over the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.out = nn.Conv1d(40, 64, 1), nn.Conv1d(64, 40, 1)
+        self.blocks = nn.ModuleList([nn.Sequential(
+            nn.Conv1d(64, 128, 1), nn.PReLU(), nn.GroupNorm(1, 128),
+            nn.Conv1d(128, 128, 3, padding=2 ** i, dilation=2 ** i, groups=128), nn.PReLU(), nn.GroupNorm(1, 128),
+            nn.Conv1d(128, 64, 1)) for i in range(4)])
+
+    def forward(self, x):
+        y = self.inp(x)
+        for block in self.blocks:
+            y = y + block(y)
+        return torch.sigmoid(self.out(y)) * x
+
+
+class PointNet(nn.Module):
+    """PointNet's classifier on 1024 points: shared per-point layers (1x1 Conv1d, BatchNorm, ReLU),
+    a max over the points, a Dense head."""
+
+    def __init__(self):
+        super().__init__()
+        self.points = nn.Sequential(nn.Conv1d(3, 64, 1), nn.BatchNorm1d(64), nn.ReLU(), nn.Conv1d(64, 128, 1),
+                                    nn.BatchNorm1d(128), nn.ReLU(), nn.Conv1d(128, 256, 1))
+        self.head = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.head(self.points(x).amax(2))
+
+
 #: name: (module factory, input shape at batch 2)
 FAMILIES = {
     "lstm": (LstmClassifier, (2, 20, 40)),
@@ -218,6 +270,9 @@ FAMILIES = {
     "yolo": (Yolo, (2, 3, 160, 160)),
     "deeplab": (DeepLab, (2, 3, 128, 128)),
     "convnext": (ConvNeXt, (2, 3, 64, 64)),
+    "crnn": (Crnn, (2, 1, 32, 100)),
+    "tcn": (Tcn, (2, 40, 200)),
+    "pointnet": (PointNet, (2, 3, 1024)),
 }
 
 

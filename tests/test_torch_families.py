@@ -2,7 +2,8 @@
 torch's outputs at the exported batch and another, every op that does the work on a fast kernel,
 and every family but the UNet replayed (each had a numpy step that kept it step by step: the
 recurrent ops, 1-D convolutions, a class-token Concat, a 5-D permute, a ReduceMean; the YOLO's
-channel Slices and NCHW nearest Resize). The UNet's
+channel Slices and NCHW nearest Resize; a CRNN's LogSoftmax and zero LSTM state; a TCN's PReLUs and
+the copies around its small-map depthwise convs; PointNet's max). The UNet's
 ConvTranspose multiplies with numpy's BLAS, which a replay cannot repeat: it runs step by step,
 its other numpy steps (linear Resize, InstanceNormalization, a middle-axis Softmax, a per-channel
 affine) now numba."""
@@ -13,7 +14,7 @@ import pytest
 
 from inference import Config, Predictor
 
-pytestmark = pytest.mark.slow  # nine torch exports, each run six times
+pytestmark = pytest.mark.slow  # twelve torch exports, each run six times
 torch = pytest.importorskip("torch")
 from benchmarks.torch_families import FAMILIES, build, export, run_torch, sample  # noqa: E402
 
@@ -23,7 +24,10 @@ WORK = {"lstm": {"LSTM"}, "gru": {"GRU", "ReduceMean"}, "conv1d": {"FusedConv", 
         "causal": {"Transpose", "Softmax"},
         "yolo": {"FusedConvNHWC", "Slice", "Split", "Concat", "MaxPoolNHWC", "Resize", "Softmax", "ReduceSum", "Sigmoid"},
         "deeplab": {"FusedConvNHWC", "Expand", "Resize", "AveragePoolNHWC"},
-        "convnext": {"FusedConvNHWC", "LayerNormalization", "FusedMatMul", "ReduceMean"}}
+        "convnext": {"FusedConvNHWC", "LayerNormalization", "FusedMatMul", "ReduceMean"},
+        "crnn": {"FusedConvNHWC", "MaxPoolNHWC", "LSTM", "LogSoftmax"},
+        "tcn": {"PRelu", "InstanceNormalization", "Conv", "FusedConv"},
+        "pointnet": {"FusedConv", "Conv", "ReduceMax"}}
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
