@@ -22,8 +22,9 @@ and width alone (nearest or linear, constant scales or sizes, permuted to NHWC's
 standard op on the channels-last tensor; a YOLO-style neck's upsampling had cut its CNN into
 regions too small to pay); and Max/Average pools, global ones included
 (``edgelearn::MaxPoolNHWC``/``AveragePoolNHWC``, a global pool as one window over the map), when
-what they read is channels-last anyway. Nodes connected through NHWC tensors, or reading the same
-outside tensor, form one region. Transposes go only at a region's boundary: one into NHWC per
+what they read is channels-last anyway; and a model's own permutes between NCHW and NHWC (a
+ConvNeXt block's), which become Identities (:func:`_permute`). Nodes connected through NHWC
+tensors, or reading the same outside tensor, form one region. Transposes go only at a region's boundary: one into NHWC per
 outside tensor a region reads, one back to NCHW (under the original name) per region tensor
 something else reads or the graph outputs.
 
