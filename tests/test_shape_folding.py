@@ -94,5 +94,7 @@ def test_inferred_types_only_ever_refine():
     assert not _refines(TensorType(f, ("N", 4)), TensorType(f, ("N", 4)))  # nothing new
     assert not _refines(TensorType(f, ("N", 5)), TensorType(f, ("N", 4)))  # a contradiction keeps the old
     assert not _refines(TensorType(f, ("N", "M")), TensorType(f, (2, 4)))  # less known
+    assert _refines(TensorType(f, ("N", 4)), TensorType(f, ("unk__1", "unk__2")))  # names may change with it
+    assert not _refines(TensorType(f, ("unk__3", "M")), TensorType(f, ("N", "M")))  # names alone: nothing new
     assert not _refines(TensorType(f, ("N", 4, 1)), TensorType(f, ("N", "M")))  # another rank
     assert not _refines(TensorType(onnx.TensorProto.INT64, ("N", 4)), TensorType(f, ("N", "M")))

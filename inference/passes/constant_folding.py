@@ -115,13 +115,16 @@ def _infer_again(model: Model, node: Node) -> list[str]:
 
 def _refines(new, old) -> bool:
     """Whether type ``new`` tells more than ``old`` and contradicts nothing it says: it only
-    replaces symbolic or unknown dims (or an unknown shape) by what the fold made known."""
+    replaces symbolic or unknown dims (or an unknown shape), some of them by static ones the fold
+    made known (no type is traded for one that only names its symbolic dims otherwise)."""
     if not isinstance(new, TensorType) or new.shape is None or new == old:
         return False
     if not isinstance(old, TensorType) or old.shape is None:
         return old is None or (isinstance(old, TensorType) and old.elem_type in (0, new.elem_type))
+    pairs = list(zip(old.shape, new.shape))
     return (old.elem_type == new.elem_type and len(old.shape) == len(new.shape)
-            and all(not isinstance(o, int) or o == n for o, n in zip(old.shape, new.shape)))
+            and all(o == n or not isinstance(o, int) for o, n in pairs)
+            and any(isinstance(n, int) and not isinstance(o, int) for o, n in pairs))
 
 
 def _keep_outputs_produced(model: Model) -> None:

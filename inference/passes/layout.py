@@ -24,9 +24,9 @@ regions too small to pay); and Max/Average pools, global ones included
 (``edgelearn::MaxPoolNHWC``/``AveragePoolNHWC``, a global pool as one window over the map), when
 what they read is channels-last anyway; and a model's own permutes between NCHW and NHWC (a
 ConvNeXt block's), which become Identities (:func:`_permute`). Nodes connected through NHWC
-tensors, or reading the same outside tensor, form one region. Transposes go only at a region's boundary: one into NHWC per
-outside tensor a region reads, one back to NCHW (under the original name) per region tensor
-something else reads or the graph outputs.
+tensors, or reading the same outside tensor, form one region. Transposes go only at a region's
+boundary: one into NHWC per outside tensor a region reads, one back to NCHW (under the original
+name) per region tensor something else reads or the graph outputs.
 
 The rule for converting a region, either of: the output elements (per sample) of its depthwise
 convolutions are at least :data:`MIN_DEPTHWISE_PER_BOUNDARY` times the elements its boundary
@@ -152,7 +152,7 @@ def _channel_slice(g: Graph, n: Node) -> bool:
     """A Slice (opset 10+) of the channels alone of an NCHW tensor, by constant starts, ends and
     steps. Why: PyTorch exports ``chunk`` as such Slices once the channel count is known (a
     YOLOv8-style C2f block under a dynamic batch), which cut each block out of the region."""
-    if len(n.inputs) < 4 or len(n.outputs) != 1 or _nchw_type(g, n.inputs[0]) is None or _nchw_type(g, n.outputs[0]) is None:
+    if len(n.inputs) < 4 or len(n.outputs) != 1 or None in (_nchw_type(g, n.inputs[0]), _nchw_type(g, n.outputs[0])):
         return False
     axes = constant_value(g, n.inputs[3])
     bounds = [constant_value(g, i) for i in n.inputs[1:3] + n.inputs[4:5] if i]
