@@ -1,8 +1,8 @@
-"""The fast comparisons of float32 tensors and logic of bool ones (``inference.kernels.compare``)
-give the reference's bool outputs for same-shape operands, a one-element operand on either side
-and any other numpy broadcast, with NaN, infinities and signed zeros, at one and two threads;
-what they do not take goes to the reference; a model of masks takes them, is replayed and
-matches onnxruntime."""
+"""The fast comparisons of float32 and int64 tensors and logic of bool ones
+(``inference.kernels.compare``) give the reference's bool outputs for same-shape operands, a
+one-element operand on either side and any other numpy broadcast, with NaN, infinities and signed
+zeros, at one and two threads; what they do not take goes to the reference; models of masks (of
+floats, of token ids) take them, are replayed and match onnxruntime."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,9 +36,15 @@ def _floats(shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
 @pytest.mark.parametrize("a_shape, b_shape", SHAPES, ids=str)
-def test_comparisons_equal_the_reference(a_shape, b_shape, threads):
-    a, b = _floats(a_shape), _floats(b_shape)
+def test_comparisons_equal_the_reference(a_shape, b_shape, dtype, threads):
+    if dtype is np.float32:
+        a, b = _floats(a_shape), _floats(b_shape)
+    else:  # token ids: few distinct values, so equal pairs everywhere, and the int64 extremes
+        a, b = RNG.integers(-2, 3, a_shape), RNG.integers(-2, 3, b_shape)
+        a.reshape(-1)[:1] = np.iinfo(np.int64).max
+        b.reshape(-1)[-1:] = np.iinfo(np.int64).min
     for op in COMPARISONS:
         fast, ref = _kernels(op)
         got, want = fast(a, b), ref(a, b)
@@ -107,3 +113,20 @@ def test_a_model_of_masks_is_replayed_and_matches_onnxruntime(num_threads):
     outputs = {"y": onnx.TensorProto.BOOL, "above_too": onnx.TensorProto.BOOL, "below_too": onnx.TensorProto.BOOL}
     fast_step_replays_as_onnxruntime(nodes, feeds, outputs, {"t": np.float32([0.25])}, COMPARISONS + LOGIC + ("Not",),
                                      threads=num_threads)
+
+
+def test_a_mask_made_from_token_ids_is_replayed():
+    """``ids != pad`` (Equal then Not) and ``ids < vocab`` on int64 ids, as a model makes its
+    attention mask: the int64 comparisons take the fast kernel, so the model is replayed (on the
+    reference it had run step by step)."""
+    nodes = [helper.make_node("Equal", ["ids", "pad"], ["is_pad"]), helper.make_node("Not", ["is_pad"], ["keep"]),
+             helper.make_node("Less", ["ids", "vocab"], ["known"]), helper.make_node("And", ["keep", "known"], ["y"])]
+
+    def feeds(rng):
+        ids = rng.integers(0, 60, (2, 16))
+        ids[:, 12:] = 0  # padded
+        return {"ids": ids}
+
+    fast_step_replays_as_onnxruntime(nodes, feeds, {"y": onnx.TensorProto.BOOL},
+                                     {"pad": np.array(0, np.int64), "vocab": np.array([50], np.int64)},
+                                     ("Equal", "Less", "Not", "And"))

@@ -1,5 +1,5 @@
-"""Fast comparisons of float32 tensors (Equal, Less, Greater, LessOrEqual, GreaterOrEqual) and
-logic of bool ones (Not, And, Or, Xor), with numpy's broadcasting, in numba; bool outputs.
+"""Fast comparisons of float32 or int64 tensors (Equal, Less, Greater, LessOrEqual, GreaterOrEqual)
+and logic of bool ones (Not, And, Or, Xor), with numpy's broadcasting, in numba; bool outputs.
 
 Why: the reference runs these as numpy ufuncs, which a kernel replay (:mod:`inference.
 kernel_replay`) cannot repeat: the masks of a PyTorch export (``x > threshold``, ``Equal`` of two
@@ -30,7 +30,6 @@ import numba
 import numpy as np
 
 from inference.ir import Graph, Node, TensorType
-from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
 from inference.ops.registry import lookup, register
@@ -41,6 +40,7 @@ EQUAL, LESS, GREATER, LESS_EQUAL, GREATER_EQUAL, AND, OR, XOR = range(8)
 MIRROR = {EQUAL: EQUAL, LESS: GREATER, GREATER: LESS, LESS_EQUAL: GREATER_EQUAL, GREATER_EQUAL: LESS_EQUAL,
           AND: AND, OR: OR, XOR: XOR}
 _BOOL = 9  # ONNX's TensorProto.BOOL
+_ELEM_TYPES = {np.dtype(np.float32): 1, np.dtype(np.int64): 7, np.dtype(np.bool_): _BOOL}  # ONNX's, per dtype
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
@@ -188,17 +188,26 @@ def _row_map(lead: tuple[int, ...], own: tuple[int, ...]) -> np.ndarray:
     return rows
 
 
-def _binary(op_type: str, since: int, code: int, dtype: type) -> None:
+def _binary(op_type: str, since: int, code: int, dtypes: tuple[type, ...]) -> None:
     reference = lookup(op_type, "", since).fn
+    kinds = tuple(np.dtype(d) for d in dtypes)
+    elem_types = {_ELEM_TYPES[d] for d in kinds}
 
     def kernel(a, b):
-        if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype == dtype):
+        if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and a.dtype in kinds):
             return reference(a, b)
         y = _run(a, b, code)
         return reference(a, b) if y is None else y
 
+    def applies(node: Node, graph: Graph) -> bool:
+        """The first input is of one of ``dtypes``, or its type is only known at run time (checked
+        again there)."""
+        t = graph.type_of(node.inputs[0])
+        return not isinstance(t, TensorType) or t.elem_type in elem_types
+
     kernel.__name__ = kernel.__qualname__ = f"fast_{op_type.lower()}"
-    register(op_type, since=since, kind="fast", applies=float32_input if dtype is np.float32 else _bool_input)(kernel)
+    register(op_type, since=since, kind="fast", applies=applies)(kernel)
+
 
 
 def _bool_input(node: Node, graph: Graph) -> bool:
@@ -207,11 +216,12 @@ def _bool_input(node: Node, graph: Graph) -> bool:
     return not isinstance(t, TensorType) or t.elem_type == _BOOL
 
 
+#: comparisons take int64 too: a mask a model makes from its token ids (``ids != pad``, ``ids == eos``)
 for _op, _since, _code in (("Equal", 7, EQUAL), ("Less", 7, LESS), ("Greater", 7, GREATER),
                            ("LessOrEqual", 12, LESS_EQUAL), ("GreaterOrEqual", 12, GREATER_EQUAL)):
-    _binary(_op, _since, _code, np.float32)
+    _binary(_op, _since, _code, (np.float32, np.int64))
 for _op, _code in (("And", AND), ("Or", OR), ("Xor", XOR)):
-    _binary(_op, 7, _code, np.bool_)
+    _binary(_op, 7, _code, (np.bool_,))
 
 
 @register("Not", since=1, kind="fast", applies=_bool_input)
