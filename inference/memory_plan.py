@@ -21,7 +21,7 @@ from inference.session import Session, ValueShapes
 ALIGN = 64  # bytes: cache-line aligned offsets
 IN_PLACE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Add", "Sub", "Mul", "Div", "Neg", "Exp",
                 "Log", "Sqrt", "Abs", "Erf", "HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Gelu",
-                "Identity", "Dropout", "BatchNormalization", "Sum", "Max", "Min",
+                "Identity", "Dropout", "BatchNormalization", "Sum", "Max", "Min", "PRelu",
                 "SqueezeExciteNHWC"}  # ours: its means are taken before any output is written
 #: ops whose kernels may return a view of their first input (a reshape, slice, split, broadcast):
 #: their outputs live in that input's block

@@ -96,3 +96,21 @@ def test_a_model_of_prelus_is_replayed_and_matches_onnxruntime(num_threads):
              for i in range(8)]
     fast_step_replays_as_onnxruntime(nodes, lambda rng: {"x": rng.standard_normal((1, 128, 200)).astype(np.float32)},
                                      {"y": onnx.TensorProto.FLOAT}, slopes, ("PRelu",), threads=num_threads)
+
+
+def test_a_prelu_runs_in_place_of_its_dying_input():
+    """PRelu is elementwise (each output from its own input element and a slope), so the memory
+    plan gives it its dying input's block (``memory_plan.IN_PLACE_OPS``); outputs still match
+    onnxruntime through the arena and the replay."""
+    from inference.memory_plan import plan_memory
+    nodes = [helper.make_node("Mul", ["x", "two"], ["doubled"]), helper.make_node("PRelu", ["doubled", "slope"], ["p"]),
+             helper.make_node("Add", ["p", "x"], ["y"])]
+
+    def feeds(rng):
+        return {"x": rng.standard_normal((2, 16, 30)).astype(np.float32)}
+
+    p = fast_step_replays_as_onnxruntime(nodes, feeds, {"y": onnx.TensorProto.FLOAT},
+                                         {"two": np.float32([2.0]), "slope": (RNG.random((16, 1)) * 0.5).astype(np.float32)},
+                                         ("PRelu",))
+    plan = plan_memory(p.session, batch=2)
+    assert plan.buffers["p"].shares_with == "doubled", plan.report()
