@@ -40,11 +40,11 @@ def fold_constants(model: Model) -> bool:
         if node.op_type in NONDETERMINISTIC or node.domain != "" or node.has_subgraphs():
             continue
         values = [constant_value(g, i) if i else None for i in node.inputs]
-        if node.op_type in ("Shape", "Size") and values[0] is None:
+        if node.op_type == "Size" and values[0] is None:
             values[0] = _shape_stand_in(g, node.inputs[0])
         partial = bool(values) and values[0] is None and (
             node.op_type == "Shape" or (node.op_type in ("Gather", "Slice") and node.inputs[0] in shapes))
-        if node.op_type == "Shape" and partial:  # its start and end may leave the symbolic dims out
+        if node.op_type == "Shape" and partial:  # static, or its start and end leave the symbolic dims out
             outs = [_partial_shape(g, node)]
         else:
             if partial:
