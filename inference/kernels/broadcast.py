@@ -2,10 +2,10 @@
 attention-mask arithmetic of PyTorch exports (``Where(mask, -inf, 0)``, then ``Expand`` to the
 heads), and the zero states of their recurrent layers.
 
-These tensors are small (a (batch, seq) mask) and numpy's loops are as fast, but a kernel replay
-(:mod:`inference.kernel_replay`) repeats only numba calls: a transformer taking an attention mask
-ran step by step. The operands are broadcast by numpy (views with zero strides, made in Python, so
-a replay reads the feeds' buffers through them) and walked row by row of the last axis.
+These tensors are small (a (batch, seq) mask) and numpy's loops are about as fast, but a kernel
+replay (:mod:`inference.kernel_replay`) repeats only numba calls: a transformer taking an attention
+mask ran step by step. The operands are read at their broadcast strides through windows on their
+own memory (:mod:`inference.kernels.strided`), so a replay reads the feeds' buffers.
 """
 from __future__ import annotations
 
@@ -16,40 +16,14 @@ from inference.errors import KernelError
 from inference.ir import Graph, Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels.arena_slot import new_output
+from inference.kernels.strided import copy_strided, strided, where_strided
 from inference.ops import binary, generators, shape_ops
 from inference.ops._axes import int_list
 from inference.ops.registry import register
 
-#: Expand's outputs larger than this go to numpy, whose copy of a broadcast view is 2-3x faster than
-#: our strided row loop on large ones (8 x 4 x 128 x 128 from one 128-row: 97 us against 33). Where
-#: has no limit: against numpy's ``where`` the loop is faster at every size measured (a causal mask
-#: over 4 x 512 x 512 scores: 358 us against 606)
+#: Expand's outputs larger than this go to numpy, whose copy of a broadcast view is ~3x faster on
+#: large ones (one thread: (1, 128) to (4096, 4, 1, 128), 210 us against 630 as rows of 128)
 MAX_ELEMENTS = 1 << 16
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def where_rows(c, x, y, out):
-    """``out = c ? x : y`` for arrays of one shape, rank >= 2 (any strides, zero included)."""
-    for idx in np.ndindex(out.shape[:-1]):
-        cc, xx, yy, oo = c[idx], x[idx], y[idx], out[idx]
-        for j in range(oo.size):
-            oo[j] = xx[j] if cc[j] else yy[j]
-
-
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def copy_rows(x, out):
-    """``out = x`` for arrays of one shape, rank >= 2 (``x`` any strides, zero included)."""
-    for idx in np.ndindex(out.shape[:-1]):
-        xx, oo = x[idx], out[idx]
-        for j in range(oo.size):
-            oo[j] = xx[j]
-
-
-def _at_least_2d(out: np.ndarray, *operands: np.ndarray) -> list[np.ndarray]:
-    """``operands`` broadcast to ``out``'s shape (read-only views), then ``out``, each with leading
-    axes of 1 up to rank 2."""
-    lead = (None,) * max(0, 2 - out.ndim)
-    return [np.broadcast_to(a, out.shape)[lead] for a in operands] + [out[lead]]
 
 
 def _where_applies(node: Node, graph: Graph) -> bool:
@@ -63,13 +37,13 @@ def where_float32(condition, x, y):
             and type(y) is np.ndarray and x.dtype == y.dtype == np.float32):
         return binary.where(condition, x, y)
     try:
-        shape = np.broadcast_shapes(condition.shape, x.shape, y.shape)
+        s = strided(condition, x, y)
     except ValueError:
         return binary.where(condition, x, y)  # its error
-    if not np.prod(shape, dtype=np.int64):
+    if s is None or not s.size:
         return binary.where(condition, x, y)
-    out = new_output(shape)
-    where_rows(*_at_least_2d(out, condition, x, y))
+    out = new_output(s.out_shape)
+    where_strided(s.shape, s.strides, s.offsets, *s.windows, out.reshape(-1))
     return out
 
 
@@ -78,13 +52,13 @@ def expand_float32(x, shape):
     if type(x) is not np.ndarray or x.dtype != np.float32:
         return shape_ops.expand(x, shape)
     try:
-        out_shape = np.broadcast_shapes(x.shape, tuple(int_list(shape)))
+        s = strided(x, shape=tuple(int_list(shape)))
     except (ValueError, KernelError):
         return shape_ops.expand(x, shape)  # its error
-    if not 0 < np.prod(out_shape, dtype=np.int64) <= MAX_ELEMENTS:
+    if s is None or not 0 < s.size <= MAX_ELEMENTS:
         return shape_ops.expand(x, shape)
-    out = new_output(out_shape)
-    copy_rows(*_at_least_2d(out, x))
+    out = new_output(s.out_shape)
+    copy_strided(s.shape, s.strides, s.offsets, s.windows[0], out.reshape(-1))
     return out
 
 

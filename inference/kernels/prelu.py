@@ -14,8 +14,8 @@ The slope, right-aligned to ``x``'s shape as numpy broadcasts it, varies along a
 axes in the common cases, so ``x`` is (outer, C, inner) with ``slope[c]`` for row (o, c): a scalar
 slope is C = 1, a per-channel (C, 1, 1) one inner = H W, a (C,) one over the last axis inner = 1,
 a same-shape one outer = inner = 1. :func:`prelu_flat` walks that flat, in chunks two threads
-split. Other slopes (varying along axes apart) go through :func:`prelu_rows` over numpy's broadcast
-view, as :mod:`~inference.kernels.broadcast` does. One multiply and one compare, as the reference:
+split. Other slopes (varying along axes apart) go through :func:`prelu_strided`, read at their
+broadcast strides (:mod:`inference.kernels.strided`). One multiply and one compare, as the reference:
 the results are bitwise its (a NaN stays NaN, -0 stays -0). Other dtypes, and slopes that do not
 broadcast to ``x`` (the reference names the error), go to the reference
 (:mod:`inference.ops.activation`); opset 6's 1-D per-channel slope is reshaped as the reference does.
@@ -30,7 +30,7 @@ import numpy as np
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
-from inference.kernels.broadcast import _at_least_2d
+from inference.kernels.strided import advance, strided
 from inference.ops.registry import lookup, register
 
 _CHUNK = 1 << 14  # elements per parallel work item
@@ -71,10 +71,19 @@ def _by_row(xs, ss, ys):
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def prelu_rows(x, slope, y):
-    """``y = prelu(x)`` for arrays of one shape, rank >= 2 (``slope`` any strides, zero included)."""
-    for idx in np.ndindex(y.shape[:-1]):
-        _by_row(x[idx], slope[idx], y[idx])
+def prelu_strided(shape, strides, offsets, x, slope, y):
+    """``y = prelu(x)`` into the flat contiguous ``y``, ``x`` and ``slope`` read at their strides
+    (:mod:`inference.kernels.strided`)."""
+    inner = shape[shape.size - 1]
+    index = np.zeros(shape.size, np.int64)
+    at = offsets.copy()
+    sx, ss = strides[0, shape.size - 1], strides[1, shape.size - 1]
+    for o in range(0, y.size, inner):
+        ox, os_ = at[0], at[1]
+        for j in range(inner):
+            v = x[ox + j * sx]
+            y[o + j] = v * slope[os_ + j * ss] if v < 0 else v
+        advance(index, shape, strides, at)
 
 
 def channel_run(shape: tuple[int, ...], slope_shape: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -103,11 +112,13 @@ def prelu(x, slope):
     plan = channel_run(x.shape, slope.shape)
     if plan is None:
         try:
-            s = np.broadcast_to(slope, x.shape)  # a read-only view: a replay reads the slope through it
+            s = strided(x, slope, shape=x.shape)  # windows on their memory: a replay reads them through these
         except ValueError:
             return lookup("PRelu", "", 7).fn(x, slope)  # its error
+        if s is None or s.out_shape != x.shape:  # not a window, or a slope broadcasting x up
+            return lookup("PRelu", "", 7).fn(x, slope)
         y = new_output(x.shape)
-        prelu_rows(*_at_least_2d(y, x, s))
+        prelu_strided(s.shape, s.strides, s.offsets, *s.windows, y.reshape(-1))
         return y
     y = new_output(x.shape)
     prelu_flat(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(slope).reshape(-1), y.reshape(-1), plan[2])

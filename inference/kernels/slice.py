@@ -6,7 +6,7 @@ whole model step by step: a YOLO-style C2f block's ``chunk`` along the channels 
 Slices, and channels-last (:mod:`inference.passes.layout`) every channel slice is strided. The
 index is the reference's own (:func:`inference.ops.indexing.slice_index`), so clamping, negative
 steps and errors are the same. A part taken along one axis with step 1 is copied as a band of
-columns of (outer rows, the rest) by the threads; any other part element by element.
+columns of (outer rows, the rest) by the threads; any other part at its strides (:mod:`inference.kernels.strided`).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import math
 import numpy as np
 
 from inference.kernels._applies import float32_input
-from inference.kernels.broadcast import copy_rows
 from inference.kernels.row_copies import copy_from_columns
+from inference.kernels.strided import copy_into
 from inference.ops._axes import int_list
 from inference.ops.indexing import slice_, slice_index
 from inference.ops.registry import register
@@ -36,6 +36,6 @@ def slice_float32(x, starts, ends, axes=None, steps=None):
         axis = moved[0]
         rows, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
         copy_from_columns(x.reshape(rows, -1), y.reshape(rows, -1), index[axis].start * inner)
-    else:
-        copy_rows(part if part.ndim >= 2 else part[None], y if y.ndim >= 2 else y[None])
+    elif not copy_into(part, y):
+        return slice_(x, starts, ends, axes, steps)
     return y
