@@ -510,3 +510,20 @@ def test_replays_are_bounded_by_the_bytes_they_hold(ds_cnn, monkeypatch):
     for x in _inputs(3, (1, 1, 49, 10), CAPTURE_AFTER + 4):
         q.run({"input": x})
     assert captures[0] == 1 and _states(q) == ["refused"]
+
+
+def test_argument_types_are_numba_s_own():
+    """A capture resolves each call's overload from remembered argument types: each must be the
+    type numba's dispatch gives (else the call runs through the dispatch, or a wrong overload)."""
+    from inference.kernels.strided import copy_strided
+
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    frozen = a.copy()
+    frozen.flags.writeable = False
+    values = [a, a.T, a[:, ::2], frozen, a.astype(np.float64), a.astype(">f4"), np.zeros((0, 3), np.int64),
+              np.ones((), bool), np.float32(1.5), np.int64(3), np.bool_(True), 1.5, True, 7, -(2**40), 2**63,
+              (1, 2), None, "text"]
+    for v in values:
+        assert kernel_replay._numba_type(copy_strided, v) == copy_strided.typeof_pyval(v), v
+    for v in values:  # again, from what was remembered
+        assert kernel_replay._numba_type(copy_strided, v) == copy_strided.typeof_pyval(v), v
