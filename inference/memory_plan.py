@@ -9,6 +9,7 @@ a Predictor's runs allocate from (:mod:`inference.arena`), what sizes the batch 
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -154,18 +155,20 @@ def _assign_offsets(plan: MemoryPlan) -> None:
         root = _root(plan, b.name)
         size, first, last = blocks.get(root.name, (root.size, root.first, root.last))
         blocks[root.name] = (max(size, b.size), min(first, b.first), max(last, b.last))
-    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
+    placed: list[tuple[int, int, int, int]] = []  # offset, aligned end, first, last; by offset
     offsets: dict[str, int] = {}
     for name, (size, first, last) in sorted(blocks.items(), key=lambda kv: (-kv[1][0], kv[1][1])):
-        live = sorted((o, s) for o, s, f, l in placed if f <= last and first <= l)
         best, best_gap, cursor = None, None, 0
-        for o, s in live:
+        for o, end, f, l in placed:  # in offset order, kept so: no sort per block (~60% of a plan's time)
+            if f > last or l < first:
+                continue  # not alive with this block
             gap = o - cursor
             if gap >= size and (best_gap is None or gap < best_gap):
                 best, best_gap = cursor, gap
-            cursor = max(cursor, _align(o + s))
+            if end > cursor:
+                cursor = end
         offset = best if best is not None else cursor
-        placed.append((offset, size, first, last))
+        bisect.insort(placed, (offset, _align(offset + size), first, last))
         offsets[name] = offset
         plan.peak_bytes = max(plan.peak_bytes, offset + size)
     for b in plan.buffers.values():
