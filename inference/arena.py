@@ -13,9 +13,9 @@ a result that views the block where the plan did not expect a view (a kernel tha
 input as is) or that views the workspace is copied out, so nothing reads a region after its
 next tenant wrote it, and graph outputs never live in the block.
 
-The block and the workspace are the session's, sized by the largest batch seen; the plans (a few
-slots each) are kept per batch size. A run that finds them in use by another thread allocates
-as before.
+The block and the workspace are the session's, sized by the largest batch seen (grown by half
+again, :func:`grown`); the plans (a few slots each) are kept per batch size. A run that finds them
+in use by another thread allocates as before.
 
 A graph whose symbolic dims are not all the batch (a transformer exported with a dynamic
 sequence length; sizes computed at run time) cannot be planned from its inferred shapes: those
@@ -44,6 +44,19 @@ from inference.shape_values import feed_signature
 #: before its third run had been captured without the arena (BERT with lengths drawn from 8-128:
 #: ~1.6 MB of numpy arrays held per replay; a capture now waits for a plan)
 KEPT_PLANS = 64
+
+
+#: how much a block or workspace grows past what a larger plan needs: half again its old size, at most
+#: this much more. Why: growing it replaces it, which drops every kernel replay recorded on it, and a
+#: decoder's sequence grows a token a run: grown to fit, a GPT-style model's 60-token generation had
+#: replaced its block 60 times, each then captured anew (3-4 runs' time) on its next use
+GROWTH_CAP = 8 << 20
+
+
+def grown(size: int, needed: int) -> int:
+    """The new size of a block of ``size`` bytes that must hold ``needed``: exactly that the first
+    time, then at least half again the old size (up to :data:`GROWTH_CAP` more)."""
+    return needed if size == 0 else max(needed, size + min(size // 2, GROWTH_CAP))
 
 
 def arenas_for(session: Session) -> "Arenas | None":
@@ -151,7 +164,7 @@ class Arenas:
             while len(self._plans) > KEPT_PLANS:
                 self._plans.popitem(last=False)
             if plan.plan.peak_bytes > self.block.size:
-                self.block, self._owner = _aligned(plan.plan.peak_bytes)
+                self.block, self._owner = _aligned(grown(self.block.size, plan.plan.peak_bytes))
             return plan.lay_on(self.block)
         except BaseException:
             self._lock.release()
@@ -173,7 +186,7 @@ class Arenas:
     def release(self, scratch_wanted: int) -> None:
         """End the run; the workspace grows to what its largest step asked for."""
         if scratch_wanted > self.workspace.size:
-            self.workspace, self._scratch_owner = _aligned(scratch_wanted)
+            self.workspace, self._scratch_owner = _aligned(grown(self.workspace.size, scratch_wanted))
         self._lock.release()
 
     def hold(self) -> bool:

@@ -313,6 +313,31 @@ def test_a_symbolic_sequence_length_is_planned_from_a_run_of_it():
     _runs_alike(model, [_sequence_feeds(n, n) for n in (7, 7, 100, 7, 100, 100, 3)])
 
 
+def test_a_longer_sequence_keeps_the_shorter_ones_replays():
+    """A decoder's sequence grows a token a run: grown just to fit, each longer one replaced the
+    block and dropped every replay recorded on it. Grown by half again, a token more fits."""
+    from inference.arena import grown
+    from inference.kernel_replay import CAPTURE_AFTER, Replay
+
+    p = Predictor(Config(model_path=_sequence_model(), num_threads=1))
+    short, longer, longest = _sequence_feeds(40, 0), _sequence_feeds(41, 1), _sequence_feeds(42, 2)
+    for feeds in (short, short, longer, longer):  # planned at 40 tokens, grown at 41: room for 60
+        p.run(feeds)
+    for _ in range(CAPTURE_AFTER + 1):
+        want = p.run(short)["y"]
+    block = p.session.arenas.block
+    for _ in range(2):  # the second run is planned: more than 41 tokens took, less than the block
+        p.run(longest)
+    assert p.session.arenas.block is block
+    replays = [e for e in p.session.replays._entries.values() if isinstance(e, Replay)]
+    assert len(replays) == 1 and replays[0].block is block
+    uses = replays[0].uses
+    np.testing.assert_array_equal(p.run(short)["y"], want)
+    assert replays[0].uses == uses + 1  # replayed, not captured again
+    assert grown(0, 100) == 100 and grown(100, 120) == 150 and grown(100, 400) == 400
+    assert grown(64 << 20, (64 << 20) + 1) == (72 << 20)  # at most GROWTH_CAP more
+
+
 def test_a_run_of_a_planned_sequence_length_allocates_no_activation_memory():
     pooled, plain = (Predictor(Config(model_path=_sequence_model(), num_threads=1, kernel_replay=False,
                                       memory_arena=arena)) for arena in (True, False))
