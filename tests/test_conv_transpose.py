@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from inference import Config, Predictor
-from inference.kernels.conv_transpose import conv_transpose_fast
+from inference.kernels.conv_transpose import conv_transpose_fast, interleave_taps, scatter_taps
 from inference.ops.conv_transpose import conv_transpose
 
 GRID = [  # kernel, stride, dilation, pad, output_padding, group, auto_pad, output_shape
@@ -39,6 +39,22 @@ def test_matches_the_reference_over_the_attributes(nd):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(attrs))
         checked += 1
     assert checked > 300
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_a_kernel_as_large_as_its_stride_is_written_once_and_bitwise_the_scatter(k, threads):
+    """UNet's 2x2/2: the taps tile the output, each pixel bias + one product, as the scatter adds it."""
+    rng = np.random.default_rng(k)
+    contrib = rng.standard_normal((2, 3, k, k, 5, 7)).astype(np.float32)
+    bias = rng.standard_normal(3).astype(np.float32)
+    once, added = (np.full((2, 3, 5 * k, 7 * k), np.nan, np.float32) for _ in range(2))
+    interleave_taps(contrib, bias, once)
+    scatter_taps(contrib, bias, k, k, 1, 1, 0, 0, added)
+    np.testing.assert_array_equal(once, added)
+    x = rng.standard_normal((2, 4, 5, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 3, k, k)).astype(np.float32)
+    np.testing.assert_allclose(conv_transpose_fast(x, w, bias, strides=[k, k]), conv_transpose(x, w, bias, strides=[k, k]),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_other_ranks_and_types_go_to_the_reference():

@@ -5,7 +5,8 @@ reference does the products as one matmul (kept here: BLAS does it well) and the
 kernel tap with a strided numpy add into a zeroed, padded array, crops it and adds the bias: a
 UNet's 32 -> 16 channel 2x2/2 layer on 32x32 maps (batch 2) took ~400 us that way. Here one
 numba pass per output plane writes the bias, adds every tap's contributions inside the crop and
-never makes the uncropped array; the plane goes to the step's arena slot.
+never makes the uncropped array; the plane goes to the step's arena slot. A kernel as large as its
+stride (UNet's 2x2/2) tiles the output: each pixel is then written once (:func:`interleave_taps`).
 """
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ def conv_transpose_fast(x, w, b=None, *, auto_pad="NOTSET", dilations=None, grou
     m = contrib.shape[1]
     bias = np.zeros(m, np.float32) if b is None else np.ascontiguousarray(b, dtype=np.float32).reshape(m)
     planes = y.reshape(contrib.shape[:2] + (1 if y.ndim == 3 else y.shape[2], y.shape[-1]))
-    scatter_taps(contrib, bias, strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1], planes)
+    if tuple(kernel) == tuple(strides) and tuple(dilations) == (1, 1) and tuple(begin) == (0, 0) \
+            and planes.shape[2:] == (x.shape[2] * strides[0], x.shape[3] * strides[1]):
+        interleave_taps(contrib, bias, planes)  # every output pixel one tap's: written once
+    else:
+        scatter_taps(contrib, bias, strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1], planes)
     return y
 
 
@@ -69,3 +74,30 @@ def scatter_taps(contrib, bias, sh, sw, dh, dw, ph, pw, y):
                     row, s = plane[oy], src[i]
                     for j in range(j0, j1):
                         row[j * sw + off] += s[j]
+
+
+@threaded_kernel()
+def interleave_taps(contrib, bias, y):
+    """``y[n, m, i*kh + ki, j*kw + kj] = bias[m] + contrib[n, m, ki, kj, i, j]``: the kernel as large
+    as the stride, no pads or dilation (a UNet's 2x2/2 up-convolution), so the taps tile the output
+    and each pixel is written once. A tap's row goes to every kw-th pixel of an output row; with
+    the row's kw taps in one loop the stores interleave and vectorise, where :func:`scatter_taps`'
+    add through a stride of 2 ran one element at a time (64 -> 32 channels, 56x56 -> 112x112, one
+    thread: 321 -> 43 us; bitwise the same, one add either way)."""
+    n, m, kh, kw, h, w = contrib.shape
+    for t in numba.prange(n * m):
+        i_n, i_m = t // m, t % m
+        plane, b = y[i_n, i_m], bias[i_m]
+        for i in range(h):
+            for ki in range(kh):
+                row = plane[i * kh + ki]
+                if kw == 2:
+                    s0, s1 = contrib[i_n, i_m, ki, 0, i], contrib[i_n, i_m, ki, 1, i]
+                    for j in range(w):
+                        row[2 * j] = s0[j] + b
+                        row[2 * j + 1] = s1[j] + b
+                else:
+                    for kj in range(kw):
+                        s = contrib[i_n, i_m, ki, kj, i]
+                        for j in range(w):
+                            row[j * kw + kj] = s[j] + b
