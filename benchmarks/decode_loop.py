@@ -1,0 +1,111 @@
+"""Token-by-token greedy generation with a GPT-style decoder (nanoGPT's shape: token and learned
+position embeddings, a causal ``masked_fill`` over the scores, pre-norm blocks, tanh GELU),
+exported with a dynamic batch and sequence length and fed the whole sequence at every step: ours
+against onnxruntime, the same prompts generated in passes, in one process.
+
+Each step's length is new to the first pass; a Predictor runs a shape step by step until it has
+seen it (noting its shapes, then planning its arena), then captures a kernel replay, so the
+passes show what a server that keeps generating pays on the way to replays and after.
+
+Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/decode_loop.py [--threads 1] [--tokens 48]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from inference import Config, Predictor  # noqa: E402
+
+nn = torch.nn
+
+
+class GptDecoder(nn.Module):
+    """A small nanoGPT: its next-token logits for the last position of ``ids`` (batch, length)."""
+
+    def __init__(self, vocab: int = 500, dim: int = 128, heads: int = 4, layers: int = 2, context: int = 64):
+        super().__init__()
+        self.heads, self.dim = heads, dim
+        self.tokens, self.positions = nn.Embedding(vocab, dim), nn.Parameter(torch.randn(1, context, dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(dict(norm1=nn.LayerNorm(dim), qkv=nn.Linear(dim, 3 * dim), out=nn.Linear(dim, dim),
+                               norm2=nn.LayerNorm(dim), up=nn.Linear(dim, 4 * dim), down=nn.Linear(4 * dim, dim)))
+            for _ in range(layers))
+        self.register_buffer("mask", torch.tril(torch.ones(context, context)).view(1, 1, context, context))
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab, bias=False)
+
+    def forward(self, ids):
+        b, t = ids.shape
+        h, d = self.heads, self.dim // self.heads
+        x = self.tokens(ids) + self.positions[:, :t]
+        for block in self.blocks:
+            q, k, v = block["qkv"](block["norm1"](x)).split(self.dim, 2)
+            q, k, v = (a.view(b, t, h, d).transpose(1, 2) for a in (q, k, v))
+            scores = (q @ k.transpose(-2, -1)) * d ** -0.5
+            scores = scores.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf")).softmax(-1)
+            x = x + block["out"]((scores @ v).transpose(1, 2).reshape(b, t, self.dim))
+            x = x + block["down"](nn.functional.gelu(block["up"](block["norm2"](x)), approximate="tanh"))
+        return self.head(self.norm(x))[:, -1]
+
+
+def export(module: nn.Module, length: int = 8) -> bytes:
+    """``module`` as torch.onnx writes it, ``ids`` with a dynamic batch and length."""
+    buf = io.BytesIO()
+    ids = torch.zeros((1, length), dtype=torch.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (ids,), buf, opset_version=17, input_names=["ids"], output_names=["logits"],
+                          dynamic_axes={"ids": {0: "batch", 1: "length"}}, dynamo=False)
+    return buf.getvalue()
+
+
+def generate(run, prompt: np.ndarray, tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy generation of ``tokens`` after ``prompt`` (1, n) by ``run`` (ids -> logits): the
+    sequence and each step's seconds."""
+    ids, times = prompt, []
+    for _ in range(tokens):
+        start = time.perf_counter()
+        logits = run(ids)
+        times.append(time.perf_counter() - start)
+        ids = np.concatenate([ids, logits.argmax(-1)[:, None].astype(np.int64)], axis=1)
+    return ids, np.array(times)
+
+
+def main() -> int:
+    import onnxruntime as ort
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tokens", type=int, default=48)
+    p.add_argument("--passes", type=int, default=4)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    proto = export(GptDecoder())
+    prompt = np.array([[1, 2, 3]], np.int64)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    peer = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
+    ours = Predictor(Config(model_path=proto, num_threads=args.threads))
+    ours.run({"ids": prompt})  # compile and load outside the timing; the passes' lengths are all new
+    print(f"GPT-style decoder (2 layers, 128 wide), {args.tokens} tokens greedy after 3, {args.threads} thread(s)")
+    print("| pass | ours ms | onnxruntime ms | ours / onnxruntime | ours median step ms | onnxruntime median step ms | same tokens |")
+    print("|---|---|---|---|---|---|---|")
+    for n in range(args.passes):
+        want, peer_times = generate(lambda ids: peer.run(None, {"ids": ids})[0], prompt, args.tokens)
+        got, our_times = generate(lambda ids: ours.run({"ids": ids})["logits"], prompt, args.tokens)
+        print(f"| {n + 1} | {our_times.sum() * 1e3:.1f} | {peer_times.sum() * 1e3:.1f} | "
+              f"{our_times.sum() / peer_times.sum():.2f}x | {np.median(our_times) * 1e3:.3f} | "
+              f"{np.median(peer_times) * 1e3:.3f} | {np.array_equal(got, want)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Greedy generation with a GPT-style decoder exported with a dynamic batch and length
+(``benchmarks/decode_loop.py``): every step a new length, the sequence fed whole. The tokens are
+torch's own, pass after pass while the Predictor learns each length's shapes, plans its arena,
+captures its replay and replays it, its arena block replaced only a few times as lengths grow."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference import Config, Predictor
+
+torch = pytest.importorskip("torch")
+from benchmarks.decode_loop import GptDecoder, export, generate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    torch.manual_seed(3)
+    module = GptDecoder(vocab=60, dim=32, heads=2, layers=1, context=24).eval()
+    return module, export(module)
+
+
+def _torch_logits(module):
+    def run(ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(ids)).numpy()
+
+    return run
+
+
+def test_generation_is_torch_s_pass_after_pass_and_ends_replayed(decoder):
+    module, proto = decoder
+    prompt = np.array([[5, 9]], np.int64)
+    want, _ = generate(_torch_logits(module), prompt, 12)
+    p = Predictor(Config(model_path=proto, num_threads=1))
+    blocks = []  # the arena block after each step: replacing it drops every replay recorded on it
+
+    def run(ids):
+        logits = p.run({"ids": ids})["logits"]
+        if not blocks or blocks[-1] is not p.session.arenas.block:
+            blocks.append(p.session.arenas.block)
+        return logits
+
+    for _ in range(4):  # learn the shapes, plan, capture, replay
+        got, _ = generate(run, prompt, 12)
+        np.testing.assert_array_equal(got, want)
+    report = p.replay_report()
+    assert report.count("replayed") == 12, report  # lengths 2..13, each replayed on the last pass
+    # planned in growing order, the block grew by half again, not a token at a time (12 blocks)
+    sizes = [b.size for b in blocks if b.size]
+    assert len(sizes) <= 6, sizes
+
+
+def test_a_batch_of_prompts_generates_as_torch(decoder):
+    module, proto = decoder
+    prompt = np.array([[1, 2, 3], [7, 7, 0]], np.int64)
+    p = Predictor(Config(model_path=proto, num_threads=2))
+    for _ in range(3):
+        got, _ = generate(lambda ids: p.run({"ids": ids})["logits"], prompt, 6)
+        np.testing.assert_array_equal(got, generate(_torch_logits(module), prompt, 6)[0])
