@@ -6,7 +6,9 @@ kernel tap with a strided numpy add into a zeroed, padded array, crops it and ad
 UNet's 32 -> 16 channel 2x2/2 layer on 32x32 maps (batch 2) took ~400 us that way. Here one
 numba pass per output plane writes the bias, adds every tap's contributions inside the crop and
 never makes the uncropped array; the plane goes to the step's arena slot. A kernel as large as its
-stride (UNet's 2x2/2) tiles the output: each pixel is then written once (:func:`interleave_taps`).
+stride (UNet's 2x2/2) tiles the output: each pixel is then written once (:func:`interleave_taps`);
+overlapping taps at a stride of 1 or 2 (a GAN's 4x4/2) are summed by column phase, then
+interleaved (:func:`phase_taps`).
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ def conv_transpose_fast(x, w, b=None, *, auto_pad="NOTSET", dilations=None, grou
     if tuple(kernel) == tuple(strides) and tuple(dilations) == (1, 1) and tuple(begin) == (0, 0) \
             and planes.shape[2:] == (x.shape[2] * strides[0], x.shape[3] * strides[1]):
         interleave_taps(contrib, bias, planes)  # every output pixel one tap's: written once
+    elif tuple(dilations) == (1, 1) and min(begin) >= 0 and strides[1] <= 2:
+        phase_taps(contrib, bias, strides[0], strides[1], begin[0], begin[1], planes)
     else:
         scatter_taps(contrib, bias, strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1], planes)
     return y
@@ -101,3 +105,52 @@ def interleave_taps(contrib, bias, y):
                         s = contrib[i_n, i_m, ki, kj, i]
                         for j in range(w):
                             row[j * kw + kj] = s[j] + b
+
+
+@threaded_kernel()
+def phase_taps(contrib, bias, sh, sw, ph, pw, y):
+    """:func:`scatter_taps` for no dilation, pads >= 0 and a column stride ``sw`` of 1 or 2, a row
+    at a time: output column ``v - pw`` (``v = q*sw + r``) sums the taps ``kj = r + t*sw`` of input
+    column ``q - t``, so each tap's row is added whole, shifted, into its phase ``r``'s sums (a
+    vectorised add), and the phases are then interleaved into the row with the bias. The scatter
+    had added through a stride of 2 one element at a time (a 4x4/2 from 128 to 64 channels, 28x28
+    -> 56x56, one thread: 660 -> 270 us)."""
+    n, m, kh, kw, h, w = contrib.shape
+    oh, ow = y.shape[2], y.shape[3]
+    qn = (ow - 1 + pw) // sw + 1
+    for t in numba.prange(n * m):
+        i_n, i_m = t // m, t % m
+        plane, b = y[i_n, i_m], bias[i_m]
+        acc = np.empty((sw, qn), np.float32)
+        for oy in range(oh):
+            u = oy + ph
+            a, base = u % sh, u // sh
+            for r in range(sw):
+                line = acc[r]
+                for q in range(qn):
+                    line[q] = 0
+            for ki in range(a, kh, sh):
+                i = base - (ki - a) // sh
+                if i < 0 or i >= h:
+                    continue
+                for kj in range(kw):
+                    shift = kj // sw
+                    q1 = min(qn, shift + w)
+                    if q1 <= shift:
+                        continue
+                    d, s = acc[kj % sw, shift:q1], contrib[i_n, i_m, ki, kj, i]
+                    for j in range(q1 - shift):
+                        d[j] += s[j]
+            row = plane[oy]
+            if sw == 2:
+                even, odd = acc[pw % 2, pw // 2:], acc[(pw + 1) % 2, (pw + 1) // 2:]
+                half = ow // 2
+                for q in range(half):
+                    row[2 * q] = even[q] + b
+                    row[2 * q + 1] = odd[q] + b
+                if ow % 2:
+                    row[ow - 1] = even[half] + b
+            else:
+                line = acc[0, pw:]
+                for q in range(ow):
+                    row[q] = line[q] + b
