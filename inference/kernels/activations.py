@@ -14,7 +14,7 @@ import numpy as np
 
 from inference.errors import KernelError
 from inference.kernels._jit import threaded_kernel
-from inference.kernels.vmath import erf_row, sigmoid_row
+from inference.kernels.vmath import FAST_FINITE, erf_row, sigmoid_row
 
 NONE, RELU, CLIP, LEAKY_RELU, SIGMOID, HARD_SIGMOID, HARD_SWISH, GELU, GELU_TANH, SILU = range(10)
 #: not an activation a fused op may name: the standalone Erf op's code for :func:`activate_row`
@@ -71,10 +71,14 @@ def _sigmoid(v):
     return e / (1 + e)
 
 
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, error_model="numpy", fastmath=FAST_FINITE)
 def activate_row(row, code, alpha, beta):
     """``row`` through activation ``code`` in place; one loop per code so each loop vectorises
-    (a per-element branch on ``code`` ran several times slower)."""
+    (a per-element branch on ``code`` ran several times slower). Its flags stated: left out, the
+    first kernel to call it set them for every caller and the on-disk cache (numba's
+    ``inherit_if_not_set``): ``fastmath=True`` (no NaN, no inf) when a depthwise convolution came
+    first, none when an epilogue did. :data:`FAST_FINITE` keeps NaN and inf IEEE; its ``contract``
+    made HardSigmoid 0.19 -> 0.15 ns per element."""
     n = row.size
     if code == RELU:
         for k in range(n):
