@@ -3,7 +3,8 @@
 Why CSR, not block-sparse: magnitude pruning (``compress.prune``) zeroes weights one by one, so
 the zeros have no block structure. At 90% random sparsity a 1x4 block is all-zero with
 probability 0.9**4 = 0.66, so a 1x4 block format would still store 34% of the blocks, 3.4x the
-multiply-adds of CSR; CSR does only the nonzeros' work.
+multiply-adds of CSR; CSR does only the nonzeros' work. What the zeros would add for an inf or a
+NaN input (0 * inf is NaN) is added after the loops, by a scan of the input (:func:`zero_weight_nans`).
 
 One format and one loop serve every op: the weight is seen as rows of output channels
 (``W^T`` of a matrix product, ``W`` of a convolution) over (input channel, tap row, tap column),
@@ -81,6 +82,10 @@ class CsrWeight:
     tj: np.ndarray  # int32 (nnz,) tap column
     vals: np.ndarray  # float32 (nnz,)
     rows: int
+    #: the same nonzeros by tap ``t = (channel*kh + tap row)*kw + tap column``: the rows storing tap
+    #: ``t`` are ``trows[tptr[t]:tptr[t + 1]]`` (ascending), what :func:`zero_weight_nans` reads
+    tptr: np.ndarray  # int64 (C*kh*kw + 1,)
+    trows: np.ndarray  # int32 (nnz,)
 
     @property
     def nnz(self) -> int:
@@ -92,11 +97,16 @@ def to_csr(w4: np.ndarray) -> CsrWeight:
     if w4.ndim != 4:
         raise KernelError(f"sparse weight must be viewed as (rows, C, kh, kw), got shape {w4.shape}")
     r, c, i, j = np.nonzero(w4)
-    counts = np.bincount(r, minlength=w4.shape[0])
     indptr = np.zeros(w4.shape[0] + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
+    np.cumsum(np.bincount(r, minlength=w4.shape[0]), out=indptr[1:])
+    _, kh, kw = w4.shape[1:]
+    tap = (c.astype(np.int64) * kh + i) * kw + j
+    taps = w4.shape[1] * kh * kw
+    tptr = np.zeros(taps + 1, np.int64)
+    np.cumsum(np.bincount(tap, minlength=taps), out=tptr[1:])
     return CsrWeight(indptr, c.astype(np.int32), i.astype(np.int32), j.astype(np.int32),
-                     np.ascontiguousarray(w4[r, c, i, j], dtype=np.float32), int(w4.shape[0]))
+                     np.ascontiguousarray(w4[r, c, i, j], dtype=np.float32), int(w4.shape[0]),
+                     tptr, r[np.argsort(tap, kind="stable")].astype(np.int32))
 
 
 def sparsity(w: np.ndarray) -> float:
@@ -177,6 +187,98 @@ def sparse_gather(x, indptr, chan, vals, y):
             y[r, n] = acc
 
 
+# -- the zero weights' share of a non-finite input ----------------------------------------------------
+# The loops above skip zero weights, but the dense product (the reference's, onnxruntime's) adds
+# 0 * x for them too, which is NaN for an inf or a NaN x: the output is NaN wherever a non-finite
+# input meets a zero weight (the stored weights carry it through their own products). These run
+# after the loops, in numba so a kernel replay repeats them, and without fast-math: under nnan/ninf
+# LLVM may fold the finiteness tests away. A finite input costs one vectorised scan of it.
+_FLOAT32_MAX = np.float32(np.finfo(np.float32).max)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)
+def _all_finite(a):
+    """Whether no element of 1-D ``a`` is an inf or a NaN; blocks of 64 without a branch vectorise."""
+    n, i = a.shape[0], 0
+    while i + 64 <= n:
+        ok = True
+        for k in range(i, i + 64):
+            ok &= abs(a[k]) <= _FLOAT32_MAX
+        if not ok:
+            return False
+        i += 64
+    for k in range(i, n):
+        if not abs(a[k]) <= _FLOAT32_MAX:
+            return False
+    return True
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)
+def zero_weight_nans(xf, plane, wq, kh, kw, sh, sw, dh, dw, tptr, trows, y):
+    """What :func:`sparse_rows` skipped: ``y[m, p] = NaN`` where ``xf[o_t + p]`` is not finite for a
+    tap ``t`` (input channel, tap row, tap column) whose weight in row ``m`` is zero; ``o_t`` as the
+    loop's offsets, the taps placed by stride (sh, sw) and dilation (dh, dw) as ``sparse_conv2d``
+    places them (1, 1, 1, 1 and kh = kw = 1 for a matrix product or a pointwise convolution).
+
+    A NaN input makes its whole output column NaN, once: an all-NaN input (a model gone NaN) costs
+    a pass over the output, not one over the rows per tap (which took 36x the product's time on a
+    3x3 64->64 56x56; an all-inf input still costs ~15x, its rows written per tap)."""
+    if _all_finite(xf):
+        return
+    rows, n = y.shape
+    nan_col = np.zeros(n, np.bool_)
+    pos = np.empty(n, np.int64)  # this tap's infs, by output column
+    for t in range(tptr.shape[0] - 1):
+        a, b = (t // kw) % kh * dh, t % kw * dw
+        o = ((t // (kh * kw) * sh + a % sh) * sw + b % sw) * plane + a // sh * wq + b // sw
+        src = xf[o:o + n]
+        if _all_finite(src):
+            continue
+        infs = 0
+        for p in range(n):
+            v = src[p]
+            if nan_col[p] or abs(v) <= _FLOAT32_MAX:
+                continue
+            if v != v:
+                nan_col[p] = True
+                y[:, p] = np.nan
+            else:
+                pos[infs] = p
+                infs += 1
+        if infs:
+            j, hi = tptr[t], tptr[t + 1]
+            for m in range(rows):
+                if j < hi and trows[j] == m:  # ascending: stored, its product carries the inf
+                    j += 1
+                    continue
+                ym = y[m]
+                for i in range(infs):
+                    ym[pos[i]] = np.nan
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)
+def zero_weight_nans_gather(x, tptr, trows, y):
+    """What :func:`sparse_gather` skipped: ``y[r, n] = NaN`` where ``x[r, k]`` is not finite and the
+    weight (k, n) is zero (any n for a NaN)."""
+    for r in range(x.shape[0]):
+        xr, yr = x[r], y[r]
+        if _all_finite(xr):
+            continue
+        for k in range(xr.shape[0]):
+            v = xr[k]
+            if abs(v) <= _FLOAT32_MAX:
+                continue
+            if v != v:
+                yr[:] = np.nan
+                break
+            j, hi = tptr[k], tptr[k + 1]
+            for col in range(yr.shape[0]):
+                if j < hi and trows[j] == col:
+                    j += 1
+                else:
+                    yr[col] = np.nan
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def phase_split(x, ph, pw, sh, sw, hq, wq):
     """``x`` (C, H, W) zero-padded by (ph, pw) and split by row and column phase, flat:
@@ -211,9 +313,12 @@ def sparse_matmul(x: np.ndarray, csr: CsrWeight) -> np.ndarray:
     if nr <= GATHER_MAX_ROWS:
         y = np.empty((nr, csr.rows), np.float32)
         sparse_gather(x2, csr.indptr, csr.chan, csr.vals, y)
+        zero_weight_nans_gather(x2, csr.tptr, csr.trows, y)
     else:
         yt = np.empty((csr.rows, nr), np.float32)
-        sparse_rows(np.ascontiguousarray(x2.T).reshape(-1), nr, 0, csr.indptr, csr.chan, csr.ti, csr.tj, csr.vals, yt)
+        xf = np.ascontiguousarray(x2.T).reshape(-1)
+        sparse_rows(xf, nr, 0, csr.indptr, csr.chan, csr.ti, csr.tj, csr.vals, yt)
+        zero_weight_nans(xf, nr, 0, 1, 1, 1, 1, 1, 1, csr.tptr, csr.trows, yt)
         y = np.ascontiguousarray(yt.T)
     return y.reshape(x.shape[:-1] + (csr.rows,))
 
@@ -229,8 +334,9 @@ def sparse_conv2d(x: np.ndarray, csr: CsrWeight, kernel: tuple[int, int], auto_p
     y = np.empty((n, csr.rows, oh, ow), np.float32)
     if kernel == (1, 1) and sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, w):  # pointwise: no copy
         for i in range(n):
-            sparse_rows(x[i].reshape(-1), h * w, 0, csr.indptr, csr.chan, csr.ti, csr.tj, csr.vals,
-                        y[i].reshape(csr.rows, h * w))
+            xf, yi = x[i].reshape(-1), y[i].reshape(csr.rows, h * w)
+            sparse_rows(xf, h * w, 0, csr.indptr, csr.chan, csr.ti, csr.tj, csr.vals, yi)
+            zero_weight_nans(xf, h * w, 0, 1, 1, 1, 1, 1, 1, csr.tptr, csr.trows, yi)
         return y
     chan, ti, tj = csr.chan, csr.ti, csr.tj
     if (sh, sw, dh, dw) != (1, 1, 1, 1):  # taps as (phase plane, row, column) of the split input
@@ -240,8 +346,11 @@ def sparse_conv2d(x: np.ndarray, csr: CsrWeight, kernel: tuple[int, int], auto_p
     hq = -(-max(h + ph, (oh - 1) * sh + (kernel[0] - 1) * dh + 1) // sh)
     wq = -(-max(w + pw, (ow - 1) * sw + (kernel[1] - 1) * dw + 1) // sw)
     wide = np.empty((csr.rows, oh * wq), np.float32)
+    kh, kw = kernel
     for i in range(n):
-        sparse_rows(phase_split(x[i], ph, pw, sh, sw, hq, wq), hq * wq, wq, csr.indptr, chan, ti, tj, csr.vals, wide)
+        xf = phase_split(x[i], ph, pw, sh, sw, hq, wq)  # the zero pads are no inputs: finite
+        sparse_rows(xf, hq * wq, wq, csr.indptr, chan, ti, tj, csr.vals, wide)
+        zero_weight_nans(xf, hq * wq, wq, kh, kw, sh, sw, dh, dw, csr.tptr, csr.trows, wide)
         y[i] = wide.reshape(csr.rows, oh, wq)[:, :, :ow]
     return y
 
