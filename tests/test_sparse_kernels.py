@@ -64,7 +64,7 @@ def test_gemm_matches_reference(trans_b, alpha, beta):
 CONV_CASES = [  # (n, c, h, w, m, kernel, stride, pad, dilation)
     (1, 8, 9, 9, 12, (3, 3), 1, 1, 1),
     (2, 6, 13, 11, 10, (3, 3), 2, 1, 1),
-    (1, 16, 10, 10, 20, (1, 1), 1, 0, 1),  # pointwise: one row per plane
+    (2, 16, 10, 10, 20, (1, 1), 1, 0, 1),  # pointwise, two images: one row per plane
     (1, 8, 16, 16, 16, (1, 1), 2, 0, 1),   # strided 1x1
     (1, 4, 17, 17, 8, (3, 3), 1, 2, 2),    # dilated
     (1, 3, 20, 20, 6, (5, 5), 3, 2, 1),

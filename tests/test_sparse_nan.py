@@ -17,6 +17,7 @@ from inference.ops.conv import conv as reference_conv
 from inference.ops.matmul import gemm as reference_gemm
 from inference.ops.matmul import matmul as reference_matmul
 from inference.session import Session
+from tests.test_sparse_kernels import CONV_CASES
 
 
 def _weight(shape: tuple, zeros: float, seed: int) -> np.ndarray:
@@ -84,18 +85,6 @@ def test_gemm(trans_b):
     with np.errstate(all="ignore"):
         want = reference_gemm(x, w, c, alpha=0.5, transB=trans_b)
     _same(S.gemm(x, w, c, alpha=0.5, transB=trans_b), want)
-
-
-CONV_CASES = [  # (n, c, h, w, m, kernel, stride, pad, dilation)
-    (1, 8, 9, 9, 12, (3, 3), 1, 1, 1),
-    (2, 6, 13, 11, 10, (3, 3), 2, 1, 1),
-    (2, 16, 10, 10, 20, (1, 1), 1, 0, 1),  # pointwise: one row per plane
-    (1, 8, 16, 16, 16, (1, 1), 2, 0, 1),   # strided 1x1
-    (1, 4, 17, 17, 8, (3, 3), 1, 2, 2),    # dilated
-    (1, 3, 20, 20, 6, (5, 5), 3, 2, 1),
-    (2, 5, 7, 12, 9, (1, 3), 1, 0, 1),     # asymmetric kernel, no padding
-    (1, 3, 6, 6, 4, (3, 3), 2, 1, 2),      # strided and dilated
-]
 
 
 @pytest.mark.parametrize("case", CONV_CASES)
