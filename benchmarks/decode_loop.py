@@ -100,7 +100,8 @@ def main() -> int:
     ours = Predictor(Config(model_path=proto, num_threads=args.threads))
     ours.run({"ids": prompt})  # compile and load outside the timing; the passes' lengths are all new
     print(f"GPT-style decoder (2 layers, 128 wide), {args.tokens} tokens greedy after 3, {args.threads} thread(s)")
-    print("| pass | ours ms | onnxruntime ms | ours / onnxruntime | ours median step ms | onnxruntime median step ms | same tokens |")
+    print("| pass | ours ms | onnxruntime ms | ours / onnxruntime | ours median step ms | "
+          "onnxruntime median step ms | same tokens |")
     print("|---|---|---|---|---|---|---|")
     for n in range(args.passes):
         want, peer_times = generate(lambda ids: peer.run(None, {"ids": ids})[0], prompt, args.tokens)
