@@ -188,10 +188,23 @@ def _row_map(lead: tuple[int, ...], own: tuple[int, ...]) -> np.ndarray:
     return rows
 
 
+def _input_of(elem_types: set[int]):
+    """An ``applies`` test: the node's first input is of one of ONNX's ``elem_types``, or its type is
+    only known at run time (checked again there)."""
+
+    def applies(node: Node, graph: Graph) -> bool:
+        t = graph.type_of(node.inputs[0])
+        return not isinstance(t, TensorType) or t.elem_type in elem_types
+
+    return applies
+
+
+_bool_input = _input_of({_BOOL})
+
+
 def _binary(op_type: str, since: int, code: int, dtypes: tuple[type, ...]) -> None:
     reference = lookup(op_type, "", since).fn
     kinds = tuple(np.dtype(d) for d in dtypes)
-    elem_types = {_ELEM_TYPES[d] for d in kinds}
 
     def kernel(a, b):
         if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and a.dtype in kinds):
@@ -199,21 +212,8 @@ def _binary(op_type: str, since: int, code: int, dtypes: tuple[type, ...]) -> No
         y = _run(a, b, code)
         return reference(a, b) if y is None else y
 
-    def applies(node: Node, graph: Graph) -> bool:
-        """The first input is of one of ``dtypes``, or its type is only known at run time (checked
-        again there)."""
-        t = graph.type_of(node.inputs[0])
-        return not isinstance(t, TensorType) or t.elem_type in elem_types
-
     kernel.__name__ = kernel.__qualname__ = f"fast_{op_type.lower()}"
-    register(op_type, since=since, kind="fast", applies=applies)(kernel)
-
-
-
-def _bool_input(node: Node, graph: Graph) -> bool:
-    """The node's first input is bool, or its type is only known at run time (checked again there)."""
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or t.elem_type == _BOOL
+    register(op_type, since=since, kind="fast", applies=_input_of({_ELEM_TYPES[d] for d in kinds}))(kernel)
 
 
 #: comparisons take int64 too: a mask a model makes from its token ids (``ids != pad``, ``ids == eos``)
