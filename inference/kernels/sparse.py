@@ -26,6 +26,7 @@ batch 1. :func:`use_sparse_kernels` switches the sparse path off for sessions pl
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -214,11 +215,10 @@ def _all_finite(a):
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, fastmath=False)
-def zero_weight_nans(xf, plane, wq, kh, kw, sh, sw, dh, dw, tptr, trows, y):
-    """What :func:`sparse_rows` skipped: ``y[m, p] = NaN`` where ``xf[o_t + p]`` is not finite for a
-    tap ``t`` (input channel, tap row, tap column) whose weight in row ``m`` is zero; ``o_t`` as the
-    loop's offsets, the taps placed by stride (sh, sw) and dilation (dh, dw) as ``sparse_conv2d``
-    places them (1, 1, 1, 1 and kh = kw = 1 for a matrix product or a pointwise convolution).
+def zero_weight_nans(xf, toff, tptr, trows, y):
+    """What :func:`sparse_rows` skipped: ``y[m, p] = NaN`` where ``xf[toff[t] + p]`` is not finite
+    for a tap ``t`` (input channel, tap row, tap column) whose weight in row ``m`` is zero; ``toff``
+    the taps' offsets as the loop reads its nonzeros' (:func:`_tap_offsets`).
 
     A NaN input makes its whole output column NaN, once: an all-NaN input (a model gone NaN) costs
     a pass over the output, not one over the rows per tap (which took 36x the product's time on a
@@ -229,9 +229,7 @@ def zero_weight_nans(xf, plane, wq, kh, kw, sh, sw, dh, dw, tptr, trows, y):
     nan_col = np.zeros(n, np.bool_)
     pos = np.empty(n, np.int64)  # this tap's infs, by output column
     for t in range(tptr.shape[0] - 1):
-        a, b = (t // kw) % kh * dh, t % kw * dw
-        o = ((t // (kh * kw) * sh + a % sh) * sw + b % sw) * plane + a // sh * wq + b // sw
-        src = xf[o:o + n]
+        src = xf[toff[t]:toff[t] + n]
         if _all_finite(src):
             continue
         infs = 0
@@ -305,6 +303,34 @@ def phase_split(x, ph, pw, sh, sw, hq, wq):
 
 
 # -- host side ---------------------------------------------------------------------------------------
+def _phase_taps(chan: np.ndarray, ti: np.ndarray, tj: np.ndarray, geometry: tuple[int, int, int, int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Taps (input channel, tap row, tap column) as (phase plane, row, column) of
+    :func:`phase_split`'s input, for strides and dilations ``geometry`` (sh, sw, dh, dw): where
+    :func:`sparse_rows` reads a tap's plane."""
+    sh, sw, dh, dw = geometry
+    if (sh, sw, dh, dw) == (1, 1, 1, 1):
+        return chan, ti, tj
+    a, b = ti * dh, tj * dw
+    return (((chan * sh + a % sh) * sw + b % sw).astype(np.int32), (a // sh).astype(np.int32),
+            (b // sw).astype(np.int32))
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_offsets(channels: int, kernel: tuple[int, int], geometry: tuple[int, int, int, int], plane: int,
+                 wq: int) -> np.ndarray:
+    """Every tap's offset into the input :func:`sparse_rows` reads (planes of ``plane`` elements,
+    rows of ``wq``), tap ``t = (channel * kh + tap row) * kw + tap column``, placed by
+    :func:`_phase_taps` as the nonzeros are: what :func:`zero_weight_nans` scans. Read-only,
+    kept per geometry (the same layer's calls ask for the same)."""
+    kh, kw = kernel
+    t = np.arange(channels * kh * kw, dtype=np.int64)
+    chan, ti, tj = _phase_taps(t // (kh * kw), t // kw % kh, t % kw, geometry)
+    offsets = chan.astype(np.int64) * plane + ti.astype(np.int64) * wq + tj
+    offsets.flags.writeable = False
+    return offsets
+
+
 def sparse_matmul(x: np.ndarray, csr: CsrWeight) -> np.ndarray:
     """``x (..., K) @ W`` with ``W`` (K, N) given by its CSR over output columns; float32."""
     k = x.shape[-1]
@@ -318,7 +344,7 @@ def sparse_matmul(x: np.ndarray, csr: CsrWeight) -> np.ndarray:
         yt = np.empty((csr.rows, nr), np.float32)
         xf = np.ascontiguousarray(x2.T).reshape(-1)
         sparse_rows(xf, nr, 0, csr.indptr, csr.chan, csr.ti, csr.tj, csr.vals, yt)
-        zero_weight_nans(xf, nr, 0, 1, 1, 1, 1, 1, 1, csr.tptr, csr.trows, yt)
+        zero_weight_nans(xf, _tap_offsets(k, (1, 1), (1, 1, 1, 1), nr, 0), csr.tptr, csr.trows, yt)
         y = np.ascontiguousarray(yt.T)
     return y.reshape(x.shape[:-1] + (csr.rows,))
 
@@ -336,21 +362,17 @@ def sparse_conv2d(x: np.ndarray, csr: CsrWeight, kernel: tuple[int, int], auto_p
         for i in range(n):
             xf, yi = x[i].reshape(-1), y[i].reshape(csr.rows, h * w)
             sparse_rows(xf, h * w, 0, csr.indptr, csr.chan, csr.ti, csr.tj, csr.vals, yi)
-            zero_weight_nans(xf, h * w, 0, 1, 1, 1, 1, 1, 1, csr.tptr, csr.trows, yi)
+            zero_weight_nans(xf, _tap_offsets(c, (1, 1), (1, 1, 1, 1), h * w, 0), csr.tptr, csr.trows, yi)
         return y
-    chan, ti, tj = csr.chan, csr.ti, csr.tj
-    if (sh, sw, dh, dw) != (1, 1, 1, 1):  # taps as (phase plane, row, column) of the split input
-        a, b = ti * dh, tj * dw
-        chan = ((chan * sh + a % sh) * sw + b % sw).astype(np.int32)
-        ti, tj = (a // sh).astype(np.int32), (b // sw).astype(np.int32)
+    chan, ti, tj = _phase_taps(csr.chan, csr.ti, csr.tj, (sh, sw, dh, dw))
     hq = -(-max(h + ph, (oh - 1) * sh + (kernel[0] - 1) * dh + 1) // sh)
     wq = -(-max(w + pw, (ow - 1) * sw + (kernel[1] - 1) * dw + 1) // sw)
     wide = np.empty((csr.rows, oh * wq), np.float32)
-    kh, kw = kernel
+    toff = _tap_offsets(c, kernel, (sh, sw, dh, dw), hq * wq, wq)
     for i in range(n):
         xf = phase_split(x[i], ph, pw, sh, sw, hq, wq)  # the zero pads are no inputs: finite
         sparse_rows(xf, hq * wq, wq, csr.indptr, chan, ti, tj, csr.vals, wide)
-        zero_weight_nans(xf, hq * wq, wq, kh, kw, sh, sw, dh, dw, csr.tptr, csr.trows, wide)
+        zero_weight_nans(xf, toff, csr.tptr, csr.trows, wide)
         y[i] = wide.reshape(csr.rows, oh, wq)[:, :, :ow]
     return y
 
