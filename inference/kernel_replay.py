@@ -20,10 +20,12 @@ them runs again normally.
 
 Integer and bool feeds (token ids, attention masks) cannot be probed with random values, which
 could be out of range: their probe is the recorded values shuffled, so every value stays one the
-model accepted. A feed of one value throughout (an all-ones mask, a length scalar), which no
-shuffle changes, could not show work done on it outside numba, so the replay is pinned to it:
-another value there is captured anew when it varies (the padded masks after an unpadded one),
-else it runs step by step. A replay that raises (a kernel's own check stopped a bad input: a token
+model accepted. A feed of one value throughout (an all-ones mask, a length scalar, the single
+token a decoder with a key/value cache is fed each step), which no shuffle changes, is probed with
+another single value an earlier capture ran that feed on (the model accepted it). Where there is
+none yet, or the model rejects that value at this shape, the replay is pinned to the recorded
+value: another value there is captured anew, probed with the pinned one (a decoder's next token
+at this length), and replays whatever it holds from then on if that check passes. A replay that raises (a kernel's own check stopped a bad input: a token
 id past the embedding table) runs again step by step, which names the error and keeps the replay;
 if that run succeeds the record is broken and the signature runs step by step from then on.
 
@@ -46,7 +48,7 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 from numba.core.registry import CPUDispatcher
@@ -64,6 +66,9 @@ KEPT_REPLAYS = 64
 KEPT_REPLAY_BYTES = 64 * 2**20
 #: signatures a session counts or remembers as refused, the longest unseen forgotten (not replays)
 KEPT_SIGNATURES = 4 * KEPT_REPLAYS
+#: single values (of feeds of one value throughout) a session remembers per feed name to probe
+#: another capture with: a few, the latest
+KEPT_SINGLE_VALUES = 4
 #: runs of a session after which every signature's count and replay's use halve
 AGE_EVERY = 1024
 #: a recorded run that took longer is not kept: its Python (~3-6 us a step) is a sliver of it, while
@@ -118,9 +123,12 @@ class Replay:
     """One signature's recorded calls, the feed buffers they read and the output arrays they write."""
 
     def __init__(self, feeds: dict[str, np.ndarray], calls: list, outputs: list, block: Any, workspace: Any,
-                 uses: int = 0, pinned: dict[str, np.ndarray] | None = None):
+                 uses: int = 0, pinned: dict[str, np.ndarray] | None = None, settled: bool = False):
         self.feeds, self.outputs = feeds, outputs
         self.pinned = pinned or {}  # feeds the probe could not vary: replayed only for these values
+        #: pinned although another value was tried (the model rejected it): not captured again for
+        #: another single value
+        self.settled = settled
         self.uses = uses  # the signature's runs, replayed or not (halved every AGE_EVERY runs of the session)
         self.calls = [(_compiled(d, args, kwargs), args, kwargs) for d, args, kwargs in calls]
         self.block, self.workspace = block, workspace
@@ -158,6 +166,9 @@ class KernelReplays:
         #: a Winograd step's Python fallback (an inf or a NaN in its input) is not recorded: such a
         #: graph's replays must come out finite, or the run is made again normally
         self._finite_only = any(s.node.attrs.get("algorithm") == WINOGRAD for s in session.steps)
+        #: per feed name, single values (feeds of one value throughout) captures ran on: values the
+        #: model accepted there, to probe a later capture's single value with
+        self._singles: dict[str, list] = {}
 
     def run(self, feeds: Mapping[str, Any]) -> list | None:
         """The session's outputs for ``feeds`` by replay, or None: run it normally."""
@@ -176,9 +187,9 @@ class KernelReplays:
         if isinstance(entry, Replay):
             if entry.block is arenas.block and entry.workspace is arenas.workspace:
                 entry.uses += 1
-                if not entry.holds(feeds):  # a pinned feed's other value
-                    varied = any(_varies(feeds[name]) for name in entry.pinned)
-                    return self._capture(key, feeds, entry.uses) if varied else None
+                if not entry.holds(feeds):  # a pinned feed's other value: captured anew, probed
+                    varied = any(_varies(feeds[name]) for name in entry.pinned)  # with the pinned one
+                    return self._capture(key, feeds, entry.uses) if varied or not entry.settled else None
                 try:
                     outputs = entry.run(arenas, feeds)
                 except Exception:  # noqa: BLE001 - a bad input a kernel's own check stopped, or a broken record
@@ -242,6 +253,47 @@ class KernelReplays:
                 elif type(entry) is int and entry > CAPTURE_AFTER:
                     self._entries[key] = max(CAPTURE_AFTER, entry // 2)
 
+    def _check(self, replay: Replay, recorded: dict[str, np.ndarray], rng: np.random.Generator,
+               singles: dict[str, list]) -> tuple:
+        """The replay's and a normal run's outputs on a probe of the ``recorded`` feeds (a float feed
+        random, an integer or bool one shuffled, or another of ``singles`` where it holds one value
+        throughout), the replay first (the normal run first would have left the probe's own values
+        in every buffer, hiding work the record skipped); sets the replay's pinned feeds, those the
+        probe could not vary (an empty one has no value to pin: an empty cache)."""
+        probe = {name: _probe(rng, b, singles.get(name, ())) for name, b in recorded.items()}
+        replay.pinned = {name: b for name, b in recorded.items() if b.size and np.array_equal(probe[name], b)}
+        got = replay.run(self._session.arenas, probe)
+        return got, self._session.execute(probe)
+
+    def _remember_singles(self, feeds: dict[str, np.ndarray]) -> dict[str, list]:
+        """Note the single value of each integer or bool feed of one value throughout (a capture's
+        run accepted it); the values noted before for those feeds (to probe them with), by name."""
+        known = {}
+        with self._lock:
+            for name, value in feeds.items():
+                if value.dtype.kind in "iub" and value.size and not _varies(value):
+                    seen = self._singles.setdefault(name, [])
+                    if seen:
+                        known[name] = list(seen)
+                    single = value.ravel()[0].item()
+                    if single not in seen:
+                        seen.append(single)
+                        del seen[:-KEPT_SINGLE_VALUES]
+        return known
+
+    def _bound_replays(self) -> None:
+        """The least-used replays back to counting (their uses) while more than
+        :data:`KEPT_REPLAYS` are kept or they hold more than :data:`KEPT_REPLAY_BYTES` (under the
+        lock)."""
+        entries = self._entries
+        replays = sorted((v.uses, i, k) for i, (k, v) in enumerate(entries.items()) if isinstance(v, Replay))
+        held = sum(entries[k].nbytes for _, _, k in replays)
+        for n, (uses, _, k) in enumerate(replays):
+            if len(replays) - n <= KEPT_REPLAYS and held <= KEPT_REPLAY_BYTES:
+                break
+            held -= entries[k].nbytes
+            entries[k] = uses
+
     def _keep(self, key: tuple, entry: Any) -> None:
         """Set ``key``'s entry (as the newest); past :data:`KEPT_REPLAYS` or
         :data:`KEPT_REPLAY_BYTES` the least-used replays go back to counting (their uses), past
@@ -250,13 +302,8 @@ class KernelReplays:
             entries = self._entries
             entries.pop(key, None)
             entries[key] = entry
-            replays = sorted((v.uses, i, k) for i, (k, v) in enumerate(entries.items()) if isinstance(v, Replay))
-            held = sum(entries[k].nbytes for _, _, k in replays)
-            for n, (uses, _, k) in enumerate(replays):
-                if len(replays) - n <= KEPT_REPLAYS and held <= KEPT_REPLAY_BYTES:
-                    break
-                held -= entries[k].nbytes
-                entries[k] = uses
+            if isinstance(entry, Replay):  # only a new replay can take the replays past their bounds
+                self._bound_replays()
             while len(entries) > KEPT_SIGNATURES:
                 del entries[next(k for k, v in entries.items() if not isinstance(v, Replay))]
 
@@ -274,16 +321,22 @@ class KernelReplays:
         if time.perf_counter() - started > MAX_REPLAY_SECONDS:
             self._keep(key, _REFUSED)  # too long a run for its Python to matter: not checked, not kept
             return result
+        singles = self._remember_singles(buffers)
+        recorded = {name: b.copy() for name, b in buffers.items()}  # a probe's replay overwrites buffers
+        replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace, count)
         rng = np.random.default_rng(len(calls))
-        probe = {name: _probe(rng, b) for name, b in buffers.items()}
-        pinned = {name: b.copy() for name, b in buffers.items() if np.array_equal(probe[name], b)}
-        replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace, count, pinned)
         try:  # the replay first: every buffer then holds what the recorded run left, from other
-            got = replay.run(arenas, probe)  # inputs, so work the record skipped shows (the normal
-            want = session.execute(probe)  # run first would have left the probe's own values there)
+            got, want = self._check(replay, recorded, rng, singles)  # inputs: work the record skipped shows
         except Exception:  # noqa: BLE001 - a model that rejects random inputs is simply not replayed
-            self._keep(key, _REFUSED)
-            return result
+            if not singles:
+                self._keep(key, _REFUSED)
+                return result
+            try:  # it rejected another capture's single value at this shape: pinned to the recorded one
+                got, want = self._check(replay, recorded, rng, {})
+                replay.settled = True
+            except Exception:  # noqa: BLE001
+                self._keep(key, _REFUSED)
+                return result
         if got is None:  # another thread held the arena: try again on a later run
             return result
         same = len(got) == len(want) and all(_identical(a, b) for a, b in zip(got, want))
@@ -344,14 +397,21 @@ def _pinned_note(replay: Replay) -> str:
     return f"; only for the recorded {', '.join(replay.pinned)}: one value throughout, which no probe varies"
 
 
-def _probe(rng: np.random.Generator, recorded: np.ndarray) -> np.ndarray:
+def _probe(rng: np.random.Generator, recorded: np.ndarray, singles: Iterable = ()) -> np.ndarray:
     """Other inputs of ``recorded``'s shape for the capture's check: random normals for a float
     feed, the recorded values shuffled for an integer or bool one (ids and masks stay valid), or
-    rolled by one where the shuffle left them as they were (which only values all equal survive)."""
+    rolled by one where the shuffle left them as they were; values all equal, which survive both,
+    become the latest other of ``singles`` (values the model accepted for that feed elsewhere)."""
     if recorded.dtype.kind == "f":
         return rng.standard_normal(recorded.shape).astype(recorded.dtype)
     shuffled = rng.permutation(recorded.ravel()).reshape(recorded.shape)
-    return np.roll(recorded, 1) if np.array_equal(shuffled, recorded) else shuffled
+    if not np.array_equal(shuffled, recorded):
+        return shuffled
+    if recorded.size and not _varies(recorded):
+        others = [v for v in singles if v != recorded.ravel()[0]]
+        if others:
+            return np.full(recorded.shape, others[-1], recorded.dtype)
+    return np.roll(recorded, 1)
 
 
 def _varies(value: np.ndarray) -> bool:

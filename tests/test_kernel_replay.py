@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from inference import Config, Predictor, zoo
 from inference import kernel_replay
-from inference.errors import KernelError
+from inference.errors import EdgelearnError, KernelError
 from inference.kernel_replay import CAPTURE_AFTER, Replay, _signature
 from inference.onnx_export import model_to_proto
 from tests.conftest import count_step_calls
@@ -456,10 +456,11 @@ def test_a_broken_record_goes_step_by_step(monkeypatch):
 
 
 @pytest.mark.parametrize("later", ["varied", "another single value"])
-def test_a_feed_of_one_value_pins_the_replay(later):
-    """Ids of one value throughout cannot be varied by the probe's shuffle, so the replay is kept
-    for that value alone (the report says so). Ids that vary are captured anew, and replay from
-    then on whatever they hold; another single value runs step by step against the pinned record."""
+def test_a_feed_of_one_value_pins_the_replay_until_another_comes(later):
+    """Ids of one value throughout cannot be varied by the probe's shuffle, and no other value was
+    seen yet, so the replay is kept for that value alone (the report says so). Other ids, varied or
+    another single value, are captured anew (probed with the pinned value where they are one value)
+    and replay from then on whatever they hold."""
     proto = _embedding_model()
     p, plain = _predictor(proto), _predictor(proto, replay=False)
     count = count_step_calls(p)
@@ -470,17 +471,71 @@ def test_a_feed_of_one_value_pins_the_replay(later):
     before = count[0]
     p.run(_token_feeds(rng, same_id=True))
     assert count[0] == before
-    for i in range(3):
+    for i, single in enumerate((3, 11, 7, 42)):
         feeds = _token_feeds(rng, same_id=later != "varied")
         if later != "varied":
-            feeds["ids"][:] = 3
+            feeds["ids"][:] = single
         before = count[0]
         assert np.array_equal(p.run(feeds)["y"], plain.run(feeds)["y"])
-        stepped = count[0] > before
-        # varied ids: the first run is the new capture's (its steps), the rest replays
-        assert stepped == (i == 0 if later == "varied" else True)
-    pinned = "only for the recorded ids" in p.replay_report()
-    assert pinned == (later != "varied") and _states(p) == ["Replay"]
+        # the first run is the new capture's (its steps), the rest replays
+        assert (count[0] > before) == (i == 0)
+    assert "only for" not in p.replay_report() and _states(p) == ["Replay"]
+
+
+def _index_model() -> onnx.ModelProto:
+    """y = Gather(x, at) * 2: x (n,) float, at (1,) int64, so an index valid at one length is out of
+    range at a shorter one."""
+    nodes = [helper.make_node("Gather", ["x", "at"], ["g"]), helper.make_node("Add", ["g", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "index", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n"]),
+                                               helper.make_tensor_value_info("at", onnx.TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _captured(p: Predictor, feeds: dict[str, np.ndarray]) -> None:
+    for _ in range(CAPTURE_AFTER + 1):
+        p.run(feeds)
+
+
+def test_a_single_value_is_probed_with_one_another_capture_ran_on():
+    """A decoder with a key/value cache is fed one token a step at a new cache length: the capture
+    at a second length probes its single index with the one the first capture ran on, so it
+    replays every index at once, not pinned to the recorded one."""
+    p, plain = _predictor(_index_model()), _predictor(_index_model(), replay=False)
+    rng = np.random.default_rng(0)
+    x10, x12 = (rng.standard_normal(n).astype(np.float32) for n in (10, 12))
+    _captured(p, {"x": x10, "at": np.array([4])})
+    assert "x [10], at [1] at 1 thread(s): replayed (3 runs; only for the recorded at" in p.replay_report()
+    _captured(p, {"x": x12, "at": np.array([9])})
+    assert "x [12], at [1] at 1 thread(s): replayed (3 runs)" in p.replay_report()
+    count = count_step_calls(p)
+    for at in (0, 5, 11, -1):
+        feeds = {"x": x12, "at": np.array([at])}
+        assert np.array_equal(p.run(feeds)["y"], plain.run(feeds)["y"])
+    assert count[0] == 0
+
+
+def test_a_single_value_the_model_rejects_at_this_shape_pins_the_replay():
+    """The index another capture ran on is out of range at this length: the check falls back to the
+    recorded index alone (pinned), and another index there runs step by step rather than being
+    captured again on every new value; the recorded one still replays."""
+    p, plain = _predictor(_index_model()), _predictor(_index_model(), replay=False)
+    rng = np.random.default_rng(1)
+    x12, x5 = (rng.standard_normal(n).astype(np.float32) for n in (12, 5))
+    _captured(p, {"x": x12, "at": np.array([9])})
+    _captured(p, {"x": x5, "at": np.array([2])})
+    assert "x [5], at [1] at 1 thread(s): replayed (3 runs; only for the recorded at" in p.replay_report()
+    count = count_step_calls(p)
+    for at in (3, 4, 3):
+        feeds = {"x": x5, "at": np.array([at])}
+        before = count[0]
+        assert np.array_equal(p.run(feeds)["y"], plain.run(feeds)["y"])
+        assert count[0] == before + 2  # step by step: not a capture (its three runs)
+    before = count[0]
+    assert np.array_equal(p.run({"x": x5, "at": np.array([2])})["y"], x5[[2]] * 2)
+    assert count[0] == before and _states(p) == ["Replay", "Replay"]
+    with pytest.raises(EdgelearnError, match="Gather"):  # the bad index is named step by step
+        p.run({"x": x5, "at": np.array([9])})
 
 
 def test_feeds_of_other_kinds_are_not_captured():
@@ -498,11 +553,12 @@ def test_replays_are_bounded_by_the_bytes_they_hold(ds_cnn, monkeypatch):
             p.run({"input": x})
     replays = [v for v in p.session.replays._entries.values() if isinstance(v, Replay)]
     assert len(replays) == 4 and all(r.nbytes >= r.feeds["input"].nbytes for r in replays)
-    budget = sum(sorted(r.nbytes for r in replays)[-2:])  # room for the two most used (batches 6, 5)
+    sizes = sorted(r.nbytes for r in replays)  # batches 3, 4, 5, 6: a batch of 2 holds 2/3 of 3's
+    budget = sizes[-1] + sizes[-2] + sizes[0] * 2 // 3  # room for batches 6, 5 and 2
     monkeypatch.setattr(kernel_replay, "KEPT_REPLAY_BYTES", budget)
-    for x in _inputs(2, (2, 1, 49, 10), CAPTURE_AFTER + 1):
-        p.run({"input": x})
-    assert [_replayed(p, b) for b in (6, 5, 4, 3, 2)] == [True, True, False, False, False]
+    for x in _inputs(2, (2, 1, 49, 10), CAPTURE_AFTER + 6):  # run more than batch 3's replay (6 runs):
+        p.run({"input": x})  # captured, past the budget: the least used (3, then 4) go back to counting
+    assert [_replayed(p, b) for b in (6, 5, 4, 3, 2)] == [True, True, False, False, True]
     # a record larger than the whole budget is refused, not captured again run after run
     monkeypatch.setattr(kernel_replay, "KEPT_REPLAY_BYTES", 1)
     q = _predictor(ds_cnn, batch_split=False)
