@@ -3,15 +3,23 @@ position embeddings, a causal ``masked_fill`` over the scores, pre-norm blocks, 
 exported with a dynamic batch and sequence length and fed the whole sequence at every step: ours
 against onnxruntime, the same prompts generated in passes, in one process.
 
+With ``--kv-cache`` the decoder keeps its keys and values (``KvDecoder``): the prompt is fed once,
+then one token a step with the cache of every earlier position, the cache's length the dynamic
+axis (how an on-device LLM generates). Each step is then a new cache length, and its token a
+single value (which a replay's check must vary: ``inference.kernel_replay``); each pass starts
+from another prompt.
+
 Each step's length is new to the first pass; a Predictor runs a shape step by step until it has
 seen it (noting its shapes, then planning its arena), then captures a kernel replay, so the
 passes show what a server that keeps generating pays on the way to replays and after.
 
-Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/decode_loop.py [--threads 1] [--tokens 48]
+Run from the project root:
+  env -u OPENBLAS_CORETYPE python benchmarks/decode_loop.py [--threads 1] [--tokens 48] [--kv-cache]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import sys
 import time
@@ -60,6 +68,32 @@ class GptDecoder(nn.Module):
         return self.head(self.norm(x))[:, -1]
 
 
+class KvDecoder(GptDecoder):
+    """The decoder with a key/value cache: ``forward(ids, past)`` -> (logits of the last position,
+    ``present``), ``past`` and ``present`` (layers, 2, batch, heads, length, head width) holding
+    the keys and values of every earlier position (``present``: ``ids``' appended)."""
+
+    def forward(self, ids, past):
+        b, t = ids.shape
+        h, d, cached = self.heads, self.dim // self.heads, past.shape[4]
+        x = self.tokens(ids) + self.positions[:, cached:cached + t]
+        mask = self.mask[:, :, cached:cached + t, :cached + t]
+        presents = []
+        for i, block in enumerate(self.blocks):
+            q, k, v = block["qkv"](block["norm1"](x)).split(self.dim, 2)
+            q, k, v = (a.view(b, t, h, d).transpose(1, 2) for a in (q, k, v))
+            k, v = torch.cat([past[i, 0], k], 2), torch.cat([past[i, 1], v], 2)
+            presents.append(torch.stack([k, v]))
+            scores = ((q @ k.transpose(-2, -1)) * d ** -0.5).masked_fill(mask == 0, float("-inf")).softmax(-1)
+            x = x + block["out"]((scores @ v).transpose(1, 2).reshape(b, t, self.dim))
+            x = x + block["down"](nn.functional.gelu(block["up"](block["norm2"](x)), approximate="tanh"))
+        return self.head(self.norm(x))[:, -1], torch.stack(presents)
+
+    def empty_cache(self, batch: int) -> np.ndarray:
+        """The ``past`` of a prompt's first step: no positions yet."""
+        return np.zeros((len(self.blocks), 2, batch, self.heads, 0, self.dim // self.heads), np.float32)
+
+
 def export(module: nn.Module, length: int = 8) -> bytes:
     """``module`` as torch.onnx writes it, ``ids`` with a dynamic batch and length."""
     buf = io.BytesIO()
@@ -68,6 +102,21 @@ def export(module: nn.Module, length: int = 8) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), (ids,), buf, opset_version=17, input_names=["ids"], output_names=["logits"],
                           dynamic_axes={"ids": {0: "batch", 1: "length"}}, dynamo=False)
+    return buf.getvalue()
+
+
+def export_kv(module: KvDecoder, length: int = 3, cached: int = 5) -> bytes:
+    """``module`` as torch.onnx writes it: ``ids`` (batch, length), ``past`` with a dynamic batch
+    and cache length, outputs ``logits`` and ``present``."""
+    buf = io.BytesIO()
+    ids = torch.zeros((1, length), dtype=torch.int64)
+    past = torch.zeros(module.empty_cache(1).shape[:4] + (cached, module.dim // module.heads))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (ids, past), buf, opset_version=17, input_names=["ids", "past"],
+                          output_names=["logits", "present"], dynamo=False,
+                          dynamic_axes={"ids": {0: "batch", 1: "length"}, "past": {2: "batch", 4: "cached"},
+                                        "present": {2: "batch", 4: "total"}})
     return buf.getvalue()
 
 
@@ -83,6 +132,20 @@ def generate(run, prompt: np.ndarray, tokens: int) -> tuple[np.ndarray, np.ndarr
     return ids, np.array(times)
 
 
+def generate_kv(run, prompt: np.ndarray, tokens: int, empty_cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy generation with a key/value cache: ``run`` ((ids, past) -> (logits, present)) is fed
+    ``prompt`` (batch, n) with ``empty_cache``, then each new token with the cache so far; the
+    sequence and each step's seconds."""
+    ids, past, sequence, times = prompt, empty_cache, [prompt], []
+    for _ in range(tokens):
+        start = time.perf_counter()
+        logits, past = run(ids, past)
+        times.append(time.perf_counter() - start)
+        ids = logits.argmax(-1)[:, None].astype(np.int64)
+        sequence.append(ids)
+    return np.concatenate(sequence, axis=1), np.array(times)
+
+
 def main() -> int:
     import onnxruntime as ort
 
@@ -90,23 +153,45 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tokens", type=int, default=48)
     p.add_argument("--passes", type=int, default=4)
+    p.add_argument("--kv-cache", action="store_true", help="a decoder with a key/value cache, one token a step")
     args = p.parse_args()
     torch.manual_seed(0)
-    proto = export(GptDecoder())
-    prompt = np.array([[1, 2, 3]], np.int64)
+    module = KvDecoder() if args.kv_cache else GptDecoder()
+    proto = export_kv(module) if args.kv_cache else export(module)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     peer = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
     ours = Predictor(Config(model_path=proto, num_threads=args.threads))
-    ours.run({"ids": prompt})  # compile and load outside the timing; the passes' lengths are all new
-    print(f"GPT-style decoder (2 layers, 128 wide), {args.tokens} tokens greedy after 3, {args.threads} thread(s)")
+    if args.kv_cache:
+        def peer_run(ids, past):
+            return peer.run(None, {"ids": ids, "past": past})
+
+        def our_run(ids, past):
+            out = ours.run({"ids": ids, "past": past})
+            return out["logits"], out["present"]
+
+        our_run(np.array([[0]], np.int64), module.empty_cache(1))  # compile and load outside the timing
+        generation = functools.partial(generate_kv, tokens=args.tokens, empty_cache=module.empty_cache(1))
+    else:
+        def peer_run(ids):
+            return peer.run(None, {"ids": ids})[0]
+
+        def our_run(ids):
+            return ours.run({"ids": ids})["logits"]
+
+        our_run(np.array([[0]], np.int64))  # compile and load outside the timing; the passes' lengths are all new
+        generation = functools.partial(generate, tokens=args.tokens)
+    kind = "with a key/value cache, one token a step" if args.kv_cache else "fed the whole sequence each step"
+    print(f"GPT-style decoder (2 layers, 128 wide) {kind}, {args.tokens} tokens greedy after 3, "
+          f"{args.threads} thread(s)")
     print("| pass | ours ms | onnxruntime ms | ours / onnxruntime | ours median step ms | "
           "onnxruntime median step ms | same tokens |")
     print("|---|---|---|---|---|---|---|")
-    for n in range(args.passes):
-        want, peer_times = generate(lambda ids: peer.run(None, {"ids": ids})[0], prompt, args.tokens)
+    for n in range(args.passes):  # the whole sequence fed: the same prompt; one token a step: another each pass
+        prompt = np.array([[1, 2, 3 + (n if args.kv_cache else 0)]], np.int64)
+        want, peer_times = generation(peer_run, prompt)
         time.sleep(SETTLE_SECONDS)
-        got, our_times = generate(lambda ids: ours.run({"ids": ids})["logits"], prompt, args.tokens)
+        got, our_times = generation(our_run, prompt)
         time.sleep(SETTLE_SECONDS)
         print(f"| {n + 1} | {our_times.sum() * 1e3:.1f} | {peer_times.sum() * 1e3:.1f} | "
               f"{our_times.sum() / peer_times.sum():.2f}x | {np.median(our_times) * 1e3:.3f} | "

@@ -1,7 +1,8 @@
 """Greedy generation with a GPT-style decoder exported with a dynamic batch and length
 (``benchmarks/decode_loop.py``): every step a new length, the sequence fed whole. The tokens are
 torch's own, pass after pass while the Predictor learns each length's shapes, plans its arena,
-captures its replay and replays it, its arena block replaced only a few times as lengths grow."""
+captures its replay and replays it, its arena block replaced only a few times as lengths grow.
+The same with a key/value cache, one token a step."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 from inference import Config, Predictor
 
 torch = pytest.importorskip("torch")
-from benchmarks.decode_loop import GptDecoder, export, generate  # noqa: E402
+from benchmarks.decode_loop import GptDecoder, KvDecoder, export, export_kv, generate, generate_kv  # noqa: E402
+from tests.conftest import count_step_calls  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +60,43 @@ def test_a_batch_of_prompts_generates_as_torch(decoder):
     for _ in range(3):
         got, _ = generate(lambda ids: p.run({"ids": ids})["logits"], prompt, 6)
         np.testing.assert_array_equal(got, generate(_torch_logits(module), prompt, 6)[0])
+
+
+@pytest.fixture(scope="module")
+def kv_decoder():
+    torch.manual_seed(4)
+    module = KvDecoder(vocab=60, dim=32, heads=2, layers=1, context=24).eval()
+    return module, export_kv(module)
+
+
+def _torch_kv(module):
+    def run(ids: np.ndarray, past: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            logits, present = module(torch.from_numpy(ids), torch.from_numpy(past))
+        return logits.numpy(), present.numpy()
+
+    return run
+
+
+def test_a_key_value_cache_generates_as_torch_and_replays_other_prompts(kv_decoder):
+    """One token a step with the cache so far: every step a new cache length, its token a single
+    value. After three generations (learn, plan, capture) a fourth from other prompts is torch's,
+    every length replayed (no step run but the prompt's, whose ids differ), none pinned to the
+    tokens it was captured on."""
+    module, proto = kv_decoder
+    p = Predictor(Config(model_path=proto, num_threads=1))
+    count = count_step_calls(p)
+
+    def run(ids, past):
+        out = p.run({"ids": ids, "past": past})
+        return out["logits"], out["present"]
+
+    for n, prompt in enumerate(([[5, 9, 2]], [[5, 9, 2]], [[5, 9, 2]], [[8, 1, 4]], [[3, 3, 7]])):
+        prompt = np.array(prompt, np.int64)
+        before = count[0]
+        got, _ = generate_kv(run, prompt, 10, module.empty_cache(1))
+        np.testing.assert_array_equal(got, generate_kv(_torch_kv(module), prompt, 10, module.empty_cache(1))[0])
+        if n == 4:
+            assert count[0] == before, p.replay_report()  # every step replayed, the prompt's too
+    report = p.replay_report()
+    assert report.count("replayed") == 10 and "only for" not in report, report

@@ -244,8 +244,9 @@ def concat_rows(*inputs, axis):
     """Each part's rows (everything from ``axis`` inward) copied into its columns of the output
     viewed as (outer rows, total width): on the last axis a channels-last map's pixels, on an
     outer one whole blocks (a ViT's class token before its patches), in numba either way so that a
-    kernel replay repeats it."""
-    rows_copy = len(inputs) > 1
+    kernel replay repeats it. One part is copied the same way (``torch.stack`` of a one-layer
+    model's key/value cache, a graph output, had been numpy's copy: never replayed)."""
+    rows_copy = len(inputs) > 0
     if rows_copy:
         x = inputs[0]
         axis = normalize_axis(axis, x.ndim, "Concat axis")
