@@ -47,10 +47,13 @@ def gather_float32(data, indices, *, axis=0):
     idx = np.ascontiguousarray(indices).reshape(-1)
     if idx.dtype.kind == "u":
         idx = idx.astype(np.int64)
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        return reference.gather(data, indices, axis=axis)  # its error
     out = new_output(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
     if out.size:
         pre, post = math.prod(data.shape[:axis]), math.prod(data.shape[axis + 1:])
-        gather_rows(np.ascontiguousarray(data).reshape(pre, n, post), idx, out.reshape(pre, idx.size, post))
+        try:  # the kernel checks the indices (a numpy min and max here cost more than its copy)
+            gather_rows(np.ascontiguousarray(data).reshape(pre, n, post), idx, out.reshape(pre, idx.size, post))
+        except IndexError:
+            return reference.gather(data, indices, axis=axis)  # its error names the index
+    elif idx.size and (idx.min() < -n or idx.max() >= n):  # nothing copied, nothing checked
+        return reference.gather(data, indices, axis=axis)
     return out
