@@ -172,6 +172,25 @@ def _check_nodes(graph: Graph, opsets: dict[str, int]) -> None:
             if declared is not None and int(declared.type) != kind:
                 raise InvalidModelError(f"{where}: attribute {name!r} is {_attr_type_name(kind)}, the op declares "
                                         f"{declared.type.name}")
+        _check_kernel_shape(n, graph, where)
+
+
+#: the input holding each convolution's weight (its spatial dims from the third on)
+_WEIGHT_INPUT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
+
+
+def _check_kernel_shape(n, graph: Graph, where: str) -> None:
+    """A convolution's ``kernel_shape`` is its weight's spatial shape where the weight is an
+    initializer. Why: the kernels size their window by the attribute, so a disagreeing one gave
+    an output of the wrong shape, silently (onnxruntime refuses it when it runs)."""
+    at = _WEIGHT_INPUT.get(n.op_type)
+    kernel = n.attrs.get("kernel_shape")
+    if at is None or kernel is None or len(n.inputs) <= at:
+        return
+    w = graph.initializers.get(n.inputs[at])
+    if w is not None and tuple(int(k) for k in kernel) != tuple(w.shape[2:]):
+        raise InvalidModelError(f"{where}: kernel_shape {list(kernel)} does not match its weight "
+                                f"{n.inputs[at]!r} of shape {list(w.shape)} (spatial {list(w.shape[2:])})")
 
 
 def _attr_type_name(kind: int) -> str:

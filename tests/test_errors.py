@@ -40,6 +40,20 @@ def test_unsupported_op_names_op_domain_opset_and_node():
         Predictor(Config(model_path=model))
 
 
+@pytest.mark.parametrize("op,kernel_shape", [("Conv", [5, 5]), ("Conv", [1, 3]), ("Conv", [3]),
+                                             ("ConvTranspose", [2, 2])])
+def test_a_kernel_shape_other_than_the_weight_s_is_invalid(op, kernel_shape):
+    """The kernels size their window by the attribute: one that disagrees with the weight had given
+    an output of the wrong shape, silently (onnxruntime refuses it when it runs)."""
+    w = onnx.numpy_helper.from_array(np.ones((4, 4, 3, 3), np.float32), "w")
+    node = helper.make_node(op, ["x", "w"], ["y"], name="c", kernel_shape=kernel_shape, pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    with pytest.raises(InvalidModelError, match=rf"node c.*kernel_shape \{kernel_shape}\ does not match its "
+                                                r"weight 'w' of shape \[4, 4, 3, 3\]"):
+        Predictor(Config(model_path=helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])))
+
+
 def test_dangling_input_is_invalid():
     node = helper.make_node("Relu", ["ghost"], ["y"], name="r")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],

@@ -453,7 +453,7 @@ def fused_conv(x, w, b=None, z=None, *, activation="", alpha=0.0, beta=0.0, auto
                  strides=strides)
     if not _conv_ok(x, w, group):
         return fused.fused_conv(x, w, b, z, activation=activation, alpha=alpha, beta=beta, **attrs)
-    kernel = tuple(kernel_shape or w.shape[2:])
+    kernel = w.shape[2:]  # the weight's taps, which the loop reads (import checks kernel_shape against it)
     y = sparse_conv2d(x, packed(w, "conv"), kernel, auto_pad, dilations, pads, strides)
     n, m = y.shape[:2]
     if z is not None and z.shape != y.shape:
