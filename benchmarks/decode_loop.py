@@ -156,7 +156,8 @@ def main() -> int:
     p.add_argument("--kv-cache", action="store_true", help="a decoder with a key/value cache, one token a step")
     args = p.parse_args()
     torch.manual_seed(0)
-    module = KvDecoder() if args.kv_cache else GptDecoder()
+    context = max(64, 3 + args.tokens)  # positions for the prompt and every token
+    module = KvDecoder(context=context) if args.kv_cache else GptDecoder(context=context)
     proto = export_kv(module) if args.kv_cache else export(module)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads

@@ -169,6 +169,9 @@ class KernelReplays:
         #: per feed name, single values (feeds of one value throughout) captures ran on: values the
         #: model accepted there, to probe a later capture's single value with
         self._singles: dict[str, list] = {}
+        #: the replays kept and the bytes they hold, while no entry has changed since (None: count
+        #: them again): a run not yet admitted asks for them, and there may be hundreds of signatures
+        self._replays: tuple[list, int] | None = None
 
     def run(self, feeds: Mapping[str, Any]) -> list | None:
         """The session's outputs for ``feeds`` by replay, or None: run it normally."""
@@ -233,6 +236,7 @@ class KernelReplays:
                 if isinstance(entry, Replay) and (entry.block is not arenas.block
                                                   or entry.workspace is not arenas.workspace):
                     self._entries[key] = 0
+                    self._replays = None
             self._laid = (arenas.block, arenas.workspace)
 
     def _admits(self, count: int) -> bool:
@@ -240,8 +244,11 @@ class KernelReplays:
         than :data:`KEPT_REPLAYS` holding less than :data:`KEPT_REPLAY_BYTES`, or when it ran more
         often than the least-used replay."""
         with self._lock:
-            replays = [v for v in self._entries.values() if isinstance(v, Replay)]
-        full = len(replays) >= KEPT_REPLAYS or sum(r.nbytes for r in replays) >= KEPT_REPLAY_BYTES
+            if self._replays is None:
+                replays = [v for v in self._entries.values() if isinstance(v, Replay)]
+                self._replays = (replays, sum(r.nbytes for r in replays))
+            replays, held = self._replays
+        full = len(replays) >= KEPT_REPLAYS or held >= KEPT_REPLAY_BYTES
         return not full or count > min(r.uses for r in replays)
 
     def _age(self) -> None:
@@ -293,6 +300,7 @@ class KernelReplays:
                 break
             held -= entries[k].nbytes
             entries[k] = uses
+        self._replays = None
 
     def _keep(self, key: tuple, entry: Any) -> None:
         """Set ``key``'s entry (as the newest); past :data:`KEPT_REPLAYS` or
@@ -300,10 +308,12 @@ class KernelReplays:
         :data:`KEPT_SIGNATURES` the longest-unseen signatures that are not replays are forgotten."""
         with self._lock:  # runs in other threads count and capture too
             entries = self._entries
-            entries.pop(key, None)
+            old = entries.pop(key, None)
             entries[key] = entry
             if isinstance(entry, Replay):  # only a new replay can take the replays past their bounds
                 self._bound_replays()
+            elif isinstance(old, Replay):
+                self._replays = None
             while len(entries) > KEPT_SIGNATURES:
                 del entries[next(k for k, v in entries.items() if not isinstance(v, Replay))]
 

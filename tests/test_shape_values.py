@@ -65,6 +65,20 @@ def test_the_shape_arithmetic_runs_once_per_set_of_feed_shapes():
         assert calls["Reshape"] == 1 and calls["Mul"] == 1
 
 
+def test_a_cycle_through_many_lengths_keeps_every_length_s_values():
+    """A decoder with a key/value cache runs its cache lengths in turn: a cycle of 200 lengths
+    (longer than the 64 once kept, which dropped each length before it came back) computes the
+    arithmetic in its first round only."""
+    session = _session(_heads)
+    calls = _counted(session)
+    for round_ in range(2):
+        calls.clear()
+        for seq in range(1, 201):
+            y, = session.run({"x": _x(1, seq)})
+            assert y.shape == (1, seq, 2, 4)
+        assert calls.get("Shape", 0) == (200 if round_ == 0 else 0) and calls["Reshape"] == 200
+
+
 def test_values_that_follow_the_data_are_computed_every_run():
     """NonZero's length follows the data: the Shape of its output, and what follows, run each time."""
     def build(b, x):

@@ -2,7 +2,9 @@
 
 Why one helper: a bound kernel derives its plan once per distinct input shape, but a model fed
 ever-changing shapes would grow that memo without end; every memo is emptied once it holds more
-than :data:`MEMO_LIMIT` entries.
+than :data:`MEMO_LIMIT` entries (a plan of a few hundred bytes: ~100 KB a node when full).
+Why 256: a decoder with a key/value cache cycles through every cache length, and a cycle longer
+than the memo empties it before any length comes back (see ``shape_values.KEPT_SHAPES``).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-MEMO_LIMIT = 64
+MEMO_LIMIT = 256
 
 
 def remember(memo: dict, key: object, value: T) -> T:
