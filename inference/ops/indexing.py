@@ -60,6 +60,12 @@ def slice_(x, starts, ends, axes=None, steps=None):
 @register("Gather", since=1)
 def gather(data, indices, *, axis=0):
     axis = normalize_axis(axis, data.ndim, "Gather axis")
+    if type(indices) is np.ndarray and indices.ndim == 0 and indices.dtype.kind in "iu":
+        # one entry (torch's Shape -> Gather(i), ~20 a decoder step): indexed, not np.take's 7 us
+        n, i = data.shape[axis], int(indices)
+        if not -n <= i < n:
+            raise KernelError(f"Gather index out of range for an axis of size {n}")
+        return np.array(data[(slice(None),) * axis + (i,)])
     idx = positive_index(indices, data.shape[axis])
     check_index_range(idx, data.shape[axis], "Gather")
     return np.asarray(np.take(data, idx, axis=axis))

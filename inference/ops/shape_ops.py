@@ -91,41 +91,44 @@ def flatten(x, *, axis=1):
     return x.reshape(_flatten_dims(x, axis))
 
 
-def _squeeze(x: np.ndarray, axes: list[int] | None) -> np.ndarray:
+def _squeezed_dims(x: np.ndarray, axes=None) -> tuple[int, ...]:
     if axes is None:
-        return x.reshape([d for d in x.shape if d != 1])
-    axes = normalize_axes(axes, x.ndim, "Squeeze axes")
+        return tuple(d for d in x.shape if d != 1)
+    axes = normalize_axes(int_list(axes), x.ndim, "Squeeze axes")
     bad = [a for a in axes if x.shape[a] != 1]
     if bad:
         raise KernelError(f"Squeeze: axes {bad} of shape {x.shape} do not have size 1")
-    return x.reshape([d for i, d in enumerate(x.shape) if i not in axes])
+    return tuple(d for i, d in enumerate(x.shape) if i not in axes)
 
 
 @register("Squeeze", since=1)
 def squeeze_v1(x, *, axes=None):
-    return _squeeze(x, axes)
+    return x.reshape(_squeezed_dims(x, axes))
 
 
-@register("Squeeze", since=13)
+# opset 13 on: the axes an input, the dims memoised per shape as Reshape's (torch writes a Squeeze
+# or Unsqueeze around every shape entry: ~20 a decoder step, 2 us each recomputed)
+@register("Squeeze", since=13, bind=_memo_dims(_squeezed_dims))
 def squeeze(x, axes=None):
-    return _squeeze(x, int_list(axes))
+    return x.reshape(_squeezed_dims(x, axes))
 
 
-def _unsqueeze(x: np.ndarray, axes: list[int]) -> np.ndarray:
+def _unsqueezed_dims(x: np.ndarray, axes) -> tuple[int, ...]:
+    axes = int_list(axes)
     rank = x.ndim + len(axes)
     axes = normalize_axes(axes, rank, "Unsqueeze axes")
     dims = iter(x.shape)
-    return x.reshape([1 if i in axes else next(dims) for i in range(rank)])
+    return tuple(1 if i in axes else next(dims) for i in range(rank))
 
 
 @register("Unsqueeze", since=1)
 def unsqueeze_v1(x, *, axes):
-    return _unsqueeze(x, axes)
+    return x.reshape(_unsqueezed_dims(x, axes))
 
 
-@register("Unsqueeze", since=13)
+@register("Unsqueeze", since=13, bind=_memo_dims(_unsqueezed_dims))
 def unsqueeze(x, axes):
-    return _unsqueeze(x, int_list(axes))
+    return x.reshape(_unsqueezed_dims(x, axes))
 
 
 @register("Expand", since=8)
