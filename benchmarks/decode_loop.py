@@ -69,29 +69,34 @@ class GptDecoder(nn.Module):
 
 
 class KvDecoder(GptDecoder):
-    """The decoder with a key/value cache: ``forward(ids, past)`` -> (logits of the last position,
-    ``present``), ``past`` and ``present`` (layers, 2, batch, heads, length, head width) holding
-    the keys and values of every earlier position (``present``: ``ids``' appended)."""
+    """The decoder with a key/value cache, laid out as Hugging Face's exports do: ``forward(ids,
+    *past)`` -> (logits of the last position, *present), one key and one value (batch, heads,
+    length, head width) per layer in :meth:`cache_names`' order, ``present`` with ``ids``'
+    positions appended."""
 
-    def forward(self, ids, past):
+    def forward(self, ids, *past):
         b, t = ids.shape
-        h, d, cached = self.heads, self.dim // self.heads, past.shape[4]
+        h, d, cached = self.heads, self.dim // self.heads, past[0].shape[2]
         x = self.tokens(ids) + self.positions[:, cached:cached + t]
         mask = self.mask[:, :, cached:cached + t, :cached + t]
         presents = []
         for i, block in enumerate(self.blocks):
             q, k, v = block["qkv"](block["norm1"](x)).split(self.dim, 2)
             q, k, v = (a.view(b, t, h, d).transpose(1, 2) for a in (q, k, v))
-            k, v = torch.cat([past[i, 0], k], 2), torch.cat([past[i, 1], v], 2)
-            presents.append(torch.stack([k, v]))
+            k, v = torch.cat([past[2 * i], k], 2), torch.cat([past[2 * i + 1], v], 2)
+            presents += [k, v]
             scores = ((q @ k.transpose(-2, -1)) * d ** -0.5).masked_fill(mask == 0, float("-inf")).softmax(-1)
             x = x + block["out"]((scores @ v).transpose(1, 2).reshape(b, t, self.dim))
             x = x + block["down"](nn.functional.gelu(block["up"](block["norm2"](x)), approximate="tanh"))
-        return self.head(self.norm(x))[:, -1], torch.stack(presents)
+        return (self.head(self.norm(x))[:, -1], *presents)
 
-    def empty_cache(self, batch: int) -> np.ndarray:
-        """The ``past`` of a prompt's first step: no positions yet."""
-        return np.zeros((len(self.blocks), 2, batch, self.heads, 0, self.dim // self.heads), np.float32)
+    def cache_names(self, prefix: str = "past_key_values") -> list[str]:
+        return [f"{prefix}.{i}.{part}" for i in range(len(self.blocks)) for part in ("key", "value")]
+
+    def empty_cache(self, batch: int) -> dict[str, np.ndarray]:
+        """The cache of a prompt's first step: no positions yet."""
+        shape = (batch, self.heads, 0, self.dim // self.heads)
+        return {name: np.zeros(shape, np.float32) for name in self.cache_names()}
 
 
 def export(module: nn.Module, length: int = 8) -> bytes:
@@ -106,17 +111,19 @@ def export(module: nn.Module, length: int = 8) -> bytes:
 
 
 def export_kv(module: KvDecoder, length: int = 3, cached: int = 5) -> bytes:
-    """``module`` as torch.onnx writes it: ``ids`` (batch, length), ``past`` with a dynamic batch
-    and cache length, outputs ``logits`` and ``present``."""
+    """``module`` as torch.onnx writes it: ``ids`` (batch, length) and the cache (its
+    :meth:`~KvDecoder.cache_names`, a dynamic batch and cache length) in; ``logits`` and the
+    ``present.{layer}.key`` / ``.value`` out."""
     buf = io.BytesIO()
     ids = torch.zeros((1, length), dtype=torch.int64)
-    past = torch.zeros(module.empty_cache(1).shape[:4] + (cached, module.dim // module.heads))
+    past = [torch.zeros((1, module.heads, cached, module.dim // module.heads)) for _ in module.cache_names()]
+    presents = module.cache_names("present")
+    dynamic = {"ids": {0: "batch", 1: "length"}, **{name: {0: "batch", 2: "cached"} for name in module.cache_names()},
+               **{name: {0: "batch", 2: "total"} for name in presents}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (ids, past), buf, opset_version=17, input_names=["ids", "past"],
-                          output_names=["logits", "present"], dynamo=False,
-                          dynamic_axes={"ids": {0: "batch", 1: "length"}, "past": {2: "batch", 4: "cached"},
-                                        "present": {2: "batch", 4: "total"}})
+        torch.onnx.export(module.eval(), (ids, *past), buf, opset_version=17, dynamo=False, dynamic_axes=dynamic,
+                          input_names=["ids", *module.cache_names()], output_names=["logits", *presents])
     return buf.getvalue()
 
 
@@ -132,16 +139,18 @@ def generate(run, prompt: np.ndarray, tokens: int) -> tuple[np.ndarray, np.ndarr
     return ids, np.array(times)
 
 
-def generate_kv(run, prompt: np.ndarray, tokens: int, empty_cache: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy generation with a key/value cache: ``run`` ((ids, past) -> (logits, present)) is fed
+def generate_kv(run, prompt: np.ndarray, tokens: int, empty_cache: dict[str, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy generation with a key/value cache: ``run`` (feeds -> [logits, *present]) is fed
     ``prompt`` (batch, n) with ``empty_cache``, then each new token with the cache so far; the
     sequence and each step's seconds."""
-    ids, past, sequence, times = prompt, empty_cache, [prompt], []
+    feeds, sequence, times = {"ids": prompt, **empty_cache}, [prompt], []
     for _ in range(tokens):
         start = time.perf_counter()
-        logits, past = run(ids, past)
+        logits, *presents = run(feeds)
         times.append(time.perf_counter() - start)
         ids = logits.argmax(-1)[:, None].astype(np.int64)
+        feeds = {"ids": ids, **dict(zip(empty_cache, presents))}
         sequence.append(ids)
     return np.concatenate(sequence, axis=1), np.array(times)
 
@@ -164,14 +173,14 @@ def main() -> int:
     peer = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
     ours = Predictor(Config(model_path=proto, num_threads=args.threads))
     if args.kv_cache:
-        def peer_run(ids, past):
-            return peer.run(None, {"ids": ids, "past": past})
+        def peer_run(feeds):
+            return peer.run(None, feeds)
 
-        def our_run(ids, past):
-            out = ours.run({"ids": ids, "past": past})
-            return out["logits"], out["present"]
+        def our_run(feeds):
+            return list(ours.run(feeds).values())
 
-        our_run(np.array([[0]], np.int64), module.empty_cache(1))  # compile and load outside the timing
+        # compile and load outside the timing: a 2-token prompt and a step after it (the passes' prompts have 3)
+        generate_kv(our_run, np.array([[0, 0]], np.int64), 2, module.empty_cache(1))
         generation = functools.partial(generate_kv, tokens=args.tokens, empty_cache=module.empty_cache(1))
     else:
         def peer_run(ids):
@@ -180,7 +189,7 @@ def main() -> int:
         def our_run(ids):
             return ours.run({"ids": ids})["logits"]
 
-        our_run(np.array([[0]], np.int64))  # compile and load outside the timing; the passes' lengths are all new
+        generate(our_run, np.array([[0]], np.int64), 2)  # compile and load outside the timing: lengths 1 and 2
         generation = functools.partial(generate, tokens=args.tokens)
     kind = "with a key/value cache, one token a step" if args.kv_cache else "fed the whole sequence each step"
     print(f"GPT-style decoder (2 layers, 128 wide) {kind}, {args.tokens} tokens greedy after 3, "

@@ -70,10 +70,9 @@ def kv_decoder():
 
 
 def _torch_kv(module):
-    def run(ids: np.ndarray, past: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with torch.no_grad():
-            logits, present = module(torch.from_numpy(ids), torch.from_numpy(past))
-        return logits.numpy(), present.numpy()
+            return [o.numpy() for o in module(*(torch.from_numpy(v) for v in feeds.values()))]
 
     return run
 
@@ -85,11 +84,11 @@ def test_a_key_value_cache_generates_as_torch_and_replays_other_prompts(kv_decod
     tokens it was captured on."""
     module, proto = kv_decoder
     p = Predictor(Config(model_path=proto, num_threads=1))
+    assert p.get_input_names() == ["ids", *module.cache_names()]
     count = count_step_calls(p)
 
-    def run(ids, past):
-        out = p.run({"ids": ids, "past": past})
-        return out["logits"], out["present"]
+    def run(feeds):
+        return list(p.run(feeds).values())
 
     for n, prompt in enumerate(([[5, 9, 2]], [[5, 9, 2]], [[5, 9, 2]], [[8, 1, 4]], [[3, 3, 7]])):
         prompt = np.array(prompt, np.int64)
