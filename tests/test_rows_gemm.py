@@ -10,8 +10,8 @@ import pytest
 from inference.kernels._jit import use_parallel_kernels
 from inference.kernels.nhwc import HWIO, fused_conv_nhwc_packed, fused_conv_nhwc_reference
 from inference.kernels.activations import HARD_SWISH, SIGMOID, SILU, activate_row
-from inference.kernels.rows_gemm import (GATHERED, MATRIX, NARROW, SINGLE, SLIM, WIDE, PreparedGemm, Rows,
-                                         gemm_rows, padded_weight, tile_shape)
+from inference.kernels.rows_gemm import (GATHERED, GEMV_STREAMS, MATRIX, NARROW, SINGLE, SLIM, STREAMED_K, WIDE,
+                                         PreparedGemm, Rows, gemm_rows, padded_weight, stream_order, tile_shape)
 
 INF = np.float32(np.inf)
 
@@ -123,7 +123,17 @@ def test_parallel_twin_matches():
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("k,m", [(672, 168), (40, 18), (1, 1)])
+def test_one_row_products_read_four_runs_of_rows_at_once():
+    """From STREAMED_K rows on, the steps take four runs of the panel's rows in turn (every row
+    once, a shorter last run where four do not divide them); fewer rows keep their order."""
+    for k in (STREAMED_K, 301, 672, 4096):
+        order = stream_order(k)
+        q = -(-k // GEMV_STREAMS)
+        assert sorted(order.tolist()) == list(range(k)) and order.tolist()[:5] == [0, q, 2 * q, 3 * q, 1]
+    assert stream_order(STREAMED_K - 1).tolist() == list(range(STREAMED_K - 1))
+
+
+@pytest.mark.parametrize("k,m", [(672, 168), (301, 70), (1024, 130), (40, 18), (1, 1)])
 def test_one_row_takes_the_one_row_tile_serial_and_parallel(k, m):
     """A product of one row (a squeeze-and-excitation gate, a batch-1 classifier) runs on the 1 x 64
     tile, panel by panel, and gives numpy's result (residual, clamp keeping NaN) on one thread and

@@ -17,6 +17,7 @@ channels-last convolution over its padded input in place, an implicit GEMM.
 """
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import NamedTuple
 
@@ -100,6 +101,28 @@ class Rows(NamedTuple):
     col_pitch: int
     row_pitch: int
     image_pitch: int
+
+
+#: a one-row product (:func:`_gemv`) reads each weight panel as this many runs of its rows at once,
+#: a step from each in turn, where the panel has at least :data:`STREAMED_K` rows. Why: a decoder's
+#: token streams every weight from memory once, and one sequential run per panel drew 12.8 GB/s
+#: where OpenBLAS's GEMV drew 21; four runs 18-22 (512 x 2048, 2048 x 512, 512 x 8000 weights,
+#: ~100 MB in turn, one thread; 2 and 8 runs fewer, 128 rows no gain). The steps' order is the
+#: only change: the same tile, the same panels, a sum in another order
+GEMV_STREAMS = 4
+STREAMED_K = 256
+
+
+@functools.lru_cache(maxsize=256)
+def stream_order(k: int) -> np.ndarray:
+    """The order of a one-row product's ``k`` steps: :data:`GEMV_STREAMS` runs of the rows in turn
+    (row 0, q, 2q, 3q, 1, q + 1, ...; q = k / streams rounded up), or in order below
+    :data:`STREAMED_K` rows."""
+    if k < STREAMED_K:
+        return np.arange(k, dtype=np.int64)
+    q = -(-k // GEMV_STREAMS)
+    order = np.arange(GEMV_STREAMS * q, dtype=np.int64).reshape(GEMV_STREAMS, q).T.reshape(-1)
+    return np.ascontiguousarray(order[order < k])
 
 
 def panel_row_offsets(k: int, nl: int) -> np.ndarray:
@@ -228,7 +251,7 @@ class PreparedGemm:
     share one parallel run (a call per group paid a parallel region each)."""
 
     __slots__ = ("p", "k", "m", "mr", "nv", "nl", "padded_m", "tiles", "partial", "geo", "koff", "groups", "panels",
-                 "_dense", "_bounds", "_weight", "_bias")
+                 "_dense", "_bounds", "_weight", "_bias", "_streamed")
 
     def __init__(self, p: int, k: int, m: int, shape: tuple[int, int] | None = None, rows: Rows | None = None,
                  koff: np.ndarray | None = None, groups: int = 1):
@@ -261,6 +284,7 @@ class PreparedGemm:
         self._bounds: dict = {}  # (id of the steps, chunks, weights outer) -> (those steps, chunk bounds)
         self._weight: tuple = (NO_REF,)  # (the constant weight's weakref, its panels, their row offsets, the steps)
         self._bias: tuple = (None, None)  # (the bias beside a constant weight, padded)
+        self._streamed: tuple = (None, None)  # (a panel's row offsets, in the one-row product's step order)
 
     def __call__(self, x: np.ndarray, w: np.ndarray, bias: np.ndarray, z: np.ndarray | None, amin: np.float32,
                  amax: np.float32, keep_for: np.ndarray | None = None, out: np.ndarray | None = None,
@@ -283,9 +307,12 @@ class PreparedGemm:
         threads = kernel_threads()
         chunks = parallel_chunks(self.tiles, threads)
         if mr == 1:  # rows one by one (the shape SINGLE, picked for one row)
+            order = stream_order(k)
+            if self._streamed[0] is not wkoff:
+                self._streamed = (wkoff, np.ascontiguousarray(wkoff[order]))
             kernel = _gemv.parallel if threads > 1 else _gemv.serial
-            kernel(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), wp, wkoff, bp, zz, z is not None, amin,
-                   amax, y.reshape(-1), m, act, min(chunks, threads))
+            kernel(np.ascontiguousarray(x, dtype=np.float32).reshape(-1), wp, self._streamed[1], order, bp, zz,
+                   z is not None, amin, amax, y.reshape(-1), m, act, min(chunks, threads))
             return y
         if self.koff is None:
             a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
@@ -388,27 +415,34 @@ def _row_starts(p0, rows, geo, roff):
 
 
 @threaded_kernel()
-def _gemv(a, wp, koff, bias, z, has_z, amin, amax, y, m, act, nchunks):
+def _gemv(a, wp, koff, order, bias, z, has_z, amin, amax, y, m, act, nchunks):
     """``act(a @ W + bias + z)`` row by row of ``a`` on the 1 x 64 tile, (row, panel) items in
-    ``nchunks`` parallel runs. Why: on the 6 x 64 or 12 x 32 tile a single row (a
-    squeeze-and-excitation gate's 1x1 convolutions, a batch-1 classifier) left 5 of 6 (11 of 12)
-    rows padding, their multiply-adds the work: 672 -> 168 took 10.8 us hot against 4.6 for
-    OpenBLAS's GEMV, now 6.2. A kernel of its own, not a branch of :func:`matrix_tiles`: the fused
-    blocks inline that, and would compile this tile too."""
+    ``nchunks`` parallel runs; the steps in ``order`` (:func:`stream_order`: ``koff`` the panel's
+    row offsets in that order, each row of ``a`` gathered into it). Why: on the 6 x 64 or 12 x 32
+    tile a single row (a squeeze-and-excitation gate's 1x1 convolutions, a batch-1 classifier)
+    left 5 of 6 (11 of 12) rows padding, their multiply-adds the work: 672 -> 168 took 10.8 us hot
+    against 4.6 for OpenBLAS's GEMV, now 6.2. A kernel of its own, not a branch of
+    :func:`matrix_tiles`: the fused blocks inline that, and would compile this tile too."""
     nl = SINGLE[1] * LANES
     k = koff.size
     panels = bias.size // nl
     items = a.size // k * panels
     for ch in numba.prange(nchunks):
         seg = np.empty((1, 3), np.int64)
+        row = np.empty(k, np.float32)
+        gathered = -1
         for t in range(ch * items // nchunks, (ch + 1) * items // nchunks):
             r, pb = t // panels, t % panels
+            if r != gathered:
+                for j in range(k):
+                    row[j] = a[r * k + order[j]]
+                gathered = r
             m0 = pb * nl
             seg[0, 0], seg[0, 1], seg[0, 2] = 0, m0, min(nl, m - m0)
             if has_z:
-                _single_z(a, r * k, wp, pb * k * nl, koff, k, bias, m0, 1, amin, amax, z, y, r * m, m, seg, 1, act)
+                _single_z(row, 0, wp, pb * k * nl, koff, k, bias, m0, 1, amin, amax, z, y, r * m, m, seg, 1, act)
             else:
-                _single(a, r * k, wp, pb * k * nl, koff, k, bias, m0, 1, amin, amax, z, y, r * m, m, seg, 1, act)
+                _single(row, 0, wp, pb * k * nl, koff, k, bias, m0, 1, amin, amax, z, y, r * m, m, seg, 1, act)
 
 
 @numba.njit(cache=True, error_model="numpy", inline="always")
