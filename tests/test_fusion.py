@@ -90,3 +90,30 @@ def test_fusion_can_be_switched_off():
     model = load_model(proto)
     optimize(model, fusion=True, switches={"fuse_conv_epilogue": False})
     assert not any(n.domain == "edgelearn" and n.op_type == "FusedConv" for n in model.graph.nodes)
+
+
+def test_a_lone_product_by_a_constant_weight_is_fused():
+    """A bias-free projection (LLaMA's, a tied LM head) becomes a FusedMatMul with no epilogue (its
+    weight packed once, a one-row product streamed), with onnxruntime's outputs; a product of two
+    activations stays MatMul."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((512, 300)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("MatMul", ["h", "t"], ["y"])]
+    graph = helper.make_graph(nodes, "lone", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 512]),
+                                              helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 300, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = load_model(proto)
+    optimize(model)
+    assert [(n.op_type, n.attrs.get("activation")) for n in model.graph.nodes] == [("FusedMatMul", None),
+                                                                                    ("MatMul", None)]
+    feeds = {"x": rng.standard_normal((1, 1, 512)).astype(np.float32),
+             "t": rng.standard_normal((1, 300, 7)).astype(np.float32)}
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    p = Predictor(Config(model_path=proto.SerializeToString(), num_threads=1))
+    for _ in range(4):  # step by step, then replayed
+        np.testing.assert_allclose(p.run(feeds)["y"], want, rtol=1e-4, atol=1e-3)
