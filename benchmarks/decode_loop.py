@@ -38,6 +38,10 @@ nn = torch.nn
 #: and on two threads the one that ran last had taken the other's first steps' second core
 #: (ours replayed at 1.8x onnxruntime's total right after its generation, ~0.9x alone)
 SETTLE_SECONDS = 0.5
+#: the decoders of ``--size``: a small one whose step is mostly the runtimes' own overhead, and one
+#: whose step streams 110 MB of weights (each token reads them all once)
+SIZES = {"small": dict(vocab=500, dim=128, heads=4, layers=2),
+         "mid": dict(vocab=8000, dim=512, heads=8, layers=6)}
 
 
 class GptDecoder(nn.Module):
@@ -163,10 +167,13 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=48)
     p.add_argument("--passes", type=int, default=4)
     p.add_argument("--kv-cache", action="store_true", help="a decoder with a key/value cache, one token a step")
+    p.add_argument("--size", choices=sorted(SIZES), default="small",
+                   help="small: 2 layers, 128 wide (Python-bound); mid: 6 layers, 512 wide, 27M weights (memory-bound)")
     args = p.parse_args()
     torch.manual_seed(0)
     context = max(64, 3 + args.tokens)  # positions for the prompt and every token
-    module = KvDecoder(context=context) if args.kv_cache else GptDecoder(context=context)
+    size = dict(SIZES[args.size], context=context)
+    module = KvDecoder(**size) if args.kv_cache else GptDecoder(**size)
     proto = export_kv(module) if args.kv_cache else export(module)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
@@ -192,8 +199,9 @@ def main() -> int:
         generate(our_run, np.array([[0]], np.int64), 2)  # compile and load outside the timing: lengths 1 and 2
         generation = functools.partial(generate, tokens=args.tokens)
     kind = "with a key/value cache, one token a step" if args.kv_cache else "fed the whole sequence each step"
-    print(f"GPT-style decoder (2 layers, 128 wide) {kind}, {args.tokens} tokens greedy after 3, "
-          f"{args.threads} thread(s)")
+    print(f"GPT-style decoder ({size['layers']} layers, {size['dim']} wide, {size['vocab']} tokens, "
+          f"{sum(t.numel() for t in module.parameters()) / 1e6:.1f}M weights) {kind}, {args.tokens} tokens greedy "
+          f"after 3, {args.threads} thread(s)")
     print("| pass | ours ms | onnxruntime ms | ours / onnxruntime | ours median step ms | "
           "onnxruntime median step ms | same tokens |")
     print("|---|---|---|---|---|---|---|")
