@@ -6,7 +6,6 @@ import onnx
 import pytest
 
 from inference import Config, Predictor, zoo
-from inference.ir import Model
 from inference.onnx_export import model_to_proto
 from inference.onnx_import import load_model
 from inference.passes import optimize
