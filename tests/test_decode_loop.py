@@ -15,11 +15,16 @@ from benchmarks.decode_loop import GptDecoder, KvDecoder, export, export_kv, gen
 from tests.conftest import count_step_calls  # noqa: E402
 
 
+def _tiny(cls, exporter, seed: int):
+    """A one-layer, 32-wide decoder of ``cls`` and its export by ``exporter``."""
+    torch.manual_seed(seed)
+    module = cls(vocab=60, dim=32, heads=2, layers=1, context=24).eval()
+    return module, exporter(module)
+
+
 @pytest.fixture(scope="module")
 def decoder():
-    torch.manual_seed(3)
-    module = GptDecoder(vocab=60, dim=32, heads=2, layers=1, context=24).eval()
-    return module, export(module)
+    return _tiny(GptDecoder, export, 3)
 
 
 def _torch_logits(module):
@@ -64,9 +69,7 @@ def test_a_batch_of_prompts_generates_as_torch(decoder):
 
 @pytest.fixture(scope="module")
 def kv_decoder():
-    torch.manual_seed(4)
-    module = KvDecoder(vocab=60, dim=32, heads=2, layers=1, context=24).eval()
-    return module, export_kv(module)
+    return _tiny(KvDecoder, export_kv, 4)
 
 
 def _torch_kv(module):
