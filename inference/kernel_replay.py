@@ -22,10 +22,12 @@ Integer and bool feeds (token ids, attention masks) cannot be probed with random
 could be out of range: their probe is the recorded values shuffled, so every value stays one the
 model accepted. A feed of one value throughout (an all-ones mask, a length scalar, the single
 token a decoder with a key/value cache is fed each step), which no shuffle changes, is probed with
-another single value an earlier capture ran that feed on (the model accepted it). Where there is
-none yet, or the model rejects that value at this shape, the replay is pinned to the recorded
-value: another value there is captured anew, probed with the pinned one (a decoder's next token
-at this length), and replays whatever it holds from then on if that check passes. A replay that raises (a kernel's own check stopped a bad input: a token
+another single value an earlier capture ran that feed on (the model accepted it). Where none was
+seen yet the replay is pinned to the recorded value until another comes, which is captured anew
+probed with the pinned one (a decoder's next token at this length) and replays whatever it holds
+if that check passes. Where the model rejects the other value at this shape (an index past a
+shorter axis) the replay stays pinned, and another single value there runs step by step (one that
+varies is captured anew). A replay that raises (a kernel's own check stopped a bad input: a token
 id past the embedding table) runs again step by step, which names the error and keeps the replay;
 if that run succeeds the record is broken and the signature runs step by step from then on.
 

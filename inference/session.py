@@ -237,9 +237,9 @@ def _recorder(local: dict, seen: ValueShapes | None, computed: dict | None,
               shape_values: Any) -> Callable[[tuple[str, ...]], None]:
     """A function of a step's output names, called once the step stored them in ``local``, that
     notes each array's shape and dtype in ``seen`` and the values of ``shape_values``' steps in
-    ``computed`` (either may be None). Why a call of its own, not a profiler hook as it was: the
-    hook's two clock reads a step cost ~1.5 us, 100 us a run of a KV-cache decoder relearning the
-    shapes of cache lengths that came back after their plan was dropped."""
+    ``computed`` (either may be None). A call of its own, not a profiler hook as it was: the hook
+    read the clock twice a step for nothing (a KV-cache decoder relearning the shapes of cache
+    lengths that came back after their plan was dropped: 0.49 -> 0.47 ms a step, small)."""
     names = shape_values.names if computed is not None else frozenset()
 
     def record(outputs: tuple[str, ...]) -> None:

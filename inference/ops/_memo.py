@@ -2,7 +2,8 @@
 
 Why one helper: a bound kernel derives its plan once per distinct input shape, but a model fed
 ever-changing shapes would grow that memo without end; every memo is emptied once it holds more
-than :data:`MEMO_LIMIT` entries (a plan of a few hundred bytes: ~100 KB a node when full).
+than :data:`MEMO_LIMIT` entries (with the shape values, ~3 MB more for a small KV-cache decoder
+at 240 lengths).
 Why 256: a decoder with a key/value cache cycles through every cache length, and a cycle longer
 than the memo empties it before any length comes back (see ``shape_values.KEPT_SHAPES``).
 """

@@ -91,7 +91,8 @@ def fuse_matmul_epilogue(model: Model) -> bool:
         # a lone product too: the weight packed once into panels, its one-row product streamed
         # (rows_gemm.GEMV_STREAMS), and a numba call a replay repeats. Why: a bias-free projection
         # (LLaMA's, a tied LM head) had stayed MatMul, which a replaying session ran on the
-        # activation x activation kernel reading the weight's rows at 13 GB/s (512 x 8000: 1.26 ms)
+        # activation x activation kernel reading the weight's rows at 13 GB/s (24 such 512 x 2048
+        # layers: 7.6 -> 5.2 ms replayed, onnxruntime 5.3)
         commit_fused(g, model, mm, fused, absorbed, DOMAIN)
         changed = True
     drop_unused_initializers(g)
