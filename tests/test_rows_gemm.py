@@ -31,7 +31,8 @@ def _want(a, w, b, z, lo, hi):
 
 @pytest.mark.parametrize("shape", [WIDE, NARROW, SLIM, SINGLE], ids=["wide", "narrow", "slim", "single"])
 @pytest.mark.parametrize("p,k,m", [(1, 1, 1), (5, 3, 7), (6, 16, 64), (13, 27, 32), (49, 160, 200),
-                                   (100, 96, 24), (197, 64, 130), (37, 20, 16)])
+                                   (100, 96, 24), (197, 64, 130), (37, 20, 16),
+                                   (3, 300, 70), (11, 512, 40)])  # a partial block of long rows
 @pytest.mark.parametrize("residual", [False, True])
 def test_matches_numpy(shape, p, k, m, residual):
     rng = np.random.default_rng(p * 1000 + k * 10 + m)
