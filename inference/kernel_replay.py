@@ -26,8 +26,9 @@ another single value an earlier capture ran that feed on (the model accepted it)
 seen yet the replay is pinned to the recorded value until another comes, which is captured anew
 probed with the pinned one (a decoder's next token at this length) and replays whatever it holds
 if that check passes. Where the model rejects the other value at this shape (an index past a
-shorter axis) the replay stays pinned, and another single value there runs step by step (one that
-varies is captured anew). A replay that raises (a kernel's own check stopped a bad input: a token
+shorter axis), or the value changes what it computes (a length fed as a value: the replay's output
+differs from the run's), the replay stays pinned, and another single value there runs step by step
+(one that varies is captured anew). A replay that raises (a kernel's own check stopped a bad input: a token
 id past the embedding table) runs again step by step, which names the error and keeps the replay;
 if that run succeeds the record is broken and the signature runs step by step from then on.
 
@@ -50,7 +51,7 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from numba.core.registry import CPUDispatcher
@@ -276,15 +277,17 @@ class KernelReplays:
 
     def _remember_singles(self, feeds: dict[str, np.ndarray]) -> dict[str, list]:
         """Note the single value of each integer or bool feed of one value throughout (a capture's
-        run accepted it); the values noted before for those feeds (to probe them with), by name."""
+        run accepted it); the other values noted before for those feeds (to probe them with), by
+        name, where there are any."""
         known = {}
         with self._lock:
             for name, value in feeds.items():
                 if value.dtype.kind in "iub" and value.size and not _varies(value):
                     seen = self._singles.setdefault(name, [])
-                    if seen:
-                        known[name] = list(seen)
                     single = value.ravel()[0].item()
+                    others = [v for v in seen if v != single]
+                    if others:
+                        known[name] = others
                     if single not in seen:
                         seen.append(single)
                         del seen[:-KEPT_SINGLE_VALUES]
@@ -337,23 +340,25 @@ class KernelReplays:
         recorded = {name: b.copy() for name, b in buffers.items()}  # a probe's replay overwrites buffers
         replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace, count)
         rng = np.random.default_rng(len(calls))
-        try:  # the replay first: every buffer then holds what the recorded run left, from other
-            got, want = self._check(replay, recorded, rng, singles)  # inputs: work the record skipped shows
-        except Exception:  # noqa: BLE001 - a model that rejects random inputs is simply not replayed
-            if not singles:
+        # probed with other captures' single values first; where the model rejects them at this shape
+        # or they change what it computes (a length fed as a value), again pinned to the recorded ones
+        attempts = [singles, {}] if singles else [{}]
+        for n, values in enumerate(attempts):
+            try:  # the replay first: every buffer then holds what the recorded run left, from other
+                got, want = self._check(replay, recorded, rng, values)  # inputs: work the record skipped shows
+            except Exception:  # noqa: BLE001 - a model that rejects random inputs is simply not replayed
+                if n + 1 < len(attempts):
+                    continue
                 self._keep(key, _REFUSED)
                 return result
-            try:  # it rejected another capture's single value at this shape: pinned to the recorded one
-                got, want = self._check(replay, recorded, rng, {})
-                replay.settled = True
-            except Exception:  # noqa: BLE001
-                self._keep(key, _REFUSED)
+            if got is None:  # another thread held the arena: try again on a later run
                 return result
-        if got is None:  # another thread held the arena: try again on a later run
-            return result
-        same = len(got) == len(want) and all(_identical(a, b) for a, b in zip(got, want))
-        if self._finite_only and not all(isinstance(o, np.ndarray) and o.dtype.kind == "f" for o in got):
-            same = False  # a non-float output could not show a Winograd step's fallback
+            same = len(got) == len(want) and all(_identical(a, b) for a, b in zip(got, want))
+            if self._finite_only and not all(isinstance(o, np.ndarray) and o.dtype.kind == "f" for o in got):
+                same = False  # a non-float output could not show a Winograd step's fallback
+            if same:
+                break
+        replay.settled = n > 0
         self._keep(key, replay if same and replay.nbytes <= KEPT_REPLAY_BYTES else _REFUSED)
         return result
 
@@ -409,20 +414,18 @@ def _pinned_note(replay: Replay) -> str:
     return f"; only for the recorded {', '.join(replay.pinned)}: one value throughout, which no probe varies"
 
 
-def _probe(rng: np.random.Generator, recorded: np.ndarray, singles: Iterable = ()) -> np.ndarray:
+def _probe(rng: np.random.Generator, recorded: np.ndarray, singles: Sequence = ()) -> np.ndarray:
     """Other inputs of ``recorded``'s shape for the capture's check: random normals for a float
     feed, the recorded values shuffled for an integer or bool one (ids and masks stay valid), or
     rolled by one where the shuffle left them as they were; values all equal, which survive both,
-    become the latest other of ``singles`` (values the model accepted for that feed elsewhere)."""
+    become the latest of ``singles`` (other values the model accepted for that feed elsewhere)."""
     if recorded.dtype.kind == "f":
         return rng.standard_normal(recorded.shape).astype(recorded.dtype)
     shuffled = rng.permutation(recorded.ravel()).reshape(recorded.shape)
     if not np.array_equal(shuffled, recorded):
         return shuffled
-    if recorded.size and not _varies(recorded):
-        others = [v for v in singles if v != recorded.ravel()[0]]
-        if others:
-            return np.full(recorded.shape, others[-1], recorded.dtype)
+    if recorded.size and not _varies(recorded) and singles:
+        return np.full(recorded.shape, singles[-1], recorded.dtype)
     return np.roll(recorded, 1)
 
 

@@ -538,6 +538,37 @@ def test_a_single_value_the_model_rejects_at_this_shape_pins_the_replay():
         p.run({"x": x5, "at": np.array([9])})
 
 
+def _length_model() -> onnx.ModelProto:
+    """y = Relu(x[:, :n]) * 2: x (1, L) float, n (1,) int64, so the output's shape follows n's value."""
+    nodes = [helper.make_node("Slice", ["x", "zero", "n", "one"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Add", ["r", "r"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (("zero", 0), ("one", 1))]
+    graph = helper.make_graph(nodes, "length", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, "L"]),
+                                                helper.make_tensor_value_info("n", onnx.TensorProto.INT64, [1])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_single_value_that_changes_the_computation_pins_the_replay():
+    """A length fed as a value: probed with the length another capture ran on, the replay (recorded
+    at this one) would differ from the run, so the check falls back to the recorded length alone;
+    another length at this shape runs step by step (right, its output shorter), the recorded one
+    replays."""
+    p = _predictor(_length_model())
+    rng = np.random.default_rng(2)
+    x20, x30 = (rng.standard_normal((1, n)).astype(np.float32) for n in (20, 30))
+    _captured(p, {"x": x20, "n": np.array([5])})
+    _captured(p, {"x": x30, "n": np.array([7])})
+    assert "x [1, 30], n [1] at 1 thread(s): replayed (3 runs; only for the recorded n" in p.replay_report()
+    count = count_step_calls(p)
+    for n in (9, 7, 3):
+        before = count[0]
+        y = p.run({"x": x30, "n": np.array([n])})["y"]
+        np.testing.assert_array_equal(y, 2 * np.maximum(x30[:, :n], 0))
+        assert (count[0] == before) == (n == 7)  # replayed for the recorded length only
+    assert "x [1, 30], n [1] at 1 thread(s): replayed (6 runs; only for the recorded n" in p.replay_report()
+
+
 def test_feeds_of_other_kinds_are_not_captured():
     assert _signature({"x": np.zeros(3, np.float32), "ids": np.zeros(3, np.int64), "m": np.zeros(3, bool)})
     assert _signature({"x": np.zeros(3, np.float32), "s": np.array(["a"])}) is None
