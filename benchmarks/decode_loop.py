@@ -7,7 +7,8 @@ With ``--kv-cache`` the decoder keeps its keys and values (``KvDecoder``): the p
 then one token a step with the cache of every earlier position, the cache's length the dynamic
 axis (how an on-device LLM generates). Each step is then a new cache length, and its token a
 single value (which a replay's check must vary: ``inference.kernel_replay``); each pass starts
-from another prompt.
+from another prompt. ``--size mid`` runs a 27M-weight decoder, whose step is its weights streamed
+from memory, where the small default's step is mostly the runtimes' own overhead.
 
 Each step's length is new to the first pass; a Predictor runs a shape step by step until it has
 seen it (noting its shapes, then planning its arena), then captures a kernel replay, so the
@@ -15,6 +16,7 @@ passes show what a server that keeps generating pays on the way to replays and a
 
 Run from the project root:
   env -u OPENBLAS_CORETYPE python benchmarks/decode_loop.py [--threads 1] [--tokens 48] [--kv-cache]
+      [--size small|mid] [--passes 4]
 """
 from __future__ import annotations
 
