@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from inference import Config, Predictor, zoo
 from inference.onnx_export import model_to_proto
@@ -95,9 +97,6 @@ def test_a_lone_product_by_a_constant_weight_is_fused():
     """A bias-free projection (LLaMA's, a tied LM head) becomes a FusedMatMul with no epilogue (its
     weight packed once, a one-row product streamed), with onnxruntime's outputs; a product of two
     activations stays MatMul."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
     rng = np.random.default_rng(5)
     w = rng.standard_normal((512, 300)).astype(np.float32)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("MatMul", ["h", "t"], ["y"])]
@@ -116,3 +115,4 @@ def test_a_lone_product_by_a_constant_weight_is_fused():
     p = Predictor(Config(model_path=proto.SerializeToString(), num_threads=1))
     for _ in range(4):  # step by step, then replayed
         np.testing.assert_allclose(p.run(feeds)["y"], want, rtol=1e-4, atol=1e-3)
+    assert "replayed (4 runs)" in p.replay_report()
