@@ -82,8 +82,9 @@ def _torch_kv(module):
 
 def test_a_key_value_cache_generates_as_torch_and_replays_other_prompts(kv_decoder):
     """One token a step with the cache so far: every step a new cache length, its token a single
-    value. After three generations (learn, plan, capture) a fourth from other prompts is torch's,
-    every length replayed (no step run but the prompt's, whose ids differ), none pinned to the
+    value. After three generations (learn, plan, capture) the fourth and fifth, from other prompts,
+    are torch's; the fifth runs no step at all (the fourth captured again only the first
+    single-token length, pinned before any other token was seen), and no replay is pinned to the
     tokens it was captured on."""
     module, proto = kv_decoder
     p = Predictor(Config(model_path=proto, num_threads=1))
