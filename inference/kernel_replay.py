@@ -126,12 +126,13 @@ class Replay:
     """One signature's recorded calls, the feed buffers they read and the output arrays they write."""
 
     def __init__(self, feeds: dict[str, np.ndarray], calls: list, outputs: list, block: Any, workspace: Any,
-                 uses: int = 0, pinned: dict[str, np.ndarray] | None = None, settled: bool = False):
+                 uses: int = 0):
         self.feeds, self.outputs = feeds, outputs
-        self.pinned = pinned or {}  # feeds the probe could not vary: replayed only for these values
-        #: pinned although another value was tried (the model rejected it): not captured again for
-        #: another single value
-        self.settled = settled
+        #: feeds the probe could not vary: replayed only for these values (set by the capture's check)
+        self.pinned: dict[str, np.ndarray] = {}
+        #: pinned although another value was tried (the model rejected it, or it changed the
+        #: computation): not captured again for another single value
+        self.settled = False
         self.uses = uses  # the signature's runs, replayed or not (halved every AGE_EVERY runs of the session)
         self.calls = [(_compiled(d, args, kwargs), args, kwargs) for d, args, kwargs in calls]
         self.block, self.workspace = block, workspace
@@ -193,8 +194,10 @@ class KernelReplays:
         if isinstance(entry, Replay):
             if entry.block is arenas.block and entry.workspace is arenas.workspace:
                 entry.uses += 1
-                if not entry.holds(feeds):  # a pinned feed's other value: captured anew, probed
-                    varied = any(_varies(feeds[name]) for name in entry.pinned)  # with the pinned one
+                if not entry.holds(feeds):
+                    # a pinned feed's other value: captured anew (probed with the pinned one) unless
+                    # the replay is settled and the new value, too, is one value throughout
+                    varied = any(_varies(feeds[name]) for name in entry.pinned)
                     return self._capture(key, feeds, entry.uses) if varied or not entry.settled else None
                 try:
                     outputs = entry.run(arenas, feeds)
