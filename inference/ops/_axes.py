@@ -57,7 +57,12 @@ def positive_index(index: np.ndarray, dim: int) -> np.ndarray:
 def check_index_range(index: np.ndarray, dim: int, what: str) -> None:
     """KernelError when some (already non-negative) index is outside ``[0, dim)``."""
     if index.size and (index.min() < 0 or index.max() >= dim):
-        raise KernelError(f"{what} index out of range for an axis of size {dim}")
+        raise index_error(what, dim)
+
+
+def index_error(what: str, dim: int) -> KernelError:
+    """The error of an index outside an axis of length ``dim`` (``what``: the op)."""
+    return KernelError(f"{what} index out of range for an axis of size {dim}")
 
 
 def split_sizes(dim: int, split: list[int] | None, parts: int | None, ragged: bool) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from inference.errors import KernelError
-from inference.ops._axes import (check_index_range, int_list, normalize_axes, normalize_axis,
+from inference.ops._axes import (check_index_range, index_error, int_list, normalize_axes, normalize_axis,
                                  positive_index, scalar)
 from inference.ops.registry import register
 
@@ -64,7 +64,7 @@ def gather(data, indices, *, axis=0):
         # one entry (torch's Shape -> Gather(i), ~20 a decoder step): indexed, not np.take's 7 us
         n, i = data.shape[axis], int(indices)
         if not -n <= i < n:
-            raise KernelError(f"Gather index out of range for an axis of size {n}")
+            raise index_error("Gather", n)
         return np.array(data[(slice(None),) * axis + (i,)])
     idx = positive_index(indices, data.shape[axis])
     check_index_range(idx, data.shape[axis], "Gather")
