@@ -61,17 +61,25 @@ class GptDecoder(nn.Module):
         self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab, bias=False)
 
     def forward(self, ids):
-        b, t = ids.shape
-        h, d = self.heads, self.dim // self.heads
+        t = ids.shape[1]
         x = self.tokens(ids) + self.positions[:, :t]
         for block in self.blocks:
-            q, k, v = block["qkv"](block["norm1"](x)).split(self.dim, 2)
-            q, k, v = (a.view(b, t, h, d).transpose(1, 2) for a in (q, k, v))
-            scores = (q @ k.transpose(-2, -1)) * d ** -0.5
-            scores = scores.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf")).softmax(-1)
-            x = x + block["out"]((scores @ v).transpose(1, 2).reshape(b, t, self.dim))
-            x = x + block["down"](nn.functional.gelu(block["up"](block["norm2"](x)), approximate="tanh"))
+            x, _, _ = self.block(block, x, self.mask[:, :, :t, :t])
         return self.head(self.norm(x))[:, -1]
+
+    def block(self, block: nn.ModuleDict, x, mask, past_k=None, past_v=None):
+        """One pre-norm block on ``x`` (batch, length, dim), scores masked where ``mask`` is 0: ``x``
+        after it and the block's keys and values (``past_k``/``past_v``, the cache, before them)."""
+        b, t, _ = x.shape
+        h, d = self.heads, self.dim // self.heads
+        q, k, v = block["qkv"](block["norm1"](x)).split(self.dim, 2)
+        q, k, v = (a.view(b, t, h, d).transpose(1, 2) for a in (q, k, v))
+        if past_k is not None:
+            k, v = torch.cat([past_k, k], 2), torch.cat([past_v, v], 2)
+        scores = ((q @ k.transpose(-2, -1)) * d ** -0.5).masked_fill(mask == 0, float("-inf")).softmax(-1)
+        x = x + block["out"]((scores @ v).transpose(1, 2).reshape(b, t, self.dim))
+        x = x + block["down"](nn.functional.gelu(block["up"](block["norm2"](x)), approximate="tanh"))
+        return x, k, v
 
 
 class KvDecoder(GptDecoder):
@@ -81,19 +89,13 @@ class KvDecoder(GptDecoder):
     positions appended."""
 
     def forward(self, ids, *past):
-        b, t = ids.shape
-        h, d, cached = self.heads, self.dim // self.heads, past[0].shape[2]
+        t, cached = ids.shape[1], past[0].shape[2]
         x = self.tokens(ids) + self.positions[:, cached:cached + t]
         mask = self.mask[:, :, cached:cached + t, :cached + t]
         presents = []
         for i, block in enumerate(self.blocks):
-            q, k, v = block["qkv"](block["norm1"](x)).split(self.dim, 2)
-            q, k, v = (a.view(b, t, h, d).transpose(1, 2) for a in (q, k, v))
-            k, v = torch.cat([past[2 * i], k], 2), torch.cat([past[2 * i + 1], v], 2)
+            x, k, v = self.block(block, x, mask, past[2 * i], past[2 * i + 1])
             presents += [k, v]
-            scores = ((q @ k.transpose(-2, -1)) * d ** -0.5).masked_fill(mask == 0, float("-inf")).softmax(-1)
-            x = x + block["out"]((scores @ v).transpose(1, 2).reshape(b, t, self.dim))
-            x = x + block["down"](nn.functional.gelu(block["up"](block["norm2"](x)), approximate="tanh"))
         return (self.head(self.norm(x))[:, -1], *presents)
 
     def cache_names(self, prefix: str = "past_key_values") -> list[str]:
