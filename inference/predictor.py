@@ -225,19 +225,22 @@ class Predictor:
         """The model in ``config.precision``, and the passes it was saved after (None: not optimized).
 
         Converters rewrite standard Conv/MatMul/Gemm, so a model saved with our fused ops is first
-        decomposed back to standard ONNX; then it needs the passes again.
+        decomposed back to standard ONNX; then it needs the passes again. They read float32 weights:
+        a half-precision model is widened first (``inference.passes.widen_float16``).
         """
         from inference.passes import recorded_passes
 
         recorded = recorded_passes(model)
         if config.precision == "fp32":
             return model, recorded
+        from inference.passes.widen_float16 import widen_float16
         from inference.precision import convert
 
         if recorded is not None:
             from inference.decompose import decompose_to_standard
 
             model = decompose_to_standard(model)
+        widen_float16(model)
         return convert(model, config.precision, config.calibration_data), None
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import onnx
 
@@ -410,3 +411,27 @@ def _random_weight(rng: np.random.Generator, shape: tuple[int, ...], op: str, po
     else:
         w = rng.standard_normal(shape) * 0.05
     return w.astype(np.float32)
+
+
+#: the floating types :func:`with_float_type` converts between
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+
+
+def with_float_type(model: Model, dtype) -> Model:
+    """``model`` (changed in place) with its float32/float16/bfloat16 weights, inputs and outputs
+    in ``dtype``: what a converter to half precision writes (``np.float16``), and its float32 twin
+    back (``np.float32``, the same weights, upcast exactly). Intermediate types are dropped, to be
+    inferred again."""
+    from onnx import helper
+
+    from inference.ir import TensorType
+
+    dtype = np.dtype(dtype)
+    elem = helper.np_dtype_to_tensor_dtype(dtype)
+    g = model.graph
+    g.initializers = {k: a.astype(dtype) if a.dtype in _FLOATS else a for k, a in g.initializers.items()}
+    for v in g.inputs + g.outputs:
+        if isinstance(v.type, TensorType) and v.type.dtype in _FLOATS:
+            v.type = TensorType(elem, v.type.shape)
+    g.value_info.clear()
+    return model

@@ -8,7 +8,7 @@ import pytest
 
 from inference.errors import KernelError
 from inference.kernels.broadcast import MAX_ELEMENTS, expand_float32, where_float32
-from inference.kernels.cast import cast_to_float32
+from inference.kernels.cast import fast_cast
 from inference.kernels.gather import gather_float32, gather_rows
 
 RNG = np.random.default_rng(21)
@@ -112,13 +112,13 @@ def test_cast_to_float32_equals_numpy(dtype):
         info = np.iinfo(dtype)
         x = np.array([info.min, info.max, 0, 1, 16777217 % (int(info.max) + 1)], dtype)
     with np.errstate(over="ignore"):
-        np.testing.assert_array_equal(cast_to_float32(x, to=1), x.astype(np.float32))
+        np.testing.assert_array_equal(fast_cast(x, to=1), x.astype(np.float32))
 
 
 def test_other_casts_go_to_the_reference():
     x = _f32(3)
-    np.testing.assert_array_equal(cast_to_float32(x, to=7), x.astype(np.int64))
-    assert cast_to_float32(x, to=1) is x  # float32 to float32: the input itself
+    np.testing.assert_array_equal(fast_cast(x, to=7), x.astype(np.int64))
+    assert fast_cast(x, to=1) is x  # float32 to float32: the input itself
 
 
 @pytest.mark.parametrize("value", [None, np.array([0.0], np.float32), np.array([-2.5], np.float32)])

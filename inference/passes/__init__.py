@@ -31,6 +31,7 @@ from inference.passes.shuffle_fold import fold_channel_shuffle
 from inference.passes.split_convs import split_conv_outputs
 from inference.passes.squeeze_excite import fuse_squeeze_excite
 from inference.passes.transpose_reshape import simplify_transpose_reshape
+from inference.passes.widen_float16 import widen_float16
 from inference.passes.winograd import choose_winograd, unmark_winograd
 
 
@@ -43,6 +44,8 @@ class Pass:
 
 
 PIPELINE: tuple[Pass, ...] = (
+    # first: every pass after it sees a half-precision model as the float32 one it computes
+    Pass("widen_float16", widen_float16),
     # first: folding would turn the int8 weights of a QDQ model back into fp32 constants
     Pass("fuse_qdq", fuse_qdq, is_fusion=True),
     Pass("fold_constants", fold_constants),
