@@ -210,3 +210,30 @@ def test_a_half_model_replays():
     calls = count_step_calls(p)
     np.testing.assert_array_equal(p.run({"input": x})["logits"], want)
     assert calls == [0], p.replay_report()
+
+
+@pytest.mark.parametrize("name", ["gpt", "encoder"])
+def test_torch_half_exports_fuse_as_their_float32_ones(name):
+    """torch.onnx's exports of ``module.half()``: GELU written out with float16 constants (1.4140625
+    for sqrt 2; the tanh form's 0.0447 and 0.798), LayerNorms, attention, an int64 or a float16
+    input. Widened, each fuses as its float32 export does and computes torch's float32 result to
+    float16's precision."""
+    torch = pytest.importorskip("torch")
+    from benchmarks.torch_models import Encoder, Gpt, Size, encoder_feeds, export, gpt_feeds, run_torch
+
+    size = Size(dim=32, heads=2, ffn=64, layers=2, vocab=100, max_positions=64)
+    torch.manual_seed(0)
+    module = (Gpt if name == "gpt" else Encoder)(size).eval()
+    rng = np.random.default_rng(8)
+    feeds = gpt_feeds(rng, 2, 16, size) if name == "gpt" else encoder_feeds(rng, 2, 16, size)
+    full = Predictor(Config(model_path=export(module, feeds, 17)))
+    want = run_torch(module, feeds)
+    half_feeds = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()}
+    half = Predictor(Config(model_path=export(module.half(), half_feeds, 17)))
+    got = half.run(half_feeds)["y"]
+    assert got.dtype == np.float16
+    hist, full_hist = half.model.graph.op_histogram(), full.model.graph.op_histogram()
+    widening_casts = len([v for v in half_feeds.values() if v.dtype == np.float16]) + 1  # and the output's
+    assert hist.pop("Cast") == full_hist.pop("Cast", 0) + widening_casts
+    assert hist == full_hist
+    np.testing.assert_allclose(got.astype(np.float32), want, atol=2e-2 * float(np.abs(want).max()))

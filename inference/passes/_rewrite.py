@@ -1,6 +1,7 @@
 """Graph surgery shared by the passes: rewiring uses of a value, reading constants."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from inference.ir import Graph, Node
@@ -79,9 +80,15 @@ def next_plain(graph: Graph, node: Node, op: str) -> Node | None:
 
 
 def scalar_is(graph: Graph, name: str, value: float, rtol: float = 0.0) -> bool:
-    """``name`` is a one-element float constant within ``rtol`` of ``value``."""
+    """``name`` is a one-element float constant within ``rtol`` of ``value``, or ``value`` rounded to
+    float16 or bfloat16: what a half-precision model holds for it (widened to float32 by
+    ``inference.passes.widen_float16``), as exact as that model's arithmetic (torch's GELU in a
+    half export divides by 1.4140625)."""
     v = constant_value(graph, name)
-    return v is not None and v.size == 1 and v.dtype.kind == "f" and abs(float(v.reshape(())) - value) <= rtol * abs(value)
+    if v is None or v.size != 1 or v.dtype.kind != "f":
+        return False
+    x = float(v.reshape(()))
+    return abs(x - value) <= rtol * abs(value) or x in (float(np.float16(value)), float(ml_dtypes.bfloat16(value)))
 
 
 def drop_unused_initializers(graph: Graph) -> None:
