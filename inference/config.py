@@ -34,7 +34,10 @@ class Config:
     ``precision`` converts a float model at load time: ``"int8"`` quantizes it (dynamic, or static
     when ``calibration_data`` is given: an array, a dict name -> array, or an iterable of feed
     dicts) to run the int8 kernels, ``"fp16"`` rounds its weights to float16 (storage precision,
-    computed in float32); converters come from ``inference.precision``. A model saved by
+    computed in float32); converters come from ``inference.precision``. A model already in half
+    precision (float16 or bfloat16 weights and activations) is computed in float32 and rounded at
+    its outputs, its inputs and outputs keeping their types (the ``widen_float16`` pass; switched
+    off, each op computes in half precision at numpy's emulated speed). A model saved by
     ``edgelearn optimize`` loads without running the passes again unless ``reoptimize`` is set; a
     pass switched off in ``passes`` whose change can be taken back (``winograd_conv``) is taken
     back from it either way. ``specialize_sizes``: a CNN whose image inputs have symbolic sizes

@@ -43,6 +43,7 @@ def widen_float16(model: Model) -> bool:
     _widen_inputs(g, inputs)
     _round_outputs(g, outputs, producers)
     _widen_constant_outputs(g, constants)
+    _drop_float_casts(g)
     return True
 
 
@@ -120,18 +121,23 @@ def _widen_graph(g: Graph, rounding: set[int] = frozenset(), top: bool = False) 
     if not top:  # a subgraph: its inputs and outputs are carried values, float32 now too
         for v in g.inputs + g.outputs:
             v.type = _widened(v.type)
-    half_casts = [n for n in g.nodes if n.op_type == "Cast" and n.domain == "" and n.attrs.get("to") in HALF_TYPES
-                  and id(n) not in rounding]
     for n in g.nodes:
         if id(n) in rounding:
             continue
         _widen_node(n)
         for sub in n.subgraphs():
             _widen_graph(sub)
-    for n in half_casts:  # a Cast to half of what is float32 now: nothing to convert
-        source = g.type_of(n.inputs[0])
-        if isinstance(source, TensorType) and source.elem_type == TensorProto.FLOAT:
-            n.op_type, n.attrs, n.attr_types = "Identity", {}, {}
+            _drop_float_casts(sub)
+
+
+def _drop_float_casts(g: Graph) -> None:
+    """Casts between halves and float32 that now convert float32 to float32 (a model that kept some
+    ops in float32 had Casts around them) become Identity, for ``eliminate_identity`` to remove."""
+    for n in g.nodes:
+        if n.op_type == "Cast" and n.domain == "" and n.attrs.get("to") == TensorProto.FLOAT:
+            source = g.type_of(n.inputs[0])
+            if isinstance(source, TensorType) and source.elem_type == TensorProto.FLOAT:
+                n.op_type, n.attrs, n.attr_types = "Identity", {}, {}
 
 
 def _widen_node(n: Node) -> None:
