@@ -177,6 +177,27 @@ def test_fuse_qdq_rewrites_patterns_and_keeps_results():
     assert not fuse_qdq(fused)  # idempotent: nothing left to fuse
 
 
+@pytest.mark.parametrize("bias_scale", [0.0002, 0.0003], ids=["x_scale*w_scale", "another"])
+def test_fuse_qdq_takes_a_bias_with_zero_point_or_another_scale(bias_scale):
+    """onnxruntime's quantizer gives the int32 bias's DequantizeLinear a zero point of zeros (it had
+    left every conv of its MobileNetV2 unfused); a bias at another scale than x_scale * w_scale
+    is what it dequantizes to, as a float bias (the int32 one had been read at the tile's scale)."""
+    model = _qdq_cnn()
+    g = model.graph
+    bias_dq = next(n for n in g.nodes if n.op_type == "DequantizeLinear" and n.inputs[0] in g.initializers
+                   and g.initializers[n.inputs[0]].dtype == np.int32)
+    g.initializers["bias_zp"] = np.zeros(8, np.int32)
+    g.initializers[bias_dq.inputs[1]] = np.full(8, bias_scale, np.float32)
+    bias_dq.inputs = bias_dq.inputs[:2] + ["bias_zp"]
+    x = RNG.random((2, 4, 8, 8)).astype(np.float32) * 2
+    ref = Session(model).run({"x": x})[0]
+    fused = copy.deepcopy(model)
+    assert fuse_qdq(fused)
+    qconv = next(n for n in fused.graph.nodes if n.op_type == "QConv")
+    assert fused.graph.initializers[qconv.inputs[5]].dtype == (np.int32 if bias_scale == 0.0002 else np.float32)
+    np.testing.assert_allclose(Session(fused).run({"x": x})[0], ref, atol=0.1)
+
+
 def test_fuse_qdq_leaves_float_and_unsupported_graphs_alone():
     b = GraphBuilder("f", opset=17)
     x = b.input("x", np.float32, [1, 4])

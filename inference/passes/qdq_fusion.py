@@ -19,7 +19,7 @@ import numpy as np
 
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.int8 import CONV_ATTRS, DOMAIN
-from inference.passes._rewrite import constant_value, drop_unused_initializers, single_reader
+from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name, single_reader
 from inference.passes._epilogue import EpilogueSlots, absorb_epilogue, commit_fused
 
 _QTYPES = (2, 3)  # uint8, int8
@@ -63,16 +63,30 @@ def _weight_dq(g: Graph, producers: dict, name: str, out_axis: int, rank: int) -
     return dq
 
 
-def _bias(g: Graph, producers: dict, name: str, n_out: int) -> str | None:
-    """Bias input for the fused op: a float constant, or the int32 tensor under its DequantizeLinear."""
+def _bias(g: Graph, producers: dict, name: str, n_out: int, x_scale: str, w_scale: str) -> str | None:
+    """Bias input for the fused op: a float constant, or the int32 tensor under its DequantizeLinear
+    (at scale x_scale * w_scale, its zero point absent or zero: what the int8 tile adds to its
+    sums). Another constant DequantizeLinear becomes the float bias it computes."""
     c = constant_value(g, name)
     if c is not None:
         return name if c.dtype == np.float32 and c.size == n_out else None
     dq = producers.get(name)
-    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.inputs) > 2 and dq.inputs[2]:
+    if dq is None or dq.op_type != "DequantizeLinear" or dq.domain != "" or dq.attrs.get("block_size", 0):
         return None
     q = constant_value(g, dq.inputs[0])
-    return dq.inputs[0] if q is not None and q.dtype == np.int32 and q.size == n_out else None
+    zp = constant_value(g, dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] else None
+    if q is None or q.dtype != np.int32 or q.size != n_out or (len(dq.inputs) > 2 and dq.inputs[2] and zp is None):
+        return None
+    scale, xs, ws = (constant_value(g, i) for i in (dq.inputs[1], x_scale, w_scale))
+    if (zp is None or not np.any(zp)) and (scale is None or xs is None or ws is None or np.allclose(
+            scale.reshape(-1), (xs.reshape(-1)[0] * ws.reshape(-1)).astype(np.float32), rtol=1e-6, atol=0)):
+        return dq.inputs[0]  # onnxruntime's quantizer writes its zero point as zeros
+    if scale is None:
+        return None
+    folded = fresh_name(g, f"{name}_float")
+    g.initializers[folded] = ((q.reshape(-1).astype(np.float64) - (0 if zp is None else zp.reshape(-1)))
+                              * scale.reshape(-1)).astype(np.float32)
+    return folded
 
 
 def _take_qmatmul_bias(g: Graph, fused: Node, name: str, bias: np.ndarray) -> bool:
@@ -124,7 +138,7 @@ def _fuse_one(g: Graph, model: Model, node: Node, producers: dict) -> Node | Non
         return None
     bias = ""
     if len(node.inputs) > 2 and node.inputs[2]:
-        bias = _bias(g, producers, node.inputs[2], n_out)
+        bias = _bias(g, producers, node.inputs[2], n_out, xdq.inputs[1], wdq.inputs[1])
         if bias is None:
             return None
     inputs = [xdq.inputs[0], xdq.inputs[1], xdq.inputs[2], wdq.inputs[0], wdq.inputs[1], bias, "", "", ""]
