@@ -71,11 +71,15 @@ def load_model(source: ModelSource) -> Model:
     except Exception:  # noqa: BLE001 - inference is a bonus; the session re-checks at run time
         pass
     try:
-        return model_from_proto(proto)
+        model = model_from_proto(proto)
     except EdgelearnError:
         raise
     except Exception as e:  # noqa: BLE001 - malformed fields surface as assorted errors
         raise InvalidModelError(f"model cannot be imported: {type(e).__name__}: {e}") from e
+    from inference.passes.qlinear_to_qdq import expand_contrib_ops
+
+    expand_contrib_ops(model)  # onnxruntime's quantized ops run in the QDQ form they mean
+    return model
 
 
 SHAPE_DATA_LIMIT = 1024  # elements: initializers this small keep their values for onnx's shape inference

@@ -27,6 +27,7 @@ from inference.passes.layout import to_nhwc
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
+from inference.passes.qlinear_to_qdq import qlinear_to_qdq
 from inference.passes.shuffle_fold import fold_channel_shuffle
 from inference.passes.split_convs import split_conv_outputs
 from inference.passes.squeeze_excite import fuse_squeeze_excite
@@ -46,6 +47,8 @@ class Pass:
 PIPELINE: tuple[Pass, ...] = (
     # first: every pass after it sees a half-precision model as the float32 one it computes
     Pass("widen_float16", widen_float16),
+    # before fuse_qdq: a QLinearConv/QLinearMatMul model fuses as its QDQ form
+    Pass("qlinear_to_qdq", qlinear_to_qdq),
     # first: folding would turn the int8 weights of a QDQ model back into fp32 constants
     Pass("fuse_qdq", fuse_qdq, is_fusion=True),
     Pass("fold_constants", fold_constants),
