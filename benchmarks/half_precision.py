@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edgelearn.commands.bench import edgelearn_runner, peer_runner, random_feeds, time_interleaved  # noqa: E402
+from edgelearn.commands.bench import (add_table_arguments, edgelearn_runner, machine_line, peer_runner,  # noqa: E402
+                                      random_feeds, time_interleaved)
 from inference import zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 from inference.onnx_import import load_model  # noqa: E402
@@ -66,13 +67,9 @@ def cell(name: str, batch: int, threads: int, repeat: int) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--repeat", type=int, default=20, help="timed runs per cell at batch 1 (batch 32: a quarter)")
-    p.add_argument("--quick", action="store_true", help="batch 1 only, fewer runs")
+    add_table_arguments(p, MODELS)
     args = p.parse_args()
-    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  cores={os.cpu_count()}  "
-          f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(machine_line())
     print("| model | batch | threads | ours fp16 ms | onnxruntime fp16 ms | ours/ort | ours fp32 twin ms "
           "| onnxruntime fp32 twin ms | ours error | onnxruntime error |")
     print("|---|---|---|---|---|---|---|---|---|---|")

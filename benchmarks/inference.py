@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgelearn.commands.bench import (cold_starts, describe, edgelearn_runner, max_abs_diff, peer_runner,  # noqa: E402
-                                      random_feeds, time_interleaved)
+from edgelearn.commands.bench import (add_table_arguments, cold_starts, describe, edgelearn_runner,  # noqa: E402
+                                      machine_line, max_abs_diff, peer_runner, random_feeds, time_interleaved)
 from inference import Config, Predictor, zoo  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
 from inference.onnx_import import load_model  # noqa: E402
@@ -91,16 +91,12 @@ def fmt(row: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default=",".join(MODELS))
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--repeat", type=int, default=20, help="timed runs per cell at batch 1 (batch 32: a quarter)")
-    p.add_argument("--quick", action="store_true", help="batch 1 only, fewer runs")
+    add_table_arguments(p, MODELS)
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--no-cold-start", action="store_true")
     args = p.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  cores={os.cpu_count()}  "
-          f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(machine_line())
     print("| model | batch | threads | ours ms (median / p90) | onnxruntime ms (median / p90) | ours/ort "
           "| ours/ort CPU | ReferenceEvaluator ms | ref/ours | max abs diff vs ort |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -142,6 +142,21 @@ def peer_runner(peer: str, proto: Any, threads: int) -> Runner:
     raise ConfigError(f"unknown peer {peer!r}; choose from {PEERS}")
 
 
+# -- the benchmark scripts' tables -----------------------------------------------------------------
+def add_table_arguments(p, models: Sequence[str]) -> None:
+    """The options of ``benchmarks/``'s model tables: which models, thread counts, timed runs."""
+    p.add_argument("--models", default=",".join(models))
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--repeat", type=int, default=20, help="timed runs per cell at batch 1 (batch 32: a quarter)")
+    p.add_argument("--quick", action="store_true", help="batch 1 only, fewer runs")
+
+
+def machine_line() -> str:
+    """What a table's numbers depend on: the BLAS core type, the cores, the load when it starts."""
+    return (f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}  cores={os.cpu_count()}  "
+            f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
 # -- timing -------------------------------------------------------------------------------------
 @dataclass
 class Timing:
