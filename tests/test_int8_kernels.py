@@ -44,6 +44,12 @@ CONV_CASES = [  # (n, c, h, w, m, k, stride, pad, dilation, group)
     (1, 5, 11, 11, 9, 2, 3, 0, 1, 1),
     (1, 16, 10, 10, 32, 3, 1, 1, 1, 2),
     (3, 6, 5, 7, 4, 1, 1, 0, 1, 1),
+    # depthwise (the stencil of kernels.int8_depthwise): strides 1-3, 5x5 on rows past one 32-lane block, dilated
+    (2, 16, 13, 11, 16, 3, 1, 1, 1, 16),
+    (1, 24, 14, 15, 24, 3, 2, 1, 1, 24),
+    (1, 8, 40, 70, 8, 5, 2, 2, 1, 8),
+    (1, 8, 12, 12, 8, 3, 1, 2, 2, 8),
+    (1, 4, 9, 9, 4, 3, 3, 0, 1, 4),
 ]
 
 
@@ -65,11 +71,13 @@ def test_qconv_matches_reference(case, xdt, out):
 
 @pytest.mark.parametrize("activation,alpha,beta",
                          [("", 0, 0), ("Clip", -1.0, 2.0), ("LeakyRelu", 0.1, 0), ("Sigmoid", 0, 0)])
-def test_qconv_residual_float_bias_and_activations(activation, alpha, beta):
-    x, wq = _q((2, 8, 9, 9), np.uint8), _q((12, 8, 3, 3), np.int8)
+@pytest.mark.parametrize("group", [1, 8], ids=["dense", "depthwise"])
+def test_qconv_residual_float_bias_and_activations(activation, alpha, beta, group):
+    m = 12 if group == 1 else 8
+    x, wq = _q((2, 8, 9, 9), np.uint8), _q((m, 8 // group, 3, 3), np.int8)
     args = (x, np.asarray(np.float32(0.02)), np.asarray(128, np.uint8), wq, np.asarray(np.float32(0.004)),
-            RNG.standard_normal(12).astype(np.float32), RNG.standard_normal((2, 12, 9, 9)).astype(np.float32))
-    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation=activation, alpha=alpha, beta=beta)
+            RNG.standard_normal(m).astype(np.float32), RNG.standard_normal((2, m, 9, 9)).astype(np.float32))
+    attrs = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=group, activation=activation, alpha=alpha, beta=beta)
     _lsb_close(K.qconv2d(*args, **attrs), K.qconv_reference(*args, **attrs), None)
     q = (np.asarray(np.float32(0.05)), np.asarray(-3, np.int8))
     _lsb_close(K.qconv2d(*args, *q, **attrs), K.qconv_reference(*args, *q, **attrs), 0.05)

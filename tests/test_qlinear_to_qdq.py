@@ -145,9 +145,8 @@ def test_onnxruntime_quantized_models_fuse_in_both_formats(tmp_path, name):
         convs = sum(n.op_type in ("Conv", "QLinearConv") for n in saved.graph.node)
         p = Predictor(Config(model_path=path))
         hist = p.model.graph.op_histogram()
-        depthwise = hist.get("Conv", 0)  # left to the float convs: the int8 tile is 8 channels a group
-        assert hist.get("edgelearn::QConv", 0) + depthwise == convs and hist.get("edgelearn::QMatMul") == 1, hist
-        assert name == "mobilenet_v2" or depthwise == 0
+        assert hist.get("edgelearn::QConv") == convs and hist.get("edgelearn::QMatMul") == 1, hist  # depthwise too
+        assert "Conv" not in hist and "QLinearConv" not in hist
         got = p.run({"input": x})["logits"]
         peer = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
         scale = float(np.abs(peer).max())

@@ -29,6 +29,9 @@ same tile runs
   1x1 as subsampling; only dilated strided ones pack im2col columns;
 * matrix products, the rows of X packed as the pixels.
 
+A depthwise convolution (one channel a group) would leave 7 of the tile's 8 channels idle: it runs
+as a direct stencil with the same epilogue (:mod:`inference.kernels.int8_depthwise`).
+
 The epilogue runs on whole 32-lane blocks in vector IR (:mod:`inference.kernels.tile_lanes`),
 storing each output row segment with one masked store; geometry, packed weights and epilogue
 constants are derived on a node's first call and reused (:mod:`inference.kernels.tile_plan`).
@@ -49,10 +52,12 @@ from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kern
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
+from inference.kernels.int8_depthwise import padded_taps, qdepthwise, window_layout
 from inference.kernels.tile_plan import conv_plan, conv_weight_rows, phase_weight_rows
 from inference.kernels.tile_lanes import (activate_block, add_lanes, clamp_range, requant_block, row_segments,
                                          scale_block, store_lanes)
 from inference.kernels.tile_ir import has_vnni, make_tile  # noqa: F401  (has_vnni: re-exported)
+from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.quantize import dequantize_linear, quantize_linear
 from inference.ops.registry import register
@@ -344,13 +349,18 @@ def _constants(w: np.ndarray, layout: str, group: int, xzp: int, params: tuple) 
     """Packed weights and epilogue constants of one call site, cached with the packing: rebuilt
     only when the quantization parameters are other arrays (dynamic quantization) or zero point."""
     packs, slot = _prepared(w, group, layout)
+    return packs, _cached_constants(slot, packs, xzp, params)
+
+
+def _cached_constants(slot: dict, packs: list, xzp: int, params: tuple) -> _Constants:
+    """The epilogue constants kept in a packing's ``slot`` while ``params`` are the same arrays."""
     key = (xzp,) + tuple(id(p) for p in params)
     held = slot.get("key")
     if held is not None and held[0] == key and all(a is b for a, b in zip(held[1], params)):
-        return packs, slot["consts"]
+        return slot["consts"]
     consts = _Constants(sum(p[1].size for p in packs), xzp, packs, *params)
     slot["key"], slot["consts"] = (key, params), consts
-    return packs, consts
+    return consts
 
 
 class _Epilogue:
@@ -413,6 +423,9 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
     xu, xzp = _as_uint8(x, x_zp)
     n = xu.shape[0]
     m = w.shape[0]
+    if group > 1 and group == m == xu.shape[1] and w.shape[1] == 1:
+        return _qdepthwise2d(xu, xzp, w, (x_scale, w_scale, b, y_scale, y_zp), z, activation, alpha, beta,
+                             auto_pad, _tuple(dilations), _tuple(kernel_shape), _tuple(pads), _tuple(strides))
     pl = conv_plan(xu.shape, w.shape, group, auto_pad, _tuple(dilations), _tuple(kernel_shape), _tuple(pads),
                    _tuple(strides))
     packs, consts = _constants(w, pl.weight_layout, group, xzp, (x_scale, w_scale, b, y_scale, y_zp))
@@ -435,6 +448,26 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
                               np.uint8(xzp), cp)
             ep.run(g, pack, cp.reshape(-1).view(np.int32), cp.shape[1] * pl.k4 * NP, pl.k4 * NP, pl.koff, n, npix,
                    pl.ow, pl.ow, g * mg, mg, npix, m * npix)
+    return ep.result
+
+
+def _qdepthwise2d(xu, xzp, w, params, z, activation, alpha, beta, auto_pad, dilations, kernel_shape, pads,
+                  strides) -> np.ndarray:
+    """A depthwise QConv (one channel a group) as the direct stencil of
+    :mod:`inference.kernels.int8_depthwise`, with the tile's epilogue constants (the zero point's
+    share, ``x_zero_point * sum(w)``, folded into the bias as there)."""
+    n, c, h, wd = xu.shape
+    kh, kw = w.shape[2:]
+    win = window_geometry((h, wd), kernel_shape or (kh, kw), strides, dilations, pads, auto_pad, 0, "QConv")
+    (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
+    taps, slot = prepacked(w, ("int8", "depthwise"), lambda w: (padded_taps(w), {}))
+    consts = _cached_constants(slot, [(None, taps.sum(axis=1, dtype=np.int32), 0)], xzp, params)
+    ep = _Epilogue(consts, z, activation, alpha, beta, (n, c, oh, ow))
+    ibias, scale, fbias = consts.groups[0]
+    hq, wq, offs = window_layout(kh, kw, sh, sw, dh, dw, oh, ow)
+    qdepthwise(xu, xzp, taps, offs, sh, sw, ph, pw, hq, wq, oh, ow, ibias, scale, fbias, ep.z, ep.has_z, ep.code,
+               ep.alpha, ep.beta, *ep.clamp, consts.inv_ys, consts.yzp, consts.qmin, consts.qmax, consts.quantize,
+               ep.yq.reshape(-1), ep.yf.reshape(-1), parallel_chunks(n * c, numba_threads()))
     return ep.result
 
 

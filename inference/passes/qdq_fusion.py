@@ -8,7 +8,8 @@ weight directly, accumulates in int32 on the VNNI tile, and requantizes its outp
 pass, so a Conv -> Relu -> Conv chain stays 8-bit in memory. What qualifies: per-tensor
 activation scale and zero point (constant or computed at run time by DynamicQuantizeLinear),
 constant int8 weights with zero zero point (symmetric; per tensor or per output channel), bias
-as a constant float or an int32 DequantizeLinear at scale x_scale * w_scale.
+as a constant float or an int32 DequantizeLinear; grouped convolutions of at least 8 output
+channels a group, and depthwise ones (their own stencil, ``inference.kernels.int8_depthwise``).
 
 Must run before constant folding: folding turns DequantizeLinear(constant int8 weight) back
 into a float32 initializer, and then there is no pattern left to see.
@@ -122,7 +123,8 @@ def _fuse_one(g: Graph, model: Model, node: Node, producers: dict) -> Node | Non
             return None
         w = constant_value(g, wdq.inputs[0])
         group = a.get("group", 1)
-        if group > 1 and w.shape[0] // group < 8:  # depthwise-like: the 8-channel tile would idle
+        depthwise = group == w.shape[0] and w.shape[1] == 1  # its own stencil (kernels.int8_depthwise)
+        if group > 1 and w.shape[0] // group < 8 and not depthwise:  # the 8-channel tile would idle
             return None
         op, attrs, n_out = "QConv", {k: v for k, v in a.items() if k in CONV_ATTRS}, w.shape[0]
     elif node.op_type in ("MatMul", "Gemm"):
