@@ -15,7 +15,7 @@ import numpy as np
 
 from inference.ir import Node, TensorType
 from inference.kernels._jit import threaded_kernel
-from inference.ops.quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear, saturate_cast
+from inference.ops.quantize import dequantize_linear, dynamic_parameters, dynamic_quantize_linear, quantize_linear
 from inference.ops.registry import register
 
 _EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -86,11 +86,7 @@ def dynamic_quantize_linear_fast(x):
     if x.dtype != np.float32:
         return dynamic_quantize_linear(x)
     flat = np.ascontiguousarray(x).reshape(-1)
-    lo, hi = _range_with_zero(flat)
-    scale = np.float32((float(hi) - float(lo)) / 255.0)
-    if scale == 0:
-        return np.zeros(x.shape, np.uint8), np.asarray(scale), np.asarray(0, np.uint8)
-    zp = saturate_cast(np.asarray(np.float32(-lo) / scale), np.uint8)
+    scale, zp = dynamic_parameters(*_range_with_zero(flat))
     out = np.empty(flat.size, np.uint8)
     _quantize(flat, scale, np.float32(zp), np.float32(0), np.float32(255), out)
     return out.reshape(x.shape), np.asarray(scale), zp

@@ -92,14 +92,22 @@ def dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, ou
     return np.asarray(xf * scale).astype(out_dtype)
 
 
+def dynamic_parameters(lo: float, hi: float) -> tuple[np.float32, np.ndarray]:
+    """DynamicQuantizeLinear's scale and uint8 zero point for the range [lo, hi] (lo <= 0 <= hi), in
+    float32 as the specification writes them: ``(hi - lo) / 255``, then ``rint(clip(-lo / scale))``
+    (onnxruntime and onnx.reference agree; a float64 scale had moved codes by one, up to 0.05 on a
+    dynamically quantized encoder's output). An empty range (all zeros), where the formula divides
+    by zero, gets scale 1 as onnxruntime's."""
+    lo, hi = np.float32(lo), np.float32(hi)
+    if hi == lo:
+        return np.float32(1.0), np.asarray(0, np.uint8)
+    scale = np.float32(hi - lo) / np.float32(255)
+    return scale, np.asarray(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)), np.uint8)
+
+
 @register("DynamicQuantizeLinear", since=11)
 def dynamic_quantize_linear(x):
     """uint8 quantization with scale and zero point chosen so the range [min(x,0), max(x,0)] fits."""
-    lo = min(float(x.min(initial=0.0)), 0.0)
-    hi = max(float(x.max(initial=0.0)), 0.0)
-    scale = np.float32((hi - lo) / 255.0)
-    if scale == 0:  # all-zero input: every value is exactly the zero point 0
-        return np.zeros(x.shape, np.uint8), np.asarray(scale), np.asarray(0, np.uint8)
-    zero_point = saturate_cast(np.asarray(np.float32(-lo) / scale), np.uint8)
+    scale, zero_point = dynamic_parameters(min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0))
     y = saturate_cast(np.rint(x / scale) + zero_point.astype(np.float32), np.uint8)
     return y, np.asarray(scale), zero_point

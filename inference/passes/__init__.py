@@ -20,6 +20,7 @@ from inference.passes.concat_convs import merge_concat_convs
 from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
 from inference.passes.fusion import fuse_conv_epilogue, fuse_matmul_epilogue
+from inference.passes.integer_to_qdq import integer_to_qdq
 from inference.passes.inverted_residual import fuse_inverted_residual
 from inference.passes.layer_norm import fuse_layer_norm
 from inference.passes.lift_1d import lift_1d_to_2d
@@ -49,6 +50,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("widen_float16", widen_float16),
     # before fuse_qdq: a QLinearConv/QLinearMatMul model fuses as its QDQ form
     Pass("qlinear_to_qdq", qlinear_to_qdq),
+    Pass("integer_to_qdq", integer_to_qdq),  # onnxruntime's dynamic quantization, as fuse_qdq reads it
     # first: folding would turn the int8 weights of a QDQ model back into fp32 constants
     Pass("fuse_qdq", fuse_qdq, is_fusion=True),
     Pass("fold_constants", fold_constants),

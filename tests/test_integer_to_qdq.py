@@ -1,0 +1,87 @@
+"""onnxruntime's dynamic quantization (``quantize_dynamic``: DynamicQuantizeLinear, then
+MatMulInteger / ConvInteger -> Cast -> Mul by the scales): fused into our int8 ops, computing
+what onnxruntime computes, and DynamicQuantizeLinear's parameters as the specification writes them."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from inference import Config, Predictor
+from inference.builder import GraphBuilder
+from inference.kernels.int8_qdq import dynamic_quantize_linear_fast
+from inference.onnx_export import model_to_proto
+from inference.ops.quantize import dynamic_quantize_linear
+
+RNG = np.random.default_rng(0)
+
+
+def _weight(*shape) -> np.ndarray:
+    return (RNG.standard_normal(shape) / np.sqrt(shape[1] if len(shape) == 4 else shape[0])).astype(np.float32)
+
+
+def _mlp() -> onnx.ModelProto:
+    b = GraphBuilder("mlp", opset=17)
+    x = b.input("input", np.float32, ["batch", 64])
+    h = b.op("Relu", b.op("Add", b.op("MatMul", x, b.const(_weight(64, 96))), b.const(_weight(96) * 0.1)))
+    b.op("MatMul", h, b.const(_weight(96, 10)), outputs=["y"])
+    b.output("y", np.float32, ["batch", 10])
+    return model_to_proto(b.build())
+
+
+def _cnn() -> onnx.ModelProto:
+    b = GraphBuilder("cnn", opset=17)
+    x = b.input("input", np.float32, ["batch", 3, 12, 12])
+    h = b.op("Relu", b.op("Conv", x, b.const(_weight(16, 3, 3, 3)), b.const(_weight(16) * 0.1), pads=[1, 1, 1, 1]))
+    b.op("Conv", h, b.const(_weight(8, 16, 3, 3)), strides=[2, 2], outputs=["y"])
+    b.output("y", np.float32, ["batch", 8, 6, 6])
+    return model_to_proto(b.build())
+
+
+def _dynamic(tmp_path, proto: onnx.ModelProto, per_channel: bool) -> str:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, out = str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx")
+    onnx.save(proto, src)
+    quantize_dynamic(src, out, weight_type=QuantType.QInt8, per_channel=per_channel)
+    return out
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+def test_dynamic_int8_models_fuse_and_compute_onnxruntimes_result(tmp_path, name, per_channel):
+    path = _dynamic(tmp_path, _mlp() if name == "mlp" else _cnn(), per_channel)
+    integer_op = "MatMulInteger" if name == "mlp" else "ConvInteger"
+    assert sum(n.op_type == integer_op for n in onnx.load(path).graph.node) == 2
+    x = RNG.standard_normal((4, 64) if name == "mlp" else (4, 3, 12, 12)).astype(np.float32)
+    p = Predictor(Config(model_path=path))
+    hist = p.model.graph.op_histogram()
+    fused = "edgelearn::QMatMul" if name == "mlp" else "edgelearn::QConv"
+    assert hist.get(fused) == 2 and integer_op not in hist and "Cast" not in hist, hist
+    got = p.run({"input": x})["y"]
+    literal = ort.SessionOptions()  # the graph as written: onnxruntime's fused kernels compute their scales apart
+    literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(path, literal, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_dynamic_quantize_linear_parameters_are_the_specifications():
+    """Scale ``(hi - lo) / 255`` and zero point in float32, as onnxruntime's DynamicQuantizeLinear
+    computes them (a float64 scale differed in the last bit for a quarter of these ranges, moving
+    codes by one); all zeros: scale 1, as onnxruntime's."""
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])
+    graph = helper.make_graph([node], "dql", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [None]),
+                               helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+                               helper.make_tensor_value_info("z", TensorProto.UINT8, [])])
+    peer = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                                .SerializeToString(), providers=["CPUExecutionProvider"])
+    cases = [(RNG.standard_normal(200) * RNG.uniform(0.01, 10) + RNG.uniform(-3, 3)).astype(np.float32)
+             for _ in range(300)] + [np.zeros(7, np.float32), np.full(3, 2.5, np.float32)]
+    for x in cases:
+        want = peer.run(None, {"x": x})
+        for ours in (dynamic_quantize_linear(x), dynamic_quantize_linear_fast(x)):
+            for got, expected in zip(ours, want):
+                np.testing.assert_array_equal(np.asarray(got), expected)
