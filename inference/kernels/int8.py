@@ -54,8 +54,8 @@ from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
 from inference.kernels.int8_depthwise import padded_taps, qdepthwise, window_layout
 from inference.kernels.tile_plan import conv_plan, conv_weight_rows, phase_weight_rows
-from inference.kernels.tile_lanes import (activate_block, add_lanes, clamp_range, requant_block, row_segments,
-                                         scale_block, store_lanes)
+from inference.kernels.tile_lanes import (activate_block, add_lanes, clamp_range, epilogue_block, requant_block,
+                                         row_segments, store_lanes)
 from inference.kernels.tile_ir import has_vnni, make_tile  # noqa: F401  (has_vnni: re-exported)
 from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
@@ -241,19 +241,8 @@ def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow,
             _tile(wp, mb * k4 * MR, cflat, img * img_stride + pb * pb_stride, koff, k4, buf)
             for r in range(min(MR, m - mb * MR)):
                 mi = mb * MR + r
-                scale_block(buf, r * NP, corr[mi], scale[mi], fbias[mi], vals)
-                base = img * sn + (m0 + mi) * sm
-                if has_z:
-                    for i in range(ns):
-                        add_lanes(vals, seg[i, 0], seg[i, 2], z, base + seg[i, 1])
-                activate_block(vals, code, alpha, beta, amin, amax)
-                if quantize:
-                    requant_block(vals, inv_ys, lo, hi, izp, qb)
-                    for i in range(ns):
-                        store_lanes(qb, seg[i, 0], seg[i, 2], yq, base + seg[i, 1])
-                else:
-                    for i in range(ns):
-                        store_lanes(vals, seg[i, 0], seg[i, 2], yf, base + seg[i, 1])
+                epilogue_block(buf, r * NP, corr[mi], scale[mi], fbias[mi], vals, seg, ns, img * sn + (m0 + mi) * sm,
+                               z, has_z, code, alpha, beta, amin, amax, quantize, inv_ys, lo, hi, izp, qb, yq, yf)
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)

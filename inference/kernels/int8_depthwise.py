@@ -16,8 +16,7 @@ import numba
 import numpy as np
 
 from inference.kernels.memcpy_ir import copy_run
-from inference.kernels.tile_lanes import (activate_block, add_lanes, requant_block, row_segments, scale_block,
-                                         store_lanes)
+from inference.kernels.tile_lanes import epilogue_block, row_segments
 
 LANES = 32  # the epilogue's block (the int8 tile's pixel vector)
 
@@ -113,18 +112,8 @@ def qdepthwise(x, xzp, taps, offs, sh, sw, ph, pw, hq, wq, oh, ow, ibias, scale,
             base = (img * c + ch) * oh * ow
             for blk in range(nblocks):
                 ns = row_segments(blk * LANES, min(LANES, flat - blk * LANES), wq, ow, seg)
-                scale_block(acc, blk * LANES, ibias[ch], scale[ch], fbias[ch], vals)
-                if has_z:
-                    for i in range(ns):
-                        add_lanes(vals, seg[i, 0], seg[i, 2], z, base + seg[i, 1])
-                activate_block(vals, code, alpha, beta, amin, amax)
-                if quantize:
-                    requant_block(vals, inv_ys, lo, hi, izp, qb)
-                    for i in range(ns):
-                        store_lanes(qb, seg[i, 0], seg[i, 2], yq, base + seg[i, 1])
-                else:
-                    for i in range(ns):
-                        store_lanes(vals, seg[i, 0], seg[i, 2], yf, base + seg[i, 1])
+                epilogue_block(acc, blk * LANES, ibias[ch], scale[ch], fbias[ch], vals, seg, ns, base, z, has_z, code,
+                               alpha, beta, amin, amax, quantize, inv_ys, lo, hi, izp, qb, yq, yf)
 
 
 def window_layout(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, oh: int, ow: int) -> tuple[int, int, np.ndarray]:

@@ -181,6 +181,26 @@ def activate_block(vals, code, alpha, beta, amin, amax):
             vals[q] = np.float32(activate(vals[q], code, alpha, beta))
 
 
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def epilogue_block(buf, boff, corr, scale, fbias, vals, seg, ns, base, z, has_z, code, alpha, beta, amin, amax,
+                   quantize, inv_ys, lo, hi, izp, qb, yq, yf):
+    """One 32-lane block of int32 sums (``buf[boff:]``) through the int8 epilogue, stored to its
+    ``ns`` row segments ``seg`` at ``base``: ``act((sum + corr) * scale + fbias + z)``, then
+    requantized into ``yq`` or as float32 into ``yf``."""
+    scale_block(buf, boff, corr, scale, fbias, vals)
+    if has_z:
+        for i in range(ns):
+            add_lanes(vals, seg[i, 0], seg[i, 2], z, base + seg[i, 1])
+    activate_block(vals, code, alpha, beta, amin, amax)
+    if quantize:
+        requant_block(vals, inv_ys, lo, hi, izp, qb)
+        for i in range(ns):
+            store_lanes(qb, seg[i, 0], seg[i, 2], yq, base + seg[i, 1])
+    else:
+        for i in range(ns):
+            store_lanes(vals, seg[i, 0], seg[i, 2], yf, base + seg[i, 1])
+
+
 def clamp_range(code: int, alpha: np.float32, beta: np.float32) -> tuple[np.float32, np.float32]:
     """The [min, max] that Relu, Clip or no activation clamp to (no clamp for the others)."""
     inf = np.float32(np.inf)
