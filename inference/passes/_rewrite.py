@@ -26,15 +26,24 @@ def constant_value(graph: Graph, name: str) -> np.ndarray | None:
     return None
 
 
-def fresh_name(graph: Graph, base: str, sep: str = "") -> str:
-    """``base``, or ``base<sep><i>`` (the first i = 1, 2, ... free) if the graph already has a value
-    of that name: for the constants and tensors a pass adds beside the ones it leaves."""
+def taken_names(graph: Graph) -> set[str]:
+    """Every value name ``graph`` has: initializers, value infos, inputs, node outputs."""
     taken = set(graph.initializers) | set(graph.value_info) | set(graph.input_names)
-    taken |= {o for n in graph.nodes for o in n.outputs}
+    return taken | {o for n in graph.nodes for o in n.outputs}
+
+
+def fresh_name(graph: Graph, base: str, sep: str = "", taken: set[str] | None = None) -> str:
+    """``base``, or ``base<sep><i>`` (the first i = 1, 2, ... free) if the graph already has a value
+    of that name: for the constants and tensors a pass adds beside the ones it leaves. A pass that
+    names several values before adding them passes ``taken`` (from :func:`taken_names`), which
+    the chosen name joins."""
+    if taken is None:
+        taken = taken_names(graph)
     name, i = base, 0
     while name in taken:
         i += 1
         name = f"{base}{sep}{i}"
+    taken.add(name)
     return name
 
 

@@ -18,20 +18,22 @@ from __future__ import annotations
 from onnx import TensorProto
 
 from inference.ir import Graph, Model, Node
-from inference.passes._rewrite import constant_value, fresh_name, is_plain, other_input, single_reader
+from inference.passes._rewrite import constant_value, is_plain, other_input, single_reader, taken_names
+from inference.passes.qlinear_to_qdq import QdqWriter, per_axis
 
 _FLOATS = {"MatMulInteger": "MatMul", "ConvInteger": "Conv"}
 
 
 def integer_to_qdq(model: Model) -> bool:
     g, changed = model.graph, False
+    taken = taken_names(g)
     for node in list(g.nodes):
         if node.op_type in _FLOATS and node.domain == "" and any(n is node for n in g.nodes):
-            changed = _rewrite(g, node) or changed
+            changed = _rewrite(g, node, taken) or changed
     return changed
 
 
-def _rewrite(g: Graph, node: Node) -> bool:
+def _rewrite(g: Graph, node: Node, taken: set[str]) -> bool:
     producers = g.producers()
     a, w = node.inputs[0], node.inputs[1]
     a_zero, w_zero = node.input_at(2), node.input_at(3)
@@ -47,17 +49,12 @@ def _rewrite(g: Graph, node: Node) -> bool:
     ws = constant_value(g, w_scale) if w_scale else None
     if ws is None or not _fits(node, ws, constant_value(g, w)):
         return False
-    axis = {} if ws.size == 1 else {"axis": 0 if node.op_type == "ConvInteger" else -1}
-    base = mul.outputs[0]
-    a_float, w_float = fresh_name(g, f"{base}_a", "_"), fresh_name(g, f"{base}_w", "_")
-    dq_a = Node("DequantizeLinear", [a, quantizer.outputs[1]] + ([a_zero] if a_zero else []), [a_float],
-                name=f"{a_float}_dequantize")
-    dq_w = Node("DequantizeLinear", [w, w_scale] + ([w_zero] if w_zero else []), [w_float], axis,
-                name=f"{w_float}_dequantize")
-    product = Node(_FLOATS[node.op_type], [dq_a.outputs[0], dq_w.outputs[0]], [base], dict(node.attrs),
-                   name=node.name or base)
+    out = QdqWriter(g, mul, taken)  # the product takes the Mul's output and place
+    inputs = [out.dq(a, quantizer.outputs[1], a_zero),
+              out.dq(w, w_scale, w_zero, per_axis(g, w_scale, 0 if node.op_type == "ConvInteger" else -1))]
+    out.op(_FLOATS[node.op_type], inputs, mul.outputs[0], **node.attrs)
     at = g.nodes.index(mul)
-    g.nodes[at:at + 1] = [dq_a, dq_w, product]
+    g.nodes[at:at + 1] = out.nodes
     g.nodes = [n for n in g.nodes if n is not node and n is not cast]
     for gone in (node.outputs[0], cast.outputs[0]):
         g.value_info.pop(gone, None)

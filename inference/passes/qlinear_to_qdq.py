@@ -23,25 +23,20 @@ from typing import Callable
 import numpy as np
 
 from inference.ir import Graph, Model, Node
-from inference.passes._rewrite import constant_value
+from inference.passes._rewrite import constant_value, fresh_name, taken_names
 
 MS = "com.microsoft"
 
 
-class _Writer:
-    """Emits the nodes replacing one quantized node; new values are named after its output."""
+class QdqWriter:
+    """Emits the nodes replacing one quantized node (or pattern); new values are named after its
+    output, apart from every name in ``taken`` (:func:`~inference.passes._rewrite.taken_names`)."""
 
     def __init__(self, g: Graph, node: Node, taken: set[str]):
         self.g, self.node, self.taken, self.nodes = g, node, taken, []
 
     def _name(self, what: str) -> str:
-        base = name = f"{self.node.outputs[0]}_{what}"
-        i = 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
+        return fresh_name(self.g, f"{self.node.outputs[0]}_{what}", "_", self.taken)
 
     def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
         out = out or self._name(op_type)
@@ -61,13 +56,13 @@ class _Writer:
         return name
 
 
-def _per_axis(g: Graph, scale: str, axis: int) -> int | None:
+def per_axis(g: Graph, scale: str, axis: int) -> int | None:
     """The DequantizeLinear axis for a scale given per channel (None: per tensor or unknown)."""
     v = constant_value(g, scale)
     return axis if v is not None and v.size > 1 else None
 
 
-def _bias(w: _Writer, bias: str, x_scale: str, w_scale: str, scale_factor: float = 1.0) -> str:
+def _bias(w: QdqWriter, bias: str, x_scale: str, w_scale: str, scale_factor: float = 1.0) -> str:
     """An int32 bias at scale ``x_scale * w_scale`` (times ``scale_factor``), dequantized."""
     xs, ws = constant_value(w.g, x_scale), constant_value(w.g, w_scale)
     if xs is not None and ws is not None:
@@ -79,29 +74,29 @@ def _bias(w: _Writer, bias: str, x_scale: str, w_scale: str, scale_factor: float
     return w.dq(bias, scale, axis=0 if ws is None or ws.size > 1 else None)
 
 
-def _qlinear_conv(w: _Writer, n: Node) -> None:
+def _qlinear_conv(w: QdqWriter, n: Node) -> None:
     x, xs, xz, wt, ws, wz, ys, yz = (n.inputs + [""] * 8)[:8]
-    inputs = [w.dq(x, xs, xz), w.dq(wt, ws, wz, _per_axis(w.g, ws, 0))]
+    inputs = [w.dq(x, xs, xz), w.dq(wt, ws, wz, per_axis(w.g, ws, 0))]
     if n.input_at(8):
         inputs.append(_bias(w, n.inputs[8], xs, ws))
     w.q(w.op("Conv", inputs, **n.attrs), ys, yz, n.outputs[0])
 
 
-def _qlinear_matmul(w: _Writer, n: Node) -> None:
+def _qlinear_matmul(w: QdqWriter, n: Node) -> None:
     a, as_, az, b, bs, bz, ys, yz = n.inputs
-    product = w.op("MatMul", [w.dq(a, as_, az, _per_axis(w.g, as_, -2)), w.dq(b, bs, bz, _per_axis(w.g, bs, -1))])
+    product = w.op("MatMul", [w.dq(a, as_, az, per_axis(w.g, as_, -2)), w.dq(b, bs, bz, per_axis(w.g, bs, -1))])
     w.q(product, ys, yz, n.outputs[0])
 
 
-def _binary(op: str) -> Callable[[_Writer, Node], None]:
-    def rule(w: _Writer, n: Node) -> None:  # QLinearAdd / QLinearMul: A, A_s, A_zp, B, B_s, B_zp, C_s, C_zp
+def _binary(op: str) -> Callable[[QdqWriter, Node], None]:
+    def rule(w: QdqWriter, n: Node) -> None:  # QLinearAdd / QLinearMul: A, A_s, A_zp, B, B_s, B_zp, C_s, C_zp
         a, as_, az, b, bs, bz, cs, cz = (n.inputs + [""] * 8)[:8]
         w.q(w.op(op, [w.dq(a, as_, az), w.dq(b, bs, bz)]), cs, cz, n.outputs[0])
     return rule
 
 
-def _unary(op: str, keep: tuple[str, ...] = ()) -> Callable[[_Writer, Node], None]:
-    def rule(w: _Writer, n: Node) -> None:  # X, X_s, X_zp, Y_s, Y_zp, as QLinearSigmoid and the pools
+def _unary(op: str, keep: tuple[str, ...] = ()) -> Callable[[QdqWriter, Node], None]:
+    def rule(w: QdqWriter, n: Node) -> None:  # X, X_s, X_zp, Y_s, Y_zp, as QLinearSigmoid and the pools
         x, xs, xz, ys, yz = (n.inputs + [""] * 5)[:5]
         attrs = {k: v for k, v in n.attrs.items() if k in keep}
         value = w.dq(x, xs, xz)
@@ -116,16 +111,16 @@ def _unary(op: str, keep: tuple[str, ...] = ()) -> Callable[[_Writer, Node], Non
     return rule
 
 
-def _qlinear_concat(w: _Writer, n: Node) -> None:
+def _qlinear_concat(w: QdqWriter, n: Node) -> None:
     ys, yz, rest = n.inputs[0], n.inputs[1], n.inputs[2:]
     parts = [w.dq(rest[i], rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
     w.q(w.op("Concat", parts, axis=n.attrs["axis"]), ys, yz, n.outputs[0])
 
 
-def _qgemm(w: _Writer, n: Node) -> None:
+def _qgemm(w: QdqWriter, n: Node) -> None:
     a, as_, az, b, bs, bz, c, ys, yz = (n.inputs + [""] * 9)[:9]
     trans_b = n.attrs.get("transB", 0)
-    inputs = [w.dq(a, as_, az), w.dq(b, bs, bz, _per_axis(w.g, bs, 0 if trans_b else 1))]
+    inputs = [w.dq(a, as_, az), w.dq(b, bs, bz, per_axis(w.g, bs, 0 if trans_b else 1))]
     alpha = float(n.attrs.get("alpha", 1.0))
     if c:
         inputs.append(_bias(w, c, as_, bs, alpha))
@@ -135,13 +130,13 @@ def _qgemm(w: _Writer, n: Node) -> None:
         w.q(value, ys, yz, n.outputs[0])
 
 
-def _renamed_domain(w: _Writer, n: Node) -> None:
+def _renamed_domain(w: QdqWriter, n: Node) -> None:
     """com.microsoft's QuantizeLinear / DequantizeLinear: the standard ops with the same inputs."""
     w.nodes.append(Node(n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), "", n.name))
 
 
 #: (domain, op_type) -> the rule writing its QDQ form
-RULES: dict[tuple[str, str], Callable[[_Writer, Node], None]] = {
+RULES: dict[tuple[str, str], Callable[[QdqWriter, Node], None]] = {
     ("", "QLinearConv"): _qlinear_conv,
     ("", "QLinearMatMul"): _qlinear_matmul,
     (MS, "QLinearAdd"): _binary("Add"),
@@ -161,14 +156,14 @@ RULES: dict[tuple[str, str], Callable[[_Writer, Node], None]] = {
 
 def _expand(model: Model, domains: tuple[str, ...]) -> bool:
     g, changed = model.graph, False
-    taken = set(g.initializers) | set(g.value_info) | set(g.input_names) | {o for n in g.nodes for o in n.outputs}
+    taken = taken_names(g)
     nodes: list[Node] = []
     for n in g.nodes:
         rule = RULES.get((n.domain, n.op_type))
         if rule is None or n.domain not in domains or not _expandable(model, n):
             nodes.append(n)
             continue
-        w = _Writer(g, n, taken)
+        w = QdqWriter(g, n, taken)
         rule(w, n)
         nodes.extend(w.nodes)
         changed = True
