@@ -37,9 +37,8 @@ def widen_float16(model: Model) -> bool:
                and id(producers[v.name]) not in rounding]
     constants = [v for v in g.outputs if _is_half_tensor(v) and v.name in g.initializers
                  and v.name not in g.input_names and v.name in consumers]
-    if not (inputs or outputs or constants or _has_half(g, rounding, top=True)):
+    if not (_widen_graph(g, rounding, top=True) or inputs or outputs or constants):
         return False  # nothing half inside (a model widened before keeps only its Casts at the edges)
-    _widen_graph(g, rounding, top=True)
     _widen_inputs(g, inputs)
     _round_outputs(g, outputs, producers)
     _widen_constant_outputs(g, constants)
@@ -91,64 +90,56 @@ def _half_array(a) -> bool:
     return isinstance(a, np.ndarray) and a.dtype.kind in "fV" and a.dtype.itemsize == 2
 
 
-def _has_half(g: Graph, rounding: set[int] = frozenset(), top: bool = False) -> bool:
-    """Whether ``g`` holds a half value, constant or type attribute inside: past the top graph's
-    inputs and outputs and the ``rounding`` Casts into them, which stay half."""
-    interface = set(g.input_names) | set(g.output_names) if top else set()
-    values = [v for v in g.inputs + g.outputs + list(g.value_info.values()) if v.name not in interface]
-    return (any(_is_half(v.type) for v in values)
-            or any(_half_array(a) for k, a in g.initializers.items() if k not in interface)
-            or any(_node_is_half(n) for n in g.nodes if id(n) not in rounding))
-
-
-def _node_is_half(n: Node) -> bool:
-    return (any(isinstance(n.attrs.get(a), int) and n.attrs[a] in HALF_TYPES for a in _TYPE_ATTRS)
-            or any(_half_array(v) or isinstance(v, list) and any(_half_array(x) for x in v) for v in n.attrs.values())
-            or any(_has_half(s) for s in n.subgraphs()))
-
-
-def _widen_graph(g: Graph, rounding: set[int] = frozenset(), top: bool = False) -> None:
+def _widen_graph(g: Graph, rounding: set[int] = frozenset(), top: bool = False) -> bool:
     """Widen the types, constants and type attributes of ``g`` and its subgraphs but the ``rounding``
-    Casts. The top graph's inputs and outputs (and their constants) keep their types: the Casts
-    around them convert."""
+    Casts; whether any was half. The top graph's inputs and outputs (and their constants) keep
+    their types: the Casts around them convert."""
     interface = set(g.input_names) | set(g.output_names) if top else set()
+    changed = False
     for name, a in list(g.initializers.items()):
         if _half_array(a) and name not in interface:
             g.initializers[name] = a.astype(np.float32)
-    for v in g.value_info.values():
-        if v.name not in interface:
+            changed = True
+    values = list(g.value_info.values()) + ([] if top else g.inputs + g.outputs)  # a subgraph's carried values too
+    for v in values:
+        if v.name not in interface and _is_half(v.type):
             v.type = _widened(v.type)
-    if not top:  # a subgraph: its inputs and outputs are carried values, float32 now too
-        for v in g.inputs + g.outputs:
-            v.type = _widened(v.type)
+            changed = True
     for n in g.nodes:
         if id(n) in rounding:
             continue
-        _widen_node(n)
+        changed = _widen_node(n) or changed
         for sub in n.subgraphs():
-            _widen_graph(sub)
+            changed = _widen_graph(sub) or changed
             _drop_float_casts(sub)
+    return changed
 
 
 def _drop_float_casts(g: Graph) -> None:
     """Casts between halves and float32 that now convert float32 to float32 (a model that kept some
     ops in float32 had Casts around them) become Identity, for ``eliminate_identity`` to remove."""
     for n in g.nodes:
-        if n.op_type == "Cast" and n.domain == "" and n.attrs.get("to") == TensorProto.FLOAT:
+        if _widening_cast(n):
             source = g.type_of(n.inputs[0])
             if isinstance(source, TensorType) and source.elem_type == TensorProto.FLOAT:
                 n.op_type, n.attrs, n.attr_types = "Identity", {}, {}
 
 
-def _widen_node(n: Node) -> None:
+def _widen_node(n: Node) -> bool:
+    """Widen ``n``'s type attributes and half constants; whether it had any."""
+    changed = False
     for key in _TYPE_ATTRS:
         if isinstance(n.attrs.get(key), int) and n.attrs[key] in HALF_TYPES:
             n.attrs[key] = TensorProto.FLOAT
+            changed = True
     for key, v in n.attrs.items():
         if _half_array(v):
             n.attrs[key] = v.astype(np.float32)
+            changed = True
         elif isinstance(v, list) and any(_half_array(a) for a in v):
             n.attrs[key] = [a.astype(np.float32) if _half_array(a) else a for a in v]
+            changed = True
+    return changed
 
 
 def _widen_inputs(g: Graph, inputs: list[Value]) -> None:
