@@ -52,12 +52,11 @@ from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kern
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
-from inference.kernels.int8_depthwise import padded_taps, qdepthwise, window_layout
+from inference.kernels.int8_depthwise import depthwise_plan, prepared_taps, qdepthwise
 from inference.kernels.tile_plan import conv_plan, conv_weight_rows, phase_weight_rows
 from inference.kernels.tile_lanes import (activate_block, add_lanes, clamp_range, epilogue_block, requant_block,
                                          row_segments, store_lanes)
 from inference.kernels.tile_ir import has_vnni, make_tile  # noqa: F401  (has_vnni: re-exported)
-from inference.ops._window import window_geometry
 from inference.ops.conv import conv as reference_conv
 from inference.ops.quantize import dequantize_linear, quantize_linear
 from inference.ops.registry import register
@@ -446,17 +445,15 @@ def _qdepthwise2d(xu, xzp, w, params, z, activation, alpha, beta, auto_pad, dila
     :mod:`inference.kernels.int8_depthwise`, with the tile's epilogue constants (the zero point's
     share, ``x_zero_point * sum(w)``, folded into the bias as there)."""
     n, c, h, wd = xu.shape
-    kh, kw = w.shape[2:]
-    win = window_geometry((h, wd), kernel_shape or (kh, kw), strides, dilations, pads, auto_pad, 0, "QConv")
-    (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
-    taps, slot = prepacked(w, ("int8", "depthwise"), lambda w: (padded_taps(w), {}))
-    consts = _cached_constants(slot, [(None, taps.sum(axis=1, dtype=np.int32), 0)], xzp, params)
-    ep = _Epilogue(consts, z, activation, alpha, beta, (n, c, oh, ow))
+    pl = depthwise_plan(h, wd, *w.shape[2:], auto_pad, dilations, kernel_shape, pads, strides)
+    taps, slot = prepacked(w, ("int8", "depthwise"), prepared_taps)
+    consts = _cached_constants(slot, [(None, slot["sums"], 0)], xzp, params)
+    ep = _Epilogue(consts, z, activation, alpha, beta, (n, c, pl.oh, pl.ow))
     ibias, scale, fbias = consts.groups[0]
-    hq, wq, offs = window_layout(kh, kw, sh, sw, dh, dw, oh, ow)
-    qdepthwise(xu, xzp, taps, offs, sh, sw, ph, pw, hq, wq, oh, ow, ibias, scale, fbias, ep.z, ep.has_z, ep.code,
-               ep.alpha, ep.beta, *ep.clamp, consts.inv_ys, consts.yzp, consts.qmin, consts.qmax, consts.quantize,
-               ep.yq.reshape(-1), ep.yf.reshape(-1), parallel_chunks(n * c, numba_threads()))
+    qdepthwise(xu, xzp, taps, pl.offs, pl.sh, pl.sw, pl.ph, pl.pw, pl.hq, pl.wq, pl.oh, pl.ow, ibias, scale, fbias,
+               ep.z, ep.has_z, ep.code, ep.alpha, ep.beta, *ep.clamp, consts.inv_ys, consts.yzp, consts.qmin,
+               consts.qmax, consts.quantize, ep.yq.reshape(-1), ep.yf.reshape(-1),
+               parallel_chunks(n * c, numba_threads()))
     return ep.result
 
 

@@ -12,11 +12,15 @@ residual, activation, requantization or float32), so the result is the tile's to
 """
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
 from inference.kernels.memcpy_ir import copy_run
 from inference.kernels.tile_lanes import epilogue_block, row_segments
+from inference.ops._window import window_geometry
 
 LANES = 32  # the epilogue's block (the int8 tile's pixel vector)
 
@@ -116,8 +120,27 @@ def qdepthwise(x, xzp, taps, offs, sh, sw, ph, pw, hq, wq, oh, ow, ibias, scale,
                                alpha, beta, amin, amax, quantize, inv_ys, lo, hi, izp, qb, yq, yf)
 
 
-def window_layout(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, oh: int, ow: int) -> tuple[int, int, np.ndarray]:
-    """The phase planes' height and row width, and each tap's start in them (``GROUP``-padded)."""
+class DepthwisePlan(NamedTuple):
+    """A depthwise convolution's geometry and its phase planes' layout (:func:`depthwise_plan`)."""
+
+    oh: int
+    ow: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    hq: int  # the phase planes' rows
+    wq: int  # and row width
+    offs: np.ndarray  # each tap's start in them, GROUP-padded
+
+
+@functools.lru_cache(maxsize=1024)
+def depthwise_plan(h: int, wd: int, kh: int, kw: int, auto_pad: str, dilations, kernel_shape, pads,
+                   strides) -> DepthwisePlan:
+    """The plan of a depthwise convolution on (H, W) planes with a (kh, kw) window, attribute
+    sequences as tuples (or None): worked out once per case, as the tile's ``conv_plan``."""
+    win = window_geometry((h, wd), kernel_shape or (kh, kw), strides, dilations, pads, auto_pad, 0, "QConv")
+    (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
     hq = ((oh - 1) * sh + (kh - 1) * dh) // sh + 2  # the rows the windows reach, one more for the runs' ends
     wq = max(ow, ((ow - 1) * sw + (kw - 1) * dw) // sw + 1)
     ntaps = kh * kw
@@ -125,12 +148,15 @@ def window_layout(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, oh: int,
     for t in range(ntaps):
         a, b = (t // kw) * dh, (t % kw) * dw
         offs[t] = ((a % sh) * sw + b % sw) * hq * wq + (a // sh) * wq + b // sw
-    return hq, wq, offs
+    offs.flags.writeable = False
+    return DepthwisePlan(oh, ow, sh, sw, ph, pw, hq, wq, offs)
 
 
-def padded_taps(w: np.ndarray) -> np.ndarray:
-    """int8 weights (C, 1, kh, kw) as int32 rows of whole ``GROUP``s, zero past the window's taps."""
+def prepared_taps(w: np.ndarray) -> tuple[np.ndarray, dict]:
+    """int8 weights (C, 1, kh, kw) as int32 rows of whole ``GROUP``s, zero past the window's taps,
+    and a slot holding each channel's sum (the zero point's share of the bias): built once per
+    weight (``_prepack.prepacked``)."""
     c, ntaps = w.shape[0], w.shape[2] * w.shape[3]
-    out = np.zeros((c, -(-ntaps // GROUP) * GROUP), np.int32)
-    out[:, :ntaps] = w.reshape(c, ntaps)
-    return out
+    taps = np.zeros((c, -(-ntaps // GROUP) * GROUP), np.int32)
+    taps[:, :ntaps] = w.reshape(c, ntaps)
+    return taps, {"sums": taps.sum(axis=1, dtype=np.int32)}
