@@ -157,7 +157,7 @@ def make_tile(mr: int, nv: int, kind: str = "u8s8", vnni: bool | None = None):
 
 
 def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorType, step,
-            rows_major: bool = False, row_offsets: int | None = None) -> list:
+            rows_major: bool = False, row_offsets: int | None = None, row_limit: int | None = None) -> list:
     """The tile's loop over its K steps (args 0-5: wp, w_off, cp, c_off, koff, steps); leaves the
     builder after the loop and returns the ``mr * nv`` accumulators (row-major: (r, v) at r*nv + v).
 
@@ -168,7 +168,8 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     at ``cp[c_off + k*nv*16:]``; the two tables address any rows (pixels) and steps (taps x
     channels) of an unpacked input, e.g. the patches of a padded channels-last image in place (an
     implicit-GEMM convolution). It keeps ``mr`` row pointers live: 6 rows run at the matrix form's
-    speed, 12 rows ran 1.3-1.9x slower.
+    speed, 12 rows ran 1.3-1.9x slower. With ``row_limit`` (the index of an int64 arg ``rows``)
+    ``rows_major`` rows r >= rows read row ``rows - 1``: a last, partial tile stays inside ``wp``.
 
     In both channels-along-lanes forms each step prefetches the weight panel
     :data:`PREFETCH_STEPS` steps ahead. Why: a panel is streamed once from L3 for the first tile of
@@ -186,6 +187,10 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     if row_offsets is not None:
         roa = context.make_array(signature.args[row_offsets])(context, builder, args[row_offsets])
         row_bases = [builder.gep(w_base, [builder.load(builder.gep(roa.data, [const(r)]))]) for r in range(mr)]
+    row_starts = [const(r) for r in range(mr)]
+    if rows_major and row_limit is not None:
+        last, rows = builder.sub(args[row_limit], const(1)), args[row_limit]
+        row_starts = [builder.select(builder.icmp_signed("<", const(r), rows), const(r), last) for r in range(mr)]
     k, accs, close = carried_loop(builder, const(0), args[5], "tile", [ir.Constant(vty, None)] * (mr * nv))
     kbase = builder.load(builder.gep(koa.data, [k]))  # koff is int64
     vbase = builder.mul(k, const(nv * LANES)) if row_bases else kbase
@@ -200,7 +205,7 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
         if row_bases:
             at, base = kbase, row_bases[r]
         elif rows_major:
-            at, base = builder.add(builder.mul(const(r), args[5]), k), w_base
+            at, base = builder.add(builder.mul(row_starts[r], args[5]), k), w_base
         else:
             at, base = builder.add(builder.mul(k, const(mr)), const(r)), w_base
         wv = builder.load(builder.gep(base, [at]))

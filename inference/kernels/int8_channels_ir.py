@@ -1,0 +1,133 @@
+"""The channels-last int8 register tile, its epilogue in registers: pixels broadcast, output channels
+along the lanes.
+
+Why: a channels-last 1x1 convolution (or an im2col'd one) is the matrix product of its (pixels,
+K) uint8 rows with the (K, M) int8 weight, and each pixel's 4 consecutive input channels are one
+int32 to broadcast: the rows are read where they lie, nothing is packed per call. With the output
+channels along the lanes, a tile row is one pixel's run of output channels: the per-channel scale,
+bias and zero-point correction are vectors loaded once per tile, and the requantized bytes go out
+as one masked store per 16 channels. The NCHW tile's separate epilogue (through a scratch block,
+32 lanes of one channel at a time) had cost more than its products on MobileNetV2's expansion
+layers (16 -> 96 channels at 112x112: 35 GMAC/s).
+
+``make_channels_qtile(mr, nv)`` returns an intrinsic
+
+``tile(x, x_off, wcols, w_off, koff, steps, rows, corr, scale, fbias, n_off, cols, z, has_z, y,
+y_off, sm, quantize, inv_ys, lo, hi, izp, amin, amax, act)``
+
+computing ``mr`` pixels x ``nv * 16`` output channels: the sums over ``steps`` steps of pixel row
+``r`` (int32 ``x[x_off + r * steps + k]``, 4 uint8 channels; rows past ``rows`` read row
+``rows - 1``) times the weight vectors at ``wcols[w_off + koff[k] + v * 16]`` (16 channels x 4
+int8 taps, :func:`inference.kernels.int8.pack_weight_columns`), then lane j of vector v (channel
+``n_off + v*16 + j``, stored only for channels below ``n_off + cols`` and rows below ``rows``):
+``act(float(sum + corr) * scale + fbias [+ z])``, requantized ``rint(clip(v * inv_ys, lo, hi)) +
+izp`` to bytes (``quantize``) or float32, at ``y[y_off + r * sm + v * 16 + j]`` (``z`` read at the
+same place). ``act`` is the float tile's: NONE clamps to [amin, amax] (Relu, Clip, none),
+HARD_SWISH, SILU, or SIGMOID (any other code); :func:`~inference.kernels.tile_lanes.tile_epilogue`
+maps an activation to it. Same arithmetic, in the same order, as the NCHW tile's epilogue
+(:mod:`inference.kernels.tile_lanes`): the two layouts give the same bytes.
+"""
+from __future__ import annotations
+
+import functools
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from inference.kernels.activations import HARD_SWISH, NONE, SILU
+from inference.kernels.tile_ir import LANES, _k_loop, _step, has_vnni, splat
+from inference.kernels.tile_lanes import requantized
+from inference.kernels.vmath_ir import clamp_keeping_nan, hard_swish, sigmoid
+
+_I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+_VF, _VI, _VB, _VM = (ir.VectorType(t, LANES) for t in (_F32, _I32, _I8, _I1))
+
+
+def _masked(builder, name: str, vty: ir.VectorType, args: list, ret: ir.Type):
+    ptr = vty.as_pointer()
+    sig = {"store": [vty, ptr, _I32, _VM], "load": [ptr, _I32, _VM, vty]}[name]
+    suffix = {_I8: "v16i8", _F32: "v16f32"}[vty.element]
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, sig), f"llvm.masked.{name}.{suffix}.p0")
+    return builder.call(fn, args)
+
+
+@functools.lru_cache(maxsize=None)
+def make_channels_qtile(mr: int, nv: int):
+    """The intrinsic described in the module docstring, for ``mr`` pixels x ``nv`` 16-channel vectors."""
+    step_kind = "s8u8"  # the broadcast (pixels) unsigned, the vectors (weights) signed
+    vnni = has_vnni()
+
+    def codegen(context, builder, signature, args):
+        const = lambda v: ir.Constant(_I64, v)  # noqa: E731
+        arr = lambda i: context.make_array(signature.args[i])(context, builder, args[i])  # noqa: E731
+        i64 = lambda i: context.cast(builder, args[i], signature.args[i], types.int64)  # noqa: E731
+        f32 = lambda i: splat(builder, context.cast(builder, args[i], signature.args[i], types.float32), _VF)  # noqa: E731
+        accs = _k_loop(context, builder, signature, args, mr, nv, _VI, _step(builder, step_kind, vnni),
+                       rows_major=True, row_limit=6)
+        corr_a, scale_a, fbias_a, z_a, y_a = arr(7), arr(8), arr(9), arr(12), arr(14)
+        n_off, cols, rows, y_off, sm = i64(10), i64(11), i64(6), i64(15), i64(16)
+        at_vec = lambda a, off, vty: builder.bitcast(builder.gep(a.data, [off]), vty.as_pointer())  # noqa: E731
+        lane = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
+        has_z = splat(builder, builder.icmp_signed("!=", i64(13), const(0)), _VM)
+        vals, masks, offsets = [], [], []
+        for v in range(nv):
+            off = builder.add(n_off, const(v * LANES))
+            c = builder.load(at_vec(corr_a, off, _VI), align=4)
+            s = builder.load(at_vec(scale_a, off, _VF), align=4)
+            b = builder.load(at_vec(fbias_a, off, _VF), align=4)
+            col_ok = builder.icmp_signed("<", lane, splat(builder, builder.sub(cols, const(v * LANES)),
+                                                           ir.VectorType(_I64, LANES)))
+            for r in range(mr):
+                acc = accs[r * nv + v]
+                vals.append((r, v, builder.fadd(builder.fmul(builder.sitofp(builder.add(acc, c), _VF), s), b)))
+                row_ok = splat(builder, builder.icmp_signed("<", const(r), rows), _VM)
+                masks.append(builder.and_(col_ok, row_ok))
+                offsets.append(builder.add(y_off, builder.add(builder.mul(const(r), sm), const(v * LANES))))
+        for i, (r, v, val) in enumerate(vals):  # the residual, where there is one
+            zmask = builder.and_(masks[i], has_z)
+            z = _masked(builder, "load", _VF, [at_vec(z_a, offsets[i], _VF), ir.Constant(_I32, 4), zmask,
+                                               ir.Constant(_VF, None)], _VF)
+            vals[i] = (r, v, builder.select(has_z, builder.fadd(val, z), val))
+        inv_ys, lo, hi, amin, amax = f32(18), f32(19), f32(20), f32(22), f32(23)
+        izp = splat(builder, context.cast(builder, args[21], signature.args[21], types.int32), _VI)
+        times_x = splat(builder, builder.icmp_signed("==", i64(24), const(SILU)), _VM)
+
+        def store(activate, quantize: bool) -> None:
+            for i, (_, _, val) in enumerate(vals):
+                out = activate(val)
+                if quantize:
+                    _masked(builder, "store", _VB, [requantized(builder, out, inv_ys, lo, hi, izp),
+                                                    at_vec(y_a, offsets[i], _VB), ir.Constant(_I32, 1), masks[i]],
+                            ir.VoidType())
+                else:
+                    _masked(builder, "store", _VF, [out, at_vec(y_a, offsets[i], _VF), ir.Constant(_I32, 4),
+                                                    masks[i]], ir.VoidType())
+
+        def activated(quantize: bool) -> None:
+            act = i64(24)
+            with builder.if_else(builder.icmp_signed("==", act, const(NONE))) as (clamped, computed):
+                with clamped:
+                    store(lambda v: clamp_keeping_nan(builder, v, amin, amax), quantize)
+                with computed:
+                    with builder.if_else(builder.icmp_signed("==", act, const(HARD_SWISH))) as (hard, smooth):
+                        with hard:
+                            store(lambda v: hard_swish(builder, v), quantize)
+                        with smooth:
+                            store(lambda v: sigmoid(builder, v, times_x), quantize)
+
+        with builder.if_else(builder.icmp_signed("!=", i64(17), const(0))) as (to_bytes, to_float):
+            with to_bytes:
+                activated(True)
+            with to_float:
+                activated(False)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, x, x_off, wcols, w_off, koff, steps, rows, corr, scale, fbias, n_off, cols, z, has_z, y,
+             y_off, sm, quantize, inv_ys, lo, hi, izp, amin, amax, act):
+        return types.void(x, x_off, wcols, w_off, koff, steps, rows, corr, scale, fbias, n_off, cols, z, has_z, y,
+                          y_off, sm, quantize, inv_ys, lo, hi, izp, amin, amax, act), codegen
+
+    return tile
+

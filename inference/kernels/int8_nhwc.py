@@ -1,0 +1,364 @@
+"""int8 convolutions channels-last: ``edgelearn::QConvNHWC``, a QConv on (N, H, W, C) tensors.
+
+Why: onnxruntime runs a quantized MobileNetV2 channels-last, and in NCHW ours paid twice where it
+did not (one thread, batch 1): its depthwise layers on 14x14 and 7x7 maps ran one short plane at a
+time (960 channels of 7x7: 200 us against onnxruntime's 26), and its 1x1 layers interleaved their
+input by 4 channels on every call and finished each 32-pixel block of one channel through a scratch
+epilogue (96 x 112 x 112 expansion: 552 us against 196). Channels-last, a 1x1 convolution is the
+matrix product of the (pixels, C) rows as they lie with the weight, on the channels-lanes tile of
+:mod:`inference.kernels.int8_channels_ir` (epilogue in registers, one masked store per 16 output
+channels); a depthwise one sums its taps over contiguous runs of channels, all of a pixel's
+channels in one vector loop. ``inference.passes.layout`` puts chains of them channels-last.
+
+What runs here: depthwise convolutions (any window, stride, dilation) and group-1 ones; a group-1
+convolution other than a stride-1 unpadded 1x1 on a multiple of 4 channels first gathers its
+patches (im2col, each tap's run of channels copied whole; padding reads the zero point). The
+epilogue is QConv's (:mod:`inference.kernels.int8`): ``act((sum + corr) * scale + fbias [+ Z])``,
+requantized or float32, with the same per-channel constants; with Relu, Clip or no activation its
+bytes equal the NCHW kernel's.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from inference.errors import KernelError
+from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kernel
+from inference.kernels._prepack import prepacked
+from inference.kernels.activations import CLIP, NONE, RELU, activate
+from inference.kernels.int8_channels_ir import make_channels_qtile
+from inference.kernels.memcpy_ir import copy_run
+from inference.kernels.tile_lanes import tile_epilogue
+from inference.ops._window import window_geometry
+
+MR = 6  # pixels per channels tile
+WIDTH, HALF = 64, 32  # output channels per tile: whole blocks of 64, a last one of <= 32 on a half-width tile
+GROUP = 9  # depthwise taps summed per pass over the channels
+SPAN_CHANNELS = 256  # a stride-1 depthwise row goes at least this many channels a pass (whole pixels)
+
+_qtile = make_channels_qtile(MR, WIDTH // 16)
+_qtile_half = make_channels_qtile(MR, HALF // 16)
+
+
+class Plan(NamedTuple):
+    """One convolution's geometry: output size, strides, dilations, begin pads, and whether its
+    patches are the input's rows as they lie (a stride-1 unpadded 1x1 on a multiple of 4 channels)."""
+
+    oh: int
+    ow: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    ph: int
+    pw: int
+    in_place: bool
+
+
+@functools.lru_cache(maxsize=1024)
+def plan(h: int, w: int, c: int, kh: int, kw: int, auto_pad: str, dilations, kernel_shape, pads, strides) -> Plan:
+    win = window_geometry((h, w), kernel_shape or (kh, kw), strides, dilations, pads, auto_pad, 0, "QConvNHWC")
+    (oh, ow), (sh, sw), (dh, dw), (ph, pw) = win.out_shape, win.strides, win.dilations, win.pads_begin
+    in_place = kh == kw == 1 and (sh, sw) == (1, 1) and not any(win.pads_begin + win.pads_end) and c % 4 == 0
+    return Plan(oh, ow, sh, sw, dh, dw, ph, pw, in_place)
+
+
+# -- group-1: the channels-lanes GEMM ---------------------------------------------------------------
+def channel_blocks(m: int) -> tuple[int, int]:
+    """(whole WIDTH-channel blocks, channels of a last half-width block: 0 or 1..HALF) for ``m``
+    output channels: 96 -> (1, 32), 24 -> (0, 24), 144 -> (2, 16), 40 -> (1, 0) (one block, 24 idle)."""
+    full, rest = divmod(m, WIDTH)
+    return (full, rest) if rest <= HALF else (full + 1, 0)
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
+def qgemm_nhwc(x, k4, npix, wcols, koff, koff_half, mcols, corr, scale, fbias, z, has_z, y, quantize, inv_ys, lo, hi,
+               izp, amin, amax, act, nchunks):
+    """``y`` (npix, mcols) flat = the epilogue of ``x`` (npix, k4) int32 rows (4 uint8 channels
+    each) times the packed weight ``wcols`` (:func:`pack_weight_panels`); tiles of MR pixels x
+    WIDTH channels, a last block of at most HALF channels on the half-width tile; channel blocks
+    outermost (a block's weight panel stays in cache across its pixels), cut into ``nchunks``
+    parallel runs."""
+    full, rest = mcols // WIDTH, mcols % WIDTH
+    if rest > HALF:
+        full, rest = full + 1, 0
+    nbs, pbs = full + (rest > 0), (npix + MR - 1) // MR
+    total = nbs * pbs
+    for ch in numba.prange(nchunks):
+        for t in range(ch * total // nchunks, (ch + 1) * total // nchunks):
+            nb, pb = t // pbs, t % pbs
+            p0, n0 = pb * MR, nb * WIDTH
+            rows, at = min(MR, npix - p0), p0 * mcols + n0
+            if nb < full:
+                _qtile(x, p0 * k4, wcols, nb * k4 * WIDTH, koff, k4, rows, corr, scale, fbias, n0,
+                       min(WIDTH, mcols - n0), z, has_z, y, at, mcols, quantize, inv_ys, lo, hi, izp, amin, amax, act)
+            else:
+                _qtile_half(x, p0 * k4, wcols, nb * k4 * WIDTH, koff_half, k4, rows, corr, scale, fbias, n0, rest,
+                            z, has_z, y, at, mcols, quantize, inv_ys, lo, hi, izp, amin, amax, act)
+
+
+@threaded_kernel()
+def im2col_nhwc(x, zp, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out):
+    """Patches of ``x`` (N, H, W, C) uint8 as the rows of ``out`` (N * oh * ow, K4 * 4): tap (ky,
+    kx)'s C channels at columns ``(ky * kw + kx) * C``, the zero point where the tap is padding and
+    in the columns past kh * kw * C. Taps adjacent along a row (dilation 1) are one contiguous run
+    of the input's row: copied whole where the window lies inside it."""
+    n, h, w, c = x.shape
+    kc = kh * kw * c
+    for t in numba.prange(n * oh):
+        img, oy = t // oh, t % oh
+        for ox in range(ow):
+            row = out[t * ow + ox]
+            row[kc:] = zp
+            ix0 = ox * sw - pw
+            inside = dw == 1 and ix0 >= 0 and ix0 + kw <= w
+            for ky in range(kh):
+                iy = oy * sh - ph + ky * dh
+                at = ky * kw * c
+                if iy < 0 or iy >= h:
+                    row[at:at + kw * c] = zp
+                elif inside:
+                    row[at:at + kw * c] = x[img, iy, ix0:ix0 + kw].reshape(-1)
+                else:
+                    for kx in range(kw):
+                        ix = ix0 + kx * dw
+                        if 0 <= ix < w:
+                            row[at + kx * c:at + (kx + 1) * c] = x[img, iy, ix]
+                        else:
+                            row[at + kx * c:at + (kx + 1) * c] = zp
+
+
+def pack_weight_panels(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """int8 (M, K) -> (int32 panels flat, row sums (M,), k4): per :func:`channel_blocks` block
+    [K/4][width channels][4 taps] (width WIDTH, or HALF for a last half block), zero past M and K."""
+    m, k = w_nk.shape
+    full, rest = channel_blocks(m)
+    k4 = -(-k // 4)
+    panels = []
+    for n0, width in [(b * WIDTH, WIDTH) for b in range(full)] + ([(full * WIDTH, HALF)] if rest else []):
+        block = np.zeros((width, k4 * 4), np.int8)
+        part = w_nk[n0:n0 + width]
+        block[:part.shape[0], :k] = part
+        panels.append(block.reshape(width, k4, 4).transpose(1, 0, 2).reshape(-1))
+    packed = np.ascontiguousarray(np.concatenate(panels)).view(np.int32)
+    return packed, w_nk.astype(np.int32).sum(axis=1), k4
+
+
+def _packed_panels(w: np.ndarray) -> tuple[tuple, dict]:
+    """The weight (M, C, kh, kw) in the im2col row order (ky, kx, c), packed; and a slot."""
+    rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
+    packed, sums, k4 = pack_weight_panels(rows)
+    steps = np.arange(k4, dtype=np.int64)
+    return (packed, sums, k4, steps * WIDTH, steps * HALF), {}
+
+
+# -- depthwise ----------------------------------------------------------------------------------------
+@threaded_kernel()
+def pad_nhwc(x, zp, ph, pw, out):
+    """``out`` (N, Hp, Wp, C) = ``x`` placed at (ph, pw), the zero point around it: per row one
+    ``memcpy`` of its W * C bytes and fills of the margins."""
+    n, h, w, c = x.shape
+    hp, wp = out.shape[1], out.shape[2]
+    for t in numba.prange(n * hp):
+        img, r = t // hp, t % hp
+        at = t * wp * c
+        row = out.reshape(-1)[at:at + wp * c]
+        if r < ph or r >= ph + h:
+            row[:] = zp
+            continue
+        row[:pw * c] = zp
+        row[(pw + w) * c:] = zp
+        copy_run(out, at + pw * c, x, (img * h + r - ph) * w * c, w * c)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _nine_taps(acc, xi, offs, wts, g, c, first):
+    """``acc[:c]`` (+)= the nine taps of group ``g``: ``xi[offs[k] + i] * wts[k, i]`` over the
+    channels i (uint8 times int32, the zero point folded into the bias, padding holding it)."""
+    k = g * GROUP
+    r0, r1, r2 = xi[offs[k]:offs[k] + c], xi[offs[k + 1]:offs[k + 1] + c], xi[offs[k + 2]:offs[k + 2] + c]
+    r3, r4, r5 = xi[offs[k + 3]:offs[k + 3] + c], xi[offs[k + 4]:offs[k + 4] + c], xi[offs[k + 5]:offs[k + 5] + c]
+    r6, r7, r8 = xi[offs[k + 6]:offs[k + 6] + c], xi[offs[k + 7]:offs[k + 7] + c], xi[offs[k + 8]:offs[k + 8] + c]
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = wts[k], wts[k + 1], wts[k + 2], wts[k + 3], wts[k + 4], wts[k + 5], \
+        wts[k + 6], wts[k + 7], wts[k + 8]
+    s = acc[:c]
+    if first:
+        for i in range(c):
+            s[i] = np.int32(np.int32(r0[i]) * w0[i] + r1[i] * w1[i] + r2[i] * w2[i] + r3[i] * w3[i] + r4[i] * w4[i]
+                            + r5[i] * w5[i] + r6[i] * w6[i] + r7[i] * w7[i] + r8[i] * w8[i])
+    else:
+        for i in range(c):
+            s[i] += np.int32(np.int32(r0[i]) * w0[i] + r1[i] * w1[i] + r2[i] * w2[i] + r3[i] * w3[i] + r4[i] * w4[i]
+                             + r5[i] * w5[i] + r6[i] * w6[i] + r7[i] * w7[i] + r8[i] * w8[i])
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _requantize_row(vals, inv_ys, lo, hi, izp, out):
+    """``out = rint(clip(vals * inv_ys, lo, hi)) + izp`` as :func:`tile_lanes.requantized` computes it."""
+    for i in range(vals.size):
+        v = vals[i] * inv_ys
+        v = v if v > lo else lo
+        v = v if v < hi else hi
+        out[i] = np.int32(np.rint(v)) + izp
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def epilogue_channels(acc, corr, scale, fbias, vals, z, has_z, code, alpha, beta, amin, amax, quantize, inv_ys, lo,
+                      hi, izp, yq, yf, at):
+    """One pixel's channels through QConv's epilogue (as :func:`tile_lanes.epilogue_block` does a
+    channel's pixels): ``act((acc + corr) * scale + fbias [+ z])`` stored at ``at`` of ``yq``
+    (requantized) or ``yf``. Every step a loop over slices, so each vectorises (indexes offset by
+    ``at`` had left them scalar)."""
+    c = vals.size
+    for i in range(c):
+        vals[i] = np.float32(np.int32(acc[i] + corr[i])) * scale[i] + fbias[i]
+    if has_z:
+        zr = z[at:at + c]
+        for i in range(c):
+            vals[i] += zr[i]
+    if code == NONE or code == RELU or code == CLIP:
+        for i in range(c):
+            v = vals[i]
+            v = amin if v < amin else v
+            vals[i] = amax if v > amax else v
+    else:
+        for i in range(c):
+            vals[i] = np.float32(activate(vals[i], code, alpha, beta))
+    if quantize:
+        _requantize_row(vals, inv_ys, lo, hi, izp, yq[at:at + c])
+    else:
+        yf[at:at + c] = vals
+
+
+@numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
+def qdepthwise_nhwc(xp, taps, offs, sh, sw, oh, ow, span, corr, scale, fbias, z, has_z, code, alpha, beta, amin,
+                    amax, quantize, inv_ys, lo, hi, izp, yq, yf, nchunks):
+    """``xp`` (N, Hp, Wp, C) uint8 padded with the zero point; ``taps`` int32 (GROUP-padded taps,
+    ``span`` pixels x C), ``offs`` each tap's offset in a padded image (flat); outputs flat (N, oh,
+    ow, C) in ``yq`` or ``yf``; parallel over runs of output rows. A stride-1 row goes ``span``
+    pixels at a time: their taps are contiguous runs of span * C channels, and the weights and
+    epilogue constants (``corr``, ``scale``, ``fbias``) repeat per pixel in their rows, so a few
+    channels (32 at 112x112) still fill long vector loops."""
+    n, hp, wp, c = xp.shape
+    groups = taps.shape[0] // GROUP
+    total = n * oh
+    for ch in numba.prange(nchunks):
+        acc = np.empty(span * c, np.int32)
+        vals = np.empty(span * c, np.float32)
+        here = np.empty(offs.size, np.int64)
+        for t in range(ch * total // nchunks, (ch + 1) * total // nchunks):
+            img, oy = t // oh, t % oh
+            xi = xp[img].reshape(-1)
+            for ox in range(0, ow, span):
+                cnt = min(span, ow - ox) * c
+                base = (oy * sh * wp + ox * sw) * c
+                for k in range(offs.size):
+                    here[k] = base + offs[k]
+                for g in range(groups):
+                    _nine_taps(acc, xi, here, taps, g, cnt, g == 0)
+                epilogue_channels(acc, corr, scale, fbias, vals[:cnt], z, has_z, code, alpha, beta, amin, amax,
+                                  quantize, inv_ys, lo, hi, izp, yq, yf, (t * ow + ox) * c)
+
+
+def _stride_one(strides) -> bool:
+    return not strides or all(s == 1 for s in strides)
+
+
+def _depthwise_taps(w: np.ndarray, span: int) -> tuple[np.ndarray, dict]:
+    """int8 (C, 1, kh, kw) as int32 (taps GROUP-padded, ``span`` x C): each tap's channel row,
+    repeated for ``span`` pixels; and a slot holding each channel's sum (the zero point's share of
+    the bias)."""
+    c, ntaps = w.shape[0], w.shape[2] * w.shape[3]
+    taps = np.zeros((-(-ntaps // GROUP) * GROUP, c), np.int32)
+    taps[:ntaps] = w.reshape(c, ntaps).T
+    taps = np.ascontiguousarray(np.tile(taps, (1, span)))
+    return taps, {"sums": w.reshape(c, ntaps).sum(axis=1, dtype=np.int32)}
+
+
+@functools.lru_cache(maxsize=1024)
+def _tap_offsets(kh: int, kw: int, dh: int, dw: int, wp: int, c: int) -> np.ndarray:
+    n = kh * kw
+    offs = np.zeros(-(-n // GROUP) * GROUP, np.int64)
+    offs[:n] = [(ky * dh * wp + kx * dw) * c for ky in range(kh) for kx in range(kw)]
+    offs[n:] = offs[0]  # zero-weight taps read a real pixel
+    offs.flags.writeable = False
+    return offs
+
+
+# -- the op ---------------------------------------------------------------------------------------------
+def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, auto_pad="NOTSET",
+                 dilations=None, group=1, kernel_shape=None, pads=None, strides=None, activation="", alpha=0.0,
+                 beta=0.0) -> np.ndarray:
+    """QConv on NHWC ``x`` (N, H, W, C) with the OIHW int8 weight ``w``: the output (N, oh, ow, M)."""
+    from inference.kernels.int8 import _as_uint8, _cached_constants, _Epilogue, _tuple
+
+    xu, xzp = _as_uint8(x, x_zp)
+    n, h, wd, c = xu.shape
+    m, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    depthwise = group == m == c and group > 1 and w.shape[1] == 1
+    if not depthwise and (group != 1 or w.shape[1] != c):
+        raise KernelError(f"QConvNHWC: X {x.shape} (NHWC), W {w.shape}, group={group}: depthwise or group 1 only")
+    strides = _tuple(strides)
+    pl = plan(h, wd, c, kh, kw, auto_pad, _tuple(dilations), _tuple(kernel_shape), _tuple(pads), strides)
+    params = (x_scale, w_scale, b, y_scale, y_zp)
+    if depthwise:
+        span = max(1, SPAN_CHANNELS // c) if _stride_one(strides) else 1
+        taps, slot = prepacked(w, ("int8", "depthwise_nhwc", span), lambda v: _depthwise_taps(v, span))
+        consts = _cached_constants(slot, [(None, slot["sums"], 0)], xzp, params)
+        reps, width = span, c
+    else:
+        packed, slot = prepacked(w, ("int8", "nhwc_panels"), _packed_panels)
+        consts = _cached_constants(slot, [packed[:3]], xzp, params)
+        reps, width = 1, -(-m // WIDTH) * WIDTH
+    ep = _Epilogue(consts, z, activation, alpha, beta, (n, pl.oh, pl.ow, m))
+    corr, scale, fbias = _laid_out(slot, consts, reps, width)
+    q = consts
+    requant = (q.quantize, q.inv_ys, q.qmin - q.yzp, q.qmax - q.yzp, np.int32(q.yzp))
+    if depthwise:
+        hp = max(h + pl.ph, (pl.oh - 1) * pl.sh + (kh - 1) * pl.dh + 1)
+        wp = max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
+        xp = np.empty((n, hp + 1, wp, c), np.uint8)  # a row more: the last span's taps read past the window
+        pad_nhwc(xu, np.uint8(xzp), pl.ph, pl.pw, xp)
+        offs = _tap_offsets(kh, kw, pl.dh, pl.dw, wp, c)
+        qdepthwise_nhwc(xp, taps, offs, pl.sh, pl.sw, pl.oh, pl.ow, span, corr, scale, fbias, ep.z, ep.has_z, ep.code,
+                        ep.alpha, ep.beta, *ep.clamp, *requant, ep.yq.reshape(-1), ep.yf.reshape(-1),
+                        parallel_chunks(n * pl.oh, numba_threads()))
+        return ep.result
+    whole_act, amin, amax, act = tile_epilogue(ep.code, float(ep.alpha), float(ep.beta))
+    if not whole_act:
+        raise KernelError(f"QConvNHWC: activation {activation!r} is not computed by the channels tile")
+    wcols, _, k4, koff, koff_half = packed
+    npix = n * pl.oh * pl.ow
+    if pl.in_place:
+        rows = xu.reshape(-1).view(np.int32)
+    else:
+        cols = np.empty((npix, k4 * 4), np.uint8)
+        im2col_nhwc(xu, np.uint8(xzp), kh, kw, pl.sh, pl.sw, pl.dh, pl.dw, pl.ph, pl.pw, pl.oh, pl.ow, cols)
+        rows = cols.reshape(-1).view(np.int32)
+    y = ep.result.reshape(-1)
+    qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z, y, *requant, amin, amax, act,
+               parallel_chunks(_blocks(m) * -(-npix // MR), numba_threads()))
+    return ep.result
+
+
+def _blocks(m: int) -> int:
+    full, rest = channel_blocks(m)
+    return full + (rest > 0)
+
+
+def _laid_out(slot: dict, consts, reps: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The epilogue constants (zero-point correction, scale, float bias) as the kernels read them:
+    ``reps`` times over (a depthwise span's pixels), zero-padded to ``width`` (the tile's whole
+    channel blocks); kept in the packing's slot while its constants are the same."""
+    held = slot.get("laid_out")
+    if held is None or held[0] is not consts:
+        arrays = []
+        for v in consts.groups[0]:
+            padded = np.zeros(width, v.dtype)
+            padded[:v.size] = v
+            arrays.append(np.ascontiguousarray(np.tile(padded, reps)))
+        held = slot["laid_out"] = (consts,) + tuple(arrays)
+    return held[1], held[2], held[3]
