@@ -62,8 +62,9 @@ def test_int8_static_quantizes_a_cnn():
     x = np.random.default_rng(0).random((9, 3, 32, 32)).astype(np.float32)
     p, got = _predict(Config(model_path=proto, precision="int8", calibration_data=x[1:]), x[:1])
     hist = p.model.graph.op_histogram()
-    # all 52 of MobileNetV2's convs, its 17 depthwise ones on their own stencil (kernels.int8_depthwise)
-    assert hist.get("edgelearn::QConv", 0) == 52 and "Conv" not in hist, hist
+    # all 52 of MobileNetV2's convs: channels-last (kernels.int8_nhwc) but the stem, which reads the image
+    assert hist.get("edgelearn::QConvNHWC", 0) == 51 and hist.get("edgelearn::QConv", 0) == 1, hist
+    assert "Conv" not in hist, hist
     qdq = model_to_proto(int8(load_model(proto), x[1:]))
     want = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"]).run(
         None, {"input": x[:1]})[0]

@@ -145,7 +145,8 @@ def test_onnxruntime_quantized_models_fuse_in_both_formats(tmp_path, name):
         convs = sum(n.op_type in ("Conv", "QLinearConv") for n in saved.graph.node)
         p = Predictor(Config(model_path=path))
         hist = p.model.graph.op_histogram()
-        assert hist.get("edgelearn::QConv") == convs and hist.get("edgelearn::QMatMul") == 1, hist  # depthwise too
+        int8_convs = hist.get("edgelearn::QConv", 0) + hist.get("edgelearn::QConvNHWC", 0)  # channels-last or not
+        assert int8_convs == convs and hist.get("edgelearn::QMatMul") == 1, hist  # depthwise too
         assert "Conv" not in hist and "QLinearConv" not in hist
         got = p.run({"input": x})["logits"]
         peer = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]

@@ -7,10 +7,16 @@ from inference.ir import Graph, Node, TensorType
 from inference.kernels._prepack import constant_weight
 
 
+def input_of_type(node: Node, graph: Graph, elems: tuple[int, ...]) -> bool:
+    """The node's first input has one of the ONNX element types ``elems``, or its type is only
+    known at run time (checked again there)."""
+    t = graph.type_of(node.inputs[0])
+    return not isinstance(t, TensorType) or t.elem_type in elems
+
+
 def float32_input(node: Node, graph: Graph) -> bool:
     """The node's first input is float32, or its type is only known at run time (checked again there)."""
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or t.elem_type == 1
+    return input_of_type(node, graph, (1,))
 
 
 def constant_float32_weight(node: Node, graph: Graph, rank: int) -> np.ndarray | None:

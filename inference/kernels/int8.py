@@ -188,12 +188,30 @@ def pack_conv_columns(x, c0, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, zp, cp)
 
 
 def pack_broadcast_rows(x: np.ndarray, zp: int) -> tuple[np.ndarray, int]:
-    """uint8 rows (R, K) -> int32 [R/MR][K/4][MR] (4 taps per int32) and k4; padding reads ``zp``."""
+    """uint8 rows (R, K) -> int32 [R/MR][K/4][MR] (4 taps per int32) and k4; padding reads ``zp``.
+    In numba, not numpy: a kernel replay (:mod:`inference.kernel_replay`) repeats only numba calls."""
     r, k = x.shape
-    rp, k4 = -(-r // MR) * MR, -(-k // 4)
-    full = np.full((rp, k4 * 4), zp, np.uint8)
-    full[:r, :k] = x
-    return np.ascontiguousarray(full.reshape(rp // MR, MR, k4, 4).transpose(0, 2, 1, 3)).view(np.int32).reshape(-1), k4
+    k4 = -(-k // 4)
+    out = np.empty((-(-r // MR), k4, MR, 4), np.uint8)
+    _pack_rows(x, np.uint8(zp), out)
+    return out.reshape(-1).view(np.int32), k4
+
+
+@threaded_kernel()
+def _pack_rows(x, zp, out):
+    r, k = x.shape
+    blocks, k4 = out.shape[0], out.shape[1]
+    for b in numba.prange(blocks):
+        for i in range(MR):
+            row = b * MR + i
+            for j in range(k4 * 4):
+                out[b, j >> 2, i, j & 3] = x[row, j] if row < r and j < k else zp
+
+
+@threaded_kernel()
+def _flip_sign_bit(x, out):
+    for i in numba.prange(x.size):
+        out[i] = x[i] ^ np.uint8(0x80)
 
 
 def pack_weight_columns(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -301,7 +319,9 @@ def _as_uint8(x: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, int]:
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x), z
     if x.dtype == np.int8:
-        return np.ascontiguousarray(x).view(np.uint8) ^ np.uint8(0x80), z + 128
+        out = np.empty(x.shape, np.uint8)
+        _flip_sign_bit(np.ascontiguousarray(x).view(np.uint8).reshape(-1), out.reshape(-1))
+        return out, z + 128
     raise KernelError(f"quantized input must be uint8 or int8, got {x.dtype}")
 
 
@@ -495,9 +515,11 @@ def _shape_rule(is_conv: bool):
 _INPUTS = tuple(FormalParam(n, optional=i >= 5) for i, n in enumerate(
     ("X", "x_scale", "x_zero_point", "W", "w_scale", "B", "Z", "y_scale", "y_zero_point")))
 _EPI = {"activation": "", "alpha": 0.0, "beta": 0.0}
-register_schema(OpSchema("QConv", DOMAIN, 1, _INPUTS, (FormalParam("Y"),),
-                         {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None, "pads": None,
-                          "strides": None, **_EPI}, shape_rule=_shape_rule(True)))
+qconv_shape_rule = _shape_rule(True)
+QCONV_SCHEMA = OpSchema("QConv", DOMAIN, 1, _INPUTS, (FormalParam("Y"),),
+                        {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None, "pads": None,
+                         "strides": None, **_EPI}, shape_rule=qconv_shape_rule)
+register_schema(QCONV_SCHEMA)
 register_schema(OpSchema("QMatMul", DOMAIN, 1, _INPUTS, (FormalParam("Y"),), {"transB": 0, **_EPI},
                          shape_rule=_shape_rule(False)))
 

@@ -26,13 +26,20 @@ import numba
 import numpy as np
 
 from inference.errors import KernelError
+from inference.ir import Node, TensorType
+from inference.kernels._applies import input_of_type
 from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
-from inference.kernels.activations import CLIP, NONE, RELU, activate
+from inference.kernels.activations import CLIP, NONE, RELU, activate, activation_code
 from inference.kernels.int8_channels_ir import make_channels_qtile
 from inference.kernels.memcpy_ir import copy_run
+from inference.kernels.int8 import (DOMAIN, QCONV_SCHEMA, _as_uint8, _cached_constants, _Epilogue, _tuple,
+                                   qconv_reference, qconv_shape_rule)
+from inference.kernels.nhwc import TO_NCHW, TO_NHWC
 from inference.kernels.tile_lanes import tile_epilogue
 from inference.ops._window import window_geometry
+from inference.ops.registry import register
+from inference.schema import OpSchema, register_schema
 
 MR = 6  # pixels per channels tile
 WIDTH, HALF = 64, 32  # output channels per tile: whole blocks of 64, a last one of <= 32 on a half-width tile
@@ -76,12 +83,12 @@ def channel_blocks(m: int) -> tuple[int, int]:
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def qgemm_nhwc(x, k4, npix, wcols, koff, koff_half, mcols, corr, scale, fbias, z, has_z, y, quantize, inv_ys, lo, hi,
-               izp, amin, amax, act, nchunks):
-    """``y`` (npix, mcols) flat = the epilogue of ``x`` (npix, k4) int32 rows (4 uint8 channels
-    each) times the packed weight ``wcols`` (:func:`pack_weight_panels`); tiles of MR pixels x
-    WIDTH channels, a last block of at most HALF channels on the half-width tile; channel blocks
-    outermost (a block's weight panel stays in cache across its pixels), cut into ``nchunks``
-    parallel runs."""
+               izp, act, nchunks):
+    """``y`` (npix, mcols) flat = the epilogue (:func:`epilogue_constants`) of ``x`` (npix, k4)
+    int32 rows (4 uint8 channels each) times the packed weight ``wcols``
+    (:func:`pack_weight_panels`); tiles of MR pixels x WIDTH channels, a last block of at most
+    HALF channels on the half-width tile; channel blocks outermost (a block's weight panel stays in
+    cache across its pixels), cut into ``nchunks`` parallel runs."""
     full, rest = mcols // WIDTH, mcols % WIDTH
     if rest > HALF:
         full, rest = full + 1, 0
@@ -94,10 +101,10 @@ def qgemm_nhwc(x, k4, npix, wcols, koff, koff_half, mcols, corr, scale, fbias, z
             rows, at = min(MR, npix - p0), p0 * mcols + n0
             if nb < full:
                 _qtile(x, p0 * k4, wcols, nb * k4 * WIDTH, koff, k4, rows, corr, scale, fbias, n0,
-                       min(WIDTH, mcols - n0), z, has_z, y, at, mcols, quantize, inv_ys, lo, hi, izp, amin, amax, act)
+                       min(WIDTH, mcols - n0), z, has_z, y, at, mcols, quantize, inv_ys, lo, hi, izp, act)
             else:
-                _qtile_half(x, p0 * k4, wcols, nb * k4 * WIDTH, koff_half, k4, rows, corr, scale, fbias, n0, rest,
-                            z, has_z, y, at, mcols, quantize, inv_ys, lo, hi, izp, amin, amax, act)
+                _qtile_half(x, p0 * k4, wcols, nb * k4 * WIDTH, koff_half, k4, rows, corr, scale, fbias, n0, rest, z,
+                            has_z, y, at, mcols, quantize, inv_ys, lo, hi, izp, act)
 
 
 @threaded_kernel()
@@ -195,23 +202,15 @@ def _nine_taps(acc, xi, offs, wts, g, c, first):
                              + r5[i] * w5[i] + r6[i] * w6[i] + r7[i] * w7[i] + r8[i] * w8[i])
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
-def _requantize_row(vals, inv_ys, lo, hi, izp, out):
-    """``out = rint(clip(vals * inv_ys, lo, hi)) + izp`` as :func:`tile_lanes.requantized` computes it."""
-    for i in range(vals.size):
-        v = vals[i] * inv_ys
-        v = v if v > lo else lo
-        v = v if v < hi else hi
-        out[i] = np.int32(np.rint(v)) + izp
-
-
 @numba.njit(cache=True, error_model="numpy", nogil=True)
-def epilogue_channels(acc, corr, scale, fbias, vals, z, has_z, code, alpha, beta, amin, amax, quantize, inv_ys, lo,
-                      hi, izp, yq, yf, at):
-    """One pixel's channels through QConv's epilogue (as :func:`tile_lanes.epilogue_block` does a
-    channel's pixels): ``act((acc + corr) * scale + fbias [+ z])`` stored at ``at`` of ``yq``
-    (requantized) or ``yf``. Every step a loop over slices, so each vectorises (indexes offset by
-    ``at`` had left them scalar)."""
+def epilogue_channels(acc, corr, scale, fbias, vals, z, has_z, code, alpha, beta, clamp, quantize, inv_ys, lo, hi, izp,
+                      yq, yf, at):
+    """The channels tile's epilogue (:mod:`inference.kernels.int8_channels_ir`) over a run of
+    channels: ``t = float(acc + corr) * scale + fbias (+ z)``, then the activation ``code`` (none
+    where ``clamp``: folded into [lo, hi]; a clamp to [lo, hi] for float output; any other lane by
+    lane) and ``rint(clip(t * inv_ys, lo, hi)) + izp`` into ``yq``, or float32 into ``yf``, at
+    ``at``. Each step a loop over slices, so it vectorises (indexes offset by ``at`` had left them
+    scalar)."""
     c = vals.size
     for i in range(c):
         vals[i] = np.float32(np.int32(acc[i] + corr[i])) * scale[i] + fbias[i]
@@ -219,29 +218,34 @@ def epilogue_channels(acc, corr, scale, fbias, vals, z, has_z, code, alpha, beta
         zr = z[at:at + c]
         for i in range(c):
             vals[i] += zr[i]
-    if code == NONE or code == RELU or code == CLIP:
-        for i in range(c):
-            v = vals[i]
-            v = amin if v < amin else v
-            vals[i] = amax if v > amax else v
-    else:
+    if not clamp:
         for i in range(c):
             vals[i] = np.float32(activate(vals[i], code, alpha, beta))
     if quantize:
-        _requantize_row(vals, inv_ys, lo, hi, izp, yq[at:at + c])
+        out = yq[at:at + c]
+        for i in range(c):
+            v = vals[i] * inv_ys
+            v = v if v > lo else lo
+            v = v if v < hi else hi
+            out[i] = np.int32(np.rint(v)) + izp
     else:
+        if clamp:
+            for i in range(c):
+                v = vals[i]
+                v = v if v > lo else lo
+                vals[i] = v if v < hi else hi
         yf[at:at + c] = vals
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def qdepthwise_nhwc(xp, taps, offs, sh, sw, oh, ow, span, corr, scale, fbias, z, has_z, code, alpha, beta, amin,
-                    amax, quantize, inv_ys, lo, hi, izp, yq, yf, nchunks):
+def qdepthwise_nhwc(xp, taps, offs, sh, sw, oh, ow, span, corr, scale, fbias, z, has_z, code, alpha, beta, clamp,
+                    quantize, inv_ys, lo, hi, izp, yq, yf, nchunks):
     """``xp`` (N, Hp, Wp, C) uint8 padded with the zero point; ``taps`` int32 (GROUP-padded taps,
     ``span`` pixels x C), ``offs`` each tap's offset in a padded image (flat); outputs flat (N, oh,
     ow, C) in ``yq`` or ``yf``; parallel over runs of output rows. A stride-1 row goes ``span``
     pixels at a time: their taps are contiguous runs of span * C channels, and the weights and
-    epilogue constants (``corr``, ``scale``, ``fbias``) repeat per pixel in their rows, so a few
-    channels (32 at 112x112) still fill long vector loops."""
+    epilogue constants repeat per pixel in their rows, so a few channels (32 at 112x112) still
+    fill long vector loops."""
     n, hp, wp, c = xp.shape
     groups = taps.shape[0] // GROUP
     total = n * oh
@@ -259,8 +263,8 @@ def qdepthwise_nhwc(xp, taps, offs, sh, sw, oh, ow, span, corr, scale, fbias, z,
                     here[k] = base + offs[k]
                 for g in range(groups):
                     _nine_taps(acc, xi, here, taps, g, cnt, g == 0)
-                epilogue_channels(acc, corr, scale, fbias, vals[:cnt], z, has_z, code, alpha, beta, amin, amax,
-                                  quantize, inv_ys, lo, hi, izp, yq, yf, (t * ow + ox) * c)
+                epilogue_channels(acc, corr, scale, fbias, vals[:cnt], z, has_z, code, alpha, beta, clamp, quantize,
+                                  inv_ys, lo, hi, izp, yq, yf, (t * ow + ox) * c)
 
 
 def _stride_one(strides) -> bool:
@@ -293,8 +297,6 @@ def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_z
                  dilations=None, group=1, kernel_shape=None, pads=None, strides=None, activation="", alpha=0.0,
                  beta=0.0) -> np.ndarray:
     """QConv on NHWC ``x`` (N, H, W, C) with the OIHW int8 weight ``w``: the output (N, oh, ow, M)."""
-    from inference.kernels.int8 import _as_uint8, _cached_constants, _Epilogue, _tuple
-
     xu, xzp = _as_uint8(x, x_zp)
     n, h, wd, c = xu.shape
     m, kh, kw = w.shape[0], w.shape[2], w.shape[3]
@@ -314,9 +316,8 @@ def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_z
         consts = _cached_constants(slot, [packed[:3]], xzp, params)
         reps, width = 1, -(-m // WIDTH) * WIDTH
     ep = _Epilogue(consts, z, activation, alpha, beta, (n, pl.oh, pl.ow, m))
+    ec = epilogue_constants(consts, ep.code, ep.alpha, ep.beta)
     corr, scale, fbias = _laid_out(slot, consts, reps, width)
-    q = consts
-    requant = (q.quantize, q.inv_ys, q.qmin - q.yzp, q.qmax - q.yzp, np.int32(q.yzp))
     if depthwise:
         hp = max(h + pl.ph, (pl.oh - 1) * pl.sh + (kh - 1) * pl.dh + 1)
         wp = max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
@@ -324,11 +325,10 @@ def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_z
         pad_nhwc(xu, np.uint8(xzp), pl.ph, pl.pw, xp)
         offs = _tap_offsets(kh, kw, pl.dh, pl.dw, wp, c)
         qdepthwise_nhwc(xp, taps, offs, pl.sh, pl.sw, pl.oh, pl.ow, span, corr, scale, fbias, ep.z, ep.has_z, ep.code,
-                        ep.alpha, ep.beta, *ep.clamp, *requant, ep.yq.reshape(-1), ep.yf.reshape(-1),
-                        parallel_chunks(n * pl.oh, numba_threads()))
+                        ep.alpha, ep.beta, ec.act == NONE, consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp,
+                        ep.yq.reshape(-1), ep.yf.reshape(-1), parallel_chunks(n * pl.oh, numba_threads()))
         return ep.result
-    whole_act, amin, amax, act = tile_epilogue(ep.code, float(ep.alpha), float(ep.beta))
-    if not whole_act:
+    if ec.act is None:
         raise KernelError(f"QConvNHWC: activation {activation!r} is not computed by the channels tile")
     wcols, _, k4, koff, koff_half = packed
     npix = n * pl.oh * pl.ow
@@ -338,8 +338,8 @@ def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_z
         cols = np.empty((npix, k4 * 4), np.uint8)
         im2col_nhwc(xu, np.uint8(xzp), kh, kw, pl.sh, pl.sw, pl.dh, pl.dw, pl.ph, pl.pw, pl.oh, pl.ow, cols)
         rows = cols.reshape(-1).view(np.int32)
-    y = ep.result.reshape(-1)
-    qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z, y, *requant, amin, amax, act,
+    qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z, ep.result.reshape(-1),
+               consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp, ec.act,
                parallel_chunks(_blocks(m) * -(-npix // MR), numba_threads()))
     return ep.result
 
@@ -349,16 +349,91 @@ def _blocks(m: int) -> int:
     return full + (rest > 0)
 
 
+class EpilogueConstants(NamedTuple):
+    """The scalars of the channels tile's epilogue (:mod:`inference.kernels.int8_channels_ir`)."""
+
+    lo: np.float32
+    hi: np.float32
+    izp: np.int32
+    act: int | None  # the tile's activation code (NONE: a clamp, folded into [lo, hi]); None: not the tile's
+
+
+@functools.lru_cache(maxsize=256)
+def _epilogue_constants(quantize: bool, inv_ys: float, qmin: float, qmax: float, yzp: float, code: int, alpha: float,
+                        beta: float) -> EpilogueConstants:
+    whole, amin, amax, act = tile_epilogue(code, alpha, beta)
+    if not quantize:
+        return EpilogueConstants(amin, amax, np.int32(0), act if whole else None)
+    f32 = np.float32
+    lo, hi = f32(qmin - yzp), f32(qmax - yzp)
+    if code in (NONE, RELU, CLIP):  # what the NCHW tile computes as clip(t, amin, amax) * inv_ys, exactly
+        lo, hi = max(lo, f32(amin * f32(inv_ys))), min(hi, f32(amax * f32(inv_ys)))
+    return EpilogueConstants(lo, hi, np.int32(yzp), act if whole else None)
+
+
+def epilogue_constants(consts, code: int, alpha, beta) -> EpilogueConstants:
+    """[lo, hi], the zero point and the tile's activation code for QConv's epilogue constants
+    ``consts`` (:class:`inference.kernels.int8._Constants`) and activation ``code``."""
+    return _epilogue_constants(bool(consts.quantize), float(consts.inv_ys), float(consts.qmin), float(consts.qmax),
+                               float(consts.yzp), int(code), float(alpha), float(beta))
+
+
 def _laid_out(slot: dict, consts, reps: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The epilogue constants (zero-point correction, scale, float bias) as the kernels read them:
-    ``reps`` times over (a depthwise span's pixels), zero-padded to ``width`` (the tile's whole
-    channel blocks); kept in the packing's slot while its constants are the same."""
+    """The per-channel constants (zero-point correction, scale, float bias) zero-padded to
+    ``width`` (the tile's whole channel blocks) and repeated ``reps`` times (a depthwise span's
+    pixels); kept in the packing's slot while its constants are the same."""
     held = slot.get("laid_out")
-    if held is None or held[0] is not consts:
+    if held is None or held[0] is not consts or held[1] != (reps, width):
         arrays = []
         for v in consts.groups[0]:
             padded = np.zeros(width, v.dtype)
             padded[:v.size] = v
             arrays.append(np.ascontiguousarray(np.tile(padded, reps)))
-        held = slot["laid_out"] = (consts,) + tuple(arrays)
-    return held[1], held[2], held[3]
+        held = slot["laid_out"] = (consts, (reps, width), tuple(arrays))
+    return held[2]
+
+
+# -- the op: schema, reference (QConv's, transposed about it), fast kernel --------------------------------
+OP = "QConvNHWC"
+
+
+def _shape(node: Node, types_: list) -> list:
+    x, w = types_[0], types_[3] if len(types_) > 3 else None
+    if not isinstance(x, TensorType) or not isinstance(w, TensorType) or x.rank != 4 or w.rank != 4:
+        return [None]
+    nchw = TensorType(x.elem_type, tuple(x.shape[i] for i in TO_NCHW))
+    out = qconv_shape_rule(node, [nchw] + list(types_[1:]))[0]
+    return [None if out is None else TensorType(out.elem_type, tuple(out.shape[i] for i in TO_NHWC))]
+
+
+register_schema(OpSchema(OP, DOMAIN, 1, QCONV_SCHEMA.inputs, QCONV_SCHEMA.outputs, QCONV_SCHEMA.attributes,
+                         shape_rule=_shape))
+
+
+def _nchw(v):
+    return None if v is None else np.ascontiguousarray(v.transpose(TO_NCHW))
+
+
+@register(OP, since=1, domain=DOMAIN)
+def qconv_nhwc_reference(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None,
+                         **attrs):
+    if x.ndim != 4:
+        raise KernelError(f"{OP}: X must be (N, H, W, C), got shape {x.shape}")
+    y = qconv_reference(_nchw(x), x_scale, x_zero_point, w, w_scale, b, _nchw(z), y_scale, y_zero_point, **attrs)
+    return np.ascontiguousarray(y.transpose(TO_NHWC))
+
+
+def runs_here(c: int, w_shape: tuple, group: int, activation: str) -> bool:
+    """Whether :func:`qconv2d_nhwc` computes such a QConv: depthwise, or group 1 with an activation
+    the channels tile computes (Relu, Clip, none, Sigmoid, SiLU, HardSwish)."""
+    if group > 1:
+        return group == c == w_shape[0] and w_shape[1] == 1
+    return w_shape[1] == c and tile_epilogue(activation_code(activation), 0.0, 0.0)[0]
+
+
+@register(OP, since=1, domain=DOMAIN, kind="fast", applies=lambda n, g: input_of_type(n, g, (2, 3)))
+def qconv_nhwc_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, **attrs):
+    if x.ndim != 4 or w.dtype != np.int8 or not runs_here(x.shape[3], w.shape, attrs.get("group", 1),
+                                                         attrs.get("activation", "")):
+        return qconv_nhwc_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
+    return qconv2d_nhwc(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from inference.ir import Node, TensorType
+from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
 from inference.ops.quantize import dequantize_linear, dynamic_parameters, dynamic_quantize_linear, quantize_linear
 from inference.ops.registry import register
@@ -37,12 +37,7 @@ def _per_tensor(*params) -> bool:
     return all(p is None or (p.size == 1 and p.dtype in (np.float32, *_EIGHT_BIT)) for p in params)
 
 
-def _input_elem(node: Node, graph, elems: tuple[int, ...]) -> bool:
-    t = graph.type_of(node.inputs[0])
-    return not isinstance(t, TensorType) or t.elem_type in elems
-
-
-@register("QuantizeLinear", since=10, kind="fast", applies=lambda n, g: _input_elem(n, g, (1,)))
+@register("QuantizeLinear", since=10, kind="fast", applies=lambda n, g: input_of_type(n, g, (1,)))
 def quantize_linear_fast(x, y_scale, y_zero_point=None, *, axis=1, block_size=0, output_dtype=0, saturate=1,
                          precision=0):
     zdt = np.dtype(np.uint8) if y_zero_point is None else y_zero_point.dtype
@@ -58,7 +53,7 @@ def quantize_linear_fast(x, y_scale, y_zero_point=None, *, axis=1, block_size=0,
     return out.reshape(x.shape)
 
 
-@register("DequantizeLinear", since=10, kind="fast", applies=lambda n, g: _input_elem(n, g, (2, 3)))
+@register("DequantizeLinear", since=10, kind="fast", applies=lambda n, g: input_of_type(n, g, (2, 3)))
 def dequantize_linear_fast(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=0):
     if x.dtype not in _EIGHT_BIT or x_scale.dtype != np.float32 or block_size or output_dtype not in (0, 1) \
             or not _per_tensor(x_scale, x_zero_point):
@@ -79,7 +74,7 @@ def _range_with_zero(x):
     return lo, hi
 
 
-@register("DynamicQuantizeLinear", since=11, kind="fast", applies=lambda n, g: _input_elem(n, g, (1,)))
+@register("DynamicQuantizeLinear", since=11, kind="fast", applies=lambda n, g: input_of_type(n, g, (1,)))
 def dynamic_quantize_linear_fast(x):
     """Same arithmetic as the reference (which makes five passes over the tensor): the range
     including 0, then float32 ``x / scale`` rounded half to even, plus the zero point, clipped."""

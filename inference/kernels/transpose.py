@@ -9,7 +9,8 @@ takes 16 input rows at a time, a gathered vector load per 16 outputs (LLVM vecto
 (0, 2, 1, 3) head split and merge), whole rows of those move as ``memcpy`` runs: numpy's copy is
 as fast there, but a kernel replay (:mod:`inference.kernel_replay`) repeats only numba calls.
 Every other permutation (timm's and PyTorch's ``qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)``)
-is a gather of rows (:func:`gather_rows`), for the same reason. Other dtypes go to the reference op.
+is a gather of rows (:func:`gather_rows`), for the same reason. float32 and 8-bit tensors (the
+boundaries of an int8 model's channels-last regions) run here; other dtypes go to the reference op.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numba
 import numpy as np
 
 from inference.errors import EdgelearnError
-from inference.kernels._applies import float32_input
+from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
 from inference.kernels.memcpy_ir import copy_run
@@ -29,6 +30,7 @@ from inference.ops._memo import remember
 from inference.ops.registry import register
 
 BLOCK = 16  # input rows per gathered vector
+DTYPES = (np.dtype(np.float32), np.dtype(np.uint8), np.dtype(np.int8))  # what these kernels move
 
 
 @threaded_kernel()
@@ -143,7 +145,7 @@ def copies(shape: tuple[int, ...], dtype: np.dtype, perm) -> bool:
     """Whether this kernel writes a new array for such an input (a block swap or gather) rather than
     a view of it (a plain reshape, or numpy's transpose for another dtype): the memory plan gives
     the former a region of its own (``memory_plan.views_input``)."""
-    if np.dtype(dtype) != np.float32:
+    if np.dtype(dtype) not in DTYPES:
         return False
     try:
         plan = _plan(tuple(shape), perm)
@@ -156,7 +158,7 @@ def _transpose(x: np.ndarray, plan) -> np.ndarray:
     out_shape, swap = plan
     if swap is None:
         return np.ascontiguousarray(x).reshape(out_shape)
-    y = new_output(out_shape)
+    y = new_output(out_shape, x.dtype)
     if y.size and len(swap) == 3:
         dims, strides, run = swap
         gather_rows(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), dims, strides, run)
@@ -177,7 +179,7 @@ def _binder(fn):
         plans: dict = {}
 
         def run(x):
-            if x.dtype != np.float32:
+            if x.dtype not in DTYPES:
                 return reference.transpose(x, perm=perm)
             plan = plans.get(x.shape, False)
             if plan is False:
@@ -189,6 +191,6 @@ def _binder(fn):
     return bind
 
 
-@register("Transpose", since=1, kind="fast", applies=float32_input, bind=_binder)
+@register("Transpose", since=1, kind="fast", applies=lambda n, g: input_of_type(n, g, (1, 2, 3)), bind=_binder)
 def transpose_blocks(x, *, perm=None):
     return _binder(transpose_blocks)(perm=perm)(x)

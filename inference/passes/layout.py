@@ -53,6 +53,7 @@ import numpy as np
 from inference.ir import Graph, Model, Node, TensorType, Value
 from inference.kernels.fused import CONV_ATTRS, DOMAIN, EPILOGUE_ATTRS
 from inference.kernels.channel_shuffle import OP as SHUFFLE
+from inference.kernels.int8_nhwc import OP as QCONV_NHWC, runs_here
 from inference.kernels.nhwc import HWIO, OIHW, OP, TO_NCHW, TO_NHWC, is_depthwise, supports
 from inference.kernels.pool_nhwc import POOLS
 from inference.passes._epilogue import FUSABLE_ACTIVATIONS
@@ -65,22 +66,47 @@ SUFFIX = "__nhwc"
 BOUNDARY = "layout/"  # the names of the transposes at a region's boundary begin so
 
 _UNARY = FUSABLE_ACTIVATIONS + ("Tanh", "Elu", "Softplus", "Identity")
+_QUANTIZERS = ("QuantizeLinear", "DequantizeLinear")  # per tensor: elementwise, between int8 convolutions
+_EIGHT_BIT, _IMAGE = (2, 3), (1, 2, 3)  # ONNX element types: uint8/int8; those and float32
 _BINARY = ("Add", "Sub", "Mul", "Div", "Max", "Min")
 _NHWC_POOL = {onnx_op: ours for ours, onnx_op in POOLS.items()}  # MaxPool -> MaxPoolNHWC, ...
 _GLOBAL_POOL = {"GlobalAveragePool": "AveragePool", "GlobalMaxPool": "MaxPool"}  # = a window over the map
 
 
 # -- which nodes can run channels-last --------------------------------------------------------------
-def _nchw_type(g: Graph, name: str) -> TensorType | None:
-    """The float32 rank-4 type of ``name`` with static C, H, W (the batch may be symbolic)."""
+def _nchw_type(g: Graph, name: str, elems: tuple[int, ...] = (1,)) -> TensorType | None:
+    """The rank-4 type of ``name`` with static C, H, W (the batch may be symbolic), its element type
+    one of ``elems`` (float32 unless said)."""
     t = g.type_of(name)
-    if isinstance(t, TensorType) and t.elem_type == 1 and t.rank == 4 and all(isinstance(d, int) for d in t.shape[1:]):
+    if isinstance(t, TensorType) and t.elem_type in elems and t.rank == 4 \
+            and all(isinstance(d, int) for d in t.shape[1:]):
         return t
     return None
 
 
 def _is_conv(n: Node) -> bool:
     return (n.domain, n.op_type) in ((DOMAIN, "FusedConv"), ("", "Conv"))
+
+
+def _is_qconv(n: Node) -> bool:
+    return (n.domain, n.op_type) == (DOMAIN, "QConv")
+
+
+def _weight(g: Graph, n: Node) -> np.ndarray:
+    """The constant weight of a convolution: input 1 of a float one, input 3 of a QConv."""
+    return constant_value(g, n.inputs[3 if _is_qconv(n) else 1])
+
+
+def _qconv_ok(g: Graph, n: Node) -> bool:
+    """An int8 QConv (8-bit X, constant int8 W) the channels-last kernels compute
+    (:func:`inference.kernels.int8_nhwc.runs_here`): depthwise, or a group-1 1x1 (a kxk one would
+    gather im2col patches channels-last, slower than the NCHW tile reading its input in place)."""
+    x = _nchw_type(g, n.inputs[0], _EIGHT_BIT)
+    w = constant_value(g, n.inputs[3]) if len(n.inputs) > 3 else None
+    if x is None or w is None or w.dtype != np.int8 or w.ndim != 4 or _nchw_type(g, n.outputs[0], _IMAGE) is None:
+        return False
+    group = int(n.attrs.get("group", 1))
+    return runs_here(x.shape[1], w.shape, group, n.attrs.get("activation", "")) and (group > 1 or w.shape[2:] == (1, 1))
 
 
 def _conv_ok(g: Graph, n: Node) -> bool:
@@ -104,6 +130,8 @@ def _reads_nchw(g: Graph, n: Node) -> bool:
 
 
 def _elementwise_ok(g: Graph, n: Node) -> bool:
+    if n.domain == "" and n.op_type in _QUANTIZERS:
+        return _quantizer_ok(g, n)
     if n.domain != "" or len(n.outputs) != 1 or _nchw_type(g, n.outputs[0]) is None:
         return False
     if n.op_type in _BINARY:
@@ -116,6 +144,17 @@ def _elementwise_ok(g: Graph, n: Node) -> bool:
         return False
     extra = [i for i in n.inputs[1:] if i]  # Clip's bounds: constant scalars only
     return all((v := constant_value(g, i)) is not None and v.size == 1 for i in extra)
+
+
+def _quantizer_ok(g: Graph, n: Node) -> bool:
+    """A Quantize/DequantizeLinear of an image by constant per-tensor parameters (one value each:
+    elementwise in any layout). Why: an int8 model's residual Adds and the tensors its float ops
+    read sit between such pairs; outside, they had cut its convolutions into regions of one."""
+    if len(n.outputs) != 1 or n.attrs.get("block_size", 0) or None in (_nchw_type(g, n.inputs[0], _IMAGE),
+                                                                        _nchw_type(g, n.outputs[0], _IMAGE)):
+        return False
+    params = [i for i in n.inputs[1:] if i]
+    return all((v := constant_value(g, i)) is not None and v.size == 1 for i in params)
 
 
 def _channel_scale(image: tuple, scale: tuple) -> bool:
@@ -224,8 +263,8 @@ def _candidates(g: Graph) -> list[Node]:
     channels-last anyway: a candidate's output, or an input some other candidate reads (shufflenet's
     average pool beside a unit's first conv, both reading the stem pool's output)."""
     others = {id(n) for n in g.nodes if not _is_pool(n)
-              and (_conv_ok(g, n) if _is_conv(n) else _channel_axis(g, n) or _elementwise_ok(g, n)
-                   or _resize_ok(g, n) or _permute(g, n) is not None)}
+              and (_conv_ok(g, n) if _is_conv(n) else _qconv_ok(g, n) if _is_qconv(n)
+                   else _channel_axis(g, n) or _elementwise_ok(g, n) or _resize_ok(g, n) or _permute(g, n) is not None)}
     nhwc = {t for n in g.nodes if id(n) in others for t in _data_inputs(g, n)}
     found: list[Node] = []
     for n in g.nodes:
@@ -241,9 +280,11 @@ def _data_inputs(g: Graph, n: Node) -> list[str]:
     if _is_conv(n):
         first = 1 if _reads_nchw(g, n) else 0
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 3) and k >= first]
+    if _is_qconv(n):  # X and the float residual Z
+        return [i for k, i in enumerate(n.inputs) if i and k in (0, 6)]
     if n.op_type == "Transpose":  # a permute (:func:`_permute`): an entry reads a tensor NHWC already
         return [n.inputs[0]] if _permute(g, n) == "exit" else []
-    single = (n.op_type in _UNARY or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
+    single = (n.op_type in _UNARY or n.op_type in _QUANTIZERS or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
               or n.op_type in ("Resize", "Split", "Slice"))
     return [n.inputs[0]] if single else list(n.inputs)
 
@@ -304,9 +345,9 @@ def pays(g: Graph, region: list[Node], consumers: dict[str, list[Node]]) -> bool
     ones, or other convolutions' multiply-adds >= MIN_GEMM_MACS_PER_BOUNDARY x transposed ones."""
     ins, outs = _boundaries(g, region, consumers)
     moved = sum(_numel(g, t) for t in ins + outs)  # > 0: a region reads something
-    convs = [n for n in region if _is_conv(n)]
+    convs = [n for n in region if _is_conv(n) or _is_qconv(n)]
     depthwise = sum(_numel(g, n.outputs[0]) for n in convs if int(n.attrs.get("group", 1)) > 1)
-    macs = sum(_numel(g, n.outputs[0]) * math.prod(constant_value(g, n.inputs[1]).shape[1:])
+    macs = sum(_numel(g, n.outputs[0]) * math.prod(_weight(g, n).shape[1:])
                for n in convs if int(n.attrs.get("group", 1)) == 1)
     return depthwise >= MIN_DEPTHWISE_PER_BOUNDARY * moved or macs >= MIN_GEMM_MACS_PER_BOUNDARY * moved
 
@@ -359,6 +400,8 @@ def _converted(g: Graph, n: Node, hwio: dict[str, str], twin: _Names) -> Node:
     if n.op_type == "Slice" and n.domain == "":  # along the channels: axis 3 now
         inputs[3] = twin(n.inputs[3])
         g.initializers.setdefault(inputs[3], np.array([3], np.int64))
+    if _is_qconv(n):  # the same inputs and attributes on NHWC tensors (its weight stays OIHW)
+        return Node(QCONV_NHWC, inputs, outputs, dict(n.attrs), DOMAIN, n.name or n.outputs[0])
     if not _is_conv(n):
         attrs = dict(n.attrs)
         if n.op_type in ("Concat", "Split", SHUFFLE):  # along the channels: axis 3 now (Concat-1's default was 1)
@@ -440,6 +483,19 @@ def _decompose(e, n: Node) -> None:
     e.op("Transpose", [y], n.outputs[0], perm=list(TO_NHWC))
 
 
+def _decompose_qconv(e, n: Node) -> None:
+    """Transpose X (and Z) in, the QConv it came from (decomposed in turn), transpose out."""
+    from inference.decompose import decompose_node
+
+    inputs = list(n.inputs)
+    for k in (0, 6):
+        if len(inputs) > k and inputs[k]:
+            inputs[k] = e.op("Transpose", [inputs[k]], perm=list(TO_NCHW))
+    y = e.fresh("nchw")
+    decompose_node(e, Node("QConv", inputs, [y], dict(n.attrs), DOMAIN, n.name))
+    e.op("Transpose", [y], n.outputs[0], perm=list(TO_NHWC))
+
+
 def _decompose_pool(e, n: Node) -> None:
     """Transpose in, the ONNX pool it came from, transpose out."""
     x = e.op("Transpose", [n.inputs[0]], perm=list(TO_NCHW))
@@ -451,6 +507,7 @@ def _register_decomposition() -> None:
     from inference.decompose import register_decomposition
 
     register_decomposition(OP, _decompose)
+    register_decomposition(QCONV_NHWC, _decompose_qconv)
     for op in POOLS:
         register_decomposition(op, _decompose_pool)
 
