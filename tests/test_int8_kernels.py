@@ -12,6 +12,7 @@ import pytest
 import inference.kernels  # noqa: F401  (registers the fast kernels)
 from inference.builder import GraphBuilder
 from inference.kernels import int8 as K
+from inference.kernels import int8_nhwc as N
 from inference.passes.qdq_fusion import fuse_qdq
 from inference.session import Session
 
@@ -85,16 +86,20 @@ def test_qconv_residual_float_bias_and_activations(activation, alpha, beta, grou
 
 @pytest.mark.parametrize("trans_b", [0, 1])
 @pytest.mark.parametrize("shape", [(1, 64), (3, 5, 40), (70, 33), (9, 100)])
-def test_qmatmul_matches_reference(trans_b, shape):
-    k, nout = shape[-1], 30
+@pytest.mark.parametrize("nout", [30, 100])  # a half-width block; a whole one and another
+def test_qmatmul_matches_reference(trans_b, shape, nout):
+    k = shape[-1]
     x = _q(shape, np.uint8)
     w = _q((nout, k) if trans_b else (k, nout), np.int8)
     args = (x, np.asarray(np.float32(0.1)), np.asarray(100, np.uint8), w, np.full(nout, 0.01, np.float32),
             np.arange(nout, dtype=np.int32))
-    _lsb_close(K.qmatmul(*args, transB=trans_b), K.qmatmul_reference(*args, transB=trans_b), None)
+    _lsb_close(N.qmatmul(*args, transB=trans_b), K.qmatmul_reference(*args, transB=trans_b), None)
     q = (None, np.asarray(np.float32(0.7)), np.asarray(7, np.uint8))
-    _lsb_close(K.qmatmul(*args, *q, transB=trans_b, activation="Relu"),
-               K.qmatmul_reference(*args, *q, transB=trans_b, activation="Relu"), 0.7)
+    for act in ("Relu", "Gelu"):  # Gelu: a pass after the tile's float sums
+        _lsb_close(N.qmatmul(*args, *q, transB=trans_b, activation=act),
+                   K.qmatmul_reference(*args, *q, transB=trans_b, activation=act), 0.7)
+    _lsb_close(N.qmatmul(*args, transB=trans_b, activation="Gelu"),
+               K.qmatmul_reference(*args, transB=trans_b, activation="Gelu"), None)
 
 
 def _tile_runner(vnni: bool, unsigned_broadcast: bool = False):
@@ -125,13 +130,13 @@ def test_matmul_tile_broadcasts_unsigned_rows(vnni):
     if vnni and not K.has_vnni():
         pytest.skip("no AVX512-VNNI on this CPU")
     run = _tile_runner(vnni, unsigned_broadcast=True)
-    x, w = _q((K.MR, 37), np.uint8), _q((K.NP, 37), np.int8)
-    xp, k4 = K.pack_broadcast_rows(x, 0)
-    wcols, colsum, _ = K.pack_weight_columns(w)
+    k4 = 10
+    x, w = _q((K.MR, 4 * k4), np.uint8), _q((K.NP, 4 * k4), np.int8)
+    xp = np.ascontiguousarray(x.reshape(K.MR, k4, 4).transpose(1, 0, 2)).view(np.int32).reshape(-1)  # [k4][MR]
+    wcols = np.ascontiguousarray(w.reshape(K.NP, k4, 4).transpose(1, 0, 2)).view(np.int32).reshape(-1)  # [k4][NP]
     out = np.empty(K.MR * K.NP, np.int32)
     run(xp, wcols, np.arange(k4, dtype=np.int64) * K.NP, k4, out)
     np.testing.assert_array_equal(out.reshape(K.MR, K.NP), x.astype(np.int64) @ w.astype(np.int64).T)
-    np.testing.assert_array_equal(colsum, w.astype(np.int64).sum(1))
 
 
 def test_vnni_instruction_emitted_when_available():

@@ -27,7 +27,8 @@ same tile runs
 * strided convolution as stride-1 ones over the s*s phases of the input (space-to-depth), each
   phase with only its own taps (a 3x3/2 has the 9 taps per channel of a 3x3/1, not 16); strided
   1x1 as subsampling; only dilated strided ones pack im2col columns;
-* matrix products, the rows of X packed as the pixels.
+* (matrix products run on the channels-last tile, :mod:`inference.kernels.int8_nhwc`: rows of X are
+  its pixels, read in place).
 
 A depthwise convolution (one channel a group) would leave 7 of the tile's 8 channels idle: it runs
 as a direct stencil with the same epilogue (:mod:`inference.kernels.int8_depthwise`).
@@ -54,8 +55,7 @@ from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
 from inference.kernels.int8_depthwise import depthwise_plan, prepared_taps, qdepthwise
 from inference.kernels.tile_plan import conv_plan, conv_weight_rows, phase_weight_rows
-from inference.kernels.tile_lanes import (activate_block, add_lanes, clamp_range, epilogue_block, requant_block,
-                                         row_segments, store_lanes)
+from inference.kernels.tile_lanes import clamp_range, epilogue_block, row_segments
 from inference.kernels.tile_ir import has_vnni, make_tile  # noqa: F401  (has_vnni: re-exported)
 from inference.ops.conv import conv as reference_conv
 from inference.ops.quantize import dequantize_linear, quantize_linear
@@ -69,7 +69,6 @@ NP = NV * LANES
 
 
 _tile = make_tile(MR, NV)
-_tile_rows = make_tile(MR, NV, "s8u8")
 
 
 # -- packing ------------------------------------------------------------------------------------
@@ -187,41 +186,10 @@ def pack_conv_columns(x, c0, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, zp, cp)
             kidx += 1
 
 
-def pack_broadcast_rows(x: np.ndarray, zp: int) -> tuple[np.ndarray, int]:
-    """uint8 rows (R, K) -> int32 [R/MR][K/4][MR] (4 taps per int32) and k4; padding reads ``zp``.
-    In numba, not numpy: a kernel replay (:mod:`inference.kernel_replay`) repeats only numba calls."""
-    r, k = x.shape
-    k4 = -(-k // 4)
-    out = np.empty((-(-r // MR), k4, MR, 4), np.uint8)
-    _pack_rows(x, np.uint8(zp), out)
-    return out.reshape(-1).view(np.int32), k4
-
-
-@threaded_kernel()
-def _pack_rows(x, zp, out):
-    r, k = x.shape
-    blocks, k4 = out.shape[0], out.shape[1]
-    for b in numba.prange(blocks):
-        for i in range(MR):
-            row = b * MR + i
-            for j in range(k4 * 4):
-                out[b, j >> 2, i, j & 3] = x[row, j] if row < r and j < k else zp
-
-
 @threaded_kernel()
 def _flip_sign_bit(x, out):
     for i in numba.prange(x.size):
         out[i] = x[i] ^ np.uint8(0x80)
-
-
-def pack_weight_columns(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """int8 W^T (N, K) -> (int32 [N/32][K/4][32 columns][4 taps] flat, column sums (N,), k4)."""
-    n, k = w_nk.shape
-    nb, k4 = -(-n // NP), -(-k // 4)
-    full = np.zeros((nb * NP, k4 * 4), np.int8)
-    full[:n, :k] = w_nk
-    packed = np.ascontiguousarray(full.reshape(nb, NP, k4, 4).transpose(0, 2, 1, 3)).view(np.int32).reshape(-1)
-    return packed, w_nk.astype(np.int32).sum(axis=1), k4
 
 
 # -- the GEMM with its epilogue -------------------------------------------------------------------
@@ -262,45 +230,13 @@ def qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow,
                                z, has_z, code, alpha, beta, amin, amax, quantize, inv_ys, lo, hi, izp, qb, yq, yf)
 
 
-@numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def qgemm_rows(xp, k4, r, wcols, ncols, koff, corr, scale, fbias, z, has_z, code, alpha, beta, amin, amax, inv_ys,
-               yzp, qmin, qmax, quantize, yq, yf):
-    """Matrix product tiles: MR rows of X (broadcast) x 32 output columns (vectors), so each output
-    row segment is contiguous and the per-column constants are vectors; epilogue as in qgemm,
-    output (row, n) at ``row * ncols + n``."""
-    rbs, nbs = xp.size // (k4 * MR), wcols.size // (k4 * NP)
-    lo, hi, izp = qmin - yzp, qmax - yzp, np.int32(yzp)
-    for t in numba.prange(rbs * nbs):
-        rb, nb = t // nbs, t % nbs
-        buf = np.empty(MR * NP, np.int32)
-        vals = np.zeros(NP, np.float32)  # lanes past the last column stay finite
-        qb = np.empty(NP, np.uint8)
-        _tile_rows(xp, rb * k4 * MR, wcols, nb * k4 * NP, koff, k4, buf)
-        n0 = nb * NP
-        cnt = min(NP, ncols - n0)
-        for i in range(min(MR, r - rb * MR)):
-            base = (rb * MR + i) * ncols + n0
-            for j in range(cnt):
-                vals[j] = np.float32(buf[i * NP + j] + corr[n0 + j]) * scale[n0 + j] + fbias[n0 + j]
-            if has_z:
-                add_lanes(vals, 0, cnt, z, base)
-            activate_block(vals, code, alpha, beta, amin, amax)
-            if quantize:
-                requant_block(vals, inv_ys, lo, hi, izp, qb)
-                store_lanes(qb, 0, cnt, yq, base)
-            else:
-                store_lanes(vals, 0, cnt, yf, base)
-
-
 # -- host side: cached packed weights, argument normalisation -----------------------------------
 def _prepared(w: np.ndarray, group: int, layout: str) -> tuple[list, dict]:
-    """Per-group (packed, rowsums, k4) of weight ``w`` for ``layout`` ("im2col", "direct", "s2d<s>"
-    or "matmul"/"matmul_t"), and a slot for its call sites' epilogue constants (:func:`_constants`);
-    packed once per weight array (:func:`~inference.kernels._prepack.prepacked`)."""
+    """Per-group (packed, rowsums, k4) of weight ``w`` for ``layout`` ("im2col", "direct" or
+    "s2d<s>"), and a slot for its call sites' epilogue constants (:func:`_constants`); packed once
+    per weight array (:func:`~inference.kernels._prepack.prepacked`)."""
 
     def build(w: np.ndarray) -> tuple[list, dict]:
-        if layout in ("matmul", "matmul_t"):
-            return [pack_weight_columns(np.ascontiguousarray(w.T if layout == "matmul" else w))], {}
         mg = w.shape[0] // group
         rows = (lambda wg: phase_weight_rows(wg, int(layout[3:]))) if layout.startswith("s2d") \
             else (lambda wg: conv_weight_rows(wg, layout != "im2col"))
@@ -396,14 +332,6 @@ class _Epilogue:
               self.yq.reshape(-1), self.yf.reshape(-1), m0, sm, sn, 
               parallel_chunks(nimg * pbs * (wp.size // (k4 * MR)), numba_threads()))
 
-    def run_rows(self, xp, k4, r, pack) -> None:
-        wcols = pack[0]
-        corr, scale, fbias = self.c.groups[0]
-        c = self.c
-        qgemm_rows(xp, k4, r, wcols, corr.size, np.arange(k4, dtype=np.int64) * NP, corr, scale, fbias,
-                   self.z, self.has_z, self.code, self.alpha, self.beta, *self.clamp, c.inv_ys, c.yzp, c.qmin, c.qmax,
-                   c.quantize, self.yq.reshape(-1), self.yf.reshape(-1))
-
     @property
     def result(self) -> np.ndarray:
         return self.yq if self.c.quantize else self.yf
@@ -477,24 +405,6 @@ def _qdepthwise2d(xu, xzp, w, params, z, activation, alpha, beta, auto_pad, dila
     return ep.result
 
 
-def qmatmul(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, transB=0,
-            activation="", alpha=0.0, beta=0.0) -> np.ndarray:
-    """int8 ``X (..., K) @ W (K, N)`` (``W (N, K)`` when ``transB``) with the fused epilogue: rows
-    of X are broadcast, 32 columns of W are the vectors (a batch-1 product wastes 7 of 8 rows,
-    not 31 of 32 pixels, and outputs are stored contiguously)."""
-    xu, xzp = _as_uint8(x, x_zp)
-    k = xu.shape[-1]
-    nout = w.shape[0] if transB else w.shape[1]
-    if (w.shape[1] if transB else w.shape[0]) != k:
-        raise KernelError(f"QMatMul: X {x.shape} and W {w.shape} (transB={transB}) do not chain")
-    rows = xu.reshape(-1, k)
-    packs, consts = _constants(w, "matmul_t" if transB else "matmul", 1, xzp, (x_scale, w_scale, b, y_scale, y_zp))
-    xp, k4 = pack_broadcast_rows(rows, xzp)
-    ep = _Epilogue(consts, z, activation, alpha, beta, x.shape[:-1] + (nout,))
-    ep.run_rows(xp, k4, rows.shape[0], packs[0])
-    return ep.result
-
-
 # -- schemas, reference kernels (the oracle: the QDQ graph's own meaning) and fast kernels --------
 def _shape_rule(is_conv: bool):
     from inference.kernels.fused import _conv_shape, _matmul_shape
@@ -559,7 +469,7 @@ def qmatmul_reference(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_sc
                       alpha, beta, 1)
 
 
-def _fast_ok(node: Node, graph) -> bool:
+def int8_fast_ok(node: Node, graph) -> bool:
     """Fast when the activations are 8-bit and the 2-D (conv) layout is known or unknown."""
     t = graph.type_of(node.inputs[0])
     if isinstance(t, TensorType) and t.elem_type not in (2, 3):  # uint8, int8
@@ -567,15 +477,8 @@ def _fast_ok(node: Node, graph) -> bool:
     return node.op_type != "QConv" or not isinstance(t, TensorType) or t.rank in (4, None)
 
 
-@register("QConv", since=1, domain=DOMAIN, kind="fast", applies=_fast_ok)
+@register("QConv", since=1, domain=DOMAIN, kind="fast", applies=int8_fast_ok)
 def qconv_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, **attrs):
     if x.ndim != 4 or w.dtype != np.int8:
         return qconv_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
     return qconv2d(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
-
-
-@register("QMatMul", since=1, domain=DOMAIN, kind="fast", applies=_fast_ok)
-def qmatmul_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, **attrs):
-    if w.ndim != 2 or w.dtype != np.int8 or x.ndim < 1:
-        return qmatmul_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
-    return qmatmul(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)

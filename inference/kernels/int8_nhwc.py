@@ -30,11 +30,11 @@ from inference.ir import Node, TensorType
 from inference.kernels._applies import input_of_type
 from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
-from inference.kernels.activations import CLIP, NONE, RELU, activate, activation_code
+from inference.kernels.activations import CLIP, NONE, RELU, activate, activate_row
 from inference.kernels.int8_channels_ir import make_channels_qtile
 from inference.kernels.memcpy_ir import copy_run
 from inference.kernels.int8 import (DOMAIN, QCONV_SCHEMA, _as_uint8, _cached_constants, _Epilogue, _tuple,
-                                   qconv_reference, qconv_shape_rule)
+                                   int8_fast_ok, qconv_reference, qconv_shape_rule, qmatmul_reference)
 from inference.kernels.nhwc import TO_NCHW, TO_NHWC
 from inference.kernels.tile_lanes import tile_epilogue
 from inference.ops._window import window_geometry
@@ -154,10 +154,10 @@ def pack_weight_panels(w_nk: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return packed, w_nk.astype(np.int32).sum(axis=1), k4
 
 
-def _packed_panels(w: np.ndarray) -> tuple[tuple, dict]:
-    """The weight (M, C, kh, kw) in the im2col row order (ky, kx, c), packed; and a slot."""
-    rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
-    packed, sums, k4 = pack_weight_panels(rows)
+def _packed_panels(w_nk: np.ndarray) -> tuple[tuple, dict]:
+    """An (M, K) int8 weight (a convolution's in the im2col row order (ky, kx, c)) packed, its row
+    sums, k4 and the tiles' step offsets; and a slot for the call sites' constants."""
+    packed, sums, k4 = pack_weight_panels(np.ascontiguousarray(w_nk))
     steps = np.arange(k4, dtype=np.int64)
     return (packed, sums, k4, steps * WIDTH, steps * HALF), {}
 
@@ -306,41 +306,102 @@ def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_z
     strides = _tuple(strides)
     pl = plan(h, wd, c, kh, kw, auto_pad, _tuple(dilations), _tuple(kernel_shape), _tuple(pads), strides)
     params = (x_scale, w_scale, b, y_scale, y_zp)
+    epi = (z, activation, alpha, beta, (n, pl.oh, pl.ow, m))
     if depthwise:
-        span = max(1, SPAN_CHANNELS // c) if _stride_one(strides) else 1
-        taps, slot = prepacked(w, ("int8", "depthwise_nhwc", span), lambda v: _depthwise_taps(v, span))
-        consts = _cached_constants(slot, [(None, slot["sums"], 0)], xzp, params)
-        reps, width = span, c
-    else:
-        packed, slot = prepacked(w, ("int8", "nhwc_panels"), _packed_panels)
-        consts = _cached_constants(slot, [packed[:3]], xzp, params)
-        reps, width = 1, -(-m // WIDTH) * WIDTH
-    ep = _Epilogue(consts, z, activation, alpha, beta, (n, pl.oh, pl.ow, m))
+        return _depthwise(xu, xzp, w, pl, params, epi, _stride_one(strides))
+    packed, slot = prepacked(w, ("int8", "nhwc_panels"),
+                             lambda v: _packed_panels(v.transpose(0, 2, 3, 1).reshape(v.shape[0], -1)))
+    return _on_tile(xu, xzp, packed, slot, pl, kh, kw, params, epi)
+
+
+def qmatmul(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, transB=0, activation="",
+            alpha=0.0, beta=0.0) -> np.ndarray:
+    """int8 ``X (..., K) @ W (K, N)`` (``W (N, K)`` when ``transB``) with QConv's epilogue: the rows
+    of X are the pixels of a channels-last 1x1 convolution on the channels tile (read in place when
+    K is a multiple of 4), so each output row's N channels are stored contiguously."""
+    xu, xzp = _as_uint8(x, x_zp)
+    k = xu.shape[-1]
+    nout = w.shape[0] if transB else w.shape[1]
+    if (w.shape[1] if transB else w.shape[0]) != k:
+        raise KernelError(f"QMatMul: X {x.shape} and W {w.shape} (transB={transB}) do not chain")
+    rows = xu.reshape(-1, 1, 1, k)
+    packed, slot = prepacked(w, ("int8", "matmul_panels", bool(transB)), lambda v: _packed_panels(v if transB else v.T))
+    pl = plan(1, 1, k, 1, 1, "NOTSET", None, None, None, None)
+    epi = (z, activation, alpha, beta, x.shape[:-1] + (nout,))
+    return _on_tile(rows, xzp, packed, slot, pl, 1, 1, (x_scale, w_scale, b, y_scale, y_zp), epi)
+
+
+def _on_tile(xu, xzp, packed, slot, pl: Plan, kh: int, kw: int, params: tuple, epi: tuple) -> np.ndarray:
+    """A group-1 convolution of NHWC ``xu`` (uint8, zero point ``xzp``) on the channels tile:
+    its rows in place or its im2col patches, times the packed weight; ``epi`` = (Z, activation,
+    alpha, beta, output shape)."""
+    wcols, sums, k4, koff, koff_half = packed
+    m = sums.size
+    consts = _cached_constants(slot, [packed[:3]], xzp, params)
+    ep = _Epilogue(consts, *epi)
     ec = epilogue_constants(consts, ep.code, ep.alpha, ep.beta)
-    corr, scale, fbias = _laid_out(slot, consts, reps, width)
-    if depthwise:
-        hp = max(h + pl.ph, (pl.oh - 1) * pl.sh + (kh - 1) * pl.dh + 1)
-        wp = max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
-        xp = np.empty((n, hp + 1, wp, c), np.uint8)  # a row more: the last span's taps read past the window
-        pad_nhwc(xu, np.uint8(xzp), pl.ph, pl.pw, xp)
-        offs = _tap_offsets(kh, kw, pl.dh, pl.dw, wp, c)
-        qdepthwise_nhwc(xp, taps, offs, pl.sh, pl.sw, pl.oh, pl.ow, span, corr, scale, fbias, ep.z, ep.has_z, ep.code,
-                        ep.alpha, ep.beta, ec.act == NONE, consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp,
-                        ep.yq.reshape(-1), ep.yf.reshape(-1), parallel_chunks(n * pl.oh, numba_threads()))
-        return ep.result
-    if ec.act is None:
-        raise KernelError(f"QConvNHWC: activation {activation!r} is not computed by the channels tile")
-    wcols, _, k4, koff, koff_half = packed
-    npix = n * pl.oh * pl.ow
+    corr, scale, fbias = _laid_out(slot, consts, 1, -(-m // WIDTH) * WIDTH)
+    npix = xu.shape[0] * pl.oh * pl.ow
     if pl.in_place:
         rows = xu.reshape(-1).view(np.int32)
     else:
         cols = np.empty((npix, k4 * 4), np.uint8)
         im2col_nhwc(xu, np.uint8(xzp), kh, kw, pl.sh, pl.sw, pl.dh, pl.dw, pl.ph, pl.pw, pl.oh, pl.ow, cols)
         rows = cols.reshape(-1).view(np.int32)
-    qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z, ep.result.reshape(-1),
-               consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp, ec.act,
-               parallel_chunks(_blocks(m) * -(-npix // MR), numba_threads()))
+    chunks = parallel_chunks(_blocks(m) * -(-npix // MR), numba_threads())
+    if ec.act is not None:
+        qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z,
+                   ep.result.reshape(-1), consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp, ec.act, chunks)
+        return ep.result
+    # an activation the tile does not compute (Gelu, LeakyRelu, ...): the tile's float sums, then a pass
+    t = np.empty(ep.result.shape, np.float32)
+    inf = np.float32(np.inf)
+    qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z, t.reshape(-1), False,
+               consts.inv_ys, -inf, inf, ec.izp, NONE, chunks)
+    lo, hi = np.float32(consts.qmin - consts.yzp), np.float32(consts.qmax - consts.yzp)
+    activate_requantize(t.reshape(npix, m), ep.code, ep.alpha, ep.beta, consts.quantize, consts.inv_ys, lo, hi, ec.izp,
+                        ep.result.reshape(npix, m))
+    return ep.result
+
+
+@threaded_kernel()
+def activate_requantize(t, code, alpha, beta, quantize, inv_ys, lo, hi, izp, y):
+    """Each row of ``t`` through the float kernels' vectorised activation ``code``
+    (:func:`~inference.kernels.activations.activate_row`: Gelu lane by lane had cost 10 ns an
+    output), then into ``y``: ``rint(clip(. * inv_ys, lo, hi)) + izp`` (``quantize``) or as it is."""
+    for r in numba.prange(t.shape[0]):
+        row = t[r]
+        activate_row(row, code, alpha, beta)
+        out = y[r]
+        if quantize:
+            for i in range(row.size):
+                v = row[i] * inv_ys
+                v = v if v > lo else lo
+                v = v if v < hi else hi
+                out[i] = np.int32(np.rint(v)) + izp
+        else:
+            for i in range(row.size):
+                out[i] = row[i]
+
+
+def _depthwise(xu, xzp, w, pl: Plan, params: tuple, epi: tuple, stride_one: bool) -> np.ndarray:
+    """A depthwise convolution of NHWC ``xu``: the zero-point-padded image, then the span stencil."""
+    n, h, wd, c = xu.shape
+    kh, kw = w.shape[2], w.shape[3]
+    span = max(1, SPAN_CHANNELS // c) if stride_one else 1
+    taps, slot = prepacked(w, ("int8", "depthwise_nhwc", span), lambda v: _depthwise_taps(v, span))
+    consts = _cached_constants(slot, [(None, slot["sums"], 0)], xzp, params)
+    ep = _Epilogue(consts, *epi)
+    ec = epilogue_constants(consts, ep.code, ep.alpha, ep.beta)
+    corr, scale, fbias = _laid_out(slot, consts, span, c)
+    hp = max(h + pl.ph, (pl.oh - 1) * pl.sh + (kh - 1) * pl.dh + 1)
+    wp = max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
+    xp = np.empty((n, hp + 1, wp, c), np.uint8)  # a row more: the last span's taps read past the window
+    pad_nhwc(xu, np.uint8(xzp), pl.ph, pl.pw, xp)
+    offs = _tap_offsets(kh, kw, pl.dh, pl.dw, wp, c)
+    qdepthwise_nhwc(xp, taps, offs, pl.sh, pl.sw, pl.oh, pl.ow, span, corr, scale, fbias, ep.z, ep.has_z, ep.code,
+                    ep.alpha, ep.beta, ec.act == NONE, consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp,
+                    ep.yq.reshape(-1), ep.yf.reshape(-1), parallel_chunks(n * pl.oh, numba_threads()))
     return ep.result
 
 
@@ -423,17 +484,22 @@ def qconv_nhwc_reference(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y
     return np.ascontiguousarray(y.transpose(TO_NHWC))
 
 
-def runs_here(c: int, w_shape: tuple, group: int, activation: str) -> bool:
-    """Whether :func:`qconv2d_nhwc` computes such a QConv: depthwise, or group 1 with an activation
-    the channels tile computes (Relu, Clip, none, Sigmoid, SiLU, HardSwish)."""
+def runs_here(c: int, w_shape: tuple, group: int) -> bool:
+    """Whether :func:`qconv2d_nhwc` computes such a QConv: depthwise or group 1."""
     if group > 1:
         return group == c == w_shape[0] and w_shape[1] == 1
-    return w_shape[1] == c and tile_epilogue(activation_code(activation), 0.0, 0.0)[0]
+    return w_shape[1] == c
 
 
 @register(OP, since=1, domain=DOMAIN, kind="fast", applies=lambda n, g: input_of_type(n, g, (2, 3)))
 def qconv_nhwc_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, **attrs):
-    if x.ndim != 4 or w.dtype != np.int8 or not runs_here(x.shape[3], w.shape, attrs.get("group", 1),
-                                                         attrs.get("activation", "")):
+    if x.ndim != 4 or w.dtype != np.int8 or not runs_here(x.shape[3], w.shape, attrs.get("group", 1)):
         return qconv_nhwc_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
     return qconv2d_nhwc(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
+
+
+@register("QMatMul", since=1, domain=DOMAIN, kind="fast", applies=int8_fast_ok)
+def qmatmul_fast(x, x_scale, x_zero_point, w, w_scale, b=None, z=None, y_scale=None, y_zero_point=None, **attrs):
+    if w.ndim != 2 or w.dtype != np.int8 or x.ndim < 1:
+        return qmatmul_reference(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)
+    return qmatmul(x, x_scale, x_zero_point, w, w_scale, b, z, y_scale, y_zero_point, **attrs)

@@ -106,7 +106,7 @@ def _qconv_ok(g: Graph, n: Node) -> bool:
     if x is None or w is None or w.dtype != np.int8 or w.ndim != 4 or _nchw_type(g, n.outputs[0], _IMAGE) is None:
         return False
     group = int(n.attrs.get("group", 1))
-    return runs_here(x.shape[1], w.shape, group, n.attrs.get("activation", "")) and (group > 1 or w.shape[2:] == (1, 1))
+    return runs_here(x.shape[1], w.shape, group) and (group > 1 or w.shape[2:] == (1, 1))
 
 
 def _conv_ok(g: Graph, n: Node) -> bool:
