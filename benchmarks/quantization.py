@@ -8,9 +8,11 @@ Run from the project root:  env -u OPENBLAS_CORETYPE python benchmarks/quantizat
   Quantized static int8 per channel (uint8 activations, calibrated on 512 training images) with
   each calibration method; accuracy in our runtime (int8 kernels) and in onnxruntime (the QDQ
   file), file sizes as exported ONNX bytes; fp16 too.
-* ``resnet18`` (static int8) and ``transformer`` (dynamic int8): ``inference.zoo`` models (random
-  weights), batch 1, on ``--threads`` threads: our fp32 (all passes) vs our int8 (QDQ fused into
-  the VNNI kernels), and onnxruntime fp32 vs int8 on the same files. Runtimes are timed in
+* ``resnet18``, ``mobilenet_v2`` (static int8) and ``transformer`` (dynamic int8): ``inference.zoo``
+  models (random weights), batch 1, on ``--threads`` threads: our fp32 (all passes) vs our int8 (QDQ
+  fused into the VNNI kernels), and onnxruntime fp32 vs int8 on the same files.
+* ``ort_quantized``: MobileNetV2 quantized by onnxruntime's own tool, QDQ and QOperator formats,
+  each runtime on the file as written. Runtimes are timed in
   interleaved blocks of 5 runs, each after 0.3 s of untimed runs of the same model (each pool
   spin-waits after its work, which would steal the next runtime's core on 2 threads); the median of each is reported (shared,
   noisy machines: read ratios, not absolute times); the first int8 run (numba cache load, weight packing) is reported separately.
@@ -49,13 +51,14 @@ def ours(model: Model) -> Session:
     return Session(m, kinds=CONSTANT_WEIGHT_KINDS)  # the kernels a Predictor plans (constant weights packed)
 
 
-def ort_session(model: Model, threads: int):
+def ort_session(model: Model | bytes, threads: int):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    return ort.InferenceSession(model_to_proto(model).SerializeToString(), so, providers=["CPUExecutionProvider"])
+    data = model if isinstance(model, bytes) else model_to_proto(model).SerializeToString()
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
 
 # -- MNIST ------------------------------------------------------------------------------------------
@@ -166,14 +169,17 @@ def section_mnist(args) -> None:
 SETTLE_S = 0.3  # untimed runs before each timed block (longer than OpenBLAS's spin-wait: see time_interleaved)
 
 
-def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, args, note: str) -> None:
-    """Our fp32 vs int8 and onnxruntime's fp32 vs int8 on the same files, interleaved blocks."""
+def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, args, note: str,
+                  quantized_file: bytes | None = None) -> None:
+    """Our fp32 vs int8 and onnxruntime's fp32 vs int8 on the same files, interleaved blocks
+    (``quantized_file``: the int8 file as written, for onnxruntime, when ``quantized`` is our
+    import of it)."""
     s32, s8 = ours(model), ours(quantized)
     s32.run({"input": x})
     t = time.perf_counter()
     s8.run({"input": x})
     cold = time.perf_counter() - t
-    o32, o8 = ort_session(model, args.threads), ort_session(quantized, args.threads)
+    o32, o8 = ort_session(model, args.threads), ort_session(quantized_file or quantized, args.threads)
     feeds = {"input": x}
     runs = {"ours fp32": s32.run, "ours int8": s8.run,
             "onnxruntime fp32": lambda f: o32.run(None, f), "onnxruntime int8": lambda f: o8.run(None, f)}
@@ -243,9 +249,59 @@ def section_transformer(args) -> None:
                   "dynamic int8 (MatMul weights per-channel, activations quantized at run time)")
 
 
+def section_mobilenet(args) -> None:
+    from inference.zoo import mobilenet_v2
+
+    model = mobilenet_v2()
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    q = quantize_static(model, rng.random((8, 3, 224, 224)).astype(np.float32), batch_size=1)
+    note = f"our quantizer: static int8 per-channel, 8 calibration images, quantized in {time.perf_counter() - t:.1f} s"
+    x = rng.random((1, 3, 224, 224)).astype(np.float32)
+    latency_table("MobileNetV2 (224x224, random weights)", model, q, x, args, note)
+
+
+def section_ort_quantized(args) -> None:
+    """onnxruntime's own quantizer (quant_pre_process, then quantize_static: per-channel int8
+    weights, uint8 activations) on MobileNetV2, in both of its formats; each runtime runs the file
+    as written (ours imports the QOperator ops as their QDQ meaning)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static as ort_quantize
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from inference.onnx_import import load_model
+    from inference.zoo import mobilenet_v2
+
+    model = mobilenet_v2()
+    rng = np.random.default_rng(0)
+    calib = [rng.random((1, 3, 224, 224)).astype(np.float32) for _ in range(8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": c} for c in calib])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    x = rng.random((1, 3, 224, 224)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre = os.path.join(tmp, "src.onnx"), os.path.join(tmp, "pre.onnx")
+        onnx.save(model_to_proto(model), src)
+        quant_pre_process(src, pre)
+        for fmt in ("QDQ", "QOperator"):
+            out = os.path.join(tmp, f"{fmt}.onnx")
+            ort_quantize(pre, out, Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=True,
+                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            with open(out, "rb") as f:
+                data = f.read()
+            latency_table(f"MobileNetV2 quantized by onnxruntime ({fmt} format)", model, load_model(out), x, args,
+                          "onnxruntime.quantization.quantize_static, 8 calibration images", quantized_file=data)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--section", choices=("all", "mnist", "resnet18", "transformer"), default="all")
+    p.add_argument("--section", choices=("all", "mnist", "resnet18", "mobilenet_v2", "ort_quantized", "transformer"),
+                   default="all")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--epochs", type=int, default=4)
@@ -262,6 +318,10 @@ def main() -> None:
     set_num_threads(args.threads)
     if args.section in ("all", "resnet18"):
         section_resnet(args)
+    if args.section in ("all", "mobilenet_v2"):
+        section_mobilenet(args)
+    if args.section in ("all", "ort_quantized"):
+        section_ort_quantized(args)
     if args.section in ("all", "transformer"):
         section_transformer(args)
 

@@ -47,6 +47,8 @@ CASES = [  # (c, m, h, w, k, stride, pad, dilation, group, activation)
     (96, 96, 11, 11, 3, 2, 1, 1, 96, "Clip"),  # depthwise, strided
     (40, 40, 7, 7, 5, 1, 2, 1, 40, "Relu"),  # 5x5: taps in three groups
     (24, 24, 8, 8, 3, 1, 2, 2, 24, "LeakyRelu"),  # dilated; an activation lane by lane
+    (16, 16, 13, 14, 3, 3, 1, 1, 16, "Relu"),  # stride 3: nine phase planes
+    (16, 16, 12, 11, 3, 2, 1, 2, 16, ""),  # strided and dilated
     (576, 576, 7, 7, 3, 2, 1, 1, 576, "HardSwish"),
     (32, 72, 4, 5, 1, 1, 0, 1, 1, "Gelu"),  # activations the tile leaves to a pass of their own
     (20, 16, 5, 5, 3, 1, 1, 1, 1, "LeakyRelu"),

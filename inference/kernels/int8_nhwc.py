@@ -44,7 +44,7 @@ from inference.schema import OpSchema, register_schema
 MR = 6  # pixels per channels tile
 WIDTH, HALF = 64, 32  # output channels per tile: whole blocks of 64, a last one of <= 32 on a half-width tile
 GROUP = 9  # depthwise taps summed per pass over the channels
-SPAN_CHANNELS = 256  # a stride-1 depthwise row goes at least this many channels a pass (whole pixels)
+SPAN_CHANNELS = 512  # a depthwise row goes at least this many channels a pass (whole pixels)
 
 _qtile = make_channels_qtile(MR, WIDTH // 16)
 _qtile_half = make_channels_qtile(MR, HALF // 16)
@@ -164,21 +164,32 @@ def _packed_panels(w_nk: np.ndarray) -> tuple[tuple, dict]:
 
 # -- depthwise ----------------------------------------------------------------------------------------
 @threaded_kernel()
-def pad_nhwc(x, zp, ph, pw, out):
-    """``out`` (N, Hp, Wp, C) = ``x`` placed at (ph, pw), the zero point around it: per row one
-    ``memcpy`` of its W * C bytes and fills of the margins."""
+def phase_planes_nhwc(x, zp, s, ph, pw, out):
+    """``out`` (N, s*s, hq, wq, C)[n, a*s + b, i, j] = ``x`` (N, H, W, C)[n, i*s + a - ph, j*s + b - pw],
+    the zero point where that is padding: each phase of a stride-``s`` window an image of its own,
+    so that every tap of a strided depthwise convolution reads runs of whole pixels contiguously, as a
+    stride-1 one does (s = 1: the padded image). Rows of a stride-1 image are one ``memcpy``."""
     n, h, w, c = x.shape
-    hp, wp = out.shape[1], out.shape[2]
-    for t in numba.prange(n * hp):
-        img, r = t // hp, t % hp
-        at = t * wp * c
-        row = out.reshape(-1)[at:at + wp * c]
-        if r < ph or r >= ph + h:
-            row[:] = zp
+    phases, hq, wq = out.shape[1], out.shape[2], out.shape[3]
+    flat = out.reshape(-1)
+    for t in numba.prange(n * phases * hq):
+        img, p, i = t // (phases * hq), (t // hq) % phases, t % hq
+        a, b = p // s, p % s
+        at = t * wq * c
+        r = i * s + a - ph
+        if r < 0 or r >= h:
+            flat[at:at + wq * c] = zp
             continue
-        row[:pw * c] = zp
-        row[(pw + w) * c:] = zp
-        copy_run(out, at + pw * c, x, (img * h + r - ph) * w * c, w * c)
+        j0 = min(wq, max(0, (pw - b + s - 1) // s))  # the first j whose column is >= 0
+        j1 = max(j0, min(wq, (w + pw - b + s - 1) // s))  # past the last whose column is < w
+        flat[at:at + j0 * c] = zp
+        flat[at + j1 * c:at + wq * c] = zp
+        src = ((img * h + r) * w + j0 * s + b - pw) * c
+        if s == 1:
+            copy_run(out, at + j0 * c, x, src, (j1 - j0) * c)
+        else:
+            for j in range(j1 - j0):
+                copy_run(out, at + (j0 + j) * c, x, src + j * s * c, c)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True)
@@ -240,13 +251,14 @@ def epilogue_channels(acc, corr, scale, fbias, vals, z, has_z, code, alpha, beta
 @numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
 def qdepthwise_nhwc(xp, taps, offs, sh, sw, oh, ow, span, corr, scale, fbias, z, has_z, code, alpha, beta, clamp,
                     quantize, inv_ys, lo, hi, izp, yq, yf, nchunks):
-    """``xp`` (N, Hp, Wp, C) uint8 padded with the zero point; ``taps`` int32 (GROUP-padded taps,
-    ``span`` pixels x C), ``offs`` each tap's offset in a padded image (flat); outputs flat (N, oh,
-    ow, C) in ``yq`` or ``yf``; parallel over runs of output rows. A stride-1 row goes ``span``
-    pixels at a time: their taps are contiguous runs of span * C channels, and the weights and
-    epilogue constants repeat per pixel in their rows, so a few channels (32 at 112x112) still
-    fill long vector loops."""
-    n, hp, wp, c = xp.shape
+    """``xp`` (N, phases, Hq, Wq, C) uint8: each image's phase planes (:func:`phase_planes_nhwc`);
+    ``taps`` int32 (GROUP-padded taps, ``span`` pixels x C), ``offs`` each tap's offset in an image's
+    planes (flat); output (oy, ox) reads from ``(oy * sh * Wq + ox * sw) * C`` on (``sh``, ``sw``:
+    1 in phase planes); outputs flat (N, oh, ow, C) in ``yq`` or ``yf``; parallel over runs of
+    output rows. A row goes ``span`` pixels at a time: their taps are contiguous runs of span * C
+    channels, and the weights and epilogue constants repeat per pixel in their rows, so a few
+    channels (32 at 112x112) still fill long vector loops."""
+    n, wp, c = xp.shape[0], xp.shape[3], xp.shape[4]
     groups = taps.shape[0] // GROUP
     total = n * oh
     for ch in numba.prange(nchunks):
@@ -267,10 +279,6 @@ def qdepthwise_nhwc(xp, taps, offs, sh, sw, oh, ow, span, corr, scale, fbias, z,
                                   inv_ys, lo, hi, izp, yq, yf, (t * ow + ox) * c)
 
 
-def _stride_one(strides) -> bool:
-    return not strides or all(s == 1 for s in strides)
-
-
 def _depthwise_taps(w: np.ndarray, span: int) -> tuple[np.ndarray, dict]:
     """int8 (C, 1, kh, kw) as int32 (taps GROUP-padded, ``span`` x C): each tap's channel row,
     repeated for ``span`` pixels; and a slot holding each channel's sum (the zero point's share of
@@ -283,16 +291,19 @@ def _depthwise_taps(w: np.ndarray, span: int) -> tuple[np.ndarray, dict]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _tap_offsets(kh: int, kw: int, dh: int, dw: int, wp: int, c: int) -> np.ndarray:
+def _tap_offsets(kh: int, kw: int, dh: int, dw: int, s: int, hq: int, wq: int, c: int) -> np.ndarray:
+    """Each tap's start in an image's phase planes (:func:`phase_planes_nhwc`), flat, GROUP-padded
+    (zero-weight taps read a real pixel)."""
     n = kh * kw
     offs = np.zeros(-(-n // GROUP) * GROUP, np.int64)
-    offs[:n] = [(ky * dh * wp + kx * dw) * c for ky in range(kh) for kx in range(kw)]
-    offs[n:] = offs[0]  # zero-weight taps read a real pixel
+    for t in range(n):
+        dy, dx = (t // kw) * dh, (t % kw) * dw
+        offs[t] = ((((dy % s) * s + dx % s) * hq + dy // s) * wq + dx // s) * c
+    offs[n:] = offs[0]
     offs.flags.writeable = False
     return offs
 
 
-# -- the op ---------------------------------------------------------------------------------------------
 def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, auto_pad="NOTSET",
                  dilations=None, group=1, kernel_shape=None, pads=None, strides=None, activation="", alpha=0.0,
                  beta=0.0) -> np.ndarray:
@@ -308,7 +319,7 @@ def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_z
     params = (x_scale, w_scale, b, y_scale, y_zp)
     epi = (z, activation, alpha, beta, (n, pl.oh, pl.ow, m))
     if depthwise:
-        return _depthwise(xu, xzp, w, pl, params, epi, _stride_one(strides))
+        return _depthwise(xu, xzp, w, pl, params, epi)
     packed, slot = prepacked(w, ("int8", "nhwc_panels"),
                              lambda v: _packed_panels(v.transpose(0, 2, 3, 1).reshape(v.shape[0], -1)))
     return _on_tile(xu, xzp, packed, slot, pl, kh, kw, params, epi)
@@ -384,22 +395,25 @@ def activate_requantize(t, code, alpha, beta, quantize, inv_ys, lo, hi, izp, y):
                 out[i] = row[i]
 
 
-def _depthwise(xu, xzp, w, pl: Plan, params: tuple, epi: tuple, stride_one: bool) -> np.ndarray:
-    """A depthwise convolution of NHWC ``xu``: the zero-point-padded image, then the span stencil."""
+def _depthwise(xu, xzp, w, pl: Plan, params: tuple, epi: tuple) -> np.ndarray:
+    """A depthwise convolution of NHWC ``xu``: its zero-point-padded phase planes, then the span
+    stencil (an equal stride on both axes; other strides go pixel by pixel on the padded image)."""
     n, h, wd, c = xu.shape
     kh, kw = w.shape[2], w.shape[3]
-    span = max(1, SPAN_CHANNELS // c) if stride_one else 1
+    s = pl.sh if pl.sh == pl.sw else 1
+    hq = pl.oh + ((kh - 1) * pl.dh) // s if s > 1 else max(h + pl.ph, (pl.oh - 1) * pl.sh + (kh - 1) * pl.dh + 1)
+    wq = pl.ow + ((kw - 1) * pl.dw) // s if s > 1 else max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
+    span = max(1, SPAN_CHANNELS // c) if pl.sh == pl.sw else 1
     taps, slot = prepacked(w, ("int8", "depthwise_nhwc", span), lambda v: _depthwise_taps(v, span))
     consts = _cached_constants(slot, [(None, slot["sums"], 0)], xzp, params)
     ep = _Epilogue(consts, *epi)
     ec = epilogue_constants(consts, ep.code, ep.alpha, ep.beta)
     corr, scale, fbias = _laid_out(slot, consts, span, c)
-    hp = max(h + pl.ph, (pl.oh - 1) * pl.sh + (kh - 1) * pl.dh + 1)
-    wp = max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
-    xp = np.empty((n, hp + 1, wp, c), np.uint8)  # a row more: the last span's taps read past the window
-    pad_nhwc(xu, np.uint8(xzp), pl.ph, pl.pw, xp)
-    offs = _tap_offsets(kh, kw, pl.dh, pl.dw, wp, c)
-    qdepthwise_nhwc(xp, taps, offs, pl.sh, pl.sw, pl.oh, pl.ow, span, corr, scale, fbias, ep.z, ep.has_z, ep.code,
+    xq = np.empty((n, s * s, hq, wq, c), np.uint8)
+    phase_planes_nhwc(xu, np.uint8(xzp), s, pl.ph, pl.pw, xq)
+    offs = _tap_offsets(kh, kw, pl.dh, pl.dw, s, hq, wq, c)
+    step_y, step_x = (1, 1) if s > 1 else (pl.sh, pl.sw)  # in the phase planes a stride-s window moves by one
+    qdepthwise_nhwc(xq, taps, offs, step_y, step_x, pl.oh, pl.ow, span, corr, scale, fbias, ep.z, ep.has_z, ep.code,
                     ep.alpha, ep.beta, ec.act == NONE, consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp,
                     ep.yq.reshape(-1), ep.yf.reshape(-1), parallel_chunks(n * pl.oh, numba_threads()))
     return ep.result
