@@ -30,7 +30,7 @@ def _lsb_close(got: np.ndarray, ref: np.ndarray, scale: float | None) -> None:
     assert got.dtype == ref.dtype and got.shape == ref.shape
     if scale is not None:
         diff = np.abs(got.astype(np.int64) - ref.astype(np.int64))
-        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+        assert diff.max() <= 1 and (diff > 0).sum() <= max(1, 0.01 * diff.size)  # a tie among 100 outputs: 1%
     else:
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max() + 1))
 

@@ -28,6 +28,7 @@ from inference.passes.layout import to_nhwc
 from inference.passes.matmul_add import fuse_matmul_add
 from inference.passes.pad_conv import fold_pad_into_conv
 from inference.passes.qdq_fusion import fuse_qdq
+from inference.passes.quantized_add import fuse_quantized_add
 from inference.passes.qlinear_to_qdq import qlinear_to_qdq
 from inference.passes.shuffle_fold import fold_channel_shuffle
 from inference.passes.split_convs import split_conv_outputs
@@ -53,6 +54,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("integer_to_qdq", integer_to_qdq),  # onnxruntime's dynamic quantization, as fuse_qdq reads it
     # first: folding would turn the int8 weights of a QDQ model back into fp32 constants
     Pass("fuse_qdq", fuse_qdq, is_fusion=True),
+    Pass("fuse_quantized_add", fuse_quantized_add, is_fusion=True),  # a quantized residual's DQ, DQ, Add, Q
     Pass("fold_constants", fold_constants),
     Pass("eliminate_identity", eliminate_identity),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),

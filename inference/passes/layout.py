@@ -53,6 +53,7 @@ import numpy as np
 from inference.ir import Graph, Model, Node, TensorType, Value
 from inference.kernels.fused import CONV_ATTRS, DOMAIN, EPILOGUE_ATTRS
 from inference.kernels.channel_shuffle import OP as SHUFFLE
+from inference.kernels.int8_add import OP as QADD
 from inference.kernels.int8_nhwc import OP as QCONV_NHWC, runs_here
 from inference.kernels.nhwc import HWIO, OIHW, OP, TO_NCHW, TO_NHWC, is_depthwise, supports
 from inference.kernels.pool_nhwc import POOLS
@@ -132,6 +133,9 @@ def _reads_nchw(g: Graph, n: Node) -> bool:
 def _elementwise_ok(g: Graph, n: Node) -> bool:
     if n.domain == "" and n.op_type in _QUANTIZERS:
         return _quantizer_ok(g, n)
+    if (n.domain, n.op_type) == (DOMAIN, QADD):  # an 8-bit residual Add: elementwise on two same-shape images
+        a, b, y = (_nchw_type(g, i, _EIGHT_BIT) for i in (n.inputs[0], n.inputs[3], n.outputs[0]))
+        return None not in (a, b, y) and a.shape == b.shape
     if n.domain != "" or len(n.outputs) != 1 or _nchw_type(g, n.outputs[0]) is None:
         return False
     if n.op_type in _BINARY:
@@ -282,6 +286,8 @@ def _data_inputs(g: Graph, n: Node) -> list[str]:
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 3) and k >= first]
     if _is_qconv(n):  # X and the float residual Z
         return [i for k, i in enumerate(n.inputs) if i and k in (0, 6)]
+    if n.op_type == QADD:
+        return [n.inputs[0], n.inputs[3]]
     if n.op_type == "Transpose":  # a permute (:func:`_permute`): an entry reads a tensor NHWC already
         return [n.inputs[0]] if _permute(g, n) == "exit" else []
     single = (n.op_type in _UNARY or n.op_type in _QUANTIZERS or n.op_type in _NHWC_POOL or n.op_type in _GLOBAL_POOL or n.op_type == SHUFFLE
