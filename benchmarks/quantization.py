@@ -39,16 +39,14 @@ from edgelearn.commands.bench import time_interleaved  # noqa: E402
 from inference.ir import Model  # noqa: E402
 from inference.kernels.int8 import has_vnni  # noqa: E402
 from inference.onnx_export import model_to_proto  # noqa: E402
-from inference.passes import optimize  # noqa: E402
-from inference.passes.qdq_fusion import fuse_qdq  # noqa: E402
-from inference.session import CONSTANT_WEIGHT_KINDS, Session  # noqa: E402
+from inference import Config, Predictor  # noqa: E402
+from inference.session import Session  # noqa: E402
 
 
-def ours(model: Model) -> Session:
-    m = clone(model)
-    fuse_qdq(m)  # before constant folding, which would turn int8 weights back into float
-    optimize(m)
-    return Session(m, kinds=CONSTANT_WEIGHT_KINDS)  # the kernels a Predictor plans (constant weights packed)
+def ours(model: Model, threads: int | None = None) -> Session:
+    """The session a Predictor runs the model on (every pass, constant weights packed, the activation
+    arena, kernel replay): what a user's ``Predictor(Config(model_path=..., num_threads=...))`` times."""
+    return Predictor(Config(model_path=model_to_proto(clone(model)).SerializeToString(), num_threads=threads)).session
 
 
 def ort_session(model: Model | bytes, threads: int):
@@ -174,7 +172,7 @@ def latency_table(title: str, model: Model, quantized: Model, x: np.ndarray, arg
     """Our fp32 vs int8 and onnxruntime's fp32 vs int8 on the same files, interleaved blocks
     (``quantized_file``: the int8 file as written, for onnxruntime, when ``quantized`` is our
     import of it)."""
-    s32, s8 = ours(model), ours(quantized)
+    s32, s8 = ours(model, args.threads), ours(quantized, args.threads)
     s32.run({"input": x})
     t = time.perf_counter()
     s8.run({"input": x})
@@ -233,7 +231,7 @@ def section_resnet(args) -> None:
     x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
     latency_table("ResNet-18 (224x224, random weights)", model, q, x, args, note)
     if args.profile:
-        s32, s8 = ours(model), ours(q)
+        s32, s8 = ours(model, args.threads), ours(q, args.threads)
         for s in (s32, s8):
             s.run({"input": x})
         op_profile(s32, s8, x, args.reps)
