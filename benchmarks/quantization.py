@@ -220,16 +220,23 @@ def op_profile(s32: Session, s8: Session, x: np.ndarray, reps: int) -> None:
     print(f"| total | {total['fp32']:.2f} | {total['int8']:.2f} ({total['int8'] / total['fp32']:.2f}x) |")
 
 
+def static_latency(title: str, model: Model, images: np.ndarray, x: np.ndarray, args) -> Model:
+    """Our static int8 quantization of ``model`` calibrated on ``images``, then :func:`latency_table`."""
+    t = time.perf_counter()
+    q = quantize_static(model, images, batch_size=1)
+    note = (f"our quantizer: static int8 per-channel, {len(images)} calibration images, quantized in "
+            f"{time.perf_counter() - t:.1f} s")
+    latency_table(title, model, q, x, args, note)
+    return q
+
+
 def section_resnet(args) -> None:
     from inference.zoo import resnet18
 
     model = resnet18()
     rng = np.random.default_rng(0)
-    t = time.perf_counter()
-    q = quantize_static(model, rng.standard_normal((8, 3, 224, 224)).astype(np.float32), batch_size=1)
-    note = f"static int8 per-channel, 8 calibration images, quantized in {time.perf_counter() - t:.1f} s"
-    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
-    latency_table("ResNet-18 (224x224, random weights)", model, q, x, args, note)
+    images, x = (rng.standard_normal((n, 3, 224, 224)).astype(np.float32) for n in (8, 1))
+    q = static_latency("ResNet-18 (224x224, random weights)", model, images, x, args)
     if args.profile:
         s32, s8 = ours(model, args.threads), ours(q, args.threads)
         for s in (s32, s8):
@@ -250,13 +257,9 @@ def section_transformer(args) -> None:
 def section_mobilenet(args) -> None:
     from inference.zoo import mobilenet_v2
 
-    model = mobilenet_v2()
     rng = np.random.default_rng(0)
-    t = time.perf_counter()
-    q = quantize_static(model, rng.random((8, 3, 224, 224)).astype(np.float32), batch_size=1)
-    note = f"our quantizer: static int8 per-channel, 8 calibration images, quantized in {time.perf_counter() - t:.1f} s"
-    x = rng.random((1, 3, 224, 224)).astype(np.float32)
-    latency_table("MobileNetV2 (224x224, random weights)", model, q, x, args, note)
+    images, x = (rng.random((n, 3, 224, 224)).astype(np.float32) for n in (8, 1))
+    static_latency("MobileNetV2 (224x224, random weights)", mobilenet_v2(), images, x, args)
 
 
 def section_ort_quantized(args) -> None:
