@@ -7,15 +7,18 @@ input by 4 channels on every call and finished each 32-pixel block of one channe
 epilogue (96 x 112 x 112 expansion: 552 us against 196). Channels-last, a 1x1 convolution is the
 matrix product of the (pixels, C) rows as they lie with the weight, on the channels-lanes tile of
 :mod:`inference.kernels.int8_channels_ir` (epilogue in registers, one masked store per 16 output
-channels); a depthwise one sums its taps over contiguous runs of channels, all of a pixel's
-channels in one vector loop. ``inference.passes.layout`` puts chains of them channels-last.
+channels); a depthwise one sums its taps over contiguous runs of whole pixels' channels (on the
+input's phase planes when strided). ``inference.passes.layout`` puts chains of them channels-last.
 
 What runs here: depthwise convolutions (any window, stride, dilation) and group-1 ones; a group-1
 convolution other than a stride-1 unpadded 1x1 on a multiple of 4 channels first gathers its
-patches (im2col, each tap's run of channels copied whole; padding reads the zero point). The
-epilogue is QConv's (:mod:`inference.kernels.int8`): ``act((sum + corr) * scale + fbias [+ Z])``,
-requantized or float32, with the same per-channel constants; with Relu, Clip or no activation its
-bytes equal the NCHW kernel's.
+patches (im2col, each tap's run of channels copied whole; padding reads the zero point). QMatMul
+runs here too: the rows of X are a 1x1 convolution's pixels. The epilogue is QConv's
+(:mod:`inference.kernels.int8`): ``act((sum + corr) * scale + fbias [+ Z])``, requantized or
+float32, with the same per-channel constants, the same operations in the same order, so with
+Relu, Clip or no activation (and any activation on a depthwise one) its bytes equal the NCHW
+kernel's. The tile's other activations (Sigmoid, SiLU, HardSwish) are vector IR; any other (Gelu,
+LeakyRelu, ...) runs after the tile's float sums, vectorised (:func:`activate_requantize`).
 """
 from __future__ import annotations
 
@@ -74,10 +77,11 @@ def plan(h: int, w: int, c: int, kh: int, kw: int, auto_pad: str, dilations, ker
 
 
 # -- group-1: the channels-lanes GEMM ---------------------------------------------------------------
-def channel_blocks(m: int) -> tuple[int, int]:
+@numba.njit(cache=True, nogil=True)
+def channel_blocks(m):
     """(whole WIDTH-channel blocks, channels of a last half-width block: 0 or 1..HALF) for ``m``
     output channels: 96 -> (1, 32), 24 -> (0, 24), 144 -> (2, 16), 40 -> (1, 0) (one block, 24 idle)."""
-    full, rest = divmod(m, WIDTH)
+    full, rest = m // WIDTH, m % WIDTH
     return (full, rest) if rest <= HALF else (full + 1, 0)
 
 
@@ -89,9 +93,7 @@ def qgemm_nhwc(x, k4, npix, wcols, koff, koff_half, mcols, corr, scale, fbias, z
     (:func:`pack_weight_panels`); tiles of MR pixels x WIDTH channels, a last block of at most
     HALF channels on the half-width tile; channel blocks outermost (a block's weight panel stays in
     cache across its pixels), cut into ``nchunks`` parallel runs."""
-    full, rest = mcols // WIDTH, mcols % WIDTH
-    if rest > HALF:
-        full, rest = full + 1, 0
+    full, rest = channel_blocks(mcols)
     nbs, pbs = full + (rest > 0), (npix + MR - 1) // MR
     total = nbs * pbs
     for ch in numba.prange(nchunks):
