@@ -154,8 +154,7 @@ def _elementwise_ok(g: Graph, n: Node) -> bool:
         return a == b or _channel_scale(a, b) or _channel_scale(b, a)
     if n.op_type not in _UNARY or _nchw_type(g, n.inputs[0]) is None:
         return False
-    extra = [i for i in n.inputs[1:] if i]  # Clip's bounds: constant scalars only
-    return all((v := constant_value(g, i)) is not None and v.size == 1 for i in extra)
+    return _constant_scalars(g, n.inputs[1:])  # Clip's bounds: constant scalars only
 
 
 def _quantizer_ok(g: Graph, n: Node) -> bool:
@@ -165,8 +164,12 @@ def _quantizer_ok(g: Graph, n: Node) -> bool:
     if len(n.outputs) != 1 or n.attrs.get("block_size", 0) or None in (_nchw_type(g, n.inputs[0], _IMAGE),
                                                                         _nchw_type(g, n.outputs[0], _IMAGE)):
         return False
-    params = [i for i in n.inputs[1:] if i]
-    return all((v := constant_value(g, i)) is not None and v.size == 1 for i in params)
+    return _constant_scalars(g, n.inputs[1:])
+
+
+def _constant_scalars(g: Graph, names: list[str]) -> bool:
+    """Every given (non-empty) input is a one-element constant."""
+    return all((v := constant_value(g, i)) is not None and v.size == 1 for i in names if i)
 
 
 def _channel_scale(image: tuple, scale: tuple) -> bool:
