@@ -15,7 +15,7 @@ import numpy as np
 
 from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
-from inference.ops.quantize import dequantize_linear, dynamic_parameters, dynamic_quantize_linear, quantize_linear
+from inference.ops.quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear, range_parameters
 from inference.ops.registry import register
 
 _EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -64,16 +64,6 @@ def dequantize_linear_fast(x, x_scale, x_zero_point=None, *, axis=1, block_size=
     return out.reshape(x.shape)
 
 
-@numba.njit(cache=True, error_model="numpy", nogil=True)
-def _range_with_zero(x):
-    lo = np.float32(0)
-    hi = np.float32(0)
-    for v in x:
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return lo, hi
-
-
 @register("DynamicQuantizeLinear", since=11, kind="fast", applies=lambda n, g: input_of_type(n, g, (1,)))
 def dynamic_quantize_linear_fast(x):
     """Same arithmetic as the reference (which makes five passes over the tensor): the range
@@ -81,7 +71,7 @@ def dynamic_quantize_linear_fast(x):
     if x.dtype != np.float32:
         return dynamic_quantize_linear(x)
     flat = np.ascontiguousarray(x).reshape(-1)
-    scale, zp = dynamic_parameters(*_range_with_zero(flat))
+    scale, zp = range_parameters(flat)  # numpy's SIMD min and max: 17 us on 128 x 1024, a numba loop 71
     out = np.empty(flat.size, np.uint8)
     _quantize(flat, scale, np.float32(zp), np.float32(0), np.float32(255), out)
     return out.reshape(x.shape), np.asarray(scale), zp
