@@ -105,13 +105,13 @@ def dynamic_parameters(lo: float, hi: float) -> tuple[np.float32, np.ndarray]:
     return scale, np.asarray(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)), np.uint8)
 
 
-@register("DynamicQuantizeLinear", since=11)
 def range_parameters(x: np.ndarray):
     """DynamicQuantizeLinear's scale and zero point for ``x``: those of [min(x, 0), max(x, 0)]
     (numpy's SIMD reductions: a NaN in ``x`` makes the scale NaN, as the specification's formula does)."""
     return dynamic_parameters(min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0))
 
 
+@register("DynamicQuantizeLinear", since=11)
 def dynamic_quantize_linear(x):
     """uint8 quantization with scale and zero point chosen so the range [min(x,0), max(x,0)] fits."""
     scale, zero_point = range_parameters(x)
