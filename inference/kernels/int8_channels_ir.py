@@ -41,24 +41,16 @@ from __future__ import annotations
 import functools
 
 from llvmlite import ir
-from numba.core import cgutils, types
+from numba.core import types
 from numba.extending import intrinsic
 
 from inference.kernels.activations import HARD_SWISH, NONE, SILU
-from inference.kernels.tile_ir import LANES, _k_loop, _step, has_vnni, splat
+from inference.kernels.tile_ir import LANES, _k_loop, _step, has_vnni, masked, splat
 from inference.kernels.tile_lanes import requantized
 from inference.kernels.vmath_ir import clamp_keeping_nan, hard_swish, sigmoid
 
 _I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 _VF, _VI, _VB, _VM = (ir.VectorType(t, LANES) for t in (_F32, _I32, _I8, _I1))
-
-
-def _masked(builder, name: str, vty: ir.VectorType, args: list, ret: ir.Type):
-    ptr = vty.as_pointer()
-    sig = {"store": [vty, ptr, _I32, _VM], "load": [ptr, _I32, _VM, vty]}[name]
-    suffix = {_I8: "v16i8", _F32: "v16f32"}[vty.element]
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, sig), f"llvm.masked.{name}.{suffix}.p0")
-    return builder.call(fn, args)
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,17 +90,15 @@ def make_channels_qtile(mr: int, nv: int):
         def store(activate, quantize: bool, with_z: bool) -> None:
             for i, val in enumerate(vals):
                 if with_z:
-                    z = _masked(builder, "load", _VF, [at_vec(z_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i],
-                                                       ir.Constant(_VF, None)], _VF)
+                    z = masked(builder, "load", _VF, [at_vec(z_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i],
+                                                      ir.Constant(_VF, None)])
                     val = builder.fadd(val, z)
                 out = activate(val)
                 if quantize:
                     q = requantized(builder, out, inv_ys, lo, hi, izp)
-                    _masked(builder, "store", _VB, [q, at_vec(y_a, offsets[i], _VB), ir.Constant(_I32, 1), masks[i]],
-                            ir.VoidType())
+                    masked(builder, "store", _VB, [q, at_vec(y_a, offsets[i], _VB), ir.Constant(_I32, 1), masks[i]])
                 else:
-                    _masked(builder, "store", _VF, [out, at_vec(y_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i]],
-                            ir.VoidType())
+                    masked(builder, "store", _VF, [out, at_vec(y_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i]])
 
         def activated(quantize: bool, with_z: bool) -> None:
             clamp = (lambda v: v) if quantize else (lambda v: clamp_keeping_nan(builder, v, lo, hi))

@@ -215,14 +215,22 @@ def _k_loop(context, builder, signature, args, mr: int, nv: int, vty: ir.VectorT
     return accs
 
 
-def _masked_f32(builder, name: str, args: list):
-    vty = ir.VectorType(_F32, LANES)
-    mty = ir.VectorType(ir.IntType(1), LANES)
+def masked(builder, name: str, vty: ir.VectorType, args: list):
+    """``llvm.masked.load`` (args: pointer, alignment, mask, passthrough) or ``llvm.masked.store``
+    (value, pointer, alignment, mask) of a ``vty`` vector (i8, i32 or f32 lanes, any count): lanes
+    outside the mask touch no memory."""
+    mty = ir.VectorType(ir.IntType(1), vty.count)
     sig = {"store": (ir.VoidType(), [vty, vty.as_pointer(), _I32, mty]),
            "load": (vty, [vty.as_pointer(), _I32, mty, vty])}[name]
+    elem = {8: "i8", 32: "i32"}[vty.element.width] if isinstance(vty.element, ir.IntType) else "f32"
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(sig[0], sig[1]),
-                                        f"llvm.masked.{name}.v16f32.p0")
+                                        f"llvm.masked.{name}.v{vty.count}{elem}.p0")
     return builder.call(fn, args)
+
+
+def _masked_f32(builder, name: str, args: list):
+    """:func:`masked` of a 16-lane float32 vector (the float kernels' width)."""
+    return masked(builder, name, ir.VectorType(_F32, LANES), args)
 
 
 def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathered: bool = False):
@@ -303,10 +311,10 @@ def make_out_tile(mr: int, nv: int, residual: bool, lanes: str = "pixels", gathe
                     val = done[r * nv + v]
                     if residual:
                         zp = builder.bitcast(builder.gep(za.data, [at]), vty.as_pointer())
-                        val = activate(builder.fadd(val, _masked_f32(builder, "load", [
+                        val = activate(builder.fadd(val, masked(builder, "load", vty, [
                             zp, ir.Constant(_I32, 4), m, ir.Constant(vty, None)])))
                     yp = builder.bitcast(builder.gep(ya.data, [at]), vty.as_pointer())
-                    _masked_f32(builder, "store", [val, yp, ir.Constant(_I32, 4), m])
+                    masked(builder, "store", vty, [val, yp, ir.Constant(_I32, 4), m])
             close_segments()
 
         with builder.if_else(builder.icmp_signed("==", act, const(NONE))) as (clamped, computed):

@@ -26,10 +26,11 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from inference.kernels.activations import CLIP, HARD_SWISH, NONE, RELU, SIGMOID, SILU, activate
+from inference.kernels.tile_ir import masked
 from inference.kernels.vmath_ir import clamp_keeping_nan
 
 NL = 32  # lanes: one pixel block of the GEMM tile
-_I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
+_I8, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.FloatType()
 
 
 def _vec(t: ir.Type) -> ir.VectorType:
@@ -55,15 +56,6 @@ def _vptr(builder, context, aty, arr, offset, elem: ir.Type):
     """Pointer to a vector of ``elem`` at ``arr.data + offset`` (elements)."""
     data = context.make_array(aty)(context, builder, arr).data
     return builder.bitcast(builder.gep(data, [offset]), _vec(elem).as_pointer())
-
-
-def _masked(builder, name: str, vty: ir.VectorType, args: list, ret: ir.Type):
-    ptr_t = vty.as_pointer()
-    sig = {"store": [vty, ptr_t, _I32, _vec(_I1)], "load": [ptr_t, _I32, _vec(_I1), vty]}[name]
-    suffix = "v32i8" if vty.element == _I8 else ("v32f32" if vty.element == _F32 else "v32i32")
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, sig),
-                                        f"llvm.masked.{name}.{suffix}.p0")
-    return builder.call(fn, args)
 
 
 def _elem(dtype) -> ir.Type:
@@ -97,8 +89,7 @@ def add_lanes(typingctx, vals, q0, cnt, z, zoff):
         vals_p = _vptr(builder, context, signature.args[0], args[0], ir.Constant(_I64, 0), _F32)
         mask = _mask(builder, args[1], args[2])
         zp = _vptr(builder, context, signature.args[3], args[3], builder.sub(args[4], args[1]), _F32)
-        z = _masked(builder, "load", _vec(_F32), [zp, ir.Constant(_I32, 4), mask, ir.Constant(_vec(_F32), None)],
-                    _vec(_F32))
+        z = masked(builder, "load", _vec(_F32), [zp, ir.Constant(_I32, 4), mask, ir.Constant(_vec(_F32), None)])
         builder.store(builder.fadd(builder.load(vals_p, align=4), z), vals_p, align=4)
         return context.get_dummy_value()
 
@@ -165,8 +156,7 @@ def store_lanes(typingctx, src, q0, cnt, dst, doff):
         if delem != selem:
             v = builder.trunc(v, _vec(delem))
         dp = _vptr(builder, context, signature.args[3], args[3], builder.sub(args[4], args[1]), delem)
-        _masked(builder, "store", _vec(delem), [v, dp, ir.Constant(_I32, 1), _mask(builder, args[1], args[2])],
-                ir.VoidType())
+        masked(builder, "store", _vec(delem), [v, dp, ir.Constant(_I32, 1), _mask(builder, args[1], args[2])])
         return context.get_dummy_value()
 
     return sig, codegen
