@@ -21,6 +21,7 @@ from inference.ir import Node, TensorType
 from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.fused import DOMAIN
+from inference.kernels.int8_qdq import dequantized, quantized
 from inference.ops.quantize import dequantize_linear, quantize_linear
 from inference.ops.registry import register
 from inference.schema import FormalParam, OpSchema, register_schema
@@ -55,8 +56,7 @@ def qadd_reference(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, 
 @threaded_kernel()
 def _qadd(a, za, sa, b, zb, sb, sy, zy, lo, hi, out):
     for i in numba.prange(a.size):
-        v = (np.float32(a[i]) - za) * sa + (np.float32(b[i]) - zb) * sb
-        out[i] = min(max(np.rint(v / sy) + zy, lo), hi)
+        out[i] = quantized(dequantized(a[i], za, sa) + dequantized(b[i], zb, sb), sy, zy, lo, hi)
 
 
 def _scalar(v) -> np.float32:

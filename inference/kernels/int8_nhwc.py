@@ -224,6 +224,17 @@ def _nine_taps(acc, xi, offs, wts, g, c, first):
                              + r5[i] * w5[i] + r6[i] * w6[i] + r7[i] * w7[i] + r8[i] * w8[i])
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _requantize_row(vals, inv_ys, lo, hi, izp, out):
+    """``out = rint(clip(vals * inv_ys, lo, hi)) + izp``: :func:`tile_lanes.requantized`'s steps, a
+    NaN clipping to ``lo``."""
+    for i in range(vals.size):
+        v = vals[i] * inv_ys
+        v = v if v > lo else lo
+        v = v if v < hi else hi
+        out[i] = np.int32(np.rint(v)) + izp
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def epilogue_channels(acc, corr, scale, fbias, vals, z, has_z, code, alpha, beta, clamp, quantize, inv_ys, lo, hi, izp,
                       yq, yf, at):
@@ -244,12 +255,7 @@ def epilogue_channels(acc, corr, scale, fbias, vals, z, has_z, code, alpha, beta
         for i in range(c):
             vals[i] = np.float32(activate(vals[i], code, alpha, beta))
     if quantize:
-        out = yq[at:at + c]
-        for i in range(c):
-            v = vals[i] * inv_ys
-            v = v if v > lo else lo
-            v = v if v < hi else hi
-            out[i] = np.int32(np.rint(v)) + izp
+        _requantize_row(vals, inv_ys, lo, hi, izp, yq[at:at + c])
     else:
         if clamp:
             for i in range(c):
@@ -396,11 +402,7 @@ def activate_requantize(t, code, alpha, beta, quantize, inv_ys, lo, hi, izp, y):
         activate_row(row, code, alpha, beta)
         out = y[r]
         if quantize:
-            for i in range(row.size):
-                v = row[i] * inv_ys
-                v = v if v > lo else lo
-                v = v if v < hi else hi
-                out[i] = np.int32(np.rint(v)) + izp
+            _requantize_row(row, inv_ys, lo, hi, izp, out)
         else:
             for i in range(row.size):
                 out[i] = row[i]

@@ -21,16 +21,28 @@ from inference.ops.registry import register
 _EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def quantized(v, scale, zp, lo, hi):
+    """One value quantized: ``rint(v / scale) + zp`` in float32, clipped to [lo, hi]."""
+    return min(max(np.rint(v / scale) + zp, lo), hi)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def dequantized(q, zp, scale):
+    """One 8-bit value dequantized: ``(float(q) - zp) * scale`` in float32."""
+    return (np.float32(q) - zp) * scale
+
+
 @threaded_kernel()
 def _quantize(x, scale, zp, lo, hi, out):
     for i in numba.prange(x.size):
-        out[i] = min(max(np.rint(x[i] / scale) + zp, lo), hi)
+        out[i] = quantized(x[i], scale, zp, lo, hi)
 
 
 @threaded_kernel()
 def _dequantize(x, zp, scale, out):
     for i in numba.prange(x.size):
-        out[i] = (np.float32(x[i]) - zp) * scale
+        out[i] = dequantized(x[i], zp, scale)
 
 
 def _per_tensor(*params) -> bool:
