@@ -26,6 +26,12 @@ def constant_value(graph: Graph, name: str) -> np.ndarray | None:
     return None
 
 
+def constant_scalars(graph: Graph, names) -> bool:
+    """Every given (non-empty) input is a one-element constant (a per-tensor scale or zero point,
+    a Clip bound)."""
+    return all((v := constant_value(graph, i)) is not None and v.size == 1 for i in names if i)
+
+
 def taken_names(graph: Graph) -> set[str]:
     """Every value name ``graph`` has: initializers, value infos, inputs, node outputs."""
     taken = set(graph.initializers) | set(graph.value_info) | set(graph.input_names)

@@ -66,7 +66,7 @@ from inference.kernels.int8_nhwc import OP as QCONV_NHWC, runs_here
 from inference.kernels.nhwc import HWIO, OIHW, OP, TO_NCHW, TO_NHWC, is_depthwise, supports
 from inference.kernels.pool_nhwc import POOLS
 from inference.passes._epilogue import FUSABLE_ACTIVATIONS
-from inference.passes._rewrite import constant_value, drop_unused_initializers
+from inference.passes._rewrite import constant_scalars, constant_value, drop_unused_initializers
 
 MIN_DEPTHWISE_PER_BOUNDARY = 1.0
 MIN_GEMM_MACS_PER_BOUNDARY = 1200.0
@@ -154,7 +154,7 @@ def _elementwise_ok(g: Graph, n: Node) -> bool:
         return a == b or _channel_scale(a, b) or _channel_scale(b, a)
     if n.op_type not in _UNARY or _nchw_type(g, n.inputs[0]) is None:
         return False
-    return _constant_scalars(g, n.inputs[1:])  # Clip's bounds: constant scalars only
+    return constant_scalars(g, n.inputs[1:])  # Clip's bounds: constant scalars only
 
 
 def _quantizer_ok(g: Graph, n: Node) -> bool:
@@ -164,12 +164,8 @@ def _quantizer_ok(g: Graph, n: Node) -> bool:
     if len(n.outputs) != 1 or n.attrs.get("block_size", 0) or None in (_nchw_type(g, n.inputs[0], _IMAGE),
                                                                         _nchw_type(g, n.outputs[0], _IMAGE)):
         return False
-    return _constant_scalars(g, n.inputs[1:])
+    return constant_scalars(g, n.inputs[1:])
 
-
-def _constant_scalars(g: Graph, names: list[str]) -> bool:
-    """Every given (non-empty) input is a one-element constant."""
-    return all((v := constant_value(g, i)) is not None and v.size == 1 for i in names if i)
 
 
 def _channel_scale(image: tuple, scale: tuple) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.int8_add import OP
 from inference.kernels.fused import DOMAIN
-from inference.passes._rewrite import constant_value, single_reader
+from inference.passes._rewrite import constant_scalars, single_reader
 
 _EIGHT_BIT = (2, 3)
 
@@ -20,7 +20,7 @@ def _per_tensor(g: Graph, node: Node) -> bool:
     """A standard Quantize/DequantizeLinear whose scale and zero point are 1-element constants."""
     if node.domain != "" or len(node.inputs) < 3 or not node.inputs[2] or node.attrs.get("block_size", 0):
         return False
-    return all((v := constant_value(g, i)) is not None and v.size == 1 for i in node.inputs[1:3])
+    return constant_scalars(g, node.inputs[1:3])
 
 
 def _dequantized(g: Graph, producers: dict, name: str, add: Node) -> Node | None:
