@@ -85,3 +85,40 @@ def test_dynamic_quantize_linear_parameters_are_the_specifications():
         for ours in (dynamic_quantize_linear(x), dynamic_quantize_linear_fast(x)):
             for got, expected in zip(ours, want):
                 np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_a_dynamically_quantized_transformer_is_replayed_with_the_step_by_step_result(tmp_path):
+    """Each run's activation scale and zero point are read inside the compiled kernels (the range in
+    DynamicQuantizeLinear's, the zero-point terms in QMatMul's), so the model's run is one list of
+    compiled calls: replayed, and equal to a session that runs it step by step, on new inputs."""
+    from inference.zoo import transformer_encoder
+
+    path = _dynamic(tmp_path, model_to_proto(transformer_encoder(seq=16, dim=64, heads=2, layers=2, ffn=128)), True)
+    replayed = Predictor(Config(model_path=path, num_threads=1))
+    stepwise = Predictor(Config(model_path=path, num_threads=1, kernel_replay=False))
+    hist = replayed.model.graph.op_histogram()
+    assert hist.get("edgelearn::QMatMul") == 12 and hist.get("DynamicQuantizeLinear"), hist
+    for scale in (1.0, 0.01, 30.0, 1.0, 3.0):  # scales far apart: each run's own quantization parameters
+        x = (RNG.standard_normal((1, 16, 64)) * scale).astype(np.float32)
+        got, want = replayed.run({"input": x}), stepwise.run({"input": x})
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert "replayed" in replayed.replay_report(), replayed.replay_report()
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 48, 1001])
+def test_fast_dynamic_quantize_linear_on_vector_tails_and_non_finite_values(n):
+    """The vector range pass (16 lanes, a masked tail) gives the reference's bytes at every
+    length, with a NaN (scale NaN, as numpy's reductions give) and with infinities."""
+    x = (RNG.standard_normal(n) * 3).astype(np.float32)
+    cases = [x, np.abs(x), -np.abs(x), np.zeros(n, np.float32)]
+    for special in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[n // 2] = special
+        cases.append(y)
+    for case in cases:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ours, ref = dynamic_quantize_linear_fast(case), dynamic_quantize_linear(case)
+        for got, want in zip(ours, ref):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)

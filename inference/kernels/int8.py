@@ -261,25 +261,38 @@ def _as_uint8(x: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, int]:
     raise KernelError(f"quantized input must be uint8 or int8, got {x.dtype}")
 
 
-class _Constants:
-    """What the epilogue needs besides the accumulators, per channel and per call site: derived
-    from the quantization parameters once, then reused while the session passes the same arrays."""
+def zero_point_source(x: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """The one-element array holding ``x``'s zero point and what :func:`_as_uint8` adds to it (128
+    for int8): what a kernel reads to fold in a zero point a DynamicQuantizeLinear sets each run."""
+    return (_NO_ZP if zp is None else np.asarray(zp).reshape(-1)), 128 if x.dtype == np.int8 else 0
 
-    def __init__(self, m: int, xzp: int, packs: list, x_scale, w_scale, b, y_scale, y_zp):
-        xs = np.float32(np.asarray(x_scale).reshape(-1)[0])
-        ws = np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (m,))
-        scale = (xs * ws).astype(np.float32)
-        ibias, fbias = np.zeros(m, np.int32), np.zeros(m, np.float32)
+
+@numba.njit(cache=True, nogil=True)
+def zero_point_terms(xs, xzp, ibias, sums, ws, corr, scale):
+    """The per-channel epilogue terms of an activation scale ``xs`` and zero point ``xzp``:
+    ``corr = ibias - xzp * sums`` (the zero point's share of each sum, folded into the int32 bias:
+    ``sum((x - zx) w) = sum(x w) - zx sum(w)``, wrapping as int32) and ``scale = xs * ws`` (float32)."""
+    for n in range(corr.size):
+        corr[n] = ibias[n] - xzp * sums[n]
+        scale[n] = xs * ws[n]
+
+
+class _Constants:
+    """What the epilogue needs besides the accumulators and the activations' scale and zero point,
+    per channel and per call site: derived from the weight's and output's quantization parameters
+    once, then reused while the session passes the same arrays."""
+
+    def __init__(self, packs: list, w_scale, b, y_scale, y_zp):
+        self.sums = np.ascontiguousarray(np.concatenate([p[1] for p in packs]), dtype=np.int32)
+        m = self.sums.size
+        self.group_size = m // len(packs)
+        self.ws = np.ascontiguousarray(np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (m,)))
+        self.ibias, self.fbias = np.zeros(m, np.int32), np.zeros(m, np.float32)
         if b is not None:
             if b.dtype == np.int32:
-                ibias = b.reshape(m)
+                self.ibias = np.ascontiguousarray(b.reshape(m))
             else:
-                fbias = np.asarray(b.reshape(m), dtype=np.float32)
-        mg = m // len(packs)
-        # per group: the zero-point correction folded into the int32 bias, the scale, the float bias
-        self.groups = [(np.ascontiguousarray(ibias[g * mg:(g + 1) * mg] - np.int32(xzp) * p[1], dtype=np.int32),
-                        np.ascontiguousarray(scale[g * mg:(g + 1) * mg]),
-                        np.ascontiguousarray(fbias[g * mg:(g + 1) * mg])) for g, p in enumerate(packs)]
+                self.fbias = np.ascontiguousarray(b.reshape(m), dtype=np.float32)
         self.quantize = y_scale is not None
         self.ydt = np.dtype(y_zp.dtype) if y_zp is not None else np.dtype(np.uint8)
         info = np.iinfo(self.ydt)
@@ -288,30 +301,47 @@ class _Constants:
             else np.float32(1)
         self.yzp = np.float32(0 if y_zp is None else int(np.asarray(y_zp).reshape(-1)[0]))
 
+    def terms(self, x_scale, xzp: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per group: (zero-point correction, scale, float bias) for this activation scale and zero point."""
+        corr, scale = np.empty(self.sums.size, np.int32), np.empty(self.sums.size, np.float32)
+        zero_point_terms(np.float32(np.asarray(x_scale).reshape(-1)[0]), np.int32(xzp), self.ibias, self.sums,
+                         self.ws, corr, scale)
+        mg = self.group_size
+        return [(corr[g * mg:(g + 1) * mg], scale[g * mg:(g + 1) * mg], self.fbias[g * mg:(g + 1) * mg])
+                for g in range(self.sums.size // mg)]
 
-def _constants(w: np.ndarray, layout: str, group: int, xzp: int, params: tuple) -> tuple[list, _Constants]:
-    """Packed weights and epilogue constants of one call site, cached with the packing: rebuilt
-    only when the quantization parameters are other arrays (dynamic quantization) or zero point."""
+
+def _constants(w: np.ndarray, layout: str, group: int, xzp: int, params: tuple) -> tuple[list, _Constants, list]:
+    """Packed weights, epilogue constants and their per-group terms for one call site, cached
+    with the packing: rebuilt only when the quantization parameters are other arrays (dynamic
+    quantization) or zero point."""
     packs, slot = _prepared(w, group, layout)
-    return packs, _cached_constants(slot, packs, xzp, params)
+    consts = _cached_constants(slot, packs, params[1:])
+    return packs, consts, _cached_terms(slot, consts, params[0], xzp)
 
 
-def _cached_constants(slot: dict, packs: list, xzp: int, params: tuple) -> _Constants:
-    """The epilogue constants kept in a packing's ``slot`` while ``params`` are the same arrays."""
-    key = (xzp,) + tuple(id(p) for p in params)
-    held = slot.get("key")
-    if held is not None and held[0] == key and all(a is b for a, b in zip(held[1], params)):
-        return slot["consts"]
-    consts = _Constants(sum(p[1].size for p in packs), xzp, packs, *params)
-    slot["key"], slot["consts"] = (key, params), consts
-    return consts
+def _cached_constants(slot: dict, packs: list, params: tuple) -> _Constants:
+    """The epilogue constants kept in a packing's ``slot`` while ``params`` (w_scale, B, y_scale,
+    y_zero_point) are the same arrays."""
+    held = slot.get("consts")
+    if held is None or not all(a is b for a, b in zip(held[0], params)):
+        held = slot["consts"] = (params, _Constants(packs, *params))
+    return held[1]
+
+
+def _cached_terms(slot: dict, consts: _Constants, x_scale, xzp: int) -> list:
+    """``consts.terms(x_scale, xzp)``, kept in ``slot`` while they are the same (static quantization)."""
+    held = slot.get("terms")
+    if held is None or held[0] is not consts or held[1] is not x_scale or held[2] != xzp:
+        held = slot["terms"] = (consts, x_scale, xzp, consts.terms(x_scale, xzp))
+    return held[3]
 
 
 class _Epilogue:
     """The per-call part of the epilogue: residual, activation, output buffer."""
 
-    def __init__(self, consts: _Constants, z, activation, alpha, beta, out_shape):
-        self.c = consts
+    def __init__(self, consts: _Constants, z, activation, alpha, beta, out_shape, terms: list | None = None):
+        self.c, self.terms = consts, terms
         if z is not None and z.size != int(np.prod(out_shape)):
             raise KernelError(f"residual Z has shape {z.shape}, the output {out_shape}")
         self.z = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
@@ -324,7 +354,7 @@ class _Epilogue:
 
     def run(self, g, pack, cflat, img_stride, pb_stride, koff, nimg, nflat, wrow, ow, m0, m, sm, sn) -> None:
         wp, _, k4 = pack
-        corr, scale, fbias = self.c.groups[g]
+        corr, scale, fbias = self.terms[g]
         pbs = -(-nflat // NP)
         c = self.c
         qgemm(wp, k4, m, cflat, img_stride, pb_stride, koff, nimg, pbs, nflat, wrow, ow, corr, scale, fbias, self.z,
@@ -338,6 +368,7 @@ class _Epilogue:
 
 
 _NO_Z = np.empty(1, np.float32)
+_NO_ZP = np.zeros(1, np.uint8)
 
 
 def _tuple(v):
@@ -364,8 +395,8 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
                              auto_pad, _tuple(dilations), _tuple(kernel_shape), _tuple(pads), _tuple(strides))
     pl = conv_plan(xu.shape, w.shape, group, auto_pad, _tuple(dilations), _tuple(kernel_shape), _tuple(pads),
                    _tuple(strides))
-    packs, consts = _constants(w, pl.weight_layout, group, xzp, (x_scale, w_scale, b, y_scale, y_zp))
-    ep = _Epilogue(consts, z, activation, alpha, beta, (n, m, pl.oh, pl.ow))
+    packs, consts, terms = _constants(w, pl.weight_layout, group, xzp, (x_scale, w_scale, b, y_scale, y_zp))
+    ep = _Epilogue(consts, z, activation, alpha, beta, (n, m, pl.oh, pl.ow), terms)
     if pl.subsample is not None:
         xu = np.ascontiguousarray(xu[:, :, ::pl.subsample[0], ::pl.subsample[1]][:, :, :pl.oh, :pl.ow])
     mg, cg, npix = m // group, pl.cg, pl.oh * pl.ow
@@ -395,9 +426,9 @@ def _qdepthwise2d(xu, xzp, w, params, z, activation, alpha, beta, auto_pad, dila
     n, c, h, wd = xu.shape
     pl = depthwise_plan(h, wd, *w.shape[2:], auto_pad, dilations, kernel_shape, pads, strides)
     taps, slot = prepacked(w, ("int8", "depthwise"), prepared_taps)
-    consts = _cached_constants(slot, [(None, slot["sums"], 0)], xzp, params)
+    consts = _cached_constants(slot, [(None, slot["sums"], 0)], params[1:])
     ep = _Epilogue(consts, z, activation, alpha, beta, (n, c, pl.oh, pl.ow))
-    ibias, scale, fbias = consts.groups[0]
+    ibias, scale, fbias = _cached_terms(slot, consts, params[0], xzp)[0]
     qdepthwise(xu, xzp, taps, pl.offs, pl.sh, pl.sw, pl.ph, pl.pw, pl.hq, pl.wq, pl.oh, pl.ow, ibias, scale, fbias,
                ep.z, ep.has_z, ep.code, ep.alpha, ep.beta, *ep.clamp, consts.inv_ys, consts.yzp, consts.qmin,
                consts.qmax, consts.quantize, ep.yq.reshape(-1), ep.yf.reshape(-1),

@@ -36,8 +36,9 @@ from inference.kernels._prepack import prepacked
 from inference.kernels.activations import CLIP, NONE, RELU, activate, activate_row
 from inference.kernels.int8_channels_ir import make_channels_qtile
 from inference.kernels.memcpy_ir import copy_run
-from inference.kernels.int8 import (DOMAIN, QCONV_SCHEMA, _as_uint8, _cached_constants, _Epilogue, _tuple,
-                                   int8_fast_ok, qconv_reference, qconv_shape_rule, qmatmul_reference)
+from inference.kernels.int8 import (DOMAIN, QCONV_SCHEMA, _as_uint8, _cached_constants, _cached_terms, _Epilogue,
+                                   _tuple, int8_fast_ok, qconv_reference, qconv_shape_rule, qmatmul_reference,
+                                   zero_point_source, zero_point_terms)
 from inference.kernels.nhwc import TO_NCHW, TO_NHWC
 from inference.kernels.tile_lanes import tile_epilogue
 from inference.ops._window import window_geometry
@@ -86,13 +87,17 @@ def channel_blocks(m):
 
 
 @numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def qgemm_nhwc(x, k4, npix, wcols, koff, koff_half, mcols, corr, scale, fbias, z, has_z, y, quantize, inv_ys, lo, hi,
-               izp, act, nchunks):
+def qgemm_nhwc(x, k4, npix, wcols, koff, koff_half, mcols, xs, xzp, xshift, ibias, sums, ws, fbias, z, has_z, y,
+               quantize, inv_ys, lo, hi, izp, act, nchunks):
     """``y`` (npix, mcols) flat = the epilogue (:func:`epilogue_constants`) of ``x`` (npix, k4)
     int32 rows (4 uint8 channels each) times the packed weight ``wcols``
     (:func:`pack_weight_panels`); tiles of MR pixels x WIDTH channels, a last block of at most
     HALF channels on the half-width tile; channel blocks outermost (a block's weight panel stays in
-    cache across its pixels), cut into ``nchunks`` parallel runs."""
+    cache across its pixels), cut into ``nchunks`` parallel runs. The activations' scale and zero
+    point are read here from their one-element arrays ``xs`` and ``xzp`` (plus ``xshift``), so a
+    dynamically quantized product (a new scale each run) costs no Python and replays."""
+    corr, scale = np.empty(ibias.size, np.int32), np.empty(ws.size, np.float32)
+    zero_point_terms(np.float32(xs[0]), np.int32(xzp[0]) + np.int32(xshift), ibias, sums, ws, corr, scale)
     full, rest = channel_blocks(mcols)
     nbs, pbs = full + (rest > 0), (npix + MR - 1) // MR
     total = nbs * pbs
@@ -339,7 +344,7 @@ def qconv2d_nhwc(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_z
         return _depthwise(xu, xzp, w, pl, params, epi)
     packed, slot = prepacked(w, ("int8", "nhwc_panels"),
                              lambda v: _packed_panels(v.transpose(0, 2, 3, 1).reshape(v.shape[0], -1)))
-    return _on_tile(xu, xzp, packed, slot, pl, kh, kw, params, epi)
+    return _on_tile(xu, xzp, zero_point_source(x, x_zp), packed, slot, pl, kh, kw, params, epi)
 
 
 def qmatmul(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=None, *, transB=0, activation="",
@@ -356,19 +361,23 @@ def qmatmul(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
     packed, slot = prepacked(w, ("int8", "matmul_panels", bool(transB)), lambda v: _packed_panels(v if transB else v.T))
     pl = plan(1, 1, k, 1, 1, "NOTSET", None, None, None, None)
     epi = (z, activation, alpha, beta, x.shape[:-1] + (nout,))
-    return _on_tile(rows, xzp, packed, slot, pl, 1, 1, (x_scale, w_scale, b, y_scale, y_zp), epi)
+    return _on_tile(rows, xzp, zero_point_source(x, x_zp), packed, slot, pl, 1, 1, (x_scale, w_scale, b, y_scale, y_zp),
+                    epi)
 
 
-def _on_tile(xu, xzp, packed, slot, pl: Plan, kh: int, kw: int, params: tuple, epi: tuple) -> np.ndarray:
-    """A group-1 convolution of NHWC ``xu`` (uint8, zero point ``xzp``) on the channels tile:
-    its rows in place or its im2col patches, times the packed weight; ``epi`` = (Z, activation,
-    alpha, beta, output shape)."""
+def _on_tile(xu, xzp, zp_at, packed, slot, pl: Plan, kh: int, kw: int, params: tuple, epi: tuple) -> np.ndarray:
+    """A group-1 convolution of NHWC ``xu`` (uint8, zero point ``xzp``, read by the kernel from
+    ``zp_at``: :func:`~inference.kernels.int8.zero_point_source`) on the channels tile: its rows in
+    place or its im2col patches, times the packed weight; ``epi`` = (Z, activation, alpha, beta,
+    output shape)."""
     wcols, sums, k4, koff, koff_half = packed
     m = sums.size
-    consts = _cached_constants(slot, [packed[:3]], xzp, params)
+    consts = _cached_constants(slot, [packed[:3]], params[1:])
     ep = _Epilogue(consts, *epi)
     ec = epilogue_constants(consts, ep.code, ep.alpha, ep.beta)
-    corr, scale, fbias = _laid_out(slot, consts, 1, -(-m // WIDTH) * WIDTH)
+    weight_side = _laid_out(slot, consts, (consts.ibias, consts.sums, consts.ws, consts.fbias), 1,
+                            -(-m // WIDTH) * WIDTH)
+    xs = np.asarray(params[0]).reshape(-1)
     npix = xu.shape[0] * pl.oh * pl.ow
     if pl.in_place:
         rows = xu.reshape(-1).view(np.int32)
@@ -378,14 +387,14 @@ def _on_tile(xu, xzp, packed, slot, pl: Plan, kh: int, kw: int, params: tuple, e
         rows = cols.reshape(-1).view(np.int32)
     chunks = parallel_chunks(_blocks(m) * -(-npix // MR), numba_threads())
     if ec.act is not None:
-        qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z,
+        qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, xs, *zp_at, *weight_side, ep.z, ep.has_z,
                    ep.result.reshape(-1), consts.quantize, consts.inv_ys, ec.lo, ec.hi, ec.izp, ec.act, chunks)
         return ep.result
     # an activation the tile does not compute (Gelu, LeakyRelu, ...): the tile's float sums, then a pass
     t = np.empty(ep.result.shape, np.float32)
     inf = np.float32(np.inf)
-    qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, corr, scale, fbias, ep.z, ep.has_z, t.reshape(-1), False,
-               consts.inv_ys, -inf, inf, ec.izp, NONE, chunks)
+    qgemm_nhwc(rows, k4, npix, wcols, koff, koff_half, m, xs, *zp_at, *weight_side, ep.z, ep.has_z, t.reshape(-1),
+               False, consts.inv_ys, -inf, inf, ec.izp, NONE, chunks)
     lo, hi = np.float32(consts.qmin - consts.yzp), np.float32(consts.qmax - consts.yzp)
     activate_requantize(t.reshape(npix, m), ep.code, ep.alpha, ep.beta, consts.quantize, consts.inv_ys, lo, hi, ec.izp,
                         ep.result.reshape(npix, m))
@@ -418,10 +427,11 @@ def _depthwise(xu, xzp, w, pl: Plan, params: tuple, epi: tuple) -> np.ndarray:
     wq = pl.ow + ((kw - 1) * pl.dw) // s if s > 1 else max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
     span = max(1, SPAN_CHANNELS // c) if pl.sh == pl.sw else 1
     taps, slot = prepacked(w, ("int8", "depthwise_nhwc", span), lambda v: _depthwise_taps(v, span))
-    consts = _cached_constants(slot, [(None, slot["sums"], 0)], xzp, params)
+    consts = _cached_constants(slot, [(None, slot["sums"], 0)], params[1:])
     ep = _Epilogue(consts, *epi)
     ec = epilogue_constants(consts, ep.code, ep.alpha, ep.beta)
-    corr, scale, fbias = _laid_out(slot, consts, span, c)
+    terms = _cached_terms(slot, consts, params[0], xzp)
+    corr, scale, fbias = _laid_out(slot, terms, terms[0], span, c)
     xq = np.empty((n, s * s, hq, wq, c), np.uint8)
     phase_planes_nhwc(xu, np.uint8(xzp), s, pl.ph, pl.pw, xq)
     offs = _tap_offsets(kh, kw, pl.dh, pl.dw, s, hq, wq, c)
@@ -466,18 +476,18 @@ def epilogue_constants(consts, code: int, alpha, beta) -> EpilogueConstants:
                                float(consts.yzp), int(code), float(alpha), float(beta))
 
 
-def _laid_out(slot: dict, consts, reps: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The per-channel constants (zero-point correction, scale, float bias) zero-padded to
-    ``width`` (the tile's whole channel blocks) and repeated ``reps`` times (a depthwise span's
-    pixels); kept in the packing's slot while its constants are the same."""
+def _laid_out(slot: dict, source, per_channel: tuple, reps: int, width: int) -> tuple:
+    """The per-channel arrays ``per_channel`` zero-padded to ``width`` (the tile's whole channel
+    blocks) and repeated ``reps`` times (a depthwise span's pixels); kept in the packing's slot
+    while they come from the same ``source`` (the constants or terms object they belong to)."""
     held = slot.get("laid_out")
-    if held is None or held[0] is not consts or held[1] != (reps, width):
+    if held is None or held[0] is not source or held[1] != (reps, width):
         arrays = []
-        for v in consts.groups[0]:
+        for v in per_channel:
             padded = np.zeros(width, v.dtype)
             padded[:v.size] = v
             arrays.append(np.ascontiguousarray(np.tile(padded, reps)))
-        held = slot["laid_out"] = (consts, (reps, width), tuple(arrays))
+        held = slot["laid_out"] = (source, (reps, width), tuple(arrays))
     return held[2]
 
 

@@ -92,23 +92,29 @@ def dequantize_linear(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, ou
     return np.asarray(xf * scale).astype(out_dtype)
 
 
-def dynamic_parameters(lo: float, hi: float) -> tuple[np.float32, np.ndarray]:
-    """DynamicQuantizeLinear's scale and uint8 zero point for the range [lo, hi] (lo <= 0 <= hi), in
-    float32 as the specification writes them: ``(hi - lo) / 255``, then ``rint(clip(-lo / scale))``
-    (onnxruntime and onnx.reference agree; a float64 scale had moved codes by one, up to 0.05 on a
-    dynamically quantized encoder's output). An empty range (all zeros), where the formula divides
-    by zero, gets scale 1 as onnxruntime's."""
-    lo, hi = np.float32(lo), np.float32(hi)
+def scale_and_zero_point(lo: np.float32, hi: np.float32) -> tuple[np.float32, np.float32]:
+    """DynamicQuantizeLinear's scale and zero point (a whole float32) for the float32 range [lo, hi]
+    (lo <= 0 <= hi), in float32 as the specification writes them: ``(hi - lo) / 255``, then
+    ``rint(clip(-lo / scale, 0, 255))`` (onnxruntime and onnx.reference agree; a float64 scale had
+    moved codes by one, up to 0.05 on a dynamically quantized encoder's output). An empty range (all
+    zeros), where the formula divides by zero, gets scale 1 as onnxruntime's. Scalar float32
+    arithmetic only: the fast kernel compiles this same function with numba."""
     if hi == lo:
-        return np.float32(1.0), np.asarray(0, np.uint8)
-    scale = np.float32(hi - lo) / np.float32(255)
-    return scale, np.asarray(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)), np.uint8)
+        return np.float32(1.0), np.float32(0.0)
+    scale = (hi - lo) / np.float32(255)
+    zp = np.float32(0) - lo / scale
+    if zp != zp:  # a NaN range: code 0, as numpy's NaN -> uint8 cast gives on x86
+        return scale, np.float32(0.0)
+    return scale, np.rint(min(max(zp, np.float32(0)), np.float32(255)))
 
 
 def range_parameters(x: np.ndarray):
-    """DynamicQuantizeLinear's scale and zero point for ``x``: those of [min(x, 0), max(x, 0)]
+    """DynamicQuantizeLinear's scale and uint8 zero point for ``x``: those of [min(x, 0), max(x, 0)]
     (numpy's SIMD reductions: a NaN in ``x`` makes the scale NaN, as the specification's formula does)."""
-    return dynamic_parameters(min(float(x.min(initial=0.0)), 0.0), max(float(x.max(initial=0.0)), 0.0))
+    lo = np.float32(min(float(x.min(initial=0.0)), 0.0))
+    hi = np.float32(max(float(x.max(initial=0.0)), 0.0))
+    scale, zp = scale_and_zero_point(lo, hi)
+    return np.float32(scale), np.asarray(zp, np.uint8)
 
 
 @register("DynamicQuantizeLinear", since=11)
