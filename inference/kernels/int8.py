@@ -54,6 +54,7 @@ from inference.kernels._prepack import prepacked
 from inference.kernels.activations import activation_code
 from inference.kernels.fused import reference_activation
 from inference.kernels.int8_depthwise import depthwise_plan, prepared_taps, qdepthwise
+from inference.kernels.strided import copy_into
 from inference.kernels.tile_plan import conv_plan, conv_weight_rows, phase_weight_rows
 from inference.kernels.tile_lanes import clamp_range, epilogue_block, row_segments
 from inference.kernels.tile_ir import has_vnni, make_tile  # noqa: F401  (has_vnni: re-exported)
@@ -398,7 +399,11 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
     packs, consts, terms = _constants(w, pl.weight_layout, group, xzp, (x_scale, w_scale, b, y_scale, y_zp))
     ep = _Epilogue(consts, z, activation, alpha, beta, (n, m, pl.oh, pl.ow), terms)
     if pl.subsample is not None:
-        xu = np.ascontiguousarray(xu[:, :, ::pl.subsample[0], ::pl.subsample[1]][:, :, :pl.oh, :pl.ow])
+        picked = np.empty(xu.shape[:2] + (pl.oh, pl.ow), np.uint8)  # in numba: a replay repeats the copy
+        view = xu[:, :, ::pl.subsample[0], ::pl.subsample[1]][:, :, :pl.oh, :pl.ow]
+        if not copy_into(view, picked):
+            picked[...] = view
+        xu = picked
     mg, cg, npix = m // group, pl.cg, pl.oh * pl.ow
     for g, pack in enumerate(packs):
         if pl.layout != "im2col":

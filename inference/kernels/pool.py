@@ -1,4 +1,5 @@
-"""Fast 2-D pooling (Max/Average, their Global forms) for float32 NCHW, as numba loops.
+"""Fast 2-D pooling (Max/Average, their Global forms) for float32 NCHW, as numba loops; max pools
+also on the uint8 / int8 tensors of quantized models, where a window reads no padding.
 
 Why: the reference pools reduce a strided window view, which numpy walks element by element
 through a 6-D iterator; here each output row is a running max/sum over the kernel taps read
@@ -289,13 +290,29 @@ def global_pool(x, y, is_max):
             y[b, ch] = s / p
 
 
-def _handles(node: Node, graph: Graph) -> bool:
+def _handles(node: Node, graph: Graph, elem_types: tuple = (1,)) -> bool:
     t = graph.type_of(node.inputs[0])
-    return (not isinstance(t, TensorType) or (t.elem_type == 1 and t.rank in (4, None))) and len(node.outputs) == 1
+    return (not isinstance(t, TensorType) or (t.elem_type in elem_types and t.rank in (4, None))) \
+        and len(node.outputs) == 1
 
 
-def _fast(x: np.ndarray) -> bool:
-    return x.ndim == 4 and x.dtype == np.float32
+def _handles_max(node: Node, graph: Graph) -> bool:
+    """float32, and the uint8 / int8 tensors a quantized model max-pools without dequantizing."""
+    return _handles(node, graph, (1, 2, 3))
+
+
+_EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
+#: the kernels that read only taps inside the image, so never a padding value (-inf has no 8-bit form)
+_INSIDE_ONLY = (POOL_GLOBAL, POOL_2X2, POOL_3X3S2, POOL_UNPADDED)
+
+
+def _fast(x: np.ndarray, is_max: bool = False) -> bool:
+    return x.ndim == 4 and (x.dtype == np.float32 or (is_max and x.dtype in _EIGHT_BIT))
+
+
+def _runs(x: np.ndarray, plan: tuple) -> bool:
+    """Whether :func:`_run_plan` computes ``plan`` on ``x`` (8-bit: a max pool reading no padding)."""
+    return x.dtype == np.float32 or plan[2] in _INSIDE_ONLY
 
 
 def _tuple(v):
@@ -338,15 +355,16 @@ def _pool_plan(spatial: tuple, kernel_shape: tuple, strides, dilations, pads, au
 
 
 def _pool(x: np.ndarray, op: str, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode,
-          count_include_pad: int = 0) -> np.ndarray:
+          count_include_pad: int = 0) -> np.ndarray | None:
+    """The pool by its plan's kernel; None where that kernel would need an 8-bit padding value."""
     plan = _pool_plan(x.shape[2:], tuple(kernel_shape), _tuple(strides), _tuple(dilations), _tuple(pads), auto_pad,
                       ceil_mode, count_include_pad, op)
-    return _run_plan(np.ascontiguousarray(x), plan)
+    return _run_plan(np.ascontiguousarray(x), plan) if _runs(x, plan) else None
 
 
 def _run_plan(x: np.ndarray, plan) -> np.ndarray:
     out_shape, geo, method, counts, is_max = plan
-    y = new_output(x.shape[:2] + out_shape)
+    y = new_output(x.shape[:2] + out_shape, x.dtype)
     if method == POOL_GLOBAL:
         n, c = x.shape[:2]
         global_pool(x.reshape(n, c, -1), y.reshape(n, c), is_max)
@@ -387,11 +405,13 @@ def _pool_binder(op: str):
             plans: dict[tuple, tuple] = {}
 
             def run(x):
-                if not _fast(x):
+                if not _fast(x, op == "MaxPool"):
                     return fn(x, **attrs)
                 plan = plans.get(x.shape)
                 if plan is None:
                     plan = remember(plans, x.shape, _pool_plan(x.shape[2:], *key))
+                if not _runs(x, plan):
+                    return fn(x, **attrs)
                 return _run_plan(np.ascontiguousarray(x), plan)
 
             return run
@@ -401,13 +421,16 @@ def _pool_binder(op: str):
     return binder
 
 
-@register("MaxPool", since=1, kind="fast", applies=_handles, bind=_pool_binder("MaxPool"))
+@register("MaxPool", since=1, kind="fast", applies=_handles_max, bind=_pool_binder("MaxPool"))
 def max_pool(x, *, kernel_shape=None, strides=None, dilations=None, pads=None, auto_pad="NOTSET", ceil_mode=0,
              storage_order=0, ctx):
-    if not _fast(x) or ctx.num_outputs > 1 or kernel_shape is None:
+    y = None
+    if _fast(x, True) and ctx.num_outputs == 1 and kernel_shape is not None:
+        y = _pool(x, "MaxPool", kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    if y is None:
         return reference.max_pool(x, kernel_shape=kernel_shape, strides=strides, dilations=dilations, pads=pads,
                                   auto_pad=auto_pad, ceil_mode=ceil_mode, storage_order=storage_order, ctx=ctx)
-    return _pool(x, "MaxPool", kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    return y
 
 
 @register("AveragePool", since=1, kind="fast", applies=_handles, bind=_pool_binder("AveragePool"))
