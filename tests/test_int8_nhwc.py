@@ -92,6 +92,33 @@ def test_channel_blocks_and_panels():
     assert np.array_equal(half[1, 31], w[95, 4:8])
 
 
+def test_depthwise_taps_packing_order():
+    """Lane 4L + j of vector v of a 64-channel block holds the 4 taps of channel 16L + 4v + j: the
+    order the tile's byte unpacks leave its sums in."""
+    from inference.kernels.int8_depthwise_ir import pack_depthwise_taps
+
+    w = _q((70, 1, 3, 3), np.int8)
+    packed = pack_depthwise_taps(w).view(np.int8).reshape(2, 3, 4, 16, 4)  # (block, step, vector, lane, tap)
+    taps = np.zeros((128, 12), np.int8)
+    taps[:70, :9] = w.reshape(70, 9)
+    for b, k, v, lane in [(0, 0, 0, 0), (0, 1, 2, 5), (0, 2, 3, 15), (1, 0, 1, 6), (1, 2, 0, 3)]:
+        ch = 64 * b + 16 * (lane // 4) + 4 * v + lane % 4
+        assert np.array_equal(packed[b, k, v, lane], taps[ch, 4 * k:4 * k + 4]), (b, k, v, lane)
+
+
+@pytest.mark.parametrize("strides", [(1, 2), (2, 1)])
+def test_depthwise_with_unequal_strides_steps_through_the_padded_image(strides):
+    x = _q((1, 9, 10, 130), np.uint8)  # two whole 64-channel blocks and 2 channels
+    params = [np.array(0.02, np.float32), np.array(7, np.uint8), _q((130, 1, 3, 3), np.int8),
+              (RNG.random(130) * 0.01 + 0.001).astype(np.float32), RNG.integers(-2000, 2000, 130).astype(np.int32),
+              None, np.array(0.05, np.float32), np.array(3, np.uint8)]
+    attrs = dict(group=130, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=list(strides), activation="Relu")
+    got = N.qconv_nhwc_fast(x, *params, **attrs)
+    nchw = K.qconv2d(np.ascontiguousarray(x.transpose(TO_NCHW)), *params, **attrs)
+    np.testing.assert_array_equal(got, nchw.transpose(TO_NHWC))
+    _close(got, N.qconv_nhwc_reference(x, *params, **attrs), True)
+
+
 def test_unsupported_group_names_the_shapes():
     from inference.errors import KernelError
 

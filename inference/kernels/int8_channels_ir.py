@@ -53,6 +53,73 @@ _I1, _I8, _I32, _I64, _F32 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.In
 _VF, _VI, _VB, _VM = (ir.VectorType(t, LANES) for t in (_F32, _I32, _I8, _I1))
 
 
+def store_channels(context, builder, signature, args, accs: list, mr: int, nv: int, first: int) -> None:
+    """The epilogue of the module docstring for the int32 accumulators ``accs`` (row-major: pixel r,
+    16-channel vector v at ``r * nv + v``): the intrinsic's args from index ``first`` on are ``rows,
+    corr, scale, fbias, n_off, cols, z, has_z, y, y_off, sm, quantize, inv_ys, lo, hi, izp, act``.
+    Shared by every tile with output channels on its lanes (:mod:`inference.kernels.int8_depthwise_ir`)."""
+    const = lambda v: ir.Constant(_I64, v)  # noqa: E731
+    arr = lambda i: context.make_array(signature.args[first + i])(context, builder, args[first + i])  # noqa: E731
+    i64 = lambda i: context.cast(builder, args[first + i], signature.args[first + i], types.int64)  # noqa: E731
+    f32 = lambda i: splat(builder, context.cast(builder, args[first + i], signature.args[first + i], types.float32),
+                          _VF)  # noqa: E731
+    corr_a, scale_a, fbias_a, z_a, y_a = arr(1), arr(2), arr(3), arr(6), arr(8)
+    n_off, cols, rows, y_off, sm = i64(4), i64(5), i64(0), i64(9), i64(10)
+    at_vec = lambda a, off, vty: builder.bitcast(builder.gep(a.data, [off]), vty.as_pointer())  # noqa: E731
+    lane = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
+    vals, masks, offsets = [], [], []
+    for v in range(nv):
+        off = builder.add(n_off, const(v * LANES))
+        c = builder.load(at_vec(corr_a, off, _VI), align=4)
+        s = builder.load(at_vec(scale_a, off, _VF), align=4)
+        b = builder.load(at_vec(fbias_a, off, _VF), align=4)
+        col_ok = builder.icmp_signed("<", lane, splat(builder, builder.sub(cols, const(v * LANES)),
+                                                       ir.VectorType(_I64, LANES)))
+        for r in range(mr):
+            vals.append(builder.fadd(builder.fmul(builder.sitofp(builder.add(accs[r * nv + v], c), _VF), s), b))
+            masks.append(builder.and_(col_ok, splat(builder, builder.icmp_signed("<", const(r), rows), _VM)))
+            offsets.append(builder.add(y_off, builder.add(builder.mul(const(r), sm), const(v * LANES))))
+    inv_ys, lo, hi = f32(12), f32(13), f32(14)
+    izp = splat(builder, context.cast(builder, args[first + 15], signature.args[first + 15], types.int32), _VI)
+    act = i64(16)
+    times_x = splat(builder, builder.icmp_signed("==", act, const(SILU)), _VM)
+
+    def store(activate, quantize: bool, with_z: bool) -> None:
+        for i, val in enumerate(vals):
+            if with_z:
+                z = masked(builder, "load", _VF, [at_vec(z_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i],
+                                                  ir.Constant(_VF, None)])
+                val = builder.fadd(val, z)
+            out = activate(val)
+            if quantize:
+                q = requantized(builder, out, inv_ys, lo, hi, izp)
+                masked(builder, "store", _VB, [q, at_vec(y_a, offsets[i], _VB), ir.Constant(_I32, 1), masks[i]])
+            else:
+                masked(builder, "store", _VF, [out, at_vec(y_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i]])
+
+    def activated(quantize: bool, with_z: bool) -> None:
+        clamp = (lambda v: v) if quantize else (lambda v: clamp_keeping_nan(builder, v, lo, hi))
+        with builder.if_else(builder.icmp_signed("==", act, const(NONE))) as (clamped, computed):
+            with clamped:
+                store(clamp, quantize, with_z)
+            with computed:
+                with builder.if_else(builder.icmp_signed("==", act, const(HARD_SWISH))) as (hard, smooth):
+                    with hard:
+                        store(lambda v: hard_swish(builder, v), quantize, with_z)
+                    with smooth:
+                        store(lambda v: sigmoid(builder, v, times_x), quantize, with_z)
+
+    for_z = builder.icmp_signed("!=", i64(7), const(0))
+    with builder.if_else(builder.icmp_signed("!=", i64(11), const(0))) as (to_bytes, to_float):
+        for quantize, block in ((True, to_bytes), (False, to_float)):
+            with block:
+                with builder.if_else(for_z) as (residual, plain):
+                    with residual:
+                        activated(quantize, True)
+                    with plain:
+                        activated(quantize, False)
+
+
 @functools.lru_cache(maxsize=None)
 def make_channels_qtile(mr: int, nv: int):
     """The intrinsic described in the module docstring, for ``mr`` pixels x ``nv`` 16-channel vectors."""
@@ -60,67 +127,9 @@ def make_channels_qtile(mr: int, nv: int):
     vnni = has_vnni()
 
     def codegen(context, builder, signature, args):
-        const = lambda v: ir.Constant(_I64, v)  # noqa: E731
-        arr = lambda i: context.make_array(signature.args[i])(context, builder, args[i])  # noqa: E731
-        i64 = lambda i: context.cast(builder, args[i], signature.args[i], types.int64)  # noqa: E731
-        f32 = lambda i: splat(builder, context.cast(builder, args[i], signature.args[i], types.float32), _VF)  # noqa: E731
         accs = _k_loop(context, builder, signature, args, mr, nv, _VI, _step(builder, step_kind, vnni),
                        rows_major=True, row_limit=6)
-        corr_a, scale_a, fbias_a, z_a, y_a = arr(7), arr(8), arr(9), arr(12), arr(14)
-        n_off, cols, rows, y_off, sm = i64(10), i64(11), i64(6), i64(15), i64(16)
-        at_vec = lambda a, off, vty: builder.bitcast(builder.gep(a.data, [off]), vty.as_pointer())  # noqa: E731
-        lane = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
-        vals, masks, offsets = [], [], []
-        for v in range(nv):
-            off = builder.add(n_off, const(v * LANES))
-            c = builder.load(at_vec(corr_a, off, _VI), align=4)
-            s = builder.load(at_vec(scale_a, off, _VF), align=4)
-            b = builder.load(at_vec(fbias_a, off, _VF), align=4)
-            col_ok = builder.icmp_signed("<", lane, splat(builder, builder.sub(cols, const(v * LANES)),
-                                                           ir.VectorType(_I64, LANES)))
-            for r in range(mr):
-                vals.append(builder.fadd(builder.fmul(builder.sitofp(builder.add(accs[r * nv + v], c), _VF), s), b))
-                masks.append(builder.and_(col_ok, splat(builder, builder.icmp_signed("<", const(r), rows), _VM)))
-                offsets.append(builder.add(y_off, builder.add(builder.mul(const(r), sm), const(v * LANES))))
-        inv_ys, lo, hi = f32(18), f32(19), f32(20)
-        izp = splat(builder, context.cast(builder, args[21], signature.args[21], types.int32), _VI)
-        act = i64(22)
-        times_x = splat(builder, builder.icmp_signed("==", act, const(SILU)), _VM)
-
-        def store(activate, quantize: bool, with_z: bool) -> None:
-            for i, val in enumerate(vals):
-                if with_z:
-                    z = masked(builder, "load", _VF, [at_vec(z_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i],
-                                                      ir.Constant(_VF, None)])
-                    val = builder.fadd(val, z)
-                out = activate(val)
-                if quantize:
-                    q = requantized(builder, out, inv_ys, lo, hi, izp)
-                    masked(builder, "store", _VB, [q, at_vec(y_a, offsets[i], _VB), ir.Constant(_I32, 1), masks[i]])
-                else:
-                    masked(builder, "store", _VF, [out, at_vec(y_a, offsets[i], _VF), ir.Constant(_I32, 4), masks[i]])
-
-        def activated(quantize: bool, with_z: bool) -> None:
-            clamp = (lambda v: v) if quantize else (lambda v: clamp_keeping_nan(builder, v, lo, hi))
-            with builder.if_else(builder.icmp_signed("==", act, const(NONE))) as (clamped, computed):
-                with clamped:
-                    store(clamp, quantize, with_z)
-                with computed:
-                    with builder.if_else(builder.icmp_signed("==", act, const(HARD_SWISH))) as (hard, smooth):
-                        with hard:
-                            store(lambda v: hard_swish(builder, v), quantize, with_z)
-                        with smooth:
-                            store(lambda v: sigmoid(builder, v, times_x), quantize, with_z)
-
-        for_z = builder.icmp_signed("!=", i64(13), const(0))
-        with builder.if_else(builder.icmp_signed("!=", i64(17), const(0))) as (to_bytes, to_float):
-            for quantize, block in ((True, to_bytes), (False, to_float)):
-                with block:
-                    with builder.if_else(for_z) as (residual, plain):
-                        with residual:
-                            activated(quantize, True)
-                        with plain:
-                            activated(quantize, False)
+        store_channels(context, builder, signature, args, accs, mr, nv, 6)
         return context.get_dummy_value()
 
     @intrinsic
