@@ -203,3 +203,42 @@ def test_transpose_moves_bytes():
         for perm in (TO_NHWC, TO_NCHW, (0, 2, 1, 3)):
             y = transpose_blocks(x, perm=list(perm))
             assert y.dtype == dt and np.array_equal(y, x.transpose(perm))
+
+
+@pytest.mark.parametrize("vnni", [False, True])
+def test_depthwise_tile_sums_taps_in_channel_order(vnni):
+    """The tile's raw sums (float output, unit scale, no bias) for 3 pixels of a 70-channel image
+    whose 3x3 taps sit at arbitrary offsets: each channel's own 9 products, with vpdpbusd and with
+    the portable form, pixels past ``rows`` not stored."""
+    import numba
+
+    from inference.kernels.activations import NONE
+    from inference.kernels.int8_depthwise_ir import make_depthwise_qtile, pack_depthwise_taps
+
+    if vnni and not K.has_vnni():
+        pytest.skip("no AVX512-VNNI on this CPU")
+    tile = make_depthwise_qtile(4, vnni)
+
+    @numba.njit
+    def run(x, x_off, xstep, wts, offs, steps, rows, corr, scale, fbias, n_off, cols, y, y_off, sm):
+        inf = np.float32(np.inf)
+        tile(x, x_off, xstep, wts, 0, offs, steps, rows, corr, scale, fbias, n_off, cols, fbias, 0, y, y_off, sm, 0,
+             np.float32(1), -inf, inf, 0, NONE)
+
+    c, pix = 70, 3
+    x = _q(4096, np.uint8)
+    w = _q((c, 1, 3, 3), np.int8)
+    offs = np.r_[RNG.choice(600, 9, replace=False) * 3, 0, 0, 0].astype(np.int64)  # 3 groups of 4, padded
+    xstep = 5 * c
+    wts = pack_depthwise_taps(w)
+    ones, zeros = np.ones(128, np.float32), np.zeros(128, np.float32)
+    y = np.full((4, c), -1.0, np.float32)
+    for n0 in (0, 64):  # the two channel blocks
+        run(x, 7 + n0, xstep, wts[n0 // 64 * 3 * 64:], offs, 3, pix, np.zeros(128, np.int32), ones, zeros, n0, c - n0,
+            y.reshape(-1), n0, c)
+    taps = w.reshape(c, 9).astype(np.int64)
+    for r in range(pix):
+        at = 7 + r * xstep
+        want = sum(x[at + offs[t]:at + offs[t] + c].astype(np.int64) * taps[:, t] for t in range(9))
+        np.testing.assert_array_equal(y[r], want.astype(np.float32))
+    assert (y[pix] == -1).all()

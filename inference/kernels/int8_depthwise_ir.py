@@ -77,9 +77,10 @@ def pack_depthwise_taps(w: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def make_depthwise_qtile(mr: int):
-    """The intrinsic of the module docstring for ``mr`` pixels."""
-    vnni = has_vnni()
+def make_depthwise_qtile(mr: int, vnni: bool | None = None):
+    """The intrinsic of the module docstring for ``mr`` pixels (``vnni``: ``vpdpbusd`` or the
+    portable widening form; by default what the host has)."""
+    vnni = has_vnni() if vnni is None else vnni
 
     def codegen(context, builder, signature, args):
         const = lambda v: ir.Constant(_I64, v)  # noqa: E731
