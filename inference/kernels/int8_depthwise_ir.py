@@ -115,7 +115,8 @@ def make_depthwise_qtile(mr: int, vnni: bool | None = None):
         ordered = []
         for r in range(mr):
             a = accs[r * 4:r * 4 + 4]
-            t01, t23 = builder.shuffle_vector(a[0], a[1], _mask(_PAIR)), builder.shuffle_vector(a[2], a[3], _mask(_PAIR))
+            t01 = builder.shuffle_vector(a[0], a[1], _mask(_PAIR))
+            t23 = builder.shuffle_vector(a[2], a[3], _mask(_PAIR))
             ordered.extend(builder.shuffle_vector(t01, t23, _mask(m)) for m in _ORDER)
         store_channels(context, builder, signature, args, ordered, mr, 4, 7)
         return context.get_dummy_value()

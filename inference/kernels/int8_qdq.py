@@ -5,8 +5,8 @@ DequantizeLinear of each residual branch; the reference ops make 4-5 numpy passe
 (~1.5 ms of ResNet-18's ~25 ms int8 run). Same arithmetic as the reference, so results are equal:
 quantize ``rint(x / scale) + zp`` (float32 division, half to even) clipped to the output type;
 dequantize ``(float(x) - float(zp)) * scale``; DynamicQuantizeLinear (the activation quantizer of
-dynamic int8 models) one compiled call: a vector pass for the range, one for the values. Anything else (per-axis or blocked scales, other
-dtypes, float8, ``precision``) runs the reference.
+dynamic int8 models) one compiled call: a vector pass for the range, one for the values. Anything
+else (per-axis or blocked scales, other dtypes, float8, ``precision``) runs the reference.
 """
 from __future__ import annotations
 
