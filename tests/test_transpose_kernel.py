@@ -85,3 +85,22 @@ def test_axes_of_one_are_dropped_before_planning(shape, perm, threads):
     x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
     assert _plan(shape, list(perm)) is not None
     np.testing.assert_array_equal(transpose_blocks(x, perm=list(perm)), np.transpose(x, perm))
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 112, 3), (2, 37, 18, 19), (1, 16, 16, 1), (1, 5, 40, 2), (3, 1, 17, 16)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_byte_tensors_swap_in_register_blocks_and_at_their_edges(shape, dtype):
+    """8-bit swaps of the last two axes go through 16 x 16 register blocks (whole ones, and rows and
+    columns past the last whole block element by element): every NCHW <-> NHWC and .T equals numpy."""
+    from inference.kernels.transpose_ir import swap_last_two_bytes
+
+    x = RNG.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    for perm in ((0, 2, 3, 1), (0, 3, 1, 2), (0, 1, 3, 2)):
+        got = transpose_blocks(x, perm=list(perm))
+        assert got.dtype == dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, np.transpose(x, perm))
+    flat = x.reshape(shape[0], shape[1], -1)
+    y = np.empty((shape[0], flat.shape[2], shape[1]), dtype)
+    swap_last_two_bytes(flat, y)
+    np.testing.assert_array_equal(y, flat.transpose(0, 2, 1))

@@ -10,7 +10,8 @@ takes 16 input rows at a time, a gathered vector load per 16 outputs (LLVM vecto
 as fast there, but a kernel replay (:mod:`inference.kernel_replay`) repeats only numba calls.
 Every other permutation (timm's and PyTorch's ``qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)``)
 is a gather of rows (:func:`gather_rows`), for the same reason. float32 and 8-bit tensors (the
-boundaries of an int8 model's channels-last regions) run here; other dtypes go to the reference op.
+boundaries of an int8 model's channels-last regions; their last two axes swap in 16 x 16 register
+blocks, :mod:`inference.kernels.transpose_ir`) run here; other dtypes go to the reference op.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
 from inference.kernels.memcpy_ir import copy_run
+from inference.kernels.transpose_ir import swap_last_two_bytes
 from inference.ops import layout as reference
 from inference.ops._axes import normalize_axes
 from inference.ops._memo import remember
@@ -165,7 +167,8 @@ def _transpose(x: np.ndarray, plan) -> np.ndarray:
     elif y.size:
         n, a, b, c = swap
         if c == 1:
-            swap_last_two(np.ascontiguousarray(x).reshape(n, a, b), y.reshape(n, b, a))
+            swap = swap_last_two_bytes if x.dtype.itemsize == 1 else swap_last_two
+            swap(np.ascontiguousarray(x).reshape(n, a, b), y.reshape(n, b, a))
         else:
             swap_middle(np.ascontiguousarray(x).reshape(-1), y.reshape(-1), n, a, b, c)
     return y
