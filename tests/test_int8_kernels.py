@@ -87,12 +87,15 @@ def test_qconv_residual_float_bias_and_activations(activation, alpha, beta, grou
 @pytest.mark.parametrize("trans_b", [0, 1])
 @pytest.mark.parametrize("shape", [(1, 64), (3, 5, 40), (70, 33), (9, 100)])
 @pytest.mark.parametrize("nout", [30, 100])  # a half-width block; a whole one and another
-def test_qmatmul_matches_reference(trans_b, shape, nout):
+@pytest.mark.parametrize("xzp", [np.uint8(100), np.int8(-20), None], ids=["uint8", "int8", "no-zero-point"])
+def test_qmatmul_matches_reference(trans_b, shape, nout, xzp):
+    """uint8 and int8 activations (the kernel reads the zero point from its array and shifts int8
+    ones by 128), and none (zero point 0)."""
     k = shape[-1]
-    x = _q(shape, np.uint8)
+    x = _q(shape, np.int8 if isinstance(xzp, np.int8) else np.uint8)
     w = _q((nout, k) if trans_b else (k, nout), np.int8)
-    args = (x, np.asarray(np.float32(0.1)), np.asarray(100, np.uint8), w, np.full(nout, 0.01, np.float32),
-            np.arange(nout, dtype=np.int32))
+    args = (x, np.asarray(np.float32(0.1)), None if xzp is None else np.asarray(xzp), w,
+            np.full(nout, 0.01, np.float32), np.arange(nout, dtype=np.int32))
     _lsb_close(N.qmatmul(*args, transB=trans_b), K.qmatmul_reference(*args, transB=trans_b), None)
     q = (None, np.asarray(np.float32(0.7)), np.asarray(7, np.uint8))
     for act in ("Relu", "Gelu"):  # Gelu: a pass after the tile's float sums
