@@ -50,6 +50,8 @@ CASES = [  # (c, m, h, w, k, stride, pad, dilation, group, activation)
     (16, 16, 13, 14, 3, 3, 1, 1, 16, "Relu"),  # stride 3: nine phase planes
     (16, 16, 12, 11, 3, 2, 1, 2, 16, ""),  # strided and dilated
     (576, 576, 7, 7, 3, 2, 1, 1, 576, "HardSwish"),
+    (40, 40, 2, 3, 3, 1, 1, 1, 40, "Relu"),  # a map smaller than the window: every row from padded bands
+    (64, 64, 6, 5, 3, 2, 0, 1, 64, ""),  # unpadded, whole 64-channel blocks: the last rows read in place
     (32, 72, 4, 5, 1, 1, 0, 1, 1, "Gelu"),  # activations the tile leaves to a pass of their own
     (20, 16, 5, 5, 3, 1, 1, 1, 1, "LeakyRelu"),
 ]

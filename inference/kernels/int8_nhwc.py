@@ -8,8 +8,8 @@ epilogue (96 x 112 x 112 expansion: 552 us against 196). Channels-last, a 1x1 co
 matrix product of the (pixels, C) rows as they lie with the weight, on the channels-lanes tile of
 :mod:`inference.kernels.int8_channels_ir` (epilogue in registers, one masked store per 16 output
 channels); a depthwise one sums 4 taps of 64 channels a ``vpdpbusd`` on the depthwise tile of
-:mod:`inference.kernels.int8_depthwise_ir` (the same epilogue), over its input padded with the zero
-point. ``inference.passes.layout`` puts chains of them channels-last.
+:mod:`inference.kernels.int8_depthwise_ir` (the same epilogue), windows inside the image read in
+place, border ones from zero-point-padded bands. ``inference.passes.layout`` puts chains of them channels-last.
 
 What runs here: depthwise convolutions (any window, stride, dilation) and group-1 ones; a group-1
 convolution other than a stride-1 unpadded 1x1 on a multiple of 4 channels first gathers its
@@ -190,23 +190,20 @@ def _packed_panels(w_nk: np.ndarray) -> tuple[tuple, dict]:
 
 
 # -- depthwise ----------------------------------------------------------------------------------------
-@threaded_kernel()
-def padded_nhwc(x, zp, ph, pw, out):
-    """``out`` (N, hq, wq, C)[n, i, j] = ``x`` (N, H, W, C)[n, i - ph, j - pw], the zero point where
-    that is padding; each row's pixels one ``memcpy``."""
-    n, h, w, c = x.shape
-    hq, wq = out.shape[1], out.shape[2]
-    flat = out.reshape(-1)
-    for t in numba.prange(n * hq):
-        img, i = t // hq, t % hq
-        at, r = t * wq * c, i - ph
-        if r < 0 or r >= h:
-            flat[at:at + wq * c] = zp
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _band(x, img, h, w, c, iy0, rows, j0, j1, pw, zp, band, wq):
+    """``band`` (rows, wq, C) flat, columns [j0, j1) of the zero-point-padded image ``img`` of ``x``
+    (N, H, W, C) flat, from input row ``iy0`` on: the zero point outside the image, the rest one
+    ``memcpy`` per row."""
+    for r in range(rows):
+        at, iy = r * wq * c, iy0 + r
+        a, b = max(j0, pw), min(j1, w + pw)  # the padded columns that hold image pixels
+        if iy < 0 or iy >= h or a >= b:
+            band[at + j0 * c:at + j1 * c] = zp
             continue
-        j1 = min(wq, w + pw)
-        flat[at:at + pw * c] = zp
-        flat[at + j1 * c:at + wq * c] = zp
-        copy_run(out, at + pw * c, x, (img * h + r) * w * c, (j1 - pw) * c)
+        band[at + j0 * c:at + a * c] = zp
+        band[at + b * c:at + j1 * c] = zp
+        copy_run(band, at + a * c, x, ((img * h + iy) * w + a - pw) * c, (b - a) * c)
 
 
 @numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
@@ -220,29 +217,57 @@ def _requantize_row(vals, inv_ys, lo, hi, izp, out):
         out[i] = np.int32(np.rint(v)) + izp
 
 
+@numba.njit(cache=True, error_model="numpy", nogil=True)
+def _dw_pixels(src, at, xstep, offs, ox0, ox1, y_at, c, wts, steps, corr, scale, fbias, z, has_z, y, quantize, inv_ys,
+               lo, hi, izp, act):
+    """Output pixels [ox0, ox1) of a row (its pixel ox0 at ``y_at``), each window's corner at ``src[at
+    + (ox - ox0) * xstep]``, its taps at ``offs``: DW_MR pixels x 64 channels a tile."""
+    for ox in range(ox0, ox1, DW_MR):
+        rows = min(DW_MR, ox1 - ox)
+        x_at, o_at = at + (ox - ox0) * xstep, y_at + (ox - ox0) * c
+        for n0 in range(0, c, DW_WIDTH):
+            _dw_tile(src, x_at + n0, xstep, wts, n0 * steps, offs, steps, rows, corr, scale, fbias, n0, c - n0, z,
+                     has_z, y, o_at + n0, c, quantize, inv_ys, lo, hi, izp, act)
+
+
 @numba.njit(cache=True, error_model="numpy", parallel=True, nogil=True)
-def qdepthwise_nhwc(xq, n, image, wq, sh, sw, oh, ow, c, wts, steps, offs, xs, xzp, xshift, ibias, sums, ws, fbias, z,
-                    has_z, y, quantize, inv_ys, lo, hi, izp, act, nchunks):
-    """``xq`` uint8 flat: ``n`` padded images (:func:`padded_nhwc`, ``image`` bytes each, rows of
-    ``wq`` pixels of ``c`` channels, 63 readable bytes past the last); output pixel (oy, ox) reads
-    from ``(oy * sh * wq + ox * sw) * c``, tap t at ``offs[t]`` from there; ``wts`` the packed taps
+def qdepthwise_nhwc(x, n, h, w, c, ph, pw, sh, sw, oh, ow, span_h, span_w, wq, zp, wts, steps, offs_x, offs_band, xs,
+                    xzp, xshift, ibias, sums, ws, fbias, z, has_z, y, quantize, inv_ys, lo, hi, izp, act, nchunks):
+    """``x`` uint8 flat (N, H, W, C); output pixel (oy, ox)'s window (``span_h`` x ``span_w`` pixels)
+    has its corner at input (oy * sh - ph, ox * sw - pw), tap t at ``offs_x[t]`` from there. A window
+    inside the image is read where it lies; the row's border pixels (and whole rows whose windows
+    cross the top or bottom) read a zero-point-padded band of the rows they need (:func:`_band`,
+    ``wq`` pixels wide, taps at ``offs_band``), built per row in each thread's scratch: a padded copy
+    of the whole image had cost ~0.1 ms of an int8 MobileNetV2's 3.9 ms. ``wts`` the packed taps
     (:func:`pack_depthwise_taps`, ``steps`` groups of 4); outputs flat (N, oh, ow, C) in ``y``
     through the channels tile's epilogue (constants as :func:`qgemm_nhwc`'s). Parallel over runs of
-    output rows; a row goes DW_MR pixels x 64 channels a tile
-    (:mod:`inference.kernels.int8_depthwise_ir`). (Units of (row, channel block) instead, for a 7x7
-    map's 7 rows on two threads: no faster, kernel alone 11.6-20.4 us against 12.1-21.7.)"""
+    output rows. (Units of (row, channel block) instead, for a 7x7 map's 7 rows on two threads: no
+    faster, kernel alone 11.6-20.4 us against 12.1-21.7.)"""
     corr, scale = run_terms(xs, xzp, xshift, ibias, sums, ws)
-    blocks, total = (c + DW_WIDTH - 1) // DW_WIDTH, n * oh
+    total = n * oh
+    first_in = min(ow, (pw + sw - 1) // sw)  # the first output column whose window starts inside
+    last_in = max(first_in, min(ow, (w + pw - span_w) // sw + 1))  # past the last whose window ends inside
+    whole = c % DW_WIDTH == 0  # else a tile reads up to 63 bytes past a pixel: not past x's last row
     for ch in numba.prange(nchunks):
+        band = np.empty(span_h * wq * c + DW_WIDTH, np.uint8)
         for t in range(ch * total // nchunks, (ch + 1) * total // nchunks):
             img, oy = t // oh, t % oh
-            for ox in range(0, ow, DW_MR):
-                rows = min(DW_MR, ow - ox)
-                x_at, y_at = img * image + (oy * sh * wq + ox * sw) * c, (t * ow + ox) * c
-                for b in range(blocks):
-                    n0 = b * DW_WIDTH
-                    _dw_tile(xq, x_at + n0, sw * c, wts, b * steps * DW_WIDTH, offs, steps, rows, corr, scale, fbias,
-                             n0, c - n0, z, has_z, y, y_at + n0, c, quantize, inv_ys, lo, hi, izp, act)
+            iy0 = oy * sh - ph
+            inside = iy0 >= 0 and iy0 + span_h <= h and (whole or img < n - 1 or iy0 + span_h < h)
+            first, last = (first_in, last_in) if inside else (ow, ow)
+            y_at = t * ow * c
+            if first > 0:
+                _band(x, img, h, w, c, iy0, span_h, 0, (first - 1) * sw + span_w, pw, zp, band, wq)
+                _dw_pixels(band, 0, sw * c, offs_band, 0, first, y_at, c, wts, steps, corr, scale, fbias, z, has_z, y,
+                           quantize, inv_ys, lo, hi, izp, act)
+            if last > first:
+                at = ((img * h + iy0) * w + first * sw - pw) * c
+                _dw_pixels(x, at, sw * c, offs_x, first, last, y_at + first * c, c, wts, steps, corr, scale, fbias, z,
+                           has_z, y, quantize, inv_ys, lo, hi, izp, act)
+            if last < ow:
+                _band(x, img, h, w, c, iy0, span_h, last * sw, (ow - 1) * sw + span_w, pw, zp, band, wq)
+                _dw_pixels(band, last * sw * c, sw * c, offs_band, last, ow, y_at + last * c, c, wts, steps, corr,
+                           scale, fbias, z, has_z, y, quantize, inv_ys, lo, hi, izp, act)
 
 
 def _depthwise_taps(w: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -254,8 +279,8 @@ def _depthwise_taps(w: np.ndarray) -> tuple[np.ndarray, dict]:
 
 @functools.lru_cache(maxsize=1024)
 def _tap_offsets(kh: int, kw: int, dh: int, dw: int, wq: int, c: int) -> np.ndarray:
-    """Each tap's start from its window's corner in a padded image (:func:`padded_nhwc`, rows of
-    ``wq`` pixels), flat, padded to whole groups of TAPS (zero-weight taps read a real pixel)."""
+    """Each tap's start from its window's corner in an image (or band) with rows of ``wq`` pixels of
+    ``c`` channels, flat, padded to whole groups of TAPS (zero-weight taps read a real pixel)."""
     n = kh * kw
     offs = np.zeros(-(-n // TAPS) * TAPS, np.int64)
     for t in range(n):
@@ -360,29 +385,28 @@ def activate_requantize(t, code, alpha, beta, quantize, inv_ys, lo, hi, izp, y):
 
 
 def _depthwise(xu, xzp, zp_at, w, pl: Plan, params: tuple, epi: tuple) -> np.ndarray:
-    """A depthwise convolution of NHWC ``xu``: its image padded with the zero point, then the
-    depthwise tile stepping the strides through it. (The image's phase planes, where a strided
-    window reads contiguous pixels, cost more to build than they saved: the tile loads each pixel's
-    taps apart anyway; 96 channels at 112x112, stride 2: 187 against 161 us, one thread.)"""
+    """A depthwise convolution of NHWC ``xu`` on the depthwise tile, windows inside the image read in
+    place, the others from zero-point-padded bands (:func:`qdepthwise_nhwc`). (The image's phase
+    planes, where a strided window reads contiguous pixels, cost more to build than they saved: the
+    tile loads each pixel's taps apart anyway; 96 channels at 112x112, stride 2: 187 against 161 us,
+    one thread.)"""
     n, h, wd, c = xu.shape
     kh, kw = w.shape[2], w.shape[3]
-    hq = max(h + pl.ph, (pl.oh - 1) * pl.sh + (kh - 1) * pl.dh + 1)
-    wq = max(wd + pl.pw, (pl.ow - 1) * pl.sw + (kw - 1) * pl.dw + 1)
+    span_h, span_w = (kh - 1) * pl.dh + 1, (kw - 1) * pl.dw + 1
+    wq = max(wd + pl.pw, (pl.ow - 1) * pl.sw + span_w)
     wts, slot = prepacked(w, ("int8", "depthwise_nhwc"), _depthwise_taps)
     consts = _cached_constants(slot, [(None, slot["sums"], 0)], params[1:])
     ep = _Epilogue(consts, *epi)
     ec = epilogue_constants(consts, ep.code, ep.alpha, ep.beta)
     weight_side = _laid_out(slot, consts, (consts.ibias, consts.sums, consts.ws, consts.fbias),
                             -(-c // DW_WIDTH) * DW_WIDTH)
-    image = hq * wq * c
-    xq = np.empty(n * image + DW_WIDTH, np.uint8)  # the tile reads 64 channels a tap: slack past the last pixel
-    padded_nhwc(xu, np.uint8(xzp), pl.ph, pl.pw, xq[:n * image].reshape(n, hq, wq, c))
-    offs = _tap_offsets(kh, kw, pl.dh, pl.dw, wq, c)
+    offs_x, offs_band = _tap_offsets(kh, kw, pl.dh, pl.dw, wd, c), _tap_offsets(kh, kw, pl.dh, pl.dw, wq, c)
     chunks = parallel_chunks(n * pl.oh, numba_threads())
     xs = np.asarray(params[0]).reshape(-1)
     return _finished(consts, ep, ec, n * pl.oh * pl.ow, c, lambda y, quantize, lo, hi, act: qdepthwise_nhwc(
-        xq, n, image, wq, pl.sh, pl.sw, pl.oh, pl.ow, c, wts, offs.size // TAPS, offs, xs, *zp_at, *weight_side,
-        ep.z, ep.has_z, y, quantize, consts.inv_ys, lo, hi, ec.izp, act, chunks))
+        xu.reshape(-1), n, h, wd, c, pl.ph, pl.pw, pl.sh, pl.sw, pl.oh, pl.ow, span_h, span_w, wq, np.uint8(xzp), wts,
+        offs_x.size // TAPS, offs_x, offs_band, xs, *zp_at, *weight_side, ep.z, ep.has_z, y, quantize, consts.inv_ys,
+        lo, hi, ec.izp, act, chunks))
 
 
 def _blocks(m: int) -> int:

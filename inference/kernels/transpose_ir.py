@@ -60,16 +60,16 @@ def swap_last_two_bytes(x, y):
     blocks = -(-a // SIDE)
     for t in numba.prange(n * blocks):
         i, p0 = t // blocks, (t % blocks) * SIDE
-        xb, yb = i * a * b, i * a * b
+        base = i * a * b  # of image i in both
         if p0 + SIDE <= a:
             q = 0
             while q + SIDE <= b:
-                transpose_block(xf, xb + p0 * b + q, b, yf, yb + q * a + p0, a)
+                transpose_block(xf, base + p0 * b + q, b, yf, base + q * a + p0, a)
                 q += SIDE
             for qq in range(q, b):
                 for p in range(SIDE):
-                    yf[yb + qq * a + p0 + p] = xf[xb + (p0 + p) * b + qq]
+                    yf[base + qq * a + p0 + p] = xf[base + (p0 + p) * b + qq]
         else:
             for q in range(b):
                 for p in range(p0, a):
-                    yf[yb + q * a + p] = xf[xb + p * b + q]
+                    yf[base + q * a + p] = xf[base + p * b + q]
