@@ -237,8 +237,8 @@ def qdepthwise_nhwc(x, n, h, w, c, ph, pw, sh, sw, oh, ow, span_h, span_w, wq, z
     has its corner at input (oy * sh - ph, ox * sw - pw), tap t at ``offs_x[t]`` from there. A window
     inside the image is read where it lies; the row's border pixels (and whole rows whose windows
     cross the top or bottom) read a zero-point-padded band of the rows they need (:func:`_band`,
-    ``wq`` pixels wide, taps at ``offs_band``), built per row in each thread's scratch: a padded copy
-    of the whole image had cost ~0.1 ms of an int8 MobileNetV2's 3.9 ms. ``wts`` the packed taps
+    ``wq`` pixels wide, taps at ``offs_band``), built per row in each thread's scratch (a padded copy
+    of the whole image first: an int8 MobileNetV2 3.8-3.9 ms, without it 3.5-3.6). ``wts`` the packed taps
     (:func:`pack_depthwise_taps`, ``steps`` groups of 4); outputs flat (N, oh, ow, C) in ``y``
     through the channels tile's epilogue (constants as :func:`qgemm_nhwc`'s). Parallel over runs of
     output rows. (Units of (row, channel block) instead, for a 7x7 map's 7 rows on two threads: no
