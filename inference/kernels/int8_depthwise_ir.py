@@ -33,7 +33,7 @@ from numba.core import types
 from numba.extending import intrinsic
 
 from inference.kernels.int8_channels_ir import store_channels
-from inference.kernels.tile_ir import LANES, _step, carried_loop, has_vnni
+from inference.kernels.tile_ir import LANES, _step, carried_loop, has_vnni, unpack_masks
 
 WIDTH = 64  # channels a tile covers: 4 vectors of 16
 TAPS = 4  # taps a vpdpbusd sums per lane
@@ -41,19 +41,8 @@ _I8, _I16, _I32, _I64 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntTyp
 _VB, _VW, _VI = ir.VectorType(_I8, WIDTH), ir.VectorType(_I16, WIDTH // 2), ir.VectorType(_I32, LANES)
 
 
-def _unpack_masks(width: int, per_block: int) -> tuple[list, list]:
-    """shufflevector masks of x86's in-lane unpack low/high for two ``width``-element vectors of
-    ``per_block`` elements a 128-bit block: element i of each block's low (high) half, a then b."""
-    half = per_block // 2
-    lo = [x for blk in range(width // per_block) for i in range(half)
-          for x in (blk * per_block + i, width + blk * per_block + i)]
-    hi = [x for blk in range(width // per_block) for i in range(half, per_block)
-          for x in (blk * per_block + i, width + blk * per_block + i)]
-    return lo, hi
-
-
-_BYTES_LO, _BYTES_HI = _unpack_masks(WIDTH, 16)
-_WORDS_LO, _WORDS_HI = _unpack_masks(WIDTH // 2, 8)
+_BYTES_LO, _BYTES_HI = unpack_masks(WIDTH, 16)
+_WORDS_LO, _WORDS_HI = unpack_masks(WIDTH // 2, 8)
 # accumulator v lane 4q + j is channel 16q + 4v + j: channel order is blocks q of each, gathered
 _PAIR = [x for q in range(4) for x in list(range(4 * q, 4 * q + 4)) + list(range(LANES + 4 * q, LANES + 4 * q + 4))]
 _ORDER = [list(range(8 * q, 8 * q + 8)) + list(range(32 + 8 * q, 32 + 8 * q + 8)) for q in range(4)]

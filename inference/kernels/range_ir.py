@@ -15,19 +15,11 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from inference.kernels.memcpy_ir import flat_pointer
-from inference.kernels.tile_ir import LANES, _masked_f32, splat
+from inference.kernels.tile_ir import LANES, _masked_f32, fold_lanes, splat
 
 _F32, _I64, _I32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
 _VTY = ir.VectorType(_F32, LANES)
 _MTY = ir.VectorType(ir.IntType(1), LANES)
-
-
-def _fold(builder, vec, pick):
-    """``vec``'s lanes folded into a scalar with ``pick(a, b)`` (once per call)."""
-    acc = builder.extract_element(vec, ir.Constant(_I32, 0))
-    for i in range(1, LANES):
-        acc = pick(acc, builder.extract_element(vec, ir.Constant(_I32, i)))
-    return acc
 
 
 @intrinsic
@@ -64,9 +56,12 @@ def range_with_zero(typingctx, x, x0, n):
             ptr = builder.bitcast(builder.gep(px, [full]), _VTY.as_pointer())
             take(_masked_f32(builder, "load", [ptr, ir.Constant(_I32, 4), tail, zeros]))
 
-        smallest = _fold(builder, builder.load(lo), lambda a, b: builder.select(builder.fcmp_ordered("<", b, a), b, a))
-        largest = _fold(builder, builder.load(hi), lambda a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a))
-        any_nan = _fold(builder, builder.load(nan), builder.or_)
+        zero = ir.Constant(_F32, 0.0)  # the bounds include zero already: a start that changes neither
+        smallest = fold_lanes(builder, lambda a, b: builder.select(builder.fcmp_ordered("<", b, a), b, a),
+                              builder.load(lo), zero)
+        largest = fold_lanes(builder, lambda a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a),
+                             builder.load(hi), zero)
+        any_nan = fold_lanes(builder, builder.or_, builder.load(nan), ir.Constant(ir.IntType(1), 0))
         qnan = ir.Constant(_F32, float("nan"))
         smallest = builder.select(any_nan, qnan, smallest)
         largest = builder.select(any_nan, qnan, largest)

@@ -19,7 +19,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from inference.kernels.memcpy_ir import flat_pointer
-from inference.kernels.tile_ir import LANES, _masked_f32, splat
+from inference.kernels.tile_ir import LANES, _masked_f32, fold_lanes, splat
 from inference.kernels.vmath_ir import exp_nonpositive
 
 _F32, _I64, _I32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
@@ -29,14 +29,6 @@ _VTY = ir.VectorType(_F32, LANES)
 def _vector_at(builder, base, index):
     """The <16 x float>* at ``base[index]`` (a float*)."""
     return builder.bitcast(builder.gep(base, [index]), ir.PointerType(_VTY))
-
-
-def _lanes(builder, op, vec, start):
-    """``vec``'s 16 lanes folded with ``op(a, b)`` into a scalar (once per row and pass)."""
-    acc = start
-    for i in range(LANES):
-        acc = op(acc, builder.extract_element(vec, ir.Constant(_I32, i)))
-    return acc
 
 
 @intrinsic
@@ -88,7 +80,7 @@ def softmax_row(typingctx, x, x0, y, y0, n):
             builder.store(builder.select(builder.fcmp_ordered(">", v, m), v, m), top)
 
         chunks(find_max)
-        m = _lanes(builder, lambda a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a), builder.load(top),
+        m = fold_lanes(builder, lambda a, b: builder.select(builder.fcmp_ordered(">", b, a), b, a), builder.load(top),
                    ir.Constant(_F32, float("-inf")))
         shift = splat(builder, m, _VTY)
         total = cgutils.alloca_once_value(builder, zeros)
@@ -101,7 +93,7 @@ def softmax_row(typingctx, x, x0, y, y0, n):
             builder.store(builder.fadd(builder.load(total), e), total)
 
         chunks(exponentiate)
-        s = _lanes(builder, builder.fadd, builder.load(total), ir.Constant(_F32, 0.0))
+        s = fold_lanes(builder, builder.fadd, builder.load(total), ir.Constant(_F32, 0.0))
         inv = splat(builder, builder.fdiv(ir.Constant(_F32, 1.0), s), _VTY)
 
         def scale(i, mask):

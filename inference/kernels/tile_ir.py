@@ -60,6 +60,26 @@ def splat(builder, value, vty: ir.VectorType):
     return builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_I32, 0)), undef, lanes0)
 
 
+def fold_lanes(builder, op, vec, start):
+    """``vec``'s lanes folded into a scalar with ``op(acc, lane)`` from ``start`` (once per reduction,
+    after a vector loop: a row's max or sum, a run's range)."""
+    acc = start
+    for i in range(vec.type.count):
+        acc = op(acc, builder.extract_element(vec, ir.Constant(_I32, i)))
+    return acc
+
+
+def unpack_masks(width: int, per_block: int) -> tuple[list, list]:
+    """shufflevector masks of x86's in-lane unpack low/high for two ``width``-element vectors of
+    ``per_block`` elements a 128-bit block: element i of each block's low (high) half, a then b."""
+    half = per_block // 2
+    lo = [x for blk in range(width // per_block) for i in range(half)
+          for x in (blk * per_block + i, width + blk * per_block + i)]
+    hi = [x for blk in range(width // per_block) for i in range(half, per_block)
+          for x in (blk * per_block + i, width + blk * per_block + i)]
+    return lo, hi
+
+
 def carried_loop(builder, lo, hi, name: str, initial: list):
     """Open ``for i in range(lo, hi)`` (int64) whose body updates the values ``initial`` starts
     them at (phis: a tile's accumulators, a pool's running max): returns (i, the values in this

@@ -16,12 +16,12 @@ from numba.extending import intrinsic
 
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.memcpy_ir import flat_pointer
+from inference.kernels.tile_ir import unpack_masks
 
 SIDE = 16
 _I32 = ir.IntType(32)
 _V = ir.VectorType(ir.IntType(8), SIDE)
-_LO = ir.Constant(ir.VectorType(_I32, SIDE), [x for i in range(SIDE // 2) for x in (i, SIDE + i)])
-_HI = ir.Constant(ir.VectorType(_I32, SIDE), [x for i in range(SIDE // 2, SIDE) for x in (i, SIDE + i)])
+_LO, _HI = (ir.Constant(ir.VectorType(_I32, SIDE), m) for m in unpack_masks(SIDE, SIDE))
 
 
 @intrinsic
