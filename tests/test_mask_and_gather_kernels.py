@@ -9,7 +9,7 @@ import pytest
 from inference.errors import KernelError
 from inference.kernels.broadcast import MAX_ELEMENTS, expand_float32, where_float32
 from inference.kernels.cast import fast_cast
-from inference.kernels.gather import gather_float32, gather_rows
+from inference.kernels.gather import gather_table, gather_rows
 
 RNG = np.random.default_rng(21)
 
@@ -27,16 +27,31 @@ def _f32(*shape):
 ], ids=str)
 def test_gather_equals_numpy_take(shape, axis, indices, threads):
     data = _f32(*shape)
-    got = gather_float32(data, indices, axis=axis)
+    got = gather_table(data, indices, axis=axis)
     np.testing.assert_array_equal(got, np.take(data, indices, axis=axis))
     assert got.dtype == np.float32 and got.flags.c_contiguous
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.float64])
+def test_gather_of_tables_of_other_types_equals_numpy_take(dtype, threads):
+    """A quantized model's int8 or uint8 token table, and the other numeric tables: the same kernel."""
+    if np.dtype(dtype).kind == "f":
+        data = RNG.standard_normal((40, 24)).astype(dtype)
+    else:  # the type's whole range, its extremes included
+        info = np.iinfo(dtype)
+        data = RNG.integers(info.min, info.max, (40, 24), endpoint=True).astype(dtype)
+    indices = np.array([[0, 39, -1], [7, 7, -40]])
+    got = gather_table(data, indices, axis=0)
+    np.testing.assert_array_equal(got, np.take(data, indices, axis=0))
+    assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(gather_table(data, np.array([3, 1]), axis=1), data[:, [3, 1]])
+
+
 def test_gather_index_out_of_range_is_the_reference_error():
     with pytest.raises(KernelError, match="Gather index out of range"):
-        gather_float32(_f32(5, 4), np.array([0, 5]), axis=0)
+        gather_table(_f32(5, 4), np.array([0, 5]), axis=0)
     with pytest.raises(KernelError, match="Gather index out of range"):
-        gather_float32(_f32(5, 4), np.array([-6]), axis=0)
+        gather_table(_f32(5, 4), np.array([-6]), axis=0)
 
 
 def test_gather_rows_checks_indices_itself():
@@ -48,7 +63,7 @@ def test_gather_rows_checks_indices_itself():
 
 def test_gather_of_other_dtypes_goes_to_the_reference():
     data = RNG.integers(0, 9, (5, 3))
-    np.testing.assert_array_equal(gather_float32(data, np.array([4, 0]), axis=0), data[[4, 0]])
+    np.testing.assert_array_equal(gather_table(data, np.array([4, 0]), axis=0), data[[4, 0]])
 
 
 @pytest.mark.parametrize("shapes", [

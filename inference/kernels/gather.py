@@ -1,5 +1,6 @@
-"""Gather of float32 data as row copies in numba: embedding lookups by token id, and PyTorch's
-split of a fused q/k/v projection (``Gather(qkv, 0)``, ``Gather(qkv, 1)``, ...).
+"""Gather as row copies in numba: embedding lookups by token id (float32 tables, and the 8-bit
+ones of a quantized model: onnxruntime's ``quantize_dynamic`` stores the token table int8 before a
+DequantizeLinear), and PyTorch's split of a fused q/k/v projection (``Gather(qkv, 0)``, ...).
 
 numpy's ``take`` is as fast, but a kernel replay (:mod:`inference.kernel_replay`) repeats only
 numba calls: a transformer with a numpy Gather ran step by step. The indices are checked in the
@@ -13,7 +14,7 @@ import math
 import numba
 import numpy as np
 
-from inference.kernels._applies import float32_input
+from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
 from inference.kernels.arena_slot import new_output
 from inference.kernels.memcpy_ir import copy_run
@@ -37,9 +38,21 @@ def gather_rows(data, idx, out):
         copy_run(flat_out, t * post, flat_in, (p * n + k) * post, post)
 
 
-@register("Gather", since=1, kind="fast", applies=float32_input)
-def gather_float32(data, indices, *, axis=0):
-    if (type(data) is not np.ndarray or data.dtype != np.float32 or not -data.ndim <= axis < data.ndim
+#: the data types gathered here, by ONNX element type: tables of numbers. int64 data is shape
+#: arithmetic (``Shape -> Gather``), a few entries the reference indexes for less than a kernel call;
+#: float16 is not a numba type (a half model's tables are widened to float32 first)
+TABLE_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32, 11: np.float64,
+               12: np.uint32}
+_TABLE_DTYPES = frozenset(np.dtype(t) for t in TABLE_TYPES.values())
+
+
+def _table_input(node, graph) -> bool:
+    return input_of_type(node, graph, tuple(TABLE_TYPES))
+
+
+@register("Gather", since=1, kind="fast", applies=_table_input)
+def gather_table(data, indices, *, axis=0):
+    if (type(data) is not np.ndarray or data.dtype not in _TABLE_DTYPES or not -data.ndim <= axis < data.ndim
             or indices.dtype.kind not in "iu" or indices.dtype.itemsize > 8):
         return reference.gather(data, indices, axis=axis)
     axis %= data.ndim
@@ -47,7 +60,7 @@ def gather_float32(data, indices, *, axis=0):
     idx = np.ascontiguousarray(indices).reshape(-1)
     if idx.dtype.kind == "u":
         idx = idx.astype(np.int64)
-    out = new_output(data.shape[:axis] + indices.shape + data.shape[axis + 1:])
+    out = new_output(data.shape[:axis] + indices.shape + data.shape[axis + 1:], data.dtype)
     if out.size:
         pre, post = math.prod(data.shape[:axis]), math.prod(data.shape[axis + 1:])
         try:  # the kernel checks the indices (a numpy min and max here cost more than its copy)
