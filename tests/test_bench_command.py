@@ -104,6 +104,21 @@ def test_an_unnamed_dim_is_sized_as_input_and_axis(tmp_path, capsys):
     assert "inputs at batch 1: x [1, 5]" in capsys.readouterr().out
 
 
+def test_repeated_dims_all_count(tmp_path, capsys):
+    """``--dim length=1 --dim cached=30`` (a KV-cache decoder's two lengths) sizes both, as one
+    comma-separated ``--dim`` does: argparse had kept only the last, and the first was missing."""
+    b = GraphBuilder("two_lengths", opset=17)
+    ids = b.input("ids", np.float32, ["batch", "length"])
+    past = b.input("past", np.float32, ["batch", "cached"])
+    b.op("Concat", past, ids, outputs=["y"], axis=1)
+    b.output("y", np.float32)
+    path = str(tmp_path / "two_lengths.onnx")
+    save_model(b.build(), path)
+    assert main(["bench", path, "--compare", "", "--dim", "length=1", "--dim", "cached=30", "--repeat", "2",
+                 "--no-cold-start"]) == 0
+    assert "inputs at batch 1: ids [1, 1], past [1, 30]" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("model, argv, message", [
     ("cnn_path", ["--compare", "tensorflow"], "--compare: unknown peer 'tensorflow'"),
     ("cnn_path", ["--batch", "0"], "--batch needs positive integers"),

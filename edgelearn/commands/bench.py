@@ -30,8 +30,8 @@ Runner = Callable[[dict], list]
 def add_arguments(p) -> None:
     p.add_argument("model")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes for the symbolic batch dim")
-    p.add_argument("--dim", default="", help="sizes of the other symbolic dims, by name or as INPUT:AXIS: "
-                   "sequence=128[,input_ids:1=128]")
+    p.add_argument("--dim", action="append", default=[], help="sizes of the other symbolic dims, by name or as "
+                   "INPUT:AXIS: sequence=128[,input_ids:1=128]; may be repeated (--dim length=1 --dim cached=30)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts (BLAS + numba + peers)")
     p.add_argument("--compare", default="onnxruntime", help=f"comma-separated peers from {PEERS}, or ''")
     p.add_argument("--repeat", type=int, default=20, help="timed runs per runtime")
@@ -345,7 +345,8 @@ def run(args) -> int:
     from inference.onnx_import import load_model
 
     batches, threads = _csv_ints(args.batch, "batch"), _csv_ints(args.threads, "threads")
-    dims = parse_dims(args.dim)
+    dim_text = ",".join(args.dim)  # every --dim given, not only the last
+    dims = parse_dims(dim_text)
     peers = [p for p in args.compare.split(",") if p]
     for p in peers:
         if p not in PEERS:
@@ -396,5 +397,5 @@ def run(args) -> int:
         n = write_trace(pred, random_feeds(model, batches[0], dims=dims), args.trace)
         print(f"per-op trace: {args.trace} ({n} ops; open in chrome://tracing or ui.perfetto.dev)")
     if not args.no_cold_start:
-        print(f"cold start (import + load + first run, 1 thread): {describe(cold_starts(args.model, args.dim))}")
+        print(f"cold start (import + load + first run, 1 thread): {describe(cold_starts(args.model, dim_text))}")
     return 0
