@@ -126,7 +126,8 @@ def plan_memory(session: Session, batch: int = 1, in_place: bool = True, seen: V
 
 
 def _mark_in_place(session: Session, plan: MemoryPlan) -> None:
-    for i, step in enumerate(session.steps):
+    shared = {b.shares_with for b in plan.buffers.values() if b.shares_with is not None}  # kept as marked:
+    for i, step in enumerate(session.steps):  # a scan of every buffer per candidate was 0.2 ms a plan
         node = step.node
         if node.op_type not in IN_PLACE_OPS or not node.outputs or node.outputs[0] not in plan.buffers \
                 or plan.buffers[node.outputs[0]].view:
@@ -134,9 +135,9 @@ def _mark_in_place(session: Session, plan: MemoryPlan) -> None:
         out = plan.buffers[node.outputs[0]]
         for name in node.inputs:
             src = plan.buffers.get(name)
-            if src is not None and src.last == i and src.size == out.size and not src.view \
-                    and not any(b.shares_with == name for b in plan.buffers.values()):
+            if src is not None and src.last == i and src.size == out.size and not src.view and name not in shared:
                 out.shares_with = name
+                shared.add(name)
                 break
 
 
@@ -159,9 +160,9 @@ def _assign_offsets(plan: MemoryPlan) -> None:
     offsets: dict[str, int] = {}
     for name, (size, first, last) in sorted(blocks.items(), key=lambda kv: (-kv[1][0], kv[1][1])):
         best, best_gap, cursor = None, None, 0
-        for o, end, f, l in placed:  # in offset order, kept so: no sort per block (~60% of a plan's time)
-            if f > last or l < first:
-                continue  # not alive with this block
+        # those alive with this block, in offset order (``placed`` is kept so: no sort per block);
+        # filtered in one comprehension, as a loop's per-block test it was half a plan's time
+        for o, end in [(o, end) for o, end, f, l in placed if f <= last and l >= first]:
             gap = o - cursor
             if gap >= size and (best_gap is None or gap < best_gap):
                 best, best_gap = cursor, gap
