@@ -87,12 +87,13 @@ def test_axes_of_one_are_dropped_before_planning(shape, perm, threads):
     np.testing.assert_array_equal(transpose_blocks(x, perm=list(perm)), np.transpose(x, perm))
 
 
-@pytest.mark.parametrize("shape", [(1, 32, 112, 3), (2, 37, 18, 19), (1, 16, 16, 1), (1, 5, 40, 2), (3, 1, 17, 16)],
-                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", [(1, 32, 112, 3), (2, 37, 18, 19), (1, 16, 16, 1), (1, 5, 40, 2), (3, 1, 17, 16),
+                                   (2, 300, 20, 14)], ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
-def test_byte_tensors_swap_in_register_blocks_and_at_their_edges(shape, dtype):
+def test_byte_tensors_swap_in_register_blocks_and_at_their_edges(shape, dtype, threads):
     """8-bit swaps of the last two axes go through 16 x 16 register blocks (whole ones, and rows and
-    columns past the last whole block element by element): every NCHW <-> NHWC and .T equals numpy."""
+    columns past the last whole block element by element) in tiles of 256 x 256 (rows and columns
+    past a tile's edge, 300 x 280 here): every NCHW <-> NHWC and .T equals numpy."""
     from inference.kernels.transpose_ir import swap_last_two_bytes
 
     x = RNG.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)

@@ -51,25 +51,35 @@ def transpose_block(typingctx, x, x0, xs, y, y0, ys):
     return sig, codegen
 
 
+#: rows and columns of ``x`` per parallel task: a task writes rows of ``y`` (columns of ``x``) no other
+#: task writes, but for tile boundaries. Why not row blocks of ``x`` alone, as before: a stem's 32
+#: channels made two tasks each writing 16 bytes of every 32-byte output pixel, both threads on the
+#: same cache lines (the int8 MobileNetV2's boundary 43 us on one thread, 66 on two)
+TILE = 256
+
+
 @threaded_kernel()
 def swap_last_two_bytes(x, y):
-    """``y (n, b, a)[i, q, p] = x (n, a, b)[i, p, q]`` for 1-byte ``x`` and ``y`` (flat views): 16 x 16
-    blocks in registers, the edges element by element; parallel over row blocks of ``x``."""
+    """``y (n, b, a)[i, q, p] = x (n, a, b)[i, p, q]`` for 1-byte ``x`` and ``y``: 16 x 16 blocks in
+    registers, the edges element by element; parallel over :data:`TILE` x :data:`TILE` tiles."""
     n, a, b = x.shape
     xf, yf = x.reshape(-1), y.reshape(-1)
-    blocks = -(-a // SIDE)
-    for t in numba.prange(n * blocks):
-        i, p0 = t // blocks, (t % blocks) * SIDE
+    row_tiles, col_tiles = -(-a // TILE), -(-b // TILE)
+    for t in numba.prange(n * row_tiles * col_tiles):
+        i, rest = t // (row_tiles * col_tiles), t % (row_tiles * col_tiles)
+        p_lo, q_lo = (rest // col_tiles) * TILE, (rest % col_tiles) * TILE
+        p_hi, q_hi = min(p_lo + TILE, a), min(q_lo + TILE, b)
         base = i * a * b  # of image i in both
-        if p0 + SIDE <= a:
-            q = 0
-            while q + SIDE <= b:
+        p0 = p_lo
+        while p0 + SIDE <= p_hi:
+            q = q_lo
+            while q + SIDE <= q_hi:
                 transpose_block(xf, base + p0 * b + q, b, yf, base + q * a + p0, a)
                 q += SIDE
-            for qq in range(q, b):
-                for p in range(SIDE):
-                    yf[base + qq * a + p0 + p] = xf[base + (p0 + p) * b + qq]
-        else:
-            for q in range(b):
-                for p in range(p0, a):
-                    yf[base + q * a + p] = xf[base + p * b + q]
+            for qq in range(q, q_hi):
+                for p in range(p0, p0 + SIDE):
+                    yf[base + qq * a + p] = xf[base + p * b + qq]
+            p0 += SIDE
+        for q in range(q_lo, q_hi):
+            for p in range(p0, p_hi):
+                yf[base + q * a + p] = xf[base + p * b + q]
