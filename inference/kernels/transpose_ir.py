@@ -51,10 +51,11 @@ def transpose_block(typingctx, x, x0, xs, y, y0, ys):
     return sig, codegen
 
 
-#: rows and columns of ``x`` per parallel task: a task writes rows of ``y`` (columns of ``x``) no other
-#: task writes, but for tile boundaries. Why not row blocks of ``x`` alone, as before: a stem's 32
-#: channels made two tasks each writing 16 bytes of every 32-byte output pixel, both threads on the
-#: same cache lines (the int8 MobileNetV2's boundary 43 us on one thread, 66 on two)
+#: rows and columns of ``x`` per parallel task (of this swap and the float one): a task writes rows of
+#: ``y`` (columns of ``x``) no other task writes, but for tile boundaries. Why not row blocks of ``x``
+#: alone, as before: a stem's 32 channels made two tasks each writing 16 bytes of every 32-byte
+#: output pixel, both threads on the same cache lines (the int8 MobileNetV2's boundary 43 us on one
+#: thread, 66 on two)
 TILE = 256
 
 
