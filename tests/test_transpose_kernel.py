@@ -38,11 +38,12 @@ def test_block_swaps_are_recognised():
 
 
 def test_both_twins_and_views():
-    x = RNG.standard_normal((3, BLOCK * 4 + 5, 40)).astype(np.float32)
-    for twin in (swap_last_two.serial, swap_last_two.parallel):
-        y = np.empty((3, 40, BLOCK * 4 + 5), np.float32)
-        twin(x, y)
-        np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 1)))
+    for shape in ((3, BLOCK * 4 + 5, 40), (2, 37, 600)):  # the second: column tiles of 256, and past them
+        x = RNG.standard_normal(shape).astype(np.float32)
+        for twin in (swap_last_two.serial, swap_last_two.parallel):
+            y = np.empty((shape[0], shape[2], shape[1]), np.float32)
+            twin(x, y)
+            np.testing.assert_array_equal(y, np.transpose(x, (0, 2, 1)))
     x = RNG.standard_normal((2, 7, 5, 33)).astype(np.float32)
     for twin in (swap_middle.serial, swap_middle.parallel):
         y = np.empty((2, 5, 7, 33), np.float32)
