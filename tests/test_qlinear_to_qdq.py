@@ -98,10 +98,11 @@ def _small_cnn() -> onnx.ModelProto:
     onnxruntime's quantizer writes a Microsoft-domain op for each."""
     from inference.builder import GraphBuilder
 
+    rng = np.random.default_rng(3)  # the same weights whatever ran before (as the input below)
     b = GraphBuilder("small", opset=17)
     x = b.input("input", np.float32, ["batch", 3, 16, 16])
-    w = lambda *shape: b.const((RNG.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32))
-    bias = lambda n: b.const((RNG.standard_normal(n) * 0.1).astype(np.float32))
+    w = lambda *shape: b.const((rng.standard_normal(shape) * np.sqrt(2 / np.prod(shape[1:]))).astype(np.float32))
+    bias = lambda n: b.const((rng.standard_normal(n) * 0.1).astype(np.float32))
     h = b.op("Relu", b.op("Conv", x, w(16, 3, 3, 3), bias(16), pads=[1, 1, 1, 1]))
     r = b.op("Add", h, b.op("Conv", h, w(16, 16, 1, 1), bias(16)))
     c = b.op("Concat", r, b.op("LeakyRelu", b.op("Conv", r, w(8, 16, 3, 3), bias(8), pads=[1, 1, 1, 1]), alpha=0.1), axis=1)
@@ -136,7 +137,11 @@ def _quantized(tmp_path, proto: onnx.ModelProto, fmt: str, shape) -> str:
 def test_onnxruntime_quantized_models_fuse_in_both_formats(tmp_path, name):
     shape = (2, 3, 16, 16) if name == "small_cnn" else (2, 3, 32, 32)
     proto = _small_cnn() if name == "small_cnn" else model_to_proto(zoo.mobilenet_v2(size=32, classes=10))
-    x = RNG.random(shape).astype(np.float32)
+    # an input of its own, not the module generator's next (which depends on the tests run before in
+    # this process): on 4 of 60 other inputs this 32 x 32 MobileNetV2's logits moved by 5-12% of their
+    # range between us and onnxruntime, and by up to 26% between onnxruntime's own optimized and
+    # unoptimized sessions (8-bit rounding ties, amplified by the layers after them; /tmp script)
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
     for fmt in ("QOperator", "QDQ"):
         path = _quantized(tmp_path, proto, fmt, shape)
         saved = onnx.load(path)
