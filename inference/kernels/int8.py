@@ -52,6 +52,7 @@ from inference.ir import Node, TensorType
 from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import activation_code
+from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.fused import reference_activation
 from inference.kernels.int8_depthwise import depthwise_plan, prepared_taps, qdepthwise
 from inference.kernels.strided import copy_into
@@ -256,7 +257,7 @@ def _as_uint8(x: np.ndarray, zp: np.ndarray | None) -> tuple[np.ndarray, int]:
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x), z
     if x.dtype == np.int8:
-        out = np.empty(x.shape, np.uint8)
+        out = new_scratch(x.shape, np.uint8)  # read by the kernel only
         _flip_sign_bit(np.ascontiguousarray(x).view(np.uint8).reshape(-1), out.reshape(-1))
         return out, z + 128
     raise KernelError(f"quantized input must be uint8 or int8, got {x.dtype}")
@@ -350,8 +351,9 @@ class _Epilogue:
         self.code = activation_code(activation)
         self.alpha, self.beta = np.float32(alpha), np.float32(beta)
         self.clamp = clamp_range(self.code, self.alpha, self.beta)
-        self.yq = np.empty(out_shape if consts.quantize else 1, consts.ydt)
-        self.yf = np.empty(1 if consts.quantize else out_shape, np.float32)
+        # the result in the step's arena slot (the other a one-element stand-in the kernels never write)
+        self.yq = new_output(out_shape, consts.ydt) if consts.quantize else np.empty(1, consts.ydt)
+        self.yf = np.empty(1, np.float32) if consts.quantize else new_output(out_shape)
 
     def run(self, g, pack, cflat, img_stride, pb_stride, koff, nimg, nflat, wrow, ow, m0, m, sm, sn) -> None:
         wp, _, k4 = pack

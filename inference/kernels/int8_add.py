@@ -20,6 +20,7 @@ from inference.errors import KernelError
 from inference.ir import Node, TensorType
 from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.kernels.fused import DOMAIN
 from inference.kernels.int8_qdq import dequantized, quantized
 from inference.ops.quantize import dequantize_linear, quantize_linear
@@ -71,7 +72,7 @@ def qadd_fast(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zer
             or b.dtype != b_zero_point.dtype:
         return qadd_reference(a, *params[:2], b, *params[2:])
     info = np.iinfo(y_zero_point.dtype)
-    out = np.empty(a.shape, y_zero_point.dtype)
+    out = new_output(a.shape, y_zero_point.dtype)
     _qadd(np.ascontiguousarray(a).reshape(-1), _scalar(a_zero_point), _scalar(a_scale),
           np.ascontiguousarray(b).reshape(-1), _scalar(b_zero_point), _scalar(b_scale), _scalar(y_scale),
           _scalar(y_zero_point), np.float32(info.min), np.float32(info.max), out.reshape(-1))

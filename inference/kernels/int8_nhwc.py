@@ -35,6 +35,7 @@ from inference.kernels._applies import input_of_type
 from inference.kernels._jit import numba_threads, parallel_chunks, threaded_kernel
 from inference.kernels._prepack import prepacked
 from inference.kernels.activations import CLIP, NONE, RELU, activate_row
+from inference.kernels.arena_slot import new_scratch
 from inference.kernels.int8_channels_ir import make_channels_qtile
 from inference.kernels.int8_depthwise_ir import TAPS, make_depthwise_qtile, pack_depthwise_taps
 from inference.kernels.int8_depthwise_ir import WIDTH as DW_WIDTH
@@ -363,7 +364,7 @@ def _on_tile(xu, xzp, zp_at, packed, slot, pl: Plan, kh: int, kw: int, params: t
     if pl.in_place:
         rows = xu.reshape(-1).view(np.int32)
     else:
-        cols = np.empty((npix, k4 * 4), np.uint8)
+        cols = new_scratch((npix, k4 * 4), np.uint8)
         im2col_nhwc(xu, np.uint8(xzp), kh, kw, pl.sh, pl.sw, pl.dh, pl.dw, pl.ph, pl.pw, pl.oh, pl.ow, cols)
         rows = cols.reshape(-1).view(np.int32)
     chunks = parallel_chunks(_blocks(m) * -(-npix // MR), numba_threads())
@@ -379,7 +380,7 @@ def _finished(consts, ep: _Epilogue, ec: EpilogueConstants, npix: int, m: int, t
     if ec.act is not None:
         tile(ep.result.reshape(-1), consts.quantize, ec.lo, ec.hi, ec.act)
         return ep.result
-    t = np.empty(ep.result.shape, np.float32) if consts.quantize else ep.result
+    t = new_scratch(ep.result.shape, np.float32) if consts.quantize else ep.result
     inf = np.float32(np.inf)
     tile(t.reshape(-1), False, -inf, inf, NONE)
     lo, hi = np.float32(consts.qmin - consts.yzp), np.float32(consts.qmax - consts.yzp)

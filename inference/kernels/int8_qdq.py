@@ -15,6 +15,7 @@ import numpy as np
 
 from inference.kernels._applies import input_of_type
 from inference.kernels._jit import threaded_kernel
+from inference.kernels.arena_slot import new_output
 from inference.kernels.range_ir import range_with_zero
 from inference.ops.quantize import dequantize_linear, dynamic_quantize_linear, quantize_linear, scale_and_zero_point
 from inference.ops.registry import register
@@ -59,11 +60,11 @@ def quantize_linear_fast(x, y_scale, y_zero_point=None, *, axis=1, block_size=0,
         return quantize_linear(x, y_scale, y_zero_point, axis=axis, block_size=block_size, output_dtype=output_dtype,
                                saturate=saturate, precision=precision)
     info = np.iinfo(zdt)
-    out = np.empty(x.size, zdt)
+    out = new_output(x.shape, zdt)
     zp = 0 if y_zero_point is None else int(y_zero_point.reshape(-1)[0])
     _quantize(np.ascontiguousarray(x).reshape(-1), np.float32(y_scale.reshape(-1)[0]), np.float32(zp),
-              np.float32(info.min), np.float32(info.max), out)
-    return out.reshape(x.shape)
+              np.float32(info.min), np.float32(info.max), out.reshape(-1))
+    return out
 
 
 @register("DequantizeLinear", since=10, kind="fast", applies=lambda n, g: input_of_type(n, g, (2, 3)))
@@ -71,10 +72,11 @@ def dequantize_linear_fast(x, x_scale, x_zero_point=None, *, axis=1, block_size=
     if x.dtype not in _EIGHT_BIT or x_scale.dtype != np.float32 or block_size or output_dtype not in (0, 1) \
             or not _per_tensor(x_scale, x_zero_point):
         return dequantize_linear(x, x_scale, x_zero_point, axis=axis, block_size=block_size, output_dtype=output_dtype)
-    out = np.empty(x.size, np.float32)
+    out = new_output(x.shape)
     zp = 0 if x_zero_point is None else int(x_zero_point.reshape(-1)[0])
-    _dequantize(np.ascontiguousarray(x).reshape(-1), np.float32(zp), np.float32(x_scale.reshape(-1)[0]), out)
-    return out.reshape(x.shape)
+    _dequantize(np.ascontiguousarray(x).reshape(-1), np.float32(zp), np.float32(x_scale.reshape(-1)[0]),
+                out.reshape(-1))
+    return out
 
 
 _scale_and_zero_point = numba.njit(cache=True, nogil=True)(scale_and_zero_point)
