@@ -401,7 +401,7 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
     packs, consts, terms = _constants(w, pl.weight_layout, group, xzp, (x_scale, w_scale, b, y_scale, y_zp))
     ep = _Epilogue(consts, z, activation, alpha, beta, (n, m, pl.oh, pl.ow), terms)
     if pl.subsample is not None:
-        picked = np.empty(xu.shape[:2] + (pl.oh, pl.ow), np.uint8)  # in numba: a replay repeats the copy
+        picked = new_scratch(xu.shape[:2] + (pl.oh, pl.ow), np.uint8)  # in numba: a replay repeats the copy
         view = xu[:, :, ::pl.subsample[0], ::pl.subsample[1]][:, :, :pl.oh, :pl.ow]
         if not copy_into(view, picked):
             picked[...] = view
@@ -409,7 +409,7 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
     mg, cg, npix = m // group, pl.cg, pl.oh * pl.ow
     for g, pack in enumerate(packs):
         if pl.layout != "im2col":
-            xi = np.empty((n, pl.groups, pl.plane), np.uint32)
+            xi = new_scratch((n, pl.groups, pl.plane), np.uint32)
             if pl.s2d is not None:
                 interleave_phases(xu, g * cg, cg, pl.s2d[0], pl.s2d[1], pl.s2d[2], xzp, xi, pl.wrow)
             else:
@@ -417,7 +417,7 @@ def qconv2d(x, x_scale, x_zp, w, w_scale, b=None, z=None, y_scale=None, y_zp=Non
             ep.run(g, pack, xi.reshape(-1).view(np.int32), pl.groups * pl.plane, NP, pl.koff, n, pl.nflat, pl.wrow,
                    pl.ow, g * mg, mg, npix, m * npix)
         else:
-            cp = np.empty((n, -(-npix // NP), pl.k4, NP, 4), np.uint8)
+            cp = new_scratch((n, -(-npix // NP), pl.k4, NP, 4), np.uint8)
             pack_conv_columns(xu, g * cg, cg, pl.kh, pl.kw, pl.sh, pl.sw, pl.dh, pl.dw, pl.ph, pl.pw, pl.oh, pl.ow,
                               np.uint8(xzp), cp)
             ep.run(g, pack, cp.reshape(-1).view(np.int32), cp.shape[1] * pl.k4 * NP, pl.k4 * NP, pl.koff, n, npix,
