@@ -8,7 +8,9 @@ then one token a step with the cache of every earlier position, the cache's leng
 axis (how an on-device LLM generates). Each step is then a new cache length, and its token a
 single value (which a replay's check must vary: ``inference.kernel_replay``); each pass starts
 from another prompt. ``--size mid`` runs a 27M-weight decoder, whose step is its weights streamed
-from memory, where the small default's step is mostly the runtimes' own overhead.
+from memory, where the small default's step is mostly the runtimes' own overhead. ``--int8`` runs
+both runtimes on onnxruntime's ``quantize_dynamic`` of the decoder (int8 weights, the token table too;
+activations quantized each step), the usual way an LLM's weights are made 4x smaller on a device.
 
 Each step's length is new to the first pass; a Predictor runs a shape step by step until it has
 seen it (noting its shapes, then planning its arena), then captures a kernel replay, so the
@@ -16,7 +18,7 @@ passes show what a server that keeps generating pays on the way to replays and a
 
 Run from the project root:
   env -u OPENBLAS_CORETYPE python benchmarks/decode_loop.py [--threads 1] [--tokens 48] [--kv-cache]
-      [--size small|mid] [--passes 4]
+      [--size small|mid] [--passes 4] [--int8]
 """
 from __future__ import annotations
 
@@ -163,6 +165,19 @@ def generate_kv(run, prompt: np.ndarray, tokens: int, empty_cache: dict[str, np.
     return np.concatenate(sequence, axis=1), np.array(times)
 
 
+def quantized(proto: bytes) -> bytes:
+    """``proto`` after onnxruntime's ``quantize_dynamic`` (int8 weights, per tensor)."""
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp, "float.onnx"), Path(tmp, "int8.onnx")
+        src.write_bytes(proto)
+        quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8)
+        return out.read_bytes()
+
+
 def main() -> int:
     import onnxruntime as ort
 
@@ -173,12 +188,15 @@ def main() -> int:
     p.add_argument("--kv-cache", action="store_true", help="a decoder with a key/value cache, one token a step")
     p.add_argument("--size", choices=sorted(SIZES), default="small",
                    help="small: 2 layers, 128 wide (Python-bound); mid: 6 layers, 512 wide, 27M weights (memory-bound)")
+    p.add_argument("--int8", action="store_true", help="both runtimes on onnxruntime's quantize_dynamic of the decoder")
     args = p.parse_args()
     torch.manual_seed(0)
     context = max(64, 3 + args.tokens)  # positions for the prompt and every token
     size = dict(SIZES[args.size], context=context)
     module = KvDecoder(**size) if args.kv_cache else GptDecoder(**size)
     proto = export_kv(module) if args.kv_cache else export(module)
+    if args.int8:
+        proto = quantized(proto)
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     peer = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
@@ -204,7 +222,8 @@ def main() -> int:
         generation = functools.partial(generate, tokens=args.tokens)
     kind = "with a key/value cache, one token a step" if args.kv_cache else "fed the whole sequence each step"
     print(f"GPT-style decoder ({size['layers']} layers, {size['dim']} wide, {size['vocab']} tokens, "
-          f"{sum(t.numel() for t in module.parameters()) / 1e6:.1f}M weights) {kind}, {args.tokens} tokens greedy "
+          f"{sum(t.numel() for t in module.parameters()) / 1e6:.1f}M weights{', int8 by quantize_dynamic' if args.int8 else ''}) "
+          f"{kind}, {args.tokens} tokens greedy "
           f"after 3, {args.threads} thread(s)")
     print("| pass | ours ms | onnxruntime ms | ours / onnxruntime | ours median step ms | "
           "onnxruntime median step ms | same tokens |")
