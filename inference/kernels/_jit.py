@@ -17,6 +17,12 @@ The twins' names carry ``_nogil`` because numba's cache key ignores the flag: un
 a cache written before the flag loads the GIL-holding wrapper (measured: a 1.6 s kernel call
 stalled another Python thread for 1.6 s; with a fresh cache entry, for at most 56 ms).
 
+A call whose arrays are all small runs the serial twin whatever the policy
+(:data:`PARALLEL_FROM`): waking the pool costs more than it saves. A KV-cache decoder's token is
+rows of 512 values, and on two threads its replayed step spent 0.83 ms in such kernels' parallel
+twins against 0.33 serial (an Add of 512 floats 0.5 us serial, 1.9 parallel alone, ~4.4 in the
+model). A replay records the twin each call ran, so it keeps the choice.
+
 Every kernel of ours compiles with ``error_model="numpy"`` (these twins and each ``numba.njit``):
 a float division by zero gives inf or NaN as numpy's does, where numba's default checks each
 divisor to raise ZeroDivisionError. That check, one branch per element, kept loops with a division
@@ -31,6 +37,7 @@ import types
 from typing import Any, Callable, Iterator
 
 import numba
+import numpy as np
 from numba.np.ufunc import parallel as _numba_parallel
 
 _POLICY = {"parallel": False}
@@ -102,6 +109,12 @@ def _clone(fn: Callable, suffix: str) -> Callable:
     return twin
 
 
+#: the elements of a kernel's largest array from which its parallel twin runs (break-even alone, two
+#: threads: an Add ~32K elements, a LayerNormalization's rows ~8K; in a model the pool's wake-up
+#: costs more than alone)
+PARALLEL_FROM = 16384
+
+
 def threaded_kernel(fastmath: bool | set = False) -> Callable[[Callable], Callable[..., Any]]:
     """Decorator: ``fn`` (using ``numba.prange``) -> a dispatcher choosing its serial or parallel twin."""
 
@@ -113,7 +126,9 @@ def threaded_kernel(fastmath: bool | set = False) -> Callable[[Callable], Callab
         @functools.wraps(fn)
         def call(*args: Any) -> Any:
             if kernel_threads() > 1:
-                return parallel(*args)
+                for a in args:  # a loop, not any(): ~0.1 us a call
+                    if type(a) is np.ndarray and a.size >= PARALLEL_FROM:
+                        return parallel(*args)
             return serial(*args)
 
         call.serial, call.parallel = serial, parallel  # type: ignore[attr-defined]
