@@ -63,15 +63,18 @@ def squeezenet_path() -> Path:
 
 @contextlib.contextmanager
 def kernel_threads(n: int):
-    """Our kernels on ``n`` threads (numba's pool, as many as it has, and the parallel twins), restored after."""
-    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
+    """Our kernels on ``n`` threads (numba's pool, as many as it has, and the parallel twins, on
+    test-sized arrays too: ``_jit.PARALLEL_FROM`` lowered), restored after."""
+    before, parallel, from_ = numba.get_num_threads(), _jit._POLICY["parallel"], _jit.PARALLEL_FROM
     _jit.use_parallel_kernels(n > 1)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    _jit.PARALLEL_FROM = 0 if n > 1 else from_
     try:
         yield numba.get_num_threads()
     finally:
         _jit.use_parallel_kernels(parallel)
         numba.set_num_threads(before)
+        _jit.PARALLEL_FROM = from_
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])

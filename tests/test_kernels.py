@@ -4,10 +4,13 @@ from __future__ import annotations
 import itertools
 import math
 
+import numba
 import numpy as np
 import pytest
 
 import inference.kernels  # noqa: F401  (registers the fast kernels and the fused ops)
+from inference.kernels import _jit
+from inference.kernels._jit import threaded_kernel
 from inference.errors import KernelError
 from inference.ops.registry import KernelContext, lookup
 
@@ -261,24 +264,41 @@ def test_fast_kernels_fall_back_on_other_dtypes():
     assert fast(x.astype(np.float64), w, None).dtype == np.float64
 
 
+@threaded_kernel()
+def _thread_ids(x, out):
+    for i in numba.prange(out.size):
+        out[i] = numba.get_thread_id()
+
+
+def test_small_arrays_run_the_serial_twin_on_two_threads():
+    """Below ``PARALLEL_FROM`` elements in its largest array a call runs serially even when the
+    policy wants the parallel twins (waking the pool costs more); from there on, on both threads."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here")
+    before, parallel = numba.get_num_threads(), _jit._POLICY["parallel"]
+    numba.set_num_threads(2)
+    _jit.use_parallel_kernels(True)
+    try:
+        out = np.full(64, -1, np.int64)
+        _thread_ids(np.zeros(_jit.PARALLEL_FROM - 1, np.float32), out)
+        assert set(out) == {0}
+        _thread_ids(np.zeros(_jit.PARALLEL_FROM, np.float32), out)
+        assert set(out) == {0, 1}
+    finally:
+        _jit.use_parallel_kernels(parallel)
+        numba.set_num_threads(before)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_serial_and_parallel_twins(threads):
     """Kernels run their serial twin at one thread and the prange one above: both must agree."""
-    import numba
+    from tests.conftest import kernel_threads
 
-    from inference.kernels._jit import use_parallel_kernels
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    use_parallel_kernels(threads > 1)
-    try:
+    with kernel_threads(threads):
         for case in (CONV_CASES[0], CONV_CASES[4], CONV_CASES[6]):
             test_fused_conv(case, ("Clip", 0.0, 6.0), True)
         test_max_pool(POOL_CASES[0])
         test_softmax((2, 3, 128))
-    finally:
-        use_parallel_kernels(False)
-        numba.set_num_threads(before)
 
 
 def test_numba_thread_count_follows_set_num_threads():
