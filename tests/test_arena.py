@@ -338,6 +338,17 @@ def test_a_longer_sequence_keeps_the_shorter_ones_replays():
     assert grown(64 << 20, (64 << 20) + 1) == (72 << 20)  # at most GROWTH_CAP more
 
 
+def _planned_peaks(pooled: Predictor, plain: Predictor, feeds: dict, output: str) -> tuple[int, int]:
+    """The traced allocation peaks of a planned run of ``feeds`` from the arena and of one without
+    (after two runs each), their ``output`` checked equal."""
+    for p in (pooled, plain):
+        p.run(feeds)
+        p.run(feeds)  # planned by now
+    peaks = _traced_peak(pooled, feeds), _traced_peak(plain, feeds)
+    np.testing.assert_array_equal(pooled.run(feeds)[output], plain.run(feeds)[output])
+    return peaks
+
+
 def _int8_mobilenet(**config) -> tuple[Predictor, dict]:
     proto = model_to_proto(zoo.mobilenet_v2(size=64, classes=10)).SerializeToString()
     rng = np.random.default_rng(0)
@@ -353,12 +364,8 @@ def test_an_int8_model_runs_from_the_arena_too():
     their results go to their arena slots as float kernels' do; they had allocated each activation
     anew on every run."""
     (pooled, feeds), (plain, _) = (_int8_mobilenet(kernel_replay=False, memory_arena=arena) for arena in (True, False))
-    for p in (pooled, plain):
-        p.run(feeds)
-        p.run(feeds)  # planned by now
-    with_arena, without = _traced_peak(pooled, feeds), _traced_peak(plain, feeds)
+    with_arena, without = _planned_peaks(pooled, plain, feeds, "logits")
     assert with_arena < 0.35 * without, (with_arena, without)
-    np.testing.assert_array_equal(pooled.run(feeds)["logits"], plain.run(feeds)["logits"])
 
 
 def test_an_int8_replay_holds_no_activations_of_its_own():
@@ -383,12 +390,8 @@ def test_a_run_of_a_planned_sequence_length_allocates_no_activation_memory():
     pooled, plain = (Predictor(Config(model_path=_sequence_model(), num_threads=1, kernel_replay=False,
                                       memory_arena=arena)) for arena in (True, False))
     feeds = _sequence_feeds(256, 1)
-    for p in (pooled, plain):
-        p.run(feeds)
-        p.run(feeds)  # planned by now
-    with_arena, without = _traced_peak(pooled, feeds), _traced_peak(plain, feeds)
+    with_arena, without = _planned_peaks(pooled, plain, feeds, "y")
     assert with_arena < 0.3 * without, (with_arena, without)
-    np.testing.assert_array_equal(pooled.run(feeds)["y"], plain.run(feeds)["y"])
     plan = pooled.memory_plan(feeds=feeds)
     assert plan.peak_bytes >= 256 * 128 * 4 and pooled.memory_plan(1).peak_bytes < plan.peak_bytes / 100
 
