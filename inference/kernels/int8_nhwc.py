@@ -427,7 +427,8 @@ def _depthwise(xu, xzp, zp_at, w, pl: Plan, params: tuple, epi: tuple) -> np.nda
         lo, hi, ec.izp, act, chunks))
 
 
-def _blocks(m: int) -> int:
+@functools.lru_cache(maxsize=1024)
+def _blocks(m: int) -> int:  # remembered: channel_blocks is compiled, ~1 us a call from Python
     full, rest = channel_blocks(m)
     return full + (rest > 0)
 
