@@ -353,7 +353,7 @@ class _Epilogue:
             raise KernelError(f"residual Z has shape {z.shape}, the output {out_shape}")
         self.z = _NO_Z if z is None else np.ascontiguousarray(z, dtype=np.float32).reshape(-1)
         self.has_z = z is not None
-        self.code, self.alpha, self.beta, self.clamp = _activation_terms(activation, alpha, beta)
+        self.code, self.alpha, self.beta, self.clamp = _activation_terms(activation, float(alpha), float(beta))
         # the result in the step's arena slot (the other a shared one-element stand-in the kernels
         # never write: they write the one ``quantize`` picks)
         self.yq = new_output(out_shape, consts.ydt) if consts.quantize else _stand_in(consts.ydt)
@@ -383,6 +383,7 @@ def _activation_terms(activation: str, alpha: float, beta: float) -> tuple:
 
 
 _NO_Z = np.empty(1, np.float32)
+_NO_ZP = np.zeros(1, np.uint8)
 _NO_YF = np.empty(1, np.float32)
 _NO_YQ = {np.dtype(t): np.empty(1, t) for t in (np.uint8, np.int8)}
 
@@ -390,7 +391,6 @@ _NO_YQ = {np.dtype(t): np.empty(1, t) for t in (np.uint8, np.int8)}
 def _stand_in(dtype: np.dtype) -> np.ndarray:
     found = _NO_YQ.get(dtype)
     return found if found is not None else np.empty(1, dtype)
-_NO_ZP = np.zeros(1, np.uint8)
 
 
 def _tuple(v):
