@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from inference import Config, Predictor
 from inference.builder import GraphBuilder
@@ -40,6 +40,34 @@ def _cnn() -> onnx.ModelProto:
     return model_to_proto(b.build())
 
 
+def _gelu_mlp() -> onnx.ModelProto:
+    """64 -> 96 -> tanh GELU -> 10 with the GELU's constants as ``Constant`` nodes, as torch.onnx
+    writes a GPT's ``x * 0.5 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))``."""
+    nodes, inits = [], [numpy_helper.from_array(_weight(64, 96), "w1"),
+                        numpy_helper.from_array(_weight(96) * 0.1, "b1"),
+                        numpy_helper.from_array(_weight(96, 10), "w2")]
+
+    def const(name, value):
+        nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(
+            np.array(value, np.float32), name + "_value")))
+        return name
+
+    def op(kind, *inputs):
+        out = f"{kind.lower()}{len(nodes)}"
+        nodes.append(helper.make_node(kind, list(inputs), [out]))
+        return out
+
+    h = op("Add", op("MatMul", "x", "w1"), "b1")
+    cube = op("Mul", h, op("Mul", h, h))
+    inner = op("Add", h, op("Mul", cube, const("c0", 0.044715)))
+    tanh = op("Tanh", op("Mul", inner, const("c1", np.sqrt(2 / np.pi))))
+    g = op("Mul", op("Mul", h, const("c2", 0.5)), op("Add", tanh, const("c3", 1.0)))
+    nodes.append(helper.make_node("MatMul", [g, "w2"], ["y"]))
+    graph = helper.make_graph(nodes, "gelu_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def _dynamic(tmp_path, proto: onnx.ModelProto, per_channel: bool) -> str:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -64,6 +92,23 @@ def test_dynamic_int8_models_fuse_and_compute_onnxruntimes_result(tmp_path, name
     literal = ort.SessionOptions()  # the graph as written: onnxruntime's fused kernels compute their scales apart
     literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     want = ort.InferenceSession(path, literal, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+def test_a_tanh_gelu_written_with_constant_nodes_fuses_into_the_quantized_product(tmp_path):
+    """The GELU's constants are ``Constant`` nodes, which the QDQ fusion (run before folding) had not
+    read as constants: the nine nodes stayed apart from the QMatMul (a quantized GPT's every layer)."""
+    path = _dynamic(tmp_path, _gelu_mlp(), False)
+    p = Predictor(Config(model_path=path))
+    hist = p.model.graph.op_histogram()
+    assert hist.get("edgelearn::QMatMul") == 2 and "Tanh" not in hist and "Constant" not in hist, hist
+    up = next(n for n in p.model.graph.nodes if n.op_type == "QMatMul" and n.attrs.get("activation"))
+    assert up.attrs["activation"] == "GeluTanh"
+    x = RNG.standard_normal((4, 64)).astype(np.float32)
+    literal = ort.SessionOptions()
+    literal.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    want = ort.InferenceSession(path, literal, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = p.run({"x": x})["y"]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 

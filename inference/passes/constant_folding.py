@@ -29,8 +29,6 @@ MAX_FOLDED_ELEMENTS = 50_000_000  # never materialise a constant larger than thi
 
 
 def fold_constants(model: Model) -> bool:
-    from inference.session import call_kernel, select_kernel
-
     g, changed = model.graph, False
     shapes = {n.outputs[0]: n for n in g.nodes if n.op_type == "Shape" and n.outputs}
     touched: set[str] = set()  # values folded or typed again in this pass
@@ -51,26 +49,59 @@ def fold_constants(model: Model) -> bool:
                 values[0] = _partial_shape(g, shapes[node.inputs[0]])
             if any(i and v is None for i, v in zip(node.inputs, values)):
                 continue
-            try:
-                entry = select_kernel(model, g, node, kinds=("reference",))
-                outs = call_kernel(entry, node, values, None, model.opset_imports.get(node.domain, 1))
-            except Exception:  # noqa: BLE001 - an op we cannot fold now still runs at run time
+            outs = _evaluated(model, node, values)
+            if outs is None:
                 continue
-        if any(getattr(o, "size", MAX_FOLDED_ELEMENTS + 1) > MAX_FOLDED_ELEMENTS for o in outs):
-            continue
         if partial and any(o is None or np.any(np.asarray(o) <= _SYMBOLIC) for o in outs):
             continue  # it holds a symbolic dim
-        for name, value in zip(node.outputs, outs):
-            if name:
-                g.initializers[name] = value
-                g.value_info.pop(name, None)
-        g.nodes.remove(node)
+        _keep_folded(g, node, outs)
         touched.update(node.outputs)
         changed = True
     if changed:
         _keep_outputs_produced(model)
         drop_unused_initializers(g)
     return changed
+
+
+def lift_constant_nodes(model: Model) -> bool:
+    """Only the ``Constant`` nodes as initializers, what folding makes of them. For the fusions that
+    must run before folding (``fuse_qdq``: folding would widen a QDQ model's int8 weights): their
+    epilogue walker reads a GELU's or a Clip's constants as initializers, and an exporter's
+    ``Constant`` nodes had kept a quantized decoder's tanh GELU out of its QMatMuls (nine steps a
+    layer)."""
+    g, changed = model.graph, False
+    for node in [n for n in g.nodes if n.op_type == "Constant" and n.domain == "" and not n.inputs]:
+        outs = _evaluated(model, node, [])
+        if outs is not None:
+            _keep_folded(g, node, outs)
+            changed = True
+    if changed:
+        _keep_outputs_produced(model)
+    return changed
+
+
+def _evaluated(model: Model, node: Node, values: list) -> tuple | None:
+    """``node``'s outputs on the constant ``values`` by its reference kernel; None when it cannot be
+    folded now (it still runs at run time) or an output is past :data:`MAX_FOLDED_ELEMENTS`."""
+    from inference.session import call_kernel, select_kernel
+
+    try:
+        entry = select_kernel(model, model.graph, node, kinds=("reference",))
+        outs = call_kernel(entry, node, values, None, model.opset_imports.get(node.domain, 1))
+    except Exception:  # noqa: BLE001 - an op we cannot fold now still runs at run time
+        return None
+    if any(getattr(o, "size", MAX_FOLDED_ELEMENTS + 1) > MAX_FOLDED_ELEMENTS for o in outs):
+        return None
+    return outs
+
+
+def _keep_folded(g: Graph, node: Node, outs: tuple) -> None:
+    """``node``'s outputs become initializers of the values ``outs``, and the node goes."""
+    for name, value in zip(node.outputs, outs):
+        if name:
+            g.initializers[name] = value
+            g.value_info.pop(name, None)
+    g.nodes.remove(node)
 
 
 def _shape_stand_in(g: Graph, name: str) -> np.ndarray | None:
