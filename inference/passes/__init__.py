@@ -15,6 +15,7 @@ from typing import Callable
 
 from inference.ir import Model
 from inference.passes.channel_shuffle import fuse_channel_shuffle
+from inference.passes.common_subexpressions import eliminate_common_subexpressions
 from inference.passes.constant_folding import fold_constants
 from inference.passes.concat_convs import merge_concat_convs
 from inference.passes.conv_bn import fold_conv_batchnorm
@@ -73,6 +74,8 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("merge_concat_convs", merge_concat_convs, is_fusion=True),  # the Concats the layout made NHWC
     Pass("fuse_inverted_residual", fuse_inverted_residual, is_fusion=True),  # MobileNetV2's blocks, made NHWC
     Pass("fuse_squeeze_excite", fuse_squeeze_excite, is_fusion=True),  # MobileNetV3's gates, made NHWC
+    # after the fusions, which absorb only values read once: merging would give some a second reader
+    Pass("eliminate_common_subexpressions", eliminate_common_subexpressions),
     # last: sees each channels-last conv as the others left it
     Pass("winograd_conv", choose_winograd, undo=unmark_winograd),
 )
