@@ -58,6 +58,7 @@ from numba.core.registry import CPUDispatcher
 
 from inference.kernels._jit import kernel_threads
 from inference.kernels.nhwc import WINOGRAD
+from inference.replay_bindings import Bindings, Patched, borrowable, restore
 from inference.shape_values import feed_signature
 
 #: runs of a signature made normally before it is captured (the first runs pack and release weights)
@@ -134,28 +135,55 @@ class Replay:
         #: computation): not captured again for another single value
         self.settled = False
         self.uses = uses  # the signature's runs, replayed or not (halved every AGE_EVERY runs of the session)
-        self.calls = [(_compiled(d, args, kwargs), args, kwargs) for d, args, kwargs in calls]
+        self.calls = [(_compiled(d, args, kwargs), list(args), kwargs) for d, args, kwargs in calls]
         self.block, self.workspace = block, workspace
         #: what it holds of its own: the copies of the feeds and the outputs
         self.nbytes = sum(a.nbytes for a in list(feeds.values()) + outputs if isinstance(a, np.ndarray))
+        # the caller's feeds read in place and outputs written into new arrays where the record's
+        # arguments allow (``inference.replay_bindings``); the others copied
+        self._bindings = Bindings(self.calls, {**{("feed", n): b for n, b in feeds.items()},
+                                               **{("out", k): o for k, o in enumerate(outputs)}})
+        self.borrowed_feeds = {n for n in feeds if self._bindings.reaches(("feed", n))}
+        self._copied = {n for n in feeds if ("feed", n) in self._bindings.refused}  # no call reads the others
+        self.fresh_outputs = [k for k in range(len(outputs)) if self._bindings.reaches(("out", k))]
 
     def holds(self, feeds: Mapping[str, Any]) -> bool:
         """Whether the record holds for ``feeds``: every pinned feed has its recorded value."""
         return all(np.array_equal(feeds[name], value) for name, value in self.pinned.items())
 
-    def run(self, arenas: Any, feeds: Mapping[str, Any]) -> list | None:
-        """The outputs for ``feeds`` (copies; the caller checked :meth:`holds`), or None when the
-        arena is busy."""
+    def run(self, arenas: Any, feeds: Mapping[str, Any], fill: bool = False) -> list | None:
+        """The outputs for ``feeds`` (the caller's own arrays; the caller checked :meth:`holds`), or
+        None when the arena is busy. ``fill``: new outputs start as all-ones bytes (NaN, -1), so the
+        capture's check sees an element the record leaves unwritten."""
         if not arenas.hold():
             return None
+        patched: Patched = []
+        bindings = self._bindings
         try:
             for name, buffer in self.feeds.items():
-                np.copyto(buffer, feeds[name])
+                given = feeds[name]
+                if name in self.borrowed_feeds and borrowable(given, buffer):
+                    bindings.bind(("feed", name), given, patched)
+                elif name in self.borrowed_feeds or name in self._copied:
+                    np.copyto(buffer, given)
+            fresh = {}
+            for k in self.fresh_outputs:
+                recorded = self.outputs[k]
+                fresh[k] = new = np.empty(recorded.shape, recorded.dtype)
+                if fill:
+                    new.reshape(-1).view(np.uint8).fill(0xFF)
+                bindings.bind(("out", k), new, patched)
             for call, args, kwargs in self.calls:
                 call(*args, **kwargs)
-            return _copies(self.outputs)
+            return [fresh[k] if k in fresh else _copy(o) for k, o in enumerate(self.outputs)]
         finally:
+            restore(patched)
             arenas.let_go()
+
+    def copy_outputs(self) -> None:
+        """Copy every output out of the recorded arrays from now on (some output is partly written
+        outside the record: the check saw an element of a new array left as it was made)."""
+        self.fresh_outputs = []
 
 
 class KernelReplays:
@@ -275,8 +303,26 @@ class KernelReplays:
         probe could not vary (an empty one has no value to pin: an empty cache)."""
         probe = {name: _probe(rng, b, singles.get(name, ())) for name, b in recorded.items()}
         replay.pinned = {name: b for name, b in recorded.items() if b.size and np.array_equal(probe[name], b)}
-        got = replay.run(self._session.arenas, probe)
+        got = replay.run(self._session.arenas, probe, fill=True)
         return got, self._session.execute(probe)
+
+    def _verdict(self, replay: Replay, recorded: dict[str, np.ndarray], rng: np.random.Generator,
+                 singles: dict[str, list]) -> tuple[list | None, bool]:
+        """(the replay's outputs on a probe, whether a normal run's equal them: :meth:`_check`). A new
+        output array left partly as it was made (work outside the record writes that output) is
+        checked again on another probe with its outputs copied out of the recorded arrays."""
+        got, want = self._check(replay, recorded, rng, singles)
+        same = got is not None and self._same(got, want)
+        if got is not None and not same and any(_unwritten(got[k]) for k in replay.fresh_outputs):
+            replay.copy_outputs()
+            got, want = self._check(replay, recorded, rng, singles)
+            same = got is not None and self._same(got, want)
+        return got, same
+
+    def _same(self, got: list, want: list) -> bool:
+        if self._finite_only and not all(isinstance(o, np.ndarray) and o.dtype.kind == "f" for o in got):
+            return False  # a non-float output could not show a Winograd step's fallback
+        return len(got) == len(want) and all(_identical(a, b) for a, b in zip(got, want))
 
     def _remember_singles(self, feeds: dict[str, np.ndarray]) -> dict[str, list]:
         """Note the single value of each integer or bool feed of one value throughout (a capture's
@@ -348,7 +394,7 @@ class KernelReplays:
         attempts = [singles, {}] if singles else [{}]
         for n, values in enumerate(attempts):
             try:  # the replay first: every buffer then holds what the recorded run left, from other
-                got, want = self._check(replay, recorded, rng, values)  # inputs: work the record skipped shows
+                got, same = self._verdict(replay, recorded, rng, values)  # inputs: work the record skipped shows
             except Exception:  # noqa: BLE001 - a model that rejects random inputs is simply not replayed
                 if n + 1 < len(attempts):
                     continue
@@ -356,9 +402,6 @@ class KernelReplays:
                 return result
             if got is None:  # another thread held the arena: try again on a later run
                 return result
-            same = len(got) == len(want) and all(_identical(a, b) for a, b in zip(got, want))
-            if self._finite_only and not all(isinstance(o, np.ndarray) and o.dtype.kind == "f" for o in got):
-                same = False  # a non-float output could not show a Winograd step's fallback
             if same:
                 break
         replay.settled = n > 0
@@ -439,7 +482,18 @@ def _varies(value: np.ndarray) -> bool:
 
 def _copies(outputs: list) -> list:
     """The caller's own outputs: each array copied (the recorded ones are rewritten by later runs)."""
-    return [np.array(o, copy=True) if isinstance(o, np.ndarray) else o for o in outputs]
+    return [_copy(o) for o in outputs]
+
+
+def _copy(output: Any) -> Any:
+    return np.array(output, copy=True) if isinstance(output, np.ndarray) else output
+
+
+def _unwritten(a: Any) -> bool:
+    """Whether an element of array ``a`` is all-ones bytes, as :meth:`Replay.run` fills new outputs."""
+    if not isinstance(a, np.ndarray) or not a.size:
+        return False
+    return bool((a.reshape(-1).view(np.uint8).reshape(a.size, a.itemsize) == 0xFF).all(axis=1).any())
 
 
 def _identical(a: Any, b: Any) -> bool:
