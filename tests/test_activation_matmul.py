@@ -8,7 +8,7 @@ import pytest
 
 from inference.errors import KernelError
 from inference.kernels._jit import kernel_threads
-from inference.kernels.activation_matmul import _plan, activation_matmul
+from inference.kernels.activation_matmul import activation_matmul, product_plan
 from inference.kernels.rows_gemm import pack_panels
 
 RNG = np.random.default_rng(21)
@@ -78,15 +78,15 @@ def test_only_replaying_predictors_ask_for_it():
 def test_what_the_tile_does_not_take_is_numpys():
     a, b = _f32(2, 3, 4, 5), _f32(1, 3, 5, 6)  # a broadcast batch
     np.testing.assert_array_equal(activation_matmul(a, b), np.matmul(a, b))
-    assert _plan(a.shape, b.shape) is None
+    assert product_plan(a.shape, b.shape) is None
     v, w = _f32(5), _f32(5, 3)  # a 1-D operand
     np.testing.assert_array_equal(activation_matmul(v, w), np.matmul(v, w))
     ints = RNG.integers(-5, 5, (3, 4)), RNG.integers(-5, 5, (4, 2))
     np.testing.assert_array_equal(activation_matmul(*ints), ints[0] @ ints[1])
     x64 = _f32(3, 4).astype(np.float64)
     assert activation_matmul(x64, _f32(4, 2)).dtype == np.float64
-    assert _plan((8, 1100), (1100, 1024)) is None  # 4.3 MB of panels: BLAS packs it in blocks
-    assert _plan((2, 1100), (1100, 1024)) is not None  # fewer rows than a tile: nothing packed
+    assert product_plan((8, 1100), (1100, 1024)) is None  # 4.3 MB of panels: BLAS packs it in blocks
+    assert product_plan((2, 1100), (1100, 1024)) is not None  # fewer rows than a tile: nothing packed
     empty = activation_matmul(_f32(2, 0, 4), _f32(2, 4, 3))
     assert empty.shape == (2, 0, 3)
     with pytest.raises((KernelError, ValueError)):

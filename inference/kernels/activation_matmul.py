@@ -166,7 +166,7 @@ class _Plan:
         return y
 
 
-def _plan(a_shape: tuple, b_shape: tuple) -> _Plan | None:
+def product_plan(a_shape: tuple, b_shape: tuple) -> _Plan | None:
     """The plan for these shapes, or None where the reference op runs (its broadcasting, its errors)."""
     if len(a_shape) < 2 or len(b_shape) < 2 or a_shape[-1] != b_shape[-2] or 0 in a_shape or 0 in b_shape:
         return None
@@ -188,7 +188,7 @@ def _binder(fn):
             key = (a.shape, b.shape)
             plan = plans.get(key, False)
             if plan is False:
-                plan = remember(plans, key, _plan(a.shape, b.shape))
+                plan = remember(plans, key, product_plan(a.shape, b.shape))
             return reference_matmul(a, b) if plan is None else plan(a, b)
 
         return run

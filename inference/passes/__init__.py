@@ -34,6 +34,7 @@ from inference.passes.qlinear_to_qdq import qlinear_to_qdq
 from inference.passes.shuffle_fold import fold_channel_shuffle
 from inference.passes.split_convs import split_conv_outputs
 from inference.passes.squeeze_excite import fuse_squeeze_excite
+from inference.passes.transpose_matmul import fuse_transpose_matmul
 from inference.passes.transpose_reshape import simplify_transpose_reshape
 from inference.passes.widen_float16 import widen_float16
 from inference.passes.winograd import choose_winograd, unmark_winograd
@@ -60,6 +61,7 @@ PIPELINE: tuple[Pass, ...] = (
     Pass("eliminate_identity", eliminate_identity),
     Pass("eliminate_dead_nodes", eliminate_dead_nodes),
     Pass("simplify_transpose_reshape", simplify_transpose_reshape),
+    Pass("fuse_transpose_matmul", fuse_transpose_matmul, is_fusion=True),  # after: sees each Transpose composed
     Pass("fuse_channel_shuffle", fuse_channel_shuffle, is_fusion=True),
     Pass("fuse_layer_norm", fuse_layer_norm, is_fusion=True),  # opset < 17's written-out LayerNorm
     Pass("fuse_matmul_add", fuse_matmul_add, is_fusion=True),  # before: a Dense layer's BatchNorm folds into its Gemm

@@ -31,7 +31,7 @@ def simplify_transpose_reshape(model: Model) -> bool:
 
 
 # -- Transpose chains -----------------------------------------------------------------------------
-def _perm(g: Graph, node: Node) -> list[int] | None:
+def perm_of(g: Graph, node: Node) -> list[int] | None:
     """The node's permutation; ONNX's default (reversed axes) needs the input's rank."""
     if "perm" in node.attrs:
         return [int(p) for p in node.attrs["perm"]]
@@ -55,7 +55,7 @@ def compose_transposes(model: Model) -> bool:
         inner = producers.get(outer.inputs[0])
         if not _is(inner, ("Transpose",)):
             continue
-        p1, p2 = _perm(g, inner), _perm(g, outer)
+        p1, p2 = perm_of(g, inner), perm_of(g, outer)
         if p1 is None or p2 is None or len(p1) != len(p2):
             continue
         composed = [p1[j] for j in p2]
