@@ -415,7 +415,12 @@ def _compiled(dispatcher: Any, args: tuple, kwargs: dict) -> Any:
     call), or the dispatch itself where no overload matches exactly or keywords are passed."""
     if not kwargs:
         try:
-            found = dispatcher.overloads.get(tuple(_numba_type(dispatcher, a) for a in args))
+            keys = tuple(_type_key(a) for a in args)
+            found = _ENTRIES.get((dispatcher, keys)) if None not in keys else None
+            if found is None:
+                found = dispatcher.overloads.get(tuple(_numba_type(dispatcher, a, k) for a, k in zip(args, keys)))
+                if found is not None and None not in keys:
+                    _ENTRIES[dispatcher, keys] = found
         except Exception:  # noqa: BLE001 - an argument numba cannot type here: its dispatch decides
             found = None
         if found is not None:
@@ -423,23 +428,31 @@ def _compiled(dispatcher: Any, args: tuple, kwargs: dict) -> Any:
     return functools.partial(_dispatch, dispatcher)
 
 
-#: numba's type of an argument by what decides it (an array's dtype, rank, layout and writeability;
-#: a scalar's class): numba's own typeof took ~6 us an array, so a capture of a 2-layer GPT
-#: (3280 calls, 22738 arguments) spent more resolving its calls than running them
+#: numba's type of an argument by what decides it (:func:`_type_key`: an array's dtype, rank,
+#: layout and writeability; a scalar's class): numba's own typeof took ~6 us an array, so a capture
+#: of a 2-layer GPT (3280 calls, 22738 arguments) spent more resolving its calls than running them
 _TYPES: dict = {}
+#: a dispatcher's overload by its arguments' keys: looking one up by numba's types hashed each
+#: type in Python (~1 us an argument, ~1.5 ms of an int8 GPT decoder's capture)
+_ENTRIES: dict = {}
 
 
-def _numba_type(dispatcher: Any, value: Any) -> Any:
-    """``dispatcher.typeof_pyval(value)``, remembered per :data:`_TYPES` key."""
+def _type_key(value: Any) -> Any:
+    """What decides ``value``'s numba type, or None where numba's typeof must tell."""
     kind = type(value)
     if kind is np.ndarray:
         flags = value.flags
-        key = (value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable)
-    elif kind is float or kind is bool or isinstance(value, (np.number, np.bool_)):
-        key = kind
-    elif kind is int and value.bit_length() < 64:
-        key = int  # numba's int64 (a larger one: uint64, or too large)
-    else:
+        return value.dtype, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable
+    if kind is float or kind is bool or isinstance(value, (np.number, np.bool_)):
+        return kind
+    if kind is int and value.bit_length() < 64:
+        return int  # numba's int64 (a larger one: uint64, or too large)
+    return None
+
+
+def _numba_type(dispatcher: Any, value: Any, key: Any) -> Any:
+    """``dispatcher.typeof_pyval(value)``, remembered per :data:`_TYPES` ``key`` (its :func:`_type_key`)."""
+    if key is None:
         return dispatcher.typeof_pyval(value)
     found = _TYPES.get(key)
     if found is None:

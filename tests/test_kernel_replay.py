@@ -610,7 +610,29 @@ def test_argument_types_are_numba_s_own():
     values = [a, a.T, a[:, ::2], frozen, a.astype(np.float64), a.astype(">f4"), np.zeros((0, 3), np.int64),
               np.ones((), bool), np.float32(1.5), np.int64(3), np.bool_(True), 1.5, True, 7, -(2**40), 2**63,
               (1, 2), None, "text"]
-    for v in values:
-        assert kernel_replay._numba_type(copy_strided, v) == copy_strided.typeof_pyval(v), v
-    for v in values:  # again, from what was remembered
-        assert kernel_replay._numba_type(copy_strided, v) == copy_strided.typeof_pyval(v), v
+    for _ in range(2):  # the second time from what was remembered
+        for v in values:
+            got = kernel_replay._numba_type(copy_strided, v, kernel_replay._type_key(v))
+            assert got == copy_strided.typeof_pyval(v), v
+
+
+def test_overloads_are_remembered_per_argument_types():
+    """A capture's overload lookup is remembered per arguments' keys: the same types find the same
+    overload, other types (a layout, a dtype) their own, never a wrong one."""
+    import numba
+
+    @numba.njit
+    def total(x):
+        return x.sum()
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for v in (a, a.T, a.astype(np.float64)):
+        total(v)  # compiled for each
+    entries = {}
+    for _ in range(2):
+        for v in (a, a.T, a.astype(np.float64), a + 1):
+            entry = kernel_replay._compiled(total, (v,), {})
+            want = total.overloads[(total.typeof_pyval(v),)].entry_point
+            assert entry is want
+            entries.setdefault(total.typeof_pyval(v), set()).add(entry)
+    assert len(entries) == 3 and all(len(e) == 1 for e in entries.values())
