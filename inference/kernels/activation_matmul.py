@@ -20,6 +20,7 @@ Python around the call) and (1 x 4096) @ (4096 x 4096) 1.22x. Training's session
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import numba
 import numpy as np
@@ -176,24 +177,32 @@ def product_plan(a_shape: tuple, b_shape: tuple) -> _Plan | None:
     return None if plan.p >= plan.mr and plan.bias.size * plan.k * 4 > MAX_PACKED_BYTES else plan
 
 
-def _binder(fn):
-    """Plan-time ``bind``: a plan per operand shapes (the same ones run after run)."""
+def plans_by_shape(plan_of: Callable[[tuple, tuple], Any], reference: Callable[[Any, Any], Any]):
+    """A registry ``bind`` for a product of two float32 activations: per operand shapes (the same
+    ones run after run) the plan ``plan_of(a_shape, b_shape)`` makes once, called on the operands;
+    other dtypes, and shapes it has no plan for (None), go to ``reference``."""
 
-    def bind():
-        plans: dict = {}
+    def binder(fn):
+        def bind():
+            plans: dict = {}
 
-        def run(a, b):
-            if a.dtype != np.float32 or b.dtype != np.float32:
-                return reference_matmul(a, b)
-            key = (a.shape, b.shape)
-            plan = plans.get(key, False)
-            if plan is False:
-                plan = remember(plans, key, product_plan(a.shape, b.shape))
-            return reference_matmul(a, b) if plan is None else plan(a, b)
+            def run(a, b):
+                if a.dtype != np.float32 or b.dtype != np.float32:
+                    return reference(a, b)
+                key = (a.shape, b.shape)
+                plan = plans.get(key, False)
+                if plan is False:
+                    plan = remember(plans, key, plan_of(a.shape, b.shape))
+                return reference(a, b) if plan is None else plan(a, b)
 
-        return run
+            return run
 
-    return bind
+        return bind
+
+    return binder
+
+
+_binder = plans_by_shape(product_plan, reference_matmul)
 
 
 @register("MatMul", since=1, kind=REPLAYABLE, applies=float32_input, bind=_binder)

@@ -21,12 +21,11 @@ import numpy as np
 from inference.ir import Node, TensorType
 from inference.kernels._applies import float32_input
 from inference.kernels._jit import kernel_threads, parallel_chunks, threaded_kernel
-from inference.kernels.activation_matmul import REPLAYABLE, product_plan
+from inference.kernels.activation_matmul import REPLAYABLE, plans_by_shape, product_plan
 from inference.kernels.arena_slot import new_output, new_scratch
 from inference.kernels.fused import DOMAIN
 from inference.kernels.rows_gemm import tile_shape
 from inference.kernels.transpose import swap_last_two
-from inference.ops._memo import remember
 from inference.ops.matmul import matmul as reference_matmul
 from inference.ops.registry import register
 from inference.schema import FormalParam, OpSchema, register_schema
@@ -121,24 +120,7 @@ def _plan(a_shape: tuple, b_shape: tuple) -> _Plan | None:
     return None if product is None else _Plan(a_shape, b_shape, product)
 
 
-def _binder(fn):
-    """Plan-time ``bind``: a plan per operand shapes (the same ones run after run)."""
-
-    def bind():
-        plans: dict = {}
-
-        def run(a, b):
-            if a.dtype != np.float32 or b.dtype != np.float32:
-                return matmul_transb_reference(a, b)
-            key = (a.shape, b.shape)
-            plan = plans.get(key, False)
-            if plan is False:
-                plan = remember(plans, key, _plan(a.shape, b.shape))
-            return matmul_transb_reference(a, b) if plan is None else plan(a, b)
-
-        return run
-
-    return bind
+_binder = plans_by_shape(_plan, matmul_transb_reference)
 
 
 @register(OP, since=1, domain=DOMAIN, kind=REPLAYABLE, applies=float32_input, bind=_binder)
