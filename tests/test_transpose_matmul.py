@@ -80,6 +80,7 @@ def test_the_fused_graph_decomposes_to_standard_onnx_onnxruntime_runs():
     ((1, 1, 2, 63), (1, 1, 1, 63)),  # one key
     ((4, 31, 16), (4, 33, 16)),  # rows just under and past a tile
     ((4, 32, 16), (4, 40, 16)),
+    ((2, 2, 24, 8), (2, 2, 30, 8)),  # an encoder's heads: B transposed into the workspace
     ((2, 50, 64), (70, 64)),  # a 2-D B shared by every product
     ((3, 1, 7, 8), (1, 2, 9, 8)),  # broadcast batch axes: the reference
     ((0, 2, 4), (0, 5, 4)),  # empty

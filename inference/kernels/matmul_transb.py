@@ -88,7 +88,7 @@ class _Plan:
         self.items = 1 if len(b_shape) == 2 else math.prod(b_shape[:-2])
         self.p = math.prod(a_shape[:-1]) // self.items
         self.out_shape = a_shape[:-1] + (self.n,)
-        self.bt_shape = (self.items, self.k, self.n)
+        self.bt_shape = tuple(b_shape[:-2]) + (self.k, self.n)  # B transposed, as the product was planned
         self.product = product  # None: the few rows' dot products
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -101,8 +101,9 @@ class _Plan:
             kernel(af, bf.reshape(-1), y.reshape(-1), self.items, self.p, self.k, self.n, runs)
             return y
         bt = new_scratch(self.bt_shape)
-        (swap_last_two.parallel if threads > 1 else swap_last_two.serial)(bf.reshape(self.items, self.n, self.k), bt)
-        return self.product(a, bt.reshape(self.bt_shape if len(b.shape) > 2 else self.bt_shape[1:]))
+        swap = swap_last_two.parallel if threads > 1 else swap_last_two.serial
+        swap(bf.reshape(self.items, self.n, self.k), bt.reshape(self.items, self.k, self.n))
+        return self.product(a, bt)
 
 
 def _plan(a_shape: tuple, b_shape: tuple) -> _Plan | None:
