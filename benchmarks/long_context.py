@@ -45,7 +45,8 @@ def main() -> int:
     ours, _ = edgelearn_runner(proto, args.threads)
     peer = peer_runner("onnxruntime", model, args.threads)
     size = SIZES[args.size]
-    print(f"KV-cache decoder step ({size['layers']} layers, {size['dim']} wide{', int8 by quantize_dynamic' if args.int8 else ''}), "
+    kind = ", int8 by quantize_dynamic" if args.int8 else ""
+    print(f"KV-cache decoder step ({size['layers']} layers, {size['dim']} wide{kind}), "
           f"{args.threads} thread(s), median of {args.repeat} interleaved")
     print("| cached tokens | cache MB in (and out) | ours ms | onnxruntime ms | ours / onnxruntime | max abs diff |")
     print("|---|---|---|---|---|---|")

@@ -10,10 +10,10 @@ A recorded argument is bound to a source (a feed's buffer or an output array) wh
 source's memory (its chain of bases ends where the source's does) and lies within it: the source
 itself or a view of it (a reshape, a slice), made again on the stand-in at the same byte offset,
 shape and strides. (An alias the chain of bases does not show reads the recorded buffer: the
-capture's check then sees the probe's result differ, and the shape runs step by step.) A source that some argument reaches in another way
-(inside a tuple, as a keyword, partly) or that shares memory with another source is *refused*:
-never stood in for, copied as before. After the run every argument is put back, so the replay
-holds no caller's array between runs.
+capture's check then sees the probe's result differ, and the shape runs step by step.) A source
+that some argument reaches in another way (inside a tuple, as a keyword, partly) or that shares
+memory with another source is *refused*: never stood in for, copied as before. After the run
+every argument is put back, so the replay holds no caller's array between runs.
 """
 from __future__ import annotations
 

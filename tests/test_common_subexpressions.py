@@ -42,9 +42,9 @@ def _blocks(random: bool = False) -> onnx.ModelProto:
         for b in range(2):
             nodes.append(helper.make_node("RandomUniformLike", ["x"], [f"noise{b}"], seed=1.0))
             outs.append(helper.make_tensor_value_info(f"noise{b}", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "blocks", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8]),
-                                                helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 1, 1, 4])],
-                              outs, inits)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8]),
+              helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 1, 1, 4])]
+    graph = helper.make_graph(nodes, "blocks", inputs, outs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -28,9 +28,9 @@ def _attention_scores(perm=(0, 1, 3, 2), k_is_output: bool = False, second_reade
     if second_reader:
         nodes.append(helper.make_node("Relu", ["kt"], ["kt_relu"]))
         outputs.append(helper.make_tensor_value_info("kt_relu", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "scores", [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["b", 2, "p", 8]),
-                                                helper.make_tensor_value_info("k", TensorProto.FLOAT, ["b", 2, "n", 8])],
-                              outputs)
+    inputs = [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["b", 2, "p", 8]),
+              helper.make_tensor_value_info("k", TensorProto.FLOAT, ["b", 2, "n", 8])]
+    graph = helper.make_graph(nodes, "scores", inputs, outputs)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

@@ -181,7 +181,8 @@ def test_switchable_by_name_from_config():
     proto = model_to_proto(zoo.transformer_encoder(seq=16, dim=32, heads=2, layers=2, ffn=64))
     # K^T fused into its MatMul only where it was not composed with the head split: kept apart here
     on = Predictor(Config(model_path=proto, passes={"fuse_transpose_matmul": False}))
-    off = Predictor(Config(model_path=proto, passes={"simplify_transpose_reshape": False, "fuse_transpose_matmul": False}))
+    off = Predictor(Config(model_path=proto,
+                           passes={"simplify_transpose_reshape": False, "fuse_transpose_matmul": False}))
     assert "simplify_transpose_reshape" in on.applied_passes
     assert "simplify_transpose_reshape" not in off.applied_passes
     assert on.model.graph.op_histogram()["Transpose"] == off.model.graph.op_histogram()["Transpose"] - 2
