@@ -64,8 +64,10 @@ def _activation(e: _Emitter, n: Node, y: str, out: str) -> str:
         return e.op(act, [y], out, alpha=alpha, beta=beta)
     if act in ("Gelu", "GeluTanh"):
         if e.opset() < 20:
-            raise UnsupportedOpError(n.op_type, DOMAIN, 1, n.label(),
-                                     f"activation {act} has no standard op before opset 20 (model: {e.opset()})")
+            if act == "Gelu" and e.opset() < 9:
+                raise UnsupportedOpError(n.op_type, DOMAIN, 1, n.label(),
+                                         f"activation Gelu needs Erf, which opset {e.opset()} does not have")
+            return _gelu_written_out(e, y, out, act == "GeluTanh")
         return e.op("Gelu", [y], out, **({"approximate": "tanh"} if act == "GeluTanh" else {}))
     if act == "Clip":
         if e.opset() < 11:
@@ -75,6 +77,21 @@ def _activation(e: _Emitter, n: Node, y: str, out: str) -> str:
         hi = e.const(np.array(beta, np.float32)) if math.isfinite(beta) else ""
         return e.op("Clip", [y, lo, hi], out)
     raise UnsupportedOpError(n.op_type, DOMAIN, 1, n.label(), f"unknown activation {act!r}")
+
+
+def _gelu_written_out(e: _Emitter, y: str, out: str, tanh: bool) -> str:
+    """GELU before opset 20 (no Gelu op) as exporters write it: ``y * 0.5 * (1 + erf(y / sqrt 2))``,
+    or with ``tanh(sqrt(2 / pi) * (y + 0.044715 y^3))`` (the chains ``fuse_*_epilogue`` fuses again)."""
+    def c(v: float) -> str:
+        return e.const(np.array(v, np.float32))
+
+    if tanh:
+        cube = e.op("Mul", [y, e.op("Mul", [y, y])])
+        inner = e.op("Add", [y, e.op("Mul", [cube, c(0.044715)])])
+        curve = e.op("Tanh", [e.op("Mul", [inner, c(math.sqrt(2.0 / math.pi))])])
+    else:
+        curve = e.op("Erf", [e.op("Div", [y, c(math.sqrt(2.0))])])
+    return e.op("Mul", [e.op("Mul", [y, c(0.5)]), e.op("Add", [curve, c(1.0)])], out)
 
 
 def _epilogue(e: _Emitter, n: Node, y: str, bias: str, residual: str, out: str) -> None:

@@ -166,3 +166,32 @@ def test_op_without_decomposition_is_named():
     model.graph.nodes.append(Node("Mystery", ["output"], ["z"], domain="edgelearn", name="mystery_node"))
     with pytest.raises(UnsupportedOpError, match="Mystery.*mystery_node.*no decomposition"):
         decompose_to_standard(model)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_before_opset_20_is_written_out_for_standard_onnx(approximate):
+    """A fused GELU at opset 17 (no Gelu op before 20) decomposes to the chain exporters write
+    (Erf, or Tanh of the cubic), which onnxruntime runs and our passes fuse again."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((rng.standard_normal((16, 24)) * 0.5).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Gelu", ["h"], ["y"], approximate=approximate)]
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 24])], [w])
+    at20 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    fused = Predictor(Config(model_path=at20.SerializeToString())).model
+    fused.opset_imports[""] = 17  # as a GPT exported at 17 with its GELU fused: no Gelu op to write
+    assert [n.op_type for n in fused.graph.nodes] == ["FusedMatMul"]
+    standard = model_to_proto(decompose_to_standard(fused))
+    onnx.checker.check_model(standard, full_check=True)
+    ops = {n.op_type for n in standard.graph.node}
+    assert "Gelu" not in ops and ("Tanh" if approximate == "tanh" else "Erf") in ops, ops
+    x = rng.standard_normal((5, 16)).astype(np.float32)
+    want = ort.InferenceSession(at20.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(standard.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    again = Predictor(Config(model_path=standard.SerializeToString()))
+    assert [n.op_type for n in again.model.graph.nodes] == ["FusedMatMul"]
+    np.testing.assert_allclose(again.run({"x": x})["y"], want, rtol=1e-5, atol=1e-5)
