@@ -16,7 +16,7 @@ from typing import Callable
 from inference.ir import Model
 from inference.passes.channel_shuffle import fuse_channel_shuffle
 from inference.passes.common_subexpressions import eliminate_common_subexpressions
-from inference.passes.constant_folding import fold_constants
+from inference.passes.constant_folding import fold_constants, lift_constant_nodes
 from inference.passes.concat_convs import merge_concat_convs
 from inference.passes.conv_bn import fold_conv_batchnorm
 from inference.passes.eliminate import eliminate_dead_nodes, eliminate_identity
@@ -51,6 +51,9 @@ class Pass:
 PIPELINE: tuple[Pass, ...] = (
     # first: every pass after it sees a half-precision model as the float32 one it computes
     Pass("widen_float16", widen_float16),
+    # before the passes that must run ahead of folding: they read constants (a QDQ scale, a GELU's
+    # or a Clip's constants in an int8 epilogue) as initializers, which exporters write as Constant nodes
+    Pass("lift_constant_nodes", lift_constant_nodes),
     # before fuse_qdq: a QLinearConv/QLinearMatMul model fuses as its QDQ form
     Pass("qlinear_to_qdq", qlinear_to_qdq),
     Pass("integer_to_qdq", integer_to_qdq),  # onnxruntime's dynamic quantization, as fuse_qdq reads it

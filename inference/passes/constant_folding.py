@@ -64,11 +64,10 @@ def fold_constants(model: Model) -> bool:
 
 
 def lift_constant_nodes(model: Model) -> bool:
-    """Only the ``Constant`` nodes as initializers, what folding makes of them. For the fusions that
-    must run before folding (``fuse_qdq``: folding would widen a QDQ model's int8 weights): their
-    epilogue walker reads a GELU's or a Clip's constants as initializers, and an exporter's
-    ``Constant`` nodes had kept a quantized decoder's tanh GELU out of its QMatMuls (nine steps a
-    layer)."""
+    """Only the ``Constant`` nodes as initializers, what folding makes of them: a pass of its own
+    ahead of the passes that must run before folding (``fuse_qdq``: folding would widen a QDQ model's
+    int8 weights), which read constants as initializers. An exporter's ``Constant`` nodes had kept a
+    quantized decoder's tanh GELU out of its QMatMuls (nine steps a layer)."""
     g, changed = model.graph, False
     for node in [n for n in g.nodes if n.op_type == "Constant" and n.domain == "" and not n.inputs]:
         outs = _evaluated(model, node, [])

@@ -22,7 +22,6 @@ from inference.ir import Graph, Model, Node, TensorType
 from inference.kernels.int8 import CONV_ATTRS, DOMAIN
 from inference.passes._rewrite import constant_value, drop_unused_initializers, fresh_name, single_reader
 from inference.passes._epilogue import EpilogueSlots, absorb_epilogue, commit_fused
-from inference.passes.constant_folding import lift_constant_nodes
 
 _QTYPES = (2, 3)  # uint8, int8
 
@@ -191,7 +190,6 @@ def fuse_qdq(model: Model) -> bool:
     g, changed = model.graph, False
     if not any(n.op_type == "DequantizeLinear" for n in g.nodes):
         return False
-    changed = lift_constant_nodes(model)  # the epilogues' constants (a GELU's, a Clip's) as initializers
     if any(g.type_of(n.inputs[0]) is None for n in g.nodes if n.op_type == "DequantizeLinear"):
         from inference.shape_inference import infer_shapes
 
