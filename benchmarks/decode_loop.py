@@ -165,6 +165,10 @@ def generate_kv(run, prompt: np.ndarray, tokens: int, empty_cache: dict[str, np.
     return np.concatenate(sequence, axis=1), np.array(times)
 
 
+#: how the titles of ``--int8`` runs say which file both runtimes ran
+INT8_LABEL = ", int8 by quantize_dynamic"
+
+
 def quantized(proto: bytes) -> bytes:
     """``proto`` after onnxruntime's ``quantize_dynamic`` (int8 weights, per tensor)."""
     import tempfile
@@ -222,7 +226,7 @@ def main() -> int:
         generation = functools.partial(generate, tokens=args.tokens)
     kind = "with a key/value cache, one token a step" if args.kv_cache else "fed the whole sequence each step"
     print(f"GPT-style decoder ({size['layers']} layers, {size['dim']} wide, {size['vocab']} tokens, "
-          f"{sum(t.numel() for t in module.parameters()) / 1e6:.1f}M weights{', int8 by quantize_dynamic' if args.int8 else ''}) "
+          f"{sum(t.numel() for t in module.parameters()) / 1e6:.1f}M weights{INT8_LABEL if args.int8 else ''}) "
           f"{kind}, {args.tokens} tokens greedy "
           f"after 3, {args.threads} thread(s)")
     print("| pass | ours ms | onnxruntime ms | ours / onnxruntime | ours median step ms | "

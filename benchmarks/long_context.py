@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.decode_loop import SIZES, KvDecoder, export_kv, quantized  # noqa: E402
+from benchmarks.decode_loop import INT8_LABEL, SIZES, KvDecoder, export_kv, quantized  # noqa: E402
 from edgelearn.commands.bench import edgelearn_runner, max_abs_diff, peer_runner, time_interleaved  # noqa: E402
 
 
@@ -45,8 +45,7 @@ def main() -> int:
     ours, _ = edgelearn_runner(proto, args.threads)
     peer = peer_runner("onnxruntime", model, args.threads)
     size = SIZES[args.size]
-    kind = ", int8 by quantize_dynamic" if args.int8 else ""
-    print(f"KV-cache decoder step ({size['layers']} layers, {size['dim']} wide{kind}), "
+    print(f"KV-cache decoder step ({size['layers']} layers, {size['dim']} wide{INT8_LABEL if args.int8 else ''}), "
           f"{args.threads} thread(s), median of {args.repeat} interleaved")
     print("| cached tokens | cache MB in (and out) | ours ms | onnxruntime ms | ours / onnxruntime | max abs diff |")
     print("|---|---|---|---|---|---|")

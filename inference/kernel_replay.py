@@ -386,7 +386,8 @@ class KernelReplays:
             self._keep(key, _REFUSED)  # too long a run for its Python to matter: not checked, not kept
             return result
         singles = self._remember_singles(buffers)
-        recorded = {name: b.copy() for name, b in buffers.items()}  # a probe's replay overwrites buffers
+        # the recorded values kept apart: a probe's replay copies into the buffers of feeds it cannot read in place
+        recorded = {name: b.copy() for name, b in buffers.items()}
         replay = Replay(buffers, calls, outputs, arenas.block, arenas.workspace, count)
         rng = np.random.default_rng(len(calls))
         # probed with other captures' single values first; where the model rejects them at this shape
